@@ -1,0 +1,45 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both create what they need: Debian packages (when root and missing) and a venv in .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+# Build deps of python-augeas and python-qpid-proton (with Cyrus SASL and OpenSSL), augparse
+# for the lens tests, and the real peers of the integration tests and benchmarks.
+APT_PACKAGES := python3-venv gcc libaugeas-dev augeas-lenses augeas-tools libsasl2-dev \
+	libsasl2-modules sasl2-bin libssl-dev util-linux passwd procps rabbitmq-server tini dumb-init
+
+.PHONY: demo test lint bench system-deps clean
+
+demo: $(STAMP)
+	$(BIN)/python -m pulpinit.demo
+
+test: $(STAMP)
+	$(BIN)/ruff check pulpinit tests benchmarks
+	$(BIN)/mypy pulpinit
+	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \
+		| grep -q 'ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else \
+		echo "missing Debian packages (install them as root):" $$missing >&2; \
+	fi
+
+$(STAMP): setup.cfg pyproject.toml | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,6 @@
+"""``python -m pulpinit``: the same as the ``pulpinit`` console script."""
+
+from pulpinit.cli import run
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,66 @@
+"""``pulpinit check-deps``: probe MongoDB and the broker once, in parallel, and explain.
+
+The operator's 3 a.m. tool and a Kubernetes readiness probe: with both
+dependencies up it answers well within the 1 s exec-probe timeout.  The table
+and the JSON carry the endpoint (credentials masked), status, latency, server
+version, failure class with its error text, and a one-line hint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pulpinit import deps, log, render
+from pulpinit.errors import DependencyUnavailable
+from pulpinit.probe import ProbeResult
+
+if TYPE_CHECKING:
+    from pulpinit.pipeline import Context
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: tuple[ProbeResult, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [check.as_json() for check in self.checks]}
+
+    def table(self) -> str:
+        rows = []
+        for c in self.checks:
+            data = c.as_json()
+            rows.append((c.name, c.endpoint, "up" if c.ok else "DOWN", f"{c.latency_ms:.0f} ms",
+                         c.version or "-", str(data["error"] or "-")))
+        text = render.table(("dependency", "endpoint", "status", "latency", "version", "error"), rows)
+        hints = [f"hint ({c.name}): {c.hint}" for c in self.checks if c.hint]
+        return "\n".join([text, *(["", *hints] if hints else [])])
+
+
+def check(ctx: Context, *, wait: bool = False, timeout: float | None = None) -> Report:
+    """Probe once (after the wait policy when ``wait``); ``timeout`` bounds the whole run."""
+    from pulpinit import pipeline
+
+    probes = pipeline.probes(ctx)
+    policy = deps.WaitPolicy.from_toolkit(ctx.toolkit)
+    started = time.monotonic()
+    if timeout is not None:
+        policy = deps.WaitPolicy(min(policy.timeout, timeout), policy.initial, policy.max_interval,
+                                 min(policy.probe_timeout, timeout), policy.log_interval)
+    if wait:
+        # the probe below reports whatever is still down at the deadline
+        with pipeline.interruptible("check-deps"), contextlib.suppress(DependencyUnavailable):
+            deps.wait_all(probes, policy)
+    budget = policy.probe_timeout
+    if timeout is not None:
+        budget = max(0.05, min(budget, timeout - (time.monotonic() - started)))
+    results = deps.probe_once(probes, budget)
+    for result in results.values():
+        log.get_logger().debug("dep.checked", dependency=result.name, ok=result.ok, latency_ms=result.latency_ms)
+    return Report(tuple(results.values()))

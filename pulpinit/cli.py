@@ -1,0 +1,159 @@
+"""The command line: parse, set up logging, dispatch, turn errors into exit codes.
+
+This is the only layer that knows about exit codes and ``sys.argv``; the core
+raises :class:`~pulpinit.errors.PulpinitError` and never exits.  ``main(argv)``
+returns the exit code so tests call it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import NoReturn
+
+from pulpinit import __version__, log
+from pulpinit.errors import ConfigError, ExitCode, PulpinitError, UsageError
+
+ROLES = ("beat", "resource-manager", "worker")
+
+
+class _ParserExit(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting, and uses 64 (EX_USAGE) for bad usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            sys.stderr.write(message)
+        raise _ParserExit(status)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="pulpinit",
+        description="Container entrypoint for Pulp 2: configure, wait, migrate once, drop privileges, "
+        "exec or supervise.",
+        epilog="Exit codes: 0 ok, 64 usage, 69 dependency down, 70 migration failed, 75 migrations "
+        "not done, 78 bad configuration, 126/127 command not executable/not found.",
+    )
+    parser.add_argument("--version", action="version", version=f"pulpinit {__version__}")
+    parser.add_argument("--log-format", choices=log.FORMATS, help="default: JSON unless stderr is a TTY")
+    parser.add_argument("--log-level", choices=log.LEVELS, type=str.lower)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def role_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--dry-run", action="store_true", help="print the plan; change and connect nothing")
+        sub.add_argument("--init", action="store_true", help="stay as PID 1 and supervise instead of exec")
+
+    for role in ROLES:
+        sub = commands.add_parser(role, help=f"run Pulp's {role} (extra celery arguments after --)")
+        if role == "worker":
+            sub.add_argument("number", nargs="?", metavar="N", help="worker number (default: see README)")
+        role_options(sub)
+    sub = commands.add_parser("migrate", help="configure, wait, migrate once, exit 0")
+    sub.add_argument("--dry-run", action="store_true", help="say whether it would migrate, and why")
+    sub = commands.add_parser("run", help="the pipeline for any command: run [options] -- CMD [ARG...]")
+    role_options(sub)
+    sub = commands.add_parser("check-deps", help="probe MongoDB and the broker once; exit 0 if both are up")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_argument("--wait", action="store_true", help="apply the wait policy first")
+    sub.add_argument("--timeout", type=float, metavar="S", help="bound the whole run to S seconds")
+    sub = commands.add_parser("configure", help="write the settings into server.conf")
+    sub.add_argument("--dry-run", action="store_true", help="print a unified diff; change nothing")
+    sub.add_argument("--create", action="store_true", help="create server.conf when it is missing")
+    sub = commands.add_parser("settings", help="print every effective value and its source")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Parse argv; everything after the first ``--`` is kept apart as ``args.rest``."""
+    argv = list(argv)
+    rest: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, rest = argv[:cut], argv[cut + 1 :]
+    args = build_parser().parse_args(argv)
+    args.rest = rest
+    if args.command == "run" and not rest:
+        raise UsageError("pulpinit run: missing command; usage: pulpinit run [options] -- CMD [ARG...]")
+    if rest and args.command not in (*ROLES, "run"):
+        raise UsageError(f"pulpinit {args.command}: unexpected arguments after --: {' '.join(rest)}")
+    if getattr(args, "timeout", None) is not None and not args.timeout > 0:
+        raise UsageError("pulpinit check-deps: --timeout must be a positive number of seconds")
+    return args
+
+
+def _commands() -> Mapping[str, Callable[[argparse.Namespace, Mapping[str, str]], int]]:
+    from pulpinit import commands
+
+    return {
+        "settings": commands.settings,
+        "configure": commands.configure,
+        "check-deps": commands.check_deps,
+        "migrate": commands.migrate,
+        "run": commands.run,
+        **{role: commands.role for role in ROLES},
+    }
+
+
+def _logging_setup(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
+    fmt = args.log_format or environ.get("PULPINIT_LOG_FORMAT") or None
+    level = args.log_level or environ.get("PULPINIT_LOG_LEVEL") or "info"
+    problem = None
+    if fmt is not None and fmt not in log.FORMATS:
+        problem = ConfigError(f"PULPINIT_LOG_FORMAT: {fmt!r} is not one of: {', '.join(log.FORMATS)}")
+        fmt = None
+    if level.lower() not in log.LEVELS:
+        problem = ConfigError(f"PULPINIT_LOG_LEVEL: {level!r} is not one of: {', '.join(log.LEVELS)}")
+        level = "info"
+    log.configure(fmt, level.lower())
+    if problem:
+        raise problem
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run pulpinit; returns the exit code (see :class:`~pulpinit.errors.ExitCode`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    environ = os.environ if environ is None else environ
+    try:
+        args = parse(argv)
+    except _ParserExit as stop:
+        return stop.status
+    except UsageError as exc:
+        sys.stderr.write(f"{exc}\nTry 'pulpinit --help'.\n")
+        return int(ExitCode.USAGE)
+    try:
+        _logging_setup(args, environ)
+        return _commands()[args.command](args, environ)
+    except PulpinitError as exc:
+        log.get_logger().error("pulpinit.error", error=str(exc), exit_code=int(exc.exit_code))
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return 130
+
+
+def run() -> NoReturn:
+    """Console-script entry point.
+
+    Ends with ``os._exit`` once the output is flushed: pymongo's exit hook would otherwise
+    wait up to 0.5 s for its monitor threads, too long for a 1 s readiness probe.  Nothing
+    is left to clean up by then (server.conf is written and fsynced, the lock released).
+    """
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)

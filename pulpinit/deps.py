@@ -1,0 +1,181 @@
+"""Wait for MongoDB and the broker: concurrently, with exponential backoff and jitter.
+
+Each dependency is polled in its own daemon thread by a tenacity ``Retrying``
+whose clock, sleep and stop are injected, so unit tests run instantly and a
+signal stops every waiter at once.  The interval starts near
+``PULPINIT_WAIT_INITIAL`` (0.1 s), doubles with up to 10 % jitter, and is
+capped at ``PULPINIT_WAIT_MAX_INTERVAL`` (2 s); the whole wait ends at
+``PULPINIT_WAIT_TIMEOUT``.  The total wait is the slower dependency's, not the
+sum.
+
+Log lines (stable event names): ``dep.down`` when a dependency is first found
+down (with its failure class), ``dep.still_down`` at most every
+``PULPINIT_WAIT_LOG_INTERVAL`` seconds, ``dep.up`` when it answers (total wait,
+attempts, version).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import tenacity
+
+from pulpinit import log
+from pulpinit.errors import DependencyUnavailable
+from pulpinit.knobs import Toolkit
+from pulpinit.probe import ProbeResult
+
+#: A probe bound to its target: takes the per-attempt timeout, returns one result.
+Probe = Callable[[float], ProbeResult]
+
+
+@dataclass(frozen=True)
+class WaitPolicy:
+    timeout: float = 300.0
+    initial: float = 0.1
+    max_interval: float = 2.0
+    probe_timeout: float = 1.0
+    log_interval: float = 10.0
+
+    @classmethod
+    def from_toolkit(cls, toolkit: Toolkit) -> WaitPolicy:
+        return cls(
+            timeout=toolkit.wait_timeout,
+            initial=toolkit.wait_initial,
+            max_interval=toolkit.wait_max_interval,
+            probe_timeout=toolkit.probe_timeout,
+            log_interval=toolkit.wait_log_interval,
+        )
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.initial, self.max_interval)
+
+
+class Backoff(tenacity.wait.wait_base):
+    """``min(initial * 2**(n-1) + uniform(0, jitter), cap)`` for retry n; jitter defaults to ``initial``.
+
+    (tenacity's ``wait_exponential_jitter`` renamed its arguments between releases; this
+    one-liner keeps pulpinit independent of that.)
+    """
+
+    def __init__(self, initial: float, cap: float, jitter: float | None = None) -> None:
+        self.initial = initial
+        self.cap = cap
+        self.jitter = initial if jitter is None else jitter
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        exponent = min(retry_state.attempt_number - 1, 64)
+        return min(self.initial * 2.0**exponent + random.uniform(0, self.jitter), self.cap)  # noqa: S311
+
+
+@dataclass
+class _Waiter:
+    name: str
+    probe: Probe
+    policy: WaitPolicy
+    deadline: float
+    stop: threading.Event
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
+    result: ProbeResult | None = None
+    attempts: int = 0
+
+    def run(self) -> None:
+        logger = log.get_logger(dependency=self.name)
+        started = self.clock()
+        last_logged = started
+
+        def attempt() -> ProbeResult:
+            self.attempts += 1
+            budget = max(0.05, min(self.policy.probe_timeout, self.deadline - self.clock()))
+            return self.probe(budget)
+
+        def after(state: tenacity.RetryCallState) -> None:
+            nonlocal last_logged
+            res = state.outcome.result() if state.outcome else None
+            if res is None or res.ok:
+                return
+            fields = {"endpoint": res.endpoint, "failure": res.failure.value if res.failure else None,
+                      "error": res.error, "hint": res.hint, "attempts": self.attempts}
+            if self.attempts == 1:
+                logger.warning("dep.down", **fields)
+            elif self.clock() - last_logged >= self.policy.log_interval:
+                last_logged = self.clock()
+                logger.warning("dep.still_down", waited_s=round(self.clock() - started, 1), **fields)
+
+        retrying = tenacity.Retrying(
+            stop=lambda _: self.stop.is_set() or self.clock() >= self.deadline,
+            wait=self.policy.backoff(),
+            retry=tenacity.retry_if_result(lambda r: not r.ok),
+            after=after,
+            sleep=self.sleep,
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        )
+        self.result = retrying(attempt)
+        if self.result is not None and self.result.ok:
+            logger.info("dep.up", endpoint=self.result.endpoint, version=self.result.version,
+                        waited_s=round(self.clock() - started, 3), attempts=self.attempts,
+                        latency_ms=round(self.result.latency_ms, 1))
+
+
+def wait_all(
+    probes: Mapping[str, Probe],
+    policy: WaitPolicy,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] | None = None,
+    stop: threading.Event | None = None,
+) -> dict[str, ProbeResult]:
+    """Wait until every probe answers ok; raise DependencyUnavailable (69) at the deadline.
+
+    ``stop`` ends every waiter early (set by a signal handler); ``sleep`` defaults to
+    waiting on ``stop`` so that a stop interrupts a backoff interval at once.
+    """
+    stop = stop or threading.Event()
+
+    def nap(seconds: float) -> None:
+        stop.wait(seconds)  # a stop (signal, deadline elsewhere) ends the backoff interval at once
+
+    deadline = clock() + policy.timeout
+    waiters = [_Waiter(name, probe, policy, deadline, stop, clock, sleep or nap) for name, probe in probes.items()]
+    threads = [threading.Thread(target=w.run, name=f"wait-{w.name}", daemon=True) for w in waiters]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.05)
+    finally:
+        stop.set()
+    results = {w.name: w.result for w in waiters if w.result is not None}
+    down = [f"{w.name} ({describe(w.result)})" for w in waiters if w.result is None or not w.result.ok]
+    if down:
+        raise DependencyUnavailable(down)
+    return results
+
+
+def describe(result: ProbeResult | None) -> str:
+    """``connection_refused: [Errno 111] … at mongodb://db:27017/pulp_database`` (secrets masked)."""
+    if result is None:
+        return "not probed"
+    failure = result.failure.value if result.failure else "error"
+    return f"{failure}: {result.error} at {result.endpoint}"
+
+
+def probe_once(probes: Mapping[str, Probe], timeout: float) -> dict[str, ProbeResult]:
+    """Run every probe once, in parallel; the whole call takes about the slowest probe."""
+    results: dict[str, ProbeResult] = {}
+
+    def one(name: str, probe: Probe) -> None:
+        results[name] = probe(timeout)
+
+    threads = [threading.Thread(target=one, args=item, daemon=True) for item in probes.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {name: results[name] for name in probes}

@@ -1,0 +1,129 @@
+"""The exception hierarchy and the exit codes it maps to.
+
+The core raises; only :mod:`pulpinit.cli` turns an exception into an exit
+code.  Every leaf error carries the data that explains it (the variable, the
+file, the dependency) and renders a one-line message that never contains a
+secret: callers put masked values into these errors, never raw ones.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+
+class ExitCode(enum.IntEnum):
+    """Documented exit codes (sysexits.h where one fits)."""
+
+    OK = 0
+    USAGE = 64  # EX_USAGE: bad command line
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: a dependency was unreachable by the deadline
+    MIGRATION_FAILED = 70  # EX_SOFTWARE: pulp-manage-db failed
+    MIGRATION_PENDING = 75  # EX_TEMPFAIL: migrations not done by the deadline
+    CONFIG = 78  # EX_CONFIG: bad environment or server.conf
+    NOT_EXECUTABLE = 126
+    NOT_FOUND = 127
+
+
+class PulpinitError(Exception):
+    """Base of every error pulpinit reports; ``exit_code`` is what the CLI returns."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(PulpinitError):
+    """The command line is wrong."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(PulpinitError):
+    """The environment or server.conf is unusable (exit 78)."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class EnvValueError(ConfigError):
+    """One environment variable (or its ``_FILE``) holds an invalid value."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+class ConfigFileError(ConfigError):
+    """server.conf is missing, unreadable, or cannot be parsed by the lens."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class ConfigFileChanged(ConfigFileError):
+    """server.conf changed on disk between reading and writing (another process wrote it)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "changed on disk since it was read; not overwritten")
+
+
+class UserError(ConfigError):
+    """The user to run as does not exist or cannot be switched to."""
+
+    def __init__(self, user: str, problem: str) -> None:
+        super().__init__(f"PULPINIT_USER={user}: {problem}")
+        self.user = user
+        self.problem = problem
+
+
+class DependencyUnavailable(PulpinitError):
+    """A dependency was still down at the deadline (exit 69)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, down: Sequence[str]) -> None:
+        super().__init__("still down at the deadline: " + "; ".join(down))
+        self.down = tuple(down)
+
+
+class MigrationFailed(PulpinitError):
+    """pulp-manage-db failed, or the migration could not be recorded (exit 70)."""
+
+    exit_code = ExitCode.MIGRATION_FAILED
+
+
+class MigrationPending(PulpinitError):
+    """Migrations of this version are not done (waiting roles, exit 75)."""
+
+    exit_code = ExitCode.MIGRATION_PENDING
+
+
+class ExecError(PulpinitError):
+    """The role's command cannot be executed."""
+
+    def __init__(self, command: str, problem: str, exit_code: int) -> None:
+        super().__init__(f"{command}: {problem}")
+        self.command = command
+        self.problem = problem
+        self.exit_code = exit_code
+
+
+class Interrupted(PulpinitError):
+    """SIGTERM or SIGINT arrived while pulpinit itself was working (waiting, migrating)."""
+
+    def __init__(self, signum: int, stage: str) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        super().__init__(f"{name} received during {stage}")
+        self.signum = signum
+        self.stage = stage
+        self.exit_code = 128 + signum

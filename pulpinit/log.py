@@ -1,0 +1,97 @@
+"""Structured logging: JSON lines for containers, a readable console otherwise.
+
+Every record goes to stderr with an ISO-8601 UTC timestamp, a level and a
+stable event name (see the README's table of events).  A last processor runs
+the rendered line through the process-wide :data:`~pulpinit.redact.REDACTOR`,
+so a secret that slipped into an event's fields is still masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import IO, Any, TextIO, cast
+
+import structlog
+
+from pulpinit.redact import REDACTOR
+
+FORMATS = ("json", "console")
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def choose_format(requested: str | None, stream: IO[str]) -> str:
+    """``json`` or ``console``: the request wins; otherwise JSON unless stderr is a TTY."""
+    if requested:
+        return requested
+    return "console" if stream.isatty() else "json"
+
+
+def _redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if REDACTOR:
+        for key, value in event_dict.items():
+            if isinstance(value, str):
+                event_dict[key] = REDACTOR(value)
+    return event_dict
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of writing (test capture swaps it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | None = None) -> None:
+    """Set up structlog once per process; safe to call again (tests do)."""
+    out = stream if stream is not None else cast(IO[str], _CurrentStderr())
+    fmt = choose_format(fmt, out)
+    renderer: Any
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty() and "NO_COLOR" not in os.environ)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_event,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level.upper(), logging.INFO)
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**initial: Any) -> Any:
+    """A bound structlog logger (typed ``Any``: structlog's proxies are dynamic)."""
+    return structlog.get_logger(**initial)
+
+
+@contextlib.contextmanager
+def stage(name: str, **fields: Any) -> Iterator[Any]:
+    """Log ``stage.start`` and ``stage.end`` (with ``duration_ms`` and ``ok``) around a block."""
+    log = get_logger(stage=name)
+    log.info("stage.start", **fields)
+    started = time.monotonic()
+    ok = False
+    try:
+        yield log
+        ok = True
+    finally:
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        (log.info if ok else log.warning)("stage.end", duration_ms=duration_ms, ok=ok)

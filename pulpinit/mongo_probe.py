@@ -1,0 +1,209 @@
+"""Is MongoDB up?  One probe over pymongo, every failure classified.
+
+Up means: the server answered ``ping`` (over an authenticated connection when
+credentials are configured), its wire version is inside pymongo's supported
+range, and ``buildInfo`` told us its version, which the result reports.
+
+To answer fast in both directions the probe watches pymongo's own server
+heartbeats (a ``ServerHeartbeatListener``) instead of sitting in server
+selection until the timeout:
+
+* a heartbeat failure on every seed (refused, DNS, TLS, reset, time-out) ends
+  the probe at once with that error, classified from the exception chain;
+* a heartbeat from a server of another replica set (or of none, when one is
+  configured) is a replica-set mismatch, reported at once; pymongo itself
+  would only drop the server silently and time out;
+* otherwise ``ping`` and ``buildInfo`` run within the remaining budget
+  (pymongo's ``timeout()``); an incompatible wire version surfaces there as
+  ``ConfigurationError``, bad credentials as ``OperationFailure`` code 18.
+
+The error text is one line without secrets: the password is masked wherever
+it appears, URLs go through :func:`~pulpinit.redact.mask_url`, and pymongo's
+long "full error" and topology dumps are cut.  ``latency_ms`` excludes the
+one-time pymongo import (~100 ms on the first call in a process).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pulpinit.mongo import connect
+from pulpinit.probe import Failure, MongoTarget, ProbeResult
+from pulpinit.redact import REDACTOR, Redactor, mask_url
+
+NAME = "mongodb"
+AUTH_CODES = frozenset({11, 13, 18, 334})  # UserNotFound, Unauthorized, AuthenticationFailed, MechUnavailable
+_NOISE = re.compile(r"(, full error: .*|, Timeout: [0-9.]+s|, Topology Description: .*"
+                    r"| \(configured timeouts: [^)]*\))")
+_PATTERNS = (
+    (re.compile(r"SSL|TLS|certificate", re.I), Failure.TLS),
+    (re.compile(r"Name or service not known|name resolution|nodename nor servname|getaddrinfo", re.I),
+     Failure.DNS),
+    (re.compile(r"Connection refused", re.I), Failure.REFUSED),
+    (re.compile(r"connection closed|Connection reset|Broken pipe", re.I), Failure.RESET),
+    (re.compile(r"timed out|timeout", re.I), Failure.TIMEOUT),
+    (re.compile(r"Authentication failed|requires authentication", re.I), Failure.AUTH),
+    (re.compile(r"wire version", re.I), Failure.VERSION),
+)
+
+
+class ProbeFailed(Exception):
+    """Internal: a classified failure with its one-line message."""
+
+    def __init__(self, failure: Failure, message: str) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def classify(exc: BaseException) -> Failure:
+    """The :class:`Failure` class of a pymongo (or socket) exception."""
+    from pymongo import errors
+
+    if "SSL handshake failed" in str(exc):
+        return Failure.TLS
+    for err in _chain(exc):
+        if isinstance(err, errors.ConfigurationError) and "wire version" in str(err):
+            return Failure.VERSION
+        if isinstance(err, errors.OperationFailure) and err.code in AUTH_CODES:
+            return Failure.AUTH
+        if isinstance(err, socket.gaierror):
+            return Failure.DNS
+        if isinstance(err, ConnectionRefusedError):
+            return Failure.REFUSED
+        if isinstance(err, (ssl.SSLError, ssl.CertificateError)):
+            return Failure.TLS
+        if isinstance(err, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+            return Failure.RESET
+        if isinstance(err, (TimeoutError, errors.NetworkTimeout, errors.ExecutionTimeout)):
+            return Failure.TIMEOUT
+    text = str(exc)
+    for pattern, failure in _PATTERNS:
+        if pattern.search(text):
+            return failure
+    return Failure.TIMEOUT if isinstance(exc, errors.ServerSelectionTimeoutError) else Failure.OTHER
+
+
+def one_line(text: str, target: MongoTarget, limit: int = 300) -> str:
+    """``text`` cut to one line of at most ``limit`` characters, secrets masked."""
+    if target.password:
+        text = Redactor([target.password])(text)
+    # mask_url only looks at the start of a string: apply it to every word
+    text = _NOISE.sub("", " ".join(mask_url(word) for word in REDACTOR(text).split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@functools.cache
+def _watch_class() -> type[Any]:
+    from pymongo import monitoring
+
+    class HeartbeatWatch(monitoring.ServerHeartbeatListener):
+        """Collects the first heartbeat outcome of each server and wakes the probe."""
+
+        def __init__(self, seeds: int, replica_set: str | None) -> None:
+            self._seeds = seeds
+            self._replica_set = replica_set
+            self._cond = threading.Condition()
+            self.up = False
+            self.failures: dict[Any, BaseException] = {}
+            self.mismatches: dict[Any, str | None] = {}
+
+        def started(self, event: monitoring.ServerHeartbeatStartedEvent) -> None:
+            pass
+
+        def succeeded(self, event: monitoring.ServerHeartbeatSucceededEvent) -> None:
+            name = event.reply.replica_set_name
+            with self._cond:
+                if self._replica_set and name != self._replica_set:
+                    self.mismatches[event.connection_id] = name
+                else:
+                    self.up = True
+                self._cond.notify_all()
+
+        def failed(self, event: monitoring.ServerHeartbeatFailedEvent) -> None:
+            with self._cond:
+                self.failures.setdefault(event.connection_id, event.reply)
+                self._cond.notify_all()
+
+        def _decided(self) -> bool:
+            return self.up or len(self.failures) + len(self.mismatches) >= self._seeds
+
+        def wait(self, deadline: float) -> bool:
+            """Until a server answered or every seed failed; ``True`` when one answered."""
+            with self._cond:
+                self._cond.wait_for(lambda: self._decided() or time.monotonic() >= deadline,
+                                    timeout=max(0.0, deadline - time.monotonic()))
+                return self.up
+
+    return HeartbeatWatch
+
+
+def _mismatch_message(mismatches: dict[Any, str | None], expected: str) -> str:
+    (host, port), name = next(iter(mismatches.items()))
+    actual = f"belongs to replica set {name!r}" if name else "is not a replica-set member"
+    return f"server {host}:{port} {actual}, expected {expected!r}"
+
+
+def _run(target: MongoTarget, timeout_s: float, deadline: float) -> str:
+    import pymongo
+    import pymongo.errors
+
+    watch = _watch_class()(len(target.seeds), target.replica_set)
+    try:
+        client = connect(target, timeout_s, event_listeners=[watch])
+    except (OSError, ValueError, pymongo.errors.ConfigurationError) as exc:
+        if target.ssl:  # unreadable CA/cert/key file, key not matching the certificate
+            raise ProbeFailed(Failure.TLS, f"TLS setup: {exc}") from exc
+        raise
+    try:
+        if not watch.wait(deadline):
+            if watch.mismatches:
+                raise ProbeFailed(Failure.REPLICA_SET, _mismatch_message(watch.mismatches, str(target.replica_set)))
+            if watch.failures:
+                error = next(iter(watch.failures.values()))
+                raise ProbeFailed(classify(error), str(error))
+            raise ProbeFailed(Failure.TIMEOUT, f"no answer from {target.endpoint} within {timeout_s:g} s")
+        with pymongo.timeout(max(0.001, deadline - time.monotonic())):
+            client.admin.command("ping")
+            info = client.admin.command("buildInfo")
+        return str(info.get("version", "unknown"))
+    finally:
+        client.close()
+
+
+def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0) -> ProbeResult:
+    """Probe MongoDB once; never raises for a MongoDB problem."""
+    import pymongo  # noqa: F401  (pay the import before the clock starts)
+
+    started = time.monotonic()
+    failure: Failure | None = None
+    error: str | None = None
+    version: str | None = None
+    try:
+        version = _run(target, timeout_s, started + timeout_s)
+    except ProbeFailed as exc:
+        failure, error = exc.failure, str(exc)
+    except Exception as exc:  # every pymongo error is a classified dependency failure
+        failure, error = classify(exc), str(exc)
+        if failure is Failure.AUTH and target.username:
+            source = target.auth_source or target.database
+            error = f"user {target.username!r} on {source!r}: {error}"
+    latency_ms = (time.monotonic() - started) * 1000
+    return ProbeResult(name=NAME, endpoint=target.endpoint, ok=failure is None, latency_ms=latency_ms,
+                       version=version, failure=failure,
+                       error=None if error is None else one_line(error, target))

@@ -1,0 +1,157 @@
+"""Who the role runs as: resolve ``PULPINIT_USER`` and drop root the way gosu does.
+
+Stdlib only: the resident supervisor (:mod:`pulpinit.supervise`) imports this
+module, and it must stay small.
+
+* :func:`resolve_user` accepts ``user``, ``user:group``, ``uid`` and
+  ``uid:gid``.  Numeric ids need no passwd/group entry (``HOME`` is then
+  ``/`` and, without an explicit group, the gid equals the uid so that the
+  process never silently keeps the root group).  An unknown *name* raises
+  :class:`~pulpinit.errors.UserError` (exit 78).
+* Supplementary groups come from the group database when only a user is named
+  (like gosu/su-exec); an explicit group means that group alone.
+* :func:`drop` calls ``setgroups`` → ``setgid`` → ``setuid`` (this order: the
+  first two need root), sets ``HOME``/``USER``/``LOGNAME`` and the umask, then
+  checks that root cannot be regained (``setuid(0)`` must fail with EPERM).
+* When the process is not root (OpenShift's arbitrary UID) nothing can be
+  switched: :func:`identity_for` returns ``None`` and the caller runs the
+  command as is, logging one info line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import grp
+import os
+import pwd
+from collections.abc import MutableMapping
+
+from pulpinit.errors import UserError
+
+__all__ = ["Identity", "drop", "identity_for", "parse_umask", "resolve_user", "running_as_root"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """A resolved user: what :func:`drop` switches to."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+    def environ(self) -> dict[str, str]:
+        """The variables a login would set for this user (``HOME``, ``USER``, ``LOGNAME``)."""
+        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name}
+
+
+def running_as_root() -> bool:
+    """True when the effective uid is 0, i.e. when a privilege drop is possible."""
+    return os.geteuid() == 0
+
+
+def _resolve_group(spec: str, group: str) -> int:
+    if group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise UserError(spec, f"no such group {group!r} in the group database") from None
+
+
+def resolve_user(spec: str) -> Identity:
+    """Resolve ``user``, ``user:group``, ``uid`` or ``uid:gid`` to an :class:`Identity`."""
+    user, sep, group = spec.partition(":")
+    if not user or (sep and not group):
+        raise UserError(spec, "expected user, user:group, uid or uid:gid")
+    entry: pwd.struct_passwd | None
+    if user.isdigit():
+        try:
+            entry = pwd.getpwuid(int(user))
+        except KeyError:
+            entry = None
+    else:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise UserError(spec, f"no such user {user!r} in the passwd database") from None
+    if entry is None:
+        uid = int(user)
+        gid = _resolve_group(spec, group) if group else uid
+        return Identity(name=user, uid=uid, gid=gid, groups=(gid,), home="/")
+    if group:
+        gid = _resolve_group(spec, group)
+        groups: tuple[int, ...] = (gid,)
+    else:
+        gid = entry.pw_gid
+        groups = tuple(dict.fromkeys([gid, *os.getgrouplist(entry.pw_name, gid)]))
+    return Identity(
+        name=entry.pw_name, uid=entry.pw_uid, gid=gid, groups=groups, home=entry.pw_dir or "/"
+    )
+
+
+def identity_for(spec: str) -> Identity | None:
+    """The identity to drop to, or ``None`` when not root (run as is: OpenShift).
+
+    The spec is resolved only when a drop will happen, so an arbitrary UID
+    without a passwd entry never fails on a user it could not switch to anyway.
+    """
+    if not running_as_root():
+        return None
+    return resolve_user(spec)
+
+
+def _check_no_way_back(identity: Identity) -> None:
+    """Raise unless root is gone for good (setuid(0)/setgid(0) fail with EPERM)."""
+    probes: list[tuple[str, int]] = []
+    if identity.uid != 0:
+        probes.append(("setuid", 0))
+    if identity.gid != 0 and identity.uid != 0:
+        probes.append(("setgid", 0))
+    for call, target in probes:
+        try:
+            getattr(os, call)(target)
+        except PermissionError:
+            continue
+        except OSError as err:
+            if err.errno == errno.EPERM:
+                continue
+            raise UserError(identity.name, f"{call}(0) failed oddly after the drop: {err}") from None
+        raise UserError(identity.name, f"{call}(0) succeeded after the drop: root can be regained")
+
+
+def drop(
+    identity: Identity,
+    umask: int = 0o022,
+    *,
+    environ: MutableMapping[str, str] | None = None,
+) -> None:
+    """Switch this process to *identity* for good, then set the umask.
+
+    ``HOME``, ``USER`` and ``LOGNAME`` are set in *environ* (``os.environ`` by
+    default; pass the mapping you will hand to ``execve``).  Raises
+    :class:`~pulpinit.errors.UserError` when a call fails or root could be
+    regained afterwards.
+    """
+    try:
+        os.setgroups(list(identity.groups))
+        os.setgid(identity.gid)
+        os.setuid(identity.uid)
+    except OSError as err:
+        raise UserError(
+            identity.name, f"cannot switch to uid {identity.uid} gid {identity.gid}: {err.strerror}"
+        ) from None
+    _check_no_way_back(identity)
+    target = os.environ if environ is None else environ
+    target.update(identity.environ())
+    os.umask(umask)
+
+
+def parse_umask(text: str) -> int:
+    """``"022"``/``"0022"``/``"0o022"`` → ``0o022``; raises ``ValueError`` on anything else."""
+    value = int(text.removeprefix("0o"), 8)
+    if not 0 <= value <= 0o777:
+        raise ValueError(f"umask out of range: {text}")
+    return value

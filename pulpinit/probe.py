@@ -1,0 +1,128 @@
+"""What a dependency probe is given and what it answers.
+
+A probe speaks the dependency's own protocol once and returns a
+:class:`ProbeResult`; it never raises for a dependency problem.  Every failure
+is sorted into a :class:`Failure` class that carries a one-line hint for the
+operator.  The targets are plain frozen data built from the settings, so the
+probes know nothing about environment variables or server.conf.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Failure(str, enum.Enum):
+    """Why a dependency did not answer; the value is the stable name in logs and JSON."""
+
+    DNS = "dns_failure"
+    REFUSED = "connection_refused"
+    TIMEOUT = "timeout"
+    TLS = "tls_failure"
+    AUTH = "authentication_failed"
+    PROTOCOL = "protocol_mismatch"
+    VERSION = "unsupported_server_version"
+    REPLICA_SET = "replica_set_mismatch"
+    RESET = "connection_reset"
+    OTHER = "error"
+
+    @property
+    def hint(self) -> str:
+        return _HINTS[self]
+
+
+_HINTS = {
+    Failure.DNS: "the host name does not resolve: check the Service name and namespace, "
+    "or set the host explicitly",
+    Failure.REFUSED: "nothing listens on that port: is the server running and the port right?",
+    Failure.TIMEOUT: "no answer in time: check NetworkPolicies, firewalls and that the server "
+    "is not overloaded",
+    Failure.TLS: "the TLS handshake failed: check ssl/verify_ssl, the CA file and the "
+    "certificate's host name",
+    Failure.AUTH: "credentials rejected: check the user name, the password (or its _FILE) "
+    "and the auth database",
+    Failure.PROTOCOL: "the server speaks another protocol or AMQP version: check the port and "
+    "the broker_url scheme (qpid:// needs AMQP 1.0, amqp:// needs AMQP 0-9-1)",
+    Failure.VERSION: "the server's version is outside what this pulpinit supports",
+    Failure.REPLICA_SET: "the server belongs to another replica set: check "
+    "PULP_DB_REPLICA_SET",
+    Failure.RESET: "the connection was closed during the handshake: is it the right service, "
+    "and is it still starting?",
+    Failure.OTHER: "unexpected error: see the error text",
+}
+
+
+@dataclass(frozen=True)
+class MongoTarget:
+    """Where and how to reach MongoDB (from server.conf's [database] section)."""
+
+    seeds: tuple[tuple[str, int], ...]
+    database: str = "pulp_database"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    replica_set: str | None = None
+    auth_source: str | None = None
+    ssl: bool = False
+    ca_path: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    verify_ssl: bool = True
+
+    @property
+    def endpoint(self) -> str:
+        """The seeds as ``mongodb://[user:***@]h:p,…/db?replicaSet=…``; never the password."""
+        hosts = ",".join(_hostport(h, p) for h, p in self.seeds)
+        cred = f"{self.username}:***@" if self.username else ""
+        query = f"?replicaSet={self.replica_set}" if self.replica_set else ""
+        return f"mongodb://{cred}{hosts}/{self.database}{query}"
+
+
+@dataclass(frozen=True)
+class BrokerTarget:
+    """The Celery broker (server.conf's ``tasks.broker_url`` and its TLS keys)."""
+
+    url: str = field(repr=False)  # may hold a password: use ``endpoint`` for display
+    ssl: bool = False
+    cacert: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        from pulpinit.redact import mask_url
+
+        return mask_url(self.url)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One attempt's outcome; the check-deps JSON is built from it."""
+
+    name: str  # "mongodb" | "broker"
+    endpoint: str  # credentials masked
+    ok: bool
+    latency_ms: float
+    version: str | None = None
+    failure: Failure | None = None
+    error: str | None = None  # one line, secrets masked
+
+    @property
+    def hint(self) -> str | None:
+        return self.failure.hint if self.failure else None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "endpoint": self.endpoint,
+            "ok": self.ok,
+            "latency_ms": round(self.latency_ms, 1),
+            "version": self.version,
+            "error": None if self.ok else f"{self.failure.value if self.failure else 'error'}: "
+            f"{self.error}",
+            "hint": self.hint,
+        }
+
+
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,67 @@
+"""Human-readable output: the settings table and the dry-run plan.
+
+Only display values are ever rendered (:attr:`pulpinit.settings.Value.display`),
+so a password or URL credential cannot reach stdout from here.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pulpinit.roles import Migration, Role
+from pulpinit.settings import Settings
+
+if TYPE_CHECKING:
+    from pulpinit.configfile import ConfigPlan
+    from pulpinit.pipeline import Context
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain left-aligned text table."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
+    lines = [headers, ["-" * w for w in widths], *rows]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+
+
+def settings_table(settings: Settings) -> str:
+    rows = [(key, value.display, value.source) for key, value in sorted(settings.values.items())]
+    knobs = [(name, settings.as_json()["pulpinit"][name]["value"], source)
+             for name, source in settings.knob_sources.items()]
+    return table(("server.conf key", "value", "source"), rows) + "\n\n" + table(
+        ("pulpinit knob", "value", "source"), knobs
+    )
+
+
+def migration_decision(ctx: Context, migration: Migration) -> str:
+    from pulpinit.migration import fingerprint
+
+    toolkit = ctx.toolkit
+    where = f"{ctx.settings.get('database.name')}.{toolkit.lock_collection}"
+    if migration is Migration.SKIP:
+        return "skip: PULPINIT_MIGRATION_WAIT=false, this role neither migrates nor waits"
+    fp, how = fingerprint(toolkit)
+    if migration is Migration.WAIT:
+        return (f"wait: start once {where} records fingerprint {fp} ({how}) as done; "
+                f"exit 75 after {toolkit.migration_timeout:g} s or at once if it is recorded as failed")
+    return (f"migrate: run {toolkit.manage_db} under the lease lock in {where} unless fingerprint {fp} "
+            f"({how}) is recorded as done there; --dry-run connects to nothing, so the record is not read")
+
+
+def plan(ctx: Context, role: Role, config: ConfigPlan, *, init: bool) -> str:
+    """The dry-run plan: settings, config diff, migration decision, final argv."""
+    from pulpinit.privileges import running_as_root
+
+    toolkit = ctx.toolkit
+    parts = [f"# pulpinit {role.name} --dry-run: nothing is changed, nothing is contacted", ""]
+    parts += ["## settings", settings_table(ctx.settings), ""]
+    parts += [f"## {toolkit.config}", config.diff().rstrip("\n") or "no change", ""]
+    parts += ["## wait", f"mongodb at {ctx.settings.mongo_target().endpoint}, broker at "
+              f"{ctx.settings.broker_target().endpoint}; deadline {toolkit.wait_timeout:g} s", ""]
+    parts += ["## migrations", migration_decision(ctx, role.migration), ""]
+    if role.argv:
+        user = f"as {toolkit.user}" if running_as_root() else "as the current user (not root)"
+        mode = "supervise as PID 1" if init or toolkit.init else "exec"
+        parts += ["## hand-off", f"{mode} {user}, umask {toolkit.umask:04o}:", shlex.join(role.argv)]
+    return "\n".join(parts)

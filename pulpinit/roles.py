@@ -1,0 +1,104 @@
+"""The roles: what each one runs, and whether it migrates or waits for migrations.
+
+The celery command lines follow Pulp 2.21's systemd units (see the README's
+table of final argv), adapted to containers: logs go to stdout/stderr unless
+``PULPINIT_CELERY_LOG_DIR`` names a directory, and celery beat keeps no pid
+file (a stale one on a persistent volume would stop the next start).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pulpinit.errors import EnvValueError, UsageError
+
+BEAT_APP = "pulp.server.async.celery_instance.celery"
+WORKER_APP = "pulp.server.async.app"
+SCHEDULER = "pulp.server.async.scheduler.Scheduler"
+_ORDINAL = re.compile(r"-(\d+)$")
+
+
+class Migration(enum.Enum):
+    """What a role does about database migrations before it starts."""
+
+    RUN = "run"  # take the lock and migrate unless this version is done (beat, migrate)
+    WAIT = "wait"  # wait until this version's migrations are done (other roles)
+    SKIP = "skip"  # neither (PULPINIT_MIGRATION_WAIT=false)
+
+
+@dataclass(frozen=True)
+class Role:
+    """A resolved role: its name, final argv and migration behaviour."""
+
+    name: str
+    argv: tuple[str, ...]
+    migration: Migration
+
+
+def worker_number(argument: str | None, configured: int | None, hostname: str) -> int:
+    """N from the argument, else ``PULP_WORKER_NUMBER``, else the StatefulSet ordinal, else 0."""
+    if argument is not None:
+        if not argument.isascii() or not argument.isdigit():
+            raise UsageError(f"worker: N must be a non-negative integer, not {argument!r}")
+        return int(argument)
+    if configured is not None:
+        return configured
+    match = _ORDINAL.search(hostname.split(".", 1)[0])
+    return int(match.group(1)) if match else 0
+
+
+def extra_args(after_dashes: Sequence[str], from_env: str) -> tuple[str, ...]:
+    """Extra celery arguments: ``PULPINIT_CELERY_ARGS`` (shell-quoted) then those after ``--``."""
+    try:
+        env_args = shlex.split(from_env)
+    except ValueError as exc:
+        raise EnvValueError("PULPINIT_CELERY_ARGS", f"cannot split it like a shell would: {exc}") from None
+    return (*env_args, *after_dashes)
+
+
+def _logfile(log_dir: str | None, name: str) -> tuple[str, ...]:
+    return (f"--logfile={log_dir.rstrip('/')}/{name}.log",) if log_dir else ()
+
+
+def celery_argv(
+    role: str,
+    *,
+    celery: str,
+    node_name: str,
+    number: int = 0,
+    log_dir: str | None = None,
+    extra: Sequence[str] = (),
+) -> tuple[str, ...]:
+    """The final argv of ``beat``, ``resource-manager`` or ``worker``."""
+    if role == "beat":
+        base: tuple[str, ...] = (
+            celery, "beat", f"--app={BEAT_APP}", f"--scheduler={SCHEDULER}",
+            "--workdir=/var/lib/pulp/celery", "--pidfile=", "--loglevel=INFO",
+            *_logfile(log_dir, "celerybeat"),
+        )
+    elif role == "resource-manager":
+        base = (
+            celery, "worker", f"--app={WORKER_APP}", "-n", f"resource_manager@{node_name}",
+            "-Q", "resource_manager", "-c", "1", "--events", "--umask=18", "--loglevel=INFO",
+            *_logfile(log_dir, "resource_manager"),
+        )
+    elif role == "worker":
+        base = (
+            celery, "worker", f"--app={WORKER_APP}", "-n", f"reserved_resource_worker-{number}@{node_name}",
+            "-c", "1", "--events", "--umask=18", "--loglevel=INFO",
+            *_logfile(log_dir, f"reserved_resource_worker-{number}"),
+        )
+    else:
+        raise UsageError(f"unknown role {role!r}")
+    return (*base, *extra)
+
+
+def migration_for(role: str, wait_enabled: bool) -> Migration:
+    """beat and migrate run migrations; every other role waits unless waiting is switched off."""
+    if role in ("beat", "migrate"):
+        return Migration.RUN
+    return Migration.WAIT if wait_enabled else Migration.SKIP

@@ -1,0 +1,320 @@
+"""Resolve server.conf's values from the environment: one pure function, one precedence.
+
+:func:`from_environ` takes the environment, the live values of server.conf and
+the host name, and returns a frozen :class:`Settings`.  It reads no files
+except the ``*_FILE`` secrets it is pointed at, and changes nothing.
+
+Precedence, highest first, for every server.conf key (this is the only place
+it is written down in code; the README repeats it):
+
+1. explicit variables: ``PULP_DB_SEEDS``, ``PULP_BROKER_URL``, … (:data:`EXPLICIT`)
+   and ``PULP_CONF__<SECTION>__<KEY>`` for any key, each also as ``*_FILE``
+   where the value is a secret;
+2. Kubernetes service variables of the database and broker Services
+   (``PULPINIT_DB_SERVICE``/``PULPINIT_MSG_SERVICE``, default ``db``/``msg``,
+   then the 2015 names ``pulp-db``/``pulp-msg``);
+3. ``SERVICE_HOST``, the 2014 fallback host for both services;
+4. the value already in server.conf;
+5. Pulp's built-in default.
+
+Layers 2 and 3 give host and port; from them pulpinit derives
+``database.seeds``, ``messaging.url`` (``tcp://host:port``) and
+``tasks.broker_url`` (``qpid://user[:password]@host:port/``, or ``amqp://…//``
+when ``messaging.transport`` is ``rabbitmq``).
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from pulpinit import secretfile, values
+from pulpinit.discovery import Endpoint, find_service
+from pulpinit.errors import EnvValueError
+from pulpinit.knobs import Toolkit, knob_sources, toolkit_from_environ
+from pulpinit.probe import BrokerTarget, MongoTarget
+from pulpinit.redact import MASK, mask_url
+
+#: Pulp 2.21's built-in defaults for the keys pulpinit resolves.
+DEFAULTS: Mapping[str, str] = MappingProxyType({
+    "database.name": "pulp_database",
+    "database.seeds": "localhost:27017",
+    "database.username": "",
+    "database.password": "",
+    "database.replica_set": "",
+    "database.ssl": "false",
+    "database.ssl_keyfile": "",
+    "database.ssl_certfile": "",
+    "database.verify_ssl": "true",
+    "database.ca_path": "/etc/pki/tls/certs/ca-bundle.crt",
+    "messaging.url": "tcp://localhost:5672",
+    "messaging.transport": "qpid",
+    "tasks.broker_url": "qpid://localhost/",
+    "tasks.celery_require_ssl": "false",
+    "tasks.cacert": "/etc/pki/pulp/qpid/ca.crt",
+    "tasks.keyfile": "/etc/pki/pulp/qpid/client.crt",
+    "tasks.certfile": "/etc/pki/pulp/qpid/client.crt",
+})
+
+
+@dataclass(frozen=True)
+class Var:
+    """An explicit variable and the server.conf key it sets."""
+
+    name: str
+    key: str
+    meaning: str
+    secret: bool = False
+
+
+EXPLICIT: tuple[Var, ...] = (
+    Var("PULP_DB_SEEDS", "database.seeds", "MongoDB seeds, `h1:27017,h2:27017`"),
+    Var("PULP_DB_NAME", "database.name", "database name"),
+    Var("PULP_DB_USERNAME", "database.username", "MongoDB user (empty: no authentication)"),
+    Var("PULP_DB_PASSWORD", "database.password", "MongoDB password", secret=True),
+    Var("PULP_DB_REPLICA_SET", "database.replica_set", "replica set name (required with several seeds)"),
+    Var("PULP_BROKER_URL", "tasks.broker_url", "Celery broker URL (`qpid://…` or `amqp://…`)", secret=True),
+    Var("PULP_MESSAGING_URL", "messaging.url", "messaging URL (`tcp://host:port` or `ssl://…`)", secret=True),
+    Var("PULP_SERVER_NAME", "server.server_name", "server name; also the celery node name"),
+)
+
+#: Inputs of the broker URL derivation (layer 2/3), highest first.
+BROKER_USER_VARS = ("PULP_BROKER_USER", "MSG_SERVICE_USER")
+BROKER_PASSWORD_VARS = ("PULP_BROKER_PASSWORD", "MSG_SERVICE_PASSWORD")
+GENERIC_PREFIX = "PULP_CONF__"
+_GENERIC_PART = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_SECRET_KEY = re.compile(r"password|secret")
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a ``section.key`` holds a secret (a password) or a URL that may embed one."""
+    return bool(_SECRET_KEY.search(key.rpartition(".")[2])) or key.endswith("url")
+
+
+@dataclass(frozen=True)
+class Value:
+    """One effective server.conf value and where it came from."""
+
+    value: str = field(repr=False)
+    source: str  # "env:PULP_DB_SEEDS", "k8s:db", "env:SERVICE_HOST", "server.conf", "default"
+    variable: str | None = None  # the environment variable to name in errors
+    secret: bool = False
+
+    @property
+    def display(self) -> str:
+        """The value as it may be printed: passwords ``***``, URL passwords masked."""
+        if not self.secret:
+            return self.value
+        if "://" in self.value:
+            return mask_url(self.value)
+        return MASK if self.value else ""
+
+    @property
+    def from_environment(self) -> bool:
+        """True when pulpinit must write it into server.conf (layers 1-3)."""
+        return self.source.startswith(("env:", "k8s:"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings: server.conf values by ``section.key``, and pulpinit's knobs."""
+
+    values: Mapping[str, Value]
+    toolkit: Toolkit
+    knob_sources: Mapping[str, str]
+
+    def get(self, key: str) -> str:
+        return self.values[key].value if key in self.values else DEFAULTS.get(key, "")
+
+    def to_write(self) -> tuple[tuple[str, Value], ...]:
+        """The ``(section.key, value)`` pairs that came from the environment, in key order."""
+        return tuple((k, v) for k, v in sorted(self.values.items()) if v.from_environment)
+
+    def secrets(self) -> set[str]:
+        """Every secret string (passwords, URL passwords) to register with the redactor."""
+        found: set[str] = set()
+        for value in self.values.values():
+            if value.secret and value.value:
+                if "://" in value.value:
+                    password = urllib.parse.urlsplit(value.value).password
+                    if password:
+                        found.update({password, urllib.parse.unquote(password)})
+                else:
+                    found.add(value.value)
+        return found
+
+    def mongo_target(self) -> MongoTarget:
+        def optional(key: str) -> str | None:
+            return self.get(key) or None
+
+        return MongoTarget(
+            seeds=values.seeds(self.get("database.seeds"), "database.seeds"),
+            database=self.get("database.name"),
+            username=optional("database.username"),
+            password=optional("database.password"),
+            replica_set=optional("database.replica_set"),
+            auth_source=self.toolkit.db_auth_source,
+            ssl=values.boolean(self.get("database.ssl"), "database.ssl"),
+            ca_path=optional("database.ca_path"),
+            ssl_certfile=optional("database.ssl_certfile"),
+            ssl_keyfile=optional("database.ssl_keyfile"),
+            verify_ssl=values.boolean(self.get("database.verify_ssl"), "database.verify_ssl"),
+        )
+
+    def broker_target(self) -> BrokerTarget:
+        return BrokerTarget(
+            url=self.get("tasks.broker_url"),
+            ssl=values.boolean(self.get("tasks.celery_require_ssl"), "tasks.celery_require_ssl"),
+            cacert=self.get("tasks.cacert") or None,
+            certfile=self.get("tasks.certfile") or None,
+            keyfile=self.get("tasks.keyfile") or None,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "settings": {k: {"value": v.display, "source": v.source} for k, v in sorted(self.values.items())},
+            "pulpinit": {
+                name: {"value": _knob_display(self.toolkit, name), "source": src}
+                for name, src in self.knob_sources.items()
+            },
+        }
+
+
+def _knob_display(toolkit: Toolkit, name: str) -> str:
+    from pulpinit.knobs import KNOBS, knob_field
+
+    knob = next(k for k in KNOBS if k.name == name)
+    raw = getattr(toolkit, knob_field(knob))
+    if raw is None:
+        return ""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if knob.name == "PULPINIT_UMASK":
+        return f"{raw:04o}"
+    return f"{raw:g}" if isinstance(raw, float) else str(raw)
+
+
+def from_environ(
+    environ: Mapping[str, str], conf: Mapping[str, str] | None = None, *, hostname: str = "localhost"
+) -> Settings:
+    """Resolve every value (see the module docstring for the precedence). Raises EnvValueError (78)."""
+    conf = conf or {}
+    toolkit = toolkit_from_environ(environ)
+    explicit = _explicit_values(environ)
+    resolved: dict[str, Value] = {}
+    for key, raw in conf.items():
+        resolved[key] = Value(raw, "server.conf", f"server.conf [{key.replace('.', '] ', 1)}",
+                              is_secret_key(key))
+    resolved.update(_discovered_values(environ, toolkit, explicit, resolved))
+    resolved.update(explicit)
+    for key, default in DEFAULTS.items():
+        resolved.setdefault(key, Value(default, "default", None, is_secret_key(key)))
+    resolved.setdefault("server.server_name", Value(hostname, "default"))
+    _validate(resolved)
+    return Settings(MappingProxyType(resolved), toolkit, MappingProxyType(knob_sources(environ)))
+
+
+def _explicit_values(environ: Mapping[str, str]) -> dict[str, Value]:
+    found: dict[str, Value] = {}
+    for var in EXPLICIT:
+        raw = secretfile.lookup(environ, var.name, allow_file=var.secret)
+        if raw is not None:
+            found[var.key] = Value(raw, f"env:{var.name}", secretfile.origin(environ, var.name), var.secret)
+    for name in sorted(environ):
+        if not name.startswith(GENERIC_PREFIX):
+            continue
+        base = name.removesuffix("_FILE") if name.endswith("_FILE") else name
+        parts = base[len(GENERIC_PREFIX):].lower().split("__")
+        if len(parts) != 2 or not all(_GENERIC_PART.match(p) for p in parts):
+            raise EnvValueError(name, "expected PULP_CONF__<SECTION>__<KEY>, e.g. PULP_CONF__TASKS__CACERT")
+        key = ".".join(parts)
+        secret = is_secret_key(key)
+        if base != name and not secret:
+            raise EnvValueError(name, f"_FILE is only read for secrets; set {base} instead")
+        raw = secretfile.lookup(environ, base, allow_file=secret)
+        if raw is not None:
+            found[key] = Value(raw, f"env:{base}", secretfile.origin(environ, base), secret)
+    return found
+
+
+def _endpoint(environ: Mapping[str, str], services: tuple[str, ...], default_port: int) -> Endpoint | None:
+    for service in services:
+        found = find_service(environ, service, default_port)
+        if found:
+            return found
+    if "SERVICE_HOST" in environ:
+        host = values.host(environ["SERVICE_HOST"], "SERVICE_HOST")
+        return Endpoint(host, default_port, "", "SERVICE_HOST")
+    return None
+
+
+def _source(endpoint: Endpoint) -> str:
+    return endpoint.source if endpoint.service else "env:SERVICE_HOST"
+
+
+def _discovered_values(
+    environ: Mapping[str, str], toolkit: Toolkit, explicit: Mapping[str, Value], conf: Mapping[str, Value]
+) -> dict[str, Value]:
+    found: dict[str, Value] = {}
+    user, password = _broker_credentials(environ)  # read even when unused: a bad _FILE is an error
+    db = _endpoint(environ, (toolkit.db_service, "pulp-db"), 27017)
+    if db:
+        found["database.seeds"] = Value(db.hostport, _source(db), db.variable)
+    msg = _endpoint(environ, (toolkit.msg_service, "pulp-msg"), 5672)
+    if msg:
+        found["messaging.url"] = Value(f"tcp://{msg.hostport}", _source(msg), msg.variable)
+        transport = explicit.get("messaging.transport") or conf.get("messaging.transport")
+        rabbit = transport is not None and transport.value.strip().lower() == "rabbitmq"
+        cred = urllib.parse.quote(user, safe="")
+        if password:
+            cred += ":" + urllib.parse.quote(password, safe="")
+        url = f"amqp://{cred}@{msg.hostport}//" if rabbit else f"qpid://{cred}@{msg.hostport}/"
+        found["tasks.broker_url"] = Value(url, _source(msg), msg.variable, True)
+    return found
+
+
+def _broker_credentials(environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """User (default ``guest``, as in 2014) and password for the derived broker URL."""
+
+    def first(names: tuple[str, ...], secret: bool) -> str | None:
+        for name in names:
+            raw = secretfile.lookup(environ, name, allow_file=secret)
+            if raw is not None:
+                return values.text(raw, secretfile.origin(environ, name), secret=secret)
+        return None
+
+    return first(BROKER_USER_VARS, secret=False) or "guest", first(BROKER_PASSWORD_VARS, secret=True)
+
+
+_VALIDATORS: Mapping[str, Callable[[str, str], object]] = {
+    "database.seeds": values.seeds,
+    "database.name": values.db_name,
+    "database.ssl": values.boolean,
+    "database.verify_ssl": values.boolean,
+    "tasks.celery_require_ssl": values.boolean,
+    "tasks.broker_url": lambda v, o: values.url(v, o, values.BROKER_SCHEMES),
+    "messaging.url": lambda v, o: values.url(v, o, values.MESSAGING_SCHEMES),
+    "server.server_name": values.host,
+}
+
+
+def _validate(resolved: Mapping[str, Value]) -> None:
+    for key, value in resolved.items():
+        if value.source == "server.conf" and key not in _VALIDATORS:
+            continue  # keys pulpinit neither writes nor uses are Pulp's business
+        origin = value.variable or key
+        values.text(value.value, origin, secret=value.secret)
+        check = _VALIDATORS.get(key)
+        if check and (value.value or key != "server.server_name"):
+            check(value.value, origin)
+    seeds = resolved["database.seeds"]
+    count = len(values.seeds(seeds.value, seeds.variable or "database.seeds"))
+    if count > 1 and not resolved["database.replica_set"].value:
+        raise EnvValueError(
+            seeds.variable or "database.seeds",
+            f"{count} seeds need a replica set name: set PULP_DB_REPLICA_SET",
+        )

@@ -1,0 +1,313 @@
+"""A fake AMQP 1.0 broker on python-qpid-proton, for tests and the demo.
+
+:class:`FakeAmqpBroker` listens on TCP in a background thread, completes the
+AMQP 1.0 handshake (SASL, Open), accepts sessions and links, and keeps a tiny
+in-memory queue per address: a message sent to an address is accepted and
+handed to the next receiver that attaches to (or already listens on) it.
+
+Authentication:
+
+* ``users=None`` → the broker offers only SASL ANONYMOUS;
+* ``users={"u": "p"}`` → it offers only PLAIN and checks passwords through
+  Cyrus SASL (needs a proton built with Cyrus, ``saslpasswd2`` from
+  ``sasl2-bin`` and the ``libsasl2-modules`` plugins).
+
+Cyrus SASL initialises its server side once per process and reads its
+configuration file then, so all brokers of one process share one sasldb (in a
+temporary directory removed at exit): a user added by one broker exists for
+all of them. Each broker still offers only its own mechanism list.
+
+Command line (the demo uses it)::
+
+    python -m pulpinit.testing.fakeamqp --host 127.0.0.1 --port 0 --user guest:guest
+
+prints ``ready <port>`` once listening and runs until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import collections
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from proton import SASL, Endpoint, Message, symbol
+from proton.handlers import MessagingHandler
+from proton.reactor import ApplicationEvent, Container, EventInjector
+
+PRODUCT = "pulpinit-fakeamqp"
+VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """One connection the broker completed the handshake of."""
+
+    user: str | None
+    mech: str | None
+    container_id: str | None
+
+
+class _SaslConfig:
+    """The process-wide Cyrus SASL directory: ``proton-server.conf`` plus a sasldb."""
+
+    _lock = threading.Lock()
+    _dir: Path | None = None
+
+    @classmethod
+    def directory(cls) -> Path:
+        with cls._lock:
+            if cls._dir is None:
+                d = Path(tempfile.mkdtemp(prefix="pulpinit-fakeamqp-sasl-"))
+                (d / "proton-server.conf").write_text(
+                    f"sasldb_path: {d / 'users.sasldb'}\n"
+                    "pwcheck_method: auxprop\n"
+                    "auxprop_plugin: sasldb\n"
+                    "mech_list: PLAIN ANONYMOUS\n"
+                )
+                atexit.register(shutil.rmtree, d, True)
+                cls._dir = d
+            return cls._dir
+
+    @classmethod
+    def add_user(cls, user: str, password: str) -> None:
+        if shutil.which("saslpasswd2") is None:
+            raise RuntimeError("saslpasswd2 not found: install sasl2-bin to check PLAIN passwords")
+        db = cls.directory() / "users.sasldb"
+        # Cyrus looks users up in the realm of the host name (the server FQDN it is given).
+        realm = socket.gethostname()
+        with cls._lock:
+            subprocess.run(
+                ["saslpasswd2", "-c", "-p", "-f", str(db), "-u", realm, user],
+                input=password.encode(),
+                check=True,
+                capture_output=True,
+                timeout=10,
+            )
+
+
+class _Handler(MessagingHandler):
+    def __init__(self, broker: FakeAmqpBroker) -> None:
+        super().__init__(auto_accept=True)
+        self.broker = broker
+        self.queues: dict[str, collections.deque[Message]] = collections.defaultdict(collections.deque)
+        self.senders: dict[str, list[Any]] = collections.defaultdict(list)
+        self.acceptor: Any = None
+        self.container: Any = None
+        self.stopping = False
+        self.grace = 1.0
+        self.open_connections: set[Any] = set()
+
+    def on_connection_bound(self, event: Any) -> None:
+        sasl = event.transport.sasl()
+        if SASL.extended():
+            sasl.config_path(str(_SaslConfig.directory()))
+            sasl.config_name("proton-server")
+        if self.broker.users:
+            sasl.allow_insecure_mechs = True
+            sasl.allowed_mechs("PLAIN")
+        else:
+            sasl.allowed_mechs("ANONYMOUS")
+        event.connection.properties = {symbol("product"): PRODUCT, symbol("version"): VERSION}
+
+    def on_connection_opened(self, event: Any) -> None:
+        self.open_connections.add(event.connection)
+        sasl = event.transport.sasl()
+        self.broker.connections.append(
+            ConnectionInfo(sasl.user, sasl.mech, event.connection.remote_container)
+        )
+
+    def on_link_opening(self, event: Any) -> None:
+        link = event.link
+        if link.is_sender:
+            address = link.remote_source.address or ""
+            link.source.address = address
+            self.senders[address].append(link)
+        else:
+            link.target.address = link.remote_target.address or ""
+
+    def on_link_closing(self, event: Any) -> None:
+        self._forget(event.link)
+
+    def on_disconnected(self, event: Any) -> None:
+        self.open_connections.discard(event.connection)
+        self._maybe_stop()
+        for address in list(self.senders):
+            self.senders[address] = [
+                s for s in self.senders[address] if s.connection is not event.connection
+            ]
+
+    def _forget(self, link: Any) -> None:
+        if link.is_sender:
+            address = link.source.address or ""
+            if link in self.senders.get(address, []):
+                self.senders[address].remove(link)
+
+    def on_message(self, event: Any) -> None:
+        address = event.message.address or event.link.target.address or ""
+        self.broker.received.append((address, event.message))
+        self.queues[address].append(event.message)
+        self._dispatch(address)
+
+    def on_sendable(self, event: Any) -> None:
+        self._dispatch(event.link.source.address or "")
+
+    def _dispatch(self, address: str) -> None:
+        queue = self.queues[address]
+        for sender in self.senders.get(address, []):
+            while queue and sender.credit > 0 and sender.state & Endpoint.LOCAL_ACTIVE:
+                sender.send(queue.popleft())
+
+    def on_fake_stop(self, event: Any) -> None:
+        # Close politely (each peer gets an AMQP close), then stop once every peer is
+        # gone, or after a grace period for peers that never answer the close.
+        self.stopping = True
+        if self.acceptor is not None:
+            self.acceptor.close()
+        for conn in list(self.open_connections):
+            conn.close()
+        self.container.schedule(self.grace, self)
+        self._maybe_stop()
+
+    def on_connection_closed(self, event: Any) -> None:
+        self.open_connections.discard(event.connection)
+        self._maybe_stop()
+
+    def on_timer_task(self, event: Any) -> None:
+        if self.stopping:
+            self.container.stop()
+
+    def _maybe_stop(self) -> None:
+        if self.stopping and not self.open_connections:
+            self.container.stop()
+
+
+class FakeAmqpBroker:
+    """An AMQP 1.0 listener on ``host:port`` (0 = a free port) run by proton in a thread."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        users: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self.users: dict[str, str] = dict(users) if users is not None else {}
+        if self.users and not SASL.extended():
+            raise RuntimeError("this python-qpid-proton has no Cyrus SASL: it cannot check passwords")
+        self.connections: list[ConnectionInfo] = []
+        self.received: list[tuple[str, Message]] = []
+        self._port: int | None = None
+        self._thread: threading.Thread | None = None
+        self._injector: EventInjector | None = None
+        self._handler: _Handler | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the broker is not started")
+        return self._port
+
+    def url(self, user: str | None = None, password: str | None = None) -> str:
+        """``qpid://[user[:password]@]host:port/`` for this broker (Pulp's broker_url form)."""
+        cred = ""
+        if user is not None:
+            cred = user + (f":{password}" if password is not None else "") + "@"
+        return f"qpid://{cred}{self.host}:{self.port}/"
+
+    def start(self) -> FakeAmqpBroker:
+        """Listen (synchronously: the port accepts connections on return) and serve in a thread."""
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        for user, password in self.users.items():
+            _SaslConfig.add_user(user, password)
+        handler = _Handler(self)
+        container = Container(handler)
+        container.container_id = PRODUCT
+        injector = EventInjector()
+        container.selectable(injector)
+        handler.container = container
+        handler.acceptor = container.listen(f"{self.host}:{self._requested_port}")
+        # Proton does not expose the bound port: read it from the acceptor's socket
+        # (binding to port 0 and reading it back has no race, unlike picking a port first).
+        self._port = int(handler.acceptor._selectable.getsockname()[1])
+        self._handler, self._injector = handler, injector
+        self._thread = threading.Thread(target=self._serve, args=(container,), name=f"fakeamqp-{self._port}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self, container: Any) -> None:
+        try:
+            container.run()
+        finally:
+            # Sockets of peers that never answered the close are still open: close them.
+            handler = self._handler
+            for conn in list(handler.open_connections if handler else ()):
+                selectable = getattr(conn.transport, "_selectable", None) if conn.transport else None
+                if selectable is not None:
+                    selectable.close()
+            if self._injector is not None:
+                # Proton never closes an EventInjector's pipe; nothing writes to it any more.
+                for fd in (self._injector.pipe[0], self._injector.pipe[1]):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the listener and every connection, and end the thread."""
+        if self._thread is None or self._injector is None:
+            return
+        self._injector.trigger(ApplicationEvent("fake_stop"))
+        self._thread.join(timeout)
+        self._thread = None
+
+    def __enter__(self) -> FakeAmqpBroker:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _user(text: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        raise argparse.ArgumentTypeError("expected USER:PASSWORD")
+    return user, password
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pulpinit.testing.fakeamqp", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--user", type=_user, action="append", default=[], help="USER:PASSWORD (PLAIN)")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    broker = FakeAmqpBroker(args.host, args.port, users=args.user or None).start()
+    print(f"ready {broker.port}", flush=True)
+    while not stop.wait(3600):
+        pass
+    broker.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

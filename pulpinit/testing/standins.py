@@ -1,0 +1,82 @@
+"""Stand-ins for Pulp's programs: ``pulp-manage-db`` and ``celery``.
+
+Real executables (a shebang to this Python), written into a directory of the
+caller's, so pulpinit runs, streams, signals and execs them exactly as it
+would the real ones.
+
+* manage-db: appends one line ``<pid> <uid> start`` / ``<pid> end <code>`` to
+  the file named by ``STANDIN_RUNS`` (default ``runs.log`` beside it), prints
+  a few lines like Pulp's, sleeps ``STANDIN_SECONDS`` (default 0.2) and exits
+  with ``STANDIN_EXIT`` (default 0).  It refuses to run as root (exit 64), as
+  the real one does.
+* celery: prints its argv as JSON and its uid/gid, then waits; SIGTERM makes
+  it print ``warm shutdown`` and exit 0, like Celery's warm shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+_MANAGE_DB = r'''#!{python}
+import os, sys, time
+runs = os.environ.get("STANDIN_RUNS") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs.log")
+if os.geteuid() == 0 and os.environ.get("STANDIN_ALLOW_ROOT") != "1":
+    print("This script may not be run as root. Please run as apache.", flush=True)
+    sys.exit(64)
+with open(runs, "a") as f:
+    f.write(f"{{os.getpid()}} {{os.getuid()}} start\n")
+print("Loading content types.", flush=True)
+print("Applying pulp.server.db.migrations version 28", flush=True)
+time.sleep(float(os.environ.get("STANDIN_SECONDS", "0.2")))
+code = int(os.environ.get("STANDIN_EXIT", "0"))
+print("Database migrations complete." if code == 0 else "Database migrations failed.", flush=True)
+with open(runs, "a") as f:
+    f.write(f"{{os.getpid()}} end {{code}}\n")
+sys.exit(code)
+'''
+
+_CELERY = r'''#!{python}
+import json, os, signal, sys, time
+def stop(signum, frame):
+    print(f"celery: {{signal.Signals(signum).name}} received: warm shutdown", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+print("celery argv: " + json.dumps(sys.argv), flush=True)
+print(f"celery uid={{os.getuid()}} gid={{os.getgid()}} pid={{os.getpid()}} umask={{os.umask(0o22):04o}}", flush=True)
+if os.environ.get("STANDIN_EXIT_AT_ONCE"):
+    sys.exit(int(os.environ["STANDIN_EXIT_AT_ONCE"]))
+while True:
+    time.sleep(3600)
+'''
+
+
+def interpreter() -> str:
+    """A Python every user can run: the system's when present (a venv under /root is not)."""
+    system = "/usr/bin/python3"
+    return system if os.access(system, os.X_OK) else sys.executable
+
+
+def _write(directory: Path, name: str, template: str) -> Path:
+    path = directory / name
+    path.write_text(template.format(python=interpreter()))
+    path.chmod(0o755)
+    return path
+
+
+def write_manage_db(directory: str | os.PathLike[str]) -> Path:
+    """Write the pulp-manage-db stand-in into ``directory``; returns its path."""
+    return _write(Path(directory), "pulp-manage-db", _MANAGE_DB)
+
+
+def write_celery(directory: str | os.PathLike[str]) -> Path:
+    """Write the celery stand-in into ``directory``; returns its path."""
+    return _write(Path(directory), "celery", _CELERY)
+
+
+def runs(directory: str | os.PathLike[str]) -> list[str]:
+    """The lines the manage-db stand-in recorded (default runs file)."""
+    path = Path(directory) / "runs.log"
+    return path.read_text().splitlines() if path.exists() else []

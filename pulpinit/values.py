@@ -1,0 +1,158 @@
+"""Validators for the values pulpinit accepts from the environment and server.conf.
+
+Each function takes the raw string and the *origin* to name in an error (an
+environment variable such as ``PULP_DB_SEEDS``, or ``server.conf [database]
+seeds``) and either returns the parsed value or raises
+:class:`~pulpinit.errors.EnvValueError`.  Secret values are never quoted in an
+error: pass ``secret=True`` and the message describes the problem only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import urllib.parse
+
+from pulpinit.errors import EnvValueError
+from pulpinit.redact import mask_url
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+_DB_NAME_FORBIDDEN = set('/\\. "$*<>:|?')
+_BOOLEANS = {"1": True, "yes": True, "true": True, "on": True, "0": False, "no": False, "false": False,
+             "off": False}
+
+#: Schemes Celery (through kombu) accepts for Pulp's ``tasks.broker_url``.
+BROKER_SCHEMES = ("qpid", "amqp", "amqps")
+#: Schemes Pulp's ``messaging.url`` accepts.
+MESSAGING_SCHEMES = ("tcp", "ssl")
+
+
+def _show(value: str, secret: bool) -> str:
+    if secret:
+        return ""
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    return f" {shown!r}"
+
+
+def text(value: str, origin: str, *, secret: bool = False, allow_empty: bool = True) -> str:
+    """Any value: no control characters or newlines, no leading or trailing whitespace."""
+    if not value and not allow_empty:
+        raise EnvValueError(origin, "must not be empty")
+    if _CONTROL.search(value):
+        raise EnvValueError(origin, f"contains a control character or newline{_show(value, secret)}")
+    if value != value.strip():
+        raise EnvValueError(origin, f"has leading or trailing whitespace{_show(value, secret)}")
+    return value
+
+
+def host(value: str, origin: str) -> str:
+    """A DNS name, an IPv4 address, or an IPv6 address (with or without brackets)."""
+    text(value, origin, allow_empty=False)
+    if any(c.isspace() for c in value):
+        raise EnvValueError(origin, f"host {value!r} contains whitespace")
+    bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
+    if ":" in bare:
+        try:
+            ipaddress.IPv6Address(bare)
+        except ValueError:
+            raise EnvValueError(origin, f"{value!r} is not a valid host name or address") from None
+        return bare
+    if not _HOSTNAME.match(bare) or len(bare) > 253:
+        raise EnvValueError(origin, f"{value!r} is not a valid host name or address")
+    return bare
+
+
+def port(value: str, origin: str) -> int:
+    """A TCP port, 1-65535, written in decimal digits only."""
+    text(value, origin, allow_empty=False)
+    if not value.isascii() or not value.isdigit():
+        raise EnvValueError(origin, f"port {value!r} is not a number")
+    number = int(value)
+    if not 1 <= number <= 65535:
+        raise EnvValueError(origin, f"port {value} is out of range 1-65535")
+    return number
+
+
+def hostport(value: str, origin: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port``."""
+    text(value, origin, allow_empty=False)
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            raise EnvValueError(origin, f"{value!r}: unclosed '[' in an IPv6 address")
+        rest = value[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise EnvValueError(origin, f"{value!r} is not host:port")
+        return host(value[: end + 1], origin), port(rest[1:], origin) if rest else default_port
+    if value.count(":") > 1:
+        raise EnvValueError(origin, f"{value!r}: write IPv6 addresses in brackets, e.g. [::1]:27017")
+    name, sep, number = value.partition(":")
+    return host(name, origin), port(number, origin) if sep else default_port
+
+
+def seeds(value: str, origin: str) -> tuple[tuple[str, int], ...]:
+    """Pulp's ``database.seeds``: comma-separated ``host:port`` (port defaults to 27017)."""
+    text(value, origin, allow_empty=False)
+    parts = value.split(",")
+    if any(not p for p in parts):
+        raise EnvValueError(origin, f"{value!r} has an empty entry")
+    return tuple(hostport(p, origin, 27017) for p in parts)
+
+
+def format_seeds(pairs: tuple[tuple[str, int], ...]) -> str:
+    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in pairs)
+
+
+def url(value: str, origin: str, schemes: tuple[str, ...], *, default_port: int | None = None) -> str:
+    """A URL with one of ``schemes``, a valid host and port; errors show it with the password masked."""
+    shown = mask_url(value)
+    text(value, origin, secret=True, allow_empty=False)
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parsed_port = parts.port
+    except ValueError as exc:
+        raise EnvValueError(origin, f"malformed URL {shown!r} ({exc})") from None
+    if parts.scheme not in schemes:
+        raise EnvValueError(
+            origin, f"unknown URL scheme {parts.scheme or '(none)'!r} in {shown!r}; expected one of "
+            + ", ".join(f"{s}://" for s in schemes)
+        )
+    if not parts.hostname:
+        raise EnvValueError(origin, f"URL {shown!r} has no host")
+    host(parts.hostname, origin)
+    if parsed_port is None and parts.netloc.rsplit("@", 1)[-1].endswith(":"):
+        raise EnvValueError(origin, f"URL {shown!r} has an empty port")
+    if parsed_port == 0:
+        raise EnvValueError(origin, f"URL {shown!r}: port 0 is out of range 1-65535")
+    return value
+
+
+def boolean(value: str, origin: str) -> bool:
+    """The spellings Python's ConfigParser.getboolean accepts (as Pulp reads them)."""
+    try:
+        return _BOOLEANS[value.strip().lower()]
+    except KeyError:
+        raise EnvValueError(origin, f"{value!r} is not a boolean (true/false, yes/no, on/off, 1/0)") from None
+
+
+def db_name(value: str, origin: str) -> str:
+    """A MongoDB database name."""
+    text(value, origin, allow_empty=False)
+    bad = sorted(set(value) & _DB_NAME_FORBIDDEN)
+    if bad or len(value) > 63:
+        raise EnvValueError(origin, f"{value!r} is not a valid MongoDB database name")
+    return value
+
+
+def seconds(value: str, origin: str, *, minimum: float = 0.0) -> float:
+    """A non-negative number of seconds (``0.5``, ``300``)."""
+    text(value, origin, allow_empty=False)
+    try:
+        number = float(value)
+    except ValueError:
+        raise EnvValueError(origin, f"{value!r} is not a number of seconds") from None
+    if not number >= minimum or number == float("inf"):
+        raise EnvValueError(origin, f"{value} must be a finite number >= {minimum:g}")
+    return number

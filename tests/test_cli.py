@@ -1,0 +1,153 @@
+"""The CLI contract: commands, exit codes, JSON shapes, and no secret in any output."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pulpinit.cli import main
+
+SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
+SECRET = "Tr0ub4dor-and-3"
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> Path:
+    path = tmp_path / "server.conf"
+    shutil.copy(SAMPLE, path)
+    return path
+
+
+@pytest.fixture
+def run(capsys, conf: Path):
+    def invoke(*argv: str, **env: str):
+        environ = {"PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json", **env}
+        code = main(list(argv), environ)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+def test_settings_json_shape_and_sources(run):
+    code, out, _ = run("settings", "--json", DB_SERVICE_HOST="10.0.0.5", PULP_SERVER_NAME="pulp.example.com",
+                       SERVICE_HOST="10.9.9.9")
+    assert code == 0
+    data = json.loads(out)
+    settings = data["settings"]
+    assert settings["database.seeds"] == {"value": "10.0.0.5:27017", "source": "k8s:db"}
+    assert settings["messaging.url"] == {"value": "tcp://10.9.9.9:5672", "source": "env:SERVICE_HOST"}
+    assert settings["tasks.broker_url"] == {"value": "qpid://guest@10.9.9.9:5672/", "source": "env:SERVICE_HOST"}
+    assert settings["server.server_name"] == {"value": "pulp.example.com", "source": "env:PULP_SERVER_NAME"}
+    assert settings["database.name"] == {"value": "pulp_database", "source": "default"}
+    assert all(set(v) == {"value", "source"} for v in settings.values())
+    assert data["pulpinit"]["PULPINIT_USER"] == {"value": "apache", "source": "default"}
+
+
+def test_settings_reads_server_conf_values(run, conf: Path):
+    conf.write_text(conf.read_text().replace("# seeds: localhost:27017", "seeds: db:27017"))
+    _, out, _ = run("settings", "--json")
+    assert json.loads(out)["settings"]["database.seeds"] == {"value": "db:27017", "source": "server.conf"}
+
+
+def test_settings_table(run):
+    code, out, _ = run("settings", PULP_DB_SEEDS="m:1")
+    assert code == 0
+    assert "database.seeds" in out and "env:PULP_DB_SEEDS" in out and "PULPINIT_WAIT_TIMEOUT" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["settings"], ["settings", "--json"], ["configure", "--dry-run"], ["configure"], ["beat", "--dry-run"],
+    ["worker", "2", "--dry-run"], ["migrate", "--dry-run"],
+])
+def test_no_secret_in_any_output(run, tmp_path: Path, argv):
+    secret_file = tmp_path / "broker-password"
+    secret_file.write_text(SECRET + "\n")
+    code, out, err = run(*argv, PULP_DB_PASSWORD=SECRET, MSG_SERVICE_HOST="q",
+                         PULP_BROKER_PASSWORD_FILE=str(secret_file), PULP_CONF__SERVER__DEFAULT_PASSWORD=SECRET,
+                         PULPINIT_MIGRATION_FINGERPRINT="2.21.5", PULPINIT_LOG_LEVEL="debug")
+    assert code == 0, err
+    printed = out + err
+    assert printed  # something was printed, and it holds no secret
+    assert SECRET not in printed
+    assert "***" in printed
+
+
+def test_configure_writes_and_dry_run_does_not(run, conf: Path):
+    before = conf.read_bytes()
+    code, out, _ = run("configure", "--dry-run", PULP_DB_SEEDS="mongo:27017")
+    assert code == 0 and "+seeds: mongo:27017" in out
+    assert conf.read_bytes() == before
+    code, _, err = run("configure", PULP_DB_SEEDS="mongo:27017")
+    assert code == 0
+    assert "seeds: mongo:27017\n" in conf.read_text()
+    events = [json.loads(line)["event"] for line in err.splitlines()]
+    assert "config.changed" in events and "stage.end" in events
+
+
+@pytest.mark.parametrize(("argv", "env", "code"), [
+    (["nonsense"], {}, 64),
+    ([], {}, 64),
+    (["run"], {}, 64),
+    (["settings", "--bogus"], {}, 64),
+    (["check-deps", "--timeout", "0"], {}, 64),
+    (["configure", "--", "x"], {}, 64),
+    (["worker", "two", "--dry-run"], {}, 64),
+    (["settings"], {"PULP_DB_SEEDS": "db:http"}, 78),
+    (["settings"], {"PULPINIT_CONFIG": "/nonexistent/server.conf"}, 78),
+    (["settings"], {"PULPINIT_LOG_FORMAT": "xml"}, 78),
+    (["configure"], {"PULP_DB_PASSWORD": "bad\tpassword"}, 78),
+])
+def test_exit_codes(run, conf: Path, argv, env, code):
+    before = conf.read_bytes()
+    got, _, err = run(*argv, **env)
+    assert got == code
+    assert conf.read_bytes() == before  # nothing lost on any error
+    if code == 78:
+        lines = [json.loads(line) for line in err.splitlines()]
+        errors = [line for line in lines if line["event"] == "pulpinit.error"]
+        assert len(errors) == 1 and errors[0]["exit_code"] == 78
+    if code == 64:
+        assert "pulpinit" in err
+
+
+def test_error_line_names_the_variable(run):
+    code, _, err = run("settings", DB_SERVICE_HOST="db", DB_SERVICE_PORT="http")
+    error = json.loads(err.strip().splitlines()[-1])
+    assert code == 78
+    assert error["error"] == "DB_SERVICE_PORT: port 'http' is not a number"
+
+
+def test_role_dry_run_shows_plan_and_changes_nothing(run, conf: Path):
+    before = conf.read_bytes()
+    code, out, _ = run("worker", "3", "--dry-run", "--", "--maxtasksperchild=2", PULP_SERVER_NAME="pulp.example.com",
+                       PULPINIT_MIGRATION_FINGERPRINT="2.21.5", PULP_DB_SEEDS="mongo:27017")
+    assert code == 0
+    assert conf.read_bytes() == before
+    assert "reserved_resource_worker-3@pulp.example.com" in out and "--maxtasksperchild=2" in out
+    assert "+seeds: mongo:27017" in out
+    assert "wait: start once" in out and "2.21.5" in out
+
+
+def test_python_dash_m_and_help():
+    done = subprocess.run([sys.executable, "-m", "pulpinit", "--help"], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0
+    for command in ("beat", "resource-manager", "worker", "migrate", "run", "check-deps", "configure", "settings"):
+        assert command in done.stdout
+
+
+def test_console_script_exit_code(conf: Path):
+    script = Path(sys.executable).parent / "pulpinit"
+    env = {**os.environ, "PULPINIT_CONFIG": str(conf), "PULP_DB_SEEDS": "x:notaport"}
+    done = subprocess.run([str(script), "settings"], capture_output=True, text=True, timeout=30, env=env,
+                          check=False)
+    assert done.returncode == 78
+    errors = [json.loads(line) for line in done.stderr.splitlines() if '"level": "error"' in line]
+    assert len(errors) == 1 and errors[0]["error"].startswith("PULP_DB_SEEDS: ")

@@ -1,0 +1,327 @@
+"""The MongoDB probe and client factory, against the fake and against misbehaving sockets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pulpinit.mongo import client_options, connect
+from pulpinit.mongo_probe import one_line, probe_mongodb
+from pulpinit.probe import Failure, MongoTarget, ProbeResult
+from pulpinit.testing.fakemongo import FakeMongo
+
+REPO = Path(__file__).resolve().parents[1]
+PASSWORD = "Pa55-w0rd:with@odd/chars"
+USERS = {("pulp_database", "pulp"): PASSWORD}
+
+
+def target_for(fake: FakeMongo | tuple[str, int], **kwargs: object) -> MongoTarget:
+    address = fake.address if isinstance(fake, FakeMongo) else fake
+    return MongoTarget(seeds=(address,), **kwargs)  # type: ignore[arg-type]
+
+
+def assert_no_secret(result: ProbeResult) -> None:
+    for text in (repr(result), str(result.as_json()), result.endpoint, result.error or ""):
+        assert PASSWORD not in text
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeMongo]:
+    with FakeMongo(users=USERS) as server:
+        yield server
+
+
+@pytest.fixture
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+@pytest.fixture
+def silent_server() -> Iterator[tuple[str, int]]:
+    """Accepts connections (the kernel does) and never says a word."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield sock.getsockname()
+    sock.close()
+
+
+@pytest.fixture
+def resetting_server() -> Iterator[tuple[str, int]]:
+    """Accepts every connection and closes it at once."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    sock.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield sock.getsockname()
+    stop.set()
+    thread.join()
+    sock.close()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1/localhost, one for another name, a client certificate."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("pki")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca", cwd=d)
+    for name, san in (("server", "IP:127.0.0.1,DNS:localhost"), ("wrongname", "DNS:db.example"),
+                      ("client", "DNS:pulp")):
+        (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+        (d / f"{name}.pem").write_text((d / f"{name}.crt").read_text() + (d / f"{name}.key").read_text())
+    return d
+
+
+def test_tls_up_with_client_certificate_in_separate_files(pki: Path) -> None:
+    with FakeMongo(tls_certfile=str(pki / "server.pem"), tls_client_ca=str(pki / "ca.pem"), users=USERS) as fake:
+        target = target_for(fake, ssl=True, ca_path=str(pki / "ca.pem"), ssl_certfile=str(pki / "client.crt"),
+                            ssl_keyfile=str(pki / "client.key"), username="pulp", password=PASSWORD)
+        result = probe_mongodb(target)
+        assert result.ok, result
+        no_client_cert = probe_mongodb(target_for(fake, ssl=True, ca_path=str(pki / "ca.pem")))
+        _check(no_client_cert, Failure.TLS)
+
+
+def test_tls_verification_failures(pki: Path) -> None:
+    with FakeMongo(tls_certfile=str(pki / "wrongname.pem")) as fake:
+        _check(probe_mongodb(target_for(fake, ssl=True, ca_path=str(pki / "ca.pem"))), Failure.TLS)
+        _check(probe_mongodb(target_for(fake, ssl=True)), Failure.TLS)  # unknown CA
+        assert probe_mongodb(target_for(fake, ssl=True, verify_ssl=False)).ok
+        assert probe_mongodb(target_for(fake)).failure is Failure.RESET  # plain TCP against TLS: dropped
+
+
+def test_up_reports_version_and_runs_ping(fake: FakeMongo) -> None:
+    result = probe_mongodb(target_for(fake, username="pulp", password=PASSWORD))
+    assert result.ok, result
+    assert result.version == "6.0.19" and result.failure is None and result.error is None
+    assert result.name == "mongodb" and result.endpoint == f"mongodb://pulp:***@{fake.hostport}/pulp_database"
+    assert fake.command_count("ping") == 1 and fake.command_count("buildInfo") == 1
+    assert result.latency_ms < 1000
+    assert_no_secret(result)
+
+
+def test_up_in_replica_set_with_auth_source() -> None:
+    with FakeMongo(replica_set="rs0", users={("admin", "root"): PASSWORD}, wire_version=6) as fake:
+        result = probe_mongodb(
+            target_for(fake, username="root", password=PASSWORD, auth_source="admin", replica_set="rs0")
+        )
+        assert result.ok and result.version is not None and result.version.startswith("3.6.")
+
+
+def test_latency_well_under_a_second(fake: FakeMongo) -> None:
+    target = target_for(fake, username="pulp", password=PASSWORD)
+    probe_mongodb(target)  # the first call in a process pays pymongo's import
+    walls = []
+    for _ in range(20):
+        started = time.monotonic()
+        result = probe_mongodb(target)
+        walls.append((time.monotonic() - started) * 1000)
+        assert result.ok
+    print(f"probe wall time: median {statistics.median(walls):.1f} ms, max {max(walls):.1f} ms")
+    assert statistics.median(walls) < 100
+    assert max(walls) < 500
+
+
+def test_fresh_process_answers_within_a_second(fake: FakeMongo) -> None:
+    """As a Kubernetes exec probe would run it: interpreter start, pymongo import, probe."""
+    code = (
+        "import sys; from pulpinit.mongo_probe import probe_mongodb; from pulpinit.probe import MongoTarget;"
+        f"r = probe_mongodb(MongoTarget(seeds=(('127.0.0.1', {fake.port}),), username='pulp',"
+        f" password={PASSWORD!r})); sys.stdout.flush();"
+        # pymongo's atexit hook joins its monitor threads, which sleep in 0.5 s steps; a one-shot
+        # command (check-deps) skips it with os._exit once its output is flushed
+        " import os; os._exit(0 if r.ok else 1)"
+    )
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert time.monotonic() - started < 1.0
+
+
+def test_importing_the_probe_does_not_import_pymongo() -> None:
+    code = "import sys, pulpinit.mongo_probe, pulpinit.mongo; print('pymongo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+    assert out.strip() == "False"
+
+
+def _check(result: ProbeResult, failure: Failure, timeout_s: float = 1.0) -> None:
+    assert not result.ok and result.version is None
+    assert result.failure is failure, result
+    assert result.error and "\n" not in result.error and len(result.error) <= 300
+    assert result.hint == failure.hint
+    assert result.latency_ms < timeout_s * 1000 + 300
+    assert_no_secret(result)
+
+
+def test_connection_refused(closed_port: int) -> None:
+    result = probe_mongodb(target_for(("127.0.0.1", closed_port), username="pulp", password=PASSWORD))
+    _check(result, Failure.REFUSED)
+    assert result.latency_ms < 300  # decided by the first heartbeat, not the selection timeout
+
+
+def test_dns_failure() -> None:
+    _check(probe_mongodb(target_for(("no-such-host.invalid", 27017))), Failure.DNS)
+
+
+def test_timeout_on_a_silent_server(silent_server: tuple[str, int]) -> None:
+    result = probe_mongodb(target_for(silent_server), timeout_s=0.3)
+    _check(result, Failure.TIMEOUT, timeout_s=0.3)
+    assert result.latency_ms >= 250
+
+
+def test_reset_during_handshake(resetting_server: tuple[str, int]) -> None:
+    _check(probe_mongodb(target_for(resetting_server)), Failure.RESET)
+
+
+def test_tls_against_a_plain_server(fake: FakeMongo) -> None:
+    _check(probe_mongodb(target_for(fake, ssl=True, verify_ssl=False)), Failure.TLS)
+
+
+def test_unreadable_tls_files(tmp_path: Path, closed_port: int) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("not a certificate")
+    for files in ({"ca_path": str(tmp_path / "missing-ca.pem")},
+                  {"ssl_certfile": str(cert), "ssl_keyfile": str(tmp_path / "missing-key.pem")},
+                  {"ssl_certfile": str(cert)}):
+        result = probe_mongodb(target_for(("127.0.0.1", closed_port), ssl=True, **files))
+        _check(result, Failure.TLS)
+        assert result.error and result.error.startswith("TLS setup: ")
+
+
+def test_wrong_password(fake: FakeMongo) -> None:
+    result = probe_mongodb(target_for(fake, username="pulp", password=PASSWORD + "-wrong"))
+    _check(result, Failure.AUTH)
+    assert "'pulp'" in (result.error or "") and "-wrong" not in (result.error or "")
+
+
+def test_wrong_auth_source(fake: FakeMongo) -> None:
+    _check(probe_mongodb(target_for(fake, username="pulp", password=PASSWORD, auth_source="admin")),
+           Failure.AUTH)
+
+
+@pytest.mark.parametrize(("wire", "minimum"), [(5, 0), (2, 0), (30, 26)])
+def test_unsupported_wire_version(wire: int, minimum: int) -> None:
+    with FakeMongo(wire_version=wire, min_wire_version=minimum) as fake:
+        result = probe_mongodb(target_for(fake))
+        _check(result, Failure.VERSION)
+        assert "wire version" in (result.error or "")
+
+
+def test_replica_set_name_mismatch() -> None:
+    with FakeMongo(replica_set="rs-real") as fake:
+        result = probe_mongodb(target_for(fake, replica_set="rs-configured"))
+        _check(result, Failure.REPLICA_SET)
+        assert "'rs-real'" in (result.error or "") and result.latency_ms < 300
+
+
+def test_replica_set_configured_but_server_standalone(fake: FakeMongo) -> None:
+    result = probe_mongodb(target_for(fake, replica_set="rs0"))
+    _check(result, Failure.REPLICA_SET)
+    assert "not a replica-set member" in (result.error or "")
+
+
+def test_slow_server_times_out_within_budget(fake: FakeMongo) -> None:
+    fake.reply_delay_s = 0.5
+    _check(probe_mongodb(target_for(fake), timeout_s=0.3), Failure.TIMEOUT, timeout_s=0.3)
+
+
+def test_one_seed_down_another_up(closed_port: int) -> None:
+    with FakeMongo(replica_set="rs0") as fake:
+        target = MongoTarget(seeds=(("127.0.0.1", closed_port), fake.address), replica_set="rs0")
+        assert probe_mongodb(target).ok
+
+
+def test_several_seeds_all_down(closed_port: int) -> None:
+    target = MongoTarget(seeds=(("127.0.0.1", closed_port), ("no-such-host.invalid", 27017)))
+    result = probe_mongodb(target)
+    assert result.failure in (Failure.REFUSED, Failure.DNS) and result.latency_ms < 500
+
+
+@given(password=st.text(min_size=3, max_size=40).filter(lambda p: p.strip() and "*" not in p))
+def test_error_text_never_holds_the_password(password: str) -> None:
+    target = MongoTarget(seeds=(("h", 1),), username="u", password=password)
+    text = one_line(f"auth failed at mongodb://u:{password}@h:1/db for {password}\nnext line", target)
+    assert password not in text and "\n" not in text
+
+
+# -- client options ----------------------------------------------------------------------------------
+
+
+def test_client_options_plain() -> None:
+    options = client_options(MongoTarget(seeds=(("db", 27017),)), 1.5)
+    assert options == {"host": ["db:27017"], "appname": "pulpinit", "serverSelectionTimeoutMS": 1500,
+                       "connectTimeoutMS": 1500, "socketTimeoutMS": 1500, "directConnection": True}
+
+
+def test_client_options_replica_set_auth_and_tls(tmp_path: Path) -> None:
+    target = MongoTarget(seeds=(("a", 1), ("::1", 2)), username="pulp", password="pw", replica_set="rs0",
+                         ssl=True, ca_path="/ca.pem", ssl_certfile="/both.pem", ssl_keyfile="/both.pem",
+                         verify_ssl=False)
+    options = client_options(target, 1)
+    assert options["host"] == ["a:1", "[::1]:2"] and options["replicaSet"] == "rs0"
+    assert "directConnection" not in options
+    assert (options["username"], options["password"], options["authSource"]) == ("pulp", "pw", "pulp_database")
+    assert options["tls"] and options["tlsCAFile"] == "/ca.pem"
+    assert options["tlsCertificateKeyFile"] == "/both.pem"
+    assert options["tlsAllowInvalidCertificates"] and options["tlsAllowInvalidHostnames"]
+    several = client_options(MongoTarget(seeds=(("a", 1), ("b", 2)), auth_source="admin", username="x"), 1)
+    assert "directConnection" not in several and several["authSource"] == "admin"
+
+
+def test_separate_key_file_is_combined_in_memory(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    key.write_text("-----BEGIN PRIVATE KEY-----\nBBBB\n-----END PRIVATE KEY-----\n")
+    target = MongoTarget(seeds=(("a", 1),), ssl=True, ssl_certfile=str(cert), ssl_keyfile=str(key))
+    path = client_options(target, 1)["tlsCertificateKeyFile"]
+    assert path not in (str(cert), str(key))
+    combined = Path(path).read_text()
+    assert combined.index("CERTIFICATE") < combined.index("PRIVATE KEY")
+    assert client_options(target, 1)["tlsCertificateKeyFile"] == path  # cached
+    assert not str(path).startswith(str(tmp_path))
+
+
+def test_connect_builds_a_working_client(fake: FakeMongo) -> None:
+    client = connect(target_for(fake, username="pulp", password=PASSWORD), 2.0)
+    try:
+        client.pulp_database.things.insert_one({"a": 1})
+        assert client.pulp_database.things.count_documents({}) == 1
+    finally:
+        client.close()

@@ -1,0 +1,161 @@
+"""The supervisor when it is not PID 1 (child subreaper), its options, and what stays resident.
+
+These drive ``python -m pulpinit.supervise`` as a real subprocess; nothing here
+calls :func:`pulpinit.supervise.supervise` inside the pytest process (it would
+make pytest a subreaper and block its signals).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from helpers.orphans import state
+from helpers.supervision import (
+    HELPERS,
+    ORPHANS,
+    PRINT_SIGNALS,
+    PYTHON,
+    SYSTEM_PYTHON,
+    Supervised,
+    children,
+    rss_kb,
+    run,
+)
+
+RESIDENT = str(HELPERS / "resident_modules.py")
+HEAVY = ("pymongo", "bson", "gridfs", "proton", "cproton", "_proton", "augeas", "structlog", "cffi",
+         "_cffi_backend", "tenacity", "dataclasses", "typing", "pulpinit.privileges", "pulpinit.handoff")
+
+
+def test_subreaper_mode_reaps_hundred_orphans() -> None:
+    done = run([PYTHON, ORPHANS, "100", "0.3"], timeout=90)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert "reaped 100" in done.stdout
+    assert '"mode": "subreaper"' in done.stderr
+
+
+def test_subreaper_mode_forwards_and_propagates() -> None:
+    with Supervised([PYTHON, PRINT_SIGNALS, "--exit-on", "USR2", "--code", "9"]) as sup:
+        sup.expect("ready")
+        sup.kill(signal.SIGHUP)
+        assert sup.expect("1 ") == "1 SIGHUP"
+        sup.kill(signal.SIGUSR2)
+        assert sup.expect("12 ") == "12 SIGUSR2"
+        assert sup.wait() == 9
+    exit_event = next(e for e in sup.events() if e["event"] == "supervise.exit")
+    assert exit_event["exit_code"] == 9
+    assert set(exit_event) >= {"event", "level", "timestamp", "pid"}
+    assert exit_event["timestamp"].endswith("Z")
+
+
+def test_signal_goes_to_the_child_not_its_group() -> None:
+    """A group member (like a Celery pool process) must not get the forwarded TERM."""
+    with Supervised([PYTHON, PRINT_SIGNALS, "--spawn-sleeper"], stdin=True) as sup:
+        sleeper = int(sup.expect("sleeper").split()[1])
+        sup.expect("ready")
+        sup.kill(signal.SIGTERM)
+        sup.expect("15 SIGTERM")
+        time.sleep(0.2)
+        assert state(sleeper) in ("S", "R")  # untouched
+        sup.send("exit 0\n")
+        assert sup.wait() == 0
+    os.kill(sleeper, signal.SIGKILL)
+
+
+def test_stop_timeout_kills_the_whole_group_after_term() -> None:
+    env = {**os.environ, "PULPINIT_STOP_TIMEOUT": "0.3"}
+    with Supervised([PYTHON, PRINT_SIGNALS, "--spawn-sleeper"], env=env) as sup:
+        sleeper = int(sup.expect("sleeper").split()[1])
+        sup.expect("ready")
+        sup.kill(signal.SIGTERM)
+        assert sup.wait() == 137
+    deadline = time.monotonic() + 5
+    while state(sleeper) not in (None, "Z", "X") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert state(sleeper) in (None, "Z", "X")
+
+
+def test_no_stop_timeout_by_default() -> None:
+    with Supervised([PYTHON, PRINT_SIGNALS], stdin=True) as sup:
+        sup.expect("ready")
+        sup.kill(signal.SIGTERM)
+        sup.expect("15 SIGTERM")
+        time.sleep(0.5)
+        assert sup.proc.poll() is None  # Celery's warm shutdown may take as long as it needs
+        sup.send("exit 0\n")
+        assert sup.wait() == 0
+
+
+@pytest.mark.parametrize(("options", "code", "text"), [
+    (["--bogus"], 64, "unknown option"),
+    (["--stop-timeout", "soon"], 64, "--stop-timeout"),
+    (["--stop-timeout=-1"], 64, "--stop-timeout"),
+    (["--umask", "999"], 64, "--umask"),
+])
+def test_bad_options(options: list[str], code: int, text: str) -> None:
+    done = run(["true"], options=options)
+    assert done.returncode == code
+    assert text in done.stderr
+
+
+def test_bad_stop_timeout_variable_is_a_config_error() -> None:
+    done = run(["true"], env={**os.environ, "PULPINIT_STOP_TIMEOUT": "nan"})
+    assert done.returncode == 78
+    assert "PULPINIT_STOP_TIMEOUT" in done.stderr
+
+
+def test_separator_is_optional_but_a_command_is_not() -> None:
+    def supervise(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PYTHON, "-m", "pulpinit.supervise", *args], capture_output=True, text=True,
+                              check=False, timeout=30)
+
+    assert supervise("sh", "-c", "exit 4").returncode == 4
+    for args in ((), ("--",), ("--umask", "027")):
+        done = supervise(*args)
+        assert done.returncode == 64
+        assert "no command" in done.stderr
+
+
+def test_api_raises_exec_error_for_a_missing_command() -> None:
+    code = ("from pulpinit.errors import ExecError\n"
+            "from pulpinit.supervise import supervise\n"
+            "try:\n    supervise(['/nonexistent/prog'])\n"
+            "except ExecError as e:\n    print(e.exit_code, e)\n")
+    done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=False, timeout=30)
+    assert done.stdout.strip() == "127 /nonexistent/prog: command not found"
+
+
+def test_resident_supervisor_is_small_and_has_no_heavy_module(tmp_path: Path) -> None:
+    """Three honest views of the resident process while (and after) it supervises:
+    VmRSS, the shared objects in /proc/PID/maps, and its own ``sys.modules`` at the end."""
+    with Supervised([SYSTEM_PYTHON, PRINT_SIGNALS], options=["--user", "nobody"], stdin=True) as sup:
+        sup.expect("ready")
+        rss = rss_kb(sup.supervisor_pid)
+        maps = Path(f"/proc/{sup.supervisor_pid}/maps").read_text()
+        sup.kill(signal.SIGUSR1)
+        sup.expect("10 SIGUSR1")
+        sup.send("exit 0\n")
+        assert sup.wait() == 0
+    mapped = {line.split()[-1] for line in maps.splitlines() if line.rstrip().endswith(".so")}
+    assert not [path for path in mapped if any(word in path for word in HEAVY)], mapped
+    assert rss <= 15 * 1024, f"supervisor RSS {rss} kB > 15 MB"
+
+    listing = tmp_path / "modules"
+    resident = subprocess.Popen([PYTHON, RESIDENT, str(listing), "--user", "nobody", "--", "sleep", "30"],
+                                stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not children(resident.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    resident.send_signal(signal.SIGUSR1)
+    _, err = resident.communicate(timeout=30)
+    assert resident.returncode == 128 + signal.SIGUSR1, err
+    assert '"signal": "SIGUSR1"' in err
+    modules = set(listing.read_text().split())
+    assert "pulpinit.supervise" in modules
+    heavy = {name for name in modules if name in HEAVY or name.split(".")[0] in HEAVY}
+    assert not heavy, heavy
