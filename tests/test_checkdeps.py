@@ -1,0 +1,209 @@
+"""check-deps and the wait stage as whole pulpinit processes, against the fakes and injected faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pulpinit.testing.fakeamqp import FakeAmqpBroker
+from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.faults import Proxy, ResetServer, SilentServer
+
+SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
+SECRET = "s3cr3t-Broker-Pw"
+
+
+@pytest.fixture(scope="module")
+def mongo() -> Iterator[FakeMongo]:
+    with FakeMongo() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[FakeAmqpBroker]:
+    with FakeAmqpBroker(users={"pulp": SECRET}) as fake:
+        yield fake
+
+
+@pytest.fixture
+def env(tmp_path: Path, mongo: FakeMongo, broker: FakeAmqpBroker) -> dict[str, str]:
+    shutil.copy(SAMPLE, tmp_path / "server.conf")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PULP")}
+    base.update({
+        "PULPINIT_CONFIG": str(tmp_path / "server.conf"),
+        "PULPINIT_LOG_FORMAT": "json",
+        "PULP_DB_SEEDS": mongo.hostport,
+        "PULP_BROKER_URL": broker.url("pulp", SECRET),
+    })
+    return base
+
+
+def check(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    done = subprocess.run([sys.executable, "-m", "pulpinit", "check-deps", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    assert SECRET not in done.stdout + done.stderr
+    return done.returncode, done.stdout, done.stderr
+
+
+def mongo_version() -> str:
+    from pulpinit.testing.fakemongo import version_for_wire
+
+    return version_for_wire(17)
+
+
+def by_name(stdout: str) -> dict[str, dict]:
+    report = json.loads(stdout)
+    assert set(report) == {"ok", "checks"}
+    for item in report["checks"]:
+        assert set(item) == {"name", "endpoint", "ok", "latency_ms", "version", "error", "hint"}
+    return {item["name"]: item for item in report["checks"]}
+
+
+def test_both_up_json_and_table(env):
+    code, out, _ = check(env, "--json")
+    assert code == 0
+    checks = by_name(out)
+    assert checks["mongodb"]["ok"] and checks["broker"]["ok"]
+    assert checks["mongodb"]["version"] == mongo_version()
+    assert checks["broker"]["endpoint"] == env["PULP_BROKER_URL"].replace(SECRET, "***")
+    assert checks["mongodb"]["error"] is None and checks["mongodb"]["hint"] is None
+    assert 0 < checks["mongodb"]["latency_ms"] < 1000
+    code, out, _ = check(env)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["dependency", "endpoint", "status"]
+    assert [line.split()[0] for line in lines[2:4]] == ["mongodb", "broker"]
+    assert all(" up " in line for line in lines[2:4])
+
+
+def test_down_dependency_exit_69_with_class_and_hint(env):
+    with ResetServer() as closed:
+        port = closed.port
+    env["PULP_DB_SEEDS"] = f"127.0.0.1:{port}"  # nothing listens there any more
+    code, out, _ = check(env, "--json")
+    assert code == 69
+    checks = by_name(out)
+    assert json.loads(out)["ok"] is False
+    assert checks["broker"]["ok"] is True
+    assert checks["mongodb"]["error"].startswith("connection_refused: ")
+    assert "nothing listens" in checks["mongodb"]["hint"]
+    code, out, _ = check(env)
+    assert code == 69 and "DOWN" in out and "hint (mongodb):" in out
+
+
+@pytest.mark.parametrize(("fault", "failure"), [
+    (SilentServer, "timeout"),
+    (ResetServer, "connection_reset"),
+])
+def test_faults_are_classified(env, fault, failure):
+    with fault() as server:
+        env["PULP_DB_SEEDS"] = f"127.0.0.1:{server.port}"
+        code, out, _ = check(env, "--json", "--timeout", "0.5")
+    assert code == 69
+    assert by_name(out)["mongodb"]["error"].startswith(f"{failure}: ")
+
+
+def test_wrong_broker_password_and_protocol_mismatch(env, broker):
+    env["PULP_BROKER_URL"] = broker.url("pulp", "not-" + SECRET)
+    code, out, _ = check(env, "--json")
+    assert code == 69 and by_name(out)["broker"]["error"].startswith("authentication_failed: ")
+    assert "not-" + SECRET not in out
+    env["PULP_BROKER_URL"] = f"amqp://pulp:{SECRET}@127.0.0.1:{broker.port}//"  # 0-9-1 client, 1.0 broker
+    code, out, _ = check(env, "--json")
+    assert code == 69 and by_name(out)["broker"]["error"].startswith("protocol_mismatch: ")
+
+
+def test_unsupported_server_version(env):
+    with FakeMongo(wire_version=5) as old:  # MongoDB 3.4: below what pymongo 4.x speaks
+        env["PULP_DB_SEEDS"] = old.hostport
+        code, out, _ = check(env, "--json")
+    assert code == 69 and by_name(out)["mongodb"]["error"].startswith("unsupported_server_version: ")
+
+
+def test_slow_answer_beyond_the_probe_timeout_is_a_timeout(env, mongo):
+    with Proxy(("127.0.0.1", mongo.port), first_answer_delay=3.0) as slow:
+        env["PULP_DB_SEEDS"] = f"127.0.0.1:{slow.port}"
+        code, out, _ = check(env, "--json", "--timeout", "0.8")
+    assert code == 69 and by_name(out)["mongodb"]["error"].startswith("timeout: ")
+
+
+def test_wait_until_a_late_dependency_comes_up(env, mongo):
+    with Proxy(("127.0.0.1", mongo.port), up=False) as late:
+        env["PULP_DB_SEEDS"] = f"127.0.0.1:{late.port}"
+        proc = subprocess.Popen([sys.executable, "-m", "pulpinit", "check-deps", "--wait", "--json"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        seen: list[str] = []
+        assert wait_for_line(proc, "dep.down", seen)["failure"] == "connection_refused"
+        late.go_up()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert by_name(out)["mongodb"]["ok"]
+    up = [json.loads(line) for line in [*seen, *err.splitlines()] if '"dep.up"' in line]
+    assert {event["dependency"] for event in up} == {"mongodb", "broker"}
+
+
+def test_flapping_dependency_is_reported_as_it_is(env, mongo):
+    with Proxy(("127.0.0.1", mongo.port)) as flappy:
+        env["PULP_DB_SEEDS"] = f"127.0.0.1:{flappy.port}"
+        assert check(env)[0] == 0
+        flappy.go_down()
+        assert check(env)[0] == 69
+        flappy.go_up()
+        assert check(env)[0] == 0
+
+
+def test_wait_deadline_exits_69_naming_what_is_down(env):
+    with SilentServer() as silent:
+        env.update(PULP_DB_SEEDS=f"127.0.0.1:{silent.port}", PULPINIT_WAIT_TIMEOUT="1.5")
+        done = subprocess.run([sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 69
+    error = json.loads(done.stderr.strip().splitlines()[-1])
+    assert error["event"] == "pulpinit.error"
+    assert error["error"].startswith("still down at the deadline: mongodb (timeout: ")
+
+
+def wait_for_line(proc: subprocess.Popen[str], event: str, seen: list[str] | None = None, timeout: float = 30) -> dict:
+    """Read stderr lines (kept in ``seen``) until one carries ``event``; returns it parsed."""
+    assert proc.stderr is not None
+    found: list[dict] = []
+    seen = [] if seen is None else seen
+
+    def read() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            seen.append(line)
+            if f'"{event}"' in line:
+                found.append(json.loads(line))
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert found, f"no {event} within {timeout} s"
+    return found[0]
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_while_waiting_exits_promptly(env, signum, code):
+    with ResetServer() as closed:
+        port = closed.port
+    env.update(PULP_DB_SEEDS=f"127.0.0.1:{port}", PULPINIT_WAIT_INITIAL="5", PULPINIT_WAIT_MAX_INTERVAL="30")
+    proc = subprocess.Popen([sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_line(proc, "dep.down")  # now sleeping in a 5 s backoff interval
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == code
+    assert time.monotonic() - sent < 2.0  # not the 5 s interval, not the 300 s deadline
+    assert f"{signal.Signals(signum).name} received during wait" in err
