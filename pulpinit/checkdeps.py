@@ -8,9 +8,7 @@ version, failure class with its error text, and a one-line hint.
 
 from __future__ import annotations
 
-import contextlib
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pulpinit import deps, log, render
@@ -44,23 +42,23 @@ class Report:
 
 
 def check(ctx: Context, *, wait: bool = False, timeout: float | None = None) -> Report:
-    """Probe once (after the wait policy when ``wait``); ``timeout`` bounds the whole run."""
+    """Probe once, or wait by the wait policy (``wait``); ``timeout`` bounds the whole run."""
     from pulpinit import pipeline
 
     probes = pipeline.probes(ctx)
     policy = deps.WaitPolicy.from_toolkit(ctx.toolkit)
-    started = time.monotonic()
-    if timeout is not None:
-        policy = deps.WaitPolicy(min(policy.timeout, timeout), policy.initial, policy.max_interval,
-                                 min(policy.probe_timeout, timeout), policy.log_interval)
-    if wait:
-        # the probe below reports whatever is still down at the deadline
-        with pipeline.interruptible("check-deps"), contextlib.suppress(DependencyUnavailable):
-            deps.wait_all(probes, policy)
-    budget = policy.probe_timeout
-    if timeout is not None:
-        budget = max(0.05, min(budget, timeout - (time.monotonic() - started)))
-    results = deps.probe_once(probes, budget)
+    if not wait:
+        # one attempt: --timeout is its budget (e.g. 5 s to see RabbitMQ's delayed auth failure)
+        results = deps.probe_once(probes, timeout if timeout is not None else policy.probe_timeout)
+    else:
+        if timeout is not None:
+            policy = replace(policy, timeout=min(policy.timeout, timeout),
+                             probe_timeout=min(policy.probe_timeout, timeout))
+        with pipeline.interruptible("check-deps"):
+            try:
+                results = deps.wait_all(probes, policy)
+            except DependencyUnavailable as exc:  # report the last attempts, still down
+                results = dict(exc.results)
     for result in results.values():
         log.get_logger().debug("dep.checked", dependency=result.name, ok=result.ok, latency_ms=result.latency_ms)
     return Report(tuple(results.values()))

@@ -154,7 +154,7 @@ def wait_all(
     results = {w.name: w.result for w in waiters if w.result is not None}
     down = [f"{w.name} ({describe(w.result)})" for w in waiters if w.result is None or not w.result.ok]
     if down:
-        raise DependencyUnavailable(down)
+        raise DependencyUnavailable(down, results)
     return results
 
 

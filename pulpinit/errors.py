@@ -9,7 +9,11 @@ secret: callers put masked values into these errors, never raw ones.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pulpinit.probe import ProbeResult
 
 
 class ExitCode(enum.IntEnum):
@@ -89,9 +93,10 @@ class DependencyUnavailable(PulpinitError):
 
     exit_code = ExitCode.UNAVAILABLE
 
-    def __init__(self, down: Sequence[str]) -> None:
+    def __init__(self, down: Sequence[str], results: Mapping[str, ProbeResult] | None = None) -> None:
         super().__init__("still down at the deadline: " + "; ".join(down))
         self.down = tuple(down)
+        self.results = dict(results or {})  # the last ProbeResult of each dependency
 
 
 class MigrationFailed(PulpinitError):

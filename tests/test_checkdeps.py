@@ -207,3 +207,12 @@ def test_signal_while_waiting_exits_promptly(env, signum, code):
     assert proc.returncode == code
     assert time.monotonic() - sent < 2.0  # not the 5 s interval, not the 300 s deadline
     assert f"{signal.Signals(signum).name} received during wait" in err
+
+
+def test_timeout_is_the_budget_of_a_single_check(env, mongo):
+    """Without --wait, --timeout gives the one attempt longer than the 1 s default (a slow server)."""
+    with Proxy(("127.0.0.1", mongo.port), first_answer_delay=1.5) as slow:
+        env["PULP_DB_SEEDS"] = f"127.0.0.1:{slow.port}"
+        assert check(env, "--json")[0] == 69
+        code, out, _ = check(env, "--json", "--timeout", "4")
+    assert code == 0 and by_name(out)["mongodb"]["latency_ms"] >= 1500
