@@ -64,7 +64,9 @@ def plan_config(ctx: Context) -> ConfigPlan:
     assignments = []
     for key, value in ctx.settings.to_write():
         section, _, name = key.partition(".")
-        assignments.append(Assignment(section, name, value.value, value.variable or key, value.secret))
+        # a URL is shown with only its password masked (configfile masks URL passwords anyway)
+        secret = value.secret and "://" not in value.value
+        assignments.append(Assignment(section, name, value.value, value.variable or key, secret))
     return ctx.conf.plan(assignments)
 
 
