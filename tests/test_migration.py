@@ -272,3 +272,35 @@ def test_expired_lease_is_taken_over_by_exactly_one(mongo):
         assert not dead.renew()  # the dead holder cannot come back
     finally:
         client.close()
+
+
+def test_fingerprint_from_the_rpm_database(tmp_path: Path):
+    """Without PULPINIT_MIGRATION_FINGERPRINT the installed Pulp packages name the version.
+
+    No rpm database with Pulp packages can exist on this Debian machine, so a stand-in `rpm`
+    answers the query as rpm would; the order of its lines must not matter.
+    """
+    from pulpinit.errors import ConfigError
+    from pulpinit.knobs import toolkit_from_environ
+    from pulpinit.migration import fingerprint
+
+    rpm = tmp_path / "rpm"
+    rpm.write_text("#!/bin/sh\necho \"$@\" > \"$0.args\"\nprintf '%s\\n' $PACKAGES\n")
+    rpm.chmod(0o755)
+    toolkit = toolkit_from_environ({})
+    os.environ["PACKAGES"] = "pulp-server-2.21.5-1.el7 pulp-rpm-plugins-2.21.5-1.el7"
+    try:
+        first, how = fingerprint(toolkit, rpm=str(rpm))
+        assert "-qa" in (tmp_path / "rpm.args").read_text() and "pulp-*" in (tmp_path / "rpm.args").read_text()
+        os.environ["PACKAGES"] = "pulp-rpm-plugins-2.21.5-1.el7 pulp-server-2.21.5-1.el7"
+        assert fingerprint(toolkit, rpm=str(rpm))[0] == first  # order-independent
+        os.environ["PACKAGES"] = "pulp-server-2.21.6-1.el7 pulp-rpm-plugins-2.21.6-1.el7"
+        assert fingerprint(toolkit, rpm=str(rpm))[0] != first  # an upgrade is a new fingerprint
+        assert first.startswith("rpm:") and len(first) == 20 and "2 installed Pulp packages" in how
+        os.environ["PACKAGES"] = ""
+        with pytest.raises(ConfigError, match="PULPINIT_MIGRATION_FINGERPRINT"):
+            fingerprint(toolkit, rpm=str(rpm))
+    finally:
+        os.environ.pop("PACKAGES", None)
+    explicit = toolkit_from_environ({"PULPINIT_MIGRATION_FINGERPRINT": "2.21.5"})
+    assert fingerprint(explicit, rpm=str(rpm)) == ("2.21.5", "PULPINIT_MIGRATION_FINGERPRINT")

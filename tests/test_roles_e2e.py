@@ -149,3 +149,17 @@ def test_sigterm_to_pid1_while_waiting_exits_143(env):
     os.kill(pid1, signal.SIGTERM)  # as PID 1 it gets it only because pulpinit installed a handler
     assert run.finish(timeout=10) == 143
     assert time.monotonic() - sent < 2.0
+
+
+@pytest.mark.parametrize(("command", "code", "words"), [
+    ("/nonexistent/celery", 127, "not found"),
+    ("/etc/hostname", 126, ""),
+])
+def test_missing_or_unexecutable_command(env, command, code, words):
+    migrate = subprocess.run(pulpinit_argv("migrate"), env=env, capture_output=True, timeout=60, check=False)
+    assert migrate.returncode == 0
+    done = subprocess.run(pulpinit_argv("run", "--", command), env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == code
+    error = json.loads(done.stderr.strip().splitlines()[-1])
+    assert error["event"] == "pulpinit.error" and error["error"].startswith(command) and words in error["error"]
