@@ -21,7 +21,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import tenacity
@@ -63,7 +63,7 @@ def fingerprint(toolkit: Toolkit, rpm: str = "rpm") -> tuple[str, str]:
                       "set PULPINIT_MIGRATION_FINGERPRINT (e.g. to the image's Pulp version)")
 
 
-def owner_name(environ: dict[str, str] | Any) -> str:
+def owner_name(environ: Mapping[str, str]) -> str:
     """The lock owner: pod name (``HOSTNAME``, from the Downward API) or host name, plus the pid."""
     return f"{environ.get('HOSTNAME') or socket.gethostname()}:{os.getpid()}"
 
@@ -179,7 +179,10 @@ def stage(ctx: Context, mode: Migration, *, sleep: Callable[[float], None] = tim
             database = client[target.database]
             collection = database[ctx.toolkit.lock_collection]
             migrator = Migrator(ctx, collection, server_clock(database), sleep=sleep)
-            migrator.run() if mode is Migration.RUN else migrator.wait()
+            if mode is Migration.RUN:
+                migrator.run()
+            else:
+                migrator.wait()
         finally:
             client.close()
 
