@@ -101,7 +101,7 @@ def main() -> int:
 
         rows = []
         for label, start, window in (
-            ("pulpinit, defaults (0.1 s doubling, 2 s cap)", start_pulpinit, (0.0, 3.0)),
+            ("pulpinit, defaults (0.1 s × 1.5 per attempt, 2 s cap)", start_pulpinit, (0.0, 3.0)),
             ("2014 loop (fixed 5 s)", loop_2014, (0.0, 3.0)),
             ("pulpinit, defaults, later start", start_pulpinit, (3.0, 8.0)),
             ("pulpinit, PULPINIT_WAIT_MAX_INTERVAL=1, later start", start_capped, (3.0, 8.0)),

@@ -3,7 +3,7 @@
 Each dependency is polled in its own daemon thread by a tenacity ``Retrying``
 whose clock, sleep and stop are injected, so unit tests run instantly and a
 signal stops every waiter at once.  The interval starts near
-``PULPINIT_WAIT_INITIAL`` (0.1 s), doubles with up to 10 % jitter, and is
+``PULPINIT_WAIT_INITIAL`` (0.1 s), grows 1.5× per attempt plus up to 0.1 s of jitter, and is
 capped at ``PULPINIT_WAIT_MAX_INTERVAL`` (2 s); the whole wait ends at
 ``PULPINIT_WAIT_TIMEOUT``.  The total wait is the slower dependency's, not the
 sum.
@@ -56,20 +56,23 @@ class WaitPolicy:
 
 
 class Backoff(tenacity.wait.wait_base):
-    """``min(initial * 2**(n-1) + uniform(0, jitter), cap)`` for retry n; jitter defaults to ``initial``.
+    """``min(initial * factor**(n-1) + uniform(0, jitter), cap)`` for retry n; jitter defaults to ``initial``.
 
-    (tenacity's ``wait_exponential_jitter`` renamed its arguments between releases; this
-    one-liner keeps pulpinit independent of that.)
+    The factor is 1.5 rather than 2: a dependency that comes up within the first seconds of a
+    deployment (the common race) is seen sooner, while the attempts of one that stays down are
+    set by the cap (30 a minute at 2 s).  (tenacity's ``wait_exponential_jitter`` renamed its
+    arguments between releases; this one-liner keeps pulpinit independent of that.)
     """
 
-    def __init__(self, initial: float, cap: float, jitter: float | None = None) -> None:
+    def __init__(self, initial: float, cap: float, jitter: float | None = None, factor: float = 1.5) -> None:
         self.initial = initial
         self.cap = cap
         self.jitter = initial if jitter is None else jitter
+        self.factor = factor
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exponent = min(retry_state.attempt_number - 1, 64)
-        return min(self.initial * 2.0**exponent + random.uniform(0, self.jitter), self.cap)  # noqa: S311
+        return min(self.initial * self.factor**exponent + random.uniform(0, self.jitter), self.cap)  # noqa: S311
 
 
 @dataclass

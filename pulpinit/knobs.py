@@ -38,7 +38,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("PULPINIT_MSG_SERVICE", "msg", "Kubernetes Service name of the broker"),
     Knob("PULPINIT_DB_AUTH_SOURCE", "", "MongoDB auth database; default: the Pulp database"),
     Knob("PULPINIT_WAIT_TIMEOUT", "300", "seconds to wait for MongoDB and the broker before exit 69"),
-    Knob("PULPINIT_WAIT_INITIAL", "0.1", "first retry interval (seconds); doubles with jitter"),
+    Knob("PULPINIT_WAIT_INITIAL", "0.1", "first retry interval (seconds); grows 1.5× per attempt, with jitter"),
     Knob("PULPINIT_WAIT_MAX_INTERVAL", "2", "cap of the retry interval (seconds)"),
     Knob("PULPINIT_PROBE_TIMEOUT", "1", "timeout of one connection attempt (seconds)"),
     Knob("PULPINIT_WAIT_LOG_INTERVAL", "10", "seconds between 'still down' log lines"),

@@ -81,20 +81,20 @@ def starts(workdir: Path) -> list[str]:
     return [line for line in standins.runs(workdir) if line.endswith(" start")]
 
 
-def state(mongo: FakeMongo) -> dict:
+def document(mongo: FakeMongo, _id: str) -> dict:
     client = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=2000)
     try:
-        return client["pulp_database"][COLLECTION].find_one({"_id": STATE_ID}) or {}
+        return client["pulp_database"][COLLECTION].find_one({"_id": _id}) or {}
     finally:
         client.close()
+
+
+def state(mongo: FakeMongo) -> dict:
+    return document(mongo, STATE_ID)
 
 
 def lock_doc(mongo: FakeMongo) -> dict:
-    client = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=2000)
-    try:
-        return client["pulp_database"][COLLECTION].find_one({"_id": LOCK_ID}) or {}
-    finally:
-        client.close()
+    return document(mongo, LOCK_ID)
 
 
 def wait_for(predicate, timeout: float = 20.0) -> None:

@@ -32,7 +32,6 @@ import collections
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +46,8 @@ from typing import Any
 from proton import SASL, Endpoint, Message, symbol
 from proton.handlers import MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
+
+from pulpinit.testing.serving import serve_until_signal
 
 PRODUCT = "pulpinit-fakeamqp"
 VERSION = "1.0"
@@ -298,15 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--user", type=_user, action="append", default=[], help="USER:PASSWORD (PLAIN)")
     args = parser.parse_args(argv)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    broker = FakeAmqpBroker(args.host, args.port, users=args.user or None).start()
-    print(f"ready {broker.port}", flush=True)
-    while not stop.wait(3600):
-        pass
-    broker.stop()
-    return 0
+    return serve_until_signal(FakeAmqpBroker(args.host, args.port, users=args.user or None).start())
 
 
 if __name__ == "__main__":

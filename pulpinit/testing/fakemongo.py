@@ -27,7 +27,6 @@ import contextlib
 import datetime
 import itertools
 import os
-import signal
 import socket
 import socketserver
 import ssl
@@ -45,6 +44,7 @@ from bson.errors import InvalidDocument
 
 from pulpinit.testing.mongocmds import CommandError, Doc, Engine
 from pulpinit.testing.scram import MECHANISM, MECHANISMS, AuthError, ScramConversation, ScramCredential
+from pulpinit.testing.serving import serve_until_signal
 from pulpinit.testing.wire import Command, decode_command, encode_reply, read_message
 
 #: (first wire version, server version it stands for), newest first.
@@ -376,19 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tls-cert", default=None, help="serve TLS with this PEM (certificate + key)")
     parser.add_argument("--tls-client-ca", default=None, help="require client certificates from this CA")
     args = parser.parse_args(argv)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     fake = FakeMongo(args.host, args.port, wire_version=args.wire_version,
                      min_wire_version=args.min_wire_version, replica_set=args.replica_set,
                      users=dict(args.user), clock_offset_s=args.clock_offset, version=args.server_version,
                      reply_delay_s=args.reply_delay, advertised_host=args.advertised_host,
                      tls_certfile=args.tls_cert, tls_client_ca=args.tls_client_ca).start()
-    print(f"ready {fake.port}", flush=True)
-    while not stop.wait(0.2):
-        pass
-    fake.stop()
-    return 0
+    return serve_until_signal(fake)
 
 
 if __name__ == "__main__":
