@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers.supervision import PYTHON, SYSTEM_PYTHON
+from helpers.supervision import PUBLIC, PYTHON, SYSTEM_PYTHON
 
 from pulpinit.errors import ExecError, UserError
 from pulpinit.handoff import exec_command
@@ -182,7 +182,7 @@ def test_not_root_runs_as_is() -> None:
 
 @root
 def test_supervisor_as_arbitrary_uid_logs_one_line_and_runs(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PUBLIC)}  # readable by uid 54321
     done = subprocess.run([SYSTEM_PYTHON, "-m", "pulpinit.supervise", "--user", "apache", "--", "id", "-u"],
                           capture_output=True, text=True, check=False, timeout=30, env=env, user=54321,
                           group=0, extra_groups=[], cwd=tmp_path.anchor)

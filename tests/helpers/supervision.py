@@ -10,6 +10,7 @@ poll for lines with a deadline instead of sleeping.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import queue
@@ -17,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -24,8 +26,28 @@ from pathlib import Path
 from typing import Any
 
 HELPERS = Path(__file__).resolve().parent
-PRINT_SIGNALS = str(HELPERS / "print_signals.py")
-ORPHANS = str(HELPERS / "orphans.py")
+REPO = HELPERS.parent.parent
+
+
+def _public_tree() -> Path:
+    """A world-readable copy of the helper scripts and the pulpinit package.
+
+    Children that run as an unprivileged user (``nobody``, an arbitrary uid) cannot read a
+    checkout that lives below a private directory (a CI clone in ``mktemp -d``, ``/root``).
+    """
+    root = Path(tempfile.mkdtemp(prefix="pulpinit-public-"))
+    for name in ("print_signals.py", "orphans.py", "resident_modules.py"):
+        shutil.copy(HELPERS / name, root / name)
+    shutil.copytree(REPO / "pulpinit", root / "pulpinit", ignore=shutil.ignore_patterns("__pycache__"))
+    for path in (root, *root.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+PUBLIC = _public_tree()
+PRINT_SIGNALS = str(PUBLIC / "print_signals.py")
+ORPHANS = str(PUBLIC / "orphans.py")
 PYTHON = sys.executable
 # The venv's interpreter lives under /root (mode 700): a dropped user runs the system one.
 SYSTEM_PYTHON = "/usr/bin/python3"
