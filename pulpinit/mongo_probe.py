@@ -2,7 +2,10 @@
 
 Up means: the server answered ``ping`` (over an authenticated connection when
 credentials are configured), its wire version is inside pymongo's supported
-range, and ``buildInfo`` told us its version, which the result reports.
+range, ``buildInfo`` told us its version, which the result reports, and
+``listCollections`` on the Pulp database succeeded — ``ping`` needs no login,
+so only that last command catches a server that requires authentication while
+none is configured, or a user without rights on Pulp's database.
 
 To answer fast in both directions the probe watches pymongo's own server
 heartbeats (a ``ServerHeartbeatListener``) instead of sitting in server
@@ -181,6 +184,9 @@ def _run(target: MongoTarget, timeout_s: float, deadline: float) -> str:
         with pymongo.timeout(max(0.001, deadline - time.monotonic())):
             client.admin.command("ping")
             info = client.admin.command("buildInfo")
+            # ping needs no login; Pulp needs its database: a server that requires authentication
+            # while no credentials are configured, or a user without rights on it, fails here.
+            client[target.database].command("listCollections")
         return str(info.get("version", "unknown"))
     finally:
         client.close()
@@ -203,6 +209,8 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0) -> ProbeResult:
         if failure is Failure.AUTH and target.username:
             source = target.auth_source or target.database
             error = f"user {target.username!r} on {source!r}: {error}"
+        elif failure is Failure.AUTH:
+            error = f"the server requires authentication and no credentials are configured: {error}"
     latency_ms = (time.monotonic() - started) * 1000
     return ProbeResult(name=NAME, endpoint=target.endpoint, ok=failure is None, latency_ms=latency_ms,
                        version=version, failure=failure,

@@ -231,6 +231,14 @@ def test_wrong_password(fake: FakeMongo) -> None:
     assert "'pulp'" in (result.error or "") and "-wrong" not in (result.error or "")
 
 
+def test_no_credentials_against_a_server_that_requires_them(fake: FakeMongo) -> None:
+    """ping works without a login; the probe still says that Pulp could not use the database."""
+    result = probe_mongodb(target_for(fake))
+    _check(result, Failure.AUTH)
+    assert "no credentials are configured" in (result.error or "")
+    assert fake.command_count("listCollections") >= 1
+
+
 def test_wrong_auth_source(fake: FakeMongo) -> None:
     _check(probe_mongodb(target_for(fake, username="pulp", password=PASSWORD, auth_source="admin")),
            Failure.AUTH)
