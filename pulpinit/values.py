@@ -24,7 +24,7 @@ _BOOLEANS = {"1": True, "yes": True, "true": True, "on": True, "0": False, "no":
              "off": False}
 
 #: Schemes Celery (through kombu) accepts for Pulp's ``tasks.broker_url``.
-BROKER_SCHEMES = ("qpid", "amqp", "amqps")
+BROKER_SCHEMES = ("qpid", "amqp", "amqps", "pyamqp")
 #: Schemes Pulp's ``messaging.url`` accepts.
 MESSAGING_SCHEMES = ("tcp", "ssl")
 
