@@ -151,3 +151,14 @@ def test_console_script_exit_code(conf: Path):
     assert done.returncode == 78
     errors = [json.loads(line) for line in done.stderr.splitlines() if '"level": "error"' in line]
     assert len(errors) == 1 and errors[0]["error"].startswith("PULP_DB_SEEDS: ")
+
+
+@pytest.mark.parametrize("argv", [["settings"], ["configure", "--dry-run"], ["--help"]])
+def test_start_up_path_imports_no_heavy_module(conf: Path, argv):
+    """pymongo (~100 ms), proton and tenacity are imported only by the stages that talk to services."""
+    code = ("import sys; from pulpinit.cli import main; rc = main(sys.argv[1:]); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pymongo', 'bson', 'proton', 'tenacity'}))")
+    env = {**os.environ, "PULPINIT_CONFIG": str(conf)}
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, env=env,
+                          check=False)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
