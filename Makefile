@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Build deps of python-augeas and python-qpid-proton (with Cyrus SASL and OpenSSL), augparse
 # for the lens tests, and the real peers of the integration tests and benchmarks.
 APT_PACKAGES := python3-venv gcc libaugeas-dev augeas-lenses augeas-tools libsasl2-dev \
-	libsasl2-modules sasl2-bin libssl-dev util-linux passwd procps rabbitmq-server tini dumb-init faketime
+	libsasl2-modules sasl2-bin libssl-dev util-linux passwd procps rabbitmq-server tini dumb-init faketime openssl
 
 .PHONY: demo test lint bench system-deps clean
 
