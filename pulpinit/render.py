@@ -27,8 +27,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def settings_table(settings: Settings) -> str:
     rows = [(key, value.display, value.source) for key, value in sorted(settings.values.items())]
-    knobs = [(name, settings.as_json()["pulpinit"][name]["value"], source)
-             for name, source in settings.knob_sources.items()]
+    knob_values = settings.as_json()["pulpinit"]
+    knobs = [(name, knob_values[name]["value"], source) for name, source in settings.knob_sources.items()]
     return table(("server.conf key", "value", "source"), rows) + "\n\n" + table(
         ("pulpinit knob", "value", "source"), knobs
     )
