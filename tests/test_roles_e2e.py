@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.supervision import can_unshare, children
+from helpers.supervision import can_unshare, children, rss_kb
 
 from pulpinit.testing import standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
@@ -90,12 +90,24 @@ def pulpinit_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pulpinit", *args]
 
 
+def in_pid_namespace(env: dict[str, str], *args: str) -> Run:
+    """``pulpinit ARGS`` as PID 1 of a new PID namespace (the test is skipped where that cannot be)."""
+    reason = can_unshare()
+    if reason:
+        pytest.skip(reason)
+    return Run(["unshare", "--pid", "--fork", "--mount-proc", *pulpinit_argv(*args)], env)
+
+
+def migrate_first(env: dict[str, str]) -> None:
+    done = subprocess.run(pulpinit_argv("migrate"), env=env, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="the privilege drop needs root")
 def test_worker_execs_celery_as_the_unprivileged_user(env):
-    migrate = subprocess.run(pulpinit_argv("migrate"), env=env, capture_output=True, timeout=60, check=False)
-    assert migrate.returncode == 0
+    migrate_first(env)
     run = Run(pulpinit_argv("worker", "3", "--", "--maxtasksperchild=2"), env)
     argv = json.loads(run.wait_for("celery argv: ").removeprefix("celery argv: "))
     assert argv[1:] == ["worker", "--app=pulp.server.async.app", "-n", "reserved_resource_worker-3@pulp.test",
@@ -114,19 +126,14 @@ def test_worker_execs_celery_as_the_unprivileged_user(env):
 @pytest.mark.slow
 @pytest.mark.root
 def test_beat_init_supervises_as_pid1_without_heavy_modules(env):
-    reason = can_unshare()
-    if reason:
-        pytest.skip(reason)
-    run = Run(["unshare", "--pid", "--fork", "--mount-proc", *pulpinit_argv("beat", "--init")], env)
+    run = in_pid_namespace(env, "beat", "--init")
     run.wait_for("celery uid=")
     pid1 = children(run.proc.pid)[0]  # the namespace's PID 1, seen from here
     maps = Path(f"/proc/{pid1}/maps").read_text()
     assert not [name for name in HEAVY if name in maps]
     cmdline = Path(f"/proc/{pid1}/cmdline").read_bytes().split(b"\0")
     assert b"pulpinit.supervise" in cmdline
-    rss_kb = next(int(line.split()[1]) for line in Path(f"/proc/{pid1}/status").read_text().splitlines()
-                  if line.startswith("VmRSS:"))
-    assert rss_kb <= 15 * 1024
+    assert rss_kb(pid1) <= 15 * 1024
     os.kill(pid1, signal.SIGTERM)
     assert run.finish() == 0  # celery's warm shutdown exits 0, and PID 1 passes that on
     assert any("warm shutdown" in line for line in run.out)
@@ -136,13 +143,10 @@ def test_beat_init_supervises_as_pid1_without_heavy_modules(env):
 @pytest.mark.slow
 @pytest.mark.root
 def test_sigterm_to_pid1_while_waiting_exits_143(env):
-    reason = can_unshare()
-    if reason:
-        pytest.skip(reason)
     with ResetServer() as closed:
         port = closed.port
     env.update(PULP_DB_SEEDS=f"127.0.0.1:{port}", PULPINIT_WAIT_INITIAL="5", PULPINIT_WAIT_MAX_INTERVAL="30")
-    run = Run(["unshare", "--pid", "--fork", "--mount-proc", *pulpinit_argv("beat")], env)
+    run = in_pid_namespace(env, "beat")
     run.wait_for('"dep.down"', where="err")
     pid1 = children(run.proc.pid)[0]
     sent = time.monotonic()
@@ -156,8 +160,7 @@ def test_sigterm_to_pid1_while_waiting_exits_143(env):
     ("/etc/hostname", 126, ""),
 ])
 def test_missing_or_unexecutable_command(env, command, code, words):
-    migrate = subprocess.run(pulpinit_argv("migrate"), env=env, capture_output=True, timeout=60, check=False)
-    assert migrate.returncode == 0
+    migrate_first(env)
     done = subprocess.run(pulpinit_argv("run", "--", command), env=env, capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == code
