@@ -28,11 +28,11 @@ if TYPE_CHECKING:
 
 
 def _popen_identity(migrator: Migrator) -> dict[str, Any]:
-    from pulpinit.privileges import resolve_user, running_as_root
+    from pulpinit.privileges import identity_for
 
-    if not running_as_root():
+    who = identity_for(migrator.toolkit.user)  # None when not root: run it as we are
+    if who is None:
         return {}
-    who = resolve_user(migrator.toolkit.user)
     env = dict(os.environ, HOME=who.home, USER=who.name, LOGNAME=who.name)
     return {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups), "env": env}
 
