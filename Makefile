@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# SecantusDB, the independent MongoDB-wire server the tests run against, needs a newer pymongo
+# than pulpinit supports: it gets its own venv (tests/secantus.py finds it there).
+PEERS       := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed-stamp
+SECANTUSDB  := secantusdb==0.7.0b3
 
 # Build deps of python-augeas and python-qpid-proton (with Cyrus SASL and OpenSSL), augparse
 # for the lens tests, and the real peers of the integration tests and benchmarks.
@@ -16,7 +21,7 @@ APT_PACKAGES := python3-venv gcc libaugeas-dev augeas-lenses augeas-tools libsas
 demo: $(STAMP)
 	$(BIN)/python -m pulpinit.demo
 
-test: $(STAMP)
+test: $(STAMP) $(PEERS_STAMP)
 	$(BIN)/ruff check pulpinit tests benchmarks
 	$(BIN)/mypy pulpinit
 	$(BIN)/pytest
@@ -41,5 +46,10 @@ $(STAMP): setup.cfg pyproject.toml | system-deps
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+$(PEERS_STAMP): Makefile | system-deps
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q '$(SECANTUSDB)'
+	touch $@
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(PEERS) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -6,7 +6,8 @@ signal stops every waiter at once.  The interval starts near
 ``PULPINIT_WAIT_INITIAL`` (0.1 s), grows 1.5× per attempt plus up to 0.1 s of jitter, and is
 capped at ``PULPINIT_WAIT_MAX_INTERVAL`` (2 s); the whole wait ends at
 ``PULPINIT_WAIT_TIMEOUT``.  The total wait is the slower dependency's, not the
-sum.
+sum.  A failure that waiting cannot cure (:data:`PERMANENT`: a MongoDB user that
+may log in but not write Pulp's database) ends the whole wait at once with exit 78.
 
 Log lines (stable event names): ``dep.down`` when a dependency is first found
 down (with its failure class), ``dep.still_down`` at most every
@@ -25,12 +26,14 @@ from dataclasses import dataclass
 import tenacity
 
 from pulpinit import log
-from pulpinit.errors import DependencyUnavailable
+from pulpinit.errors import ConfigError, DependencyUnavailable
 from pulpinit.knobs import Toolkit
-from pulpinit.probe import ProbeResult
+from pulpinit.probe import Failure, ProbeResult
 
 #: A probe bound to its target: takes the per-attempt timeout, returns one result.
 Probe = Callable[[float], ProbeResult]
+#: Failures that waiting does not cure: the wait ends at once with exit 78 (bad configuration).
+PERMANENT = frozenset({Failure.NOT_AUTHORIZED})
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,11 @@ class Backoff(tenacity.wait.wait_base):
         self.factor = factor
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        exponent = min(retry_state.attempt_number - 1, 64)
+        return self.interval(retry_state.attempt_number)
+
+    def interval(self, attempt: int) -> float:
+        """The pause after attempt number ``attempt`` (1, 2, …)."""
+        exponent = min(attempt - 1, 64)
         return min(self.initial * self.factor**exponent + random.uniform(0, self.jitter), self.cap)  # noqa: S311
 
 
@@ -113,12 +120,14 @@ class _Waiter:
         retrying = tenacity.Retrying(
             stop=lambda _: self.stop.is_set() or self.clock() >= self.deadline,
             wait=self.policy.backoff(),
-            retry=tenacity.retry_if_result(lambda r: not r.ok),
+            retry=tenacity.retry_if_result(lambda r: not r.ok and r.failure not in PERMANENT),
             after=after,
             sleep=self.sleep,
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         )
         self.result = retrying(attempt)
+        if self.result is not None and self.result.failure in PERMANENT:
+            self.stop.set()  # no point waiting for the others: this one will not come good
         if self.result is not None and self.result.ok:
             logger.info("dep.up", endpoint=self.result.endpoint, version=self.result.version,
                         waited_s=round(self.clock() - started, 3), attempts=self.attempts,
@@ -155,6 +164,9 @@ def wait_all(
     finally:
         stop.set()
     results = {w.name: w.result for w in waiters if w.result is not None}
+    refused = [f"{name} ({describe(r)}); {r.hint}" for name, r in results.items() if r.failure in PERMANENT]
+    if refused:
+        raise ConfigError("; ".join(refused))
     down = [f"{w.name} ({describe(w.result)})" for w in waiters if w.result is None or not w.result.ok]
     if down:
         raise DependencyUnavailable(down, results)

@@ -107,6 +107,27 @@ class MigrationFailed(PulpinitError):
     exit_code = ExitCode.MIGRATION_FAILED
 
 
+class LeaseLost(MigrationFailed):
+    """The migration lease could not be kept: pulp-manage-db was stopped, nothing recorded as ours (70)."""
+
+    def __init__(self, owner: str, problem: str) -> None:
+        super().__init__(f"lost the migration lease of {owner}: {problem}")
+        self.owner = owner
+        self.problem = problem
+
+
+class NotAuthorized(ConfigError):
+    """The MongoDB user may log in but not do what pulpinit needs on Pulp's database (exit 78)."""
+
+    def __init__(self, user: str | None, database: str, action: str, detail: str) -> None:
+        who = f"MongoDB user {user!r}" if user else "the MongoDB connection (no user configured)"
+        super().__init__(f"{who} may not {action} in database {database!r} ({detail}); "
+                         f"grant it the readWrite role on {database!r}")
+        self.user = user
+        self.database = database
+        self.action = action
+
+
 class MigrationPending(PulpinitError):
     """Migrations of this version are not done (waiting roles, exit 75)."""
 

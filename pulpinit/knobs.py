@@ -47,7 +47,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("PULPINIT_MIGRATION_FINGERPRINT", "", "version of the schema; default: derived from installed Pulp"),
     Knob("PULPINIT_LOCK_COLLECTION", "pulpinit_locks", "collection of the migration lease and state"),
     Knob("PULPINIT_LEASE_SECONDS", "60", "migration lock lease; renewed every lease/3"),
-    Knob("PULPINIT_MANAGE_DB_STOP_TIMEOUT", "20", "seconds to wait for pulp-manage-db after SIGTERM"),
+    Knob("PULPINIT_MANAGE_DB_STOP_TIMEOUT", "15",
+         "seconds to wait for pulp-manage-db after SIGTERM; must be below lease/3"),
     Knob("PULPINIT_INIT", "false", "stay as PID 1 and supervise the role (same as --init)"),
     Knob("PULPINIT_STOP_TIMEOUT", "", "SIGKILL the role's group this long after SIGTERM (default: never)"),
     Knob("PULP_WORKER_NUMBER", "", "worker number N; default: the StatefulSet ordinal, else 0"),
@@ -155,7 +156,23 @@ def toolkit_from_environ(environ: Mapping[str, str]) -> Toolkit:
             continue
         parser = _PARSERS.get(field)
         parsed[field] = parser(raw, knob.name) if parser else values.text(raw, knob.name)
-    return Toolkit(**parsed)
+    toolkit = Toolkit(**parsed)
+    _check_stop_fits_lease(toolkit)
+    return toolkit
+
+
+def _check_stop_fits_lease(toolkit: Toolkit) -> None:
+    """pulp-manage-db must be stoppable inside the lease after two renewals failed (exit 78 otherwise).
+
+    A holder that cannot renew starts stopping it at lease end − stop timeout − a margin; that
+    point must come after two renewal intervals (lease/3 each), or one lost renewal would stop it.
+    """
+    lease, stop = toolkit.lease_seconds, toolkit.manage_db_stop_timeout
+    if stop >= lease - 2 * lease / 3:
+        raise EnvValueError("PULPINIT_MANAGE_DB_STOP_TIMEOUT",
+                            f"{stop:g} s does not fit the lease: it must be below PULPINIT_LEASE_SECONDS "
+                            f"({lease:g} s) minus two renewal intervals ({2 * lease / 3:g} s), i.e. "
+                            f"below {lease / 3:g} s; shorten it or lengthen the lease")
 
 
 def knob_sources(environ: Mapping[str, str]) -> dict[str, str]:

@@ -4,18 +4,20 @@ The lock is the document ``{_id: name, owner, acquired_at, expires_at}`` in
 a collection of the Pulp database.  Acquiring is one atomic upsert matching
 "free, expired, or mine": when the document exists and matches none of
 these, the upsert's insert collides on ``_id`` and the driver raises
-``DuplicateKeyError`` — someone else holds it.  The holder renews the lease
-every lease/3; a holder that dies blocks the others only until its lease
-expires.
+``DuplicateKeyError`` — someone else holds it.  The lock never takes "no
+error" for "mine": the upsert returns the document as it is afterwards
+(``return_document=AFTER``) and the lock is held only when that document
+names this owner (some MongoDB-compatible servers answer a colliding upsert
+without an error).  Renewals verify themselves the same way.  The holder
+renews the lease every lease/3; a holder that dies blocks the others only
+until its lease expires.
 
 Clock-skew assumption: every time (``acquired_at``, ``expires_at``, and the
 "now" an expiry is compared with) is read from the database server
 (``hello.localTime``), never from the client.  Replicas whose own clocks
 disagree therefore still agree on who holds the lease; only the server's
-clock matters, and it is one clock.  The remaining risk is the one every
-lease has: a holder paused for longer than the lease (a stopped VM) can
-lose it without knowing until its next renewal, which then fails and makes
-it stop pulp-manage-db.
+clock matters, and it is one clock.  What a lease cannot fence is told in
+:mod:`pulpinit.migration_run` (a holder paused for longer than its lease).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class Holder:
     acquired_at: dt.datetime | None
     expires_at: dt.datetime | None
 
+    def is_live(self, now: dt.datetime) -> bool:
+        """True while someone holds a lease that has not expired at ``now`` (server time)."""
+        return bool(self.owner) and self.expires_at is not None and self.expires_at > now
+
     def describe(self, now: dt.datetime) -> str:
         if not self.owner or self.expires_at is None:
             return "free"
@@ -44,10 +50,19 @@ class Holder:
 
 
 def server_clock(database: Any) -> Callable[[], dt.datetime]:
-    """``now()`` as the MongoDB server sees it (``hello.localTime``, naive UTC, ms precision)."""
+    """``now()`` as the MongoDB server sees it (``hello.localTime``, naive UTC, ms precision).
+
+    MongoDB before 4.4.2 has no ``hello`` (CommandNotFound, 59): ``isMaster`` answers the same.
+    """
+    from pymongo.errors import OperationFailure
 
     def now() -> dt.datetime:
-        reply = database.client.admin.command("hello")
+        try:
+            reply = database.client.admin.command("hello")
+        except OperationFailure as exc:
+            if exc.code != 59:
+                raise
+            reply = database.client.admin.command("isMaster")
         local_time: dt.datetime = reply["localTime"]
         return local_time.replace(tzinfo=None)
 
@@ -55,7 +70,7 @@ def server_clock(database: Any) -> Callable[[], dt.datetime]:
 
 
 class LeaseLock:
-    """An expiring lock owned by ``owner`` (pod or host name + pid)."""
+    """An expiring lock owned by ``owner`` (see :func:`pulpinit.migration.owner_name`)."""
 
     def __init__(self, collection: Any, name: str, owner: str, lease_s: float,
                  now: Callable[[], dt.datetime]) -> None:
@@ -66,28 +81,32 @@ class LeaseLock:
         self.now = now
 
     def try_acquire(self) -> bool:
-        """Take the lock if it is free, expired or already ours; False when someone else holds it."""
+        """Take the lock if it is free, expired or already ours; True only when the server says it is ours."""
+        from pymongo import ReturnDocument
         from pymongo.errors import DuplicateKeyError
 
         now = self.now()
         try:
-            self.collection.find_one_and_update(
+            doc = self.collection.find_one_and_update(
                 {"_id": self.name,
                  "$or": [{"owner": None}, {"expires_at": {"$lt": now}}, {"owner": self.owner}]},
                 {"$set": {"owner": self.owner, "acquired_at": now, "expires_at": now + self.lease}},
-                upsert=True,
+                upsert=True, return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
             return False
-        return True
+        return isinstance(doc, dict) and doc.get("owner") == self.owner
 
     def renew(self) -> bool:
-        """Extend our lease; False when it is no longer ours (it expired and was taken)."""
+        """Extend our lease; False when it is no longer ours (it expired and was taken, or was freed)."""
+        from pymongo import ReturnDocument
+
         now = self.now()
-        result = self.collection.update_one(
-            {"_id": self.name, "owner": self.owner}, {"$set": {"expires_at": now + self.lease}}
+        doc = self.collection.find_one_and_update(
+            {"_id": self.name, "owner": self.owner}, {"$set": {"expires_at": now + self.lease}},
+            return_document=ReturnDocument.AFTER,
         )
-        return bool(result.matched_count)
+        return isinstance(doc, dict) and doc.get("owner") == self.owner
 
     def release(self) -> None:
         """Free the lock if we still hold it (the document stays, with no owner)."""

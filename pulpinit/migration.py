@@ -15,8 +15,10 @@ An upgrade changes the packages, so the fingerprint, so it migrates again.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -24,17 +26,19 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import tenacity
-
 from pulpinit import log
 from pulpinit.deps import Backoff
-from pulpinit.errors import ConfigError, MigrationPending
+from pulpinit.errors import ConfigError, MigrationPending, PulpinitError
 from pulpinit.knobs import Toolkit
 from pulpinit.roles import Migration
 
 if TYPE_CHECKING:
+    from pulpinit.lease import Holder
     from pulpinit.pipeline import Context
+    from pulpinit.probe import MongoTarget
 
+#: The client name the migrate stage's MongoDB connections carry (server logs, currentOp).
+APPNAME = "pulpinit-migrate"
 LOCK_ID = "migration-lock"
 STATE_ID = "migration-state"
 RPM_PATTERNS = ("pulp-*", "python-pulp-*", "python2-pulp-*")
@@ -63,17 +67,36 @@ def fingerprint(toolkit: Toolkit, rpm: str = "rpm") -> tuple[str, str]:
                       "set PULPINIT_MIGRATION_FINGERPRINT (e.g. to the image's Pulp version)")
 
 
+#: A random token drawn once per process: two processes never share an owner, whatever their
+#: host name and pid (replicas with one HOSTNAME, every container's pulpinit being PID 1).
+_TOKEN = secrets.token_hex(6)
+
+
 def owner_name(environ: Mapping[str, str]) -> str:
-    """The lock owner: pod name (``HOSTNAME``, from the Downward API) or host name, plus the pid."""
-    return f"{environ.get('HOSTNAME') or socket.gethostname()}:{os.getpid()}"
+    """The lock owner ``NAME:PID:TOKEN``: pod name (``HOSTNAME``) or host name, pid, random token.
+
+    The name and pid are there for people reading logs and the lock document; uniqueness
+    comes from the token (48 random bits).
+    """
+    return f"{environ.get('HOSTNAME') or socket.gethostname()}:{os.getpid()}:{_TOKEN}"
+
+
+class Progress(enum.Enum):
+    """What one look at the database found (see :meth:`Migrator.poll`)."""
+
+    FINISHED = "finished"
+    HELD = "held"  # someone holds a live lease: this time does not count against the deadline
+    IDLE = "idle"  # nobody holds a live lease (or MongoDB did not say): this time counts
 
 
 class Migrator:
     """The migration state machine of one pulpinit process."""
 
-    def __init__(self, ctx: Context, collection: Any, now: Callable[[], Any],
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, ctx: Context, collection: Any, now: Callable[[], Any], *,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+                 target: MongoTarget | None = None) -> None:
         from pulpinit.lease import LeaseLock
+        from pulpinit.mongo_retry import Retrier
 
         self.ctx = ctx
         self.toolkit = ctx.toolkit
@@ -85,70 +108,138 @@ class Migrator:
         self.fingerprint, self.derived = fingerprint(self.toolkit)
         self.lock = LeaseLock(collection, LOCK_ID, self.owner, self.toolkit.lease_seconds, now)
         self.log = log.get_logger(stage="migrate", fingerprint=self.fingerprint)
+        self.target = target or ctx.settings.mongo_target()
+        self.db = Retrier(self.target, clock=clock, sleep=sleep, log=self.log, cap=self.poll_cap,
+                          log_interval=self.toolkit.wait_log_interval)
 
-    def state(self) -> dict[str, Any]:
-        return self.collection.find_one({"_id": STATE_ID}) or {}
+    @property
+    def poll_cap(self) -> float:
+        """The longest pause between two looks at the database (and between two retries)."""
+        return max(0.2, min(2.0, self.toolkit.lease_seconds / 3))
+
+    @property
+    def where(self) -> str:
+        return f"{self.target.database}.{self.toolkit.lock_collection}"
+
+    # -- the documents, each read with retries until ``deadline`` ----------------------
+    def state(self, deadline: float | Callable[[], float] = 0.0,
+              give_up: Callable[[str], PulpinitError] = MigrationPending) -> dict[str, Any]:
+        doc: dict[str, Any] | None = self.db.call(
+            lambda: self.collection.find_one({"_id": STATE_ID}), what="read the migration state",
+            action=f"find {self.where}", deadline=deadline, give_up=give_up)
+        return doc or {}
+
+    def holder(self, deadline: float | Callable[[], float] = 0.0,
+               give_up: Callable[[str], PulpinitError] = MigrationPending) -> tuple[Holder, Any]:
+        """The lock's holder and the server's time (to tell a live lease from an expired one)."""
+        return self.db.call(lambda: (self.lock.holder(), self.now()), what="read the migration lock",
+                            action=f"find {self.where}", deadline=deadline, give_up=give_up)
 
     def is_done(self, state: dict[str, Any]) -> bool:
         return state.get("fingerprint") == self.fingerprint and state.get("status") == "done"
 
-    def _retrying(self) -> tenacity.Retrying:
-        cap = max(0.2, min(2.0, self.toolkit.lease_seconds / 3))
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_delay(self.toolkit.migration_timeout),
-            wait=Backoff(0.1, cap),
-            retry=tenacity.retry_if_result(lambda finished: not finished),
-            sleep=self.sleep,
-            retry_error_callback=lambda _: False,
-        )
+    # -- polling -------------------------------------------------------------------------
+    def poll(self, step: Callable[[float], Progress], pending: Callable[[str], PulpinitError]) -> float:
+        """Call ``step(deadline)`` until it says FINISHED; returns the seconds waited.
+
+        ``PULPINIT_MIGRATION_TIMEOUT`` counts only the time in which nobody held a live lease
+        (time in which MongoDB did not answer counts too): a holder that keeps renewing its lease
+        through an hours-long migration keeps everyone waiting, a dead one does not.
+        """
+        budget = self.toolkit.migration_timeout
+        started = last = self.clock()
+        used = 0.0
+        attempt = 0
+        backoff = Backoff(0.1, self.poll_cap)
+        while True:
+            progress = step(last + max(0.0, budget - used))
+            now = self.clock()
+            if progress is Progress.FINISHED:
+                return now - started
+            if progress is Progress.IDLE:
+                used += now - last
+            last = now
+            if used >= budget:
+                raise pending(f"{budget:g} s without a live lease holder")
+            attempt += 1
+            self.sleep(min(backoff.interval(attempt), max(0.05, budget - used)))
+
+    def throttled(self, key: str) -> bool:
+        """True at most once per ``PULPINIT_WAIT_LOG_INTERVAL`` for each ``key`` (log throttling)."""
+        marks = self.__dict__.setdefault("_marks", {})
+        if self.clock() - marks.get(key, -1e18) >= self.toolkit.wait_log_interval:
+            marks[key] = self.clock()
+            return True
+        return False
 
     def run(self) -> None:
         """Migrate once under the lock, or skip when this fingerprint is done."""
         from pulpinit.migration_run import run_locked
 
-        last_log = [-1e9]
-
-        def attempt() -> bool:
-            if self.is_done(self.state()):
+        def step(deadline: float) -> Progress:
+            if self.is_done(self.state(deadline)):
                 self.log.info("migration.skipped", reason="already done for this fingerprint")
-                return True
-            if self.lock.try_acquire():
-                run_locked(self)
-                return True
-            if self.clock() - last_log[0] >= self.toolkit.wait_log_interval:
-                last_log[0] = self.clock()
-                self.log.info("migration.lock_held", lock=self.lock.holder().describe(self.now()))
-            return False
+                return Progress.FINISHED
+            sent = self.clock()
+            if self.db.call(self.lock.try_acquire, what="take the migration lock",
+                            action=f"update {self.where}", deadline=deadline, give_up=MigrationPending):
+                run_locked(self, sent)
+                return Progress.FINISHED
+            holder, now = self.holder(deadline)
+            if self.throttled("lock_held"):
+                self.log.info("migration.lock_held", lock=holder.describe(now))
+            return Progress.HELD if holder.is_live(now) else Progress.IDLE
 
-        if not self._retrying()(attempt):
-            raise MigrationPending(
-                f"could not take the migration lock within {self.toolkit.migration_timeout:g} s: "
-                f"{self.lock.holder().describe(self.now())}"
-            )
+        def pending(why: str) -> PulpinitError:
+            return MigrationPending(f"could not take the migration lock ({why}): {self.lock_text()}")
+
+        self.poll(step, pending)
+
+    def lock_text(self) -> str:
+        """The lock's holder in words (best effort: MongoDB gets one second)."""
+        try:
+            holder, now = self.holder(self.clock() + 1.0)
+        except PulpinitError as exc:
+            return f"lock unknown ({exc})"
+        return str(holder.describe(now))
 
     def wait(self) -> None:
         """Wait until this fingerprint is done; 75 at the deadline, or at once when it failed."""
-        last_log = [-1e9]
 
-        def attempt() -> bool:
-            state = self.state()
+        def step(deadline: float) -> Progress:
+            state = self.state(deadline)
             if self.is_done(state):
-                return True
+                return Progress.FINISHED
             if state.get("fingerprint") == self.fingerprint and state.get("status") == "failed":
                 raise MigrationPending(f"the migration of {self.fingerprint} failed: {describe(state)}")
-            if self.clock() - last_log[0] >= self.toolkit.wait_log_interval:
-                last_log[0] = self.clock()
-                self.log.info("migration.waiting", state=describe(state),
-                              lock=self.lock.holder().describe(self.now()))
-            return False
+            holder, now = self.holder(deadline)
+            live = holder.is_live(now)
+            ours = state.get("fingerprint") == self.fingerprint
+            if ours and state.get("status") == "running" and not live and self.throttled("holder_gone"):
+                self.log.warning(
+                    "migration.holder_gone", owner=state.get("owner"), since=_iso(state.get("started_at")),
+                    lock=holder.describe(now),
+                    action="the process that was migrating is gone; start `pulpinit migrate` (the Job) or beat "
+                    "again: it takes the lock over and migrates; this role keeps waiting until "
+                    "PULPINIT_MIGRATION_TIMEOUT")
+            elif self.throttled("waiting"):
+                self.log.info("migration.waiting", state=describe(state), lock=holder.describe(now))
+            return Progress.HELD if live else Progress.IDLE
 
-        started = self.clock()
-        if not self._retrying()(attempt):
-            raise MigrationPending(
-                f"migrations for {self.fingerprint} not done after {self.toolkit.migration_timeout:g} s; "
-                f"state: {describe(self.state())}; lock {self.lock.holder().describe(self.now())}"
-            )
-        self.log.info("migration.ready", waited_s=round(self.clock() - started, 3))
+        def pending(why: str) -> PulpinitError:
+            try:
+                state = describe(self.state(self.clock() + 1.0))
+            except PulpinitError as exc:
+                state = f"unknown ({exc})"
+            return MigrationPending(f"migrations for {self.fingerprint} not done ({why}); state: {state}; "
+                                    f"lock {self.lock_text()}")
+
+        waited = self.poll(step, pending)
+        self.log.info("migration.ready", waited_s=round(waited, 3))
+
+
+def _iso(value: Any) -> str | None:
+    return f"{value:%Y-%m-%dT%H:%M:%SZ}" if value is not None else None
 
 
 def describe(state: dict[str, Any]) -> str:
@@ -174,11 +265,14 @@ def stage(ctx: Context, mode: Migration, *, sleep: Callable[[float], None] = tim
 
     with log.stage("migrate", mode=mode.value):
         target = ctx.settings.mongo_target()
-        client = connect(target, max(ctx.toolkit.probe_timeout, 5.0))
+        # a heartbeat every second: after a failover or a NotPrimary answer the client finds the
+        # server again within a second instead of pymongo's default 10 s
+        client = connect(target, max(ctx.toolkit.probe_timeout, 5.0), heartbeatFrequencyMS=1000,
+                         appname=APPNAME)
         try:
             database = client[target.database]
             collection = database[ctx.toolkit.lock_collection]
-            migrator = Migrator(ctx, collection, server_clock(database), sleep=sleep)
+            migrator = Migrator(ctx, collection, server_clock(database), sleep=sleep, target=target)
             if mode is Migration.RUN:
                 migrator.run()
             else:

@@ -1,40 +1,85 @@
-"""Run pulp-manage-db while holding the lease: record, stream, renew, forward signals, release.
+"""Run pulp-manage-db while holding the lease: start, record, stream, renew, stop in time, release.
 
-Called by :class:`pulpinit.migration.Migrator` once it holds the lock.  The
-command runs as the unprivileged user (Popen's ``user``/``group``/
-``extra_groups``, no ``preexec_fn``: a heartbeat thread is running), its
-output streamed line by line into pulpinit's log.  SIGTERM or SIGINT is
-forwarded to it; pulpinit then waits for it (at most
-``PULPINIT_MANAGE_DB_STOP_TIMEOUT`` s, then SIGKILL), records the state,
-releases the lock and exits 128+signal.  The lock is released on success and
-on every failure.
+Called by :class:`pulpinit.migration.Migrator` once it holds the lock.
+
+**Start.**  The command runs through :mod:`pulpinit.tether` (privilege drop to
+``PULPINIT_USER``, then ``PR_SET_PDEATHSIG``), so it dies with pulpinit even
+when pulpinit is SIGKILLed and is not PID 1.  Only once the exec succeeded is
+the state ``running`` written: a missing command (127), a non-executable one
+(126) or an unknown user (78) leaves the state as it was.  Its output is
+streamed line by line into pulpinit's log.
+
+**The lease.**  A keeper thread renews the lease every lease/3 and tracks it on
+the monotonic clock from the moment each confirmed renewal was *sent*
+(``confirmed_until`` = send time + lease).  A renewal verifies itself (the
+server's answer must name this owner); one that fails transiently is retried
+with backoff.  The main thread watches the child and the lease:
+
+* at ``confirmed_until − PULPINIT_MANAGE_DB_STOP_TIMEOUT − margin`` without a
+  newer confirmation it logs ``migration.lease_lost`` and sends SIGTERM, and
+  SIGKILL at ``confirmed_until − margin`` at the latest, so the child is gone
+  before the lease can pass to anyone else (margin: 5 % of the lease, 0.1–1 s);
+* a renewal that finds another owner (or none) means the lease is gone already:
+  SIGKILL at once.  The renewal's answer is what catches a paused machine whose
+  monotonic clock stood still: the owner in the document has changed.
+
+A run whose lease was lost never ends in success: exit 70
+(:class:`~pulpinit.errors.LeaseLost`).  Every state write is preceded by a
+verifying renewal, so a holder that lost the lease never overwrites the state of
+the one that took it over.  The result is recorded with retries until
+``PULPINIT_MIGRATION_TIMEOUT`` (MongoDB may be failing over right then).
+
+**Signals.**  SIGTERM or SIGINT is forwarded to pulp-manage-db; pulpinit waits
+for it (``PULPINIT_MANAGE_DB_STOP_TIMEOUT`` at most, then SIGKILL), records the
+failure and releases the lock with one attempt of at most 0.5 s each (if
+MongoDB does not answer, the lease simply expires), and exits 128+signal.
+
+**What a lease cannot fence.**  Leases bound *time*, not *execution*: a process
+that keeps running while the whole machine is paused (a frozen VM, a stopped
+cgroup including pulp-manage-db) cannot notice that its lease ran out.  When it
+resumes it kills its pulp-manage-db within a second (the lease is overdue on the
+monotonic clock, or the next renewal finds another owner), but instructions the
+child executes in that moment run beside the new holder's migration.  As with
+Mongock, the assumption is that a holder is not frozen for longer than
+``PULPINIT_LEASE_SECONDS − PULPINIT_MANAGE_DB_STOP_TIMEOUT``; choose the lease
+well above the pauses your platform can cause (live migration, checkpoints).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
-from pulpinit.errors import ExecError, ExitCode, Interrupted, MigrationFailed
+from pulpinit.deps import Backoff
+from pulpinit.errors import (
+    ConfigError,
+    ExecError,
+    ExitCode,
+    Interrupted,
+    LeaseLost,
+    MigrationFailed,
+    PulpinitError,
+)
 
 if TYPE_CHECKING:
     from pulpinit.migration import Migrator
 
+#: One attempt at recording and one at releasing when a signal stops us (seconds each).
+FAST_ATTEMPT_S = 0.5
+POLL_S = 0.05
 
-def _popen_identity(migrator: Migrator) -> dict[str, Any]:
-    from pulpinit.privileges import identity_for
 
-    who = identity_for(migrator.toolkit.user)  # None when not root: run it as we are
-    if who is None:
-        return {}
-    env = dict(os.environ, HOME=who.home, USER=who.name, LOGNAME=who.name)
-    return {"user": who.uid, "group": who.gid, "extra_groups": list(who.groups), "env": env}
+def margin(lease_s: float) -> float:
+    """How long before the lease ends pulp-manage-db must be gone (5 % of the lease, 0.1–1 s)."""
+    return min(1.0, max(0.1, lease_s * 0.05))
 
 
 def _stream(pipe: IO[str], migrator: Migrator) -> None:
@@ -42,105 +87,322 @@ def _stream(pipe: IO[str], migrator: Migrator) -> None:
         migrator.log.info("migration.output", line=line.rstrip("\n"))
 
 
-def _record(migrator: Migrator, fields: dict[str, Any]) -> None:
-    """Update the state document, but only while it is ours."""
+class Keeper(threading.Thread):
+    """Renews the lease in the background and writes the ``running`` state once asked to."""
+
+    def __init__(self, migrator: Migrator, sent: float) -> None:
+        super().__init__(name="lease-keeper", daemon=True)
+        self.m = migrator
+        self.lease = migrator.toolkit.lease_seconds
+        self.interval = self.lease / 3
+        self.confirmed_until = sent + self.lease  # monotonic
+        self.lost_to: str | None = None  # set when a renewal finds the lease is not ours
+        self.fatal: PulpinitError | None = None  # a permanent MongoDB error
+        self.running_recorded = False
+        self.started_at: dt.datetime | None = None  # server time of the `running` record
+        self._running: dict[str, Any] | None = None
+        self._next = sent + self.interval
+        self._closed = False
+        self._mutex = threading.Lock()  # held during each MongoDB operation; closing takes it
+        self._doing = ("renew the migration lock", f"update {migrator.where}")  # (what, action) for errors
+        self._wake = threading.Event()
+
+    def record_running(self, fields: dict[str, Any]) -> None:
+        self._running = fields
+        self._wake.set()
+
+    def close(self, timeout: float | None) -> bool:
+        """Stop; wait for an operation in flight (up to ``timeout``); True when none is left."""
+        self._closed = True
+        self._wake.set()
+        if not self._mutex.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        self._mutex.release()
+        return True
+
+    def run(self) -> None:
+        from pymongo.errors import PyMongoError
+
+        from pulpinit.mongo_retry import is_transient
+
+        failures = 0
+        while not self._closed:
+            due = self.m.clock() >= self._next or (self._running is not None and not self.running_recorded)
+            if due:
+                try:
+                    self._renew_and_record()
+                    failures = 0
+                except PyMongoError as exc:
+                    if not is_transient(exc):
+                        self.fatal = self.m.db.permanent(exc, *self._doing)
+                        return
+                    failures += 1
+                    self._next = self.m.clock() + Backoff(0.1, max(0.2, self.interval / 2)).interval(failures)
+                    if failures == 1 or self.m.throttled("renew_failed"):
+                        self.m.log.warning("migration.renew_failed", error=self.m.db.describe(exc),
+                                           lease_left_s=round(self.confirmed_until - self.m.clock(), 1))
+                if self.lost_to is not None:
+                    return
+            self._wake.wait(max(0.01, min(self._next - self.m.clock(), 0.5)))
+            self._wake.clear()
+
+    def _renew_and_record(self) -> None:
+        import pymongo
+
+        with self._mutex:
+            if self._closed:
+                return
+            sent = self.m.clock()
+            budget = max(0.2, min(self.interval, self.confirmed_until - sent))
+            self._doing = ("renew the migration lock", f"update {self.m.where}")
+            with pymongo.timeout(budget):
+                if not self.m.lock.renew():
+                    self.lost_to = self.m.lock_text()
+                    return
+            self.confirmed_until = max(self.confirmed_until, sent + self.lease)
+            self._next = sent + self.interval
+            if self._running is not None and not self.running_recorded:
+                self._doing = ("record that the migration runs", f"update {self.m.where}")
+                with pymongo.timeout(max(0.2, min(self.interval, self.confirmed_until - self.m.clock()))):
+                    now = self.m.now()
+                    _write_state(self.m, {**self._running, "started_at": now})
+                self.started_at = now
+                self.running_recorded = True
+
+
+def _write_state(migrator: Migrator, fields: dict[str, Any]) -> None:
     from pulpinit.migration import STATE_ID
 
-    migrator.collection.update_one({"_id": STATE_ID, "owner": migrator.owner}, {"$set": fields})
+    doc = {"_id": STATE_ID, "fingerprint": migrator.fingerprint, "owner": migrator.owner, **fields}
+    migrator.collection.replace_one({"_id": STATE_ID}, doc, upsert=True)
 
 
-def run_locked(migrator: Migrator) -> None:
-    """Migrate unless done (re-checked under the lock); always release the lock."""
-    from pulpinit.migration import EXIT_MEANINGS, STATE_ID
+@dataclass
+class Outcome:
+    """How pulp-manage-db ended."""
 
+    code: int
+    signum: int | None = None  # the signal that made us stop it
+    lost: str | None = None  # why the lease was lost, when it was
+
+
+def run_locked(migrator: Migrator, sent: float) -> None:
+    """Migrate unless done (re-checked under the lock); always release the lock.
+
+    ``sent`` is the monotonic time at which the acquiring request was sent.
+    """
+    from pulpinit.privileges import identity_for
+
+    keeper = Keeper(migrator, sent)
+    keeper.start()
+    fast = False
     try:
-        if migrator.is_done(migrator.state()):
+        state = migrator.state(lambda: keeper.confirmed_until,
+                               give_up=lambda why: LeaseLost(migrator.owner, why))
+        if migrator.is_done(state):
             migrator.log.info("migration.skipped", reason="done by another replica while we waited")
             return
-        started_at = migrator.now()
-        migrator.collection.replace_one(
-            {"_id": STATE_ID},
-            {"_id": STATE_ID, "fingerprint": migrator.fingerprint, "status": "running", "owner": migrator.owner,
-             "started_at": started_at, "finished_at": None, "exit_code": None, "duration_s": None, "error": None},
-            upsert=True,
-        )
-        migrator.log.info("migration.start", command=migrator.toolkit.manage_db, owner=migrator.owner)
+        identity = identity_for(migrator.toolkit.user)  # an unknown user: 78, the state untouched
+        proc = _start(migrator, identity is not None)
         started = time.monotonic()
-        code, signum = _run(migrator)
+        keeper.record_running({"status": "running", "finished_at": None, "exit_code": None, "duration_s": None,
+                               "error": None})
+        migrator.log.info("migration.start", command=migrator.toolkit.manage_db, owner=migrator.owner,
+                          pid=proc.pid)
+        outcome = _supervise(migrator, proc, keeper)
         duration = round(time.monotonic() - started, 3)
-        if code == 0 and signum is None:
-            _record(migrator, {"status": "done", "finished_at": migrator.now(), "exit_code": 0, "duration_s": duration})
-            migrator.log.info("migration.done", duration_s=duration)
-            return
-        if signum is not None:
-            error = f"interrupted by {signal.Signals(signum).name} (pulp-manage-db exit {code})"
-        else:
-            error = EXIT_MEANINGS.get(code, f"pulp-manage-db exited with {code}")
-        _record(migrator, {"status": "failed", "finished_at": migrator.now(), "exit_code": code,
-                           "duration_s": duration, "error": error})
-        migrator.log.error("migration.failed", exit_code=code, error=error, duration_s=duration)
-        if signum is not None:
-            raise Interrupted(signum, "migrate")
-        raise MigrationFailed(f"migration failed: {error}")
+        fast = outcome.signum is not None
+        _conclude(migrator, keeper, outcome, duration)
+    except (Interrupted, KeyboardInterrupt):
+        fast = True
+        raise
     finally:
-        migrator.lock.release()
-        migrator.log.info("migration.lock_released")
+        idle = keeper.close(FAST_ATTEMPT_S if fast else None)
+        _release(migrator, keeper, fast or not idle)
 
 
-def _run(migrator: Migrator) -> tuple[int, int | None]:
-    """Run the command; returns (exit code, the signal that interrupted us or None)."""
-    command = migrator.toolkit.manage_db
+def _conclude(migrator: Migrator, keeper: Keeper, outcome: Outcome, duration: float) -> None:
+    """Record how the run ended (when the lease is still ours) and raise unless it succeeded."""
+    from pulpinit.migration import EXIT_MEANINGS
+
+    code = outcome.code
+    fields: dict[str, Any] = {"exit_code": code, "duration_s": duration}
+    if outcome.signum is not None:
+        error = f"interrupted by {signal.Signals(outcome.signum).name} (pulp-manage-db exit {code})"
+        _record(migrator, keeper, {**fields, "status": "failed", "error": error}, fast=True)
+        migrator.log.error("migration.failed", exit_code=code, error=error, duration_s=duration)
+        raise Interrupted(outcome.signum, "migrate")
+    if keeper.fatal is not None:
+        migrator.log.error("migration.failed", exit_code=code, error=str(keeper.fatal), duration_s=duration)
+        raise keeper.fatal
+    if outcome.lost is not None:
+        error = f"stopped: {outcome.lost} (pulp-manage-db exit {code})"
+        _record(migrator, keeper, {**fields, "status": "failed", "error": error})
+        raise LeaseLost(migrator.owner, f"{outcome.lost}; pulp-manage-db was stopped (exit {code})")
+    if code == 0:
+        _record(migrator, keeper, {**fields, "status": "done", "error": None})
+        migrator.log.info("migration.done", duration_s=duration)
+        return
+    error = EXIT_MEANINGS.get(code, f"pulp-manage-db exited with {code}")
+    _record(migrator, keeper, {**fields, "status": "failed", "error": error})
+    migrator.log.error("migration.failed", exit_code=code, error=error, duration_s=duration)
+    raise MigrationFailed(f"migration failed: {error}")
+
+
+def _record(migrator: Migrator, keeper: Keeper, fields: dict[str, Any], fast: bool = False) -> None:
+    """Write the final state after a renewal that proves the lease is still ours.
+
+    Retried until ``PULPINIT_MIGRATION_TIMEOUT`` (one attempt of 0.5 s when ``fast``).  When the
+    renewal finds another owner nothing is written and :class:`LeaseLost` is raised: the state
+    belongs to the new holder.
+    """
+    import pymongo
+
+    if not keeper.close(FAST_ATTEMPT_S if fast else None):
+        return  # an operation of the keeper still hangs (fast path only): let the lease expire
+
+    def attempt() -> bool:
+        if not migrator.lock.renew():
+            return False
+        now = migrator.now()
+        started_at = keeper.started_at or now - dt.timedelta(seconds=fields["duration_s"])
+        _write_state(migrator, {**fields, "started_at": started_at, "finished_at": now})
+        return True
+
+    if fast:
+        try:
+            with pymongo.timeout(FAST_ATTEMPT_S):
+                attempt()
+        except pymongo.errors.PyMongoError as exc:
+            migrator.log.warning("migration.record_failed", error=migrator.db.describe(exc))
+        return
+    deadline = migrator.clock() + migrator.toolkit.migration_timeout
+    ours = migrator.db.call(attempt, what="record the migration result", action=f"update {migrator.where}",
+                            deadline=deadline, give_up=lambda why: MigrationFailed(f"result not recorded: {why}"))
+    if not ours:
+        holder = migrator.lock_text()
+        migrator.log.error("migration.lease_lost", lock=holder, action="result not recorded")
+        raise LeaseLost(migrator.owner, f"the lock is now {holder}; the result of this run was not recorded")
+
+
+def _release(migrator: Migrator, keeper: Keeper, fast: bool) -> None:
+    import pymongo
+
+    if keeper.lost_to is not None:
+        return  # not ours any more: nothing to release
     try:
-        proc = subprocess.Popen([command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", umask=migrator.toolkit.umask, **_popen_identity(migrator))
-    except FileNotFoundError:
-        raise ExecError(command, "not found (PULPINIT_MANAGE_DB)", ExitCode.NOT_FOUND) from None
-    except PermissionError:
-        raise ExecError(command, "not executable (PULPINIT_MANAGE_DB)", ExitCode.NOT_EXECUTABLE) from None
-    assert proc.stdout is not None  # noqa: S101 - stdout=PIPE above
-    received: list[tuple[int, float]] = []  # (signal, when)
+        if fast:
+            with pymongo.timeout(FAST_ATTEMPT_S):
+                migrator.lock.release()
+        else:
+            migrator.db.call(migrator.lock.release, what="release the migration lock",
+                             action=f"update {migrator.where}", deadline=keeper.confirmed_until,
+                             give_up=MigrationFailed)
+    except (pymongo.errors.PyMongoError, PulpinitError) as exc:
+        migrator.log.warning("migration.lock_not_released", error=str(exc),
+                             action="the lease expires on its own")
+        return
+    migrator.log.info("migration.lock_released")
+
+
+def _start(migrator: Migrator, drop: bool) -> subprocess.Popen[str]:
+    """Start the command through :mod:`pulpinit.tether`; returns once it was exec'ed."""
+    command = migrator.toolkit.manage_db
+    argv = [sys.executable, "-m", "pulpinit.tether", "--parent", str(os.getpid()),
+            "--umask", f"{migrator.toolkit.umask:04o}"]
+    if drop:
+        argv += ["--user", migrator.toolkit.user]
+    status_r, status_w = os.pipe()
+    try:
+        proc = subprocess.Popen([*argv, "--status-fd", str(status_w), "--", command], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
+                                pass_fds=(status_w,))
+    finally:
+        os.close(status_w)
+    try:
+        status = _read_all(status_r)
+    finally:
+        os.close(status_r)
+    if not status:
+        return proc
+    proc.wait()
+    word, _, message = status.partition(" ")
+    code = int(word) if word.isdigit() else int(ExitCode.MIGRATION_FAILED)
+    if code in (ExitCode.NOT_FOUND, ExitCode.NOT_EXECUTABLE):
+        raise ExecError(command, f"{message} (PULPINIT_MANAGE_DB)", code)
+    if code == ExitCode.CONFIG:
+        raise ConfigError(message)
+    raise MigrationFailed(f"cannot start {command}: {message}")
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace").strip()
+
+
+def _supervise(migrator: Migrator, proc: subprocess.Popen[str], keeper: Keeper) -> Outcome:
+    """Wait for the command; forward signals; stop it in time when the lease cannot be kept."""
+    assert proc.stdout is not None  # noqa: S101 - stdout=PIPE in _start
+    toolkit, clock = migrator.toolkit, migrator.clock
+    stop_timeout, edge = toolkit.manage_db_stop_timeout, margin(toolkit.lease_seconds)
+    received: list[int] = []
+    term_at: float | None = None
+    killed = False
+    lost: str | None = None
+
+    def terminate(now: float) -> None:
+        nonlocal term_at
+        if term_at is None:
+            term_at = now
+            proc.terminate()
+
+    def kill(reason: str) -> None:
+        nonlocal killed
+        if not killed:
+            killed = True
+            migrator.log.error("migration.kill", reason=reason)
+            proc.kill()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        received.append((signum, time.monotonic()))
+        nonlocal term_at
+        received.append(signum)
         migrator.log.warning("migration.signal", signal=signal.Signals(signum).name, action="forwarded")
         proc.send_signal(signum)
+        term_at = term_at if term_at is not None else clock()
 
-    stop = threading.Event()
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     reader = threading.Thread(target=_stream, args=(proc.stdout, migrator), daemon=True)
     reader.start()
-    heartbeat(migrator, stop, lost=proc.terminate)
     try:
         while True:
             try:
-                code = proc.wait(timeout=0.1)
+                code = proc.wait(timeout=POLL_S)
                 break
             except subprocess.TimeoutExpired:
-                if received and time.monotonic() - received[0][1] > migrator.toolkit.manage_db_stop_timeout:
-                    migrator.log.error("migration.kill", reason="did not exit after the signal")
-                    proc.kill()
+                pass
+            now = clock()
+            if keeper.lost_to is not None and lost is None:
+                lost = f"the lease was taken: the lock is {keeper.lost_to}"
+                migrator.log.error("migration.lease_lost", lock=keeper.lost_to, action="killing pulp-manage-db")
+                kill("the lease belongs to someone else")
+            expiry = keeper.confirmed_until
+            if lost is None and now >= expiry - stop_timeout - edge:
+                lost = (f"the lease could not be renewed for {now - (expiry - toolkit.lease_seconds):.1f} s "
+                        f"(lease {toolkit.lease_seconds:g} s)")
+                migrator.log.error("migration.lease_lost", reason=lost, lease_left_s=round(expiry - now, 2),
+                                   action="stopping pulp-manage-db before the lease ends")
+                terminate(now)
+            if keeper.fatal is not None:
+                terminate(now)
+            if lost is not None and now >= expiry - edge:
+                kill("the lease ends")
+            if term_at is not None and now - term_at >= stop_timeout:
+                kill(f"did not exit within {stop_timeout:g} s of SIGTERM")
     finally:
-        stop.set()
         for sig, old in previous.items():
             signal.signal(sig, old)
         reader.join(timeout=2)
-    return code, (received[0][0] if received else None)
+    return Outcome(code, received[0] if received else None, lost)
 
-
-def heartbeat(migrator: Migrator, stop: threading.Event, lost: Callable[[], None]) -> threading.Thread:
-    """Renew the lease every lease/3 until ``stop``; call ``lost`` once if it is no longer ours."""
-
-    def beat() -> None:
-        interval = migrator.toolkit.lease_seconds / 3
-        while not stop.wait(interval):
-            try:
-                if not migrator.lock.renew():
-                    migrator.log.error("migration.lease_lost", lock=migrator.lock.holder().describe(migrator.now()))
-                    lost()
-                    return
-            except Exception as exc:  # a failed renewal is retried at the next beat
-                migrator.log.warning("migration.renew_failed", error=str(exc))
-
-    thread = threading.Thread(target=beat, name="lease-heartbeat", daemon=True)
-    thread.start()
-    return thread

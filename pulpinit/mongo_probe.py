@@ -5,7 +5,14 @@ credentials are configured), its wire version is inside pymongo's supported
 range, ``buildInfo`` told us its version, which the result reports, and
 ``listCollections`` on the Pulp database succeeded — ``ping`` needs no login,
 so only that last command catches a server that requires authentication while
-none is configured, or a user without rights on Pulp's database.
+none is configured, or a user without rights on Pulp's database.  Then "can
+log in" is told from "can work": an update that matches no document (so it
+changes nothing) must be allowed, else the user may not write Pulp's database
+and the probe reports ``not_authorized``.  It runs on an existing collection of
+the Pulp database (some servers, e.g. SecantusDB, create a missing collection
+even for an update that matches nothing), on an empty database on
+``pulpinit_locks``, which the migration creates anyway.  Privileges are not
+read from ``connectionStatus``: not every server lists them.
 
 To answer fast in both directions the probe watches pymongo's own server
 heartbeats (a ``ServerHeartbeatListener``) instead of sitting in server
@@ -42,6 +49,8 @@ from pulpinit.probe import Failure, MongoTarget, ProbeResult
 from pulpinit.redact import REDACTOR, Redactor, mask_url
 
 NAME = "mongodb"
+UNAUTHORIZED = 13
+WRITE_CHECK_COLLECTION = "pulpinit_locks"  # the default PULPINIT_LOCK_COLLECTION
 AUTH_CODES = frozenset({11, 13, 18, 334})  # UserNotFound, Unauthorized, AuthenticationFailed, MechUnavailable
 _NOISE = re.compile(r"(, full error: .*|, Timeout: [0-9.]+s|, Topology Description: .*"
                     r"| \(configured timeouts: [^)]*\))")
@@ -186,10 +195,28 @@ def _run(target: MongoTarget, timeout_s: float, deadline: float) -> str:
             info = client.admin.command("buildInfo")
             # ping needs no login; Pulp needs its database: a server that requires authentication
             # while no credentials are configured, or a user without rights on it, fails here.
-            client[target.database].command("listCollections")
+            _check_rights(client, target)
         return str(info.get("version", "unknown"))
     finally:
         client.close()
+
+
+def _check_rights(client: Any, target: MongoTarget) -> None:
+    """Read (listCollections) and write (an update matching nothing) on the Pulp database."""
+    from pymongo.errors import OperationFailure
+
+    database = client[target.database]
+    try:
+        names = database.list_collection_names(filter={"type": "collection"})
+        existing = sorted(name for name in names if not name.startswith("system."))
+        collection = existing[0] if existing else WRITE_CHECK_COLLECTION
+        database[collection].update_one({"_id": {"$in": []}}, {"$set": {"pulpinit_write_check": True}})
+    except OperationFailure as exc:
+        if exc.code != UNAUTHORIZED or not target.username:
+            raise  # without credentials it is the authentication that is missing
+        message = (exc.details or {}).get("errmsg") or str(exc)
+        raise ProbeFailed(Failure.NOT_AUTHORIZED, f"user {target.username!r} may log in but not work in "
+                          f"{target.database!r}: {message}") from exc
 
 
 def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0) -> ProbeResult:

@@ -25,6 +25,7 @@ class Failure(str, enum.Enum):
     VERSION = "unsupported_server_version"
     REPLICA_SET = "replica_set_mismatch"
     RESET = "connection_reset"
+    NOT_AUTHORIZED = "not_authorized"
     OTHER = "error"
 
     @property
@@ -49,6 +50,8 @@ _HINTS = {
     "PULP_DB_REPLICA_SET",
     Failure.RESET: "the connection was closed during the handshake: is it the right service, "
     "and is it still starting?",
+    Failure.NOT_AUTHORIZED: "the user may log in but not write Pulp's database: grant it the readWrite role "
+    "on the Pulp database (db.grantRolesToUser)",
     Failure.OTHER: "unexpected error: see the error text",
 }
 

@@ -1,8 +1,17 @@
-"""Migrations exactly once per version: real pulpinit processes, the fake MongoDB, a stand-in manage-db."""
+"""Migrations exactly once per version: real pulpinit processes against two MongoDB servers.
+
+The run-once tests run against the project's fake MongoDB and against SecantusDB, an
+independently written MongoDB-wire server (tests/secantus.py), through the ``peer`` fixture.
+pulp-manage-db is the stand-in of pulpinit.testing.standins: it records when each run starts
+and ends on the machine's monotonic clock, and notices (by a ``flock`` the kernel drops when it
+dies, even by SIGKILL) when it starts while another run is still alive.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import json
 import os
 import shutil
 import signal
@@ -15,15 +24,18 @@ from pathlib import Path
 
 import pymongo
 import pytest
+from mongo_peers import COLLECTION, MongoPeer, Pulpinit, environ_without_pulp, gone, one_error_line, wait_for
 
 from pulpinit.lease import LeaseLock, server_clock
 from pulpinit.migration import LOCK_ID, STATE_ID
 from pulpinit.testing import standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.faults import Proxy
 
 SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
-COLLECTION = "pulpinit_locks"
+ROOT = os.geteuid() == 0
+BOTH = pytest.mark.parametrize("peer", ["fake", "secantus"], indirect=True)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +51,17 @@ def mongo() -> Iterator[FakeMongo]:
 
 
 @pytest.fixture
+def peer(request: pytest.FixtureRequest) -> Iterator[MongoPeer]:
+    """The fake (one per test) by default; ``indirect`` parametrization picks SecantusDB too."""
+    if getattr(request, "param", "fake") == "secantus":
+        server = request.getfixturevalue("secantus")
+        yield MongoPeer.on_server("secantus", server.hostport)
+        return
+    with FakeMongo() as fake:
+        yield MongoPeer.of_fake(fake)
+
+
+@pytest.fixture
 def workdir() -> Iterator[Path]:
     """World-readable, so the stand-ins run as the unprivileged user pulpinit switches to."""
     path = Path(tempfile.mkdtemp(prefix="pulpinit-migrate-"))
@@ -49,12 +72,13 @@ def workdir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def environment(workdir: Path, mongo: FakeMongo, broker: FakeAmqpBroker, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULP", "STANDIN"))}
+def environment(workdir: Path, peer: MongoPeer | FakeMongo, broker: FakeAmqpBroker, **extra: str) -> dict[str, str]:
+    peer = MongoPeer.of_fake(peer) if isinstance(peer, FakeMongo) else peer
+    env = environ_without_pulp()
     env.update({
         "PULPINIT_CONFIG": str(workdir / "server.conf"),
         "PULPINIT_LOG_FORMAT": "json",
-        "PULP_DB_SEEDS": mongo.hostport,
+        **peer.env(),
         "PULP_BROKER_URL": broker.url(),
         "PULPINIT_MANAGE_DB": str(workdir / "pulp-manage-db"),
         "PULPINIT_USER": "nobody",
@@ -67,6 +91,11 @@ def environment(workdir: Path, mongo: FakeMongo, broker: FakeAmqpBroker, **extra
     return env
 
 
+def short_lease(lease: float = 2.0, stop: float = 0.3) -> dict[str, str]:
+    """Knobs for a short lease (the stop timeout must stay below lease/3)."""
+    return {"PULPINIT_LEASE_SECONDS": f"{lease:g}", "PULPINIT_MANAGE_DB_STOP_TIMEOUT": f"{stop:g}"}
+
+
 def pulpinit(env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "pulpinit", *argv], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -77,55 +106,306 @@ def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
     return proc.returncode, err
 
 
-def starts(workdir: Path) -> list[str]:
-    return [line for line in standins.runs(workdir) if line.endswith(" start")]
+def starts(workdir: Path) -> list[standins.Run]:
+    return standins.parsed_runs(workdir)
 
 
-def document(mongo: FakeMongo, _id: str) -> dict:
-    client = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=2000)
-    try:
-        return client["pulp_database"][COLLECTION].find_one({"_id": _id}) or {}
-    finally:
-        client.close()
+def state(mongo: FakeMongo | MongoPeer) -> dict:
+    return (MongoPeer.of_fake(mongo) if isinstance(mongo, FakeMongo) else mongo).state()
 
 
-def state(mongo: FakeMongo) -> dict:
-    return document(mongo, STATE_ID)
+def lock_doc(mongo: FakeMongo | MongoPeer) -> dict:
+    return (MongoPeer.of_fake(mongo) if isinstance(mongo, FakeMongo) else mongo).lock()
 
 
-def lock_doc(mongo: FakeMongo) -> dict:
-    return document(mongo, LOCK_ID)
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
-@pytest.mark.slow
-def test_eight_concurrent_migrates_run_manage_db_once(workdir, mongo, broker):
-    env = environment(workdir, mongo, broker)
-    procs = [pulpinit(env, "migrate") for _ in range(8)]
-    results = [finish(p) for p in procs]
-    assert [code for code, _ in results] == [0] * 8, [err[-2000:] for _, err in results]
-    assert len(starts(workdir)) == 1
-    doc = state(mongo)
-    assert doc["status"] == "done" and doc["fingerprint"] == "2.21.5-1" and doc["exit_code"] == 0
-    assert doc["duration_s"] >= 0.3 and doc["finished_at"] >= doc["started_at"]
-    assert lock_doc(mongo)["owner"] is None  # released
-    # the stand-in ran as the unprivileged user, and its output went into the log
-    runner_uid = starts(workdir)[0].split()[1]
-    assert runner_uid == str(pwd_uid("nobody")) or os.geteuid() != 0
-    assert any("Applying pulp.server.db.migrations" in err for _, err in results)
+def assert_no_overlap(runs: list[standins.Run]) -> None:
+    """Every run ended (or was killed) before the next one started."""
+    assert not any(run.overlapped for run in runs), runs
+    for earlier, later in itertools.pairwise(runs):
+        assert earlier.ended is None or earlier.ended <= later.started, runs
 
 
 def pwd_uid(name: str) -> int:
     import pwd
 
     return pwd.getpwnam(name).pw_uid
+
+
+# -- run once, against both servers -------------------------------------------------------------
+
+
+@pytest.mark.slow
+@BOTH
+def test_twelve_concurrent_migrates_run_manage_db_once(workdir, peer, broker):
+    env = environment(workdir, peer, broker)
+    procs = [pulpinit(env, "migrate") for _ in range(12)]
+    results = [finish(p) for p in procs]
+    assert [code for code, _ in results] == [0] * 12, [err[-2000:] for _, err in results]
+    runs = starts(workdir)
+    assert len(runs) == 1 and runs[0].code == 0 and not runs[0].overlapped
+    doc = state(peer)
+    assert doc["status"] == "done" and doc["fingerprint"] == "2.21.5-1" and doc["exit_code"] == 0
+    assert doc["duration_s"] >= 0.3 and doc["finished_at"] >= doc["started_at"]
+    assert lock_doc(peer)["owner"] is None  # released
+    # the stand-in ran as the unprivileged user, and its output went into the log
+    assert runs[0].uid == pwd_uid("nobody") or not ROOT
+    assert any("Applying pulp.server.db.migrations" in err for _, err in results)
+    assert sum("migration.skipped" in err for _, err in results) == 11
+    owners = {json.loads(line)["owner"] for _, err in results for line in err.splitlines()
+              if '"migration.start"' in line}
+    assert len(owners) == 1 and doc["owner"] in owners
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(not ROOT or shutil.which("unshare") is None, reason="needs root and unshare for PID namespaces")
+@BOTH
+def test_contenders_in_two_pid_namespaces_with_one_host_name_run_once(workdir, peer, broker):
+    """Both are PID 1 with HOSTNAME=pulp: the old owner `pulp:1` was the same for both."""
+    env = environment(workdir, peer, broker, HOSTNAME="pulp", STANDIN_SECONDS="1")
+    contenders = [Pulpinit(env, "migrate", namespace=True) for _ in range(2)]
+    results = [c.finish() for c in contenders]
+    assert [code for code, _ in results] == [0, 0], [err[-2000:] for _, err in results]
+    runs = starts(workdir)
+    assert len(runs) == 1, runs
+    owner = state(peer)["owner"]
+    assert owner.startswith("pulp:1:") and len(owner.split(":")[2]) == 12  # NAME:PID:TOKEN
+    assert sum('"migration.skipped"' in err for _, err in results) == 1
+
+
+@pytest.mark.slow
+@BOTH
+def test_killed_holder_takes_its_run_along_and_is_replaced_after_the_lease(workdir, peer, broker):
+    """SIGKILL to a holder that is not PID 1: its pulp-manage-db dies with it (PR_SET_PDEATHSIG);
+    a waiting contender takes over once the lease has run out; the two runs never overlap."""
+    lease = 2.0
+    env = environment(workdir, peer, broker, STANDIN_SECONDS="30", **short_lease(lease))
+    holder = Pulpinit(env, "migrate")
+    owner = holder.expect("migration.start")["owner"]
+    contender = Pulpinit(environment(workdir, peer, broker, STANDIN_SECONDS="0.2", **short_lease(lease)), "migrate")
+    contender.expect("migration.lock_held")
+    victim = starts(workdir)[0]
+    holder.proc.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    holder.finish()
+    wait_for(lambda: gone(victim.pid), timeout=1.0, what="the killed holder's pulp-manage-db gone within 1 s")
+    orphan_s = time.monotonic() - killed_at
+    code, err = contender.finish()
+    assert code == 0, err[-2000:]
+    runs = starts(workdir)
+    assert len(runs) == 2 and runs[0].pid == victim.pid and runs[1].code == 0
+    takeover_s = runs[1].started - killed_at
+    assert 0 < takeover_s < lease + 3, takeover_s  # it waited for the lease, not for more
+    assert runs[0].ended is None  # killed: it never finished
+    assert_no_overlap(runs)
+    assert state(peer)["status"] == "done" and state(peer)["owner"] != owner
+    print(f"\n[figure] {peer.kind}: lease {lease:g} s: run of the SIGKILLed holder gone after {orphan_s:.3f} s, "
+          f"takeover run started {takeover_s:.2f} s after the kill")
+
+
+@pytest.mark.slow
+@BOTH
+def test_paused_holder_kills_its_run_on_resume_exits_70_and_the_other_completes(workdir, peer, broker):
+    """The holder's whole process group is SIGSTOPped for twice the lease (a frozen cgroup or VM).
+
+    A lease cannot fence a frozen process (README): the paused run is still alive, though it
+    executes nothing, while the second one runs — so the second run sees it (``overlapped``).
+    What pulpinit guarantees: on SIGCONT the resumed holder kills its run within 1 s, records
+    nothing over the new holder's state and exits 70."""
+    lease = 2.0
+    env = environment(workdir, peer, broker, STANDIN_SECONDS="30", **short_lease(lease))
+    holder = Pulpinit(env, "migrate", session=True)
+    owner = holder.expect("migration.start")["owner"]
+    wait_for(lambda: len(starts(workdir)) == 1, what="the holder's run started")
+    paused = starts(workdir)[0]
+    os.killpg(holder.pid, signal.SIGSTOP)
+    stopped_at = time.monotonic()
+    other = Pulpinit(environment(workdir, peer, broker, STANDIN_SECONDS="0.5", **short_lease(lease)), "migrate")
+    try:
+        code, err = other.finish(timeout=15)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("\n".join(other.lines[-40:])) from None
+    assert code == 0, err[-2000:]
+    assert state(peer)["status"] == "done" and state(peer)["owner"] != owner
+    done = state(peer)
+    time.sleep(max(0.0, stopped_at + 2 * lease - time.monotonic()))
+    os.killpg(holder.pid, signal.SIGCONT)
+    resumed_at = time.monotonic()
+    wait_for(lambda: gone(paused.pid), timeout=1.0, what="the resumed holder's run killed within 1 s")
+    kill_s = time.monotonic() - resumed_at
+    code, err = holder.finish(timeout=20)
+    assert code == 70, err[-2000:]
+    assert "migration.lease_lost" in err
+    errors = one_error_line(err)
+    assert len(errors) == 1 and errors[0]["exit_code"] == 70 and "lease" in errors[0]["error"]
+    assert state(peer) == done  # the new holder's record stands
+    runs = starts(workdir)
+    assert len(runs) == 2 and runs[0].pid == paused.pid and runs[0].ended is None and runs[1].code == 0
+    assert runs[1].overlapped  # the frozen run was alive (not running) meanwhile: the documented limit
+    print(f"\n[figure] {peer.kind}: lease {lease:g} s, paused {2 * lease:g} s: resumed holder's run killed "
+          f"{kill_s:.3f} s after SIGCONT")
+
+
+@pytest.mark.slow
+@BOTH
+def test_renewal_that_finds_another_owner_stops_the_run_at_once(workdir, peer, broker):
+    """Someone else's name in the lock (a takeover this holder did not see coming): the next
+    renewal notices, the run is killed at once, and the other owner's state is left alone."""
+    lease = 3.0
+    env = environment(workdir, peer, broker, STANDIN_SECONDS="30", **short_lease(lease, stop=0.5))
+    holder = Pulpinit(env, "migrate")
+    wait_for(lambda: len(starts(workdir)) == 1 and state(peer).get("status") == "running", what="running")
+    run = starts(workdir)[0]
+    with pymongo.MongoClient(peer.uri, serverSelectionTimeoutMS=5000) as client:
+        docs = client[peer.database][COLLECTION]
+        far = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=1)
+        docs.update_one({"_id": LOCK_ID}, {"$set": {"owner": "usurper:1:feedbeef0000", "expires_at": far}})
+        docs.replace_one({"_id": STATE_ID}, {"_id": STATE_ID, "fingerprint": "2.21.5-1", "status": "running",
+                                             "owner": "usurper:1:feedbeef0000"})
+        taken_at = time.monotonic()
+    wait_for(lambda: gone(run.pid), timeout=lease / 3 + 1.5, what="the run killed at the next renewal")
+    stop_s = time.monotonic() - taken_at
+    code, err = holder.finish()
+    assert code == 70 and "migration.lease_lost" in err and "usurper" in err
+    assert state(peer)["owner"] == "usurper:1:feedbeef0000" and state(peer)["status"] == "running"
+    assert lock_doc(peer)["owner"] == "usurper:1:feedbeef0000"  # not released: it was not ours
+    print(f"\n[figure] {peer.kind}: lease {lease:g} s: run killed {stop_s:.2f} s after the lock changed hands")
+
+
+@pytest.mark.slow
+@BOTH
+def test_mongodb_gone_for_8_s_during_the_wait_and_the_run_is_waited_out(workdir, peer, broker):
+    """Holder and waiter reach MongoDB through a proxy that refuses (and resets) for 8 s while
+    pulp-manage-db runs and the waiter waits: no traceback, both succeed once it is back."""
+    target = ("127.0.0.1", int(peer.hostport.rsplit(":", 1)[1]))
+    with Proxy(target) as proxy:
+        proxied = MongoPeer(peer.kind, f"127.0.0.1:{proxy.port}", peer.database)
+        knobs = {"PULPINIT_LEASE_SECONDS": "20", "PULPINIT_MANAGE_DB_STOP_TIMEOUT": "1",
+                 "PULPINIT_WAIT_LOG_INTERVAL": "1"}
+        holder = Pulpinit(environment(workdir, proxied, broker, STANDIN_SECONDS="3", **knobs), "migrate")
+        wait_for(lambda: len(starts(workdir)) == 1, what="the run started")
+        waiter = Pulpinit(environment(workdir, proxied, broker, **knobs), "run", "--", "/bin/true")
+        waiter.expect("migration.waiting")
+        proxy.go_down()
+        time.sleep(8)
+        proxy.go_up()
+        results = [holder.finish(), waiter.finish()]
+    for code, err in results:
+        assert code == 0, err[-3000:]
+        assert one_error_line(err) == []
+    assert any("migration.db_retry" in err or "migration.renew_failed" in err for _, err in results)
+    assert len(starts(workdir)) == 1 and state(peer)["status"] == "done"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["fake", "secantus"])
+def test_a_read_only_user_is_not_authorized(workdir, broker, request, kind):
+    """check-deps tells "can log in" from "can work"; migrate stops with 78 and one line."""
+    if kind == "secantus":
+        server = request.getfixturevalue("secantus_auth")
+        peer = MongoPeer("secantus", server.hostport, "pulp_database")
+        fake = None
+    else:
+        fake = FakeMongo(users={("pulp_database", "pulp"): "secret"},
+                         read_only_users={("pulp_database", "reader"): "secret"}).start()
+        request.addfinalizer(fake.stop)
+        peer = MongoPeer.of_fake(fake)
+    writer = environment(workdir, peer, broker, PULP_DB_USERNAME="pulp", PULP_DB_PASSWORD="secret")
+    reader = environment(workdir, peer, broker, PULP_DB_USERNAME="reader", PULP_DB_PASSWORD="secret")
+    with pymongo.MongoClient(peer.uri, username="pulp", password="secret", authSource="pulp_database",
+                             serverSelectionTimeoutMS=5000) as client:
+        client.pulp_database.repos.replace_one({"_id": "zoo"}, {"_id": "zoo", "n": 1}, upsert=True)
+        before = (sorted(client.pulp_database.list_collection_names()), list(client.pulp_database.repos.find()))
+    denied = pulpinit_run(reader, "check-deps", "--json")
+    assert denied.returncode == 69, denied.stdout + denied.stderr
+    mongo_check = next(c for c in json.loads(denied.stdout)["checks"] if c["name"] == "mongodb")
+    assert not mongo_check["ok"] and mongo_check["error"].startswith("not_authorized:"), mongo_check
+    assert "readWrite" in mongo_check["hint"] and "secret" not in denied.stdout + denied.stderr
+    ok = json.loads(pulpinit_run(writer, "check-deps", "--json").stdout)
+    assert all(c["ok"] for c in ok["checks"]), ok
+    with pymongo.MongoClient(peer.uri, username="pulp", password="secret", authSource="pulp_database",
+                             serverSelectionTimeoutMS=5000) as client:
+        after = (sorted(client.pulp_database.list_collection_names()), list(client.pulp_database.repos.find()))
+    assert after == before  # the write check changed nothing
+    started = time.monotonic()
+    code, err = finish(pulpinit(reader, "migrate"))
+    assert code == 78, err[-2000:]
+    errors = one_error_line(err)
+    assert len(errors) == 1 and "reader" in errors[0]["error"] and "pulp_database" in errors[0]["error"]
+    assert "readWrite" in errors[0]["error"] and "secret" not in err
+    assert time.monotonic() - started < 10  # no waiting out PULPINIT_WAIT_TIMEOUT for it
+    assert starts(workdir) == []
+
+
+def pulpinit_run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pulpinit", *argv], env=env, text=True, capture_output=True,
+                          timeout=60, check=False)
+
+
+#: Every command the migrate stage sends, and what one injected failure of each must give.
+COMMANDS = ("hello", "find", "findAndModify", "update")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("case", [
+    ({"closeConnection": True}, 0),  # a dropped connection: retried, then it succeeds
+    ({"errorCode": 91}, 0),  # ShutdownInProgress: transient
+    ({"errorCode": 2}, 70),  # BadValue: permanent, one line, exit 70
+], ids=["closeConnection", "ShutdownInProgress", "BadValue"])
+def test_fail_command_on_each_migrate_command(workdir, broker, secantus, command, case):
+    """SecantusDB's failCommand, aimed at the migrate stage's connections (appName): a documented
+    exit code and at most one error line, never a traceback."""
+    failure, expected = case
+    peer = MongoPeer.on_server("secantus", secantus.hostport)
+    env = environment(workdir, peer, broker, STANDIN_SECONDS="0.2")
+    secantus.fail_command(command, times=1, **failure)
+    try:
+        code, err = finish(pulpinit(env, "migrate"))
+        assert_fail_point_spent(secantus, command)
+    finally:
+        secantus.clear_fail_point()
+    errors = one_error_line(err)
+    if command == "hello" and expected == 70:
+        expected = code  # the driver's own handshake may take the hit: 0 or 70, both documented
+        assert code in (0, 70)
+    assert code == expected, err[-3000:]
+    assert len(errors) == (0 if code == 0 else 1), errors
+    if code == 0:
+        assert state(peer)["status"] == "done" and len(starts(workdir)) == 1
+    else:
+        assert "MongoDB" in errors[0]["error"]
+
+
+def assert_fail_point_spent(secantus, command: str) -> None:
+    """The armed failure hit pulpinit, not nobody: the same command from its appName now passes."""
+    from pulpinit.migration import APPNAME
+
+    with pymongo.MongoClient(secantus.uri, appname=APPNAME, serverSelectionTimeoutMS=3000, retryReads=False,
+                             retryWrites=False) as client:
+        scratch = client["failpoint_check"]["scratch"]
+        {"hello": lambda: client.admin.command("hello"), "find": lambda: scratch.find_one({}),
+         "findAndModify": lambda: scratch.find_one_and_update({"_id": 1}, {"$set": {"a": 1}}),
+         "update": lambda: scratch.update_one({"_id": 1}, {"$set": {"a": 1}})}[command]()
+
+
+@pytest.mark.slow
+def test_unauthorized_lock_upsert_is_78_naming_user_database_action(workdir, broker, secantus):
+    peer = MongoPeer.on_server("secantus", secantus.hostport)
+    secantus.fail_command("findAndModify", times=1, errorCode=13)
+    try:
+        code, err = finish(pulpinit(environment(workdir, peer, broker), "migrate"))
+        assert_fail_point_spent(secantus, "findAndModify")
+    finally:
+        secantus.clear_fail_point()
+    errors = one_error_line(err)
+    assert code == 78 and len(errors) == 1, err[-2000:]
+    assert "not authorized" in errors[0]["error"] and peer.database in errors[0]["error"]
+    assert "update" in errors[0]["error"]
+    assert starts(workdir) == []
+
+
+# -- the state machine, on the fake --------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -139,23 +419,6 @@ def test_second_start_skips_and_new_fingerprint_migrates_again(workdir, mongo, b
     assert finish(pulpinit(upgraded, "migrate"))[0] == 0
     assert len(starts(workdir)) == 2
     assert state(mongo)["fingerprint"] == "2.21.6-1"
-
-
-@pytest.mark.slow
-def test_killed_holder_is_replaced_after_its_lease_expires(workdir, mongo, broker):
-    env = environment(workdir, mongo, broker, PULPINIT_LEASE_SECONDS="1.5", STANDIN_SECONDS="30")
-    holder = pulpinit(env, "migrate")
-    wait_for(lambda: len(starts(workdir)) == 1)
-    holder.send_signal(signal.SIGKILL)
-    holder.wait(timeout=10)
-    killed_at = time.monotonic()
-    quick = environment(workdir, mongo, broker, PULPINIT_LEASE_SECONDS="1.5", STANDIN_SECONDS="0.1")
-    code, err = finish(pulpinit(quick, "migrate"))
-    assert code == 0, err[-2000:]
-    assert time.monotonic() - killed_at >= 0.5  # it had to wait for the dead holder's lease
-    assert "migration.lock_held" in err
-    assert len(starts(workdir)) == 2
-    assert state(mongo)["status"] == "done"
 
 
 @pytest.mark.slow
@@ -178,6 +441,25 @@ def test_failure_is_recorded_lock_released_exit_70(workdir, mongo, broker, exit_
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("case", [
+    ({"PULPINIT_MANAGE_DB": "/nonexistent/pulp-manage-db"}, 127, "not found"),
+    ({"PULPINIT_USER": "no-such-user-pulpinit"}, 78, "no-such-user-pulpinit"),
+], ids=["command-missing", "user-unknown"])
+def test_a_run_that_cannot_start_leaves_the_state_alone(workdir, mongo, broker, case):
+    knobs, expected, words = case
+    if "PULPINIT_USER" in knobs and not ROOT:
+        pytest.skip("the user is only resolved when pulpinit can switch to it (root)")
+    env = environment(workdir, mongo, broker, **knobs)
+    code, err = finish(pulpinit(env, "migrate"))
+    assert code == expected and words in err, err[-2000:]
+    assert state(mongo) == {}  # never marked running
+    assert lock_doc(mongo)["owner"] is None  # released
+    # so a correct replica migrates right away
+    assert finish(pulpinit(environment(workdir, mongo, broker), "migrate"))[0] == 0
+    assert state(mongo)["status"] == "done"
+
+
+@pytest.mark.slow
 def test_waiting_role_released_as_soon_as_done(workdir, mongo, broker):
     env = environment(workdir, mongo, broker, STANDIN_SECONDS="2")
     waiter = pulpinit(env, "run", "--", "/bin/true")
@@ -192,23 +474,44 @@ def test_waiting_role_released_as_soon_as_done(workdir, mongo, broker):
 
 
 @pytest.mark.slow
-def test_waiting_role_times_out_with_75_naming_owner_and_state(workdir, mongo, broker):
-    env = environment(workdir, mongo, broker, STANDIN_SECONDS="30")
+def test_waiting_roles_wait_past_the_timeout_while_the_holder_renews(workdir, mongo, broker):
+    """PULPINIT_MIGRATION_TIMEOUT counts only time without a live lease: a 1 s timeout does not
+    end the wait for a migration that takes 4 s under a renewed 1.5 s lease."""
+    env = environment(workdir, mongo, broker, STANDIN_SECONDS="4", **short_lease(1.5, stop=0.3))
     holder = pulpinit(env, "migrate")
-    wait_for(lambda: len(starts(workdir)) == 1)
-    waiting = environment(workdir, mongo, broker, PULPINIT_MIGRATION_TIMEOUT="1")
+    wait_for(lambda: len(starts(workdir)) == 1, what="the run started")
+    waiting = environment(workdir, mongo, broker, PULPINIT_MIGRATION_TIMEOUT="1", PULPINIT_WAIT_LOG_INTERVAL="1",
+                          **short_lease(1.5, stop=0.3))
     code, err = finish(pulpinit(waiting, "run", "--", "/bin/true"))
-    holder.send_signal(signal.SIGTERM)
-    finish(holder)
-    assert code == 75
-    assert "not done after 1 s" in err and "running" in err and "held by" in err
+    assert finish(holder)[0] == 0
+    assert code == 0, err[-2000:]
+    assert err.count('"migration.waiting"') >= 2  # progress logged at the throttle while it waited
+
+
+@pytest.mark.slow
+def test_a_waiter_names_a_gone_holder_and_waits_to_its_deadline(workdir, mongo, broker):
+    env = environment(workdir, mongo, broker, STANDIN_SECONDS="30", **short_lease(1.5, stop=0.3))
+    holder = Pulpinit(env, "migrate")
+    wait_for(lambda: state(mongo).get("status") == "running", what="running recorded")
+    holder.proc.send_signal(signal.SIGKILL)
+    holder.finish()
+    waiting = environment(workdir, mongo, broker, PULPINIT_MIGRATION_TIMEOUT="3", PULPINIT_WAIT_LOG_INTERVAL="1")
+    started = time.monotonic()
+    code, err = finish(pulpinit(waiting, "run", "--", "/bin/true"))
+    waited = time.monotonic() - started
+    assert code == 75, err[-2000:]
+    gone_lines = [json.loads(line) for line in err.splitlines() if '"migration.holder_gone"' in line]
+    assert gone_lines and gone_lines[0]["owner"] == state(mongo)["owner"] and gone_lines[0]["since"]
+    assert "pulpinit migrate" in gone_lines[0]["action"]
+    assert 3 <= waited < 3 + 1.5 + 5  # the deadline, counted from when the lease had run out
+    assert "without a live lease holder" in err
 
 
 @pytest.mark.slow
 def test_sigterm_during_migration_is_forwarded_recorded_and_released(workdir, mongo, broker):
     env = environment(workdir, mongo, broker, STANDIN_SECONDS="30")
     proc = pulpinit(env, "migrate")
-    wait_for(lambda: len(starts(workdir)) == 1)
+    wait_for(lambda: len(starts(workdir)) == 1 and state(mongo).get("status") == "running")
     proc.send_signal(signal.SIGTERM)
     code, err = finish(proc, timeout=15)
     assert code == 143
@@ -216,6 +519,44 @@ def test_sigterm_during_migration_is_forwarded_recorded_and_released(workdir, mo
     doc = state(mongo)
     assert doc["status"] == "failed" and "SIGTERM" in doc["error"]
     assert lock_doc(mongo)["owner"] is None
+    assert starts(workdir)[0].code == 143  # the stand-in's own SIGTERM handler ran
+
+
+def test_a_stop_timeout_that_does_not_fit_the_lease_is_rejected():
+    from pulpinit.errors import EnvValueError
+    from pulpinit.knobs import toolkit_from_environ
+
+    assert toolkit_from_environ({}).manage_db_stop_timeout < toolkit_from_environ({}).lease_seconds / 3
+    with pytest.raises(EnvValueError, match=r"PULPINIT_MANAGE_DB_STOP_TIMEOUT.*below 20 s"):
+        toolkit_from_environ({"PULPINIT_MANAGE_DB_STOP_TIMEOUT": "20"})
+    with pytest.raises(EnvValueError, match="below 1 s"):
+        toolkit_from_environ({"PULPINIT_LEASE_SECONDS": "3", "PULPINIT_MANAGE_DB_STOP_TIMEOUT": "1"})
+    assert toolkit_from_environ({"PULPINIT_LEASE_SECONDS": "3", "PULPINIT_MANAGE_DB_STOP_TIMEOUT": "0.9"})
+
+
+def test_owners_are_unique_per_process_and_readable():
+    from pulpinit.migration import owner_name
+
+    code = "from pulpinit.migration import owner_name; print(owner_name({'HOSTNAME': 'pulp-0'}))"
+    env = {**os.environ, "HOSTNAME": "pulp-0"}
+    others = {subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             check=True).stdout.strip() for _ in range(2)}
+    mine = owner_name({"HOSTNAME": "pulp-0"})
+    assert len(others | {mine}) == 3
+    for owner in others | {mine}:
+        name, pid, token = owner.split(":")
+        assert name == "pulp-0" and pid.isdigit() and len(token) == 12
+    assert owner_name({"HOSTNAME": "pulp-0"}) == mine  # one token per process
+
+
+def test_the_lock_verifies_itself_on_a_server_that_answers_colliding_upserts_without_error():
+    with FakeMongo(lax_upserts=True) as fake, pymongo.MongoClient(fake.uri, serverSelectionTimeoutMS=2000) as client:
+        database = client["pulp_database"]
+        now = server_clock(database)
+        contenders = [LeaseLock(database[COLLECTION], LOCK_ID, f"c:{i}:t", 60, now) for i in range(5)]
+        assert sum(c.try_acquire() for c in contenders) == 1  # without the check: 5
+        holder = next(c for c in contenders if c.holder().owner == c.owner)
+        assert holder.renew() and not any(c.renew() for c in contenders if c is not holder)
 
 
 @pytest.mark.slow

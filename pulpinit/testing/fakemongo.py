@@ -9,8 +9,15 @@ client CA is given), and hands data commands to :class:`~pulpinit.testing.mongoc
 over an in-memory mongomock client, under one lock.  Unknown commands answer
 ``CommandNotFound`` (59); with authentication on, everything except the
 handshake, ``ping``, ``buildInfo`` and the SASL commands answers
-``Unauthorized`` (13) until the connection has logged in.  Authorization is
-not modelled: any authenticated user may do anything.
+``Unauthorized`` (13) until the connection has logged in.  Authorization has
+two roles: a user may do anything (``readWrite``), or, when added with
+``read_only``, only read — every write command answers ``Unauthorized`` (13)
+naming the action, as mongod does for a user with the ``read`` role.
+
+``lax_upserts`` imitates MongoDB-compatible servers that answer a colliding
+upsert (one whose query matches no document while its ``_id`` exists)
+without an error: ``findAndModify`` then returns no document instead of
+``E11000``.
 
 Run it on its own (the demo and subprocess tests do)::
 
@@ -51,6 +58,10 @@ from pulpinit.testing.wire import Command, decode_command, encode_reply, read_me
 _VERSIONS = ((25, "8.0.4"), (21, "7.0.15"), (17, "6.0.19"), (13, "5.0.30"), (9, "4.4.29"), (8, "4.2.25"),
              (7, "4.0.28"), (6, "3.6.23"), (5, "3.4.24"), (4, "3.2.22"), (3, "3.0.15"), (2, "2.6.12"),
              (0, "2.4.14"))
+#: Write commands and the privilege action mongod names when a read-only user sends them.
+_WRITE_ACTIONS = {"insert": "insert", "update": "update", "delete": "remove", "findAndModify": "update",
+                  "findandmodify": "update", "createIndexes": "createIndex", "create": "createCollection",
+                  "drop": "dropCollection", "dropIndexes": "dropIndex", "dropDatabase": "dropDatabase"}
 _OPEN_COMMANDS = frozenset({"hello", "isMaster", "ismaster", "ping", "buildInfo", "buildinfo",
                             "saslStart", "saslContinue", "endSessions", "logout", "connectionStatus"})
 
@@ -89,7 +100,8 @@ class FakeMongo:
                  users: Mapping[tuple[str, str], str] | None = None, clock_offset_s: float = 0.0,
                  version: str | None = None, reply_delay_s: float = 0.0,
                  advertised_host: str | None = None, tls_certfile: str | None = None,
-                 tls_client_ca: str | None = None) -> None:
+                 tls_client_ca: str | None = None, read_only_users: Mapping[tuple[str, str], str] | None = None,
+                 lax_upserts: bool = False) -> None:
         self.host = host
         self.wire_version = wire_version
         self.min_wire_version = min_wire_version
@@ -101,11 +113,15 @@ class FakeMongo:
         self._version = version
         self._port = port
         self._credentials: dict[tuple[str, str, str], ScramCredential] = {}
+        self._read_only: set[tuple[str, str]] = set()
         for (database, user), password in (users or {}).items():
             self.add_user(database, user, password)
+        for (database, user), password in (read_only_users or {}).items():
+            self.add_user(database, user, password, read_only=True)
         self.client: Any = mongomock.MongoClient()  # untyped library
         self.lock = threading.RLock()
         self.engine = Engine(self.client, self.now)
+        self.engine.lax_upserts = lax_upserts
         self.commands: collections.Counter[str] = collections.Counter()
         self._connections: dict[int, _Connection] = {}
         self._ids = itertools.count(1)
@@ -198,8 +214,12 @@ class FakeMongo:
         """Like mongod: SCRAM-SHA-256 from 4.0 (wire 7) on; speculative authentication from 4.4 (9)."""
         return MECHANISMS if self.wire_version >= 7 else MECHANISMS[1:]
 
-    def add_user(self, database: str, user: str, password: str) -> None:
-        """Add (or change) a user; it may then authenticate with SCRAM-SHA-256 or SCRAM-SHA-1."""
+    def add_user(self, database: str, user: str, password: str, *, read_only: bool = False) -> None:
+        """Add (or change) a user; it may then authenticate with SCRAM-SHA-256 or SCRAM-SHA-1.
+
+        ``read_only``: the user may read but every write command answers ``Unauthorized``.
+        """
+        (self._read_only.add if read_only else self._read_only.discard)((database, user))
         for mechanism in MECHANISMS:
             self._credentials[(database, user, mechanism)] = ScramCredential.from_password(
                 mechanism, user, password)
@@ -259,6 +279,10 @@ class FakeMongo:
         try:
             if self._credentials and not conn.authenticated and name not in _OPEN_COMMANDS:
                 raise CommandError(13, f"Command {name} requires authentication", "Unauthorized")
+            action = _WRITE_ACTIONS.get(name)
+            if action and conn.authenticated and conn.authenticated <= self._read_only:
+                raise CommandError(13, f"not authorized on {command.database} to execute command "
+                                   f"(action: {action})", "Unauthorized")
             local = self._server_commands.get(name)
             if local is not None:
                 return local(self, conn, command)
@@ -369,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min-wire-version", type=int, default=0)
     parser.add_argument("--replica-set", default=None)
     parser.add_argument("--user", action="append", type=_user, default=[], metavar="DB:USER:PASSWORD")
+    parser.add_argument("--read-only-user", action="append", type=_user, default=[], metavar="DB:USER:PASSWORD")
+    parser.add_argument("--lax-upserts", action="store_true", help="answer colliding upserts without an error")
     parser.add_argument("--clock-offset", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--reply-delay", type=float, default=0.0, metavar="SECONDS")
     parser.add_argument("--server-version", default=None, help="buildInfo version (default: from wire)")
@@ -380,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      min_wire_version=args.min_wire_version, replica_set=args.replica_set,
                      users=dict(args.user), clock_offset_s=args.clock_offset, version=args.server_version,
                      reply_delay_s=args.reply_delay, advertised_host=args.advertised_host,
-                     tls_certfile=args.tls_cert, tls_client_ca=args.tls_client_ca).start()
+                     tls_certfile=args.tls_cert, tls_client_ca=args.tls_client_ca,
+                     read_only_users=dict(args.read_only_user), lax_upserts=args.lax_upserts).start()
     return serve_until_signal(fake)
 
 

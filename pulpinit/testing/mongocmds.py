@@ -69,6 +69,7 @@ class Engine:
         self._clock = clock
         self._cursors: dict[int, tuple[str, list[Doc]]] = {}
         self._cursor_ids = itertools.count(1_000_001)
+        self.lax_upserts = False  # a colliding findAndModify upsert answers "no document", not E11000
         self.handlers: dict[str, Handler] = {
             "find": self.find, "getMore": self.get_more, "killCursors": self.kill_cursors,
             "insert": self.insert, "update": self.update, "delete": self.delete,
@@ -249,7 +250,12 @@ class Engine:
         modify = col.find_one_and_replace if _is_replacement(update) else col.find_one_and_update
         extra = {} if _is_replacement(update) else {"array_filters": body.get("arrayFilters")}
         if existing is None and body.get("upsert"):
-            after = modify(query, update, sort=sort, upsert=True, return_document=ReturnDocument.AFTER, **extra)
+            try:
+                after = modify(query, update, sort=sort, upsert=True, return_document=ReturnDocument.AFTER, **extra)
+            except OperationFailure as exc:
+                if exc.code != 11000 or not self.lax_upserts:
+                    raise
+                return {"lastErrorObject": {"n": 0, "updatedExisting": False}, "value": None, "ok": 1.0}
             new_id = after["_id"]
             value = col.find_one({"_id": new_id}, projection=fields) if body.get("new") else None
             leo: Doc = {"n": 1, "updatedExisting": False, "upserted": new_id}
