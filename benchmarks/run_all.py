@@ -31,6 +31,9 @@ BENCHES = (
      "bench_supervisor.py", ["--runs", "50"], ["--runs", "5"]),
     ("MongoDB probe latency against the fake (issue 4)",
      "mongo_probe_latency.py", ["--runs", "200"], ["--runs", "20"]),
+    ("Run-once under faults: takeover after a SIGKILLed holder per lease, runs under contention (issue 10)",
+     "bench_takeover.py", ["--leases", "2", "4", "8", "--trials", "3", "--concurrent", "12"],
+     ["--leases", "2", "--trials", "1", "--concurrent", "4"]),
 )
 
 
