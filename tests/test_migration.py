@@ -645,3 +645,57 @@ def test_fingerprint_from_the_rpm_database(tmp_path: Path):
         os.environ.pop("PACKAGES", None)
     explicit = toolkit_from_environ({"PULPINIT_MIGRATION_FINGERPRINT": "2.21.5"})
     assert fingerprint(explicit, rpm=str(rpm)) == ("2.21.5", "PULPINIT_MIGRATION_FINGERPRINT")
+
+
+def tether(*argv: str, parent: int | None = None) -> tuple[int, str]:
+    """Run pulpinit.tether; returns (exit code, what it wrote to its status pipe)."""
+    read, write = os.pipe()
+    try:
+        done = subprocess.run([sys.executable, "-m", "pulpinit.tether", "--parent", str(parent or os.getpid()),
+                               "--status-fd", str(write), "--", *argv], pass_fds=(write,), capture_output=True,
+                              text=True, timeout=30, check=False)
+    finally:
+        os.close(write)
+    with os.fdopen(read) as status:
+        return done.returncode, status.read()
+
+
+def test_tether_reports_exec_failures_and_refuses_an_orphaned_start(tmp_path: Path):
+    marker = tmp_path / "ran"
+    assert tether("sh", "-c", f"touch {marker}") == (0, "")  # exec'ed: the status pipe just closed
+    assert marker.exists()
+    marker.unlink()
+    assert tether(str(tmp_path / "missing")) == (127, "127 not found")
+    plain = tmp_path / "plain"
+    plain.write_text("#!/bin/sh\n")
+    assert tether(str(plain)) == (126, "126 not executable")
+    code, status = tether("sh", "-c", f"touch {marker}", parent=1 if os.getppid() != 1 else 2)
+    assert code == 70 and "is gone" in status and not marker.exists()
+
+
+def test_tether_sets_the_parent_death_signal_after_the_privilege_drop():
+    """PR_GET_PDEATHSIG (2) in the exec'ed command: set, and kept past the drop to `nobody`."""
+    argv = [sys.executable, "-m", "pulpinit.tether", *(["--user", "nobody"] if ROOT else [])]
+    read, write = os.pipe()
+    done = subprocess.run([*argv, "--parent", str(os.getpid()), "--status-fd", str(write), "--",
+                           "/usr/bin/python3", "-c", "import ctypes, os; libc = ctypes.CDLL(None); "
+                           "sig = ctypes.c_int(); libc.prctl(2, ctypes.byref(sig)); print(sig.value, os.getuid())"],
+                          pass_fds=(write,), capture_output=True, text=True, timeout=30, check=False)
+    os.close(write)
+    os.close(read)
+    assert done.returncode == 0, done.stderr
+    signum, uid = done.stdout.split()
+    assert int(signum) == signal.SIGKILL  # PR_GET_PDEATHSIG in the exec'ed command
+    assert int(uid) == (pwd_uid("nobody") if ROOT else os.getuid())
+
+
+def test_the_fake_knows_read_only_users():
+    with FakeMongo(read_only_users={("pulp_database", "reader"): "secret"}) as fake, \
+            pymongo.MongoClient(fake.uri, username="reader", password="secret", authSource="pulp_database",
+                                serverSelectionTimeoutMS=2000) as client:
+        assert client.pulp_database.repos.find_one({}) is None
+        with pytest.raises(pymongo.errors.OperationFailure, match=r"action: insert") as denied:
+            client.pulp_database.repos.insert_one({"_id": 1})
+        assert denied.value.code == 13
+        fake.add_user("pulp_database", "reader", "secret")  # now readWrite
+        client.pulp_database.repos.insert_one({"_id": 1})
