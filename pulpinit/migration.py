@@ -152,7 +152,7 @@ class Migrator:
         attempt = 0
         backoff = Backoff(0.1, self.poll_cap)
         while True:
-            progress = step(last + max(0.0, budget - used))
+            progress = step(self.clock() + max(0.0, budget - used))
             now = self.clock()
             if progress is Progress.FINISHED:
                 return now - started

@@ -31,8 +31,9 @@ the one that took it over.  The result is recorded with retries until
 
 **Signals.**  SIGTERM or SIGINT is forwarded to pulp-manage-db; pulpinit waits
 for it (``PULPINIT_MANAGE_DB_STOP_TIMEOUT`` at most, then SIGKILL), records the
-failure and releases the lock with one attempt of at most 0.5 s each (if
-MongoDB does not answer, the lease simply expires), and exits 128+signal.
+failure with one attempt of at most 0.3 s and releases the lock with one of at
+most 0.5 s (if MongoDB does not answer, the lease simply expires), and exits
+128+signal.
 
 **What a lease cannot fence.**  Leases bound *time*, not *execution*: a process
 that keeps running while the whole machine is paused (a frozen VM, a stopped
@@ -72,8 +73,9 @@ from pulpinit.errors import (
 if TYPE_CHECKING:
     from pulpinit.migration import Migrator
 
-#: One attempt at recording and one at releasing when a signal stops us (seconds each).
-FAST_ATTEMPT_S = 0.5
+#: When a signal stops us: wait for the keeper's operation in flight, make one attempt at recording
+#: the failure and one at releasing the lock, at most this long each (seconds; 1 s in all).
+FAST_KEEPER_S, FAST_RECORD_S, FAST_RELEASE_S = 0.2, 0.3, 0.5
 POLL_S = 0.05
 
 
@@ -108,7 +110,9 @@ class Keeper(threading.Thread):
         self._wake = threading.Event()
 
     def record_running(self, fields: dict[str, Any]) -> None:
+        """Write the ``running`` state, right after the next (immediate) renewal that confirms the lease."""
         self._running = fields
+        self._next = self.m.clock()
         self._wake.set()
 
     def close(self, timeout: float | None) -> bool:
@@ -127,8 +131,7 @@ class Keeper(threading.Thread):
 
         failures = 0
         while not self._closed:
-            due = self.m.clock() >= self._next or (self._running is not None and not self.running_recorded)
-            if due:
+            if self.m.clock() >= self._next:
                 try:
                     self._renew_and_record()
                     failures = 0
@@ -217,7 +220,7 @@ def run_locked(migrator: Migrator, sent: float) -> None:
         fast = True
         raise
     finally:
-        idle = keeper.close(FAST_ATTEMPT_S if fast else None)
+        idle = keeper.close(FAST_KEEPER_S if fast else None)
         _release(migrator, keeper, fast or not idle)
 
 
@@ -258,7 +261,7 @@ def _record(migrator: Migrator, keeper: Keeper, fields: dict[str, Any], fast: bo
     """
     import pymongo
 
-    if not keeper.close(FAST_ATTEMPT_S if fast else None):
+    if not keeper.close(FAST_KEEPER_S if fast else None):
         return  # an operation of the keeper still hangs (fast path only): let the lease expire
 
     def attempt() -> bool:
@@ -271,7 +274,7 @@ def _record(migrator: Migrator, keeper: Keeper, fields: dict[str, Any], fast: bo
 
     if fast:
         try:
-            with pymongo.timeout(FAST_ATTEMPT_S):
+            with pymongo.timeout(FAST_RECORD_S):
                 attempt()
         except pymongo.errors.PyMongoError as exc:
             migrator.log.warning("migration.record_failed", error=migrator.db.describe(exc))
@@ -292,7 +295,7 @@ def _release(migrator: Migrator, keeper: Keeper, fast: bool) -> None:
         return  # not ours any more: nothing to release
     try:
         if fast:
-            with pymongo.timeout(FAST_ATTEMPT_S):
+            with pymongo.timeout(FAST_RELEASE_S):
                 migrator.lock.release()
         else:
             migrator.db.call(migrator.lock.release, what="release the migration lock",
@@ -391,9 +394,12 @@ def _supervise(migrator: Migrator, proc: subprocess.Popen[str], keeper: Keeper) 
             if lost is None and now >= expiry - stop_timeout - edge:
                 lost = (f"the lease could not be renewed for {now - (expiry - toolkit.lease_seconds):.1f} s "
                         f"(lease {toolkit.lease_seconds:g} s)")
+                late = now >= expiry - edge  # e.g. resumed after a pause: no time left for a graceful stop
                 migrator.log.error("migration.lease_lost", reason=lost, lease_left_s=round(expiry - now, 2),
-                                   action="stopping pulp-manage-db before the lease ends")
-                terminate(now)
+                                   action="killing pulp-manage-db" if late else
+                                   "stopping pulp-manage-db before the lease ends")
+                if not late:
+                    terminate(now)
             if keeper.fatal is not None:
                 terminate(now)
             if lost is not None and now >= expiry - edge:

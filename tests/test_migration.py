@@ -400,8 +400,8 @@ def test_unauthorized_lock_upsert_is_78_naming_user_database_action(workdir, bro
         secantus.clear_fail_point()
     errors = one_error_line(err)
     assert code == 78 and len(errors) == 1, err[-2000:]
-    assert "not authorized" in errors[0]["error"] and peer.database in errors[0]["error"]
-    assert "update" in errors[0]["error"]
+    assert "may not update" in errors[0]["error"] and peer.database in errors[0]["error"]
+    assert "readWrite" in errors[0]["error"]
     assert starts(workdir) == []
 
 
@@ -699,3 +699,35 @@ def test_the_fake_knows_read_only_users():
         assert denied.value.code == 13
         fake.add_user("pulp_database", "reader", "secret")  # now readWrite
         client.pulp_database.repos.insert_one({"_id": 1})
+
+
+def test_the_deadline_counts_only_time_without_a_live_holder():
+    """Migrator.poll with an injected clock: 100 s under a live lease cost nothing of a 10 s budget."""
+    from types import SimpleNamespace
+
+    from pulpinit.errors import MigrationPending
+    from pulpinit.knobs import toolkit_from_environ
+    from pulpinit.migration import Migrator, Progress
+    from pulpinit.probe import MongoTarget
+
+    now = [0.0]
+    toolkit = toolkit_from_environ({"PULPINIT_MIGRATION_TIMEOUT": "10", "PULPINIT_MIGRATION_FINGERPRINT": "x"})
+    ctx = SimpleNamespace(toolkit=toolkit, environ={"HOSTNAME": "t"})
+    migrator = Migrator(ctx, None, lambda: None, sleep=lambda s: now.__setitem__(0, now[0] + s),
+                        clock=lambda: now[0], target=MongoTarget(seeds=(("127.0.0.1", 1),)))
+    seen: list[tuple[float, float]] = []
+
+    def step(deadline: float) -> Progress:
+        seen.append((now[0], deadline))
+        return Progress.HELD if now[0] < 100 else Progress.IDLE
+
+    with pytest.raises(MigrationPending, match="10 s without a live lease holder"):
+        migrator.poll(step, lambda why: MigrationPending(why))
+    # 100 s held (free of charge), then the 10 s budget (the look that first finds nobody
+    # charges the interval since the one before, at most one 2 s poll)
+    assert 108 <= now[0] < 113
+    assert all(d == pytest.approx(t + 10) for t, d in seen if t < 100)  # the budget untouched while held
+    assert max(b - a for (a, _), (b, _) in itertools.pairwise(seen)) <= 2.0 + 1e-9  # polls at most every 2 s
+
+    now[0] = 0.0
+    assert migrator.poll(lambda _: Progress.FINISHED, MigrationPending) == 0.0
