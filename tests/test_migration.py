@@ -346,13 +346,17 @@ def pulpinit_run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess
 COMMANDS = ("hello", "find", "findAndModify", "update")
 
 
+CASES = {"closeConnection": ({"closeConnection": True}, 0),  # a dropped connection: retried, then fine
+         "ShutdownInProgress": ({"errorCode": 91}, 0),  # a server going away: transient, retried
+         "BadValue": ({"errorCode": 2}, 70)}  # permanent: one line, exit 70
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize("case", [
-    ({"closeConnection": True}, 0),  # a dropped connection: retried, then it succeeds
-    ({"errorCode": 91}, 0),  # ShutdownInProgress: transient
-    ({"errorCode": 2}, 70),  # BadValue: permanent, one line, exit 70
-], ids=["closeConnection", "ShutdownInProgress", "BadValue"])
+@pytest.mark.parametrize(("command", "case"), [
+    *((command, CASES[name]) for command in COMMANDS for name in ("closeConnection", "BadValue")),
+    ("findAndModify", CASES["ShutdownInProgress"]), ("update", CASES["ShutdownInProgress"]),
+], ids=[*(f"{name}-{command}" for command in COMMANDS for name in ("closeConnection", "BadValue")),
+        "ShutdownInProgress-findAndModify", "ShutdownInProgress-update"])
 def test_fail_command_on_each_migrate_command(workdir, broker, secantus, command, case):
     """SecantusDB's failCommand, aimed at the migrate stage's connections (appName): a documented
     exit code and at most one error line, never a traceback."""
@@ -722,7 +726,7 @@ def test_the_deadline_counts_only_time_without_a_live_holder():
         return Progress.HELD if now[0] < 100 else Progress.IDLE
 
     with pytest.raises(MigrationPending, match="10 s without a live lease holder"):
-        migrator.poll(step, lambda why: MigrationPending(why))
+        migrator.poll(step, MigrationPending)
     # 100 s held (free of charge), then the 10 s budget (the look that first finds nobody
     # charges the interval since the one before, at most one 2 s poll)
     assert 108 <= now[0] < 113
