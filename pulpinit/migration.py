@@ -11,6 +11,13 @@ The fingerprint names the schema version the image expects:
 digits of the SHA-256 of the sorted ``name-version-release`` lines of the
 installed Pulp packages (``rpm -qa 'pulp-*' 'python-pulp-*' 'python2-pulp-*'``).
 An upgrade changes the packages, so the fingerprint, so it migrates again.
+
+Waiting — for the state to become ``done`` (other roles) or for the lock
+(migrating roles) — polls with the dependency wait's backoff, and
+``PULPINIT_MIGRATION_TIMEOUT`` counts only the time in which nobody holds a live
+lease (:meth:`Migrator.poll`).  Every MongoDB operation goes through
+:class:`~pulpinit.mongo_retry.Retrier` (transient errors retried, the rest
+classified); running pulp-manage-db under the lock is :mod:`pulpinit.migration_run`.
 """
 
 from __future__ import annotations
@@ -109,6 +116,7 @@ class Migrator:
         self.lock = LeaseLock(collection, LOCK_ID, self.owner, self.toolkit.lease_seconds, now)
         self.log = log.get_logger(stage="migrate", fingerprint=self.fingerprint)
         self.target = target or ctx.settings.mongo_target()
+        self._marks: dict[str, float] = {}  # log throttling: key → when last logged
         self.db = Retrier(self.target, clock=clock, sleep=sleep, log=self.log, cap=self.poll_cap,
                           log_interval=self.toolkit.wait_log_interval)
 
@@ -122,14 +130,14 @@ class Migrator:
         return f"{self.target.database}.{self.toolkit.lock_collection}"
 
     # -- the documents, each read with retries until ``deadline`` ----------------------
-    def state(self, deadline: float | Callable[[], float] = 0.0,
+    def state(self, deadline: float | Callable[[], float],
               give_up: Callable[[str], PulpinitError] = MigrationPending) -> dict[str, Any]:
         doc: dict[str, Any] | None = self.db.call(
             lambda: self.collection.find_one({"_id": STATE_ID}), what="read the migration state",
             action=f"find {self.where}", deadline=deadline, give_up=give_up)
         return doc or {}
 
-    def holder(self, deadline: float | Callable[[], float] = 0.0,
+    def holder(self, deadline: float | Callable[[], float],
                give_up: Callable[[str], PulpinitError] = MigrationPending) -> tuple[Holder, Any]:
         """The lock's holder and the server's time (to tell a live lease from an expired one)."""
         return self.db.call(lambda: (self.lock.holder(), self.now()), what="read the migration lock",
@@ -166,9 +174,8 @@ class Migrator:
 
     def throttled(self, key: str) -> bool:
         """True at most once per ``PULPINIT_WAIT_LOG_INTERVAL`` for each ``key`` (log throttling)."""
-        marks = self.__dict__.setdefault("_marks", {})
-        if self.clock() - marks.get(key, -1e18) >= self.toolkit.wait_log_interval:
-            marks[key] = self.clock()
+        if self.clock() - self._marks.get(key, -1e18) >= self.toolkit.wait_log_interval:
+            self._marks[key] = self.clock()
             return True
         return False
 

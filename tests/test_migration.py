@@ -480,8 +480,8 @@ def test_waiting_role_released_as_soon_as_done(workdir, mongo, broker):
 @pytest.mark.slow
 def test_waiting_roles_wait_past_the_timeout_while_the_holder_renews(workdir, mongo, broker):
     """PULPINIT_MIGRATION_TIMEOUT counts only time without a live lease: a 1 s timeout does not
-    end the wait for a migration that takes 4 s under a renewed 1.5 s lease."""
-    env = environment(workdir, mongo, broker, STANDIN_SECONDS="4", **short_lease(1.5, stop=0.3))
+    end the wait for a migration that takes 3 s under a renewed 1.5 s lease."""
+    env = environment(workdir, mongo, broker, STANDIN_SECONDS="3", **short_lease(1.5, stop=0.3))
     holder = pulpinit(env, "migrate")
     wait_for(lambda: len(starts(workdir)) == 1, what="the run started")
     waiting = environment(workdir, mongo, broker, PULPINIT_MIGRATION_TIMEOUT="1", PULPINIT_WAIT_LOG_INTERVAL="1",
@@ -499,7 +499,7 @@ def test_a_waiter_names_a_gone_holder_and_waits_to_its_deadline(workdir, mongo, 
     wait_for(lambda: state(mongo).get("status") == "running", what="running recorded")
     holder.proc.send_signal(signal.SIGKILL)
     holder.finish()
-    waiting = environment(workdir, mongo, broker, PULPINIT_MIGRATION_TIMEOUT="3", PULPINIT_WAIT_LOG_INTERVAL="1")
+    waiting = environment(workdir, mongo, broker, PULPINIT_MIGRATION_TIMEOUT="2", PULPINIT_WAIT_LOG_INTERVAL="1")
     started = time.monotonic()
     code, err = finish(pulpinit(waiting, "run", "--", "/bin/true"))
     waited = time.monotonic() - started
@@ -507,7 +507,7 @@ def test_a_waiter_names_a_gone_holder_and_waits_to_its_deadline(workdir, mongo, 
     gone_lines = [json.loads(line) for line in err.splitlines() if '"migration.holder_gone"' in line]
     assert gone_lines and gone_lines[0]["owner"] == state(mongo)["owner"] and gone_lines[0]["since"]
     assert "pulpinit migrate" in gone_lines[0]["action"]
-    assert 3 <= waited < 3 + 1.5 + 5  # the deadline, counted from when the lease had run out
+    assert 2 <= waited < 2 + 1.5 + 5  # the deadline, counted from when the lease had run out
     assert "without a live lease holder" in err
 
 
