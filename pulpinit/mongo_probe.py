@@ -7,6 +7,13 @@ range, ``buildInfo`` told us its version, which the result reports, and
 so only that last command catches a server that requires authentication while
 none is configured, or a user without rights on Pulp's database.
 
+Before pymongo connects, :func:`pulpinit.mongo_wire.preflight` sends a raw
+hello to the seeds: DNS, refused, a timeout before the TCP connection, a TLS
+port for a plain client or a plain one for a TLS client, and a server that is
+not MongoDB at all are named from its answer (pymongo would say reset,
+timeout or "Got response id …").  A pymongo timeout after that is
+``handshake_timeout``: the server answered, then stalled.
+
 To answer fast in both directions the probe watches pymongo's own server
 heartbeats (a ``ServerHeartbeatListener``) instead of sitting in server
 selection until the timeout:
@@ -37,6 +44,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from pulpinit import mongo_wire, probe_net
 from pulpinit.mongo import connect
 from pulpinit.probe import Failure, MongoTarget, ProbeResult
 from pulpinit.redact import REDACTOR, Redactor, mask_url
@@ -54,6 +62,7 @@ _PATTERNS = (
     (re.compile(r"timed out|timeout", re.I), Failure.TIMEOUT),
     (re.compile(r"Authentication failed|requires authentication", re.I), Failure.AUTH),
     (re.compile(r"wire version", re.I), Failure.VERSION),
+    (re.compile(r"Got response id|message length .* is larger", re.I), Failure.PROTOCOL),
 )
 
 
@@ -192,17 +201,25 @@ def _run(target: MongoTarget, timeout_s: float, deadline: float) -> str:
         client.close()
 
 
-def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0) -> ProbeResult:
-    """Probe MongoDB once; never raises for a MongoDB problem."""
+def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *,
+                  resolver: probe_net.Resolver | None = None) -> ProbeResult:
+    """Probe MongoDB once; never raises for a MongoDB problem.
+
+    ``resolver`` replaces :func:`socket.getaddrinfo` for the preflight (tests simulate DNS
+    failures with it; a seed that does not resolve never reaches pymongo).
+    """
     import pymongo  # noqa: F401  (pay the import before the clock starts)
 
     started = time.monotonic()
     failure: Failure | None = None
     error: str | None = None
     version: str | None = None
+    answered = False
     try:
+        mongo_wire.preflight(target, probe_net.Deadline(timeout_s), resolver)
+        answered = True
         version = _run(target, timeout_s, started + timeout_s)
-    except ProbeFailed as exc:
+    except (ProbeFailed, probe_net.ProbeFailed) as exc:
         failure, error = exc.failure, str(exc)
     except Exception as exc:  # every pymongo error is a classified dependency failure
         failure, error = classify(exc), str(exc)
@@ -211,6 +228,8 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0) -> ProbeResult:
             error = f"user {target.username!r} on {source!r}: {error}"
         elif failure is Failure.AUTH:
             error = f"the server requires authentication and no credentials are configured: {error}"
+    if failure is Failure.TIMEOUT and answered:
+        failure = Failure.STALLED  # the seeds answered the preflight hello: the server stalled later
     latency_ms = (time.monotonic() - started) * 1000
     return ProbeResult(name=NAME, endpoint=target.endpoint, ok=failure is None, latency_ms=latency_ms,
                        version=version, failure=failure,
