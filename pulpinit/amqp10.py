@@ -133,12 +133,17 @@ def handshake(
                 return
             waiting_for = _stage(stage, received, sasl.outcome, who)
             sock.settimeout(deadline.left(waiting_for))
+            sniffing = stage == HANDSHAKE and len(first) < 8
             try:
                 data = sock.recv(65536)
+            except ConnectionResetError:
+                if not sniffing:
+                    raise classify_os_error(ConnectionResetError(), waiting_for, deadline) from None
+                data = b""  # a TLS server resets what it refused: a hang-up, examined below
             except OSError as exc:
                 raise classify_os_error(exc, waiting_for, deadline) from None
             if not data:
-                if stage == HANDSHAKE and len(first) < 8:
+                if sniffing:
                     if first:
                         _sniff(first, who)
                     if not tls and speaks_tls is not None and speaks_tls():
@@ -152,10 +157,12 @@ def handshake(
                     raise _classify_condition(transport.condition, who)
                 raise ProbeFailed(Failure.RESET, f"the server closed the connection ({stage})")
             received += len(data)
-            if stage == HANDSHAKE and len(first) < 8:
-                first += data[: 8 - len(first)]
-                if len(first) == 8:
-                    _sniff(first, who)
+            if sniffing:
+                first += data
+                if len(first) < 8:
+                    continue  # proton sees the first bytes only once we know what they are
+                _sniff(first[:8], who)
+                data, first = first, first[:8]
             try:
                 while data:
                     room = transport.capacity()

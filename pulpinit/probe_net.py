@@ -138,12 +138,16 @@ class Reader:
     def __init__(self, sock: socket.socket, deadline: Deadline) -> None:
         self.sock, self.deadline, self.buf = sock, deadline, b""
 
-    def _fill(self, n: int, stage: str) -> bool:
-        """Read until ``n`` bytes are buffered; False at end of stream."""
+    def _fill(self, n: int, stage: str, reset_is_end: bool = False) -> bool:
+        """Read until ``n`` bytes are buffered; False at end of stream (or a reset, when ``reset_is_end``)."""
         while len(self.buf) < n:
             self.sock.settimeout(self.deadline.left(stage))
             try:
                 chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                if reset_is_end:
+                    return False
+                raise classify_os_error(ConnectionResetError(), stage, self.deadline) from None
             except OSError as exc:
                 raise classify_os_error(exc, stage, self.deadline) from None
             if not chunk:
@@ -159,8 +163,11 @@ class Reader:
         return data
 
     def read_upto(self, n: int, stage: str) -> bytes:
-        """``n`` bytes, or fewer when the server closes first (a 7-byte TLS alert, nothing at all)."""
-        self._fill(n, stage)
+        """``n`` bytes, or fewer when the server hangs up first (a 7-byte TLS alert, nothing at all).
+
+        A reset counts as a hang-up here: TLS servers reset connections whose bytes they refused.
+        """
+        self._fill(n, stage, reset_is_end=True)
         data, self.buf = self.buf[:n], self.buf[n:]
         return data
 

@@ -77,7 +77,7 @@ QPIDD_AUTH_FAILED = frame(b"\x01\x0b" + b"\x03\x00" + struct.pack(">H", 320) + s
 
 
 def test_protocol_header() -> None:
-    assert amqp010.PROTOCOL_HEADER == b"AMQP" + bytes([1, 1, 0, 10])
+    assert b"AMQP" + bytes([1, 1, 0, 10]) == amqp010.PROTOCOL_HEADER
 
 
 def test_close_control_frame() -> None:

@@ -16,6 +16,8 @@ conveniences for the demo.
   HTTP server, an AMQP broker refusing a header, a TLS server's alert, in a few bytes.
 * :class:`TlsServer` – a TLS server (Python's ``ssl``) that hangs up after the
   handshake, or answers fixed bytes inside TLS.
+* :class:`BlackHole` – a port whose TCP handshake never completes (its accept queue is
+  full, so the kernel drops the SYNs): a firewall that drops packets, on loopback.
 * :class:`Proxy` – forwards to a real server; ``first_answer_delay`` holds the
   server's first answer back by that many seconds (a slow server); combined
   with ``up=False`` it is a late server, with ``go_down()``/``go_up()`` a
@@ -296,6 +298,34 @@ class TlsServer(FaultServer):
             with contextlib.suppress(OSError):
                 if secure.recv(65536) and self.answer:
                     secure.sendall(self.answer)
+
+
+class BlackHole:
+    """A loopback port that never completes a TCP connection: ``connect()`` times out.
+
+    It listens with a backlog of 0 and fills that queue with connections it never accepts;
+    Linux then drops further SYNs.  Use as a context manager; ``port`` is the port.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._listener = socket.socket()
+        self._listener.bind((host, 0))
+        self._listener.listen(0)
+        self.port: int = self._listener.getsockname()[1]
+        self._fillers: list[socket.socket] = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect((host, self.port))
+            self._fillers.append(filler)
+
+    def __enter__(self) -> BlackHole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sock in (*self._fillers, self._listener):
+            sock.close()
 
 
 def splice(a: socket.socket, b: socket.socket) -> None:
