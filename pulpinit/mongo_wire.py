@@ -22,9 +22,9 @@ host name — an IP address matches an IP subjectAltName — client certificate,
 with its phase: no TCP connection in time is ``timeout``, a server that
 accepted the connection and then said nothing is ``handshake_timeout``.
 
-Several seeds are checked in parallel; the probe goes on to pymongo as soon as
-one of them answers like MongoDB, and reports the first seed's failure when
-none does.
+Several seeds are checked in parallel; the preflight succeeds as soon as one
+of them answers like MongoDB, and reports the first seed's failure when none
+does.  The probe runs it beside pymongo (see :func:`pulpinit.mongo_probe.probe_mongodb`).
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from pulpinit.probe_net import (
     connect,
     hostport,
     not_this_protocol,
+    resolve,
     speaks_tls,
 )
 
@@ -135,6 +136,19 @@ def _tls_policy(target: MongoTarget) -> tls.TlsPolicy:
         certfile=tls.TlsFile("database.ssl_certfile", cert) if cert else None,
         keyfile=tls.TlsFile("database.ssl_keyfile", key) if cert and key and key != cert else None,
     )
+
+
+def resolve_seeds(target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None) -> None:
+    """Resolve every seed; raise the first seed's failure when none resolves (DNS before anything else)."""
+    failures = []
+    for host, port in target.seeds:
+        try:
+            resolve(host, port, deadline, resolver)
+        except ProbeFailed as exc:
+            failures.append(exc)
+        else:
+            return
+    raise failures[0]
 
 
 def preflight(target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None) -> None:
