@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from pulpinit.probe import Failure
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.probe import Failure
 from pulpinit.testing.faults import AnswerServer, BlackHole, Proxy, ResetServer, SilentServer
 
 SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
@@ -243,3 +243,29 @@ def test_timeout_is_the_budget_of_a_single_check(env, mongo):
         assert check(env, "--json")[0] == 69
         code, out, _ = check(env, "--json", "--timeout", "4")
     assert code == 0 and by_name(out)["mongodb"]["latency_ms"] >= 1500
+
+
+def test_a_missing_tls_file_that_the_configuration_names_is_exit_78(env, tmp_path):
+    conf = tmp_path / "server.conf"
+    conf.write_text(conf.read_text().replace("[tasks]", f"[tasks]\ncelery_require_ssl: true\n"
+                                              f"certfile: {tmp_path}/client.crt", 1))
+    before = conf.read_bytes()
+    code, _, err = check(env)
+    assert code == 78
+    line = json.loads(err.strip().splitlines()[-1])
+    assert line["error"] == (f"server.conf [tasks] certfile: {tmp_path}/client.crt: No such file or directory "
+                             "(tasks.celery_require_ssl is on)")
+    assert conf.read_bytes() == before
+    env.update(PULP_CONF__DATABASE__SSL="true", PULP_CONF__DATABASE__CA_PATH=f"{tmp_path}/ca.pem")
+    conf.write_text(before.decode().replace("celery_require_ssl: true", "celery_require_ssl: false"))
+    code, _, err = check(env)
+    assert code == 78 and "PULP_CONF__DATABASE__CA_PATH: " in err and "database.ssl is on" in err
+
+
+def test_a_missing_default_tls_file_is_named_by_the_probe(env, tmp_path):
+    """Pulp's built-in /etc/pki/pulp/qpid/… paths are not a configuration error: the probe names them."""
+    env["PULP_CONF__TASKS__CELERY_REQUIRE_SSL"] = "true"
+    code, out, _ = check(env, "--json")
+    assert code == 69
+    assert by_name(out)["broker"]["error"] == (
+        "tls_failure: cannot read tasks.cacert /etc/pki/pulp/qpid/ca.crt: No such file or directory")
