@@ -55,10 +55,10 @@ from pulpinit.probe_net import (
     ProbeFailed,
     Reader,
     amqp_header_name,
-    classify_os_error,
     not_this_protocol,
     one_line,
 )
+from pulpinit.probe_net import send as send_all
 
 PROTOCOL_HEADER = b"AMQP\x01\x01\x00\x0a"
 FRAME_HEADER = struct.Struct(">BBHxBH4x")  # flags, segment type, size, track, channel
@@ -347,11 +347,7 @@ def handshake(
     login = login_for(user, password)
 
     def send(data: bytes, stage: str) -> None:
-        sock.settimeout(deadline.left(stage))
-        try:
-            sock.sendall(data)
-        except OSError as exc:
-            raise classify_os_error(exc, stage, deadline) from None
+        send_all(sock, data, deadline, stage)
 
     send(PROTOCOL_HEADER, "sending the AMQP 0-10 protocol header")
     header = reader.read_upto(8, "waiting for the AMQP 0-10 protocol header")

@@ -36,10 +36,10 @@ from pulpinit.probe_net import (
     ProbeFailed,
     Reader,
     amqp_header_name,
-    classify_os_error,
     not_this_protocol,
     one_line,
 )
+from pulpinit.probe_net import send as send_all
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEARTBEAT, FRAME_END = 1, 8, 0xCE
@@ -208,11 +208,7 @@ def handshake(
     reader = Reader(sock, deadline)
 
     def send(data: bytes, stage: str) -> None:
-        sock.settimeout(deadline.left(stage))
-        try:
-            sock.sendall(data)
-        except OSError as exc:
-            raise classify_os_error(exc, stage, deadline) from None
+        send_all(sock, data, deadline, stage)
 
     send(PROTOCOL_HEADER, "sending the AMQP 0-9-1 header")
     try:

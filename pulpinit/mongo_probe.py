@@ -220,8 +220,8 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *,
     error: str | None = None
     version: str | None = None
     try:
-        mongo_wire.resolve_seeds(target, probe_net.Deadline(timeout_s), resolver)
-        version = _race(target, timeout_s, started + timeout_s, resolver)
+        reachable = mongo_wire.resolve_seeds(target, probe_net.Deadline(timeout_s), resolver)
+        version = _race(reachable, timeout_s, started + timeout_s, resolver)
     except (ProbeFailed, probe_net.ProbeFailed) as exc:
         failure, error = exc.failure, str(exc)
     except Exception as exc:  # every pymongo error is a classified dependency failure

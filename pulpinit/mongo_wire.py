@@ -29,6 +29,7 @@ does.  The probe runs it beside pymongo (see :func:`pulpinit.mongo_probe.probe_m
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import socket
 import struct
@@ -43,11 +44,11 @@ from pulpinit.probe_net import (
     ProbeFailed,
     Reader,
     Resolver,
-    classify_os_error,
     connect,
     hostport,
     not_this_protocol,
     resolve,
+    send,
     speaks_tls,
 )
 
@@ -79,11 +80,7 @@ def _ask(sock: socket.socket, deadline: Deadline, where: str) -> tuple[bytes, in
     """Send a hello on ``sock``; the first bytes of the answer (fewer, or none, when it hangs up)."""
     request_id = next(_request_ids)
     stage = f"waiting for MongoDB's answer to a hello from {where}"
-    sock.settimeout(deadline.left(stage))
-    try:
-        sock.sendall(hello_message(request_id))
-    except OSError as exc:
-        raise classify_os_error(exc, f"sending a hello to {where}", deadline) from None
+    send(sock, hello_message(request_id), deadline, f"sending a hello to {where}")
     return Reader(sock, deadline).read_upto(HEADER.size, stage), request_id
 
 
@@ -138,17 +135,23 @@ def _tls_policy(target: MongoTarget) -> tls.TlsPolicy:
     )
 
 
-def resolve_seeds(target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None) -> None:
-    """Resolve every seed; raise the first seed's failure when none resolves (DNS before anything else)."""
-    failures = []
+def resolve_seeds(target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None) -> MongoTarget:
+    """``target`` with the seeds that resolve; the first seed's DNS failure when none does.
+
+    pymongo then never looks up a name that does not resolve (it would ask the system resolver
+    again, and tests must not).
+    """
+    seeds, failures = [], []
     for host, port in target.seeds:
         try:
             resolve(host, port, deadline, resolver)
         except ProbeFailed as exc:
             failures.append(exc)
         else:
-            return
-    raise failures[0]
+            seeds.append((host, port))
+    if not seeds:
+        raise failures[0]
+    return target if len(seeds) == len(target.seeds) else dataclasses.replace(target, seeds=tuple(seeds))
 
 
 def preflight(target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None) -> None:

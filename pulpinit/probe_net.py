@@ -172,6 +172,15 @@ class Reader:
         return data
 
 
+def send(sock: socket.socket, data: bytes, deadline: Deadline, stage: str) -> None:
+    """``sendall`` within the deadline; failures classified."""
+    sock.settimeout(deadline.left(stage))
+    try:
+        sock.sendall(data)
+    except OSError as exc:
+        raise classify_os_error(exc, stage, deadline) from None
+
+
 def classify_os_error(exc: BaseException, doing: str, deadline: Deadline | None = None) -> ProbeFailed:
     """Map a socket/TLS exception to a :class:`ProbeFailed` (one line, no secrets)."""
     if isinstance(exc, ProbeFailed):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from proton import ConnectionException, Message
@@ -76,25 +78,30 @@ def test_stop_with_a_client_still_connected() -> None:
     conn.conn.close()
 
 
-def test_command_line_ready_line_and_sigterm() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pulpinit.testing.fakeamqp", "--port", "0", "--user", "guest:guest"],
-        stdout=subprocess.PIPE, text=True,
-    )
+@contextlib.contextmanager
+def fake_process(*args: str) -> Iterator[int]:
+    """``python -m pulpinit.testing.fakeamqp --port 0 ARGS``: yields the port of its ``ready`` line, then SIGTERM."""
+    proc = subprocess.Popen([sys.executable, "-m", "pulpinit.testing.fakeamqp", "--port", "0", *args],
+                            stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         word, port = proc.stdout.readline().split()
         assert word == "ready"
-        from pulpinit.broker_probe import probe_broker
-        from pulpinit.probe import BrokerTarget
-
-        assert probe_broker(BrokerTarget(f"qpid://guest:guest@127.0.0.1:{port}/"), timeout_s=3).ok
+        yield int(port)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_command_line_ready_line_and_sigterm() -> None:
+    from pulpinit.broker_probe import probe_broker
+    from pulpinit.probe import BrokerTarget
+
+    with fake_process("--user", "guest:guest") as port:
+        assert probe_broker(BrokerTarget(f"qpid://guest:guest@127.0.0.1:{port}/"), timeout_s=3).ok
 
 
 # --- AMQP 0-10, as a dual-protocol Qpid C++ broker answers it ---------------------------------------
@@ -174,16 +181,6 @@ def test_amqp10_only_broker_answers_010_with_its_own_header() -> None:
 
 
 def test_command_line_amqp10_only() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "pulpinit.testing.fakeamqp", "--port", "0", "--amqp10-only"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        port = int(proc.stdout.readline().split()[1])
+    with fake_process("--amqp10-only") as port:
         assert converse(port, b"AMQP\x01\x01\x00\x0a")[:4] == b"AMQP"
         assert converse(port, b"AMQP\x01\x01\x00\x0a")[:8] != b"AMQP\x01\x01\x00\x0a"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
