@@ -94,7 +94,8 @@ KEY_FILES: Mapping[str, KeyFile] = {
         KeyFile("rsa.key", "private-key", "/etc/pki/pulp/rsa.key", "authentication.rsa_key", "rsa_pub.key",
                 "signs messages to consumer agents and lazy-download redirects"),
         KeyFile("rsa_pub.key", "public-key", "/etc/pki/pulp/rsa_pub.key", "authentication.rsa_pub", None,
-                "the public half, published as /pulp/static/rsa_pub.key for consumers"),
+                "the public half: published as /pulp/static/rsa_pub.key for consumers; beside rsa.key "
+                "so that the pair is checked"),
         KeyFile("server.crt", "certificate", "/etc/pki/tls/certs/localhost.crt", None, None,
                 "httpd's TLS certificate (mod_ssl's SSLCertificateFile)"),
         KeyFile("server.key", "private-key", "/etc/pki/tls/private/localhost.key", None, "server.crt",
@@ -134,7 +135,7 @@ ROLE_KEYS: Mapping[str, tuple[RoleKey, ...]] = {
     "migrate": (),
 }
 
-_READER_NAMES: Mapping[Reader, str] = {"pulp": "PULPINIT_USER", "root": "root (httpd)"}
+_READER_NAMES: Mapping[Reader, str] = {"pulp": "Pulp as PULPINIT_USER", "root": "httpd as root"}
 
 
 def role_key_table() -> str:
@@ -142,10 +143,10 @@ def role_key_table() -> str:
     lines = ["| file (Secret key) | read from | server.conf key | mounted by (read by) | what for |",
              "|---|---|---|---|---|"]
     for f in KEY_FILES.values():
-        users = [f"{role} ({', '.join(_READER_NAMES[r] for r in k.readers)})"
+        users = [f"`{role}`: {', '.join(_READER_NAMES[r] for r in k.readers)}"
                  for role, keys in ROLE_KEYS.items() for k in keys if k.name == f.name]
         conf = f"`{f.conf}`" if f.conf else "—"
-        lines.append(f"| `{f.name}` | `{f.default_path}` | {conf} | {', '.join(users)} | {f.purpose} |")
+        lines.append(f"| `{f.name}` | `{f.default_path}` | {conf} | {'; '.join(users)} | {f.purpose} |")
     none = [role for role, keys in ROLE_KEYS.items() if not keys]
     lines.append("")
     lines.append(f"{', '.join(f'`{r}`' for r in none)}: no key.")
