@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pulpinit.cli import parse
 from pulpinit.errors import ExitCode, KeyFileError
 from pulpinit.pki.check import (
     KEY_FILES,
@@ -45,6 +46,7 @@ from pulpinit.pki.check import (
     readers_for,
     role_key_table,
 )
+from pulpinit.pki.command import _server_names
 from pulpinit.pki.generate import CA_DAYS, SERVER_DAYS, generate, server_name_problem
 from pulpinit.privileges import Identity, resolve_user
 
@@ -376,9 +378,18 @@ def test_pki_init_process_makes_the_keys_once(tmp_path: Path):
     assert snapshot(directory) == before
 
 
-def test_pki_init_process_defaults_to_the_host_name_and_takes_several_names(tmp_path: Path):
+def test_server_names_default_to_pulp_server_name_then_the_host_name():
+    def names(argv: list[str], environ: dict[str, str]) -> list[str]:
+        return _server_names(parse(["pki", "init", "/x", *argv]), environ)
+
+    assert names([], {}) == [socket.gethostname()]
+    assert names([], {"PULP_SERVER_NAME": "pulp.env.test"}) == ["pulp.env.test"]
+    assert names(["--server-name", "a.test", "--server-name", "a.test", "--server-name", "::1"],
+                 {"PULP_SERVER_NAME": "pulp.env.test"}) == ["a.test", "::1"]
+
+
+def test_pki_init_process_takes_several_names_and_days(tmp_path: Path):
     directory = tmp_path / "keys"
-    shutil.copytree(ROOT / "tests" / "data", tmp_path / "unused")  # (any files; the keys dir stays empty)
     done = pulpinit("pki", "init", str(directory), "--server-name", "a.example.test", "--server-name", "::1",
                     "--days", "30")
     assert done.returncode == 0, done.stderr
