@@ -7,8 +7,7 @@ returns the exit code so tests call it directly.
 From its first line ``main`` handles the stop signals (:mod:`pulpinit.signals`): a stop in any
 stage is one ``pulpinit.interrupted`` line and exit 128+n.  Its last-resort guard turns any
 other exception into one ``pulpinit.error`` line and exit 70 (EX_SOFTWARE), with the traceback
-only at ``--log-level debug``; an exception that ends a helper thread is one
-``pulpinit.thread_error`` line.
+only at ``--log-level debug``.
 """
 
 from __future__ import annotations
@@ -17,10 +16,8 @@ import argparse
 import os
 import signal
 import sys
-import threading
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import structlog
@@ -140,7 +137,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     Stop signals are handled from here until the hand-off (:mod:`pulpinit.signals`).
     """
     environ = os.environ if environ is None else environ
-    with signals.handling(signals.configured(environ)), _thread_errors_logged():
+    with signals.handling(signals.configured(environ)):
         return _main(sys.argv[1:] if argv is None else argv, environ)
 
 
@@ -157,19 +154,25 @@ def _main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         code = _commands()[args.command](args, environ)
         sys.stdout.flush()  # an output that cannot be written is an error, not a silent exit 0
         return code
-    except Interrupted as exc:
+    except KeyboardInterrupt:  # SIGINT outside the main thread's handler (main run from another thread)
+        return 128 + signal.SIGINT
+    except Exception as exc:
+        signals.finishing()  # pulpinit is exiting: a stop signal from now on changes nothing
+        return _report(exc)
+
+
+def _report(exc: Exception) -> int:
+    """One line for the exception that ends pulpinit; returns the exit code."""
+    if isinstance(exc, Interrupted):
         _logger().warning("pulpinit.interrupted", signal=signal.Signals(exc.signum).name, stage=exc.stage,
                           exit_code=int(exc.exit_code))
         return int(exc.exit_code)
-    except PulpinitError as exc:
+    if isinstance(exc, PulpinitError):
         _logger().error("pulpinit.error", error=str(exc), exit_code=int(exc.exit_code))
         return int(exc.exit_code)
-    except KeyboardInterrupt:  # SIGINT outside the main thread's handler (main run from another thread)
-        return 128 + signal.SIGINT
-    except Exception as exc:  # the last-resort guard: a bug or an unforeseen fault, never a traceback
-        _logger().error("pulpinit.error", **_unexpected(exc),
-                        exit_code=int(ExitCode.SOFTWARE))
-        return int(ExitCode.SOFTWARE)
+    # the last-resort guard: a bug or an unforeseen fault is one line too, never a traceback
+    _logger().error("pulpinit.error", **_unexpected(exc), exit_code=int(ExitCode.SOFTWARE))
+    return int(ExitCode.SOFTWARE)
 
 
 def _logger() -> Any:
@@ -184,23 +187,6 @@ def _unexpected(exc: BaseException) -> dict[str, str]:
     if log.is_enabled("debug"):
         fields["traceback"] = "".join(traceback.format_exception(exc))
     return fields
-
-
-@contextmanager
-def _thread_errors_logged() -> Iterator[None]:
-    """An exception that ends a helper thread is one ``pulpinit.thread_error`` line, not a traceback."""
-
-    def hook(info: threading.ExceptHookArgs) -> None:
-        if info.exc_type is SystemExit or info.exc_value is None:
-            return
-        _logger().error("pulpinit.thread_error", thread=info.thread.name if info.thread else None,
-                        **_unexpected(info.exc_value))
-
-    previous, threading.excepthook = threading.excepthook, hook
-    try:
-        yield
-    finally:
-        threading.excepthook = previous
 
 
 def run() -> NoReturn:

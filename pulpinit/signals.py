@@ -114,7 +114,7 @@ def current_stage() -> str:
 
 
 def _interrupted() -> Interrupted:
-    return Interrupted(_state.received or signal.SIGTERM, _state.stage)
+    return Interrupted(_state.received or signal.SIGTERM, _state.stage)  # (0: finishing)
 
 
 def _handler(signum: int, frame: FrameType | None) -> None:
@@ -176,6 +176,12 @@ def handling(extra: int | None = None) -> Iterator[None]:
         watcher.join(1)
         _state.reset()
         STOP.clear()
+
+
+def finishing() -> None:
+    """pulpinit is reporting its outcome and exiting: a stop signal from now on raises nothing."""
+    if _state.received is None:
+        _state.received = 0
 
 
 def take_over(delegate: Delegate) -> Callable[[], None]:
