@@ -165,7 +165,7 @@ def _report(exc: Exception) -> int:
     """One line for the exception that ends pulpinit; returns the exit code."""
     if isinstance(exc, Interrupted):
         _logger().warning("pulpinit.interrupted", signal=signal.Signals(exc.signum).name, stage=exc.stage,
-                          exit_code=int(exc.exit_code))
+                          message=str(exc), exit_code=int(exc.exit_code))
         return int(exc.exit_code)
     if isinstance(exc, PulpinitError):
         _logger().error("pulpinit.error", error=str(exc), exit_code=int(exc.exit_code))

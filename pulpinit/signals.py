@@ -109,10 +109,6 @@ def enter(stage: str) -> None:
     _state.stage = stage
 
 
-def current_stage() -> str:
-    return _state.stage
-
-
 def _interrupted() -> Interrupted:
     return Interrupted(_state.received or signal.SIGTERM, _state.stage)  # (0: finishing)
 

@@ -55,12 +55,11 @@ def assert_stopped(held: Held, signum: int, code: int, elapsed: float) -> None:
 
 
 def cases() -> Iterator[object]:
-    """SIGTERM everywhere, as PID 1 and not; SIGINT (a terminal) and SIGWINCH (the API image) too."""
+    """SIGTERM (docker stop), SIGINT (a terminal) and SIGWINCH (the API image's stop) everywhere, PID 1 or not."""
     for point in POINTS:
-        yield pytest.param(point, "TERM", True, id=f"{point}-TERM-pid1")
-        yield pytest.param(point, "TERM", False, id=f"{point}-TERM")
-        yield pytest.param(point, "INT", False, id=f"{point}-INT")
-        yield pytest.param(point, "WINCH", True, id=f"{point}-WINCH-pid1")
+        for name in SIGNALS:
+            yield pytest.param(point, name, True, id=f"{point}-{name}-pid1")
+            yield pytest.param(point, name, False, id=f"{point}-{name}")
 
 
 @pytest.mark.slow
@@ -171,3 +170,44 @@ def test_the_knob_reaches_the_settings_output(tmp_path: Path, capsys) -> None:
     assert main(["settings", "--json"], {"PULPINIT_CONFIG": str(conf), "PULPINIT_STOP_SIGNAL": "winch"}) == 0
     knob = json.loads(capsys.readouterr().out)["pulpinit"]["PULPINIT_STOP_SIGNAL"]
     assert knob == {"value": "SIGWINCH", "source": "env:PULPINIT_STOP_SIGNAL"}
+
+
+def _signal_self(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+    for _ in range(100):  # the handler runs in the main thread between bytecodes, right after the kill
+        time.sleep(0.001)
+
+
+def test_handler_raises_once_names_the_stage_and_wakes_threads() -> None:
+    from pulpinit import signals
+    from pulpinit.errors import Interrupted
+
+    with signals.handling(), signals.linked() as event:
+        signals.enter("configure")
+        with pytest.raises(Interrupted) as stop:
+            _signal_self(signal.SIGTERM)
+        assert (stop.value.signum, stop.value.stage, stop.value.exit_code) == (signal.SIGTERM, "configure", 143)
+        assert event.wait(5) and signals.STOP.wait(5)  # set by the watcher thread, not the handler
+        _signal_self(signal.SIGINT)  # a second stop signal raises nothing...
+        with pytest.raises(Interrupted):
+            signals.sleep(0.01)  # ...but every wait that is left ends at once
+    assert not signals.STOP.is_set()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # given back to what it was
+
+
+def test_a_stage_that_takes_the_signals_over_gets_them_and_gives_them_back() -> None:
+    from pulpinit import signals
+    from pulpinit.errors import Interrupted
+
+    got: list[int] = []
+    with signals.handling(signal.SIGWINCH):
+        give_back = signals.take_over(lambda signum, _frame: got.append(signum))
+        _signal_self(signal.SIGWINCH)
+        assert got == [signal.SIGWINCH]
+        assert not signals.STOP.wait(0.2)  # the stage decides: no stop of its waits
+        give_back()
+        signals.sleep(0.001)  # nothing pending
+        _signal_self(signal.SIGTERM)  # a stop is already under way (the stage raises its own)
+        assert got == [signal.SIGWINCH]
+    with signals.handling(), pytest.raises(Interrupted):  # a new run starts afresh
+        _signal_self(signal.SIGINT)
