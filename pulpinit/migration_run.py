@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
+from pulpinit import signals
 from pulpinit.deps import Backoff
 from pulpinit.errors import (
     ConfigError,
@@ -372,10 +373,10 @@ def _supervise(migrator: Migrator, proc: subprocess.Popen[str], keeper: Keeper) 
         nonlocal term_at
         received.append(signum)
         migrator.log.warning("migration.signal", signal=signal.Signals(signum).name, action="forwarded")
-        proc.send_signal(signum)
+        proc.send_signal(signals.for_child(signum))  # the image's stop signal (SIGWINCH) becomes SIGTERM
         term_at = term_at if term_at is not None else clock()
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    give_back = signals.take_over(forward)  # every stop signal, until given back
     reader = threading.Thread(target=_stream, args=(proc.stdout, migrator), daemon=True)
     reader.start()
     try:
@@ -407,8 +408,7 @@ def _supervise(migrator: Migrator, proc: subprocess.Popen[str], keeper: Keeper) 
             if term_at is not None and now - term_at >= stop_timeout:
                 kill(f"did not exit within {stop_timeout:g} s of SIGTERM")
     finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        give_back()
         reader.join(timeout=2)
     return Outcome(code, received[0] if received else None, lost)
 

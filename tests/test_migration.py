@@ -716,7 +716,7 @@ def test_the_deadline_counts_only_time_without_a_live_holder():
 
     now = [0.0]
     toolkit = toolkit_from_environ({"PULPINIT_MIGRATION_TIMEOUT": "10", "PULPINIT_MIGRATION_FINGERPRINT": "x"})
-    ctx = SimpleNamespace(toolkit=toolkit, environ={"HOSTNAME": "t"})
+    ctx = SimpleNamespace(toolkit=toolkit, environ={"HOSTNAME": "t"}, fingerprint=None)
     migrator = Migrator(ctx, None, lambda: None, sleep=lambda s: now.__setitem__(0, now[0] + s),
                         clock=lambda: now[0], target=MongoTarget(seeds=(("127.0.0.1", 1),)))
     seen: list[tuple[float, float]] = []
