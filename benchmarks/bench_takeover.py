@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,26 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mongo_peers import MongoPeer, Pulpinit, environ_without_pulp, gone, wait_for  # noqa: E402
+from mongo_peers import MongoPeer, Pulpinit, environ_without_pulp, gone, migration_workdir, wait_for  # noqa: E402
 from secantus import SecantusDB, unavailable_reason  # noqa: E402
 
 from pulpinit.testing import standins  # noqa: E402
 from pulpinit.testing.fakeamqp import FakeAmqpBroker  # noqa: E402
 from pulpinit.testing.fakemongo import FakeMongo  # noqa: E402
-
-SAMPLE = ROOT / "pulpinit" / "testing" / "sample-server.conf"
-
-
-@contextlib.contextmanager
-def workdir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pulpinit-bench-takeover-"))
-    path.chmod(0o777)
-    standins.write_manage_db(path)
-    shutil.copy(SAMPLE, path / "server.conf")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def environment(work: Path, peer: MongoPeer, broker: FakeAmqpBroker, lease: float, seconds: float) -> dict[str, str]:
@@ -64,7 +48,7 @@ def environment(work: Path, peer: MongoPeer, broker: FakeAmqpBroker, lease: floa
 
 def takeover(peer: MongoPeer, broker: FakeAmqpBroker, lease: float) -> tuple[float, float]:
     """(seconds the killed holder's run outlived it, seconds from the kill to the next run's start)."""
-    with workdir() as work:
+    with migration_workdir() as work:
         holder = Pulpinit(environment(work, peer, broker, lease, 60), "migrate")
         holder.expect("migration.start")
         wait_for(lambda: len(standins.parsed_runs(work)) == 1)
@@ -85,7 +69,7 @@ def takeover(peer: MongoPeer, broker: FakeAmqpBroker, lease: float) -> tuple[flo
 
 def concurrent(peer: MongoPeer, broker: FakeAmqpBroker, count: int) -> tuple[int, int, int]:
     """(runs of the stand-in, overlapping runs, processes that exited 0)."""
-    with workdir() as work:
+    with migration_workdir() as work:
         procs = [Pulpinit(environment(work, peer, broker, 60, 0.5), "migrate") for _ in range(count)]
         codes = [proc.finish()[0] for proc in procs]
         runs = standins.parsed_runs(work)

@@ -8,23 +8,45 @@ lines as they come, so a test waits for an event instead of sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pymongo
 
 from pulpinit.migration import LOCK_ID, STATE_ID
+from pulpinit.testing import standins
 from pulpinit.testing.fakemongo import FakeMongo
 
 COLLECTION = "pulpinit_locks"
+SAMPLE = Path(__file__).resolve().parent.parent / "pulpinit" / "testing" / "sample-server.conf"
+
+
+@contextlib.contextmanager
+def migration_workdir() -> Iterator[Path]:
+    """A directory with the pulp-manage-db stand-in and a sample server.conf, removed afterwards.
+
+    World-readable and -writable: the stand-in runs as the unprivileged user pulpinit switches to.
+    """
+    path = Path(tempfile.mkdtemp(prefix="pulpinit-migrate-"))
+    path.chmod(0o777)
+    standins.write_manage_db(path)
+    shutil.copy(SAMPLE, path / "server.conf")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
@@ -152,14 +174,6 @@ def one_error_line(stderr: str) -> list[dict[str, Any]]:
     plain = [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
     assert not plain, plain
     return [e for e in events if e.get("event") == "pulpinit.error"]
-
-
-def children_of(pid: int) -> Sequence[int]:
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(word) for word in f.read().split()]
-    except FileNotFoundError:
-        return []
 
 
 def environ_without_pulp() -> dict[str, str]:

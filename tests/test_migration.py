@@ -17,14 +17,22 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pymongo
 import pytest
-from mongo_peers import COLLECTION, MongoPeer, Pulpinit, environ_without_pulp, gone, one_error_line, wait_for
+from mongo_peers import (
+    COLLECTION,
+    MongoPeer,
+    Pulpinit,
+    environ_without_pulp,
+    gone,
+    migration_workdir,
+    one_error_line,
+    wait_for,
+)
 
 from pulpinit.lease import LeaseLock, server_clock
 from pulpinit.migration import LOCK_ID, STATE_ID
@@ -33,7 +41,6 @@ from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import Proxy
 
-SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
 ROOT = os.geteuid() == 0
 BOTH = pytest.mark.parametrize("peer", ["fake", "secantus"], indirect=True)
 
@@ -63,13 +70,8 @@ def peer(request: pytest.FixtureRequest) -> Iterator[MongoPeer]:
 
 @pytest.fixture
 def workdir() -> Iterator[Path]:
-    """World-readable, so the stand-ins run as the unprivileged user pulpinit switches to."""
-    path = Path(tempfile.mkdtemp(prefix="pulpinit-migrate-"))
-    path.chmod(0o777)
-    standins.write_manage_db(path)
-    shutil.copy(SAMPLE, path / "server.conf")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with migration_workdir() as path:
+        yield path
 
 
 def environment(workdir: Path, peer: MongoPeer | FakeMongo, broker: FakeAmqpBroker, **extra: str) -> dict[str, str]:

@@ -276,8 +276,7 @@ def _wait_until_held(held: Held, conf: Path) -> None:
     elif point == "migration-wait":
         _poll("waiting for migrations", lambda: held.has_event("migration.waiting"), proc, lines)
     elif point == "migration-run":
-        _poll("running pulp-manage-db", lambda: any(r.endswith(" start") for r in standins.runs(workdir)),
-              proc, lines)
+        _poll("running pulp-manage-db", lambda: bool(standins.parsed_runs(workdir)), proc, lines)
 
 
 def _stage_started(lines: list[str], stage: str) -> bool:
