@@ -41,6 +41,12 @@ def env_prefix(service: str) -> str:
     return re.sub(r"[-.]", "_", service).upper()
 
 
+def looked_for(service: str) -> tuple[str, ...]:
+    """The variables :func:`find_service` reads for ``service``, for messages."""
+    prefix = env_prefix(service)
+    return (f"{prefix}_SERVICE_HOST", f"{prefix}_PORT", f"{prefix}_PORT_<port>_TCP_ADDR")
+
+
 def find_service(environ: Mapping[str, str], service: str, default_port: int) -> Endpoint | None:
     """The first of the three variable forms present for ``service``, validated; None when absent."""
     prefix = env_prefix(service)

@@ -50,6 +50,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("PULPINIT_MANAGE_DB_STOP_TIMEOUT", "20", "seconds to wait for pulp-manage-db after SIGTERM"),
     Knob("PULPINIT_INIT", "false", "stay as PID 1 and supervise the role (same as --init)"),
     Knob("PULPINIT_STOP_TIMEOUT", "", "SIGKILL the role's group this long after SIGTERM (default: never)"),
+    Knob("PULPINIT_KEEP_SECRET_ENV", "false", "pass the secret variables pulpinit consumed on to the role's process"),
     Knob("PULP_WORKER_NUMBER", "", "worker number N; default: the StatefulSet ordinal, else 0"),
 )
 
@@ -84,6 +85,7 @@ class Toolkit:
     manage_db_stop_timeout: float
     init: bool
     stop_timeout: float | None
+    keep_secret_env: bool
     worker_number: int | None
 
 
@@ -132,6 +134,7 @@ _PARSERS: Mapping[str, Callable[[str, str], Any]] = {
     "manage_db_stop_timeout": values.seconds,
     "init": values.boolean,
     "stop_timeout": values.seconds,
+    "keep_secret_env": values.boolean,
     "worker_number": _worker_number,
 }
 

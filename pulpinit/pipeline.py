@@ -23,7 +23,7 @@ from pulpinit import log
 from pulpinit.errors import Interrupted
 from pulpinit.knobs import Toolkit, toolkit_from_environ
 from pulpinit.redact import REDACTOR
-from pulpinit.settings import Settings, from_environ
+from pulpinit.settings import Settings, from_environ, register_secrets
 
 if TYPE_CHECKING:
     from pulpinit.configfile import ConfigPlan, ServerConf
@@ -48,12 +48,15 @@ def resolve(environ: Mapping[str, str], *, create: bool = False) -> Context:
     """Stage 1: read server.conf and resolve the settings (nothing is written)."""
     from pulpinit.configfile import ServerConf
 
-    with log.stage("settings"):
+    with log.stage("settings") as logger:
+        register_secrets(environ)  # before anything parses them: no error can show a secret
         toolkit = toolkit_from_environ(environ)
         conf = ServerConf.load(toolkit.config, create=create or toolkit.create_config)
         hostname = socket.gethostname()
         settings = from_environ(environ, conf.values(), hostname=hostname)
         REDACTOR.add(*settings.secrets())
+        for warning in settings.warnings:
+            logger.warning("settings.warning", warning=warning)
         return Context(environ, settings, conf, hostname)
 
 
@@ -63,10 +66,8 @@ def plan_config(ctx: Context) -> ConfigPlan:
 
     assignments = []
     for key, value in ctx.settings.to_write():
-        section, _, name = key.partition(".")
-        # a URL is shown with only its password masked (configfile masks URL passwords anyway)
-        secret = value.secret and "://" not in value.value
-        assignments.append(Assignment(section, name, value.value, value.variable or key, secret))
+        section, name = value.option
+        assignments.append(Assignment(section, name, value.value, value.variable or key, value.secret))
     return ctx.conf.plan(assignments)
 
 
@@ -79,13 +80,13 @@ def configure(ctx: Context, attempts: int = 5) -> ConfigPlan:
     from pulpinit.configfile import ServerConf
     from pulpinit.errors import ConfigFileChanged
 
-    with log.stage("configure", path=ctx.toolkit.config) as logger:
+    with log.stage("configure", path=ctx.toolkit.config) as logger, interruptible("configure"):
         attempt = 0
         while True:
             attempt += 1
             plan = plan_config(ctx)
             try:
-                written = plan.write()
+                written = plan.write(ctx.toolkit.user)  # a signal removes the temporary file
             except ConfigFileChanged:
                 if attempt == attempts:
                     raise
@@ -144,11 +145,13 @@ def handoff(ctx: Context, argv: Sequence[str], *, init: bool) -> NoReturn:
     The supervisor is a fresh interpreter (``python -m pulpinit.supervise``) with no pymongo,
     proton or augeas loaded; it resolves the user itself, in the child, after the fork.
     """
-    from pulpinit.handoff import exec_command
+    from pulpinit.handoff import child_environ, exec_command
     from pulpinit.privileges import identity_for
+    from pulpinit.redact import mask_argv
 
     toolkit = ctx.toolkit
     logger = log.get_logger(stage="handoff")
+    env = child_environ(None, drop=() if toolkit.keep_secret_env else ctx.settings.secret_variables)
     identity = identity_for(toolkit.user)  # None when not root (OpenShift's arbitrary UID)
     if identity is None:
         logger.info("privileges.as_is", uid=os.getuid(), gid=os.getgid(),
@@ -160,9 +163,9 @@ def handoff(ctx: Context, argv: Sequence[str], *, init: bool) -> NoReturn:
         if toolkit.stop_timeout is not None:
             supervisor += ["--stop-timeout", f"{toolkit.stop_timeout:g}"]
         logger.info("handoff.supervise", command=argv[0], user=identity.name if identity else None)
-        exec_command([*supervisor, "--", *argv])
+        exec_command([*supervisor, "--", *argv], env=env)
     if identity is not None:
         logger.info("privileges.drop", user=identity.name, uid=identity.uid, gid=identity.gid,
                     groups=list(identity.groups))
-    logger.info("handoff.exec", argv=list(argv))
-    exec_command(list(argv), identity=identity, umask=toolkit.umask)
+    logger.info("handoff.exec", argv=mask_argv(argv))
+    exec_command(list(argv), identity=identity, umask=toolkit.umask, env=env)

@@ -326,7 +326,7 @@ def test_missing_final_newline_is_added_only_when_editing(tmp_path: Path) -> Non
 
 def test_unparseable_file_is_exit_78_with_position_and_untouched(tmp_path: Path) -> None:
     path = tmp_path / "server.conf"
-    path.write_text("[database]\nseeds: db:27017\n   password: hunter2\n")
+    path.write_text("[database]\nseeds: db:27017\npassword hunter2\n")
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))
     before = path.read_bytes()
     with pytest.raises(ConfigFileError) as caught:
@@ -362,9 +362,7 @@ def test_missing_file_is_created_on_request(tmp_path: Path) -> None:
     assert plan.diff().count("\n+") == 12
     assert plan.write() is True
     assert read_back(path) == {f"{a.section}.{a.key}": a.value for a in FOUR}
-    umask = os.umask(0)
-    os.umask(umask)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # private from the start: 0640 like Pulp's RPM
 
 
 # -- secrets -----------------------------------------------------------------------------------------
