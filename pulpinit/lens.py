@@ -149,11 +149,11 @@ class LensTree:
             self._aug.set(path, value)
 
     def insert(self, sibling: str, label: str, *, after: bool) -> str:
-        """Insert a new node ``label`` next to ``sibling``; return the new node's path."""
+        """Insert a new node ``label`` next to ``sibling``; return the new node's (positional) path."""
+        parent = str(self._aug.match(f"{sibling}/..")[0])
+        position = len(self._aug.match(f"{sibling}/preceding-sibling::*")) + (2 if after else 1)
         self._aug.insert(sibling, label, not after)
-        axis = "following-sibling" if after else "preceding-sibling"
-        matches = self._aug.match(f"{sibling}/{axis}::*[1]")
-        return str(matches[0])
+        return f"{parent}/*[{position}]"
 
     def remove(self, path: str) -> None:
         """Remove the node at ``path`` (and its children)."""
