@@ -111,23 +111,37 @@ def mask_url(url: str) -> str:
     return url if parts is None else parts.masked
 
 
-def _url_spans(text: str, *, stop_at_space: bool) -> Iterator[tuple[int, int]]:
-    """``(start, end)`` of every URL in ``text``: each runs to the next URL (or blank) or the end."""
+def _url_starts(text: str, *, stop_at_space: bool) -> Iterator[tuple[int, int, int]]:
+    """``(start, next_start, end)`` of every URL in ``text``.
+
+    A URL may run to the end of the text (or of its blank-free word): a password may hold
+    anything, even ``scheme://``.  ``next_start`` is where the next URL would begin if it
+    does not.
+    """
     starts = [m.start() for m in _SCHEME.finditer(text)]
     for index, start in enumerate(starts):
-        end = starts[index + 1] if index + 1 < len(starts) else len(text)
+        end = len(text)
         if stop_at_space:
-            blank = re.search(r"\s", text[start:end])
-            end = start + blank.start() if blank else end
-        yield start, end
+            blank = re.compile(r"\s").search(text, start)
+            end = blank.start() if blank else end
+        following = next((s for s in starts[index + 1 :] if s < end), end)
+        yield start, following, end
 
 
 def mask_text(text: str, *, stop_at_space: bool = True) -> str:
-    """Every URL inside ``text`` masked (``--broker=amqp://u:p@h//`` → ``--broker=amqp://u:***@h//``)."""
-    spans = list(_url_spans(text, stop_at_space=stop_at_space))
-    for start, end in reversed(spans):
-        text = text[:start] + mask_url(text[start:end]) + text[end:]
-    return text
+    """Every URL inside ``text`` masked (``--broker=amqp://u:p@h//`` → ``--broker=amqp://u:***@h//``).
+
+    Each URL is read as running to the end of the text (or blank-free word), the way a parser
+    given that rest would read it; an ``@`` further on makes it ambiguous and masks everything
+    up to it.  Masking too much is the safe side.
+    """
+    out, done = [], 0
+    for start, _, end in _url_starts(text, stop_at_space=stop_at_space):
+        if start < done:
+            continue
+        out += [text[done:start], mask_url(text[start:end])]
+        done = end
+    return "".join(out) + text[done:]
 
 
 def mask_argv(argv: Sequence[str]) -> list[str]:
@@ -135,16 +149,18 @@ def mask_argv(argv: Sequence[str]) -> list[str]:
     return [mask_text(arg, stop_at_space=False) for arg in argv]
 
 
+def _urls(value: str) -> Iterator[UrlParts]:
+    """Every way the URLs in ``value`` may be read: each to the end of the value, or to the next URL."""
+    for start, following, end in _url_starts(value, stop_at_space=False):
+        for stop in {following, end}:
+            parts = split_url(value[start:stop])
+            if parts is not None:
+                yield parts
+
+
 def is_secret(key: str, value: str) -> bool:
     """The one rule: a password by its key's name, or a value holding a URL with a password."""
-    if is_secret_key(key):
-        return True
-    return any(_url_has_password(value[s:e]) for s, e in _url_spans(value, stop_at_space=False))
-
-
-def _url_has_password(url: str) -> bool:
-    parts = split_url(url)
-    return parts is not None and (parts.ambiguous or bool(parts.password))
+    return is_secret_key(key) or any(p.ambiguous or bool(p.password) for p in _urls(value))
 
 
 def display(key: str, value: str, *, secret: bool = False) -> str:
@@ -162,12 +178,11 @@ def secrets_in(value: str, *, whole: bool) -> list[str]:
     """The strings to register for ``value``: all of it when ``whole``, and every URL password in it.
 
     A URL that no parser reads as meant (:attr:`UrlParts.ambiguous`) gives its candidate password
-    and the pieces between its ``/``, ``?`` and ``#`` too, since a parser may cut it anywhere.
+    and the pieces between its ``/``, ``?``, ``#`` and ``@`` too, since a parser may cut it anywhere.
     """
     found = [value] if whole and value else []
-    for start, end in _url_spans(value, stop_at_space=False):
-        parts = split_url(value[start:end])
-        if parts is None or not parts.userinfo:
+    for parts in _urls(value):
+        if not parts.userinfo:
             continue
         if parts.password:
             found += [parts.password, urllib.parse.unquote(parts.password)]
@@ -230,6 +245,11 @@ class Redactor:
         if isinstance(value, dict):
             return {k: self.deep(v) for k, v in value.items()}
         return value
+
+    def reset(self) -> None:
+        """Forget every secret (a new run in the same process: tests)."""
+        self._secrets.clear()
+        self._ordered = []
 
     def __bool__(self) -> bool:
         return bool(self._secrets)

@@ -237,8 +237,10 @@ def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str] = Mappi
         base = name.removesuffix("_FILE")
         key = _SECRET_VARS.get(base) or _generic_key(base)
         if key is None:
-            if name == "PULPINIT_CELERY_ARGS":
+            if name == "PULPINIT_CELERY_ARGS":  # extra celery arguments may hold a broker URL
                 REDACTOR.add_value(raw, whole=False)
+                if redact.is_secret("", raw):
+                    consumed.add(name)
             continue
         if base != name:
             if base in _SECRET_VARS or may_hold_secret(key):
