@@ -257,7 +257,7 @@ def _rewrite_in_place(path: Path, target: Path, data: bytes, expected: bytes | N
         raise ConfigFileError(str(path), f"cannot rewrite it in place: {exc.strerror or exc}") from None
     finally:
         os.close(fd)  # releases the lock
-    return "; ".join([f"rewrote it in place, so a reader may see it half written: {why}", *problems])
+    return "; ".join([f"rewrote it in place, not atomically (a reader may see it half written): {why}", *problems])
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -496,3 +496,81 @@ def added_lines_or_updates(old: str, new: str) -> list[tuple[str, str]]:
     for line in removed.elements():
         assert key_of(line) in added_keys and not line.lstrip().startswith(("#", ";")), f"line disappeared: {line!r}"
     return [(line, "") for line in added.elements()]
+
+
+# -- lines Pulp reads (Python 2.7's ConfigParser), edited losslessly (issue 12) --------------------------
+
+
+def edit(tmp_path: Path, text: str, items: list[Assignment]) -> tuple[str, tuple[str, ...]]:
+    path = tmp_path / "server.conf"
+    path.write_bytes(text.encode())
+    plan = ServerConf.load(path).plan(items)
+    plan.write()
+    return path.read_bytes().decode(), plan.warnings
+
+
+def test_crlf_files_get_crlf_lines(tmp_path: Path) -> None:
+    text = "[database]\r\n# seeds: localhost:27017\r\nname: pulp\r\n"
+    new, _ = edit(tmp_path, text, [FOUR[0], Assignment("tasks", "broker_url", "qpid://h/", "PULP_BROKER_URL")])
+    assert new == ("[database]\r\n# seeds: localhost:27017\r\nseeds: db:27017\r\nname: pulp\r\n"
+                   "\r\n[tasks]\r\nbroker_url: qpid://h/\r\n")
+
+
+def test_a_missing_final_newline_of_a_crlf_file_is_crlf(tmp_path: Path) -> None:
+    new, _ = edit(tmp_path, "[database]\r\nname: pulp", [FOUR[0]])
+    assert new == "[database]\r\nname: pulp\r\nseeds: db:27017\r\n"
+
+
+def test_a_value_starting_with_a_semicolon_is_refused_in_a_crlf_file(tmp_path: Path) -> None:
+    path = tmp_path / "server.conf"
+    path.write_bytes(b"[database]\r\n")
+    with pytest.raises(EnvValueError, match="CRLF"):
+        ServerConf.load(path).plan([Assignment("database", "password", ";pw", "PULP_DB_PASSWORD", secret=True)])
+    path.write_bytes(b"[database]\n")
+    ServerConf.load(path).plan([Assignment("database", "password", ";pw", "PULP_DB_PASSWORD", secret=True)]).write()
+    assert ServerConf.load(path).get("database", "password") == ";pw"
+
+
+def test_headers_with_comments_keys_with_blanks_and_rem_lines_are_edited_losslessly(tmp_path: Path) -> None:
+    text = "[database] ; the database\n# seeds: localhost:27017\nmy key = 1\nrem an old comment\n\n[tasks]junk\n"
+    new, _ = edit(tmp_path, text, [FOUR[0], Assignment("tasks", "login_method", "PLAIN", "X")])
+    assert new == ("[database] ; the database\n# seeds: localhost:27017\nseeds: db:27017\nmy key = 1\n"
+                   "rem an old comment\n\n[tasks]junk\nlogin_method: PLAIN\n")
+    assert ServerConf.load(tmp_path / "server.conf").values()["database.my key"] == "1"
+
+
+def test_a_section_with_blanks_in_its_brackets_is_another_section_for_pulp(tmp_path: Path) -> None:
+    text = "[ database ]\nseeds: old:27017\n"
+    new, warnings = edit(tmp_path, text, [FOUR[0]])
+    assert new == "[ database ]\nseeds: old:27017\n\n[database]\nseeds: db:27017\n"
+    [warning] = warnings
+    assert "' database '" in warning and "Pulp ignores it" in warning
+    conf = ServerConf.load(tmp_path / "server.conf")
+    assert conf.get("database", "seeds") == "db:27017" and conf.get(" database ", "seeds") == "old:27017"
+
+
+def test_updating_a_value_with_continuation_lines_removes_them(tmp_path: Path) -> None:
+    text = "[database]\nseeds: a:1,\n  b:2\n# about name\n  c:3\nname: pulp\n"
+    conf = tmp_path / "server.conf"
+    conf.write_text(text)
+    assert ServerConf.load(conf).get("database", "seeds") == "a:1,\nb:2\nc:3"  # as Python 2.7 reads it
+    new, _ = edit(tmp_path, text, [FOUR[0]])
+    assert new == "[database]\nseeds: db:27017\n# about name\nname: pulp\n"
+
+
+def test_a_new_line_never_splits_an_entry_from_its_continuation(tmp_path: Path) -> None:
+    text = "[server]\nkey_url: /pulp/gpg\n# server_name: server_hostname\n  continued\n\n# prose\n"
+    new, _ = edit(tmp_path, text, [FOUR[1]])
+    assert new == ("[server]\nkey_url: /pulp/gpg\n# server_name: server_hostname\n  continued\n"
+                   "server_name: pulp.example.com\n\n# prose\n")
+    values = ServerConf.load(tmp_path / "server.conf").values()
+    assert values == {"server.key_url": "/pulp/gpg\ncontinued", "server.server_name": "pulp.example.com"}
+
+
+def test_a_secret_with_continuation_lines_is_masked_on_every_line(tmp_path: Path) -> None:
+    path = tmp_path / "server.conf"
+    path.write_text("[database]\npassword: first-part\n  second-part\n")
+    plan = ServerConf.load(path).plan([Assignment("database", "password", "n3w-pw", "PULP_DB_PASSWORD", secret=True)])
+    diff = plan.diff()
+    assert "-password: ***\n" in diff and "-  ***\n" in diff and "+password: ***\n" in diff
+    assert not any(s in diff for s in ("first-part", "second-part", "n3w-pw"))
