@@ -136,6 +136,17 @@ def check_readable(path: Path, target: Path, attrs: Attributes, before: os.stat_
                                   f"group {info.st_gid}), and Pulp would fail to start")
 
 
+def check_unchanged_readable(path: Path, reader: Identity) -> None:
+    """:func:`check_readable` for a file left as it is."""
+    target = path.resolve()
+    try:
+        before = os.stat(target)
+    except OSError:
+        return
+    attrs = Attributes(stat.S_IMODE(before.st_mode), before.st_uid, before.st_gid)
+    check_readable(path, target, attrs, before, reader)
+
+
 def replace_file(path: Path, data: bytes, expected: bytes | None, *, private: bool = False,
                  reader: Identity | None = None) -> str | None:
     """Replace ``path`` with ``data``; ``None`` when done atomically, else why it was rewritten in place.

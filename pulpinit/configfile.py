@@ -458,14 +458,16 @@ class ConfigPlan:
         Atomic (a rename) where possible, else rewritten in place with a ``config.in_place``
         warning (see :mod:`pulpinit.atomicfile`).
         """
-        from pulpinit.atomicfile import remove_stale_temps
+        from pulpinit.atomicfile import check_unchanged_readable, remove_stale_temps
 
         remove_stale_temps(self.conf.path)
+        reader = _reader(user)
         if not self.changed:
+            if reader is not None:
+                check_unchanged_readable(self.conf.path, reader)  # Pulp would crash on it all the same
             return False
         expected = self.conf.data if self.conf.exists else None
         private = self.private
-        reader = _reader(user)
         in_place = replace_file(self.conf.path, self.new_text.encode("utf-8"), expected, private=private,
                                 reader=reader)
         self._written = True

@@ -328,3 +328,14 @@ def test_a_bom_in_server_conf_is_refused(etc: Path) -> None:
     conf.write_bytes(b"\xef\xbb\xbf" + SAMPLE.read_bytes())
     with pytest.raises(ConfigFileError, match="byte order mark"):
         ServerConf.load(conf)
+
+
+@root_only
+def test_an_unchanged_file_pulp_could_not_read_is_an_error_too(etc: Path) -> None:
+    conf = etc / "server.conf"
+    ServerConf.load(conf).plan([SEEDS]).write("nobody")
+    conf.chmod(0o600)
+    before = conf.read_bytes()
+    with pytest.raises(ConfigFileError, match="could not read it"):
+        ServerConf.load(conf).plan([SEEDS]).write("nobody")
+    assert conf.read_bytes() == before
