@@ -8,7 +8,6 @@ import io
 import json
 import os
 import random
-import shutil
 import stat
 import subprocess
 import tempfile
@@ -17,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.py27_configparser import find_python27
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_lens import VALUE, ini_file
@@ -411,14 +411,10 @@ json.dump(dict(("%s.%s" % (s, k), parser.get(s, k)) for s in parser.sections() f
 
 
 def python2() -> str:
-    candidates = [os.environ.get("PULPINIT_PYTHON2", ""), "python2.7", "python2"]
-    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/2.7*/bin/python2.7"))
-    for candidate in filter(None, candidates):
-        found = shutil.which(candidate)
-        probe = [found, "-c", "import ConfigParser"] if found else None
-        if probe and subprocess.run(probe, check=False, capture_output=True).returncode == 0:
-            return probe[0]
-    pytest.skip("no Python 2.7 to run Pulp's SafeConfigParser (set PULPINIT_PYTHON2)")
+    found = find_python27()
+    if found is None:
+        pytest.skip("no Python 2.7 to run Pulp's SafeConfigParser (set PULPINIT_PYTHON2)")
+    return found
 
 
 def pulp_read(path: Path) -> dict[str, str]:

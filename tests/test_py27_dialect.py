@@ -10,8 +10,6 @@ comments, ``rem`` lines, continuation lines, CRLF ends — with lines it refuses
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import tempfile
 from collections import Counter
@@ -131,14 +129,10 @@ def test_the_lens_accepts_exactly_what_python27_accepts_and_reads_the_same(text:
 
 
 def python27() -> str:
-    candidates = [os.environ.get("PULPINIT_PYTHON2", ""), "python2.7", "python2"]
-    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/2.7*/bin/python2.7"))
-    for candidate in filter(None, candidates):
-        found = shutil.which(candidate)
-        if found and subprocess.run([found, "-c", "import ConfigParser"], check=False,
-                                    capture_output=True).returncode == 0:
-            return found
-    pytest.skip("no Python 2.7 installed (set PULPINIT_PYTHON2); the oracle alone stands for it")
+    found = py27.find_python27()
+    if found is None:
+        pytest.skip("no Python 2.7 installed (set PULPINIT_PYTHON2); the oracle alone stands for it")
+    return found
 
 
 def real_py27_reads(texts: list[str]) -> list[dict[tuple[str, str], str] | None]:
@@ -164,16 +158,8 @@ def test_the_issues_lines_are_read_by_python27_and_by_the_lens() -> None:
     expected = {("database", "seeds"): "db:27017", (" s ", "my key"): "1", ("tasks", "broker_url"): "qpid://h/\nmore"}
     assert py27.read(text) == expected
     assert lens_reads(text)[1] == expected
-    if python27_available():
+    if py27.find_python27() is not None:
         assert real_py27_reads([text]) == [expected]
-
-
-def python27_available() -> bool:
-    try:
-        python27()
-    except pytest.skip.Exception:
-        return False
-    return True
 
 
 # -- editing such files ------------------------------------------------------------------------------

@@ -24,7 +24,11 @@ Values are returned raw (no ``%`` interpolation); continuation lines are joined 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+from pathlib import Path
 
 BLANKS = " \t\n\r\x0b\x0c"  # Python 2's str.isspace() / strip() on byte strings
 SECTCRE = re.compile(r"\[(?P<header>[^]]+)\]", re.ASCII)
@@ -107,3 +111,15 @@ for name in sys.argv[1:]:
     out.append({"values": values})
 sys.stdout.write(json.dumps(out))
 """
+
+
+def find_python27() -> str | None:
+    """A real Python 2.7 (``PULPINIT_PYTHON2``, the PATH, pyenv), or None."""
+    candidates = [os.environ.get("PULPINIT_PYTHON2", ""), "python2.7", "python2"]
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/2.7*/bin/python2.7"))
+    for candidate in filter(None, candidates):
+        found = shutil.which(candidate)
+        if found and subprocess.run([found, "-c", "import ConfigParser"], check=False,
+                                    capture_output=True).returncode == 0:
+            return found
+    return None
