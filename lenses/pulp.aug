@@ -24,7 +24,7 @@ About: The dialect
     the first entry of a section (blank lines and comments may come between):
     SafeConfigParser appends its text to the last entry's value;
   - blank lines, which may hold blanks;
-  - CRLF line ends (Pulp.lns_crlf gives new lines CRLF ends; Pulp.lns LF).
+  - CRLF line ends (Pulp_crlf.lns, in pulp_crlf.aug, gives new lines CRLF ends; Pulp.lns LF).
 
   Values are kept literally: "#" and ";" inside a value are part of it.  A
   value starting with ";" is stored with its trailing blanks (if any), since
@@ -100,10 +100,6 @@ let mk_lns (nl:string) =
 (* View: lns
    Pulp's files as they are; new lines end in LF. *)
 let lns = mk_lns "\n"
-
-(* View: lns_crlf
-   The same lens; new lines end in CRLF (for files whose lines do). *)
-let lns_crlf = mk_lns "\r\n"
 
 let filter = incl "/etc/pulp/server.conf"
 

@@ -20,7 +20,7 @@ from typing import Any
 from pulpinit.errors import ConfigFileError
 
 LENS = "Pulp.lns"
-LENS_CRLF = "Pulp.lns_crlf"  # the same lens; lines it adds end in CRLF
+LENS_CRLF = "Pulp_crlf.lns"  # the same lens; lines it adds end in CRLF (lenses/pulp_crlf.aug)
 LENS_FILE = "pulp.aug"
 
 #: The labels of the lens's own nodes; every other label is a section or a key.

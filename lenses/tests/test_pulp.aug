@@ -124,8 +124,8 @@ test Pulp.lns get "[s]\na: 1\n  more\n\n# c\n\t# not a comment\nb:\n  x\n" =
 test Pulp.lns get "[s]\na: ;x\nb: ;y \n" =
   { "s" { "a" = ";x" } { "b" = ";y " } }
 
-(* CRLF files round-trip; Pulp.lns_crlf ends the lines it adds with CRLF *)
-test Pulp.lns_crlf put "[s]\r\na: 1\r\n" after
+(* CRLF files round-trip; Pulp_crlf.lns ends the lines it adds with CRLF *)
+test Pulp_crlf.lns put "[s]\r\na: 1\r\n" after
   set "/s/b" "2";
   set "/t/c" "3"
   = "[s]\r\na: 1\r\nb: 2\r\n[t]\r\nc: 3\r\n"
