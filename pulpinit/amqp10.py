@@ -2,14 +2,19 @@
 
 The probe drives a proton ``Transport`` by hand (no reactor): we own the
 socket, so the deadline, the TCP errors and the first bytes the server sends
-are ours to classify.  Steps: SASL (PLAIN with the URL's user and password,
-ANONYMOUS without a password), optional TLS inside proton, ``Open`` → the
-server's ``Open`` (its ``product``/``version`` connection properties are the
-version), then ``Close``.
+are ours to classify.  TLS, when wanted, is already on the socket (Python's
+``ssl``, see :mod:`pulpinit.tls`: proton's own TLS does not match IP
+subjectAltNames).  Steps: SASL (PLAIN with the URL's user and password,
+ANONYMOUS without a password), ``Open`` → the server's ``Open`` (its
+``product``/``version`` connection properties are the version), then
+``Close``.
 
-A server that answers the AMQP 1.0 header with another AMQP protocol header
-(RabbitMQ without the 1.0 plugin answers ``AMQP 0-9-1``; a Qpid broker
-without its amqp module ``AMQP 0-10``) is a protocol mismatch.
+The first 8 bytes decide what the server is: the SASL layer header is
+expected; the plain AMQP 1.0 header means the server has no SASL layer (a
+SASL mismatch: it would not check the credentials); another AMQP header
+(RabbitMQ without the 1.0 plugin answers ``AMQP 0-9-1``, a Qpid broker without
+its amqp module ``AMQP 0-10``) is a protocol mismatch; TLS bytes are a TLS
+mismatch.
 
 proton is imported inside :func:`handshake`, so importing this module is cheap.
 """
@@ -17,55 +22,48 @@ proton is imported inside :func:`handshake`, so importing this module is cheap.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
-from pulpinit.amqp091 import header_name
 from pulpinit.probe import Failure
-from pulpinit.probe_net import Deadline, ProbeFailed, classify_os_error, one_line
+from pulpinit.probe_net import (
+    Deadline,
+    ProbeFailed,
+    amqp_header_name,
+    classify_os_error,
+    not_this_protocol,
+    one_line,
+)
 
-# The headers an AMQP 1.0 server may send first (plain, TLS, SASL layers).
 HANDSHAKE = "AMQP 1.0 handshake"
-_AMQP10_HEADERS = (b"AMQP\x00\x01\x00\x00", b"AMQP\x02\x01\x00\x00", b"AMQP\x03\x01\x00\x00")
+SASL_HEADER = b"AMQP\x03\x01\x00\x00"
+PLAIN_HEADER = b"AMQP\x00\x01\x00\x00"
+TLS_ADVICE = "use ssl:// or set TLS on (BrokerTarget.ssl), or use the plain port"
 
 
-def _ssl_domain(cacert: str | None, certfile: str | None, keyfile: str | None) -> Any:
-    from proton import SSL, SSLDomain, SSLException
-
-    if not SSL.present():
-        raise ProbeFailed(Failure.TLS, "this python-qpid-proton was built without TLS support")
-    domain = SSLDomain(SSLDomain.MODE_CLIENT)
-    try:
-        if cacert:
-            domain.set_trusted_ca_db(cacert)
-        domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME, cacert or None)
-        if certfile:
-            domain.set_credentials(certfile, keyfile or certfile, None)  # one PEM may hold both
-    except SSLException as exc:
-        raise ProbeFailed(Failure.TLS, f"cannot load the TLS files: {one_line(str(exc))}") from None
-    return domain
-
-
-def _classify_condition(cond: Any, tls: bool, who: str) -> ProbeFailed:
+def _classify_condition(cond: Any, who: str) -> ProbeFailed:
     name = str(getattr(cond, "name", "") or "")
     text = one_line(str(getattr(cond, "description", "") or ""))
+    if name == "amqp:unauthorized-access" and "mech=none" in text:
+        return ProbeFailed(Failure.SASL, f"the broker offers no SASL mechanism for the {who}: {text}")
     if name == "amqp:unauthorized-access":
         return ProbeFailed(Failure.AUTH, f"{who} refused: {text or name}")
-    if tls and ("SSL" in text or "TLS" in text):
-        return ProbeFailed(Failure.TLS, f"TLS handshake failed: {text}")
     if "header mismatch" in text.lower():
         return ProbeFailed(Failure.PROTOCOL, f"the server does not speak AMQP 1.0: {text}")
     return ProbeFailed(Failure.OTHER, f"{name}: {text}" if text else name or "unknown AMQP error")
 
 
-def _sniff(first: bytes) -> None:
-    """Raise PROTOCOL when the first bytes of a plain connection are not an AMQP 1.0 header."""
-    if len(first) >= 8 and first[:8] not in _AMQP10_HEADERS:
-        if first[:4] == b"AMQP":
-            raise ProbeFailed(
-                Failure.PROTOCOL,
-                f"the server answered with the {header_name(first[:8])} protocol header, not AMQP 1.0",
-            )
-        raise ProbeFailed(Failure.PROTOCOL, f"the server does not speak AMQP (first bytes {first[:8]!r})")
+def _sniff(first: bytes, who: str) -> None:
+    """Raise when the server's first 8 bytes are not the AMQP 1.0 SASL header."""
+    if first == SASL_HEADER:
+        return
+    if first == PLAIN_HEADER:
+        raise ProbeFailed(Failure.SASL, f"the broker offers no SASL layer (it answered with the plain AMQP 1.0 "
+                          f"header), so it cannot take the {who}")
+    if first[:4] == b"AMQP":
+        raise ProbeFailed(Failure.PROTOCOL,
+                          f"the server answered with the {amqp_header_name(first)} protocol header, not AMQP 1.0")
+    raise not_this_protocol(first, "the AMQP 1.0 protocol header", TLS_ADVICE)
 
 
 def _stage(stage: str, received: int, outcome: int | None, who: str) -> str:
@@ -88,12 +86,13 @@ def handshake(
     user: str | None,
     password: str | None,
     tls: bool = False,
-    cacert: str | None = None,
-    certfile: str | None = None,
-    keyfile: str | None = None,
+    speaks_tls: Callable[[], bool] | None = None,
 ) -> str | None:
-    """Open and close an AMQP 1.0 connection on ``sock``; return the server's version or raise."""
-    from proton import SSL, Connection, Endpoint, ProtonException, Transport
+    """Open and close an AMQP 1.0 connection on ``sock``; return the server's version or raise.
+
+    ``speaks_tls`` is asked when a plain connection is closed without a word (see amqp010).
+    """
+    from proton import Connection, Endpoint, ProtonException, Transport
 
     conn = Connection()
     conn.container = "pulpinit-probe"
@@ -101,15 +100,13 @@ def handshake(
     transport = Transport(Transport.CLIENT)
     sasl = transport.sasl()
     if user and password is not None:
-        sasl.allow_insecure_mechs = True  # PLAIN without TLS is what Pulp's qpid:// URLs do
+        sasl.allow_insecure_mechs = True  # PLAIN without TLS is what Pulp's URLs do
         sasl.allowed_mechs("PLAIN")
         conn.user, conn.password = user, password
         who = f"login as {user!r}"
     else:
         sasl.allowed_mechs("ANONYMOUS")
         who = "anonymous login (no password in the URL)"
-    if tls:
-        SSL(transport, _ssl_domain(cacert, certfile, keyfile)).peer_hostname = host
     transport.bind(conn)
     conn.open()
 
@@ -122,7 +119,7 @@ def handshake(
                     return
                 sent = sock.send(data)
             except OSError as exc:
-                raise classify_os_error(exc, stage) from None
+                raise classify_os_error(exc, stage, deadline) from None
             transport.pop(sent)
 
     def pump(stage: str, until: int) -> None:
@@ -131,38 +128,41 @@ def handshake(
         while True:
             flush(stage)
             if transport.condition is not None:
-                raise _classify_condition(transport.condition, tls, who)
+                raise _classify_condition(transport.condition, who)
             if conn.state & until:
                 return
             waiting_for = _stage(stage, received, sasl.outcome, who)
             sock.settimeout(deadline.left(waiting_for))
+            sniffing = stage == HANDSHAKE and len(first) < 8
             try:
                 data = sock.recv(65536)
+            except ConnectionResetError:
+                if not sniffing:
+                    raise classify_os_error(ConnectionResetError(), waiting_for, deadline) from None
+                data = b""  # a TLS server resets what it refused: a hang-up, examined below
             except OSError as exc:
-                raise classify_os_error(exc, waiting_for) from None
+                raise classify_os_error(exc, waiting_for, deadline) from None
             if not data:
+                if sniffing:
+                    if first:
+                        _sniff(first, who)
+                    if not tls and speaks_tls is not None and speaks_tls():
+                        raise ProbeFailed(Failure.TLS_MISMATCH, "the server hung up on the AMQP 1.0 protocol "
+                                          f"header, and the port completes a TLS handshake: {TLS_ADVICE}")
                 try:
                     transport.close_tail()
                 except ProtonException:
                     pass
                 if transport.condition is not None and transport.condition.name == "amqp:unauthorized-access":
-                    raise _classify_condition(transport.condition, tls, who)
-                if tls and not first:
-                    raise ProbeFailed(
-                        Failure.TLS, "TLS handshake failed: the server closed the connection "
-                        "(TLS is not enabled on that port?)"
-                    )
+                    raise _classify_condition(transport.condition, who)
                 raise ProbeFailed(Failure.RESET, f"the server closed the connection ({stage})")
             received += len(data)
-            if len(first) < 8:
-                first += data[: 8 - len(first)]
-                if not tls:
-                    _sniff(first)
-                elif first[:4] == b"AMQP":
-                    raise ProbeFailed(
-                        Failure.TLS, "TLS handshake failed: the server answered in plain AMQP "
-                        "(TLS is not enabled on that port?)"
-                    )
+            if sniffing:
+                first += data
+                if len(first) < 8:
+                    continue  # proton sees the first bytes only once we know what they are
+                _sniff(first[:8], who)
+                data, first = first, first[:8]
             try:
                 while data:
                     room = transport.capacity()
@@ -175,13 +175,13 @@ def handshake(
 
     pump(HANDSHAKE, Endpoint.REMOTE_ACTIVE | Endpoint.REMOTE_CLOSED)
     if conn.state & Endpoint.REMOTE_CLOSED and conn.remote_condition is not None:
-        raise _classify_condition(conn.remote_condition, tls, who)
+        raise _classify_condition(conn.remote_condition, who)
     props = conn.remote_properties or {}
     product, version = props.get("product"), props.get("version")
     server_version = " ".join(str(v) for v in (product, version) if v) or None
 
     conn.close()
-    deadline = Deadline(min(0.2, deadline.left("closing")))  # flush/pump see the new one
+    deadline = Deadline(min(0.2, deadline.left("closing")), connected=True)  # flush/pump see the new one
     try:
         pump("closing", Endpoint.REMOTE_CLOSED)
     except ProbeFailed:

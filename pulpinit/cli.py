@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--create", action="store_true", help="create server.conf when it is missing")
     sub = commands.add_parser("settings", help="print every effective value and its source")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
+    from pulpinit.pki import command as pki
+
+    pki.add_parser(commands)
     return parser
 
 
@@ -96,8 +99,10 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def _commands() -> Mapping[str, Callable[[argparse.Namespace, Mapping[str, str]], int]]:
     from pulpinit import commands
+    from pulpinit.pki import command as pki
 
     return {
+        "pki": pki.run,
         "settings": commands.settings,
         "configure": commands.configure,
         "check-deps": commands.check_deps,

@@ -1,6 +1,6 @@
 """``make demo``: the whole pipeline of ``pulpinit beat`` on embedded fake services.
 
-Starts the fake MongoDB at once and the fake AMQP 1.0 broker a second later
+Starts the fake MongoDB at once and the fake Qpid-like broker (AMQP 0-10 and 1.0) a second later
 (to show the backoff), copies the sample server.conf into a temporary root,
 and runs real pulpinit processes against them: ``settings``, ``configure
 --dry-run``, ``check-deps``, then ``beat`` — configure, wait, migrate once
@@ -88,7 +88,7 @@ def main() -> int:
     })
     failures: list[str] = []
     try:
-        print(f"Fake MongoDB on 127.0.0.1:{mongo.port}; fake AMQP 1.0 broker on 127.0.0.1:{broker_port} "
+        print(f"Fake MongoDB on 127.0.0.1:{mongo.port}; fake Qpid-like AMQP broker on 127.0.0.1:{broker_port} "
               "starts in 1 s.\nKubernetes-style service variables: DB_SERVICE_HOST/PORT, MSG_SERVICE_HOST/PORT.")
         _banner("1. Settings: every value and where it came from")
         if _pulpinit(env, "settings") != 0:

@@ -90,6 +90,15 @@ class UserError(ConfigError):
         self.problem = problem
 
 
+class KeyFileError(ConfigError):
+    """A key or certificate is missing, unreadable, malformed, unsafe or does not match its pair."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
 class DependencyUnavailable(PulpinitError):
     """A dependency was still down at the deadline (exit 69)."""
 

@@ -7,6 +7,14 @@ range, ``buildInfo`` told us its version, which the result reports, and
 so only that last command catches a server that requires authentication while
 none is configured, or a user without rights on Pulp's database.
 
+The seeds are resolved first (a name that does not resolve never reaches
+pymongo), then :func:`pulpinit.mongo_wire.preflight` sends a raw hello to the
+seeds beside pymongo: refused, a timeout before the TCP connection, a TLS
+port for a plain client or a plain one for a TLS client, and a server that is
+not MongoDB at all are named from its answer (pymongo would say reset,
+timeout or "Got response id …").  A pymongo timeout after the preflight got
+its answer is ``handshake_timeout``: the server answered, then stalled.
+
 To answer fast in both directions the probe watches pymongo's own server
 heartbeats (a ``ServerHeartbeatListener``) instead of sitting in server
 selection until the timeout:
@@ -29,14 +37,16 @@ one-time pymongo import (~100 ms on the first call in a process).
 from __future__ import annotations
 
 import functools
+import queue
 import re
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from pulpinit import mongo_wire, probe_net
 from pulpinit.mongo import connect
 from pulpinit.probe import Failure, MongoTarget, ProbeResult
 from pulpinit.redact import REDACTOR, Redactor, mask_url
@@ -54,6 +64,7 @@ _PATTERNS = (
     (re.compile(r"timed out|timeout", re.I), Failure.TIMEOUT),
     (re.compile(r"Authentication failed|requires authentication", re.I), Failure.AUTH),
     (re.compile(r"wire version", re.I), Failure.VERSION),
+    (re.compile(r"Got response id|message length .* is larger", re.I), Failure.PROTOCOL),
 )
 
 
@@ -192,8 +203,16 @@ def _run(target: MongoTarget, timeout_s: float, deadline: float) -> str:
         client.close()
 
 
-def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0) -> ProbeResult:
-    """Probe MongoDB once; never raises for a MongoDB problem."""
+def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *,
+                  resolver: probe_net.Resolver | None = None) -> ProbeResult:
+    """Probe MongoDB once; never raises for a MongoDB problem.
+
+    The seeds are resolved first (``resolver`` replaces :func:`socket.getaddrinfo`; tests
+    simulate DNS failures with it, and a name that does not resolve never reaches pymongo).
+    Then the raw hello of :mod:`pulpinit.mongo_wire` and pymongo run side by side, so the
+    preflight costs no time: pymongo's success is the answer; when pymongo fails, the
+    preflight's failure (which names what is on the port) is preferred to pymongo's.
+    """
     import pymongo  # noqa: F401  (pay the import before the clock starts)
 
     started = time.monotonic()
@@ -201,8 +220,9 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0) -> ProbeResult:
     error: str | None = None
     version: str | None = None
     try:
-        version = _run(target, timeout_s, started + timeout_s)
-    except ProbeFailed as exc:
+        reachable = mongo_wire.resolve_seeds(target, probe_net.Deadline(timeout_s), resolver)
+        version = _race(reachable, timeout_s, started + timeout_s, resolver)
+    except (ProbeFailed, probe_net.ProbeFailed) as exc:
         failure, error = exc.failure, str(exc)
     except Exception as exc:  # every pymongo error is a classified dependency failure
         failure, error = classify(exc), str(exc)
@@ -215,3 +235,32 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0) -> ProbeResult:
     return ProbeResult(name=NAME, endpoint=target.endpoint, ok=failure is None, latency_ms=latency_ms,
                        version=version, failure=failure,
                        error=None if error is None else one_line(error, target))
+
+
+def _race(target: MongoTarget, timeout_s: float, deadline: float, resolver: probe_net.Resolver | None) -> str:
+    """pymongo's probe and the raw preflight in parallel; see :func:`probe_mongodb` for who wins."""
+    outcomes: queue.Queue[tuple[str, object]] = queue.Queue()
+
+    def run(name: str, work: Callable[[], object]) -> None:
+        try:
+            outcomes.put((name, work()))
+        except Exception as exc:  # reported to the caller below
+            outcomes.put((name, exc))
+
+    preflight = functools.partial(mongo_wire.preflight, target, probe_net.Deadline(deadline - time.monotonic()),
+                                  resolver)
+    for name, work in (("preflight", preflight), ("pymongo", lambda: _run(target, timeout_s, deadline))):
+        threading.Thread(target=run, args=(name, work), name=f"pulpinit-mongo-{name}", daemon=True).start()
+    results: dict[str, object] = {}
+    while "pymongo" not in results or ("preflight" not in results and isinstance(results["pymongo"], Exception)):
+        name, value = outcomes.get(timeout=max(0.05, deadline - time.monotonic() + 1.0))
+        results[name] = value
+        if name == "preflight" and isinstance(value, Exception):
+            raise value  # a definite diagnosis: no need to wait for pymongo
+    answer = results["pymongo"]
+    if not isinstance(answer, Exception):
+        return str(answer)
+    failure = answer.failure if isinstance(answer, ProbeFailed) else classify(answer)
+    if failure is Failure.TIMEOUT:  # the preflight got an answer: the server stalled afterwards
+        raise ProbeFailed(Failure.STALLED, f"connected, but: {answer}")
+    raise answer

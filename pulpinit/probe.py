@@ -18,9 +18,13 @@ class Failure(str, enum.Enum):
 
     DNS = "dns_failure"
     REFUSED = "connection_refused"
-    TIMEOUT = "timeout"
+    TIMEOUT = "timeout"  # no TCP connection in time (DNS or connect)
+    STALLED = "handshake_timeout"  # connected, then the server stopped answering
     TLS = "tls_failure"
+    TLS_MISMATCH = "tls_mismatch"  # one side speaks TLS, the other does not
     AUTH = "authentication_failed"
+    SASL = "sasl_mismatch"  # no SASL layer, or no mechanism both sides accept
+    VHOST = "vhost_not_found"
     PROTOCOL = "protocol_mismatch"
     VERSION = "unsupported_server_version"
     REPLICA_SET = "replica_set_mismatch"
@@ -36,14 +40,27 @@ _HINTS = {
     Failure.DNS: "the host name does not resolve: check the Service name and namespace, "
     "or set the host explicitly",
     Failure.REFUSED: "nothing listens on that port: is the server running and the port right?",
-    Failure.TIMEOUT: "no answer in time: check NetworkPolicies, firewalls and that the server "
-    "is not overloaded",
-    Failure.TLS: "the TLS handshake failed: check ssl/verify_ssl, the CA file and the "
-    "certificate's host name",
+    Failure.TIMEOUT: "no TCP connection in time: check NetworkPolicies, firewalls, the Service's "
+    "endpoints, and that the server is not overloaded",
+    Failure.STALLED: "the server accepted the connection but stopped answering at the step the "
+    "error names: an overloaded server, or a port that speaks another protocol; RabbitMQ "
+    "answers wrong credentials only after ~3 s: `pulpinit check-deps --timeout 5` gives the "
+    "definite answer",
+    Failure.TLS: "the TLS handshake failed: check the CA file, the client certificate and key, "
+    "and that the server's certificate names the host you connect to",
+    Failure.TLS_MISMATCH: "one side speaks TLS and the other does not: turn TLS on or off to "
+    "match the port (broker: tasks.celery_require_ssl or amqps://, TLS ports are usually 5671; "
+    "MongoDB: database.ssl)",
     Failure.AUTH: "credentials rejected: check the user name, the password (or its _FILE) "
     "and the auth database",
-    Failure.PROTOCOL: "the server speaks another protocol or AMQP version: check the port and "
-    "the broker_url scheme (qpid:// needs AMQP 1.0, amqp:// needs AMQP 0-9-1)",
+    Failure.SASL: "the broker and the URL do not agree on how to log in: user:password in the "
+    "URL needs SASL PLAIN, no credentials need ANONYMOUS; enable that mechanism on the broker "
+    "or change the URL",
+    Failure.VHOST: "the virtual host does not exist on the broker: fix the path of broker_url "
+    "(amqp://user:pass@host:5672/VHOST; `//` is the default vhost `/`) or create it",
+    Failure.PROTOCOL: "the server speaks another protocol or AMQP version (the error says which): "
+    "check the port and the broker_url scheme (qpid:// speaks AMQP 0-10 like Qpid C++, "
+    "amqp:// speaks AMQP 0-9-1 like RabbitMQ)",
     Failure.VERSION: "the server's version is outside what this pulpinit supports",
     Failure.REPLICA_SET: "the server belongs to another replica set: check "
     "PULP_DB_REPLICA_SET",

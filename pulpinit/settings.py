@@ -384,6 +384,7 @@ def _validate(resolved: Mapping[str, Value]) -> None:
         check = _VALIDATORS.get(key)
         if check and (value.value or key != "server.server_name"):
             check(value.value, origin)
+    _check_tls_files(resolved)
     seeds = resolved["database.seeds"]
     count = len(values.seeds(seeds.value, seeds.variable or "database.seeds"))
     if count > 1 and not resolved["database.replica_set"].value:
@@ -391,3 +392,18 @@ def _validate(resolved: Mapping[str, Value]) -> None:
             seeds.variable or "database.seeds",
             f"{count} seeds need a replica set name: set PULP_DB_REPLICA_SET",
         )
+
+
+def _check_tls_files(resolved: Mapping[str, Value]) -> None:
+    """A TLS file that server.conf or the environment names and Pulp will open (its switch is on) must be
+    readable: exit 78 naming it.  Pulp's built-in default paths are left to the probes, which name them."""
+    from pulpinit import tls
+
+    def is_on(switch: str) -> bool:
+        return values.boolean(resolved[switch].value, resolved[switch].variable or switch)
+
+    for key, switch in tls.files_in_use(lambda k: resolved[k].value if k in resolved else "", is_on):
+        value = resolved[key]
+        problem = tls.unreadable(value.value) if value.source != "default" else None
+        if problem:
+            raise EnvValueError(value.variable or key, f"{value.value}: {problem} ({switch} is on)")

@@ -2,10 +2,20 @@
 
 Facts this follows (see shared/reference/environment.md): as root, run the
 binary under ``/usr/lib/rabbitmq/bin/`` (the ``/usr/sbin`` wrapper switches
-user); bind to 127.0.0.1 (``RABBITMQ_NODE_IP_ADDRESS``, ``ERL_EPMD_ADDRESS``);
-keep mnesia, logs, the pid file and the enabled-plugins file in a temporary
-directory; ``rabbitmqctl -n NODE wait PIDFILE`` blocks until the broker is
-ready (6–7 s); epmd outlives the broker, so stop it too.
+user); keep mnesia, logs, the pid file and the enabled-plugins file in a
+temporary directory; ``rabbitmqctl -n NODE wait PIDFILE`` blocks until the
+broker is ready (6–7 s); epmd outlives the broker, so stop it too.
+
+Every port is on 127.0.0.1: the AMQP listeners through ``listeners.tcp.1`` and
+``listeners.ssl.1 = 127.0.0.1:PORT`` (``listeners.tcp.default`` would bind every
+interface), epmd through ``ERL_EPMD_ADDRESS``, and the Erlang distribution ports
+of the broker and of rabbitmqctl through ``-kernel inet_dist_use_interface
+{127,0,0,1}`` in ``RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS`` / ``RABBITMQ_CTL_ERL_ARGS``;
+:meth:`RabbitMQ.listening` reads back what the broker's processes listen on.
+
+With a :class:`~helpers.pki.Pki` the broker also has a TLS listener (``tls_port``)
+whose certificate names 127.0.0.1 as an IP subjectAltName only, and which requires
+a client certificate from the same CA (``verify_peer``, ``fail_if_no_peer_cert``).
 
 To stay out of the way of any other Erlang node on the machine, each harness
 uses its own node name, AMQP port, distribution port, epmd port and ``HOME``
@@ -23,9 +33,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from helpers.pki import Pki
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 USER, PASSWORD = "guest", "guest"  # RabbitMQ's default user, allowed on loopback only
+LOOPBACK_DIST = "-kernel inet_dist_use_interface {127,0,0,1}"
 
 
 def unavailable_reason() -> str | None:
@@ -49,10 +64,12 @@ def free_port() -> int:
 class RabbitMQ:
     """One broker: ``start()`` blocks until it accepts connections, ``stop()`` ends it and epmd."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, pki: Pki | None = None) -> None:
         self.workdir = workdir
+        self.pki = pki
         self.host = "127.0.0.1"
         self.port = free_port()
+        self.tls_port = free_port() if pki else None
         self.dist_port = free_port()
         self.epmd_port = free_port()
         self.node = f"pulpinit{os.getpid()}@localhost"
@@ -68,9 +85,9 @@ class RabbitMQ:
             **os.environ,
             "HOME": str(w),
             "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_IP_ADDRESS": self.host,
-            "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": LOOPBACK_DIST,
+            "RABBITMQ_CTL_ERL_ARGS": LOOPBACK_DIST,
             "ERL_EPMD_ADDRESS": self.host,
             "ERL_EPMD_PORT": str(self.epmd_port),
             "RABBITMQ_MNESIA_BASE": str(w / "mnesia"),
@@ -81,6 +98,54 @@ class RabbitMQ:
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(w / "advanced.config"),
             "RABBITMQ_CONF_ENV_FILE": str(w / "rabbitmq-env.conf"),
         }
+
+    def config(self) -> str:
+        """rabbitmq.conf: loopback listeners, and the TLS listener when there is a PKI."""
+        lines = ["loopback_users.guest = true", f"listeners.tcp.1 = {self.host}:{self.port}"]
+        if self.pki is not None:
+            lines += [
+                f"listeners.ssl.1 = {self.host}:{self.tls_port}",
+                f"ssl_options.cacertfile = {self.pki.ca}",
+                f"ssl_options.certfile = {self.pki.directory / 'ip.crt'}",
+                f"ssl_options.keyfile = {self.pki.directory / 'ip.key'}",
+                "ssl_options.verify = verify_peer",
+                "ssl_options.fail_if_no_peer_cert = true",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def listening(self) -> set[str]:
+        """``address:port`` of every TCP socket the broker's processes listen on, and every one on our epmd port."""
+        inodes = set()
+        for pid in self._process_tree():
+            with contextlib.suppress(OSError):
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(fd)
+                        if target.startswith("socket:["):
+                            inodes.add(target[8:-1])
+        found = set()
+        for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                address, port = fields[1].split(":")
+                if fields[3] == "0A" and (fields[9] in inodes or int(port, 16) == self.epmd_port):  # LISTEN
+                    found.add(f"{_address(address, width)}:{int(port, 16)}")
+        return found
+
+    def _process_tree(self) -> set[int]:
+        """The rabbitmq-server process and all its descendants (beam.smp, erl_child_setup, …)."""
+        if self._proc is None:
+            return set()
+        parents: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        tree, grew = {self._proc.pid}, True
+        while grew:
+            more = {pid for pid, parent in parents.items() if parent in tree} - tree
+            tree |= more
+            grew = bool(more)
+        return tree
 
     def url(self, scheme: str = "amqp", user: str | None = USER, password: str | None = PASSWORD) -> str:
         cred = f"{user}:{password}@" if user is not None and password is not None else ""
@@ -96,7 +161,7 @@ class RabbitMQ:
         for sub in ("mnesia", "log"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         (self.workdir / "enabled_plugins").write_text("[rabbitmq_amqp1_0].\n")
-        (self.workdir / "rabbitmq.conf").write_text("loopback_users.guest = true\n")
+        (self.workdir / "rabbitmq.conf").write_text(self.config())
         (self.workdir / "advanced.config").write_text("[].\n")
         (self.workdir / "rabbitmq-env.conf").write_text("")
         started = time.monotonic()
@@ -130,6 +195,11 @@ class RabbitMQ:
         finally:
             self.ctl("eval", f"code:load_file({mod}).")
 
+    def tls_url(self, scheme: str = "amqps", user: str | None = USER, password: str | None = PASSWORD,
+                host: str | None = None) -> str:
+        cred = f"{user}:{password}@" if user is not None and password is not None else ""
+        return f"{scheme}://{cred}{host or self.host}:{self.tls_port}/"
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
@@ -142,3 +212,13 @@ class RabbitMQ:
                 proc.wait(timeout=10)
         # epmd outlives the broker; this one listens on our private port only.
         subprocess.run(["epmd", "-kill"], env=self.env, capture_output=True, timeout=10, check=False)
+
+
+def _address(hex_address: str, width: int) -> str:
+    """/proc/net/tcp's little-endian hex address → text (``0100007F`` → ``127.0.0.1``)."""
+    import ipaddress
+
+    raw = bytes.fromhex(hex_address)
+    if width == 8:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    return str(ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))))

@@ -1,46 +1,31 @@
-"""The broker probe over real TCP: every failure class produced for real, secrets never shown."""
+"""The broker probe over real TCP: every failure class produced for real, secrets never shown.
+
+Peers: the fake Qpid-like broker (AMQP 0-10 written here, AMQP 1.0 through proton), byte-level
+fakes from ``pulpinit.testing.faults`` (a few bytes each: an AMQP-1.0-only server, RabbitMQ's
+answer to a foreign header, an HTTP server, a TLS alert, a silent or hanging-up server, a real
+TLS server), and certificates made for the test.  DNS never leaves the machine: the probe gets
+an injected resolver.
+"""
 
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from helpers.dns import resolver
+from helpers.pki import Pki, make_pki
 
 from pulpinit.broker_probe import parse_broker_url, probe_broker
-from pulpinit.probe import BrokerTarget, Failure
+from pulpinit.probe import BrokerTarget, Failure, ProbeResult
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
-from pulpinit.testing.faults import Proxy, ResetServer, SilentServer
+from pulpinit.testing.faults import TLS_ALERT, AnswerServer, BlackHole, Proxy, ResetServer, SilentServer, TlsServer
 
 SECRET = "pa:ss@w/rd%"  # a test password with URL-special characters
 QUOTED = "pa%3Ass%40w%2Frd%25"
-
-
-class StubServer:
-    """Sends ``payload`` to every client after reading its first bytes, then closes."""
-
-    def __init__(self, payload: bytes) -> None:
-        self.payload = payload
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(64)
-                conn.sendall(self.payload)
-
-    def close(self) -> None:
-        self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self.thread.join(5)
+SCHEMES = ("qpid", "amqp", "tcp")  # AMQP 0-10, 0-9-1, 1.0
+RABBIT_HEADER, AMQP10_SASL, AMQP10_PLAIN = b"AMQP\x00\x00\x09\x01", b"AMQP\x03\x01\x00\x00", b"AMQP\x00\x01\x00\x00"
 
 
 @pytest.fixture(scope="module")
@@ -50,20 +35,15 @@ def broker() -> Iterator[FakeAmqpBroker]:
 
 
 @pytest.fixture(scope="module")
-def anonymous_broker() -> Iterator[FakeAmqpBroker]:
+def open_broker() -> Iterator[FakeAmqpBroker]:
+    """Like qpidd with auth=no: ANONYMOUS and PLAIN, credentials not verified."""
     with FakeAmqpBroker() as fake:
         yield fake
 
 
-def stub(payload: bytes) -> Iterator[StubServer]:
-    server = StubServer(payload)
-    yield server
-    server.close()
-
-
-amqp091_server = pytest.fixture(lambda: (yield from stub(b"AMQP\x00\x00\x09\x01")))
-amqp10_server = pytest.fixture(lambda: (yield from stub(b"AMQP\x03\x01\x00\x00")))
-http_server = pytest.fixture(lambda: (yield from stub(b"HTTP/1.1 400 Bad Request\r\n\r\n")))
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def closed_port() -> int:
@@ -72,155 +52,308 @@ def closed_port() -> int:
         return int(s.getsockname()[1])  # bound, never listening, closed on exit
 
 
-def assert_clean(result: object) -> None:
-    text = repr(result) + str(getattr(result, "as_json")())  # noqa: B009
+def url(scheme: str, port: int, cred: str = f"alice:{QUOTED}@", host: str = "127.0.0.1") -> str:
+    return f"{scheme}://{cred}{host}:{port}/"
+
+
+def assert_clean(result: ProbeResult) -> None:
+    text = repr(result) + str(result.as_json())
     assert SECRET not in text and QUOTED not in text
+
+
+def check(result: ProbeResult, failure: Failure, *words: str) -> None:
+    assert result.failure is failure, result.error
+    assert result.error and "\n" not in result.error
+    for word in words:
+        assert word in result.error, result.error
+    assert result.hint == failure.hint
+    assert_clean(result)
 
 
 # --- success ---------------------------------------------------------------------------------------
 
 
-def test_plain_login(broker: FakeAmqpBroker) -> None:
-    result = probe_broker(BrokerTarget(f"qpid://alice:{QUOTED}@127.0.0.1:{broker.port}/"))
+def test_qpid_url_speaks_amqp_0_10_with_plain(broker: FakeAmqpBroker) -> None:
+    result = probe_broker(BrokerTarget(url("qpid", broker.port)))
     assert result.ok, result.error
     assert result.version == "pulpinit-fakeamqp 1.0"
     assert result.endpoint == f"qpid://alice:***@127.0.0.1:{broker.port}/"
-    assert broker.connections[-1].user == "alice" and broker.connections[-1].mech == "PLAIN"
+    last = broker.connections[-1]
+    assert (last.protocol, last.user, last.mech) == ("AMQP 0-10", "alice", "PLAIN")
     assert_clean(result)
 
 
-def test_anonymous_login(anonymous_broker: FakeAmqpBroker) -> None:
-    for url in (anonymous_broker.url(), anonymous_broker.url("guest")):  # 2014 default: user only
-        result = probe_broker(BrokerTarget(url))
+def test_qpid_url_without_a_password_logs_in_anonymously(open_broker: FakeAmqpBroker) -> None:
+    for target in (open_broker.url(), open_broker.url("guest")):  # 2014 default: user only
+        result = probe_broker(BrokerTarget(target))
         assert result.ok, result.error
-        assert anonymous_broker.connections[-1].mech == "ANONYMOUS"
+        assert open_broker.connections[-1].mech == "ANONYMOUS"
+
+
+def test_a_broker_without_authentication_accepts_any_password(open_broker: FakeAmqpBroker) -> None:
+    # qpidd with auth=no offers PLAIN and does not verify it: Celery connects, so the probe says up.
+    result = probe_broker(BrokerTarget(open_broker.url("anyone", "anything")))
+    assert result.ok and open_broker.connections[-1].mech == "PLAIN"
+
+
+def test_amqp10_through_the_same_port(broker: FakeAmqpBroker) -> None:
+    result = probe_broker(BrokerTarget(url("tcp", broker.port)))
+    assert result.ok, result.error
+    assert broker.connections[-1].protocol == "AMQP 1.0" and broker.connections[-1].user == "alice"
 
 
 def test_latency_well_under_a_second(broker: FakeAmqpBroker) -> None:
-    target = BrokerTarget(f"qpid://alice:{QUOTED}@127.0.0.1:{broker.port}/")
+    target = BrokerTarget(url("qpid", broker.port))
     latencies = sorted(probe_broker(target).latency_ms for _ in range(20))
     assert latencies[len(latencies) // 2] < 100 and latencies[-1] < 500, latencies
 
 
-# --- failure classes -------------------------------------------------------------------------------
+# --- network phase ---------------------------------------------------------------------------------
 
 
-def test_dns() -> None:
-    for scheme in ("qpid", "amqp"):
-        result = probe_broker(BrokerTarget(f"{scheme}://u:{QUOTED}@no-such-host.invalid:5672/"))
-        assert result.failure is Failure.DNS and "no-such-host.invalid" in (result.error or "")
-        assert_clean(result)
+def test_dns_failure_through_an_injected_resolver() -> None:
+    for scheme in SCHEMES:
+        result = probe_broker(BrokerTarget(url(scheme, 5672, host="no-such-host.test")), resolver=resolver())
+        check(result, Failure.DNS, "no-such-host.test", "Name or service not known")
+
+
+def test_a_name_the_resolver_knows(broker: FakeAmqpBroker) -> None:
+    names = resolver({"msg.pulp.test": "127.0.0.1"})
+    assert probe_broker(BrokerTarget(url("qpid", broker.port, host="msg.pulp.test")), resolver=names).ok
 
 
 def test_refused() -> None:
     port = closed_port()
-    for scheme in ("qpid", "amqp"):
-        result = probe_broker(BrokerTarget(f"{scheme}://u:{QUOTED}@127.0.0.1:{port}/"))
-        assert result.failure is Failure.REFUSED
-        assert result.hint and "nothing listens" in result.hint
+    for scheme in SCHEMES:
+        check(probe_broker(BrokerTarget(url(scheme, port))), Failure.REFUSED)
 
 
-def test_timeout_on_a_silent_server() -> None:
+def test_no_tcp_connection_in_time_is_a_network_timeout() -> None:
+    with BlackHole() as hole:
+        for scheme in SCHEMES:
+            result = probe_broker(BrokerTarget(url(scheme, hole.port)), timeout_s=0.2)
+            check(result, Failure.TIMEOUT, "connecting to 127.0.0.1")
+            assert "NetworkPolicies" in (result.hint or "")
+            assert 150 < result.latency_ms < 700
+
+
+def test_a_silent_server_is_a_stalled_handshake_naming_the_step() -> None:
+    steps = {"qpid": "AMQP 0-10 protocol header", "amqp": "Connection.Start", "tcp": "AMQP 1.0 header"}
     with SilentServer() as silent:
-        for scheme in ("qpid", "amqp"):
-            result = probe_broker(BrokerTarget(f"{scheme}://u:{QUOTED}@127.0.0.1:{silent.port}/"), timeout_s=0.3)
-            assert result.failure is Failure.TIMEOUT
+        for scheme, step in steps.items():
+            result = probe_broker(BrokerTarget(url(scheme, silent.port)), timeout_s=0.3)
+            check(result, Failure.STALLED, "connected, but no answer within 0.3 s", step)
             assert 250 < result.latency_ms < 800
-            assert_clean(result)
 
 
 def test_reset_mid_handshake() -> None:
+    # Hung up on right after the header: for qpid:// the 0-10 rule "a server that cannot speak the
+    # protocol closes the socket" makes it a protocol mismatch; the others call it a reset.
+    expected = {"qpid": Failure.PROTOCOL, "amqp": Failure.RESET, "tcp": Failure.RESET}
     with ResetServer(read_bytes=8) as reset:
-        for scheme in ("qpid", "amqp"):
-            result = probe_broker(BrokerTarget(f"{scheme}://u:{QUOTED}@127.0.0.1:{reset.port}/"))
-            assert result.failure is Failure.RESET, result.error
-        assert reset.accepted == 2
-
-
-def test_bad_password(broker: FakeAmqpBroker) -> None:
-    result = probe_broker(BrokerTarget(f"qpid://alice:wrong-{QUOTED}@127.0.0.1:{broker.port}/"))
-    assert result.failure is Failure.AUTH and "alice" in (result.error or "")
-    assert_clean(result)
-
-
-def test_anonymous_refused_by_a_broker_that_wants_plain(broker: FakeAmqpBroker) -> None:
-    result = probe_broker(BrokerTarget(broker.url("alice")))
-    assert result.failure is Failure.AUTH and "no password" in (result.error or "")
-
-
-def test_tls_against_a_plain_listener(broker: FakeAmqpBroker, amqp091_server: StubServer) -> None:
-    for url, ssl in (
-        (f"qpid://alice:{QUOTED}@127.0.0.1:{broker.port}/", True),
-        (f"qpid+ssl://alice:{QUOTED}@127.0.0.1:{broker.port}/", False),
-        (f"amqps://alice:{QUOTED}@127.0.0.1:{amqp091_server.port}/", False),
-        (f"amqp://alice:{QUOTED}@127.0.0.1:{amqp091_server.port}/", True),
-    ):
-        result = probe_broker(BrokerTarget(url, ssl=ssl))
-        assert result.failure is Failure.TLS, (url, result.error)
-        assert_clean(result)
-
-
-def test_tls_with_a_missing_ca_file(broker: FakeAmqpBroker) -> None:
-    for scheme in ("qpid+ssl", "amqps"):
-        target = BrokerTarget(f"{scheme}://127.0.0.1:{broker.port}/", cacert="/nonexistent/ca.pem")
-        assert probe_broker(target).failure is Failure.TLS
-
-
-def test_protocol_mismatch_qpid_url_against_amqp091(amqp091_server: StubServer) -> None:
-    result = probe_broker(BrokerTarget(f"qpid://u:{QUOTED}@127.0.0.1:{amqp091_server.port}/"))
-    assert result.failure is Failure.PROTOCOL
-    assert result.error == "the server answered with the AMQP 0-9-1 protocol header, not AMQP 1.0"
-
-
-def test_protocol_mismatch_amqp_url_against_amqp10(amqp10_server: StubServer) -> None:
-    result = probe_broker(BrokerTarget(f"amqp://u:{QUOTED}@127.0.0.1:{amqp10_server.port}/"))
-    assert result.failure is Failure.PROTOCOL and "AMQP 1.0" in (result.error or "")
-
-
-def test_protocol_mismatch_amqp_url_against_the_real_proton_broker(broker: FakeAmqpBroker) -> None:
-    result = probe_broker(BrokerTarget(f"amqp://alice:{QUOTED}@127.0.0.1:{broker.port}/"))
-    assert result.failure is Failure.PROTOCOL and "AMQP 1.0" in (result.error or "")
-
-
-def test_not_amqp_at_all(http_server: StubServer) -> None:
-    for scheme in ("qpid", "amqp"):
-        result = probe_broker(BrokerTarget(f"{scheme}://127.0.0.1:{http_server.port}/"))
-        assert result.failure is Failure.PROTOCOL and "HTTP" in (result.error or "")
+        for scheme, failure in expected.items():
+            check(probe_broker(BrokerTarget(url(scheme, reset.port))), failure)
+        assert reset.accepted >= len(expected)  # plus the connections that checked for TLS
 
 
 def test_slow_server_within_and_beyond_the_timeout(broker: FakeAmqpBroker) -> None:
     with Proxy(("127.0.0.1", broker.port), first_answer_delay=0.3) as slow:
-        url = f"qpid://alice:{QUOTED}@127.0.0.1:{slow.port}/"
-        assert probe_broker(BrokerTarget(url), timeout_s=0.1).failure is Failure.TIMEOUT
-        result = probe_broker(BrokerTarget(url), timeout_s=2)
+        target = BrokerTarget(url("qpid", slow.port))
+        check(probe_broker(target, timeout_s=0.1), Failure.STALLED, "AMQP 0-10 protocol header")
+        result = probe_broker(target, timeout_s=2)
         assert result.ok and result.latency_ms >= 300
 
 
+# --- authentication --------------------------------------------------------------------------------
+
+
+def test_bad_password(broker: FakeAmqpBroker) -> None:
+    for scheme in ("qpid", "tcp"):
+        result = probe_broker(BrokerTarget(url(scheme, broker.port, f"alice:wrong-{QUOTED}@")))
+        check(result, Failure.AUTH, "login as 'alice' refused")
+
+
+def test_anonymous_against_a_broker_that_wants_plain_is_a_sasl_mismatch(broker: FakeAmqpBroker) -> None:
+    result = probe_broker(BrokerTarget(broker.url("alice")))
+    check(result, Failure.SASL, "does not offer SASL ANONYMOUS (it offers: PLAIN)", "put 'alice' and a password")
+
+
+def test_an_amqp10_server_without_a_sasl_layer() -> None:
+    """It answers the SASL header with the plain 1.0 header: it would never check the credentials."""
+    with AnswerServer(AMQP10_PLAIN) as no_sasl:
+        for cred in (f"alice:{QUOTED}@", ""):
+            result = probe_broker(BrokerTarget(url("tcp", no_sasl.port, cred)))
+            check(result, Failure.SASL, "offers no SASL layer")
+            assert "refused" not in (result.error or "")
+
+
+# --- another protocol on the port ------------------------------------------------------------------
+
+
+def test_qpid_url_against_rabbitmq_style_header_names_amqp_url() -> None:
+    with AnswerServer(RABBIT_HEADER) as rabbit:
+        result = probe_broker(BrokerTarget(url("qpid", rabbit.port)))
+    check(result, Failure.PROTOCOL, "Celery's qpid:// transport speaks AMQP 0-10; this broker offers AMQP 0-9-1 "
+          f"(RabbitMQ?): use amqp://USER:PASSWORD@127.0.0.1:{rabbit.port}/VHOST")
+
+
+def test_qpid_url_against_an_amqp10_only_server() -> None:
+    with AnswerServer(AMQP10_SASL) as only10:
+        check(probe_broker(BrokerTarget(url("qpid", only10.port))), Failure.PROTOCOL, "offers only AMQP 1.0")
+    with FakeAmqpBroker(amqp010=False) as proton_only:  # a real AMQP 1.0 implementation answering 0-10
+        check(probe_broker(BrokerTarget(proton_only.url())), Failure.PROTOCOL, "offers only AMQP 1.0")
+
+
+def test_qpid_url_against_a_server_that_hangs_up_on_the_header() -> None:
+    with AnswerServer(b"") as mute:
+        check(probe_broker(BrokerTarget(url("qpid", mute.port))), Failure.PROTOCOL,
+              "closed the connection without answering the AMQP 0-10 protocol header")
+
+
+def test_other_headers_for_the_other_schemes(broker: FakeAmqpBroker) -> None:
+    check(probe_broker(BrokerTarget(url("amqp", broker.port))), Failure.PROTOCOL, "AMQP 0-10 protocol header")
+    with AnswerServer(AMQP10_SASL) as only10:
+        check(probe_broker(BrokerTarget(url("amqp", only10.port))), Failure.PROTOCOL, "AMQP 1.0")
+    with AnswerServer(RABBIT_HEADER) as rabbit:
+        check(probe_broker(BrokerTarget(url("tcp", rabbit.port))), Failure.PROTOCOL, "AMQP 0-9-1")
+
+
+def test_an_http_server_on_the_broker_port() -> None:
+    with AnswerServer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n") as http:
+        for scheme in SCHEMES:
+            check(probe_broker(BrokerTarget(url(scheme, http.port))), Failure.PROTOCOL,
+                  "an HTTP response")
+
+
+# --- TLS on one side only --------------------------------------------------------------------------
+
+
+def test_plain_client_gets_a_tls_alert() -> None:
+    with AnswerServer(TLS_ALERT) as alert:
+        for scheme in SCHEMES:
+            check(probe_broker(BrokerTarget(url(scheme, alert.port))), Failure.TLS_MISMATCH,
+                  "a TLS alert", "that port speaks TLS")
+
+
+def test_plain_client_at_a_real_tls_server(pki: Pki) -> None:
+    with TlsServer(str(pki.ip)) as server:
+        for scheme in SCHEMES:
+            result = probe_broker(BrokerTarget(url(scheme, server.port)))
+            check(result, Failure.TLS_MISMATCH, "TLS")
+
+
+def test_tls_client_at_plain_ports(broker: FakeAmqpBroker, pki: Pki) -> None:
+    ca = str(pki.ca)
+    with AnswerServer(RABBIT_HEADER, read_bytes=8) as rabbit:
+        cases = [(url("qpid", broker.port), True), (url("ssl", broker.port), False),
+                 (url("amqps", rabbit.port), False), (url("amqp", rabbit.port), True)]
+        for target, ssl in cases:
+            result = probe_broker(BrokerTarget(target, ssl=ssl, cacert=ca))
+            check(result, Failure.TLS_MISMATCH, "does not speak TLS")
+
+
+def test_tls_client_at_a_silent_plain_port(pki: Pki) -> None:
+    with SilentServer() as silent:
+        result = probe_broker(BrokerTarget(url("qpid", silent.port), ssl=True, cacert=str(pki.ca)), timeout_s=0.3)
+    check(result, Failure.STALLED, "TLS handshake")
+
+
+# --- TLS with certificates -------------------------------------------------------------------------
+
+
+def tls_broker(pki: Pki, cert: Path, **kwargs: object) -> FakeAmqpBroker:
+    return FakeAmqpBroker(users={"alice": SECRET}, tls_certfile=str(cert), **kwargs)  # type: ignore[arg-type]
+
+
+def tls_target(scheme: str, port: int, pki: Pki, host: str = "127.0.0.1", **files: str) -> BrokerTarget:
+    return BrokerTarget(url(scheme, port, host=host), ssl=True, cacert=files.get("cacert", str(pki.ca)),
+                        certfile=files.get("certfile"), keyfile=files.get("keyfile"))
+
+
+def test_tls_to_an_ip_address(pki: Pki) -> None:
+    """The Service-IP case: AMQP 1.0 (Python's rule) accepts an IP SAN; qpid:// follows python-qpid."""
+    with tls_broker(pki, pki.ip) as fake:
+        assert probe_broker(tls_target("ssl", fake.port, pki)).ok
+        result = probe_broker(tls_target("qpid", fake.port, pki))
+        check(result, Failure.TLS, "does not name 127.0.0.1 the way Celery's qpid:// transport checks it",
+              "IP subjectAltNames are not read")
+    with tls_broker(pki, pki.qpid) as fake:  # 127.0.0.1 as a DNS name and as the CN: python-qpid accepts it
+        result = probe_broker(tls_target("qpid", fake.port, pki))
+        assert result.ok, result.error
+        assert fake.connections[-1].protocol == "AMQP 0-10"
+        assert probe_broker(tls_target("ssl", fake.port, pki)).ok
+
+
+def test_tls_to_a_host_name(pki: Pki) -> None:
+    names = resolver({"localhost": "127.0.0.1"})
+    with tls_broker(pki, pki.dns) as fake:
+        for scheme in ("qpid", "ssl"):
+            assert probe_broker(tls_target(scheme, fake.port, pki, host="localhost"), resolver=names).ok
+            check(probe_broker(tls_target(scheme, fake.port, pki)), Failure.TLS, "127.0.0.1")
+
+
+@pytest.mark.parametrize(("cert", "words"), [
+    ("wrong", "127.0.0.1"),
+    ("foreign", "unable to get local issuer certificate"),
+    ("expired", "certificate has expired"),
+])
+def test_bad_server_certificates(pki: Pki, cert: str, words: str) -> None:
+    with tls_broker(pki, getattr(pki, cert)) as fake:
+        for scheme in ("qpid", "amqps", "ssl"):
+            check(probe_broker(tls_target(scheme, fake.port, pki)), Failure.TLS, words)
+
+
+def test_client_certificate_required(pki: Pki) -> None:
+    with tls_broker(pki, pki.qpid, tls_client_ca=str(pki.ca)) as fake:
+        for scheme in ("qpid", "ssl"):
+            check(probe_broker(tls_target(scheme, fake.port, pki)), Failure.TLS, "client certificate")
+            with_cert = tls_target(scheme, fake.port, pki, certfile=str(pki.client_cert), keyfile=str(pki.client_key))
+            assert probe_broker(with_cert).ok, scheme
+
+
+def test_missing_tls_files_are_named(pki: Pki, tmp_path: Path) -> None:
+    port = closed_port()
+    for files, named in (({"cacert": str(tmp_path / "ca.crt")}, "tasks.cacert"),
+                         ({"certfile": str(tmp_path / "client.crt")}, "tasks.certfile"),
+                         ({"certfile": str(pki.client_cert), "keyfile": str(tmp_path / "k")}, "tasks.keyfile")):
+        result = probe_broker(tls_target("qpid", port, pki, **files))
+        check(result, Failure.TLS, f"cannot read {named} {tmp_path}", "No such file or directory")
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    check(probe_broker(tls_target("amqp", port, pki, certfile=str(tmp_path / "junk.pem"))), Failure.TLS,
+          "cannot load the client certificate from tasks.certfile")
+
+
+def test_amqps_without_celery_require_ssl_does_not_verify(pki: Pki) -> None:
+    """Celery then uses ssl=True, which verifies nothing: a foreign CA still gets through TLS."""
+    with tls_broker(pki, pki.foreign) as fake:
+        result = probe_broker(BrokerTarget(url("amqps", fake.port)))
+    check(result, Failure.PROTOCOL, "AMQP 0-10")  # through TLS, then the fake Qpid's own header
+
+
+# --- URLs ------------------------------------------------------------------------------------------
+
+
 def test_bad_urls() -> None:
-    for url in ("redis://h/", f"amqp://u:{QUOTED}@h:99999/"):
-        result = probe_broker(BrokerTarget(url))
-        assert result.failure is Failure.OTHER
-        assert_clean(result)
-
-
-# --- URL parsing -----------------------------------------------------------------------------------
+    for target in ("redis://h/", f"amqp://u:{QUOTED}@h:99999/", "qpid+ssl://h/"):
+        result = probe_broker(BrokerTarget(target))
+        check(result, Failure.OTHER)
 
 
 @pytest.mark.parametrize(
-    ("url", "ssl", "expected"),
+    ("url_", "ssl", "expected"),
     [
-        ("qpid://localhost/", False, ("AMQP 1.0", "localhost", 5672, False, None, None, "/")),
-        ("qpid://guest@db:1234", False, ("AMQP 1.0", "db", 1234, False, "guest", None, "/")),
-        ("qpid://u:p@h/", True, ("AMQP 1.0", "h", 5671, True, "u", "p", "/")),
-        ("qpid+ssl://h", False, ("AMQP 1.0", "h", 5671, True, None, None, "/")),
+        ("qpid://localhost/", False, ("AMQP 0-10", "localhost", 5672, False, None, None, "/")),
+        ("qpid://guest@db:1234", False, ("AMQP 0-10", "db", 1234, False, "guest", None, "/")),
+        ("qpid://u:p@h/", True, ("AMQP 0-10", "h", 5671, True, "u", "p", "/")),
         ("ssl://h:5674", False, ("AMQP 1.0", "h", 5674, True, None, None, "/")),
+        ("tcp://h", False, ("AMQP 1.0", "h", 5672, False, None, None, "/")),
         ("amqp://guest:guest@h//", False, ("AMQP 0-9-1", "h", 5672, False, "guest", "guest", "/")),
         ("amqp://h/pulp", False, ("AMQP 0-9-1", "h", 5672, False, None, None, "pulp")),
         ("amqps://h/%2Fx", False, ("AMQP 0-9-1", "h", 5671, True, None, None, "/x")),
         (f"amqp://u:{QUOTED}@[::1]:5672/", False, ("AMQP 0-9-1", "::1", 5672, False, "u", SECRET, "/")),
     ],
 )
-def test_parse_broker_url(url: str, ssl: bool, expected: tuple[object, ...]) -> None:
-    ep = parse_broker_url(url, ssl=ssl)
+def test_parse_broker_url(url_: str, ssl: bool, expected: tuple[object, ...]) -> None:
+    ep = parse_broker_url(url_, ssl=ssl)
     assert (ep.protocol, ep.host, ep.port, ep.tls, ep.user, ep.password, ep.vhost) == expected
     assert SECRET not in repr(ep)

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from pulpinit.probe import Failure
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.testing.faults import Proxy, ResetServer, SilentServer
+from pulpinit.testing.faults import AnswerServer, BlackHole, Proxy, ResetServer, SilentServer
 
 SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
 SECRET = "s3cr3t-Broker-Pw"
@@ -102,8 +103,9 @@ def test_down_dependency_exit_69_with_class_and_hint(env):
 
 
 @pytest.mark.parametrize(("fault", "failure"), [
-    (SilentServer, "timeout"),
+    (SilentServer, "handshake_timeout"),
     (ResetServer, "connection_reset"),
+    (BlackHole, "timeout"),
 ])
 def test_faults_are_classified(env, fault, failure):
     with fault() as server:
@@ -118,9 +120,34 @@ def test_wrong_broker_password_and_protocol_mismatch(env, broker):
     code, out, _ = check(env, "--json")
     assert code == 69 and by_name(out)["broker"]["error"].startswith("authentication_failed: ")
     assert "not-" + SECRET not in out
-    env["PULP_BROKER_URL"] = f"amqp://pulp:{SECRET}@127.0.0.1:{broker.port}//"  # 0-9-1 client, 1.0 broker
+    env["PULP_BROKER_URL"] = f"amqp://pulp:{SECRET}@127.0.0.1:{broker.port}//"  # 0-9-1 client, Qpid broker
     code, out, _ = check(env, "--json")
     assert code == 69 and by_name(out)["broker"]["error"].startswith("protocol_mismatch: ")
+
+
+def test_qpid_url_against_rabbitmq_says_use_amqp(env):
+    with AnswerServer(b"AMQP\x00\x00\x09\x01") as rabbit:  # RabbitMQ's answer to the 0-10 header
+        env["PULP_BROKER_URL"] = f"qpid://pulp:{SECRET}@127.0.0.1:{rabbit.port}/"
+        code, out, _ = check(env, "--json")
+        table = check(env)[1]
+    broker = by_name(out)["broker"]
+    assert code == 69 and broker["error"] == (
+        "protocol_mismatch: Celery's qpid:// transport speaks AMQP 0-10; this broker offers AMQP 0-9-1 "
+        f"(RabbitMQ?): use amqp://USER:PASSWORD@127.0.0.1:{rabbit.port}/VHOST")
+    assert broker["hint"] == Failure.PROTOCOL.hint and f"hint (broker): {Failure.PROTOCOL.hint}" in table
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+def test_dns_failure_in_a_network_namespace_without_a_resolver(env):
+    """No query leaves the machine: the namespace has no interface up, so the lookup fails at once."""
+    env.update(PULP_DB_SEEDS="db.pulp.test:27017", PULP_BROKER_URL=f"qpid://pulp:{SECRET}@msg.pulp.test:5672/")
+    done = subprocess.run(["unshare", "--net", sys.executable, "-m", "pulpinit", "check-deps", "--json"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 69, done.stderr
+    checks = by_name(done.stdout)
+    assert checks["mongodb"]["error"].startswith("dns_failure: cannot resolve db.pulp.test")
+    assert checks["broker"]["error"].startswith("dns_failure: cannot resolve msg.pulp.test")
+    assert SECRET not in done.stdout + done.stderr
 
 
 def test_unsupported_server_version(env):
@@ -134,7 +161,7 @@ def test_slow_answer_beyond_the_probe_timeout_is_a_timeout(env, mongo):
     with Proxy(("127.0.0.1", mongo.port), first_answer_delay=3.0) as slow:
         env["PULP_DB_SEEDS"] = f"127.0.0.1:{slow.port}"
         code, out, _ = check(env, "--json", "--timeout", "0.8")
-    assert code == 69 and by_name(out)["mongodb"]["error"].startswith("timeout: ")
+    assert code == 69 and by_name(out)["mongodb"]["error"].startswith("handshake_timeout: ")
 
 
 def test_wait_until_a_late_dependency_comes_up(env, mongo):
@@ -170,7 +197,7 @@ def test_wait_deadline_exits_69_naming_what_is_down(env):
     assert done.returncode == 69
     error = json.loads(done.stderr.strip().splitlines()[-1])
     assert error["event"] == "pulpinit.error"
-    assert error["error"].startswith("still down at the deadline: mongodb (timeout: ")
+    assert error["error"].startswith("still down at the deadline: mongodb (handshake_timeout: ")
 
 
 def wait_for_line(proc: subprocess.Popen[str], event: str, seen: list[str] | None = None, timeout: float = 30) -> dict:
@@ -216,3 +243,29 @@ def test_timeout_is_the_budget_of_a_single_check(env, mongo):
         assert check(env, "--json")[0] == 69
         code, out, _ = check(env, "--json", "--timeout", "4")
     assert code == 0 and by_name(out)["mongodb"]["latency_ms"] >= 1500
+
+
+def test_a_missing_tls_file_that_the_configuration_names_is_exit_78(env, tmp_path):
+    conf = tmp_path / "server.conf"
+    conf.write_text(conf.read_text().replace("[tasks]", f"[tasks]\ncelery_require_ssl: true\n"
+                                              f"certfile: {tmp_path}/client.crt", 1))
+    before = conf.read_bytes()
+    code, _, err = check(env)
+    assert code == 78
+    line = json.loads(err.strip().splitlines()[-1])
+    assert line["error"] == (f"server.conf [tasks] certfile: {tmp_path}/client.crt: No such file or directory "
+                             "(tasks.celery_require_ssl is on)")
+    assert conf.read_bytes() == before
+    env.update(PULP_CONF__DATABASE__SSL="true", PULP_CONF__DATABASE__CA_PATH=f"{tmp_path}/ca.pem")
+    conf.write_text(before.decode().replace("celery_require_ssl: true", "celery_require_ssl: false"))
+    code, _, err = check(env)
+    assert code == 78 and "PULP_CONF__DATABASE__CA_PATH: " in err and "database.ssl is on" in err
+
+
+def test_a_missing_default_tls_file_is_named_by_the_probe(env, tmp_path):
+    """Pulp's built-in /etc/pki/pulp/qpid/… paths are not a configuration error: the probe names them."""
+    env["PULP_CONF__TASKS__CELERY_REQUIRE_SSL"] = "true"
+    code, out, _ = check(env, "--json")
+    assert code == 69
+    assert by_name(out)["broker"]["error"] == (
+        "tls_failure: cannot read tasks.cacert /etc/pki/pulp/qpid/ca.crt: No such file or directory")

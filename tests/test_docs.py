@@ -30,3 +30,17 @@ def test_every_exit_code_is_documented():
 def test_the_two_commands_come_first():
     first_block = README.split("```")[1]
     assert "make demo" in first_block and "make test" in first_block
+
+
+def test_every_failure_class_is_in_the_troubleshooting_table_with_its_hint():
+    from pulpinit.probe import Failure
+
+    for failure in Failure:
+        assert f"| `{failure.value}` | {failure.hint} |" in README, failure
+
+
+def test_every_broker_scheme_is_in_the_broker_table():
+    from pulpinit.broker_probe import SCHEMES
+
+    for scheme in SCHEMES:
+        assert f"`{scheme}://`" in README.split("### Brokers: scheme, protocol, TLS")[1].split("**TLS.**")[0], scheme

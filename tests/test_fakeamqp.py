@@ -1,12 +1,14 @@
-"""The fake AMQP 1.0 broker: a real proton client connects, authenticates and moves messages."""
+"""The fake Qpid-like broker: AMQP 0-10 byte by byte, and a real proton client over AMQP 1.0."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from proton import ConnectionException, Message
@@ -76,22 +78,109 @@ def test_stop_with_a_client_still_connected() -> None:
     conn.conn.close()
 
 
-def test_command_line_ready_line_and_sigterm() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pulpinit.testing.fakeamqp", "--port", "0", "--user", "guest:guest"],
-        stdout=subprocess.PIPE, text=True,
-    )
+@contextlib.contextmanager
+def fake_process(*args: str) -> Iterator[int]:
+    """``python -m pulpinit.testing.fakeamqp --port 0 ARGS``: yields the port of its ``ready`` line, then SIGTERM."""
+    proc = subprocess.Popen([sys.executable, "-m", "pulpinit.testing.fakeamqp", "--port", "0", *args],
+                            stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         word, port = proc.stdout.readline().split()
         assert word == "ready"
-        from pulpinit.broker_probe import probe_broker
-        from pulpinit.probe import BrokerTarget
-
-        assert probe_broker(BrokerTarget(f"qpid://guest:guest@127.0.0.1:{port}/"), timeout_s=3).ok
+        yield int(port)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_command_line_ready_line_and_sigterm() -> None:
+    from pulpinit.broker_probe import probe_broker
+    from pulpinit.probe import BrokerTarget
+
+    with fake_process("--user", "guest:guest") as port:
+        assert probe_broker(BrokerTarget(f"qpid://guest:guest@127.0.0.1:{port}/"), timeout_s=3).ok
+
+
+# --- AMQP 0-10, as a dual-protocol Qpid C++ broker answers it ---------------------------------------
+
+
+def converse(port: int, *messages: bytes) -> bytes:
+    """Send ``messages`` one by one and return everything the broker sent until it hung up."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for message in messages:
+            sock.sendall(message)
+        sock.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    return got
+
+
+def start_ok(mechanism: str, response: bytes | None) -> bytes:
+    from pulpinit import amqp010
+
+    return amqp010.control_frame(amqp010.START_OK, {"client-properties": {}, "mechanism": mechanism,
+                                                    "response": response, "locale": "en_US"})
+
+
+def test_amqp010_header_gets_the_header_and_connection_start() -> None:
+    from pulpinit import amqp010
+    from pulpinit.probe_net import Deadline, Reader
+
+    with FakeAmqpBroker(users={"alice": "s3cret"}) as broker, \
+            socket.create_connection(("127.0.0.1", broker.port), timeout=5) as sock:
+        sock.sendall(b"AMQP\x01\x01\x00\x0a")
+        assert sock.recv(8) == b"AMQP\x01\x01\x00\x0a"
+        start = amqp010.Framer(Reader(sock, Deadline(5, connected=True))).next_control("start")
+    assert start.code == amqp010.START and start.fields["mechanisms"] == ["PLAIN"]
+    assert start.fields["locales"] == ["en_US"] and start.fields["server-properties"]["product"] == "pulpinit-fakeamqp"
+
+
+def test_amqp010_credentials_are_verified() -> None:
+    from pulpinit import amqp010
+
+    header = b"AMQP\x01\x01\x00\x0a"
+    with FakeAmqpBroker(users={"alice": "s3cret"}) as broker:
+        good = converse(broker.port, header, start_ok("PLAIN", b"\x00alice\x00s3cret"))
+        assert amqp010.control_frame(amqp010.TUNE, {"channel-max": 32767, "max-frame-size": 65535,
+                                                    "heartbeat-min": 0, "heartbeat-max": 120}) in good
+        bad = converse(broker.port, header, start_ok("PLAIN", b"\x00alice\x00wrong"))
+        assert bad.endswith(amqp010.control_frame(amqp010.CLOSE, {"reply-code": 320,
+                                                                  "reply-text": "Authentication failed"}))
+        # a mechanism that was not offered: the socket is closed without another word (the spec's rule)
+        anonymous = converse(broker.port, header, start_ok("ANONYMOUS", None))
+        assert good.startswith(anonymous) and anonymous.endswith(b"\x00\x05en_US")  # header + start, nothing more
+    assert [(c.protocol, c.user) for c in broker.connections] == []  # no connection.open happened
+
+
+def test_amqp010_without_users_is_auth_no() -> None:
+    from pulpinit.broker_probe import probe_broker
+    from pulpinit.probe import BrokerTarget
+
+    with FakeAmqpBroker() as broker:
+        assert probe_broker(BrokerTarget(broker.url("anyone", "whatever"))).ok
+        assert probe_broker(BrokerTarget(broker.url())).ok
+    assert [(c.protocol, c.user, c.mech) for c in broker.connections] == [
+        ("AMQP 0-10", "anyone", "PLAIN"), ("AMQP 0-10", "anonymous", "ANONYMOUS")]
+
+
+def test_other_headers_get_the_010_header_and_a_hang_up() -> None:
+    with FakeAmqpBroker() as broker:
+        assert converse(broker.port, b"AMQP\x00\x00\x09\x01") == b"AMQP\x01\x01\x00\x0a"
+        assert converse(broker.port, b"GET / HTTP/1.1\r\n\r\n") == b"AMQP\x01\x01\x00\x0a"
+
+
+def test_amqp10_only_broker_answers_010_with_its_own_header() -> None:
+    with FakeAmqpBroker(amqp010=False) as broker:
+        assert converse(broker.port, b"AMQP\x01\x01\x00\x0a")[:8] in (b"AMQP\x00\x01\x00\x00", b"AMQP\x03\x01\x00\x00")
+        conn = connect(broker)  # AMQP 1.0 still works
+        conn.close()
+
+
+def test_command_line_amqp10_only() -> None:
+    with fake_process("--amqp10-only") as port:
+        assert converse(port, b"AMQP\x01\x01\x00\x0a")[:4] == b"AMQP"
+        assert converse(port, b"AMQP\x01\x01\x00\x0a")[:8] != b"AMQP\x01\x01\x00\x0a"

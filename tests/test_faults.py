@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from helpers.pki import make_pki
 
-from pulpinit.testing.faults import FaultServer, Proxy, ResetServer, SilentServer
+from pulpinit.testing.faults import (
+    TLS_ALERT,
+    AnswerServer,
+    BlackHole,
+    FaultServer,
+    Proxy,
+    ResetServer,
+    SilentServer,
+    TlsServer,
+)
 
 
 class EchoServer(FaultServer):
@@ -156,3 +168,37 @@ def test_in_front_of_the_fake_mongodb() -> None:
             assert client.admin.command("ping")["ok"] == 1
         finally:
             client.close()
+
+
+def test_answer_server_sends_its_bytes_and_hangs_up() -> None:
+    with AnswerServer(b"AMQP\x00\x00\x09\x01") as rabbit, AnswerServer(b"") as mute:
+        assert talk(rabbit.port, b"AMQP\x01\x01\x00\x0a") == b"AMQP\x00\x00\x09\x01"
+        assert talk(mute.port) == b""
+        assert rabbit.wait_accepted(1) and mute.wait_accepted(1)
+
+
+def test_tls_server_completes_handshakes_and_refuses_plain_bytes(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    with TlsServer(str(pki.ip), answer=b"pong") as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=2) as raw, \
+                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(b"ping")
+            assert sock.recv(4) == b"pong"
+        assert server.handshakes == 1
+        with socket.create_connection(("127.0.0.1", server.port), timeout=2) as plain:
+            plain.sendall(b"AMQP\x00\x00\x09\x01")
+            try:
+                answer = plain.recv(64)
+            except ConnectionResetError:
+                answer = b""
+        assert answer == b"" or answer[:1] == b"\x15"  # a hang-up or a TLS alert, never plain bytes
+
+
+def test_black_hole_never_completes_a_connection() -> None:
+    with BlackHole() as hole, pytest.raises(TimeoutError):
+        socket.create_connection(("127.0.0.1", hole.port), timeout=0.2)
+
+
+def test_tls_alert_is_a_tls_record() -> None:
+    assert TLS_ALERT[0] == 0x15 and TLS_ALERT[1] == 3 and len(TLS_ALERT) == 5 + TLS_ALERT[4]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -14,13 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.dns import resolver
+from helpers.pki import Pki, make_pki
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pulpinit.mongo import client_options, connect
 from pulpinit.mongo_probe import one_line, probe_mongodb
 from pulpinit.probe import Failure, MongoTarget, ProbeResult
+from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.faults import TLS_ALERT, AnswerServer, BlackHole
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Pa55-w0rd:with@odd/chars"
@@ -87,44 +90,77 @@ def resetting_server() -> Iterator[tuple[str, int]]:
     sock.close()
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate for 127.0.0.1/localhost, one for another name, a client certificate."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    d = tmp_path_factory.mktemp("pki")
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=test-ca", cwd=d)
-    for name, san in (("server", "IP:127.0.0.1,DNS:localhost"), ("wrongname", "DNS:db.example"),
-                      ("client", "DNS:pulp")):
-        (d / f"{name}.ext").write_text(f"subjectAltName={san}\n")
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-        (d / f"{name}.pem").write_text((d / f"{name}.crt").read_text() + (d / f"{name}.key").read_text())
-    return d
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def test_tls_up_with_client_certificate_in_separate_files(pki: Path) -> None:
-    with FakeMongo(tls_certfile=str(pki / "server.pem"), tls_client_ca=str(pki / "ca.pem"), users=USERS) as fake:
-        target = target_for(fake, ssl=True, ca_path=str(pki / "ca.pem"), ssl_certfile=str(pki / "client.crt"),
-                            ssl_keyfile=str(pki / "client.key"), username="pulp", password=PASSWORD)
+def test_tls_up_with_client_certificate_in_separate_files(pki: Pki) -> None:
+    with FakeMongo(tls_certfile=str(pki.ip), tls_client_ca=str(pki.ca), users=USERS) as fake:
+        target = target_for(fake, ssl=True, ca_path=str(pki.ca), ssl_certfile=str(pki.client_cert),
+                            ssl_keyfile=str(pki.client_key), username="pulp", password=PASSWORD)
         result = probe_mongodb(target)
         assert result.ok, result
-        no_client_cert = probe_mongodb(target_for(fake, ssl=True, ca_path=str(pki / "ca.pem")))
+        no_client_cert = probe_mongodb(target_for(fake, ssl=True, ca_path=str(pki.ca)))
         _check(no_client_cert, Failure.TLS)
+        assert "client certificate" in (no_client_cert.error or "")
 
 
-def test_tls_verification_failures(pki: Path) -> None:
-    with FakeMongo(tls_certfile=str(pki / "wrongname.pem")) as fake:
-        _check(probe_mongodb(target_for(fake, ssl=True, ca_path=str(pki / "ca.pem"))), Failure.TLS)
-        _check(probe_mongodb(target_for(fake, ssl=True)), Failure.TLS)  # unknown CA
-        assert probe_mongodb(target_for(fake, ssl=True, verify_ssl=False)).ok
-        assert probe_mongodb(target_for(fake)).failure is Failure.RESET  # plain TCP against TLS: dropped
+@pytest.mark.parametrize(("cert", "host", "failure", "words"), [
+    ("ip", "127.0.0.1", None, ""),  # a Service IP in an IP subjectAltName
+    ("dns", "localhost", None, ""),  # /etc/hosts: no DNS query leaves the machine
+    ("dns", "127.0.0.1", Failure.TLS, "IP address mismatch"),
+    ("wrong", "127.0.0.1", Failure.TLS, "IP address mismatch"),
+    ("foreign", "127.0.0.1", Failure.TLS, "unable to get local issuer certificate"),
+    ("expired", "127.0.0.1", Failure.TLS, "certificate has expired"),
+])
+def test_tls_server_certificates(pki: Pki, cert: str, host: str, failure: Failure | None, words: str) -> None:
+    with FakeMongo(tls_certfile=str(getattr(pki, cert))) as fake:
+        result = probe_mongodb(target_for((host, fake.port), ssl=True, ca_path=str(pki.ca)))
+        if failure is None:
+            assert result.ok, result
+        else:
+            _check(result, failure)
+            assert words in (result.error or "")
+            assert probe_mongodb(target_for((host, fake.port), ssl=True, ca_path=str(pki.ca),
+                                            verify_ssl=False)).ok
+
+
+def test_plain_client_at_a_tls_port(pki: Pki) -> None:
+    with FakeMongo(tls_certfile=str(pki.ip)) as fake:
+        result = probe_mongodb(target_for(fake))
+    _check(result, Failure.TLS_MISMATCH)
+    assert "speaks TLS" in (result.error or "") and "database.ssl: true" in (result.error or "")
+
+
+def test_tls_client_at_a_plain_port(fake: FakeMongo, pki: Pki) -> None:
+    result = probe_mongodb(target_for(fake, ssl=True, ca_path=str(pki.ca)), timeout_s=3)
+    _check(result, Failure.TLS_MISMATCH, timeout_s=3)
+    assert "does not speak TLS" in (result.error or "") and result.latency_ms < 500  # not the 3 s timeout
+
+
+@pytest.mark.parametrize(("answer", "failure", "words"), [
+    (b"HTTP/1.1 400 Bad Request\r\n\r\n", Failure.PROTOCOL, "an HTTP response"),
+    (b"AMQP\x00\x00\x09\x01", Failure.PROTOCOL, "the AMQP 0-9-1 protocol header"),
+    (TLS_ALERT, Failure.TLS_MISMATCH, "a TLS alert"),
+    (b"SSH-2.0-OpenSSH_9.2\r\n", Failure.PROTOCOL, "an SSH greeting"),
+])
+def test_other_servers_on_the_mongodb_port(answer: bytes, failure: Failure, words: str) -> None:
+    with AnswerServer(answer) as other:
+        for ssl in (False, True):
+            result = probe_mongodb(target_for(("127.0.0.1", other.port), ssl=ssl, verify_ssl=False))
+            expected = Failure.PROTOCOL if ssl and failure is Failure.PROTOCOL else failure
+            if ssl and failure is Failure.TLS_MISMATCH:
+                continue  # a TLS alert to a TLS client is the TLS handshake's business
+            _check(result, expected)
+            assert words in (result.error or "")
+
+
+def test_the_fake_amqp_broker_on_the_mongodb_port() -> None:
+    with FakeAmqpBroker() as broker:
+        result = probe_mongodb(target_for(("127.0.0.1", broker.port)))
+    _check(result, Failure.PROTOCOL)
+    assert "AMQP 0-10 protocol header" in (result.error or "")
 
 
 def test_up_reports_version_and_runs_ping(fake: FakeMongo) -> None:
@@ -197,32 +233,39 @@ def test_connection_refused(closed_port: int) -> None:
 
 
 def test_dns_failure() -> None:
-    _check(probe_mongodb(target_for(("no-such-host.invalid", 27017))), Failure.DNS)
+    result = probe_mongodb(target_for(("no-such-host.test", 27017)), resolver=resolver())
+    _check(result, Failure.DNS)
+    assert "no-such-host.test" in (result.error or "")
 
 
-def test_timeout_on_a_silent_server(silent_server: tuple[str, int]) -> None:
-    result = probe_mongodb(target_for(silent_server), timeout_s=0.3)
+def test_no_tcp_connection_in_time_is_a_network_timeout() -> None:
+    with BlackHole() as hole:
+        result = probe_mongodb(target_for(("127.0.0.1", hole.port)), timeout_s=0.3)
     _check(result, Failure.TIMEOUT, timeout_s=0.3)
-    assert result.latency_ms >= 250
+    assert "connecting to 127.0.0.1" in (result.error or "") and "NetworkPolicies" in (result.hint or "")
+
+
+def test_a_silent_server_is_a_stalled_handshake(silent_server: tuple[str, int]) -> None:
+    result = probe_mongodb(target_for(silent_server), timeout_s=0.3)
+    _check(result, Failure.STALLED, timeout_s=0.3)
+    assert result.latency_ms >= 250 and "answer to a hello" in (result.error or "")
 
 
 def test_reset_during_handshake(resetting_server: tuple[str, int]) -> None:
     _check(probe_mongodb(target_for(resetting_server)), Failure.RESET)
 
 
-def test_tls_against_a_plain_server(fake: FakeMongo) -> None:
-    _check(probe_mongodb(target_for(fake, ssl=True, verify_ssl=False)), Failure.TLS)
-
-
 def test_unreadable_tls_files(tmp_path: Path, closed_port: int) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_text("not a certificate")
-    for files in ({"ca_path": str(tmp_path / "missing-ca.pem")},
-                  {"ssl_certfile": str(cert), "ssl_keyfile": str(tmp_path / "missing-key.pem")},
-                  {"ssl_certfile": str(cert)}):
+    for files, named in (({"ca_path": str(tmp_path / "missing-ca.pem")}, "cannot read database.ca_path"),
+                         ({"ssl_certfile": str(cert), "ssl_keyfile": str(tmp_path / "missing-key.pem")},
+                          "cannot read database.ssl_keyfile"),
+                         ({"ssl_certfile": str(cert)},
+                          "cannot load the client certificate from database.ssl_certfile")):
         result = probe_mongodb(target_for(("127.0.0.1", closed_port), ssl=True, **files))
         _check(result, Failure.TLS)
-        assert result.error and result.error.startswith("TLS setup: ")
+        assert result.error and result.error.startswith(named), result.error
 
 
 def test_wrong_password(fake: FakeMongo) -> None:
@@ -267,7 +310,7 @@ def test_replica_set_configured_but_server_standalone(fake: FakeMongo) -> None:
 
 def test_slow_server_times_out_within_budget(fake: FakeMongo) -> None:
     fake.reply_delay_s = 0.5
-    _check(probe_mongodb(target_for(fake), timeout_s=0.3), Failure.TIMEOUT, timeout_s=0.3)
+    _check(probe_mongodb(target_for(fake), timeout_s=0.3), Failure.STALLED, timeout_s=0.3)
 
 
 def test_one_seed_down_another_up(closed_port: int) -> None:
@@ -277,8 +320,8 @@ def test_one_seed_down_another_up(closed_port: int) -> None:
 
 
 def test_several_seeds_all_down(closed_port: int) -> None:
-    target = MongoTarget(seeds=(("127.0.0.1", closed_port), ("no-such-host.invalid", 27017)))
-    result = probe_mongodb(target)
+    target = MongoTarget(seeds=(("127.0.0.1", closed_port), ("no-such-host.test", 27017)))
+    result = probe_mongodb(target, resolver=resolver())
     assert result.failure in (Failure.REFUSED, Failure.DNS) and result.latency_ms < 500
 
 

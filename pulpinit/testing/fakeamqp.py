@@ -1,16 +1,39 @@
-"""A fake AMQP 1.0 broker on python-qpid-proton, for tests and the demo.
+"""A fake dual-protocol broker like Qpid C++ (AMQP 0-10 and 1.0 on one port), for tests and the demo.
 
-:class:`FakeAmqpBroker` listens on TCP in a background thread, completes the
-AMQP 1.0 handshake (SASL, Open), accepts sessions and links, and keeps a tiny
-in-memory queue per address: a message sent to an address is accepted and
-handed to the next receiver that attaches to (or already listens on) it.
+:class:`FakeAmqpBroker` listens on TCP and looks at the protocol header of each
+connection, as qpidd does:
 
-Authentication:
+* ``AMQP`` 1 1 0 10 → an AMQP 0-10 server written here
+  (:mod:`pulpinit.amqp010`'s codec): the 0-10 header, ``connection.start``
+  (server properties, SASL mechanisms, ``en_US``), then ``start-ok`` is
+  accepted with ``tune`` or refused with ``close`` 320 "Authentication
+  failed"; ``tune-ok``, ``open`` → ``open-ok``; ``close`` → ``close-ok``.
+  A mechanism that was not offered is answered by closing the socket (the
+  specification's rule).  This is what Celery's ``qpid://`` transport
+  (python-qpid) talks to.
+* an AMQP 1.0 header → python-qpid-proton, listening on a private loopback
+  port behind this one (the bytes are spliced through): SASL, Open, sessions,
+  links, and a tiny in-memory queue per address — a message sent to an address
+  is accepted and handed to the next receiver that attaches to it.
+* anything else → the 0-10 header, then the connection is closed (qpidd
+  answers an unsupported header with the version it supports).
 
-* ``users=None`` → the broker offers only SASL ANONYMOUS;
-* ``users={"u": "p"}`` → it offers only PLAIN and checks passwords through
-  Cyrus SASL (needs a proton built with Cyrus, ``saslpasswd2`` from
-  ``sasl2-bin`` and the ``libsasl2-modules`` plugins).
+``amqp010=False`` makes an AMQP-1.0-only broker (every connection goes to
+proton, which answers other headers in its own way).  ``tls_certfile`` (one PEM: certificate and key)
+serves TLS from the first byte, like qpidd's SSL port, for both protocols;
+``tls_client_ca`` requires client certificates from that CA.
+
+Authentication — what is verified and what is not:
+
+* ``users={"u": "p"}`` → both protocols offer only PLAIN.  AMQP 0-10: the fake
+  itself compares the PLAIN response (``[authzid] \0 user \0 password``) with
+  its table: **verified**, wrong ones get ``close`` 320.  AMQP 1.0: proton
+  checks passwords through Cyrus SASL (needs a proton built with Cyrus,
+  ``saslpasswd2`` from ``sasl2-bin`` and the ``libsasl2-modules`` plugins):
+  verified as well.
+* ``users=None`` → AMQP 0-10 behaves like qpidd with ``auth=no``: it offers
+  ANONYMOUS and PLAIN and accepts any credentials (**not verified**, as the
+  real broker does not verify them either); AMQP 1.0 offers only ANONYMOUS.
 
 Cyrus SASL initialises its server side once per process and reads its
 configuration file then, so all brokers of one process share one sasldb (in a
@@ -19,7 +42,7 @@ all of them. Each broker still offers only its own mechanism list.
 
 Command line (the demo uses it)::
 
-    python -m pulpinit.testing.fakeamqp --host 127.0.0.1 --port 0 --user guest:guest
+    python -m pulpinit.testing.fakeamqp --host 127.0.0.1 --port 0 --user guest:guest [--amqp10-only]
 
 prints ``ready <port>`` once listening and runs until SIGTERM or SIGINT.
 """
@@ -33,6 +56,7 @@ import contextlib
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -47,10 +71,15 @@ from proton import SASL, Endpoint, Message, symbol
 from proton.handlers import MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
+from pulpinit import amqp010
+from pulpinit.probe_net import Deadline, ProbeFailed, Reader
+from pulpinit.testing.faults import FaultServer, splice
 from pulpinit.testing.serving import serve_until_signal
 
 PRODUCT = "pulpinit-fakeamqp"
 VERSION = "1.0"
+AMQP10_HEADERS = (b"AMQP\x00\x01\x00\x00", b"AMQP\x02\x01\x00\x00", b"AMQP\x03\x01\x00\x00")
+IDLE_S = 60.0  # a 0-10 client that says nothing for this long is dropped
 
 
 @dataclass(frozen=True)
@@ -60,6 +89,7 @@ class ConnectionInfo:
     user: str | None
     mech: str | None
     container_id: str | None
+    protocol: str = "AMQP 1.0"
 
 
 class _SaslConfig:
@@ -113,6 +143,7 @@ class _Handler(MessagingHandler):
         self.open_connections: set[Any] = set()
 
     def on_connection_bound(self, event: Any) -> None:
+        event.connection.properties = {symbol("product"): PRODUCT, symbol("version"): VERSION}
         sasl = event.transport.sasl()
         if SASL.extended():
             sasl.config_path(str(_SaslConfig.directory()))
@@ -122,14 +153,11 @@ class _Handler(MessagingHandler):
             sasl.allowed_mechs("PLAIN")
         else:
             sasl.allowed_mechs("ANONYMOUS")
-        event.connection.properties = {symbol("product"): PRODUCT, symbol("version"): VERSION}
 
     def on_connection_opened(self, event: Any) -> None:
         self.open_connections.add(event.connection)
         sasl = event.transport.sasl()
-        self.broker.connections.append(
-            ConnectionInfo(sasl.user, sasl.mech, event.connection.remote_container)
-        )
+        self.broker.connections.append(ConnectionInfo(sasl.user, sasl.mech, event.connection.remote_container))
 
     def on_link_opening(self, event: Any) -> None:
         link = event.link
@@ -196,8 +224,114 @@ class _Handler(MessagingHandler):
             self.container.stop()
 
 
+class _Front(FaultServer):
+    """The public port: TLS (when on), then dispatch on the protocol header like qpidd."""
+
+    def __init__(self, broker: FakeAmqpBroker, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.broker = broker
+
+    def handle(self, conn: socket.socket) -> None:
+        if self.broker.tls is None:
+            self._dispatch(conn)
+            return
+        conn.settimeout(10)
+        try:
+            secure = self.broker.tls.wrap_socket(conn, server_side=True)
+        except (OSError, ValueError):
+            return  # a client that does not speak TLS, or whose certificate the CA refuses
+        with self._lock:
+            self._conns.add(secure)
+        try:
+            self._dispatch(secure)
+        finally:
+            with self._lock:
+                self._conns.discard(secure)
+            secure.close()
+
+    def _dispatch(self, conn: socket.socket) -> None:
+        broker = self.broker
+        conn.settimeout(IDLE_S)
+        reader = Reader(conn, Deadline(IDLE_S, connected=True))
+        try:
+            header = reader.read_upto(8, "waiting for a protocol header")
+        except ProbeFailed:
+            return
+        if header == amqp010.PROTOCOL_HEADER and broker.amqp010:
+            _Amqp010Session(broker, conn, reader).run()
+        elif header in AMQP10_HEADERS or (header and not broker.amqp010):
+            backend = socket.create_connection(("127.0.0.1", broker.backend_port), timeout=5)
+            backend.settimeout(None)
+            conn.settimeout(None)
+            with self._lock:
+                self._conns.add(backend)
+            try:
+                backend.sendall(header + reader.buf)
+                splice(conn, backend)
+            finally:
+                with self._lock:
+                    self._conns.discard(backend)
+                backend.close()
+        elif header:
+            conn.sendall(amqp010.PROTOCOL_HEADER)  # the version we speak; then hang up
+
+
+class _Amqp010Session:
+    """One AMQP 0-10 connection: the handshake, then controls until the client closes."""
+
+    def __init__(self, broker: FakeAmqpBroker, conn: socket.socket, reader: Reader) -> None:
+        self.broker, self.conn = broker, conn
+        self.framer = amqp010.Framer(reader)
+
+    def send(self, code: int, fields: dict[str, Any] | None = None) -> None:
+        self.conn.sendall(amqp010.control_frame(code, fields))
+
+    def next(self) -> amqp010.Control:
+        while True:
+            control = self.framer.next_control("serving AMQP 0-10")
+            if control.code != amqp010.HEARTBEAT:
+                return control
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except (EOFError, ProbeFailed, ValueError, OSError):
+            pass  # the client went away or sent garbage: drop the connection
+
+    def _run(self) -> None:
+        broker = self.broker
+        mechanisms = ["PLAIN"] if broker.users else ["ANONYMOUS", "PLAIN"]
+        self.conn.sendall(amqp010.PROTOCOL_HEADER)
+        self.send(amqp010.START, {"server-properties": {"product": PRODUCT, "version": VERSION},
+                                  "mechanisms": mechanisms, "locales": ["en_US"]})
+        start_ok = self.next()
+        mechanism = start_ok.fields.get("mechanism")
+        if start_ok.code != amqp010.START_OK or mechanism not in mechanisms:
+            return  # the specification: close the socket without sending anything more
+        user: str | None = "anonymous"
+        if mechanism == "PLAIN":
+            response = bytes(start_ok.fields.get("response") or b"")
+            parts = response.split(b"\x00")
+            user, password = (parts[1].decode(errors="replace"), parts[2].decode(errors="replace")) \
+                if len(parts) == 3 else (None, None)
+            if broker.users and (user is None or broker.users.get(user) != password):
+                self.send(amqp010.CLOSE, {"reply-code": amqp010.CLOSE_FORCED, "reply-text": "Authentication failed"})
+                return
+        self.send(amqp010.TUNE, {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0,
+                                 "heartbeat-max": 120})
+        while (control := self.next()).code == amqp010.TUNE_OK:
+            pass
+        if control.code != amqp010.OPEN:
+            return
+        self.send(amqp010.OPEN_OK, {"known-hosts": []})
+        broker.connections.append(ConnectionInfo(user, str(mechanism), None, protocol="AMQP 0-10"))
+        while (control := self.next()).code != amqp010.CLOSE:
+            pass
+        self.send(amqp010.CLOSE_OK)
+
+
 class FakeAmqpBroker:
-    """An AMQP 1.0 listener on ``host:port`` (0 = a free port) run by proton in a thread."""
+    """A Qpid-like broker on ``host:port`` (0 = a free port): AMQP 0-10 here, AMQP 1.0 through proton."""
 
     def __init__(
         self,
@@ -205,24 +339,36 @@ class FakeAmqpBroker:
         port: int = 0,
         *,
         users: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        amqp010: bool = True,
+        tls_certfile: str | None = None,
+        tls_client_ca: str | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
         self.users: dict[str, str] = dict(users) if users is not None else {}
         if self.users and not SASL.extended():
             raise RuntimeError("this python-qpid-proton has no Cyrus SASL: it cannot check passwords")
+        self.amqp010 = amqp010
+        self.tls: ssl.SSLContext | None = None
+        if tls_certfile:
+            self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.tls.load_cert_chain(tls_certfile)
+            if tls_client_ca:
+                self.tls.load_verify_locations(tls_client_ca)
+                self.tls.verify_mode = ssl.CERT_REQUIRED
         self.connections: list[ConnectionInfo] = []
         self.received: list[tuple[str, Message]] = []
-        self._port: int | None = None
+        self.backend_port = 0
+        self._front: _Front | None = None
         self._thread: threading.Thread | None = None
         self._injector: EventInjector | None = None
         self._handler: _Handler | None = None
 
     @property
     def port(self) -> int:
-        if self._port is None:
+        if self._front is None:
             raise RuntimeError("the broker is not started")
-        return self._port
+        return self._front.port
 
     def url(self, user: str | None = None, password: str | None = None) -> str:
         """``qpid://[user[:password]@]host:port/`` for this broker (Pulp's broker_url form)."""
@@ -232,7 +378,7 @@ class FakeAmqpBroker:
         return f"qpid://{cred}{self.host}:{self.port}/"
 
     def start(self) -> FakeAmqpBroker:
-        """Listen (synchronously: the port accepts connections on return) and serve in a thread."""
+        """Listen (synchronously: the port accepts connections on return) and serve in threads."""
         if self._thread is not None:
             raise RuntimeError("already started")
         for user, password in self.users.items():
@@ -243,14 +389,15 @@ class FakeAmqpBroker:
         injector = EventInjector()
         container.selectable(injector)
         handler.container = container
-        handler.acceptor = container.listen(f"{self.host}:{self._requested_port}")
+        handler.acceptor = container.listen("127.0.0.1:0")
         # Proton does not expose the bound port: read it from the acceptor's socket
         # (binding to port 0 and reading it back has no race, unlike picking a port first).
-        self._port = int(handler.acceptor._selectable.getsockname()[1])
+        self.backend_port = int(handler.acceptor._selectable.getsockname()[1])
         self._handler, self._injector = handler, injector
-        self._thread = threading.Thread(target=self._serve, args=(container,), name=f"fakeamqp-{self._port}",
+        self._thread = threading.Thread(target=self._serve, args=(container,), name=f"fakeamqp-{self.backend_port}",
                                         daemon=True)
         self._thread.start()
+        self._front = _Front(self, self.host, self._requested_port).start()  # type: ignore[assignment]
         return self
 
     def _serve(self, container: Any) -> None:
@@ -270,7 +417,9 @@ class FakeAmqpBroker:
                         os.close(fd)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close the listener and every connection, and end the thread."""
+        """Close the listener and every connection, and end the threads."""
+        if self._front is not None:
+            self._front.stop()
         if self._thread is None or self._injector is None:
             return
         self._injector.trigger(ApplicationEvent("fake_stop"))
@@ -298,8 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--user", type=_user, action="append", default=[], help="USER:PASSWORD (PLAIN)")
+    parser.add_argument("--amqp10-only", action="store_true", help="no AMQP 0-10: an AMQP-1.0-only broker")
     args = parser.parse_args(argv)
-    return serve_until_signal(FakeAmqpBroker(args.host, args.port, users=args.user or None).start())
+    broker = FakeAmqpBroker(args.host, args.port, users=args.user or None, amqp010=not args.amqp10_only)
+    return serve_until_signal(broker.start())
 
 
 if __name__ == "__main__":

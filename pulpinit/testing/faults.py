@@ -12,6 +12,12 @@ conveniences for the demo.
 * :class:`SilentServer` – accepts, reads, never answers (a hung server).
 * :class:`ResetServer` – reads ``read_bytes`` of the client's handshake, then
   resets the connection (``SO_LINGER`` 0 → RST).
+* :class:`AnswerServer` – answers every connection with fixed bytes and hangs up: an
+  HTTP server, an AMQP broker refusing a header, a TLS server's alert, in a few bytes.
+* :class:`TlsServer` – a TLS server (Python's ``ssl``) that hangs up after the
+  handshake, or answers fixed bytes inside TLS.
+* :class:`BlackHole` – a port whose TCP handshake never completes (its accept queue is
+  full, so the kernel drops the SYNs): a firewall that drops packets, on loopback.
 * :class:`Proxy` – forwards to a real server; ``first_answer_delay`` holds the
   server's first answer back by that many seconds (a slow server); combined
   with ``up=False`` it is a late server, with ``go_down()``/``go_up()`` a
@@ -29,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Callable
@@ -234,6 +241,111 @@ class ResetServer(FaultServer):
                 break
             got += len(chunk)
         _linger0(conn)  # the close that follows sends RST
+
+
+class AnswerServer(FaultServer):
+    """Reads the client's first bytes (``read_bytes``, or whatever arrives first), sends ``answer``, hangs up.
+
+    ``answer=b"HTTP/1.1 400 Bad Request\\r\\n\\r\\n"`` is an HTTP server,
+    ``b"AMQP\\x00\\x00\\x09\\x01"`` RabbitMQ refusing a header, ``TLS_ALERT`` a TLS server
+    refusing bytes that are not TLS, ``b""`` a server that hangs up without a word.
+    """
+
+    def __init__(self, answer: bytes, host: str = "127.0.0.1", port: int = 0, *, up: bool = True,
+                 read_bytes: int = 1) -> None:
+        super().__init__(host, port, up=up)
+        self.answer = answer
+        self.read_bytes = read_bytes
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        got = b""
+        while len(got) < self.read_bytes and (chunk := conn.recv(65536)):
+            got += chunk
+        conn.sendall(self.answer)
+
+
+#: A TLS 1.0-framed fatal alert, protocol_version (70): what TLS servers send to bytes that are not TLS.
+TLS_ALERT = b"\x15\x03\x01\x00\x02\x02\x46"
+
+
+class TlsServer(FaultServer):
+    """A TLS server (certificate and key in one PEM): completes handshakes, answers ``answer``, hangs up.
+
+    A client that does not speak TLS gets what Python's ``ssl`` does to it (an alert or a
+    hang-up); ``client_ca`` requires client certificates from that CA.
+    """
+
+    def __init__(self, certfile: str, host: str = "127.0.0.1", port: int = 0, *, up: bool = True,
+                 answer: bytes = b"", client_ca: str | None = None) -> None:
+        super().__init__(host, port, up=up)
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(certfile)
+        if client_ca:
+            self.context.load_verify_locations(client_ca)
+            self.context.verify_mode = ssl.CERT_REQUIRED
+        self.answer = answer
+        self.handshakes = 0
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            secure = self.context.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        with secure:
+            self.handshakes += 1
+            with contextlib.suppress(OSError):
+                if secure.recv(65536) and self.answer:
+                    secure.sendall(self.answer)
+
+
+class BlackHole:
+    """A loopback port that never completes a TCP connection: ``connect()`` times out.
+
+    It listens with a backlog of 0 and fills that queue with connections it never accepts;
+    Linux then drops further SYNs.  Use as a context manager; ``port`` is the port.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._listener = socket.socket()
+        self._listener.bind((host, 0))
+        self._listener.listen(0)
+        self.port: int = self._listener.getsockname()[1]
+        self._fillers: list[socket.socket] = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect((host, self.port))
+            self._fillers.append(filler)
+
+    def __enter__(self) -> BlackHole:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sock in (*self._fillers, self._listener):
+            sock.close()
+
+
+def splice(a: socket.socket, b: socket.socket) -> None:
+    """Copy bytes both ways between two connected sockets until both directions have ended."""
+    back = threading.Thread(target=_copy, args=(b, a), daemon=True)
+    back.start()
+    _copy(a, b)
+    back.join()
+
+
+def _copy(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except (OSError, ValueError):
+        pass
+    finally:
+        if not isinstance(dst, ssl.SSLSocket):  # shutting down one TLS direction would end both
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
 
 
 class Proxy(FaultServer):

@@ -1,0 +1,65 @@
+"""No image carries key material, and crane comes with the docker plugin.
+
+No engine here: the Dockerfiles are read the way ``test_deploy`` reads them (instructions per
+stage), and every path the roles read a key from (:data:`pulpinit.pki.check.KEY_FILES`) must be
+deleted in the final stage, after the last package installation, with a check that fails the
+build when a key is left.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import shlex
+from pathlib import Path
+
+from test_deploy import check_parses, instructions, stages
+
+from pulpinit.pki.check import KEY_FILES, STATIC_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def removed_paths(run: str) -> list[str]:
+    """The arguments of every ``rm -f`` in one RUN."""
+    paths: list[str] = []
+    for command in re.split(r"&&|;", run):
+        words = shlex.split(command)
+        if words[:2] == ["rm", "-f"]:
+            paths += words[2:]
+    return paths
+
+
+def test_base_image_deletes_every_key_after_the_last_install():
+    final = stages((ROOT / "Dockerfile.base").read_text())[-1]
+    runs = [args for word, args in final if word == "RUN"]
+    last_install = max(i for i, run in enumerate(runs) if "yum install" in run)
+    after = runs[last_install + 1:]
+    deleted = [path for run in after for path in removed_paths(run)]
+    for spec in KEY_FILES.values():
+        assert any(fnmatch.fnmatch(spec.default_path, pattern) for pattern in deleted), spec.default_path
+    assert f"{STATIC_DIR}/rsa_pub.key" in deleted  # pulp-gen-key-pair's link
+    guard = next(run for run in after if removed_paths(run))
+    assert re.search(r"test -z \"\$\(find [^)]*/etc/pki/pulp[^)]*/etc/pki/tls/private", guard), guard
+
+
+def test_base_image_installs_the_docker_plugin():
+    final = stages((ROOT / "Dockerfile.base").read_text())[-1]
+    installs = " ".join(args for word, args in final if word == "RUN" and "yum install" in args)
+    assert re.search(r'"pulp-docker-plugins-\$\{PULP_DOCKER_VERSION\}"', installs)
+    assert any(word == "ARG" and args.startswith("PULP_DOCKER_VERSION=3.") for word, args in final)
+
+
+def test_crane_image():
+    parsed = instructions((ROOT / "images" / "crane" / "Dockerfile").read_text())
+    assert parsed[0] == ("FROM", "pulp-base:2.21")
+    [run] = [args for word, args in parsed if word == "RUN"]
+    assert '"python-crane-${CRANE_VERSION}"' in run
+    deleted = removed_paths(run)
+    assert "/etc/httpd/conf.d/pulp*.conf" in deleted  # Pulp's WSGI apps do not run beside crane
+    for name in ("server.key", "server.crt"):  # should the install have brought mod_ssl's again
+        assert KEY_FILES[name].default_path in deleted
+    assert ("ENV", "PULPINIT_USER=root") in parsed  # httpd starts as root and drops its children itself
+    [cmd] = [json.loads(args) for word, args in parsed if word == "CMD"]
+    check_parses(["pulpinit", *cmd], "images/crane")
