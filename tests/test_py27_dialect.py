@@ -147,7 +147,7 @@ def real_py27_reads(texts: list[str]) -> list[dict[tuple[str, str], str] | None]
             for doc in json.loads(done.stdout)]
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.lists(py27_file(), min_size=20, max_size=20))
 def test_the_oracle_reads_like_a_real_python27(texts: list[str]) -> None:
     assert real_py27_reads(texts) == [py27_reads(t) for t in texts]
