@@ -31,6 +31,8 @@ BENCHES = (
      "bench_supervisor.py", ["--runs", "50"], ["--runs", "5"]),
     ("MongoDB probe latency against the fake (issue 4)",
      "mongo_probe_latency.py", ["--runs", "200"], ["--runs", "20"]),
+    ("Time from SIGTERM to exit in every stage, as PID 1 and not (issue 10)",
+     "bench_stop.py", ["--runs", "7"], ["--runs", "1"]),
 )
 
 

@@ -5,7 +5,7 @@ The normal way: the new content goes to a temporary file in the same directory
 the old file; then the directory is fsync'ed so the rename survives a crash.  A
 concurrent reader sees the old file or the new one, never a half-written one.
 The temporary file is removed on any error and when a signal interrupts the
-write (the configure stage turns SIGTERM/SIGINT into an exception); a temporary
+write (pulpinit's stop handler turns a stop signal into an exception); a temporary
 file left by a killed run (SIGKILL, node loss) is removed by a later run once it
 is older than :data:`STALE_AFTER_S` — younger ones may belong to a replica
 sharing the volume and writing right now.
@@ -25,8 +25,8 @@ Mode and ownership:
 When the directory cannot be written (EACCES, EPERM, EROFS on the temporary
 file) or the rename fails with EBUSY or EXDEV (a single-file bind mount, a
 Kubernetes ``subPath``), the file is rewritten in place instead: under an
-exclusive ``flock`` on it, with SIGTERM/SIGINT/SIGHUP held back while it is
-written, truncated and fsync'ed.  :func:`replace_file` then returns why
+exclusive ``flock`` on it, with the stop signals held back while it is written,
+truncated and fsync'ed.  :func:`replace_file` then returns why
 atomicity was lost, for a warning.
 """
 
@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from pulpinit.errors import ConfigFileChanged, ConfigFileError
 from pulpinit.regularfile import FileProblem, read_regular
+from pulpinit.supervise import FORWARDED
 
 if TYPE_CHECKING:
     from pulpinit.privileges import Identity
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
 #: A temporary file older than this is a leftover of a killed run.
 STALE_AFTER_S = 600.0
 _SUFFIX = ".pulpinit"
-_HELD_BACK = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+_HELD_BACK = set(FORWARDED)  # every signal that could stop pulpinit (PULPINIT_STOP_SIGNAL included)
 _NO_DIRECTORY = {errno.EACCES, errno.EPERM, errno.EROFS}
 _NO_RENAME = {errno.EBUSY: "it is a mount point (a single-file bind mount or a Kubernetes subPath: EBUSY)",
               errno.EXDEV: "the rename crosses file systems (EXDEV)"}
@@ -232,7 +233,7 @@ def _set_attributes(fd: int, attrs: Attributes) -> list[str]:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGTERM/SIGINT/SIGHUP back (they stay pending) while the file is half written."""
+    """Hold the stop signals back (they stay pending) while the file is half written."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_BACK)
     try:
         yield

@@ -3,18 +3,27 @@
 This is the only layer that knows about exit codes and ``sys.argv``; the core
 raises :class:`~pulpinit.errors.PulpinitError` and never exits.  ``main(argv)``
 returns the exit code so tests call it directly.
+
+From its first line ``main`` handles the stop signals (:mod:`pulpinit.signals`): a stop in any
+stage is one ``pulpinit.interrupted`` line and exit 128+n.  Its last-resort guard turns any
+other exception into one ``pulpinit.error`` line and exit 70 (EX_SOFTWARE), with the traceback
+only at ``--log-level debug``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from pulpinit import __version__, log
-from pulpinit.errors import ConfigError, ExitCode, PulpinitError, UsageError
+import structlog
+
+from pulpinit import __version__, log, signals
+from pulpinit.errors import ConfigError, ExitCode, Interrupted, PulpinitError, UsageError
 
 ROLES = ("beat", "resource-manager", "worker")
 
@@ -128,24 +137,61 @@ def _logging_setup(args: argparse.Namespace, environ: Mapping[str, str]) -> None
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run pulpinit; returns the exit code (see :class:`~pulpinit.errors.ExitCode`)."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run pulpinit; returns the exit code (see :class:`~pulpinit.errors.ExitCode`).
+
+    Stop signals are handled from here until the hand-off (:mod:`pulpinit.signals`).
+    """
     environ = os.environ if environ is None else environ
+    with signals.handling(signals.configured(environ)):
+        return _main(sys.argv[1:] if argv is None else argv, environ)
+
+
+def _main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     try:
-        args = parse(argv)
-    except _ParserExit as stop:
-        return stop.status
-    except UsageError as exc:
-        sys.stderr.write(f"{exc}\nTry 'pulpinit --help'.\n")
-        return int(ExitCode.USAGE)
-    try:
+        try:
+            args = parse(argv)
+        except _ParserExit as stop:
+            return stop.status
+        except UsageError as exc:
+            sys.stderr.write(f"{exc}\nTry 'pulpinit --help'.\n")
+            return int(ExitCode.USAGE)
         _logging_setup(args, environ)
-        return _commands()[args.command](args, environ)
-    except PulpinitError as exc:
-        log.get_logger().error("pulpinit.error", error=str(exc), exit_code=int(exc.exit_code))
+        code = _commands()[args.command](args, environ)
+        sys.stdout.flush()  # an output that cannot be written is an error, not a silent exit 0
+        return code
+    except KeyboardInterrupt:  # SIGINT outside the main thread's handler (main run from another thread)
+        return 128 + signal.SIGINT
+    except Exception as exc:
+        signals.finishing()  # pulpinit is exiting: a stop signal from now on changes nothing
+        return _report(exc)
+
+
+def _report(exc: Exception) -> int:
+    """One line for the exception that ends pulpinit; returns the exit code."""
+    if isinstance(exc, Interrupted):
+        _logger().warning("pulpinit.interrupted", signal=signal.Signals(exc.signum).name, stage=exc.stage,
+                          message=str(exc), exit_code=int(exc.exit_code))
         return int(exc.exit_code)
-    except KeyboardInterrupt:
-        return 130
+    if isinstance(exc, PulpinitError):
+        _logger().error("pulpinit.error", error=str(exc), exit_code=int(exc.exit_code))
+        return int(exc.exit_code)
+    # the last-resort guard: a bug or an unforeseen fault is one line too, never a traceback
+    _logger().error("pulpinit.error", **_unexpected(exc), exit_code=int(ExitCode.SOFTWARE))
+    return int(ExitCode.SOFTWARE)
+
+
+def _logger() -> Any:
+    if not structlog.is_configured():  # a failure before the logging was set up
+        log.configure()
+    return log.get_logger()
+
+
+def _unexpected(exc: BaseException) -> dict[str, str]:
+    """The fields of the line for an unexpected exception; the traceback only at debug level."""
+    fields = {"error": f"unexpected {type(exc).__name__}: {exc}"}
+    if log.is_enabled("debug"):
+        fields["traceback"] = "".join(traceback.format_exception(exc))
+    return fields
 
 
 def run() -> NoReturn:

@@ -61,17 +61,14 @@ def _role(args: Args, ctx: pipeline.Context) -> roles.Role:
 
 
 def role(args: Args, environ: Mapping[str, str]) -> int:
-    """beat, resource-manager, worker [N]: the full pipeline, then exec (or supervise) celery."""
-    from pulpinit import migration
-
-    ctx = pipeline.resolve(environ)
-    chosen = _role(args, ctx)
+    """beat, resource-manager, worker [N], run: the full pipeline, then exec (or supervise) the command."""
+    ctx, chosen = pipeline.prepare(environ, lambda c: _role(args, c), dry_run=args.dry_run)
     if args.dry_run:
         print(render.plan(ctx, chosen, pipeline.plan_config(ctx), init=args.init))
         return ExitCode.OK
     pipeline.configure(ctx)
     pipeline.wait(ctx)
-    migration.stage(ctx, chosen.migration)
+    pipeline.migrate(ctx, chosen.migration)
     pipeline.handoff(ctx, chosen.argv, init=args.init)
 
 
@@ -80,14 +77,12 @@ run = role
 
 def migrate(args: Args, environ: Mapping[str, str]) -> int:
     """One-shot: configure, wait, migrate once under the lock, exit 0."""
-    from pulpinit import migration
-
-    ctx = pipeline.resolve(environ)
+    chosen = roles.Role("migrate", (), roles.Migration.RUN)
+    ctx, _ = pipeline.prepare(environ, lambda _: chosen, dry_run=args.dry_run)
     if args.dry_run:
-        print(render.plan(ctx, roles.Role("migrate", (), roles.Migration.RUN), pipeline.plan_config(ctx),
-                          init=False))
+        print(render.plan(ctx, chosen, pipeline.plan_config(ctx), init=False))
         return ExitCode.OK
     pipeline.configure(ctx)
     pipeline.wait(ctx)
-    migration.stage(ctx, roles.Migration.RUN)
+    pipeline.migrate(ctx, chosen.migration)
     return ExitCode.OK

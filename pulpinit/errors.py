@@ -25,6 +25,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 64  # EX_USAGE: bad command line
     UNAVAILABLE = 69  # EX_UNAVAILABLE: a dependency was unreachable by the deadline
     MIGRATION_FAILED = 70  # EX_SOFTWARE: pulp-manage-db failed
+    SOFTWARE = 70  # EX_SOFTWARE: an unexpected error, turned into one line by the CLI's last-resort guard
     MIGRATION_PENDING = 75  # EX_TEMPFAIL: migrations not done by the deadline
     CONFIG = 78  # EX_CONFIG: bad environment or server.conf
     NOT_EXECUTABLE = 126
@@ -133,7 +134,7 @@ class ExecError(PulpinitError):
 
 
 class Interrupted(PulpinitError):
-    """SIGTERM or SIGINT arrived while pulpinit itself was working (waiting, migrating)."""
+    """A stop signal (SIGTERM, SIGINT, ``PULPINIT_STOP_SIGNAL``) arrived while pulpinit itself was working."""
 
     def __init__(self, signum: int, stage: str) -> None:
         import signal

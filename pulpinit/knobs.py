@@ -14,6 +14,7 @@ from typing import Any
 
 from pulpinit import values
 from pulpinit.errors import EnvValueError
+from pulpinit.signals import parse_signal
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("PULPINIT_LEASE_SECONDS", "60", "migration lock lease; renewed every lease/3"),
     Knob("PULPINIT_MANAGE_DB_STOP_TIMEOUT", "20", "seconds to wait for pulp-manage-db after SIGTERM"),
     Knob("PULPINIT_INIT", "false", "stay as PID 1 and supervise the role (same as --init)"),
+    Knob("PULPINIT_STOP_SIGNAL", "SIGTERM", "the image's stop signal when not SIGTERM (`SIGWINCH` for httpd); "
+         "SIGTERM and SIGINT always stop pulpinit"),
     Knob("PULPINIT_STOP_TIMEOUT", "", "SIGKILL the role's group this long after SIGTERM (default: never)"),
     Knob("PULPINIT_KEEP_SECRET_ENV", "false", "pass the secret variables pulpinit consumed on to the role's process"),
     Knob("PULP_WORKER_NUMBER", "", "worker number N; default: the StatefulSet ordinal, else 0"),
@@ -84,6 +87,7 @@ class Toolkit:
     lease_seconds: float
     manage_db_stop_timeout: float
     init: bool
+    stop_signal: str
     stop_timeout: float | None
     keep_secret_env: bool
     worker_number: int | None
@@ -133,6 +137,7 @@ _PARSERS: Mapping[str, Callable[[str, str], Any]] = {
     "lease_seconds": _positive,
     "manage_db_stop_timeout": values.seconds,
     "init": values.boolean,
+    "stop_signal": parse_signal,
     "stop_timeout": values.seconds,
     "keep_secret_env": values.boolean,
     "worker_number": _worker_number,

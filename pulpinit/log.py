@@ -23,6 +23,7 @@ from pulpinit.redact import REDACTOR
 
 FORMATS = ("json", "console")
 LEVELS = ("debug", "info", "warning", "error")
+_level = ["info"]  # the level of the last configure()
 
 
 def choose_format(requested: str | None, stream: IO[str]) -> str:
@@ -58,6 +59,7 @@ class _CurrentStderr:
 
 def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | None = None) -> None:
     """Set up structlog once per process; safe to call again (tests do)."""
+    _level[0] = level
     out = stream if stream is not None else cast(IO[str], _CurrentStderr())
     fmt = choose_format(fmt, out)
     renderer: Any
@@ -80,6 +82,11 @@ def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | Non
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
+
+
+def is_enabled(level: str) -> bool:
+    """Whether lines of ``level`` are logged (e.g. the traceback fields that only debug shows)."""
+    return LEVELS.index(level) >= LEVELS.index(_level[0])
 
 
 def get_logger(**initial: Any) -> Any:

@@ -82,7 +82,7 @@ class Migrator:
         self.sleep = sleep
         self.clock = clock
         self.owner = owner_name(ctx.environ)
-        self.fingerprint, self.derived = fingerprint(self.toolkit)
+        self.fingerprint, self.derived = ctx.fingerprint or fingerprint(self.toolkit)  # derived in settings
         self.lock = LeaseLock(collection, LOCK_ID, self.owner, self.toolkit.lease_seconds, now)
         self.log = log.get_logger(stage="migrate", fingerprint=self.fingerprint)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
+from pulpinit import signals
 from pulpinit.errors import ExecError, ExitCode, Interrupted, MigrationFailed
 
 if TYPE_CHECKING:
@@ -103,10 +104,10 @@ def _run(migrator: Migrator) -> tuple[int, int | None]:
     def forward(signum: int, _frame: FrameType | None) -> None:
         received.append((signum, time.monotonic()))
         migrator.log.warning("migration.signal", signal=signal.Signals(signum).name, action="forwarded")
-        proc.send_signal(signum)
+        proc.send_signal(signals.for_child(signum))  # the image's stop signal (SIGWINCH) becomes SIGTERM
 
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    give_back = signals.take_over(forward)  # every stop signal, until given back
     reader = threading.Thread(target=_stream, args=(proc.stdout, migrator), daemon=True)
     reader.start()
     heartbeat(migrator, stop, lost=proc.terminate)
@@ -121,8 +122,7 @@ def _run(migrator: Migrator) -> tuple[int, int | None]:
                     proc.kill()
     finally:
         stop.set()
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+        give_back()
         reader.join(timeout=2)
     return code, (received[0][0] if received else None)
 

@@ -35,19 +35,38 @@ def settings_table(settings: Settings) -> str:
     ))
 
 
-def migration_decision(ctx: Context, migration: Migration) -> str:
-    from pulpinit.migration import fingerprint
+def _fingerprint(ctx: Context) -> str:
+    if ctx.fingerprint is not None:
+        return f"fingerprint {ctx.fingerprint[0]} ({ctx.fingerprint[1]})"
+    return "fingerprint UNKNOWN (it cannot be derived here: see ## checks)"
 
+
+def migration_decision(ctx: Context, migration: Migration) -> str:
     toolkit = ctx.toolkit
     where = f"{ctx.settings.get('database.name')}.{toolkit.lock_collection}"
     if migration is Migration.SKIP:
         return "skip: PULPINIT_MIGRATION_WAIT=false, this role neither migrates nor waits"
-    fp, how = fingerprint(toolkit)
+    fingerprint = _fingerprint(ctx)
     if migration is Migration.WAIT:
-        return (f"wait: start once {where} records fingerprint {fp} ({how}) as done; "
+        return (f"wait: start once {where} records {fingerprint} as done; "
                 f"exit 75 after {toolkit.migration_timeout:g} s or at once if it is recorded as failed")
-    return (f"migrate: run {toolkit.manage_db} under the lease lock in {where} unless fingerprint {fp} "
-            f"({how}) is recorded as done there; --dry-run connects to nothing, so the record is not read")
+    return (f"migrate: run {toolkit.manage_db} under the lease lock in {where} unless {fingerprint} "
+            "is recorded as done there; --dry-run connects to nothing, so the record is not read")
+
+
+def checks(ctx: Context) -> str:
+    """The settings-stage checks of the role (:mod:`pulpinit.preflight`) and what a run would do."""
+    if ctx.preflight is None:
+        return "none"
+    rows = [(check.status, check.name, check.detail) for check in ctx.preflight.checks]
+    text = table(("status", "check", "result"), rows)
+    problems = ctx.preflight.problems
+    if not problems:
+        return text + "\nall passed"
+    first = problems[0].error
+    assert first is not None  # noqa: S101 - problems have errors
+    return text + (f"\na run would stop in the settings stage with exit {int(first.exit_code)}, "
+                   "before server.conf is touched or anything is waited for")
 
 
 def plan(ctx: Context, role: Role, config: ConfigPlan, *, init: bool) -> str:
@@ -57,6 +76,7 @@ def plan(ctx: Context, role: Role, config: ConfigPlan, *, init: bool) -> str:
     toolkit = ctx.toolkit
     parts = [f"# pulpinit {role.name} --dry-run: nothing is changed, nothing is contacted", ""]
     parts += ["## settings", settings_table(ctx.settings), ""]
+    parts += ["## checks", checks(ctx), ""]
     parts += [f"## {toolkit.config}", config.diff().rstrip("\n") or "no change", ""]
     parts += ["## wait", f"mongodb at {ctx.settings.mongo_target().endpoint}, broker at "
               f"{ctx.settings.broker_target().endpoint}; deadline {toolkit.wait_timeout:g} s", ""]

@@ -18,10 +18,21 @@ Design (race-free, no Python signal handlers):
   (``PR_SET_CHILD_SUBREAPER``), so orphans of the role are reparented to it and
   reaped here, like ``tini -s``.  No warning is logged for that: it is normal.
 * The child calls ``setsid`` (own session and process group), restores the
-  signal mask and dispositions, drops privileges, sets the umask and execs.
+  signal mask (without the signals pulpinit blocked across its exec of this
+  module, so that none is lost while the interpreter starts) and dispositions,
+  drops privileges, sets the umask and execs.
   Any failure before the exec goes back through a close-on-exec pipe: the
   parent reads EOF when the exec succeeded, or the reason when it did not,
   and ends with 127 (not found), 126 (not executable) or 78 (privilege drop).
+* The child dies when the supervisor dies, however it dies (SIGKILL, OOM) and even when the
+  supervisor is not PID 1: it sets ``PR_SET_PDEATHSIG`` to SIGKILL after the privilege drop
+  (a change of credentials clears it) and then checks ``getppid`` (a supervisor that died
+  before that would go unnoticed).  SIGKILL because it is the only signal certain to end the
+  child, and nobody is left to follow up: Celery answers SIGTERM with a warm shutdown that
+  waits for the running tasks, httpd's graceful stop waits for its requests, any child may
+  ignore or block a catchable signal — and no supervisor remains to enforce a stop timeout or
+  to reap.  It is also what the kernel does to every process of a PID namespace whose PID 1
+  dies, so both modes end alike.
 * SIGCHLD → ``waitpid(-1, WNOHANG)`` until nothing is left: every zombie is
   reaped, the main child's status is kept.  Once the main child is gone the
   supervisor exits with its code, or 128+signal.
@@ -58,6 +69,8 @@ from pulpinit.errors import EnvValueError, ExecError, ExitCode, PulpinitError, U
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~0.5 MB resident
 if TYPE_CHECKING:
+    from ctypes import CDLL
+
     from pulpinit.privileges import Identity
 
 __all__ = ["FORWARDED", "main", "supervise"]
@@ -67,6 +80,7 @@ FORWARDED: tuple[signal.Signals, ...] = (
     signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH,
 )
 _WAITED = frozenset((*FORWARDED, signal.SIGCHLD))
+_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -103,18 +117,38 @@ def _json(value: object) -> str:
     return '"' + str(value).translate(_ESCAPES) + '"'
 
 
-def _become_subreaper() -> bool:
+def _libc() -> CDLL:
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, value: int, libc: CDLL | None = None) -> bool:
+    return bool((libc or _libc()).prctl(option, value, 0, 0, 0) == 0)
+
+
+def _become_subreaper() -> bool:
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _die_with(parent: int, libc: CDLL) -> None:
+    """In the child: be SIGKILLed when the supervisor dies, whatever kills it (SIGKILL included).
+
+    Set after the privilege drop: a change of credentials clears the parent-death signal.  A
+    supervisor that died before this line is caught by the ``getppid`` check that follows.
+    ``libc`` is loaded before the drop: the dropped user may not be able to read the
+    interpreter's standard library (a virtual environment under /root).
+    """
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, libc)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _child(
     argv: Sequence[str], *, identity: Identity | str | None, umask: int, env: dict[str, str],
-    mask: set[int], report: int,
+    mask: set[int], report: int, parent: int,
 ) -> None:
-    """In the forked child: new session, drop, exec; any failure is written to *report*.
+    """In the forked child: new session, drop, die with the parent, exec; any failure goes to *report*.
 
     The privilege helpers are imported here, after the fork and only when
     needed, so that they (and ``dataclasses``) never occupy the resident
@@ -133,6 +167,7 @@ def _child(
                 pass
         for name in ("SIGPIPE", "SIGXFSZ", "SIGINT"):  # Python's dispositions, not the command's
             signal.signal(getattr(signal, name), signal.SIG_DFL)
+        libc = _libc()
         if identity is not None:
             stage = "user"
             from pulpinit.privileges import drop, resolve_user
@@ -141,6 +176,7 @@ def _child(
             stage = "exec"
         else:
             os.umask(umask)
+        _die_with(parent, libc)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.execvpe(argv[0], list(argv), env)  # noqa: S606 - argv as given, no shell
     except UserError as err:
@@ -167,10 +203,11 @@ def _start(
 ) -> int:
     """Fork and exec the child; return its pid once the exec succeeded, else raise."""
     read_end, write_end = os.pipe()  # both close-on-exec
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        _child(argv, identity=identity, umask=umask, env=env, mask=mask, report=write_end)
+        _child(argv, identity=identity, umask=umask, env=env, mask=mask, report=write_end, parent=parent)
     os.close(write_end)
     report = _read_report(read_end)
     if not report:
@@ -233,7 +270,9 @@ def supervise(
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     try:
         environ = dict(os.environ if env is None else env)
-        pid = _start(argv, identity, umask, environ, old_mask)
+        # The child gets the mask we started with, minus the signals we wait for: pulpinit blocks
+        # those across its exec of this supervisor (so none is lost while it starts).
+        pid = _start(argv, identity, umask, environ, set(old_mask) - _WAITED)
         user = identity if identity is None or isinstance(identity, str) else identity.name
         log("supervise.start", command=argv[0], pid=pid, mode=mode, user=user, stop_timeout=stop_timeout)
         status: int | None = None

@@ -45,6 +45,9 @@ def env(tmp_path: Path, mongo: FakeMongo, broker: FakeAmqpBroker) -> dict[str, s
         "PULPINIT_LOG_FORMAT": "json",
         "PULP_DB_SEEDS": mongo.hostport,
         "PULP_BROKER_URL": broker.url("pulp", SECRET),
+        # what `run` checks before it waits (validate first): a user that exists, a fingerprint
+        "PULPINIT_USER": "nobody",
+        "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5-1",
     })
     return base
 

@@ -162,3 +162,51 @@ def test_start_up_path_imports_no_heavy_module(conf: Path, argv):
     done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, env=env,
                           check=False)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_unexpected_error_is_one_line_and_70_never_a_traceback(conf: Path, debug: bool):
+    """The last-resort guard, through a real fault nothing in pulpinit expects: stdout is a full device."""
+    env = {**os.environ, "PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json"}
+    level = ["--log-level", "debug"] if debug else []
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "pulpinit", *level, "settings", "--json"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=30, check=False)
+    assert done.returncode == 70
+    lines = done.stderr.splitlines()
+    events = [json.loads(line) for line in lines]  # every line is a JSON log line: no traceback text
+    errors = [e for e in events if e["event"] == "pulpinit.error"]
+    assert len(errors) == 1 and errors[0]["exit_code"] == 70
+    assert errors[0]["error"] == "unexpected OSError: [Errno 28] No space left on device"
+    if debug:
+        assert errors[0]["traceback"].startswith("Traceback (most recent call last):")
+        assert "No space left on device" in errors[0]["traceback"]
+    else:
+        assert "traceback" not in errors[0]
+        assert "Traceback" not in done.stderr
+
+
+def test_a_reader_that_went_away_is_70_with_one_line(conf: Path):
+    """``pulpinit settings | head -0``: the pipe's reader is gone before pulpinit writes."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "pulpinit", "settings"], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=30, check=False)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 70
+    errors = [json.loads(line) for line in done.stderr.splitlines() if '"pulpinit.error"' in line]
+    assert [e["error"] for e in errors] == ["unexpected BrokenPipeError: [Errno 32] Broken pipe"]
+    assert "Traceback" not in done.stderr
+
+
+def test_output_that_cannot_be_flushed_is_not_a_silent_success(conf: Path):
+    """A short output sits in the buffer until the end: its failed flush must still be an error."""
+    env = {**os.environ, "PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json", "PULP_DB_SEEDS": "m:1"}
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "pulpinit", "configure", "--dry-run"], stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=30, check=False)
+    assert done.returncode == 70, done.stderr
+    assert "No space left on device" in done.stderr and "Traceback" not in done.stderr

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers.supervision import ORPHANS, PRINT_SIGNALS, PYTHON, Supervised, can_unshare, run
+from helpers.supervision import BLOCKED_THEN_EXEC, ORPHANS, PRINT_SIGNALS, PYTHON, Supervised, can_unshare, run
 
 REASON = can_unshare()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -91,3 +92,15 @@ def test_stop_timeout_kills_a_child_that_ignores_term() -> None:
         assert sup.wait() == 128 + signal.SIGKILL
         assert time.monotonic() - started >= 0.5
     assert any(e["event"] == "supervise.kill" for e in sup.events())
+
+
+def test_a_stop_signal_during_pulpinit_s_exec_of_the_supervisor_is_not_dropped() -> None:
+    """As PID 1, a signal nobody handles is dropped by the kernel; pulpinit keeps it blocked (pending)
+    across its exec of the supervisor, which takes it once it waits and forwards it."""
+    started = time.monotonic()
+    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-c", BLOCKED_THEN_EXEC, "pending",
+                           "sleep", "30"], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 143, done.stderr
+    assert time.monotonic() - started < 10
+    start = [e for e in map(json.loads, done.stderr.splitlines()) if e["event"] == "supervise.start"]
+    assert start[0]["mode"] == "pid1"

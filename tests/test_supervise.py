@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers.orphans import state
 from helpers.supervision import (
+    BLOCKED_THEN_EXEC,
     HELPERS,
     ORPHANS,
     PRINT_SIGNALS,
@@ -159,3 +160,46 @@ def test_resident_supervisor_is_small_and_has_no_heavy_module(tmp_path: Path) ->
     assert "pulpinit.supervise" in modules
     heavy = {name for name in modules if name in HEAVY or name.split(".")[0] in HEAVY}
     assert not heavy, heavy
+
+
+def _gone(pid: int, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while state(pid) not in (None, "Z", "X"):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.parametrize("user", [None, "nobody"])
+def test_child_dies_with_a_sigkilled_supervisor_that_is_not_pid1(user: str | None) -> None:
+    """No orphan: SIGKILL leaves the supervisor no chance to act, so the kernel must (PDEATHSIG)."""
+    if user and os.geteuid() != 0:
+        pytest.skip("the privilege drop (which clears PDEATHSIG unless set after it) needs root")
+    options = ["--user", user] if user else []
+    with Supervised([SYSTEM_PYTHON if user else PYTHON, PRINT_SIGNALS], options=options, stdin=True) as sup:
+        sup.expect("ready")  # stdin stays open: on its own the child would run forever
+        child = children(sup.supervisor_pid)[0]
+        try:
+            sup.kill(signal.SIGKILL)
+            assert sup.wait() == -signal.SIGKILL
+            assert _gone(child), f"the child {child} outlived its supervisor ({state(child)})"
+        finally:
+            if not _gone(child, 0):
+                os.kill(child, signal.SIGKILL)
+
+
+def test_signals_blocked_across_the_exec_are_not_inherited_by_the_child() -> None:
+    done = subprocess.run([PYTHON, "-c", BLOCKED_THEN_EXEC, "-", "grep", "SigBlk", "/proc/self/status"],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.split()[1], 16) == 0, done.stdout  # nothing blocked in the role's process
+
+
+def test_a_signal_pending_across_the_exec_reaches_the_child() -> None:
+    started = time.monotonic()
+    done = subprocess.run([PYTHON, "-c", BLOCKED_THEN_EXEC, "pending", "sleep", "30"], capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 143, done.stderr
+    assert time.monotonic() - started < 10  # not the 30 s of the sleep: the SIGTERM was forwarded
+    assert '"event": "supervise.forward", "level": "info"' in done.stderr and '"signal": "SIGTERM"' in done.stderr

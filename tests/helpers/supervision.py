@@ -51,6 +51,16 @@ ORPHANS = str(PUBLIC / "orphans.py")
 PYTHON = sys.executable
 # The venv's interpreter lives under /root (mode 700): a dropped user runs the system one.
 SYSTEM_PYTHON = "/usr/bin/python3"
+#: ``python -c BLOCKED_THEN_EXEC [pending] CMD...``: block the supervisor's signals as pulpinit does
+#: before it execs the supervisor (with ``pending``: and SIGTERM itself meanwhile), then exec it.
+BLOCKED_THEN_EXEC = (
+    "import os, signal, sys\n"
+    "from pulpinit.signals import block_for_handoff\n"
+    "block_for_handoff()\n"  # what pulpinit does before it execs the supervisor
+    "if sys.argv[1] == 'pending':\n"
+    "    os.kill(os.getpid(), signal.SIGTERM)\n"  # a docker stop during the exec: pending, not lost
+    "os.execv(sys.executable, [sys.executable, '-m', 'pulpinit.supervise', '--', *sys.argv[2:]])\n"
+)
 
 
 def can_unshare() -> str | None:
