@@ -22,11 +22,12 @@ Mode and ownership:
   the way included), else :class:`~pulpinit.errors.ConfigFileError` (exit 78)
   before anything is written: Pulp would not start.
 
-When the directory cannot be written (EACCES, EPERM, EROFS on the temporary
-file) or the rename fails with EBUSY or EXDEV (a single-file bind mount, a
-Kubernetes ``subPath``), the file is rewritten in place instead: under an
-exclusive ``flock`` on it, with the stop signals held back while it is written,
-truncated and fsync'ed.  :func:`replace_file` then returns why
+Every write holds an exclusive ``flock`` on the existing file, from the check
+that it is unchanged to the rename: replicas sharing a volume take turns.  When
+the directory cannot be written (EACCES, EPERM, EROFS on the temporary file) or
+the rename fails with EBUSY or EXDEV (a single-file bind mount, a Kubernetes
+``subPath``), the file is rewritten in place instead, under that lock, with the
+stop signals held back while it is written, truncated and fsync'ed.  :func:`replace_file` then returns why
 atomicity was lost, for a warning.
 """
 
@@ -154,9 +155,57 @@ def replace_file(path: Path, data: bytes, expected: bytes | None, *, private: bo
 
     ``expected`` is the content that was read (None: the file did not exist): if the file
     changed since, nothing is written (:class:`ConfigFileChanged`).  ``private``: the data
-    holds a secret.  ``reader``: who runs Pulp (when pulpinit is root).
+    holds a secret.  ``reader``: who runs Pulp (when pulpinit is root).  Writers take an
+    exclusive ``flock`` on the existing file first, so replicas sharing a volume take turns (the
+    later one then finds the file changed and plans again).
     """
     target = path.resolve()  # replace a symlink's target, not the symlink
+    lock = _lock(path, target)
+    try:
+        return _replace_locked(path, target, data, expected, lock=lock, private=private, reader=reader)
+    finally:
+        if lock is not None:
+            os.close(lock.fd)  # releases the lock
+
+
+@dataclass(frozen=True)
+class _Lock:
+    fd: int
+    writable: bool
+
+
+def _lock(path: Path, target: Path) -> _Lock | None:
+    """An exclusive ``flock`` on the existing file (None when there is none yet); waits for other writers."""
+    import fcntl
+
+    flags = os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+    try:
+        fd, writable = os.open(target, os.O_RDWR | flags), True
+    except FileNotFoundError:
+        return None
+    except OSError:
+        try:
+            fd, writable = os.open(target, os.O_RDONLY | flags), False
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ConfigFileError(str(path), f"cannot be opened: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigFileError(str(path), "is not a regular file")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):  # no flock here: go on unlocked
+            os.close(fd)
+            raise ConfigFileError(str(path), f"cannot lock it: {exc.strerror}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return _Lock(fd, writable)
+
+
+def _replace_locked(path: Path, target: Path, data: bytes, expected: bytes | None, *, lock: _Lock | None,
+                    private: bool, reader: Identity | None) -> str | None:
     before = _current(path, target, expected)
     attrs = attributes(before, private=private, reader=reader)
     if reader is not None:
@@ -164,9 +213,9 @@ def replace_file(path: Path, data: bytes, expected: bytes | None, *, private: bo
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=_SUFFIX)
     except OSError as exc:
-        if exc.errno in _NO_DIRECTORY and before is not None:
+        if exc.errno in _NO_DIRECTORY and lock is not None:
             why = f"cannot create a file in {target.parent} ({exc.strerror})"
-            return _rewrite_in_place(path, target, data, expected, attrs=attrs, why=why)
+            return _rewrite_in_place(path, lock, data, attrs=attrs, why=why)
         raise ConfigFileError(str(path), f"cannot write next to it: {exc.strerror}") from None
     try:
         try:
@@ -178,10 +227,10 @@ def replace_file(path: Path, data: bytes, expected: bytes | None, *, private: bo
         try:
             os.replace(tmp, target)
         except OSError as exc:
-            if exc.errno not in _NO_RENAME or before is None:
+            if exc.errno not in _NO_RENAME or lock is None:
                 raise
             Path(tmp).unlink(missing_ok=True)
-            return _rewrite_in_place(path, target, data, expected, attrs=attrs, why=_NO_RENAME[exc.errno])
+            return _rewrite_in_place(path, lock, data, attrs=attrs, why=_NO_RENAME[exc.errno])
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise ConfigFileError(str(path), f"cannot write it: {exc.strerror or exc}") from None
@@ -241,34 +290,19 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _rewrite_in_place(path: Path, target: Path, data: bytes, expected: bytes | None, *, attrs: Attributes,
-                      why: str) -> str:
-    import fcntl
-
+def _rewrite_in_place(path: Path, lock: _Lock, data: bytes, *, attrs: Attributes, why: str) -> str:
+    """Rewrite the locked file (its content was checked under the lock) with the stop signals held back."""
+    if not lock.writable:
+        raise ConfigFileError(str(path), f"cannot write it (permission denied), nor a new file beside it: {why}")
     try:
-        fd = os.open(target, os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as exc:
-        raise ConfigFileError(str(path), f"cannot write it ({exc.strerror}), nor a new file beside it: "
-                              f"{why}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ConfigFileError(str(path), "is no longer a regular file")
-        current = b""
-        while chunk := os.pread(fd, 65536, len(current)):
-            current += chunk
-        if current != expected:
-            raise ConfigFileChanged(str(path))
         with _signals_held():
-            problems = _set_attributes(fd, attrs)  # private before the secrets go in
-            os.lseek(fd, 0, os.SEEK_SET)
-            _write_all(fd, data)
-            os.ftruncate(fd, len(data))
-            os.fsync(fd)
+            problems = _set_attributes(lock.fd, attrs)  # private before the secrets go in
+            os.lseek(lock.fd, 0, os.SEEK_SET)
+            _write_all(lock.fd, data)
+            os.ftruncate(lock.fd, len(data))
+            os.fsync(lock.fd)
     except OSError as exc:
         raise ConfigFileError(str(path), f"cannot rewrite it in place: {exc.strerror or exc}") from None
-    finally:
-        os.close(fd)  # releases the lock
     return "; ".join([f"rewrote it in place, not atomically (a reader may see it half written): {why}", *problems])
 
 

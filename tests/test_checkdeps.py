@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -37,11 +38,14 @@ def broker() -> Iterator[FakeAmqpBroker]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, mongo: FakeMongo, broker: FakeAmqpBroker) -> dict[str, str]:
-    shutil.copy(SAMPLE, tmp_path / "server.conf")
+def env(mongo: FakeMongo, broker: FakeAmqpBroker) -> Iterator[dict[str, str]]:
+    # a directory PULPINIT_USER can reach: when root, pulpinit checks that the user can read server.conf
+    workdir = Path(tempfile.mkdtemp(prefix="pulpinit-checkdeps-"))
+    workdir.chmod(0o755)
+    shutil.copy(SAMPLE, workdir / "server.conf")
     base = {k: v for k, v in os.environ.items() if not k.startswith("PULP")}
     base.update({
-        "PULPINIT_CONFIG": str(tmp_path / "server.conf"),
+        "PULPINIT_CONFIG": str(workdir / "server.conf"),
         "PULPINIT_LOG_FORMAT": "json",
         "PULP_DB_SEEDS": mongo.hostport,
         "PULP_BROKER_URL": broker.url("pulp", SECRET),
@@ -49,7 +53,8 @@ def env(tmp_path: Path, mongo: FakeMongo, broker: FakeAmqpBroker) -> dict[str, s
         "PULPINIT_USER": "nobody",
         "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5-1",
     })
-    return base
+    yield base
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def check(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
@@ -249,7 +254,7 @@ def test_timeout_is_the_budget_of_a_single_check(env, mongo):
 
 
 def test_a_missing_tls_file_that_the_configuration_names_is_exit_78(env, tmp_path):
-    conf = tmp_path / "server.conf"
+    conf = Path(env["PULPINIT_CONFIG"])
     conf.write_text(conf.read_text().replace("[tasks]", f"[tasks]\ncelery_require_ssl: true\n"
                                               f"certfile: {tmp_path}/client.crt", 1))
     before = conf.read_bytes()
