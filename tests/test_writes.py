@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -339,3 +339,38 @@ def test_an_unchanged_file_pulp_could_not_read_is_an_error_too(etc: Path) -> Non
     with pytest.raises(ConfigFileError, match="could not read it"):
         ServerConf.load(conf).plan([SEEDS]).write("nobody")
     assert conf.read_bytes() == before
+
+
+def test_writers_take_turns_and_the_later_one_sees_the_change(etc: Path) -> None:
+    """A replica sharing the volume holds the lock and writes: pulpinit waits, then plans again (ConfigFileChanged)."""
+    import fcntl
+    import threading
+
+    from pulpinit.errors import ConfigFileChanged
+    from pulpinit.testing.stages import _waits_for_lock
+
+    conf = etc / "server.conf"
+    plan = ServerConf.load(conf).plan([SEEDS])
+    fd = os.open(conf, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    outcome: list[BaseException | bool] = []
+    writer = threading.Thread(target=lambda: outcome.append(_catch(plan.write)))
+    writer.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not _waits_for_lock(conf.stat().st_ino):
+            assert writer.is_alive() and time.monotonic() < deadline, outcome
+            time.sleep(0.01)
+        os.write(fd, b"# the other replica's edit\n")  # meanwhile the other writer changes it
+    finally:
+        os.close(fd)  # releases the lock
+        writer.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], ConfigFileChanged)
+    assert conf.read_bytes().startswith(b"# the other replica's edit\n") and leftovers(etc) == []
+
+
+def _catch(write: Callable[[], bool]) -> BaseException | bool:
+    try:
+        return write()
+    except BaseException as exc:  # handed to the test's thread
+        return exc
