@@ -8,20 +8,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.workdirs import reachable
 
 from pulpinit.probe import Failure
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import AnswerServer, BlackHole, Proxy, ResetServer, SilentServer
 
-SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
 SECRET = "s3cr3t-Broker-Pw"
 
 
@@ -39,10 +38,11 @@ def broker() -> Iterator[FakeAmqpBroker]:
 
 @pytest.fixture
 def env(mongo: FakeMongo, broker: FakeAmqpBroker) -> Iterator[dict[str, str]]:
-    # a directory PULPINIT_USER can reach: when root, pulpinit checks that the user can read server.conf
-    workdir = Path(tempfile.mkdtemp(prefix="pulpinit-checkdeps-"))
-    workdir.chmod(0o755)
-    shutil.copy(SAMPLE, workdir / "server.conf")
+    with reachable("checkdeps") as workdir:  # when root, pulpinit checks PULPINIT_USER can read server.conf
+        yield _environment(workdir, mongo, broker)
+
+
+def _environment(workdir: Path, mongo: FakeMongo, broker: FakeAmqpBroker) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PULP")}
     base.update({
         "PULPINIT_CONFIG": str(workdir / "server.conf"),
@@ -53,8 +53,7 @@ def env(mongo: FakeMongo, broker: FakeAmqpBroker) -> Iterator[dict[str, str]]:
         "PULPINIT_USER": "nobody",
         "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5-1",
     })
-    yield base
-    shutil.rmtree(workdir, ignore_errors=True)
+    return base
 
 
 def check(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from helpers.workdirs import reachable
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,10 +42,8 @@ BASE = {"PULPINIT_LOG_FORMAT": "json", "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     """A directory PULPINIT_USER (nobody) can reach, unlike pytest's 0700 tmp_path."""
-    path = Path(tempfile.mkdtemp(prefix="pulpinit-leaks-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with reachable("leaks", sample=False) as path:
+        yield path
 
 
 def leaks(output: str, secret: str, pieces: tuple[str, ...] = ()) -> list[str]:

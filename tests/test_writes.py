@@ -13,13 +13,13 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from helpers.supervision import can_unshare
+from helpers.workdirs import reachable
 
 from pulpinit import atomicfile
 from pulpinit.configfile import Assignment, ServerConf
@@ -35,13 +35,10 @@ root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, set
 
 @pytest.fixture
 def etc() -> Iterator[Path]:
-    """A directory other users can reach (pytest's tmp_path is 0700), with a copy of the sample server.conf."""
-    path = Path(tempfile.mkdtemp(prefix="pulpinit-writes-"))
-    path.chmod(0o755)
-    shutil.copy(SAMPLE, path / "server.conf")
-    (path / "server.conf").chmod(0o644)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    """A directory other users can reach, with a copy of the sample server.conf (0644)."""
+    with reachable("writes") as path:
+        (path / "server.conf").chmod(0o644)
+        yield path
 
 
 def mode(path: Path) -> int:
