@@ -17,15 +17,26 @@ line, extended by every live key after it together with the comment lines
 directly under that key.  What follows the body (blank lines, the prose that
 introduces the next section, commented-out sections) is never written into.
 
+A line never lands between an entry and its continuation lines, and an
+updated entry loses its continuation lines (they were part of the old value).
+Sections mean what they mean to Python 2.7: ``[ database ]`` is a section
+named `` database `` that Pulp ignores, so a key for ``database`` goes into a
+proper ``[database]`` (created if need be) and a warning says so.  Lines added
+end like the file's first line (CRLF files get CRLF).
+
 Values are written so that Pulp (Python 2 ``SafeConfigParser``) and Python 3's
 ``configparser`` read back exactly what was asked: ``%`` is doubled, ``#`` and
 ``;`` stay literal (the lens has no inline comments).  Values either reader
 would see differently are refused with :class:`~pulpinit.errors.EnvValueError`
 naming the variable, never the value: see :func:`value_problem`.
 
-Nothing is logged here: :attr:`ConfigPlan.changes` says what changed, with
-:attr:`KeyChange.shown_old` / :attr:`KeyChange.shown_new` already masked,
-and :meth:`ConfigPlan.log_changes` emits one ``config.changed`` event per key.
+:attr:`ConfigPlan.changes` says what changed, with :attr:`KeyChange.shown_old` /
+:attr:`KeyChange.shown_new` already masked, and :meth:`ConfigPlan.log_changes`
+emits one ``config.changed`` event per key; the only lines logged here are
+warnings (``config.section_ignored``, ``config.in_place``).
+
+server.conf is read only when it is a regular file of at most 1 MiB; written, it
+is private when it holds a secret (see :mod:`pulpinit.atomicfile`).
 """
 
 from __future__ import annotations
@@ -35,17 +46,22 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from pulpinit import redact
 from pulpinit.atomicfile import replace_file
 from pulpinit.errors import ConfigFileError, EnvValueError
 from pulpinit.inivalue import escape, pulp_reads, reads_exactly, value_problem
-from pulpinit.lens import ORIGINAL, LensTree, Node
-from pulpinit.redact import MASK, mask_url
+from pulpinit.lens import COMMENT, CONTINUED, EMPTY, ORIGINAL, SPECIAL, LensTree, Node, newline_of
+from pulpinit.redact import MASK, REDACTOR
+from pulpinit.regularfile import FileProblem, read_regular
+
+if TYPE_CHECKING:
+    from pulpinit.privileges import Identity
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _KEY_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]*\Z")
-#: Keys whose values are masked in diffs even when no assignment marks them secret.
-_SECRET_KEY = re.compile(r"password|secret", re.IGNORECASE)
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _COMMENTED_KEY = re.compile(r"([A-Za-z0-9_.-]+)[ \t]*[:=]")
 _TAG_BASE = 0xF0000  # Unicode private use plane 15: tags that tell masked values apart in a diff
 _TAGS = re.compile(re.escape(MASK) + "[\U000f0000-\U000f0fff]")
@@ -86,15 +102,23 @@ class KeyChange:
 
     @property
     def shown_old(self) -> str | None:
-        return None if self.old is None else _shown(self.old, self.secret)
+        return None if self.old is None else self._shown(self.old)
 
     @property
     def shown_new(self) -> str:
-        return _shown(self.new, self.secret)
+        return self._shown(self.new)
+
+    def _shown(self, value: str) -> str:
+        return REDACTOR(redact.display(f"{self.section}.{self.key}", value, secret=self.secret))
 
 
-def _shown(value: str, secret: bool) -> str:
-    return MASK if secret and value else mask_url(value)
+def option_name(label: str) -> str:
+    """A key as SafeConfigParser names it: ASCII lower case (Python 2 ``str.lower``)."""
+    return label.translate(_ASCII_LOWER)
+
+
+def _is_entry(node: Node) -> bool:
+    return node.label not in SPECIAL
 
 
 class _Section:
@@ -107,16 +131,46 @@ class _Section:
         self.children = children
         self.body_end = _body_end(children)  # the body's last child; -1: the header alone
 
-    def live(self, key: str) -> Node | None:
-        found = [c for c in self.children if c.label.lower() == key and not c.label.startswith("#")]
+    def entries(self) -> list[tuple[int, Node, list[str]]]:
+        """``(index, node, continuation texts)`` of every entry, in file order."""
+        found: list[tuple[int, Node, list[str]]] = []
+        for index, child in enumerate(self.children):
+            if _is_entry(child):
+                found.append((index, child, []))
+            elif child.label == CONTINUED and found and child.value:
+                found[-1][2].append(child.value)
+        return found
+
+    def live(self, key: str) -> tuple[int, Node, list[str]] | None:
+        found = [e for e in self.entries() if option_name(e[1].label) == key]
         return found[-1] if found else None
 
-    def commented_default(self, key: str) -> Node | None:
-        for child in self.children[: self.body_end + 1]:
-            if child.label == "#comment" and child.value:
+    def continuations(self, index: int) -> list[Node]:
+        """The continuation lines of the entry at ``index``."""
+        found = []
+        for child in self.children[index + 1 :]:
+            if _is_entry(child):
+                break
+            if child.label == CONTINUED:
+                found.append(child)
+        return found
+
+    def safe_after(self, index: int) -> int:
+        """``index``, or later: a new line must not come between an entry and its continuation lines."""
+        for later in range(index + 1, len(self.children)):
+            child = self.children[later]
+            if _is_entry(child):
+                break
+            if child.label == CONTINUED:
+                index = later
+        return index
+
+    def commented_default(self, key: str) -> int | None:
+        for index, child in enumerate(self.children[: self.body_end + 1]):
+            if child.label == COMMENT and child.value:
                 match = _COMMENTED_KEY.match(child.value)
-                if match and match.group(1).lower() == key:
-                    return child
+                if match and option_name(match.group(1)) == key:
+                    return index
         return None
 
 
@@ -151,59 +205,64 @@ class ServerConf:
         """The bytes that were read (empty for a missing file)."""
         return self._data or b""
 
+    @property
+    def crlf(self) -> bool:
+        """Whether the file's lines end in CRLF (judged by its first line)."""
+        return self._tree.newline == "\r\n"
+
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, create: bool = False) -> ServerConf:
-        """Read and parse ``path``; with ``create``, a missing file reads as empty."""
+        """Read and parse ``path``; with ``create``, a missing file reads as empty.
+
+        Only a regular file (after symlinks) of at most 1 MiB is read: a FIFO, a device or a
+        directory is a :class:`~pulpinit.errors.ConfigFileError`, never a hang.
+        """
         file = Path(path)
         data: bytes | None
         try:
-            data = file.read_bytes()
-        except FileNotFoundError:
+            data = read_regular(str(file))
+        except FileProblem as exc:
+            if not exc.missing:
+                raise ConfigFileError(str(file), exc.problem) from None
             if not create:
                 raise ConfigFileError(str(file), "no such file (server.conf must exist)") from None
             data = None
-        except IsADirectoryError:
-            raise ConfigFileError(str(file), "is a directory, not server.conf") from None
-        except OSError as exc:
-            raise ConfigFileError(str(file), f"cannot read it: {exc.strerror}") from None
         text = _decode(str(file), data or b"")
         if text and not text.endswith("\n"):
-            text += "\n"
+            text += newline_of(text) if "\n" in text else "\n"
         return cls(file, data, LensTree(text, str(file)), text)
 
     def _read_sections(self, root: str, name: str | None = None) -> list[_Section]:
         """The sections under ``root`` (only those called ``name`` if given), children read."""
         sections = []
         for node in self._tree.children(root):
-            if node.label.startswith("#") or name not in (None, node.label):
+            if node.label in SPECIAL or name not in (None, node.label):
                 continue
             children = self._tree.children(node.path)
             sections.append(_Section(node, children))
         return sections
 
     def get(self, section: str, key: str) -> str | None:
-        """The live value as Pulp reads it (``%%`` → ``%``), or ``None`` without a live line."""
-        found = None
-        for sec in self._sections:
-            if sec.node.label == section:
-                node = sec.live(key.lower())
-                found = node if node is not None else found
-        return None if found is None else pulp_reads(found.value)
+        """The value as Pulp reads it (``%%`` → ``%``), or ``None`` without a live line."""
+        return self.items().get((section, option_name(key)))
+
+    def items(self, root: str = ORIGINAL) -> dict[tuple[str, str], str]:
+        """``{(section, key): value}`` for every entry as Python 2.7 reads it (a later one wins)."""
+        result: dict[tuple[str, str], str] = {}
+        for sec in self._sections if root == ORIGINAL else self._read_sections(root):
+            for _, node, continued in sec.entries():
+                result[(sec.node.label, option_name(node.label))] = pulp_reads(node.value, continued)
+        return result
 
     def values(self) -> dict[str, str]:
-        """``{"section.key": value}`` for every live key (a later duplicate wins, as in Pulp)."""
-        result: dict[str, str] = {}
-        for sec in self._sections:
-            for child in sec.children:
-                if not child.label.startswith("#"):
-                    result[f"{sec.node.label}.{child.label.lower()}"] = pulp_reads(child.value)
-        return result
+        """``{"section.key": value}`` for every entry (a later duplicate wins, as in Pulp)."""
+        return {f"{section}.{key}": value for (section, key), value in self.items().items()}
 
     def plan(self, assignments: Sequence[Assignment]) -> ConfigPlan:
         """Validate ``assignments`` and compute the new text; nothing is written."""
         seen: dict[tuple[str, str], str] = {}
         for item in assignments:
-            problem = value_problem(item.value)
+            problem = value_problem(item.value, crlf=self.crlf)
             if problem:
                 raise EnvValueError(item.variable, problem)
             where = (item.section, item.key)
@@ -215,32 +274,39 @@ class ServerConf:
         self._tree.copy(ORIGINAL, work)
         changes = []
         created: set[str] = set()
+        warnings: dict[str, str] = {}
         for item in assignments:
-            change = self._apply(work, item, created)
+            change = self._apply(work, item, created, warnings)
             if change is not None:
                 changes.append(change)
         new_text = self._tree.render(work) if changes else self._text
-        return ConfigPlan(self, work, tuple(changes), new_text, tuple(assignments))
+        return ConfigPlan(self, work, tuple(changes), new_text, tuple(assignments), warnings=tuple(warnings.values()))
 
-    def _apply(self, work: str, item: Assignment, created: set[str]) -> KeyChange | None:
+    def _apply(self, work: str, item: Assignment, created: set[str], warnings: dict[str, str]) -> KeyChange | None:
         sections = self._read_sections(work, item.section)
         raw = escape(item.value) or None
-        live = [n for n in (s.live(item.key) for s in sections) if n is not None]
+        live = [(s, found) for s, found in ((s, s.live(item.key)) for s in sections) if found is not None]
         if live:
-            if reads_exactly(live[-1].value, item.value):
+            section, (index, node, continued) = live[-1]
+            if reads_exactly(node.value, item.value, continued):
                 return None
-            self._tree.set(live[-1].path, raw)
-            how, old = "updated", pulp_reads(live[-1].value)
+            for extra in reversed(section.continuations(index)):
+                self._tree.remove(extra.path)  # part of the old value
+            self._tree.set(node.path, raw)
+            how, old = "updated", pulp_reads(node.value, continued)
         elif sections:
             how, old = "appended", None
-            comment = next((c for c in (s.commented_default(item.key) for s in sections) if c), None)
-            if comment is not None:
-                how = "inserted-after-comment"
-                path = self._tree.insert(comment.path, item.key, after=True)
+            found = next(((s, i) for s in sections if (i := s.commented_default(item.key)) is not None), None)
+            if found is not None:
+                section, index = found
+                after = section.safe_after(index)
+                how = "inserted-after-comment" if after == index else "appended"
+                path = self._tree.insert(section.children[after].path, item.key, after=True)
             else:
                 last = sections[-1]
                 if last.body_end >= 0:
-                    path = self._tree.insert(last.children[last.body_end].path, item.key, after=True)
+                    after = last.safe_after(last.body_end)
+                    path = self._tree.insert(last.children[after].path, item.key, after=True)
                 elif last.children:
                     path = self._tree.insert(last.children[0].path, item.key, after=False)
                 else:
@@ -249,12 +315,22 @@ class ServerConf:
                 how = "new-section"
             self._tree.set(path, raw)
         else:
+            self._warn_lookalikes(work, item.section, warnings)
             self._separate_new_section(work)
-            section = self._tree.append(work, item.section)
-            self._tree.set(self._tree.append(section, item.key), raw)
+            section_path = self._tree.append(work, item.section)
+            self._tree.set(self._tree.append(section_path, item.key), raw)
             created.add(item.section)
             how, old = "new-section", None
         return KeyChange(item.section, item.key, old, item.value, item.secret, how, item.variable)
+
+    def _warn_lookalikes(self, work: str, section: str, warnings: dict[str, str]) -> None:
+        """Warn about sections that look like ``section`` but are other sections for Pulp."""
+        for node in self._tree.children(work):
+            if node.label not in SPECIAL and node.label != section and node.label.strip().lower() == section:
+                warnings[node.label] = (
+                    f"[{node.label}] is the section {node.label!r} for Pulp (Python 2.7), not [{section}], "
+                    f"and Pulp ignores it: added a [{section}] section for {section}'s keys"
+                )
 
     def _separate_new_section(self, work: str) -> None:
         """Put a blank line between the file's last line and a section appended to it."""
@@ -262,14 +338,14 @@ class ServerConf:
         if not top:
             return
         last = top[-1]
-        if last.label == "#empty":
+        if last.label == EMPTY:
             return
-        if last.label.startswith("#"):
-            self._tree.append(work, "#empty")
+        if last.label in SPECIAL:
+            self._tree.append(work, EMPTY)
             return
         kids = self._tree.children(last.path)
-        if not kids or kids[-1].label != "#empty":
-            self._tree.append(last.path, "#empty")
+        if not kids or kids[-1].label != EMPTY:
+            self._tree.append(last.path, EMPTY)
 
     def _masked_text(self, tree: str, secrets: set[tuple[str, str]], tags: dict[str, str]) -> str:
         """Render ``tree`` with secret values and URL passwords shown as ``***``.
@@ -280,23 +356,32 @@ class ServerConf:
         masked = "/pulpinit/masked"
         self._tree.copy(tree, masked)
         for sec in self._read_sections(masked):
-            for child in sec.children:
-                if child.label.startswith("#") or not child.value:
+            for index, child, continued in sec.entries():
+                key = f"{sec.node.label}.{option_name(child.label)}"
+                whole = "\n".join([child.value or "", *continued])
+                shown = redact.display(key, whole, secret=(sec.node.label, option_name(child.label)) in secrets)
+                if shown == whole:
                     continue
-                secret = (sec.node.label, child.label.lower()) in secrets or _SECRET_KEY.search(child.label)
-                shown = MASK if secret else mask_url(child.value)
-                if shown != child.value:
-                    tag = tags.setdefault(child.value, chr(_TAG_BASE + len(tags) % 4096))
-                    self._tree.set(child.path, shown.replace(MASK, MASK + tag, 1))
+                tag = tags.setdefault(whole, chr(_TAG_BASE + len(tags) % 4096))
+                continuations = sec.continuations(index)
+                lines = [MASK] * (1 + len(continuations)) if shown == MASK else shown.split("\n")
+                self._tree.set(child.path, lines[0].replace(MASK, MASK + tag) or None)
+                for extra, line in zip(continuations, lines[1:], strict=False):
+                    self._tree.set(extra.path, line.replace(MASK, MASK + tag) or MASK + tag)
         return self._tree.render(masked)
+
+    def holds_secret(self, tree: str, secrets: set[tuple[str, str]]) -> bool:
+        """Whether the text of ``tree`` holds a password or a URL with one (it must then be private)."""
+        return any(value and (where in secrets or redact.is_secret(".".join(where), value))
+                   for where, value in self.items(tree).items())
 
 
 def _body_end(children: list[Node]) -> int:
     end, in_run = -1, True
     for index, child in enumerate(children):
-        if child.label == "#empty":
+        if child.label == EMPTY:
             in_run = False
-        elif not child.label.startswith("#"):
+        elif _is_entry(child) or child.label == CONTINUED:
             end, in_run = index, True
         elif in_run:
             end = index
@@ -304,6 +389,9 @@ def _body_end(children: list[Node]) -> int:
 
 
 def _decode(path: str, data: bytes) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise ConfigFileError(path, "starts with a UTF-8 byte order mark, which Pulp (Python 2) reads as part "
+                              "of the first line and fails on; remove it")
     if b"\0" in data:
         offset = data.index(b"\0")
         raise ConfigFileError(path, f"contains a NUL byte at offset {offset}")
@@ -323,12 +411,15 @@ class ConfigPlan:
         changes: tuple[KeyChange, ...],
         new_text: str,
         items: tuple[Assignment, ...],
+        *,
+        warnings: tuple[str, ...] = (),
     ) -> None:
         self.conf = conf
         self._tree = tree
         self.changes = changes
         self.new_text = new_text
         self._items = items
+        self.warnings = warnings  # one line each: logged by log_changes
         self._written = False
 
     @property
@@ -336,34 +427,63 @@ class ConfigPlan:
         """Whether :meth:`write` would write (a missing file counts as a change)."""
         return not self._written and (not self.conf.exists or bool(self.changes))
 
+    @property
+    def _secrets(self) -> set[tuple[str, str]]:
+        return {(i.section, i.key) for i in self._items if i.secret}
+
+    @property
+    def private(self) -> bool:
+        """Whether the planned text holds a password or a URL with one."""
+        return self.conf.holds_secret(self._tree, self._secrets)
+
     def diff(self) -> str:
         """A unified diff from the file to the planned text, secrets shown as ``***``."""
         if not self.changes:
             return ""
-        secrets = {(i.section, i.key) for i in self._items if i.secret}
         tags: dict[str, str] = {}
-        old = self.conf._masked_text(ORIGINAL, secrets, tags) if self.conf.exists else ""
-        new = self.conf._masked_text(self._tree, secrets, tags)
+        old = self.conf._masked_text(ORIGINAL, self._secrets, tags) if self.conf.exists else ""
+        new = self.conf._masked_text(self._tree, self._secrets, tags)
         import difflib
 
         name = str(self.conf.path)
         lines = difflib.unified_diff(old.splitlines(True), new.splitlines(True), name, name + " (planned)")
-        return _TAGS.sub(MASK, "".join(lines))
+        return REDACTOR(_TAGS.sub(MASK, "".join(lines)))
 
-    def write(self) -> bool:
-        """Atomically replace the file with the planned text; ``False``: nothing to do, nothing touched."""
+    def write(self, user: str | None = None) -> bool:
+        """Replace the file with the planned text; ``False``: nothing to do, nothing touched.
+
+        ``user`` (``PULPINIT_USER``) is who runs Pulp: when pulpinit is root and the user exists,
+        a file holding a secret gets that user's group, and a file that user cannot read is an
+        error (exit 78).
+        Atomic (a rename) where possible, else rewritten in place with a ``config.in_place``
+        warning (see :mod:`pulpinit.atomicfile`).
+        """
+        from pulpinit.atomicfile import check_unchanged_readable, remove_stale_temps
+
+        remove_stale_temps(self.conf.path)
+        reader = _reader(user)
         if not self.changed:
+            if reader is not None:
+                check_unchanged_readable(self.conf.path, reader)  # Pulp would crash on it all the same
             return False
         expected = self.conf.data if self.conf.exists else None
-        replace_file(self.conf.path, self.new_text.encode("utf-8"), expected)
+        private = self.private
+        in_place = replace_file(self.conf.path, self.new_text.encode("utf-8"), expected, private=private,
+                                reader=reader)
         self._written = True
+        if in_place:
+            from pulpinit.log import get_logger
+
+            get_logger().warning("config.in_place", path=str(self.conf.path), reason=in_place)
         return True
 
     def log_changes(self) -> None:
-        """Log one ``config.changed`` event per changed key, secret values masked."""
+        """Log the plan's warnings, then one ``config.changed`` event per changed key, secret values masked."""
         from pulpinit.log import get_logger
 
         log = get_logger()
+        for warning in self.warnings:
+            log.warning("config.section_ignored", path=str(self.conf.path), warning=warning)
         for change in self.changes:
             log.info(
                 "config.changed",
@@ -374,3 +494,16 @@ class ConfigPlan:
                 how=change.how,
                 variable=change.variable,
             )
+
+
+def _reader(user: str | None) -> Identity | None:
+    """Who runs Pulp, when pulpinit is root and ``user`` resolves (an unknown user fails at the hand-off)."""
+    from pulpinit.errors import UserError
+    from pulpinit.privileges import identity_for
+
+    if user is None:
+        return None
+    try:
+        return identity_for(user)
+    except UserError:
+        return None

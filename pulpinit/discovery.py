@@ -41,6 +41,12 @@ def env_prefix(service: str) -> str:
     return re.sub(r"[-.]", "_", service).upper()
 
 
+def looked_for(service: str) -> tuple[str, ...]:
+    """The variables :func:`find_service` reads for ``service``, for messages."""
+    prefix = env_prefix(service)
+    return (f"{prefix}_SERVICE_HOST", f"{prefix}_PORT", f"{prefix}_PORT_<port>_TCP_ADDR")
+
+
 def find_service(environ: Mapping[str, str], service: str, default_port: int) -> Endpoint | None:
     """The first of the three variable forms present for ``service``, validated; None when absent."""
     prefix = env_prefix(service)
@@ -69,10 +75,10 @@ def find_service(environ: Mapping[str, str], service: str, default_port: int) ->
 def _from_link_url(raw: str, variable: str, service: str) -> Endpoint:
     scheme, sep, rest = raw.partition("://")
     if not sep or scheme not in ("tcp", "udp"):
-        raise EnvValueError(variable, f"{raw!r} is not of the form tcp://host:port")
+        raise EnvValueError(variable, f"{values.quoted(raw)} is not of the form tcp://host:port")
     if not rest or rest.endswith(":") or "/" in rest:
-        raise EnvValueError(variable, f"{raw!r} is not of the form tcp://host:port")
+        raise EnvValueError(variable, f"{values.quoted(raw)} is not of the form tcp://host:port")
     host, port = values.hostport(rest, variable, default_port=0)
     if port == 0:
-        raise EnvValueError(variable, f"{raw!r} has no port")
+        raise EnvValueError(variable, f"{values.quoted(raw)} has no port")
     return Endpoint(host, port, service, variable)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NoReturn
 
 from pulpinit.errors import ExecError, ExitCode, UsageError
@@ -42,9 +42,16 @@ def restore_signals() -> dict[int, object]:
     return previous
 
 
-def child_environ(env: Mapping[str, str] | None) -> dict[str, str]:
-    """A private copy of *env* (default ``os.environ``) for ``execve``."""
-    return dict(os.environ if env is None else env)
+def child_environ(env: Mapping[str, str] | None, drop: Iterable[str] = ()) -> dict[str, str]:
+    """A private copy of *env* (default ``os.environ``) for ``execve``, without the variables in *drop*.
+
+    pulpinit drops the secret variables it consumed (they are in server.conf now) unless
+    ``PULPINIT_KEEP_SECRET_ENV`` is set.
+    """
+    environ = dict(os.environ if env is None else env)
+    for name in drop:
+        environ.pop(name, None)
+    return environ
 
 
 def exec_failure(command: str, err: OSError, path: str | None = None) -> ExecError:

@@ -1,9 +1,12 @@
 """How Pulp reads a value in server.conf, and which values it would read differently.
 
-Pulp 2 reads server.conf with Python 2's ``SafeConfigParser``: the value is
+Pulp 2 reads server.conf with Python 2.7's ``SafeConfigParser``: the value is
 the rest of the line after ``:`` or ``=``, stripped; ``%%`` is a literal
 ``%`` (interpolation); the first ``;`` starts a comment if a blank precedes
-it; a value of exactly ``""`` is empty.  ``#`` inside a value is literal.
+it (for a value starting with ``;``, "precedes" wraps around to the line's
+last character); a value of exactly ``""`` is empty; each continuation line
+(a line starting with a blank, after the entry) adds a newline and its
+stripped text.  ``#`` inside a value is literal.
 Python 3's ``configparser.ConfigParser()`` agrees on every value that
 :func:`value_problem` accepts (it has no inline comments by default).
 """
@@ -12,16 +15,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 _ASCII_SPACE = " \t\n\r\x0b\x0c"
 #: Control characters, lone surrogates (invalid UTF-8 from the environment), line separators.
 _CONTROL = frozenset({"Cc", "Cs", "Zl", "Zp"})
 
 
-def value_problem(value: str) -> str | None:
+def value_problem(value: str, *, crlf: bool = False) -> str | None:
     """Why ``value`` cannot be written so that Pulp reads it back unchanged, or ``None``.
 
-    The message never quotes the value (it may be a password).
+    ``crlf``: the file's lines end in CRLF.  The message never quotes the value (it may be a
+    password).
     """
     if value != value.strip():
         return "has leading or trailing whitespace, which Pulp would strip"
@@ -35,31 +40,36 @@ def value_problem(value: str) -> str | None:
         return "contains ';' after whitespace, which Pulp reads as the start of a comment"
     if value == '""':
         return "is two double quotes, which Pulp reads as an empty value; set it empty instead"
+    if crlf and value.startswith(";"):
+        return "starts with ';', which Pulp reads as an empty value in a file whose lines end in CRLF"
     return None
 
 
-def pulp_reads(raw: str | None) -> str:
-    """The value SafeConfigParser (Python 2) gives Pulp for the raw text of a live line.
+def _first_line(raw: str) -> str:
+    """What SafeConfigParser keeps of an entry's own line (the raw text after the separator)."""
+    semicolon = raw.find(";")  # only the first ';', and only after a blank (Python 2.7 quirk)
+    if semicolon != -1 and raw[semicolon - 1] in _ASCII_SPACE:  # [-1]: the line's last character
+        raw = raw[:semicolon]
+    raw = raw.strip(_ASCII_SPACE)
+    return "" if raw == '""' else raw
 
-    ``%%`` becomes ``%``; other interpolation (``%(name)s``) is left as written.
+
+def pulp_reads(raw: str | None, continued: Sequence[str] = ()) -> str:
+    """The value SafeConfigParser (Python 2.7) gives Pulp for an entry.
+
+    ``raw`` is the entry's text after the separator as the lens stores it (None: nothing),
+    ``continued`` the text of its continuation lines.  ``%%`` becomes ``%``; other
+    interpolation (``%(name)s``) is left as written.
     """
-    if raw is None:
-        return ""
-    value = raw
-    semicolon = value.find(";")  # only the first ';', and only after a blank (Python 2.7 quirk)
-    if semicolon != -1 and value[semicolon - 1] in _ASCII_SPACE:
-        value = value[:semicolon]
-    value = value.strip(_ASCII_SPACE)
-    if value == '""':
-        return ""
+    value = "\n".join([_first_line(raw or ""), *continued])
     return value.replace("%%", "%")
 
 
-def reads_exactly(raw: str | None, wanted: str) -> bool:
-    """True when Pulp reads ``raw`` as ``wanted`` with nothing left to interpolate."""
-    if pulp_reads(raw) != wanted:
+def reads_exactly(raw: str | None, wanted: str, continued: Sequence[str] = ()) -> bool:
+    """True when Pulp reads the entry as ``wanted`` with nothing left to interpolate."""
+    if pulp_reads(raw, continued) != wanted:
         return False
-    return "%" not in (raw or "").replace("%%", "")
+    return "%" not in "\n".join([raw or "", *continued]).replace("%%", "")
 
 
 def escape(value: str) -> str:

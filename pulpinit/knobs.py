@@ -54,6 +54,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("PULPINIT_STOP_SIGNAL", "SIGTERM", "the image's stop signal when not SIGTERM (`SIGWINCH` for httpd); "
          "SIGTERM and SIGINT always stop pulpinit"),
     Knob("PULPINIT_STOP_TIMEOUT", "", "SIGKILL the role's group this long after SIGTERM (default: never)"),
+    Knob("PULPINIT_KEEP_SECRET_ENV", "false", "pass the secret variables pulpinit consumed on to the role's process"),
     Knob("PULP_WORKER_NUMBER", "", "worker number N; default: the StatefulSet ordinal, else 0"),
 )
 
@@ -89,6 +90,7 @@ class Toolkit:
     init: bool
     stop_signal: str
     stop_timeout: float | None
+    keep_secret_env: bool
     worker_number: int | None
 
 
@@ -138,6 +140,7 @@ _PARSERS: Mapping[str, Callable[[str, str], Any]] = {
     "init": values.boolean,
     "stop_signal": parse_signal,
     "stop_timeout": values.seconds,
+    "keep_secret_env": values.boolean,
     "worker_number": _worker_number,
 }
 

@@ -20,7 +20,12 @@ from typing import Any
 from pulpinit.errors import ConfigFileError
 
 LENS = "Pulp.lns"
+LENS_CRLF = "Pulp_crlf.lns"  # the same lens; lines it adds end in CRLF (lenses/pulp_crlf.aug)
 LENS_FILE = "pulp.aug"
+
+#: The labels of the lens's own nodes; every other label is a section or a key.
+COMMENT, EMPTY, REM, CONTINUED = "#comment", "#empty", "#rem", "#continued"
+SPECIAL = frozenset({COMMENT, EMPTY, REM, CONTINUED})
 
 #: Where the handle keeps its text and trees (none of them is under /files).
 _TEXT_IN = "/pulpinit/text/in"
@@ -50,6 +55,12 @@ def lens_dir() -> Path:
     raise ConfigFileError(str(candidates[0] / LENS_FILE), "the Pulp lens is not installed")
 
 
+def newline_of(text: str) -> str:
+    """The line end of ``text``'s first line: ``"\\r\\n"`` or ``"\\n"``."""
+    first = text.find("\n")
+    return "\r\n" if first > 0 and text[first - 1] == "\r" else "\n"
+
+
 class Node:
     """One node of a tree: its path, label and value (a plain class: cheaper to import than a dataclass)."""
 
@@ -68,8 +79,14 @@ class LensTree:
     """An Augeas handle that parses and renders one file's text with the Pulp lens."""
 
     def __init__(self, text: str, source: str) -> None:
-        """Parse ``text`` into the tree at :data:`ORIGINAL`; ``source`` names the file in errors."""
+        """Parse ``text`` into the tree at :data:`ORIGINAL`; ``source`` names the file in errors.
+
+        Lines added later end like the text's first line (CRLF or LF).
+        """
         import augeas
+
+        self.newline = newline_of(text)
+        self._lens = LENS_CRLF if self.newline == "\r\n" else LENS
 
         flags = augeas.Augeas.NO_LOAD | augeas.Augeas.NO_MODL_AUTOLOAD | augeas.Augeas.NO_STDINC
         self._aug: Any = augeas.Augeas(root="/", loadpath=str(lens_dir()), flags=flags)
@@ -77,7 +94,7 @@ class LensTree:
         self._aug.set(_TEXT_IN, text)
         self._aug.insert(_TEXT_IN, "null", True)
         try:
-            self._aug.text_store(LENS, _TEXT_IN, ORIGINAL)
+            self._aug.text_store(self._lens, _TEXT_IN, ORIGINAL)
         except Exception as exc:  # python-augeas raises ValueError/RuntimeError subclasses
             raise ConfigFileError(source, self._parse_error(text, exc)) from None
 
@@ -87,13 +104,19 @@ class LensTree:
         if self._aug.get(base) is None:
             return f"Augeas failed to parse it: {exc}"
         line, char, message = (self._aug.get(f"{base}/{name}") for name in ("line", "char", "message"))
-        lines = text.splitlines()
+        lines = text.split("\n")
         number = int(line) if str(line).isdigit() else 0
         bad = lines[number - 1] if 0 < number <= len(lines) else ""
+        before = lines[: max(number - 1, 0)]
+        in_section = any(b.startswith("[") for b in before)
         if bad[:1] in (" ", "\t"):
-            hint = "a line starting with a blank continues a value for Pulp; multi-line values are not supported"
+            hint = ("a line starting with a blank continues the value of the entry above it; "
+                    "here no entry of this section comes before it")
+        elif not in_section:
+            hint = "Pulp needs a [section] header before the first entry"
         else:
-            hint = "expected [section], key: value, key = value, a # or ; comment, or a blank line"
+            hint = ("expected [section], key: value, key = value, a # or ; comment, a rem line, "
+                    "or a blank line")
         return f"the Pulp lens cannot parse line {line}, char {char} ({message}): {hint}"
 
     def close(self) -> None:
@@ -126,11 +149,15 @@ class LensTree:
             self._aug.set(path, value)
 
     def insert(self, sibling: str, label: str, *, after: bool) -> str:
-        """Insert a new node ``label`` next to ``sibling``; return the new node's path."""
+        """Insert a new node ``label`` next to ``sibling``; return the new node's (positional) path."""
+        parent = str(self._aug.match(f"{sibling}/..")[0])
+        position = len(self._aug.match(f"{sibling}/preceding-sibling::*")) + (2 if after else 1)
         self._aug.insert(sibling, label, not after)
-        axis = "following-sibling" if after else "preceding-sibling"
-        matches = self._aug.match(f"{sibling}/{axis}::*[1]")
-        return str(matches[0])
+        return f"{parent}/*[{position}]"
+
+    def remove(self, path: str) -> None:
+        """Remove the node at ``path`` (and its children)."""
+        self._aug.remove(path)
 
     def append(self, parent: str, label: str) -> str:
         """Add a new valueless last child ``label`` (``#empty`` or a validated name) to ``parent``."""
@@ -141,7 +168,7 @@ class LensTree:
     def render(self, tree: str) -> str:
         """The text of the tree at ``tree``, laid out like the text that was parsed."""
         try:
-            self._aug.text_retrieve(LENS, _TEXT_IN, tree, _TEXT_OUT)
+            self._aug.text_retrieve(self._lens, _TEXT_IN, tree, _TEXT_OUT)
         except Exception as exc:
             error = self._aug.get(f"/augeas/text{tree}/error/message")
             raise ConfigFileError(self._source, f"Augeas cannot write the edit: {error or exc}") from None

@@ -1,9 +1,10 @@
 """Structured logging: JSON lines for containers, a readable console otherwise.
 
 Every record goes to stderr with an ISO-8601 UTC timestamp, a level and a
-stable event name (see the README's table of events).  A last processor runs
-the rendered line through the process-wide :data:`~pulpinit.redact.REDACTOR`,
-so a secret that slipped into an event's fields is still masked.
+stable event name (see the README's table of events).  The event's fields
+(strings, and strings inside lists and dicts such as an argv) and then the
+rendered line go through the process-wide :data:`~pulpinit.redact.REDACTOR`,
+so a secret that slipped into an event is still masked, in any encoding.
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ def choose_format(requested: str | None, stream: IO[str]) -> str:
 def _redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if REDACTOR:
         for key, value in event_dict.items():
-            if isinstance(value, str):
-                event_dict[key] = REDACTOR(value)
+            event_dict[key] = REDACTOR.deep(value)
     return event_dict
+
+
+def _redact_line(_: Any, __: str, line: Any) -> Any:
+    return REDACTOR(line) if REDACTOR and isinstance(line, str) else line
 
 
 class _CurrentStderr:
@@ -70,6 +74,7 @@ def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | Non
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact_event,
             renderer,
+            _redact_line,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.INFO)

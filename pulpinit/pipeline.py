@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from pulpinit import log, signals
 from pulpinit.knobs import Toolkit, toolkit_from_environ
 from pulpinit.redact import REDACTOR
-from pulpinit.settings import Settings, from_environ
+from pulpinit.settings import Settings, from_environ, register_secrets
 
 if TYPE_CHECKING:
     from pulpinit.configfile import ConfigPlan, ServerConf
@@ -62,11 +62,14 @@ def _stage(name: str, **fields: Any) -> Iterator[Any]:
 def _load(environ: Mapping[str, str], create: bool) -> Context:
     from pulpinit.configfile import ServerConf
 
+    register_secrets(environ)  # before anything parses them: no error can show a secret
     toolkit = toolkit_from_environ(environ)
     conf = ServerConf.load(toolkit.config, create=create or toolkit.create_config)
     hostname = socket.gethostname()
     settings = from_environ(environ, conf.values(), hostname=hostname)
     REDACTOR.add(*settings.secrets())
+    for warning in settings.warnings:
+        log.get_logger(stage="settings").warning("settings.warning", warning=warning)
     return Context(environ, settings, conf, hostname)
 
 
@@ -101,10 +104,8 @@ def plan_config(ctx: Context) -> ConfigPlan:
 
     assignments = []
     for key, value in ctx.settings.to_write():
-        section, _, name = key.partition(".")
-        # a URL is shown with only its password masked (configfile masks URL passwords anyway)
-        secret = value.secret and "://" not in value.value
-        assignments.append(Assignment(section, name, value.value, value.variable or key, secret))
+        section, name = value.option
+        assignments.append(Assignment(section, name, value.value, value.variable or key, value.secret))
     return ctx.conf.plan(assignments)
 
 
@@ -123,7 +124,7 @@ def configure(ctx: Context, attempts: int = 5) -> ConfigPlan:
             attempt += 1
             plan = plan_config(ctx)
             try:
-                written = plan.write()
+                written = plan.write(ctx.toolkit.user)  # a stop signal removes the temporary file
             except ConfigFileChanged:
                 if attempt == attempts:
                     raise
@@ -185,12 +186,14 @@ def handoff(ctx: Context, argv: Sequence[str], *, init: bool) -> NoReturn:
     The supervisor is a fresh interpreter (``python -m pulpinit.supervise``) with no pymongo,
     proton or augeas loaded; it resolves the user itself, in the child, after the fork.
     """
-    from pulpinit.handoff import exec_command
+    from pulpinit.handoff import child_environ, exec_command
     from pulpinit.privileges import identity_for
+    from pulpinit.redact import mask_argv
 
     toolkit = ctx.toolkit
     signals.enter("handoff")
     logger = log.get_logger(stage="handoff")
+    env = child_environ(None, drop=() if toolkit.keep_secret_env else ctx.settings.secret_variables)
     identity = identity_for(toolkit.user)  # None when not root (OpenShift's arbitrary UID)
     if identity is None:
         logger.info("privileges.as_is", uid=os.getuid(), gid=os.getgid(),
@@ -204,11 +207,11 @@ def handoff(ctx: Context, argv: Sequence[str], *, init: bool) -> NoReturn:
         logger.info("handoff.supervise", command=argv[0], user=identity.name if identity else None)
         unblock = signals.block_for_handoff()
         try:
-            exec_command([*supervisor, "--", *argv])
+            exec_command([*supervisor, "--", *argv], env=env)
         finally:  # reached only when the exec failed
             unblock()
     if identity is not None:
         logger.info("privileges.drop", user=identity.name, uid=identity.uid, gid=identity.gid,
                     groups=list(identity.groups))
-    logger.info("handoff.exec", argv=list(argv))
-    exec_command(list(argv), identity=identity, umask=toolkit.umask)
+    logger.info("handoff.exec", argv=mask_argv(argv))
+    exec_command(list(argv), identity=identity, umask=toolkit.umask, env=env)

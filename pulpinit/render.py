@@ -10,6 +10,7 @@ import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from pulpinit.redact import REDACTOR, mask_argv
 from pulpinit.roles import Migration, Role
 from pulpinit.settings import Settings
 
@@ -29,9 +30,9 @@ def settings_table(settings: Settings) -> str:
     rows = [(key, value.display, value.source) for key, value in sorted(settings.values.items())]
     knob_values = settings.as_json()["pulpinit"]
     knobs = [(name, knob_values[name]["value"], source) for name, source in settings.knob_sources.items()]
-    return table(("server.conf key", "value", "source"), rows) + "\n\n" + table(
+    return REDACTOR(table(("server.conf key", "value", "source"), rows) + "\n\n" + table(
         ("pulpinit knob", "value", "source"), knobs
-    )
+    ))
 
 
 def _fingerprint(ctx: Context) -> str:
@@ -83,5 +84,5 @@ def plan(ctx: Context, role: Role, config: ConfigPlan, *, init: bool) -> str:
     if role.argv:
         user = f"as {toolkit.user}" if running_as_root() else "as the current user (not root)"
         mode = "supervise as PID 1" if init or toolkit.init else "exec"
-        parts += ["## hand-off", f"{mode} {user}, umask {toolkit.umask:04o}:", shlex.join(role.argv)]
-    return "\n".join(parts)
+        parts += ["## hand-off", f"{mode} {user}, umask {toolkit.umask:04o}:", shlex.join(mask_argv(role.argv))]
+    return REDACTOR("\n".join(parts))

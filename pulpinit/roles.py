@@ -42,8 +42,9 @@ class Role:
 def worker_number(argument: str | None, configured: int | None, hostname: str) -> int:
     """N from the argument, else ``PULP_WORKER_NUMBER``, else the StatefulSet ordinal, else 0."""
     if argument is not None:
-        if not argument.isascii() or not argument.isdigit():
-            raise UsageError(f"worker: N must be a non-negative integer, not {argument!r}")
+        if not argument.isascii() or not argument.isdigit() or len(argument) > 9:
+            shown = argument if len(argument) <= 20 else argument[:17] + "..."
+            raise UsageError(f"worker: N must be a non-negative integer of at most 9 digits, not {shown!r}")
         return int(argument)
     if configured is not None:
         return configured
@@ -52,7 +53,11 @@ def worker_number(argument: str | None, configured: int | None, hostname: str) -
 
 
 def extra_args(after_dashes: Sequence[str], from_env: str) -> tuple[str, ...]:
-    """Extra celery arguments: ``PULPINIT_CELERY_ARGS`` (shell-quoted) then those after ``--``."""
+    """Extra celery arguments: ``PULPINIT_CELERY_ARGS`` (shell-quoted) then those after ``--``.
+
+    They may hold URLs with credentials (``--broker=amqp://u:p@h//``): whoever prints an argv
+    prints :func:`pulpinit.redact.mask_argv` of it.
+    """
     try:
         env_args = shlex.split(from_env)
     except ValueError as exc:

@@ -4,7 +4,10 @@ The convention of the official postgres, mongo and rabbitmq images: setting
 both ``X`` and ``X_FILE`` is an error, the file's contents are the value (one
 trailing newline removed, as ``echo`` and ``kubectl create secret`` leave
 one), and an unreadable file is an error naming the variable and the path —
-never the contents.
+never the contents.  Only a regular file of at most 1 MiB is read (a FIFO or
+``/dev/zero`` is an error, not a hang), and a UTF-8 byte order mark at its start
+(Windows editors write one) is not part of the secret.  The contents are
+registered with the process-wide redactor as soon as they are read.
 """
 
 from __future__ import annotations
@@ -12,9 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pulpinit.errors import EnvValueError
-
-#: Largest secret file read; anything bigger is certainly the wrong file.
-MAX_BYTES = 64 * 1024
+from pulpinit.redact import REDACTOR
+from pulpinit.regularfile import FileProblem, read_regular
 
 
 def lookup(environ: Mapping[str, str], name: str, *, allow_file: bool) -> str | None:
@@ -39,16 +41,15 @@ def read(path: str, variable: str) -> str:
     if not path:
         raise EnvValueError(variable, "is empty; expected the path of a file holding the secret")
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise EnvValueError(variable, f"cannot read {path!r}: {exc.strerror or exc}") from None
-    if len(data) > MAX_BYTES:
-        raise EnvValueError(variable, f"{path!r} is larger than {MAX_BYTES} bytes; is it the right file?")
+        data = read_regular(path)
+    except FileProblem as exc:
+        raise EnvValueError(variable, f"{path!r} {exc.problem}") from None
     try:
         value = data.decode("utf-8")
     except UnicodeDecodeError:
         raise EnvValueError(variable, f"{path!r} is not UTF-8 text") from None
+    value = value.removeprefix("\ufeff")
+    REDACTOR.add(value, value.rstrip("\r\n"))
     if value.endswith("\r\n"):
         return value[:-2]
     return value.removesuffix("\n")

@@ -17,6 +17,10 @@ it is written down in code; the README repeats it):
 4. the value already in server.conf;
 5. Pulp's built-in default.
 
+Its one side effect: every secret it meets (passwords, URL credentials, ``_FILE``
+contents, in the environment and in server.conf) is registered with the
+process-wide redactor *before* anything parses it, so that no error can show it.
+
 Layers 2 and 3 give host and port; from them pulpinit derives
 ``database.seeds``, ``messaging.url`` (``tcp://host:port``) and
 ``tasks.broker_url`` (``qpid://user[:password]@host:port/``, or ``amqp://…//``
@@ -32,12 +36,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from pulpinit import secretfile, values
-from pulpinit.discovery import Endpoint, find_service
+from pulpinit import redact, secretfile, values
+from pulpinit.discovery import Endpoint, find_service, looked_for
 from pulpinit.errors import EnvValueError
 from pulpinit.knobs import Toolkit, knob_sources, toolkit_from_environ
 from pulpinit.probe import BrokerTarget, MongoTarget
-from pulpinit.redact import MASK, mask_url
+from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
+
+__all__ = ["DEFAULTS", "EXPLICIT", "Settings", "Value", "from_environ", "is_secret_key"]
 
 #: Pulp 2.21's built-in defaults for the keys pulpinit resolves.
 DEFAULTS: Mapping[str, str] = MappingProxyType({
@@ -68,7 +74,7 @@ class Var:
     name: str
     key: str
     meaning: str
-    secret: bool = False
+    secret: bool = False  # holds a secret (a password, or a URL that may hold one): `_FILE` form
 
 
 EXPLICIT: tuple[Var, ...] = (
@@ -87,12 +93,9 @@ BROKER_USER_VARS = ("PULP_BROKER_USER", "MSG_SERVICE_USER")
 BROKER_PASSWORD_VARS = ("PULP_BROKER_PASSWORD", "MSG_SERVICE_PASSWORD")
 GENERIC_PREFIX = "PULP_CONF__"
 _GENERIC_PART = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-_SECRET_KEY = re.compile(r"password|secret")
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a ``section.key`` holds a secret (a password) or a URL that may embed one."""
-    return bool(_SECRET_KEY.search(key.rpartition(".")[2])) or key.endswith("url")
+#: The secret variables and the key that decides how secret they are (the broker password has none).
+_SECRET_VARS = {v.name: v.key for v in EXPLICIT if v.secret} | {n: "tasks.broker_password"
+                                                                   for n in BROKER_PASSWORD_VARS}
 
 
 @dataclass(frozen=True)
@@ -100,23 +103,25 @@ class Value:
     """One effective server.conf value and where it came from."""
 
     value: str = field(repr=False)
-    source: str  # "env:PULP_DB_SEEDS", "k8s:db", "env:SERVICE_HOST", "server.conf", "default"
-    variable: str | None = None  # the environment variable to name in errors
-    secret: bool = False
-
-    @property
-    def display(self) -> str:
-        """The value as it may be printed: passwords ``***``, URL passwords masked."""
-        if not self.secret:
-            return self.value
-        if "://" in self.value:
-            return mask_url(self.value)
-        return MASK if self.value else ""
+    # "env:PULP_DB_SEEDS", "file:PULP_DB_PASSWORD_FILE", "k8s:db", "env:SERVICE_HOST", "server.conf", "default"
+    source: str
+    variable: str | None = None  # the environment variable (or server.conf key) to name in errors
+    secret: bool = False  # a password, a URL with credentials, or a _FILE's contents
+    display: str = ""  # the value as it may be printed (see redact.display)
+    option: tuple[str, str] = ("", "")  # (section, key) in server.conf
 
     @property
     def from_environment(self) -> bool:
         """True when pulpinit must write it into server.conf (layers 1-3)."""
-        return self.source.startswith(("env:", "k8s:"))
+        return self.source.startswith(("env:", "file:", "k8s:"))
+
+
+def _value(key: str, raw: str, source: str, variable: str | None = None, *,
+           from_file: bool = False, option: tuple[str, str] | None = None) -> Value:
+    """A :class:`Value` whose secrecy and display follow the one rule (:mod:`pulpinit.redact`)."""
+    secret = from_file or redact.is_secret(key, raw)
+    where = option or (key.partition(".")[0], key.partition(".")[2])
+    return Value(raw, source, variable, secret, redact.display(key, raw, secret=from_file), where)
 
 
 @dataclass(frozen=True)
@@ -126,25 +131,25 @@ class Settings:
     values: Mapping[str, Value]
     toolkit: Toolkit
     knob_sources: Mapping[str, str]
+    warnings: tuple[str, ...] = ()  # one line each, logged as settings.warning
+    secret_variables: frozenset[str] = frozenset()  # consumed secrets: kept out of the child's environment
 
     def get(self, key: str) -> str:
         return self.values[key].value if key in self.values else DEFAULTS.get(key, "")
 
     def to_write(self) -> tuple[tuple[str, Value], ...]:
-        """The ``(section.key, value)`` pairs that came from the environment, in key order."""
+        """The ``(section.key, value)`` pairs that came from the environment, in key order.
+
+        Write each to ``value.option`` (section, key): a section name may hold dots.
+        """
         return tuple((k, v) for k, v in sorted(self.values.items()) if v.from_environment)
 
     def secrets(self) -> set[str]:
         """Every secret string (passwords, URL passwords) to register with the redactor."""
         found: set[str] = set()
-        for value in self.values.values():
+        for key, value in self.values.items():
             if value.secret and value.value:
-                if "://" in value.value:
-                    password = urllib.parse.urlsplit(value.value).password
-                    if password:
-                        found.update({password, urllib.parse.unquote(password)})
-                else:
-                    found.add(value.value)
+                found.update(redact.secrets_in(value.value, whole=is_secret_key(key) or "://" not in value.value))
         return found
 
     def mongo_target(self) -> MongoTarget:
@@ -176,9 +181,10 @@ class Settings:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "settings": {k: {"value": v.display, "source": v.source} for k, v in sorted(self.values.items())},
+            "settings": {k: {"value": REDACTOR(v.display), "source": v.source}
+                         for k, v in sorted(self.values.items())},
             "pulpinit": {
-                name: {"value": _knob_display(self.toolkit, name), "source": src}
+                name: {"value": REDACTOR(_knob_display(self.toolkit, name)), "source": src}
                 for name, src in self.knob_sources.items()
             },
         }
@@ -195,7 +201,7 @@ def _knob_display(toolkit: Toolkit, name: str) -> str:
         return "true" if raw else "false"
     if knob.name == "PULPINIT_UMASK":
         return f"{raw:04o}"
-    return f"{raw:g}" if isinstance(raw, float) else str(raw)
+    return f"{raw:g}" if isinstance(raw, float) else redact.mask_text(str(raw), stop_at_space=False)
 
 
 def from_environ(
@@ -203,19 +209,58 @@ def from_environ(
 ) -> Settings:
     """Resolve every value (see the module docstring for the precedence). Raises EnvValueError (78)."""
     conf = conf or {}
+    secret_vars = register_secrets(environ, conf)
     toolkit = toolkit_from_environ(environ)
     explicit = _explicit_values(environ)
     resolved: dict[str, Value] = {}
     for key, raw in conf.items():
-        resolved[key] = Value(raw, "server.conf", f"server.conf [{key.replace('.', '] ', 1)}",
-                              is_secret_key(key))
-    resolved.update(_discovered_values(environ, toolkit, explicit, resolved))
+        resolved[key] = _value(key, raw, "server.conf", f"server.conf [{key.replace('.', '] ', 1)}")
+    discovered, warnings = _discovered_values(environ, toolkit, explicit, resolved)
+    resolved.update(discovered)
     resolved.update(explicit)
     for key, default in DEFAULTS.items():
-        resolved.setdefault(key, Value(default, "default", None, is_secret_key(key)))
-    resolved.setdefault("server.server_name", Value(hostname, "default"))
+        resolved.setdefault(key, _value(key, default, "default"))
+    resolved.setdefault("server.server_name", _value("server.server_name", hostname, "default"))
     _validate(resolved)
-    return Settings(MappingProxyType(resolved), toolkit, MappingProxyType(knob_sources(environ)))
+    return Settings(MappingProxyType(resolved), toolkit, MappingProxyType(knob_sources(environ)),
+                    tuple(warnings), secret_vars)
+
+
+def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str] = MappingProxyType({})) -> frozenset[str]:
+    """Register every secret in the environment and server.conf with the redactor, unparsed.
+
+    Returns the names of the secret variables pulpinit consumes (passwords, URLs with
+    credentials, and the ``_FILE`` variables of secrets): the role's process does not need them.
+    """
+    consumed: set[str] = set()
+    for name, raw in environ.items():
+        base = name.removesuffix("_FILE")
+        key = _SECRET_VARS.get(base) or _generic_key(base)
+        if key is None:
+            if name == "PULPINIT_CELERY_ARGS":  # extra celery arguments may hold a broker URL
+                REDACTOR.add_value(raw, whole=False)
+                if redact.is_secret("", raw):
+                    consumed.add(name)
+            continue
+        if base != name:
+            if base in _SECRET_VARS or may_hold_secret(key):
+                consumed.add(name)  # the contents are registered as they are read (secretfile)
+            continue
+        whole = is_secret_key(key)
+        REDACTOR.add_value(raw, whole=whole)
+        if whole or redact.is_secret(key, raw):
+            consumed.add(name)
+    for key, raw in conf.items():
+        REDACTOR.add_value(raw, whole=is_secret_key(key))
+    return frozenset(consumed)
+
+
+def _generic_key(name: str) -> str | None:
+    """``PULP_CONF__TASKS__BROKER_URL`` → ``tasks.broker_url``; None for other names or bad shapes."""
+    if not name.startswith(GENERIC_PREFIX):
+        return None
+    parts = name[len(GENERIC_PREFIX):].lower().split("__")
+    return ".".join(parts) if len(parts) == 2 else None
 
 
 def _explicit_values(environ: Mapping[str, str]) -> dict[str, Value]:
@@ -223,29 +268,52 @@ def _explicit_values(environ: Mapping[str, str]) -> dict[str, Value]:
     for var in EXPLICIT:
         raw = secretfile.lookup(environ, var.name, allow_file=var.secret)
         if raw is not None:
-            found[var.key] = Value(raw, f"env:{var.name}", secretfile.origin(environ, var.name), var.secret)
+            found[var.key] = _from_variable(environ, var.key, var.name, raw)
+    explicit_vars = {var.key: var.name for var in EXPLICIT if var.key in found}
+    generic_vars: dict[str, str] = {}
     for name in sorted(environ):
         if not name.startswith(GENERIC_PREFIX):
             continue
-        base = name.removesuffix("_FILE") if name.endswith("_FILE") else name
+        base = name.removesuffix("_FILE")
         parts = base[len(GENERIC_PREFIX):].lower().split("__")
         if len(parts) != 2 or not all(_GENERIC_PART.match(p) for p in parts):
-            raise EnvValueError(name, "expected PULP_CONF__<SECTION>__<KEY>, e.g. PULP_CONF__TASKS__CACERT")
-        key = ".".join(parts)
-        secret = is_secret_key(key)
-        if base != name and not secret:
-            raise EnvValueError(name, f"_FILE is only read for secrets; set {base} instead")
-        raw = secretfile.lookup(environ, base, allow_file=secret)
+            raise EnvValueError(name, "expected PULP_CONF__<SECTION>__<KEY> (split at '__' only), "
+                                "e.g. PULP_CONF__TASKS__CACERT")
+        section, option = parts
+        key = f"{section}.{option}"
+        if base != name and not may_hold_secret(key):
+            raise EnvValueError(name, f"_FILE is only read for secrets (passwords, URLs); set {base} instead")
+        other = explicit_vars.get(key) or generic_vars.get(key)
+        if other is not None and other != base:
+            raise EnvValueError(name, f"sets [{section}] {option}, which {other} sets too: ambiguous, "
+                                "set only one of them")
+        raw = secretfile.lookup(environ, base, allow_file=may_hold_secret(key))
         if raw is not None:
-            found[key] = Value(raw, f"env:{base}", secretfile.origin(environ, base), secret)
+            generic_vars[key] = base
+            found[key] = _from_variable(environ, key, base, raw, (section, option))
     return found
 
 
-def _endpoint(environ: Mapping[str, str], services: tuple[str, ...], default_port: int) -> Endpoint | None:
-    for service in services:
+def _from_variable(environ: Mapping[str, str], key: str, name: str, raw: str,
+                   option: tuple[str, str] | None = None) -> Value:
+    origin = secretfile.origin(environ, name)
+    from_file = origin != name
+    source = f"file:{origin}" if from_file else f"env:{name}"
+    return _value(key, raw, source, origin, from_file=from_file, option=option)
+
+
+def _endpoint(
+    environ: Mapping[str, str], knob: str, services: tuple[str, ...], default_port: int, warnings: list[str]
+) -> Endpoint | None:
+    for index, service in enumerate(services):
         found = find_service(environ, service, default_port)
         if found:
             return found
+        if index == 0 and knob in environ:
+            warnings.append(
+                f"{knob}={service}: no service variables for it ({', '.join(looked_for(service))} are unset); "
+                "is the Service name right, and did the Service exist when the pod started?"
+            )
     if "SERVICE_HOST" in environ:
         host = values.host(environ["SERVICE_HOST"], "SERVICE_HOST")
         return Endpoint(host, default_port, "", "SERVICE_HOST")
@@ -258,23 +326,24 @@ def _source(endpoint: Endpoint) -> str:
 
 def _discovered_values(
     environ: Mapping[str, str], toolkit: Toolkit, explicit: Mapping[str, Value], conf: Mapping[str, Value]
-) -> dict[str, Value]:
+) -> tuple[dict[str, Value], list[str]]:
     found: dict[str, Value] = {}
+    warnings: list[str] = []
     user, password = _broker_credentials(environ)  # read even when unused: a bad _FILE is an error
-    db = _endpoint(environ, (toolkit.db_service, "pulp-db"), 27017)
+    db = _endpoint(environ, "PULPINIT_DB_SERVICE", (toolkit.db_service, "pulp-db"), 27017, warnings)
     if db:
-        found["database.seeds"] = Value(db.hostport, _source(db), db.variable)
-    msg = _endpoint(environ, (toolkit.msg_service, "pulp-msg"), 5672)
+        found["database.seeds"] = _value("database.seeds", db.hostport, _source(db), db.variable)
+    msg = _endpoint(environ, "PULPINIT_MSG_SERVICE", (toolkit.msg_service, "pulp-msg"), 5672, warnings)
     if msg:
-        found["messaging.url"] = Value(f"tcp://{msg.hostport}", _source(msg), msg.variable)
+        found["messaging.url"] = _value("messaging.url", f"tcp://{msg.hostport}", _source(msg), msg.variable)
         transport = explicit.get("messaging.transport") or conf.get("messaging.transport")
         rabbit = transport is not None and transport.value.strip().lower() == "rabbitmq"
         cred = urllib.parse.quote(user, safe="")
         if password:
             cred += ":" + urllib.parse.quote(password, safe="")
         url = f"amqp://{cred}@{msg.hostport}//" if rabbit else f"qpid://{cred}@{msg.hostport}/"
-        found["tasks.broker_url"] = Value(url, _source(msg), msg.variable, True)
-    return found
+        found["tasks.broker_url"] = _value("tasks.broker_url", url, _source(msg), msg.variable)
+    return found, warnings
 
 
 def _broker_credentials(environ: Mapping[str, str]) -> tuple[str, str | None]:
@@ -284,7 +353,11 @@ def _broker_credentials(environ: Mapping[str, str]) -> tuple[str, str | None]:
         for name in names:
             raw = secretfile.lookup(environ, name, allow_file=secret)
             if raw is not None:
-                return values.text(raw, secretfile.origin(environ, name), secret=secret)
+                origin = secretfile.origin(environ, name)
+                if not secret and not raw:
+                    raise EnvValueError(origin, "is empty; set the broker user, or unset it for the default "
+                                        "user guest")
+                return values.text(raw, origin, secret=secret)
         return None
 
     return first(BROKER_USER_VARS, secret=False) or "guest", first(BROKER_PASSWORD_VARS, secret=True)
@@ -307,7 +380,7 @@ def _validate(resolved: Mapping[str, Value]) -> None:
         if value.source == "server.conf" and key not in _VALIDATORS:
             continue  # keys pulpinit neither writes nor uses are Pulp's business
         origin = value.variable or key
-        values.text(value.value, origin, secret=value.secret)
+        values.text(value.value, origin, secret=value.secret or value.source.startswith("file:"))
         check = _VALIDATORS.get(key)
         if check and (value.value or key != "server.server_name"):
             check(value.value, origin)

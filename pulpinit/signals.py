@@ -11,8 +11,8 @@ The first stop signal
 
 * raises :class:`~pulpinit.errors.Interrupted` (exit 128+n) in the main thread, naming the stage
   that was running (:func:`enter`, called by :mod:`pulpinit.pipeline`).  Whatever the main thread
-  is blocked in unwinds at once: reading a ``_FILE`` that is a FIFO, the ``rpm -qa`` child (which
-  ``subprocess.run`` kills on the way out), a backoff sleep, a MongoDB query;
+  is blocked in unwinds at once: the ``rpm -qa`` child (which ``subprocess.run`` kills on the way
+  out), another writer's lock on server.conf, a backoff sleep, a MongoDB query;
 * sets :data:`STOP`, the process-wide event that helper threads and :func:`sleep` watch (and every
   event handed out by :func:`linked`).  A watcher thread sets them, woken through
   :func:`signal.set_wakeup_fd`, never the handler itself: ``Event.set()`` inside a handler

@@ -14,7 +14,7 @@ import re
 import urllib.parse
 
 from pulpinit.errors import EnvValueError
-from pulpinit.redact import mask_url
+from pulpinit.redact import REDACTOR, UrlParts, mask_text, split_url
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -29,11 +29,14 @@ BROKER_SCHEMES = ("qpid", "amqp", "amqps", "pyamqp")
 MESSAGING_SCHEMES = ("tcp", "ssl")
 
 
+def quoted(value: str) -> str:
+    """``value`` quoted for a message: URL credentials and registered secrets masked, then cut to 60."""
+    shown = repr(REDACTOR(mask_text(value, stop_at_space=False)))
+    return shown if len(shown) <= 62 else shown[:58] + "..." + shown[-1]
+
+
 def _show(value: str, secret: bool) -> str:
-    if secret:
-        return ""
-    shown = value if len(value) <= 60 else value[:57] + "..."
-    return f" {shown!r}"
+    return "" if secret else f" {quoted(value)}"
 
 
 def text(value: str, origin: str, *, secret: bool = False, allow_empty: bool = True) -> str:
@@ -51,28 +54,32 @@ def host(value: str, origin: str) -> str:
     """A DNS name, an IPv4 address, or an IPv6 address (with or without brackets)."""
     text(value, origin, allow_empty=False)
     if any(c.isspace() for c in value):
-        raise EnvValueError(origin, f"host {value!r} contains whitespace")
+        raise EnvValueError(origin, f"host {quoted(value)} contains whitespace")
     bare = value[1:-1] if value.startswith("[") and value.endswith("]") else value
     if ":" in bare:
         try:
             ipaddress.IPv6Address(bare)
         except ValueError:
-            raise EnvValueError(origin, f"{value!r} is not a valid host name or address") from None
+            raise EnvValueError(origin, f"{quoted(value)} is not a valid host name or address") from None
         return bare
     if not _HOSTNAME.match(bare) or len(bare) > 253:
-        raise EnvValueError(origin, f"{value!r} is not a valid host name or address")
+        raise EnvValueError(origin, f"{quoted(value)} is not a valid host name or address")
     return bare
 
 
+_PORT = re.compile(r"([+-]?)([0-9]+)")
+
+
 def port(value: str, origin: str) -> int:
-    """A TCP port, 1-65535, written in decimal digits only."""
+    """A TCP port, 1-65535, written in decimal digits only (at most 5 of them)."""
     text(value, origin, allow_empty=False)
-    if not value.isascii() or not value.isdigit():
-        raise EnvValueError(origin, f"port {value!r} is not a number")
-    number = int(value)
-    if not 1 <= number <= 65535:
-        raise EnvValueError(origin, f"port {value} is out of range 1-65535")
-    return number
+    match = _PORT.fullmatch(value)
+    if not match or match.group(1) == "+":
+        raise EnvValueError(origin, f"port{_show(value, False)} is not a number")
+    sign, digits = match.groups()
+    if sign or len(digits) > 5 or not 1 <= int(digits) <= 65535:
+        raise EnvValueError(origin, f"port{_show(value, False)} is out of range 1-65535")
+    return int(digits)
 
 
 def hostport(value: str, origin: str, default_port: int) -> tuple[str, int]:
@@ -81,13 +88,13 @@ def hostport(value: str, origin: str, default_port: int) -> tuple[str, int]:
     if value.startswith("["):
         end = value.find("]")
         if end < 0:
-            raise EnvValueError(origin, f"{value!r}: unclosed '[' in an IPv6 address")
+            raise EnvValueError(origin, f"{quoted(value)}: unclosed '[' in an IPv6 address")
         rest = value[end + 1 :]
         if rest and not rest.startswith(":"):
-            raise EnvValueError(origin, f"{value!r} is not host:port")
+            raise EnvValueError(origin, f"{quoted(value)} is not host:port")
         return host(value[: end + 1], origin), port(rest[1:], origin) if rest else default_port
     if value.count(":") > 1:
-        raise EnvValueError(origin, f"{value!r}: write IPv6 addresses in brackets, e.g. [::1]:27017")
+        raise EnvValueError(origin, f"{quoted(value)}: write IPv6 addresses in brackets, e.g. [::1]:27017")
     name, sep, number = value.partition(":")
     return host(name, origin), port(number, origin) if sep else default_port
 
@@ -95,9 +102,12 @@ def hostport(value: str, origin: str, default_port: int) -> tuple[str, int]:
 def seeds(value: str, origin: str) -> tuple[tuple[str, int], ...]:
     """Pulp's ``database.seeds``: comma-separated ``host:port`` (port defaults to 27017)."""
     text(value, origin, allow_empty=False)
+    if "://" in value:
+        shown = mask_text(value, stop_at_space=False)
+        raise EnvValueError(origin, f"{quoted(shown)}: seeds are host:port[,host:port...], not a URL")
     parts = value.split(",")
     if any(not p for p in parts):
-        raise EnvValueError(origin, f"{value!r} has an empty entry")
+        raise EnvValueError(origin, f"{quoted(value)} has an empty entry")
     return tuple(hostport(p, origin, 27017) for p in parts)
 
 
@@ -105,28 +115,49 @@ def format_seeds(pairs: tuple[tuple[str, int], ...]) -> str:
     return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in pairs)
 
 
-def url(value: str, origin: str, schemes: tuple[str, ...], *, default_port: int | None = None) -> str:
-    """A URL with one of ``schemes``, a valid host and port; errors show it with the password masked."""
-    shown = mask_url(value)
+def url(value: str, origin: str, schemes: tuple[str, ...]) -> str:
+    """A URL with one of ``schemes``, a valid host and port, read alike by kombu and urllib.
+
+    The userinfo is split as kombu splits it (:func:`pulpinit.redact.split_url`); a user or
+    password holding an unescaped ``/``, ``?``, ``#``, ``[`` or ``]`` is refused, since no
+    parser reads it as meant.  Errors show the URL with its password (or userinfo) masked and
+    never quote a parser's own message (it may hold a piece of the password).
+    """
     text(value, origin, secret=True, allow_empty=False)
-    try:
-        parts = urllib.parse.urlsplit(value)
-        parsed_port = parts.port
-    except ValueError as exc:
-        raise EnvValueError(origin, f"malformed URL {shown!r} ({exc})") from None
+    parts = split_url(value)
+    expected = "expected one of " + ", ".join(f"{s}://" for s in schemes)
+    if parts is None:
+        shown = f" {quoted(value)}" if "@" not in value else ""
+        raise EnvValueError(origin, f"unknown URL scheme (none) in{shown or ' the URL'}; {expected}")
+    shown = parts.masked
     if parts.scheme not in schemes:
+        raise EnvValueError(origin, f"unknown URL scheme {quoted(parts.scheme)} in {quoted(shown)}; {expected}")
+    if parts.ambiguous or (parts.userinfo and set(parts.userinfo) & set("[]")):
         raise EnvValueError(
-            origin, f"unknown URL scheme {parts.scheme or '(none)'!r} in {shown!r}; expected one of "
-            + ", ".join(f"{s}://" for s in schemes)
+            origin, f"{quoted(shown)}: the user or password holds '/', '?', '#', '[' or ']', which no URL parser "
+            "reads as meant; percent-encode them (%2F, %3F, %23, %5B, %5D)"
         )
-    if not parts.hostname:
-        raise EnvValueError(origin, f"URL {shown!r} has no host")
-    host(parts.hostname, origin)
-    if parsed_port is None and parts.netloc.rsplit("@", 1)[-1].endswith(":"):
-        raise EnvValueError(origin, f"URL {shown!r} has an empty port")
-    if parsed_port == 0:
-        raise EnvValueError(origin, f"URL {shown!r}: port 0 is out of range 1-65535")
+    if not parts.hostport:
+        raise EnvValueError(origin, f"URL {quoted(shown)} has no host")
+    if parts.hostport.endswith(":"):
+        raise EnvValueError(origin, f"URL {quoted(shown)} has an empty port")
+    bare, number = hostport(parts.hostport, origin, 0)
+    _agrees_with_urllib(value, parts, (bare.lower(), number or None), origin, shown)
     return value
+
+
+def _agrees_with_urllib(value: str, parts: UrlParts, where: tuple[str, int | None], origin: str,
+                        shown: str) -> None:
+    """Python's own parser (which kombu builds on) must read the same user, password, host and port."""
+    ours = (parts.user if parts.userinfo is not None else None, parts.password, *where)
+    try:
+        theirs = urllib.parse.urlsplit("http://" + value[len(parts.scheme) + 3 :])
+        read: tuple[object, ...] | None = (theirs.username, theirs.password, theirs.hostname, theirs.port)
+    except ValueError:
+        read = None
+    if read != ours:
+        raise EnvValueError(origin, f"{quoted(shown)} is not read alike by every URL parser; percent-encode "
+                            "the user and password")
 
 
 def boolean(value: str, origin: str) -> bool:
@@ -134,7 +165,7 @@ def boolean(value: str, origin: str) -> bool:
     try:
         return _BOOLEANS[value.strip().lower()]
     except KeyError:
-        raise EnvValueError(origin, f"{value!r} is not a boolean (true/false, yes/no, on/off, 1/0)") from None
+        raise EnvValueError(origin, f"{quoted(value)} is not a boolean (true/false, yes/no, on/off, 1/0)") from None
 
 
 def db_name(value: str, origin: str) -> str:
@@ -142,7 +173,7 @@ def db_name(value: str, origin: str) -> str:
     text(value, origin, allow_empty=False)
     bad = sorted(set(value) & _DB_NAME_FORBIDDEN)
     if bad or len(value) > 63:
-        raise EnvValueError(origin, f"{value!r} is not a valid MongoDB database name")
+        raise EnvValueError(origin, f"{quoted(value)} is not a valid MongoDB database name")
     return value
 
 
@@ -152,7 +183,7 @@ def seconds(value: str, origin: str, *, minimum: float = 0.0) -> float:
     try:
         number = float(value)
     except ValueError:
-        raise EnvValueError(origin, f"{value!r} is not a number of seconds") from None
+        raise EnvValueError(origin, f"{quoted(value)} is not a number of seconds") from None
     if not number >= minimum or number == float("inf"):
         raise EnvValueError(origin, f"{value} must be a finite number >= {minimum:g}")
     return number

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.workdirs import reachable
 
 from pulpinit.probe import Failure
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import AnswerServer, BlackHole, Proxy, ResetServer, SilentServer
 
-SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
 SECRET = "s3cr3t-Broker-Pw"
 
 
@@ -37,11 +37,15 @@ def broker() -> Iterator[FakeAmqpBroker]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, mongo: FakeMongo, broker: FakeAmqpBroker) -> dict[str, str]:
-    shutil.copy(SAMPLE, tmp_path / "server.conf")
+def env(mongo: FakeMongo, broker: FakeAmqpBroker) -> Iterator[dict[str, str]]:
+    with reachable("checkdeps") as workdir:  # when root, pulpinit checks PULPINIT_USER can read server.conf
+        yield _environment(workdir, mongo, broker)
+
+
+def _environment(workdir: Path, mongo: FakeMongo, broker: FakeAmqpBroker) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PULP")}
     base.update({
-        "PULPINIT_CONFIG": str(tmp_path / "server.conf"),
+        "PULPINIT_CONFIG": str(workdir / "server.conf"),
         "PULPINIT_LOG_FORMAT": "json",
         "PULP_DB_SEEDS": mongo.hostport,
         "PULP_BROKER_URL": broker.url("pulp", SECRET),
@@ -249,7 +253,7 @@ def test_timeout_is_the_budget_of_a_single_check(env, mongo):
 
 
 def test_a_missing_tls_file_that_the_configuration_names_is_exit_78(env, tmp_path):
-    conf = tmp_path / "server.conf"
+    conf = Path(env["PULPINIT_CONFIG"])
     conf.write_text(conf.read_text().replace("[tasks]", f"[tasks]\ncelery_require_ssl: true\n"
                                               f"certfile: {tmp_path}/client.crt", 1))
     before = conf.read_bytes()

@@ -8,7 +8,6 @@ import io
 import json
 import os
 import random
-import shutil
 import stat
 import subprocess
 import tempfile
@@ -17,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.py27_configparser import find_python27
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_lens import VALUE, ini_file
@@ -326,7 +326,7 @@ def test_missing_final_newline_is_added_only_when_editing(tmp_path: Path) -> Non
 
 def test_unparseable_file_is_exit_78_with_position_and_untouched(tmp_path: Path) -> None:
     path = tmp_path / "server.conf"
-    path.write_text("[database]\nseeds: db:27017\n   password: hunter2\n")
+    path.write_text("[database]\nseeds: db:27017\npassword hunter2\n")
     os.utime(path, ns=(1_000_000_000, 1_000_000_000))
     before = path.read_bytes()
     with pytest.raises(ConfigFileError) as caught:
@@ -362,9 +362,7 @@ def test_missing_file_is_created_on_request(tmp_path: Path) -> None:
     assert plan.diff().count("\n+") == 12
     assert plan.write() is True
     assert read_back(path) == {f"{a.section}.{a.key}": a.value for a in FOUR}
-    umask = os.umask(0)
-    os.umask(umask)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # private from the start: 0640 like Pulp's RPM
 
 
 # -- secrets -----------------------------------------------------------------------------------------
@@ -413,14 +411,10 @@ json.dump(dict(("%s.%s" % (s, k), parser.get(s, k)) for s in parser.sections() f
 
 
 def python2() -> str:
-    candidates = [os.environ.get("PULPINIT_PYTHON2", ""), "python2.7", "python2"]
-    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/2.7*/bin/python2.7"))
-    for candidate in filter(None, candidates):
-        found = shutil.which(candidate)
-        probe = [found, "-c", "import ConfigParser"] if found else None
-        if probe and subprocess.run(probe, check=False, capture_output=True).returncode == 0:
-            return probe[0]
-    pytest.skip("no Python 2.7 to run Pulp's SafeConfigParser (set PULPINIT_PYTHON2)")
+    found = find_python27()
+    if found is None:
+        pytest.skip("no Python 2.7 to run Pulp's SafeConfigParser (set PULPINIT_PYTHON2)")
+    return found
 
 
 def pulp_read(path: Path) -> dict[str, str]:
@@ -498,3 +492,81 @@ def added_lines_or_updates(old: str, new: str) -> list[tuple[str, str]]:
     for line in removed.elements():
         assert key_of(line) in added_keys and not line.lstrip().startswith(("#", ";")), f"line disappeared: {line!r}"
     return [(line, "") for line in added.elements()]
+
+
+# -- lines Pulp reads (Python 2.7's ConfigParser), edited losslessly (issue 12) --------------------------
+
+
+def edit(tmp_path: Path, text: str, items: list[Assignment]) -> tuple[str, tuple[str, ...]]:
+    path = tmp_path / "server.conf"
+    path.write_bytes(text.encode())
+    plan = ServerConf.load(path).plan(items)
+    plan.write()
+    return path.read_bytes().decode(), plan.warnings
+
+
+def test_crlf_files_get_crlf_lines(tmp_path: Path) -> None:
+    text = "[database]\r\n# seeds: localhost:27017\r\nname: pulp\r\n"
+    new, _ = edit(tmp_path, text, [FOUR[0], Assignment("tasks", "broker_url", "qpid://h/", "PULP_BROKER_URL")])
+    assert new == ("[database]\r\n# seeds: localhost:27017\r\nseeds: db:27017\r\nname: pulp\r\n"
+                   "\r\n[tasks]\r\nbroker_url: qpid://h/\r\n")
+
+
+def test_a_missing_final_newline_of_a_crlf_file_is_crlf(tmp_path: Path) -> None:
+    new, _ = edit(tmp_path, "[database]\r\nname: pulp", [FOUR[0]])
+    assert new == "[database]\r\nname: pulp\r\nseeds: db:27017\r\n"
+
+
+def test_a_value_starting_with_a_semicolon_is_refused_in_a_crlf_file(tmp_path: Path) -> None:
+    path = tmp_path / "server.conf"
+    path.write_bytes(b"[database]\r\n")
+    with pytest.raises(EnvValueError, match="CRLF"):
+        ServerConf.load(path).plan([Assignment("database", "password", ";pw", "PULP_DB_PASSWORD", secret=True)])
+    path.write_bytes(b"[database]\n")
+    ServerConf.load(path).plan([Assignment("database", "password", ";pw", "PULP_DB_PASSWORD", secret=True)]).write()
+    assert ServerConf.load(path).get("database", "password") == ";pw"
+
+
+def test_headers_with_comments_keys_with_blanks_and_rem_lines_are_edited_losslessly(tmp_path: Path) -> None:
+    text = "[database] ; the database\n# seeds: localhost:27017\nmy key = 1\nrem an old comment\n\n[tasks]junk\n"
+    new, _ = edit(tmp_path, text, [FOUR[0], Assignment("tasks", "login_method", "PLAIN", "X")])
+    assert new == ("[database] ; the database\n# seeds: localhost:27017\nseeds: db:27017\nmy key = 1\n"
+                   "rem an old comment\n\n[tasks]junk\nlogin_method: PLAIN\n")
+    assert ServerConf.load(tmp_path / "server.conf").values()["database.my key"] == "1"
+
+
+def test_a_section_with_blanks_in_its_brackets_is_another_section_for_pulp(tmp_path: Path) -> None:
+    text = "[ database ]\nseeds: old:27017\n"
+    new, warnings = edit(tmp_path, text, [FOUR[0]])
+    assert new == "[ database ]\nseeds: old:27017\n\n[database]\nseeds: db:27017\n"
+    [warning] = warnings
+    assert "' database '" in warning and "Pulp ignores it" in warning
+    conf = ServerConf.load(tmp_path / "server.conf")
+    assert conf.get("database", "seeds") == "db:27017" and conf.get(" database ", "seeds") == "old:27017"
+
+
+def test_updating_a_value_with_continuation_lines_removes_them(tmp_path: Path) -> None:
+    text = "[database]\nseeds: a:1,\n  b:2\n# about name\n  c:3\nname: pulp\n"
+    conf = tmp_path / "server.conf"
+    conf.write_text(text)
+    assert ServerConf.load(conf).get("database", "seeds") == "a:1,\nb:2\nc:3"  # as Python 2.7 reads it
+    new, _ = edit(tmp_path, text, [FOUR[0]])
+    assert new == "[database]\nseeds: db:27017\n# about name\nname: pulp\n"
+
+
+def test_a_new_line_never_splits_an_entry_from_its_continuation(tmp_path: Path) -> None:
+    text = "[server]\nkey_url: /pulp/gpg\n# server_name: server_hostname\n  continued\n\n# prose\n"
+    new, _ = edit(tmp_path, text, [FOUR[1]])
+    assert new == ("[server]\nkey_url: /pulp/gpg\n# server_name: server_hostname\n  continued\n"
+                   "server_name: pulp.example.com\n\n# prose\n")
+    values = ServerConf.load(tmp_path / "server.conf").values()
+    assert values == {"server.key_url": "/pulp/gpg\ncontinued", "server.server_name": "pulp.example.com"}
+
+
+def test_a_secret_with_continuation_lines_is_masked_on_every_line(tmp_path: Path) -> None:
+    path = tmp_path / "server.conf"
+    path.write_text("[database]\npassword: first-part\n  second-part\n")
+    plan = ServerConf.load(path).plan([Assignment("database", "password", "n3w-pw", "PULP_DB_PASSWORD", secret=True)])
+    diff = plan.diff()
+    assert "-password: ***\n" in diff and "-  ***\n" in diff and "+password: ***\n" in diff
+    assert not any(s in diff for s in ("first-part", "second-part", "n3w-pw"))

@@ -152,11 +152,13 @@ def test_generated_files_round_trip_and_read_like_configparser(generated: tuple[
 @pytest.mark.parametrize(
     ("text", "line"),
     [
-        ("[s]\na: 1\n  continued\n", 3),  # a value continuation for SafeConfigParser
-        ("[s]\n  # indented comment\n", 2),
+        ("[s]\n  continued\n", 2),  # a continuation with no entry to continue: SafeConfigParser fails too
+        ("[s]\n# c\n\n  # indented comment\n", 4),
+        ("  x\n[s]\n", 1),
         ("a: 1\n", 1),  # an entry before any section
         ("[s]\nno separator\n", 2),
-        ("[my section]\n", 1),
+        ("[s\n", 1),  # no "]": no header, and no separator either
+        ("[]\n", 1),
     ],
 )
 def test_unparseable_text_is_a_config_error_with_line_and_char(text: str, line: int) -> None:
@@ -172,4 +174,4 @@ def test_parse_error_does_not_quote_the_line() -> None:
     with pytest.raises(ConfigFileError) as caught:
         LensTree("[database]\n  password: hunter2-secret\n", "server.conf")
     assert "hunter2" not in str(caught.value)
-    assert "multi-line values" in str(caught.value)
+    assert "continues the value of the entry above it" in str(caught.value)

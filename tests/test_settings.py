@@ -145,3 +145,88 @@ def test_invalid_server_conf_value_names_the_file_key():
     with pytest.raises(EnvValueError) as err:
         resolve({}, {"database.seeds": "db:notaport"})
     assert err.value.variable == "server.conf [database] seeds"
+
+
+# -- say what you did (issue 12) ---------------------------------------------------------------------
+
+
+def test_generic_keys_split_on_double_underscores_only():
+    s = resolve({"PULP_CONF__A.B__C": "1", "PULP_CONF__TASKS__LOGIN_METHOD": "PLAIN"})
+    assert s.values["a.b.c"].option == ("a.b", "c")  # [a.b] c, not [a] b.c
+    assert s.values["tasks.login_method"].option == ("tasks", "login_method")
+
+
+def test_generic_key_with_dots_is_written_to_its_own_section(tmp_path: Path):
+    from pulpinit.cli import main
+
+    conf = tmp_path / "server.conf"
+    conf.write_text("[a]\nx: 1\n")
+    assert main(["configure"], {"PULPINIT_CONFIG": str(conf), "PULP_CONF__A.B__C": "1"}) == 0
+    assert conf.read_text() == "[a]\nx: 1\n\n[a.b]\nc: 1\n"
+
+
+@pytest.mark.parametrize(("env", "generic"), [
+    ({"PULP_DB_SEEDS": "a:1", "PULP_CONF__DATABASE__SEEDS": "b:2"}, "PULP_CONF__DATABASE__SEEDS"),
+    ({"PULP_BROKER_URL": "qpid://h/", "PULP_CONF__TASKS__BROKER_URL": "qpid://g/"}, "PULP_CONF__TASKS__BROKER_URL"),
+])
+def test_an_explicit_variable_and_a_generic_one_for_the_same_key_is_ambiguous(env, generic):
+    with pytest.raises(EnvValueError) as err:
+        resolve(env)
+    assert err.value.variable == generic
+    explicit = next(name for name in env if name != generic)
+    assert f"which {explicit} sets too: ambiguous" in str(err.value)
+
+
+@pytest.mark.parametrize("variable", ["PULP_BROKER_USER", "MSG_SERVICE_USER"])
+def test_an_empty_broker_user_is_an_error_not_guest(variable):
+    with pytest.raises(EnvValueError) as err:
+        resolve({"MSG_SERVICE_HOST": "q", variable: ""})
+    assert err.value.variable == variable and "is empty" in str(err.value)
+
+
+def test_an_empty_database_user_still_means_no_authentication():
+    s = resolve({"PULP_DB_USERNAME": ""})
+    assert s.mongo_target().username is None
+
+
+def test_a_configured_service_without_variables_is_a_warning():
+    s = resolve({"PULPINIT_DB_SERVICE": "pulp-mong", "PULPINIT_MSG_SERVICE": "msg", "MSG_SERVICE_HOST": "q"})
+    [warning] = s.warnings
+    assert warning.startswith("PULPINIT_DB_SERVICE=pulp-mong: ")
+    for name in ("PULP_MONG_SERVICE_HOST", "PULP_MONG_PORT", "PULP_MONG_PORT_<port>_TCP_ADDR"):
+        assert name in warning
+    assert resolve({}).warnings == ()  # the defaults are no configuration
+    assert resolve({"PULPINIT_DB_SERVICE": "mongo", "MONGO_SERVICE_HOST": "10.1.1.1"}).warnings == ()
+
+
+def test_the_warning_is_logged_once(tmp_path: Path, capsys):
+    from pulpinit.cli import main
+
+    conf = tmp_path / "server.conf"
+    conf.write_text("[database]\n")
+    assert main(["settings"], {"PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json",
+                               "PULPINIT_DB_SERVICE": "pulp-mong"}) == 0
+    import json
+
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert [x["warning"][:31] for x in lines if x["event"] == "settings.warning"] == ["PULPINIT_DB_SERVICE=pulp-mong: "]
+
+
+def test_file_borne_values_say_so(tmp_path: Path):
+    (tmp_path / "pw").write_text("s3cret\n")
+    s = resolve({"PULP_DB_PASSWORD_FILE": str(tmp_path / "pw")})
+    value = s.values["database.password"]
+    assert (value.source, value.variable, value.display) == ("file:PULP_DB_PASSWORD_FILE", "PULP_DB_PASSWORD_FILE",
+                                                             "***")
+    assert [k for k, _ in s.to_write()] == ["database.password"]
+
+
+def test_one_rule_for_secrets():
+    s = resolve({"PULP_CONF__SERVER__KEY_URL": "/pulp/gpg", "PULP_CONF__SERVER__DEFAULT_PASSWORD": "admin2",
+                 "PULP_BROKER_URL": "qpid://guest@h/", "PULP_MESSAGING_URL": "tcp://u:pw-1@h:5672"})
+    shown = {k: (v.secret, v.display) for k, v in s.values.items()}
+    assert shown["server.key_url"] == (False, "/pulp/gpg")
+    assert shown["server.default_password"] == (True, "***")
+    assert shown["tasks.broker_url"] == (False, "qpid://guest@h/")  # a user name is no secret
+    assert shown["messaging.url"] == (True, "tcp://u:***@h:5672")
+    assert s.secret_variables == frozenset({"PULP_CONF__SERVER__DEFAULT_PASSWORD", "PULP_MESSAGING_URL"})

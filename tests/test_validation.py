@@ -28,7 +28,7 @@ def rejects(env: dict[str, str], conf: dict[str, str] | None = None) -> EnvValue
     ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "mongo"}, "DB_SERVICE_PORT", "not a number"),
     ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "70000"}, "DB_SERVICE_PORT", "out of range"),
     ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "0"}, "DB_SERVICE_PORT", "out of range"),
-    ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "-1"}, "DB_SERVICE_PORT", "not a number"),
+    ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "-1"}, "DB_SERVICE_PORT", "out of range"),
     ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "２７０１７"}, "DB_SERVICE_PORT", "not a number"),
     ({"DB_SERVICE_HOST": ""}, "DB_SERVICE_HOST", "empty"),
     ({"MSG_SERVICE_HOST": "bro ker"}, "MSG_SERVICE_HOST", "whitespace"),
@@ -40,7 +40,7 @@ def rejects(env: dict[str, str], conf: dict[str, str] | None = None) -> EnvValue
     ({"PULP_DB_SEEDS": " a:1"}, "PULP_DB_SEEDS", "whitespace"),
     ({"PULP_BROKER_URL": "http://broker/"}, "PULP_BROKER_URL", "unknown URL scheme"),
     ({"PULP_BROKER_URL": "broker:5672"}, "PULP_BROKER_URL", "unknown URL scheme"),
-    ({"PULP_BROKER_URL": "qpid://broker:56x72/"}, "PULP_BROKER_URL", "malformed URL"),
+    ({"PULP_BROKER_URL": "qpid://broker:56x72/"}, "PULP_BROKER_URL", "port '56x72' is not a number"),
     ({"PULP_BROKER_URL": "qpid:///"}, "PULP_BROKER_URL", "no host"),
     ({"PULP_MESSAGING_URL": "qpid://broker:5672"}, "PULP_MESSAGING_URL", "unknown URL scheme"),
     ({"PULP_MESSAGING_URL": "tcp://broker:"}, "PULP_MESSAGING_URL", "empty port"),
@@ -161,3 +161,50 @@ def test_broker_urls_accepted_and_password_masked(scheme, host, port, password):
     s = from_environ({"PULP_BROKER_URL": url}, {}, hostname="h")
     assert s.values["tasks.broker_url"].value == url
     assert s.values["tasks.broker_url"].display == f"{scheme}://user:***@{host}:{port}/"
+
+
+# -- every error names the actual problem (issue 12) -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("env", "variable", "words"), [
+    ({"PULP_DB_SEEDS": "mongodb://h:27017"}, "PULP_DB_SEEDS", "seeds are host:port"),
+    ({"PULP_DB_SEEDS": "mongodb://u:pw-x1@h:27017"}, "PULP_DB_SEEDS", "'mongodb://u:***@h:27017': seeds are"),
+    ({"MSG_SERVICE_HOST": "q", "MSG_SERVICE_PORT": "-1"}, "MSG_SERVICE_PORT", "out of range 1-65535"),
+    ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "9" * 5000}, "DB_SERVICE_PORT", "out of range 1-65535"),
+    ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "027017"}, "DB_SERVICE_PORT", "out of range 1-65535"),
+    ({"PULP_DB_SEEDS": "h:" + "1" * 5000}, "PULP_DB_SEEDS", "out of range 1-65535"),
+    ({"PULP_BROKER_URL": "qpid://h:" + "1" * 5000 + "/"}, "PULP_BROKER_URL", "out of range 1-65535"),
+    ({"PULP_BROKER_URL": "qpid://u:pw/x@h/"}, "PULP_BROKER_URL", "percent-encode"),
+    ({"PULP_BROKER_URL": "qpid://u:pw#x@h/"}, "PULP_BROKER_URL", "percent-encode"),
+    ({"PULP_BROKER_URL": "qpid://u:pw?x@h/"}, "PULP_BROKER_URL", "percent-encode"),
+    ({"PULP_BROKER_URL": "qpid://u:pw]x@h/"}, "PULP_BROKER_URL", "percent-encode"),
+    ({"PULP_BROKER_URL": "qpid://[::1/"}, "PULP_BROKER_URL", "IPv6"),
+])
+def test_errors_name_the_actual_problem(env, variable, words):
+    error = rejects(env)
+    assert error.variable == variable
+    assert words in str(error)
+    assert len(str(error)) < 300  # a 5000-digit port is quoted cut short, never a traceback
+
+
+@pytest.mark.parametrize(("url", "user", "password"), [
+    ("qpid://u:p@ss@h/", "u", "p@ss"),  # kombu: userinfo up to the last '@'
+    ("qpid://u:a:b@h:5672/", "u", "a:b"),
+    ("amqp://u:p%2Fss@h//", "u", "p%2Fss"),
+    ("qpid://SEK@usr:RET99@h/", "SEK@usr", "RET99"),
+])
+def test_urls_kombu_reads_are_accepted_and_split_like_kombu(url, user, password):
+    from pulpinit.redact import split_url
+
+    s = from_environ({"PULP_BROKER_URL": url}, {}, hostname="h")
+    parts = split_url(s.values["tasks.broker_url"].value)
+    assert (parts.user, parts.password) == (user, password)
+    assert s.values["tasks.broker_url"].display == url.replace(f":{password}@", ":***@")
+
+
+def test_a_5000_digit_worker_number_is_usage_not_a_traceback():
+    from pulpinit.errors import UsageError
+    from pulpinit.roles import worker_number
+
+    with pytest.raises(UsageError, match="at most 9 digits"):
+        worker_number("9" * 5000, None, "h")

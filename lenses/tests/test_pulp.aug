@@ -95,14 +95,52 @@ test Pulp.lns put "[a]\nx: 1\n" after
 test Pulp.lns put "" after set "/server/server_name" "pulp" = "[server]\nserver_name: pulp\n"
 test Pulp.lns get "#\n;\n" = { "#comment" } { "#comment" }
 
-(* Rejected: text after a blank (a value continuation for SafeConfigParser) *)
-test Pulp.lns get "[s]\na: 1\n  more\n" = *
-test Pulp.lns get "[s]\n  # indented comment\n" = *
+(* Python 2.7's dialect: a header followed by a comment or text, spaces inside the
+   brackets (the section " database ", which Pulp ignores), keys with blanks, ";" and
+   "rem" comments *)
+test Pulp.lns get "[database] ; the database\n[ s ]junk\nmy key = 1\nrem old style\nREM\n" =
+  { "database" }
+  { " s "
+    { "my key" = "1" }
+    { "#rem" = "rem old style" }
+    { "#rem" = "REM" } }
+
+(* "rem" as a key only with the separator right after it; "rem : x" is a rem line *)
+test Pulp.lns get "[s]\nrem: 1\nRem=2\nrem : 3\n" =
+  { "s" { "rem" = "1" } { "Rem" = "2" } { "#rem" = "rem : 3" } }
+
+(* Continuation lines belong to the last entry, across blank lines and comments *)
+test Pulp.lns get "[s]\na: 1\n  more\n\n# c\n\t# not a comment\nb:\n  x\n" =
+  { "s"
+    { "a" = "1" }
+    { "#continued" = "more" }
+    { "#empty" }
+    { "#comment" = "c" }
+    { "#continued" = "# not a comment" }
+    { "b" }
+    { "#continued" = "x" } }
+
+(* A value starting with ";" keeps its trailing blanks: Pulp then reads it as empty *)
+test Pulp.lns get "[s]\na: ;x\nb: ;y \n" =
+  { "s" { "a" = ";x" } { "b" = ";y " } }
+
+(* CRLF files round-trip; Pulp_crlf.lns ends the lines it adds with CRLF *)
+test Pulp_crlf.lns put "[s]\r\na: 1\r\n" after
+  set "/s/b" "2";
+  set "/t/c" "3"
+  = "[s]\r\na: 1\r\nb: 2\r\n[t]\r\nc: 3\r\n"
+test Pulp.lns put "[s]\r\na: 1\r\n" after set "/s/a" "2" = "[s]\r\na: 2\r\n"
+
+(* Rejected: text after a blank with no entry before it in its section (SafeConfigParser
+   fails on it too), before any section, or right after a header *)
+test Pulp.lns get "[s]\n  more\n" = *
+test Pulp.lns get "[s]\n# c\n\n  # indented comment\n" = *
+test Pulp.lns get "a: 1\n[s]\nb: 2\n  more\n[t]\n  more\n" = *
 (* Rejected: an entry before any section, a line without separator *)
 test Pulp.lns get "a: 1\n" = *
 test Pulp.lns get "[s]\njust words\n" = *
 (* Rejected: a missing final newline *)
 test Pulp.lns get "[s]\na: 1" = *
-(* Rejected: keys and section names outside the dialect *)
-test Pulp.lns get "[my section]\n" = *
-test Pulp.lns get "[s]\nmy key: 1\n" = *
+(* Rejected: lines starting with "[" that are no header *)
+test Pulp.lns get "[]\n" = *
+test Pulp.lns get "[s\n" = *

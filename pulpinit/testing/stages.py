@@ -10,9 +10,8 @@ point               stage      how pulpinit is held there
 ==================  =========  ==================================================================
 ``settings-rpm``    settings   a stand-in ``rpm`` first on ``PATH`` that never answers, while the
                                migration fingerprint is derived (``rpm -qa``)
-``settings-fifo``   settings   ``PULP_DB_PASSWORD_FILE`` is a FIFO whose writer sends nothing
-``configure``       configure  server.conf is a FIFO: fed once for the settings stage, then held
-                               open without data while configure reads it back before replacing it
+``configure``       configure  another writer (a replica sharing the volume) holds the ``flock``
+                               on server.conf that every writer takes before replacing it
 ``wait``            wait       MongoDB's port refuses connections
 ``lock-wait``       migrate    another owner's live lease, written straight into the fake MongoDB
 ``migration-wait``  migrate    a fingerprint whose migration is never recorded as done
@@ -27,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import errno
+import fcntl
 import json
 import os
 import shutil
@@ -53,7 +52,6 @@ SAMPLE = Path(__file__).parent / "sample-server.conf"
 #: Every blocking point and the stage a stop there must name.
 POINTS: Mapping[str, str] = {
     "settings-rpm": "settings",
-    "settings-fifo": "settings",
     "configure": "configure",
     "wait": "wait",
     "lock-wait": "migrate",
@@ -101,16 +99,6 @@ def _poll(what: str, ready: Callable[[], bool], proc: subprocess.Popen[str], lin
         time.sleep(0.01)
 
 
-def _open_writer(fifo: Path) -> int | None:
-    """A write end of the FIFO once a reader has it open (None before: ENXIO)."""
-    try:
-        return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            return None
-        raise
-
-
 @dataclass
 class Held:
     """A pulpinit process held at one point (see :func:`hold`)."""
@@ -121,11 +109,11 @@ class Held:
     workdir: Path
     database: str
     lines: list[str] = field(default_factory=list)  # stderr, one entry per line
-    fds: list[int] = field(default_factory=list)  # FIFO write ends held open
+    fds: list[int] = field(default_factory=list)  # files held open (the lock on server.conf)
     _drain: threading.Thread | None = field(default=None, repr=False)
 
     def close(self) -> None:
-        """Kill whatever is left (the process group), close the FIFOs, remove the work directory."""
+        """Kill whatever is left (the process group), close the held files, remove the work directory."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
@@ -209,10 +197,11 @@ def hold(point: str, mongo: FakeMongo, broker: FakeAmqpBroker, *, pid1: bool = F
     args = ["run", "--", "/bin/true"]
     before: Callable[[], None] = lambda: None  # noqa: E731
     conf = workdir / "server.conf"
+    shutil.copy(SAMPLE, conf)
     if point == "configure":
-        os.mkfifo(conf)
-    else:
-        shutil.copy(SAMPLE, conf)
+        fd = os.open(conf, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another writer's lock, held until the test is done
+        environ["PULP_SERVER_NAME"] = "pulp.held.example.com"  # a change to write
     if point == "settings-rpm":
         bindir = workdir / "bin"
         bindir.mkdir()
@@ -220,9 +209,6 @@ def hold(point: str, mongo: FakeMongo, broker: FakeAmqpBroker, *, pid1: bool = F
         (bindir / "rpm").chmod(0o755)
         environ["PATH"] = f"{bindir}{os.pathsep}{environ.get('PATH', os.defpath)}"
         del environ["PULPINIT_MIGRATION_FINGERPRINT"]
-    elif point == "settings-fifo":
-        os.mkfifo(workdir / "db-password")
-        environ["PULP_DB_PASSWORD_FILE"] = str(workdir / "db-password")
     elif point == "wait":
         environ["PULP_DB_SEEDS"] = f"127.0.0.1:{closed_port()}"
     elif point == "lock-wait":
@@ -233,7 +219,7 @@ def hold(point: str, mongo: FakeMongo, broker: FakeAmqpBroker, *, pid1: bool = F
     environ.update(env or {})
     before()
     proc, pid = _start(args, environ, pid1)
-    held = Held(point, proc, pid, workdir, database)
+    held = Held(point, proc, pid, workdir, database, fds=[fd] if point == "configure" else [])
     assert proc.stderr is not None  # noqa: S101 - stderr=PIPE
     held._drain = threading.Thread(target=_pump, args=(proc.stderr, held.lines), daemon=True)
     held._drain.start()
@@ -246,29 +232,13 @@ def hold(point: str, mongo: FakeMongo, broker: FakeAmqpBroker, *, pid1: bool = F
 
 def _wait_until_held(held: Held, conf: Path) -> None:
     point, workdir, proc, lines = held.point, held.workdir, held.proc, held.lines
-
-    def writer(fifo: Path) -> Callable[[], bool]:
-        def ready() -> bool:
-            fd = _open_writer(fifo)
-            if fd is not None:
-                held.fds.append(fd)
-            return fd is not None
-
-        return ready
-
     if point == "settings-rpm":
         pid_file = workdir / "bin" / "rpm.pid"
         _poll("running rpm", lambda: pid_file.exists() and bool(pid_file.read_text().strip()), proc, lines)
-    elif point == "settings-fifo":
-        _poll("reading the _FILE", writer(workdir / "db-password"), proc, lines)
     elif point == "configure":
-        _poll("reading server.conf", writer(conf), proc, lines)
-        fd = held.fds.pop()  # the settings stage reads it: feed it once, then let it see EOF
-        os.set_blocking(fd, True)
-        os.write(fd, SAMPLE.read_bytes())
-        os.close(fd)
         _poll("in configure", lambda: _stage_started(lines, "configure"), proc, lines)
-        _poll("reading server.conf back", writer(conf), proc, lines)
+        inode = os.stat(conf).st_ino
+        _poll("waiting for the lock on server.conf", lambda: _waits_for_lock(inode), proc, lines)
     elif point == "wait":
         _poll("waiting", lambda: held.has_event("dep.down"), proc, lines)
     elif point == "lock-wait":
@@ -277,6 +247,12 @@ def _wait_until_held(held: Held, conf: Path) -> None:
         _poll("waiting for migrations", lambda: held.has_event("migration.waiting"), proc, lines)
     elif point == "migration-run":
         _poll("running pulp-manage-db", lambda: bool(standins.parsed_runs(workdir)), proc, lines)
+
+
+def _waits_for_lock(inode: int) -> bool:
+    """Whether someone waits for a ``flock`` on the file with this inode (``/proc/locks`` "->" lines)."""
+    return any(line.split()[1] == "->" and line.split()[6].endswith(f":{inode}")
+               for line in Path("/proc/locks").read_text().splitlines() if len(line.split()) > 6)
 
 
 def _stage_started(lines: list[str], stage: str) -> bool:
