@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -24,29 +22,26 @@ from pathlib import Path
 from typing import Any
 
 import pymongo
+from helpers.workdirs import reachable
 
 from pulpinit.migration import LOCK_ID, STATE_ID
 from pulpinit.testing import standins
 from pulpinit.testing.fakemongo import FakeMongo
 
 COLLECTION = "pulpinit_locks"
-SAMPLE = Path(__file__).resolve().parent.parent / "pulpinit" / "testing" / "sample-server.conf"
 
 
 @contextlib.contextmanager
 def migration_workdir() -> Iterator[Path]:
-    """A directory with the pulp-manage-db stand-in and a sample server.conf, removed afterwards.
+    """A work directory with the pulp-manage-db stand-in and a sample server.conf, removed afterwards.
 
-    World-readable and -writable: the stand-in runs as the unprivileged user pulpinit switches to.
+    World-writable: the stand-in runs as the unprivileged user pulpinit switches to and records
+    its runs beside itself.
     """
-    path = Path(tempfile.mkdtemp(prefix="pulpinit-migrate-"))
-    path.chmod(0o777)
-    standins.write_manage_db(path)
-    shutil.copy(SAMPLE, path / "server.conf")
-    try:
+    with reachable("migrate") as path:
+        path.chmod(0o777)
+        standins.write_manage_db(path)
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass
