@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -80,14 +81,19 @@ class MongoPeer:
 
 
 class Pulpinit:
-    """One ``python -m pulpinit ARGV`` (optionally as PID 1 of a new PID namespace)."""
+    """One ``python -m pulpinit ARGV`` (optionally as PID 1 of a new PID namespace).
+
+    Every instance is remembered in :data:`STARTED` until :func:`kill_started` ends what is left,
+    so a failing test leaves no pulpinit behind (not even one it SIGSTOPped)."""
 
     def __init__(self, env: dict[str, str], *argv: str, session: bool = False, namespace: bool = False) -> None:
         command = [sys.executable, "-m", "pulpinit", *argv]
         if namespace:
             command = ["unshare", "--pid", "--fork", "--mount-proc", *command]
+        self.session = session
         self.proc = subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, start_new_session=session)
+        STARTED.append(self)
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -140,9 +146,23 @@ class Pulpinit:
         return code, "\n".join(self.lines)
 
     def kill(self) -> None:
+        """SIGKILL it (its whole process group when it has its own: a stopped group included)."""
         if self.proc.poll() is None:
-            self.proc.kill()
+            if self.session:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.kill()
             self.proc.wait(10)
+
+
+#: The :class:`Pulpinit` processes started and not yet cleaned up by :func:`kill_started`.
+STARTED: list[Pulpinit] = []
+
+
+def kill_started() -> None:
+    """Kill every :class:`Pulpinit` still running (a test's teardown)."""
+    while STARTED:
+        STARTED.pop().kill()
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> None:

@@ -29,6 +29,7 @@ from mongo_peers import (
     Pulpinit,
     environ_without_pulp,
     gone,
+    kill_started,
     migration_workdir,
     one_error_line,
     wait_for,
@@ -43,6 +44,13 @@ from pulpinit.testing.faults import Proxy
 
 ROOT = os.geteuid() == 0
 BOTH = pytest.mark.parametrize("peer", ["fake", "secantus"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def no_pulpinit_left() -> Iterator[None]:
+    """A test that fails half-way leaves no pulpinit running (or SIGSTOPped) behind."""
+    yield
+    kill_started()
 
 
 @pytest.fixture(scope="module")
