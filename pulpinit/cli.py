@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 import traceback
@@ -24,6 +25,7 @@ import structlog
 
 from pulpinit import __version__, log, signals
 from pulpinit.errors import ConfigError, ExitCode, Interrupted, PulpinitError, UsageError
+from pulpinit.redact import mask_argv
 
 ROLES = ("beat", "resource-manager", "worker")
 
@@ -100,7 +102,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     if args.command == "run" and not rest:
         raise UsageError("pulpinit run: missing command; usage: pulpinit run [options] -- CMD [ARG...]")
     if rest and args.command not in (*ROLES, "run"):
-        raise UsageError(f"pulpinit {args.command}: unexpected arguments after --: {' '.join(rest)}")
+        raise UsageError(f"pulpinit {args.command}: unexpected arguments after --: {shlex.join(mask_argv(rest))}")
     if getattr(args, "timeout", None) is not None and not args.timeout > 0:
         raise UsageError("pulpinit check-deps: --timeout must be a positive number of seconds")
     return args

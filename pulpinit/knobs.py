@@ -115,7 +115,9 @@ def _choice(*allowed: str) -> Callable[[str, str], str]:
 
 def _worker_number(value: str, origin: str) -> int:
     if not value.isascii() or not value.isdigit():
-        raise EnvValueError(origin, f"{value!r} is not a non-negative integer")
+        raise EnvValueError(origin, f"{value[:20]!r} is not a non-negative integer")
+    if len(value) > 9:  # int() of thousands of digits is slow, and no deployment has a billion workers
+        raise EnvValueError(origin, f"{len(value)} digits: out of range (at most 9 digits)")
     return int(value)
 
 

@@ -49,7 +49,8 @@ def migration_decision(ctx: Context, migration: Migration) -> str:
     fingerprint = _fingerprint(ctx)
     if migration is Migration.WAIT:
         return (f"wait: start once {where} records {fingerprint} as done; "
-                f"exit 75 after {toolkit.migration_timeout:g} s or at once if it is recorded as failed")
+                f"exit 75 after {toolkit.migration_timeout:g} s without a live lease holder, "
+                "or at once if it is recorded as failed")
     return (f"migrate: run {toolkit.manage_db} under the lease lock in {where} unless {fingerprint} "
             "is recorded as done there; --dry-run connects to nothing, so the record is not read")
 

@@ -25,6 +25,8 @@ turns a missing file into exit 78 before anything connects.
 from __future__ import annotations
 
 import enum
+import errno
+import os
 import socket
 import ssl
 from collections.abc import Callable
@@ -33,6 +35,7 @@ from typing import Any
 
 from pulpinit.probe import Failure
 from pulpinit.probe_net import Deadline, ProbeFailed, classify_os_error
+from pulpinit.regularfile import FileProblem, read_regular
 
 #: server.conf keys of the TLS files, by the switch that turns them on.
 BROKER_SWITCH, BROKER_FILES = "tasks.celery_require_ssl", ("tasks.cacert", "tasks.certfile", "tasks.keyfile")
@@ -69,10 +72,9 @@ class TlsPolicy:
 def unreadable(path: str) -> str | None:
     """Why ``path`` cannot be read (``No such file or directory``), or None."""
     try:
-        with open(path, "rb") as handle:
-            handle.read(1)
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
+        read_regular(path)  # never blocks: a FIFO or a device is named, not read
+    except FileProblem as problem:
+        return os.strerror(errno.ENOENT) if problem.missing else problem.problem
     return None
 
 

@@ -276,3 +276,12 @@ def test_a_missing_default_tls_file_is_named_by_the_probe(env, tmp_path):
     assert code == 69
     assert by_name(out)["broker"]["error"] == (
         "tls_failure: cannot read tasks.cacert /etc/pki/pulp/qpid/ca.crt: No such file or directory")
+
+
+def test_a_fifo_named_as_a_tls_file_is_exit_78_not_a_hang(env, tmp_path):
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)
+    env.update(PULP_CONF__DATABASE__SSL="true", PULP_CONF__DATABASE__CA_PATH=str(fifo))
+    code, _, err = check(env)
+    assert code == 78
+    assert "PULP_CONF__DATABASE__CA_PATH" in err and "not a regular file" in err

@@ -210,3 +210,10 @@ def test_output_that_cannot_be_flushed_is_not_a_silent_success(conf: Path):
                               stderr=subprocess.PIPE, text=True, env=env, timeout=30, check=False)
     assert done.returncode == 70, done.stderr
     assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_usage_error_masks_url_credentials_it_echoes(capsys):
+    assert main(["configure", "--", "amqp://pulp:Sekr3t-pw@h//"]) == 64
+    err = capsys.readouterr().err
+    assert "unexpected arguments after --" in err and "amqp://pulp:***@h//" in err
+    assert "Sekr3t-pw" not in err

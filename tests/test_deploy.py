@@ -33,6 +33,7 @@ from pulpinit.cli import ROLES, parse
 from pulpinit.discovery import env_prefix
 from pulpinit.errors import UsageError
 from pulpinit.knobs import KNOBS
+from pulpinit.redact import may_hold_secret
 from pulpinit.roles import worker_number
 from pulpinit.settings import (
     BROKER_PASSWORD_VARS,
@@ -40,7 +41,6 @@ from pulpinit.settings import (
     EXPLICIT,
     GENERIC_PREFIX,
     from_environ,
-    is_secret_key,
 )
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (it comes with kubernetes-validate)")
@@ -265,7 +265,7 @@ def unknown_variable(name: str) -> str | None:
         parts = base[len(GENERIC_PREFIX):].lower().split("__")
         if len(parts) != 2 or not all(parts):
             return "not PULP_CONF__<SECTION>__<KEY>"
-        if name != base and not is_secret_key(".".join(parts)):
+        if name != base and not may_hold_secret(".".join(parts)):
             return "_FILE given for a key that is no secret"
         return None
     if name != base:

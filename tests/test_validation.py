@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pulpinit import values
 from pulpinit.errors import EnvValueError, ExitCode
+from pulpinit.knobs import toolkit_from_environ
 from pulpinit.settings import from_environ
 
 SECRET = "Sup3r-Secret-Value"
@@ -208,3 +209,8 @@ def test_a_5000_digit_worker_number_is_usage_not_a_traceback():
 
     with pytest.raises(UsageError, match="at most 9 digits"):
         worker_number("9" * 5000, None, "h")
+
+
+def test_a_5000_digit_worker_number_knob_is_78_not_a_traceback():
+    with pytest.raises(EnvValueError, match="PULP_WORKER_NUMBER: 5000 digits: out of range"):
+        toolkit_from_environ({"PULP_WORKER_NUMBER": "9" * 5000})
