@@ -21,10 +21,13 @@ APT_PACKAGES := python3-venv gcc libaugeas-dev augeas-lenses augeas-tools libsas
 demo: $(STAMP)
 	$(BIN)/python -m pulpinit.demo
 
-test: $(STAMP) $(PEERS_STAMP)
-	$(BIN)/ruff check pulpinit tests benchmarks
-	$(BIN)/mypy pulpinit
+test: lint $(PEERS_STAMP)
 	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check pulpinit tests benchmarks
+	$(BIN)/ruff format --check pulpinit tests benchmarks
+	$(BIN)/mypy pulpinit
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -53,8 +53,12 @@ trade (its row above); the default keeps the cap at 2 s and the attempts near 30
 
 
 def pulpinit_wait(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "pulpinit", "check-deps", "--wait"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pulpinit", "check-deps", "--wait"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def loop_2014(port: int) -> subprocess.Popen[bytes]:
@@ -80,8 +84,12 @@ def attempts_per_minute(env: dict[str, str], seconds: float) -> float:
     proxy = ResetServer().start()
     try:
         env = {**env, "PULP_DB_SEEDS": f"127.0.0.1:{proxy.port}", "PULPINIT_WAIT_TIMEOUT": str(seconds)}
-        proc = subprocess.Popen([sys.executable, "-m", "pulpinit", "check-deps", "--wait"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pulpinit", "check-deps", "--wait"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         proc.wait(timeout=seconds + 30)
         return proxy.accepted * 60.0 / seconds
     finally:
@@ -98,8 +106,13 @@ def main() -> int:
     shutil.copy(SAMPLE, workdir / "server.conf")
     with FakeAmqpBroker() as broker, FakeMongo() as mongo:
         base = {k: v for k, v in os.environ.items() if not k.startswith("PULP")}
-        base.update({"PULPINIT_CONFIG": str(workdir / "server.conf"), "PULP_BROKER_URL": broker.url(),
-                     "PULPINIT_LOG_FORMAT": "json"})
+        base.update(
+            {
+                "PULPINIT_CONFIG": str(workdir / "server.conf"),
+                "PULP_BROKER_URL": broker.url(),
+                "PULPINIT_LOG_FORMAT": "json",
+            }
+        )
 
         def start_pulpinit(port: int) -> subprocess.Popen[bytes]:
             return pulpinit_wait({**base, "PULP_DB_SEEDS": f"127.0.0.1:{port}"})
@@ -120,14 +133,18 @@ def main() -> int:
         attempts = attempts_per_minute(base, args.down_seconds)
         capped = attempts_per_minute({**base, "PULPINIT_WAIT_MAX_INTERVAL": "1"}, args.down_seconds)
     shutil.rmtree(workdir, ignore_errors=True)
-    print(f"| detection latency, {args.trials} trials each (answers → waiter moves on) "
-          "| MongoDB comes up after | median | max |")
+    print(
+        f"| detection latency, {args.trials} trials each (answers → waiter moves on) "
+        "| MongoDB comes up after | median | max |"
+    )
     print("|---|---|---|---|")
     for label, window, median, worst in rows:
         print(f"| {label} | U({window[0]:g} s, {window[1]:g} s) | {median:.2f} s | {worst:.2f} s |")
     print(f"\nratio, first start window (2014 median / pulpinit median): {rows[1][2] / rows[0][2]:.1f}×")
-    print(f"\nconnection attempts per minute against a MongoDB that stays down (measured over "
-          f"{args.down_seconds:g} s; target ≤ 60): defaults {attempts:.0f}, PULPINIT_WAIT_MAX_INTERVAL=1 {capped:.0f}")
+    print(
+        f"\nconnection attempts per minute against a MongoDB that stays down (measured over "
+        f"{args.down_seconds:g} s; target ≤ 60): defaults {attempts:.0f}, PULPINIT_WAIT_MAX_INTERVAL=1 {capped:.0f}"
+    )
     print(NOTE)
     return 0
 

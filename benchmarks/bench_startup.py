@@ -67,25 +67,41 @@ def main() -> int:
     shutil.copy(SAMPLE, work / "server.conf")
     base = {k: v for k, v in os.environ.items() if not k.startswith("PULP")}
     with FakeMongo() as mongo, FakeAmqpBroker() as broker:
-        env = {**base, "PULPINIT_CONFIG": str(work / "server.conf"), "PULP_DB_SEEDS": mongo.hostport,
-               "PULP_BROKER_URL": broker.url(), "PULPINIT_USER": "nobody", "PULPINIT_LOG_FORMAT": "json",
-               "PULPINIT_MIGRATION_FINGERPRINT": "bench", "PULPINIT_MANAGE_DB": "/bin/true",
-               "PULPINIT_LOG_LEVEL": "warning"}
-        subprocess.run([sys.executable, "-m", "pulpinit", "migrate"], env=env, check=True,
-                       stderr=subprocess.DEVNULL)  # migrations done, config written: a warm restart
-        env_2014 = {**base, "ROOT": str(work), "DB_PORT": str(mongo.port), "MSG_PORT": str(broker.port),
-                    "PYTHON": sys.executable}
+        env = {
+            **base,
+            "PULPINIT_CONFIG": str(work / "server.conf"),
+            "PULP_DB_SEEDS": mongo.hostport,
+            "PULP_BROKER_URL": broker.url(),
+            "PULPINIT_USER": "nobody",
+            "PULPINIT_LOG_FORMAT": "json",
+            "PULPINIT_MIGRATION_FINGERPRINT": "bench",
+            "PULPINIT_MANAGE_DB": "/bin/true",
+            "PULPINIT_LOG_LEVEL": "warning",
+        }
+        subprocess.run(
+            [sys.executable, "-m", "pulpinit", "migrate"], env=env, check=True, stderr=subprocess.DEVNULL
+        )  # migrations done, config written: a warm restart
+        env_2014 = {
+            **base,
+            "ROOT": str(work),
+            "DB_PORT": str(mongo.port),
+            "MSG_PORT": str(broker.port),
+            "PYTHON": sys.executable,
+        }
         cases: dict[str, Callable[[], float]] = {
-            "pulpinit run -- /bin/true": lambda: timed([sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"],
-                                                       env),
+            "pulpinit run -- /bin/true": lambda: timed(
+                [sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"], env
+            ),
             "pulpinit check-deps (readiness probe, both up)": lambda: timed(
-                [sys.executable, "-m", "pulpinit", "check-deps"], env),
-            "2014 scripts (4 augtool, test_db_available, runuser)": lambda: timed(["bash", "-c", RUN_2014],
-                                                                                  env_2014),
+                [sys.executable, "-m", "pulpinit", "check-deps"], env
+            ),
+            "2014 scripts (4 augtool, test_db_available, runuser)": lambda: timed(["bash", "-c", RUN_2014], env_2014),
             "python -c pass": lambda: timed([sys.executable, "-c", "pass"], base),
         }
-        for name, argv in (("tini -s -- /bin/true", ["tini", "-s", "--", "/bin/true"]),
-                           ("dumb-init /bin/true", ["dumb-init", "/bin/true"])):
+        for name, argv in (
+            ("tini -s -- /bin/true", ["tini", "-s", "--", "/bin/true"]),
+            ("dumb-init /bin/true", ["dumb-init", "/bin/true"]),
+        ):
             if shutil.which(argv[0]):
                 cases[name] = lambda argv=argv: timed(argv, base)
         samples: dict[str, list[float]] = {name: [] for name in cases}

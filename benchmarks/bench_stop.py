@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     reason = pid_namespaces_reason()
     if reason is None:
         modes.insert(0, ("PID 1", True))
-    print(f"{args.runs} runs per cell, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
-          "SIGTERM → exit of the process, in ms" + (f"; PID 1 rows skipped: {reason}" if reason else ""))
+    print(
+        f"{args.runs} runs per cell, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; "
+        "SIGTERM → exit of the process, in ms" + (f"; PID 1 rows skipped: {reason}" if reason else "")
+    )
     print("")
     print("| blocking point | stage | " + " | ".join(f"{name}: median | max" for name, _ in modes) + " |")
     print("|---|---|" + "---:|---:|" * len(modes))

@@ -69,8 +69,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def rss(prefix: list[str], runs: int) -> float:
     samples = []
     for _ in range(max(3, runs // 10)):
-        proc = subprocess.Popen([*prefix, "sleep", "1000"], start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [*prefix, "sleep", "1000"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
@@ -86,8 +87,13 @@ def rss(prefix: list[str], runs: int) -> float:
 
 
 def latency(prefix: list[str], runs: int) -> tuple[float, float]:
-    proc = subprocess.Popen([*prefix, HELPER_PY, PRINT_SIGNALS], start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*prefix, HELPER_PY, PRINT_SIGNALS],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.stdout is not None
     try:
         if proc.stdout.readline().strip() != b"ready":
@@ -135,17 +141,28 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((name, mem, median, p95, starts[name]))
     floor, interpreter = starts["floor"], starts["interpreter"]
     base = rows[0] if rows[0][0].startswith("tini") else None
-    print(f"{args.runs} runs, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; `true` alone: "
-          f"{floor:.2f} ms; `{Path(PY).name} -c pass` (interpreter floor): {interpreter:.2f} ms\n")
-    print("| supervisor | RSS (MB) | × tini | USR1 → child, median (µs) | p95 (µs) | × tini "
-          "| `<sup> true` median (ms) | × tini | overhead over `true` (ms) |")
+    print(
+        f"{args.runs} runs, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; `true` alone: "
+        f"{floor:.2f} ms; `{Path(PY).name} -c pass` (interpreter floor): {interpreter:.2f} ms\n"
+    )
+    print(
+        "| supervisor | RSS (MB) | × tini | USR1 → child, median (µs) | p95 (µs) | × tini "
+        "| `<sup> true` median (ms) | × tini | overhead over `true` (ms) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, mem, median, p95, start in rows:
-        ratios = [f"{value / ref:.1f}" if base else "–" for value, ref in
-                  ((mem, base[1] if base else 1), (median, base[2] if base else 1),
-                   (start, base[4] if base else 1))]
-        print(f"| {name} | {mem:.1f} | {ratios[0]} | {median:.0f} | {p95:.0f} | {ratios[1]} "
-              f"| {start:.2f} | {ratios[2]} | {start - floor:.2f} |")
+        ratios = [
+            f"{value / ref:.1f}" if base else "–"
+            for value, ref in (
+                (mem, base[1] if base else 1),
+                (median, base[2] if base else 1),
+                (start, base[4] if base else 1),
+            )
+        ]
+        print(
+            f"| {name} | {mem:.1f} | {ratios[0]} | {median:.0f} | {p95:.0f} | {ratios[1]} "
+            f"| {start:.2f} | {ratios[2]} | {start - floor:.2f} |"
+        )
     return 0
 
 

@@ -36,13 +36,20 @@ from pulpinit.testing.fakemongo import FakeMongo  # noqa: E402
 
 def environment(work: Path, peer: MongoPeer, broker: FakeAmqpBroker, lease: float, seconds: float) -> dict[str, str]:
     env = environ_without_pulp()
-    env.update({
-        "PULPINIT_CONFIG": str(work / "server.conf"), "PULPINIT_LOG_FORMAT": "json", **peer.env(),
-        "PULP_BROKER_URL": broker.url(), "PULPINIT_MANAGE_DB": str(work / "pulp-manage-db"),
-        "PULPINIT_USER": "nobody", "PULPINIT_MIGRATION_FINGERPRINT": "bench-1",
-        "PULPINIT_LEASE_SECONDS": f"{lease:g}", "PULPINIT_MANAGE_DB_STOP_TIMEOUT": f"{lease / 6:g}",
-        "STANDIN_SECONDS": f"{seconds:g}",
-    })
+    env.update(
+        {
+            "PULPINIT_CONFIG": str(work / "server.conf"),
+            "PULPINIT_LOG_FORMAT": "json",
+            **peer.env(),
+            "PULP_BROKER_URL": broker.url(),
+            "PULPINIT_MANAGE_DB": str(work / "pulp-manage-db"),
+            "PULPINIT_USER": "nobody",
+            "PULPINIT_MIGRATION_FINGERPRINT": "bench-1",
+            "PULPINIT_LEASE_SECONDS": f"{lease:g}",
+            "PULPINIT_MANAGE_DB_STOP_TIMEOUT": f"{lease / 6:g}",
+            "STANDIN_SECONDS": f"{seconds:g}",
+        }
+    )
     return env
 
 
@@ -94,10 +101,14 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--concurrent", type=int, default=12)
     args = parser.parse_args()
-    rows = ["| server | lease | killed holder's run gone after (median, max) | takeover after the kill "
-            "(median, min–max) |", "|---|---|---|---|"]
-    contention = ["| server | concurrent `pulpinit migrate` | runs of pulp-manage-db | overlapping | exit 0 |",
-                  "|---|---|---|---|---|"]
+    rows = [
+        "| server | lease | killed holder's run gone after (median, max) | takeover after the kill (median, min–max) |",
+        "|---|---|---|---|",
+    ]
+    contention = [
+        "| server | concurrent `pulpinit migrate` | runs of pulp-manage-db | overlapping | exit 0 |",
+        "|---|---|---|---|---|",
+    ]
     with FakeAmqpBroker() as broker, peers("pulp_bench") as servers:
         for peer in servers:
             for lease in args.leases:
@@ -106,17 +117,21 @@ def main() -> int:
                     one = MongoPeer(peer.kind, peer.hostport, f"pulp_bench_{int(lease * 10)}_{trial}")
                     trials.append(takeover(one, broker, lease))
                 orphans, takeovers = [t[0] for t in trials], [t[1] for t in trials]
-                rows.append(f"| {peer.kind} | {lease:g} s | {statistics.median(orphans) * 1000:.0f} ms, "
-                            f"{max(orphans) * 1000:.0f} ms | {statistics.median(takeovers):.2f} s "
-                            f"({min(takeovers):.2f}–{max(takeovers):.2f} s) |")
+                rows.append(
+                    f"| {peer.kind} | {lease:g} s | {statistics.median(orphans) * 1000:.0f} ms, "
+                    f"{max(orphans) * 1000:.0f} ms | {statistics.median(takeovers):.2f} s "
+                    f"({min(takeovers):.2f}–{max(takeovers):.2f} s) |"
+                )
             one = MongoPeer(peer.kind, peer.hostport, "pulp_bench_concurrent")
             made, overlapped, ok = concurrent(one, broker, args.concurrent)
             contention.append(f"| {peer.kind} | {args.concurrent} | {made} | {overlapped} | {ok} |")
     print("\n".join(rows))
     print()
     print("\n".join(contention))
-    print("\nThe takeover waits for the killed holder's lease to run out (the contender polls at most every "
-          "lease/3, 2 s at most); the killed holder's pulp-manage-db dies with it (PR_SET_PDEATHSIG).")
+    print(
+        "\nThe takeover waits for the killed holder's lease to run out (the contender polls at most every "
+        "lease/3, 2 s at most); the killed holder's pulp-manage-db dies with it (PR_SET_PDEATHSIG)."
+    )
     return 0
 
 

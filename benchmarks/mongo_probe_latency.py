@@ -21,8 +21,11 @@ USERS = {("pulp_database", "pulp"): "secret"}
 CASES = (
     ("plain", {}, {}),
     ("scram", {"users": USERS}, {"username": "pulp", "password": "secret"}),
-    ("scram+replica set", {"users": USERS, "replica_set": "rs0"},
-     {"username": "pulp", "password": "secret", "replica_set": "rs0"}),
+    (
+        "scram+replica set",
+        {"users": USERS, "replica_set": "rs0"},
+        {"username": "pulp", "password": "secret", "replica_set": "rs0"},
+    ),
 )
 
 
@@ -40,8 +43,10 @@ def main() -> None:
             first = (time.monotonic() - started) * 1000
             latencies = sorted(probe_mongodb(target).latency_ms for _ in range(runs))
             p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-            print(f"{label:18} first {first:6.1f} ms   median {statistics.median(latencies):5.1f} ms   "
-                  f"p99 {p99:5.1f} ms   max {latencies[-1]:5.1f} ms")
+            print(
+                f"{label:18} first {first:6.1f} ms   median {statistics.median(latencies):5.1f} ms   "
+                f"p99 {p99:5.1f} ms   max {latencies[-1]:5.1f} ms"
+            )
 
 
 if __name__ == "__main__":

@@ -21,21 +21,43 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "performance.md"
 
 BENCHES = (
-    ("The config step: four augtool calls (2014) vs one pulpinit configure (issue 3)",
-     "bench_configure.py", ["--runs", "15"], ["--runs", "3"]),
-    ("Start-to-exec overhead and the readiness probe, vs the 2014 scripts, tini and dumb-init (issues 6, 7)",
-     "bench_startup.py", ["--runs", "15"], ["--runs", "3"]),
-    ("Detection latency vs the fixed 5 s poll; attempts while a dependency stays down (issue 4)",
-     "bench_detection.py", ["--trials", "12", "--down-seconds", "60"], ["--trials", "2", "--down-seconds", "10"]),
-    ("The resident supervisor beside tini and dumb-init: memory, signal latency, start-up (issue 6)",
-     "bench_supervisor.py", ["--runs", "50"], ["--runs", "5"]),
-    ("MongoDB probe latency against the fake (issue 4)",
-     "mongo_probe_latency.py", ["--runs", "200"], ["--runs", "20"]),
-    ("Time from SIGTERM to exit in every stage, as PID 1 and not (issue 10)",
-     "bench_stop.py", ["--runs", "7"], ["--runs", "1"]),
-    ("Run-once under faults: takeover after a SIGKILLed holder per lease, runs under contention (issue 10)",
-     "bench_takeover.py", ["--leases", "2", "4", "8", "--trials", "3", "--concurrent", "12"],
-     ["--leases", "2", "--trials", "1", "--concurrent", "4"]),
+    (
+        "The config step: four augtool calls (2014) vs one pulpinit configure (issue 3)",
+        "bench_configure.py",
+        ["--runs", "15"],
+        ["--runs", "3"],
+    ),
+    (
+        "Start-to-exec overhead and the readiness probe, vs the 2014 scripts, tini and dumb-init (issues 6, 7)",
+        "bench_startup.py",
+        ["--runs", "15"],
+        ["--runs", "3"],
+    ),
+    (
+        "Detection latency vs the fixed 5 s poll; attempts while a dependency stays down (issue 4)",
+        "bench_detection.py",
+        ["--trials", "12", "--down-seconds", "60"],
+        ["--trials", "2", "--down-seconds", "10"],
+    ),
+    (
+        "The resident supervisor beside tini and dumb-init: memory, signal latency, start-up (issue 6)",
+        "bench_supervisor.py",
+        ["--runs", "50"],
+        ["--runs", "5"],
+    ),
+    ("MongoDB probe latency against the fake (issue 4)", "mongo_probe_latency.py", ["--runs", "200"], ["--runs", "20"]),
+    (
+        "Time from SIGTERM to exit in every stage, as PID 1 and not (issue 10)",
+        "bench_stop.py",
+        ["--runs", "7"],
+        ["--runs", "1"],
+    ),
+    (
+        "Run-once under faults: takeover after a SIGKILLed holder per lease, runs under contention (issue 10)",
+        "bench_takeover.py",
+        ["--leases", "2", "4", "8", "--trials", "3", "--concurrent", "12"],
+        ["--leases", "2", "--trials", "1", "--concurrent", "4"],
+    ),
 )
 
 

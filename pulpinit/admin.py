@@ -28,8 +28,15 @@ import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-__all__ = ["DEFAULT_PASSWORD", "ITERATIONS", "SALT_BYTES", "AdminPassword", "ensure_admin_password",
-           "hash_password", "verify_password"]
+__all__ = [
+    "DEFAULT_PASSWORD",
+    "ITERATIONS",
+    "SALT_BYTES",
+    "AdminPassword",
+    "ensure_admin_password",
+    "hash_password",
+    "verify_password",
+]
 
 ITERATIONS = 5000
 SALT_BYTES = 8
@@ -58,8 +65,10 @@ def _split(stored: str) -> tuple[bytes, bytes] | None:
         return None
     try:
         # Python 2's base64 codec wrote line breaks every 76 characters: ignore whitespace.
-        return (base64.b64decode("".join(salt.split()), validate=True),
-                base64.b64decode("".join(digest.split()), validate=True))
+        return (
+            base64.b64decode("".join(salt.split()), validate=True),
+            base64.b64decode("".join(digest.split()), validate=True),
+        )
     except (binascii.Error, ValueError):
         return None
 
@@ -110,13 +119,13 @@ def ensure_admin_password(users: UsersCollection, login: str, password: str | No
     for _ in range(_ATTEMPTS):
         user = users.find_one({"login": login})
         if user is None:
-            log.info("admin.absent", login=login,
-                     hint="the first migration creates it with [server] default_password")
+            log.info("admin.absent", login=login, hint="the first migration creates it with [server] default_password")
             return AdminPassword.ABSENT
         stored = _stored(user)
         if password is not None and not verify_password(stored, password):
-            result = users.update_one({"login": login, "password": user.get("password")},
-                                      {"$set": {"password": hash_password(password)}})
+            result = users.update_one(
+                {"login": login, "password": user.get("password")}, {"$set": {"password": hash_password(password)}}
+            )
             if getattr(result, "matched_count", 1) == 0:
                 continue  # another replica changed it meanwhile: look again
             log.info("admin.password_set", login=login)
@@ -125,8 +134,11 @@ def ensure_admin_password(users: UsersCollection, login: str, password: str | No
         if _warn_default(stored, login, log):
             return AdminPassword.DEFAULT
         if password is None and _split(stored) is None:
-            log.warning("admin.password_unreadable", login=login,
-                        hint="the stored password is not in Pulp's format; set PULP_ADMIN_PASSWORD to replace it")
+            log.warning(
+                "admin.password_unreadable",
+                login=login,
+                hint="the stored password is not in Pulp's format; set PULP_ADMIN_PASSWORD to replace it",
+            )
         return AdminPassword.OK
     log.warning("admin.password_contended", login=login, attempts=_ATTEMPTS)
     return AdminPassword.OK
@@ -134,7 +146,10 @@ def ensure_admin_password(users: UsersCollection, login: str, password: str | No
 
 def _warn_default(stored: str, login: str, log: Any) -> bool:
     if verify_password(stored, DEFAULT_PASSWORD):
-        log.warning("admin.default_password", login=login,
-                    hint="the admin user still has Pulp's default password: set PULP_ADMIN_PASSWORD")
+        log.warning(
+            "admin.default_password",
+            login=login,
+            hint="the admin user still has Pulp's default password: set PULP_ADMIN_PASSWORD",
+        )
         return True
     return False

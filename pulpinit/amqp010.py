@@ -69,10 +69,20 @@ MAX_FRAME = 65535  # the size field is a uint16
 
 CONNECTION = 0x01
 START, START_OK, SECURE, SECURE_OK, TUNE, TUNE_OK, OPEN, OPEN_OK, REDIRECT, HEARTBEAT, CLOSE, CLOSE_OK = range(1, 13)
-NAMES = {START: "connection.start", START_OK: "connection.start-ok", SECURE: "connection.secure",
-         SECURE_OK: "connection.secure-ok", TUNE: "connection.tune", TUNE_OK: "connection.tune-ok",
-         OPEN: "connection.open", OPEN_OK: "connection.open-ok", REDIRECT: "connection.redirect",
-         HEARTBEAT: "connection.heartbeat", CLOSE: "connection.close", CLOSE_OK: "connection.close-ok"}
+NAMES = {
+    START: "connection.start",
+    START_OK: "connection.start-ok",
+    SECURE: "connection.secure",
+    SECURE_OK: "connection.secure-ok",
+    TUNE: "connection.tune",
+    TUNE_OK: "connection.tune-ok",
+    OPEN: "connection.open",
+    OPEN_OK: "connection.open-ok",
+    REDIRECT: "connection.redirect",
+    HEARTBEAT: "connection.heartbeat",
+    CLOSE: "connection.close",
+    CLOSE_OK: "connection.close-ok",
+}
 
 #: The fields of each ``connection`` control, in wire order, with their types.
 FIELDS: dict[int, tuple[tuple[str, str], ...]] = {
@@ -80,8 +90,12 @@ FIELDS: dict[int, tuple[tuple[str, str], ...]] = {
     START_OK: (("client-properties", "map"), ("mechanism", "str8"), ("response", "vbin32"), ("locale", "str8")),
     SECURE: (("challenge", "vbin32"),),
     SECURE_OK: (("response", "vbin32"),),
-    TUNE: (("channel-max", "uint16"), ("max-frame-size", "uint16"), ("heartbeat-min", "uint16"),
-           ("heartbeat-max", "uint16")),
+    TUNE: (
+        ("channel-max", "uint16"),
+        ("max-frame-size", "uint16"),
+        ("heartbeat-min", "uint16"),
+        ("heartbeat-max", "uint16"),
+    ),
     TUNE_OK: (("channel-max", "uint16"), ("max-frame-size", "uint16"), ("heartbeat", "uint16")),
     OPEN: (("virtual-host", "str8"), ("capabilities", "str16-array"), ("insist", "bit")),
     OPEN_OK: (("known-hosts", "str16-array"),),
@@ -108,8 +122,11 @@ class Control:
 
     @property
     def name(self) -> str:
-        return NAMES.get(self.code, f"control {self.class_code}.{self.code}") if self.class_code == CONNECTION \
+        return (
+            NAMES.get(self.code, f"control {self.class_code}.{self.code}")
+            if self.class_code == CONNECTION
             else f"control {self.class_code}.{self.code}"
+        )
 
 
 # --- encoding -----------------------------------------------------------------------------------
@@ -212,8 +229,7 @@ def decode_typed(code: int, data: bytes, pos: int) -> tuple[Any, int]:
     raw, end = _take(data, pos, fixed)
     if code == BOOLEAN:
         return raw != b"\x00", end
-    ints = {0x01: ">b", 0x02: ">B", 0x11: ">h", 0x12: ">H", 0x21: ">i", 0x22: ">I", 0x31: ">q", 0x32: ">Q",
-            0x38: ">Q"}
+    ints = {0x01: ">b", 0x02: ">B", 0x11: ">h", 0x12: ">H", 0x21: ">i", 0x22: ">I", 0x31: ">q", 0x32: ">Q", 0x38: ">Q"}
     if code in ints:
         return struct.unpack(ints[code], raw)[0], end
     return (None if fixed == 0 else raw), end
@@ -302,12 +318,16 @@ def mismatch_advice(header: bytes, host: str, port: int) -> str:
     offered = amqp_header_name(header)
     where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     if offered in ("AMQP 0-9-1", "AMQP 0-9", "AMQP 0-8"):
-        return (f"Celery's qpid:// transport speaks AMQP 0-10; this broker offers {offered} (RabbitMQ?): "
-                f"use amqp://USER:PASSWORD@{where}/VHOST")
+        return (
+            f"Celery's qpid:// transport speaks AMQP 0-10; this broker offers {offered} (RabbitMQ?): "
+            f"use amqp://USER:PASSWORD@{where}/VHOST"
+        )
     if offered.startswith("AMQP 1.0"):
-        return ("Celery's qpid:// transport speaks AMQP 0-10; this server offers only AMQP 1.0, which no "
-                "Celery transport speaks: use a broker with AMQP 0-10 (Qpid C++, qpid://) or 0-9-1 "
-                "(RabbitMQ, amqp://)")
+        return (
+            "Celery's qpid:// transport speaks AMQP 0-10; this server offers only AMQP 1.0, which no "
+            "Celery transport speaks: use a broker with AMQP 0-10 (Qpid C++, qpid://) or 0-9-1 "
+            "(RabbitMQ, amqp://)"
+        )
     return f"Celery's qpid:// transport speaks AMQP 0-10; this server offers {offered}"
 
 
@@ -364,8 +384,13 @@ def handshake(
     _check_mechanism(login, mechanisms, user)
 
     client = {"product": "pulpinit", "qpid.client_process": "pulpinit check-deps"}
-    send(control_frame(START_OK, {"client-properties": client, "mechanism": login.mechanism,
-                                  "response": login.response, "locale": "en_US"}), "sending connection.start-ok")
+    send(
+        control_frame(
+            START_OK,
+            {"client-properties": client, "mechanism": login.mechanism, "response": login.response, "locale": "en_US"},
+        ),
+        "sending connection.start-ok",
+    )
     verdict = f"waiting for the broker's answer to the {login.who} (connection.tune)"
     answered_challenge = False
     while True:
@@ -392,8 +417,11 @@ def handshake(
         raise ProbeFailed(Failure.OTHER, f"the broker closed the connection on connection.open: {code} {text}")
     if opened.code == REDIRECT:
         target = opened.fields.get("host", "?")
-        raise ProbeFailed(Failure.OTHER, f"the broker redirects clients to {target}, which Celery's qpid:// "
-                          "transport does not follow: point broker_url there")
+        raise ProbeFailed(
+            Failure.OTHER,
+            f"the broker redirects clients to {target}, which Celery's qpid:// "
+            "transport does not follow: point broker_url there",
+        )
     if opened.code != OPEN_OK:
         raise ProbeFailed(Failure.PROTOCOL, f"expected connection.open-ok, got {opened.name}")
 
@@ -415,10 +443,16 @@ def _check_header(header: bytes, host: str, port: int, tls: bool, speaks_tls: Ca
     if header:
         raise not_this_protocol(header, "the AMQP 0-10 protocol header", TLS_ADVICE)
     if not tls and speaks_tls is not None and speaks_tls():
-        raise ProbeFailed(Failure.TLS_MISMATCH, "the broker hung up on the AMQP 0-10 protocol header, and the port "
-                          f"completes a TLS handshake: it speaks TLS; {TLS_ADVICE}")
-    raise ProbeFailed(Failure.PROTOCOL, "the server closed the connection without answering the AMQP 0-10 "
-                      "protocol header: it does not speak AMQP 0-10 (Celery's qpid:// transport needs it)")
+        raise ProbeFailed(
+            Failure.TLS_MISMATCH,
+            "the broker hung up on the AMQP 0-10 protocol header, and the port "
+            f"completes a TLS handshake: it speaks TLS; {TLS_ADVICE}",
+        )
+    raise ProbeFailed(
+        Failure.PROTOCOL,
+        "the server closed the connection without answering the AMQP 0-10 "
+        "protocol header: it does not speak AMQP 0-10 (Celery's qpid:// transport needs it)",
+    )
 
 
 def _next(framer: Framer, stage: str, login: Login) -> Control:
@@ -428,8 +462,10 @@ def _next(framer: Framer, stage: str, login: Login) -> Control:
             control = framer.next_control(stage)
         except EOFError:
             if "connection.tune" in stage:
-                raise ProbeFailed(Failure.AUTH, f"the broker hung up after the {login.who} "
-                                  f"({login.mechanism}): credentials or mechanism refused") from None
+                raise ProbeFailed(
+                    Failure.AUTH,
+                    f"the broker hung up after the {login.who} ({login.mechanism}): credentials or mechanism refused",
+                ) from None
             raise ProbeFailed(Failure.RESET, f"the broker closed the connection ({stage})") from None
         if control.class_code == CONNECTION and control.code == HEARTBEAT:
             continue
@@ -441,8 +477,10 @@ def _check_mechanism(login: Login, mechanisms: Sequence[str], user: str | None) 
         return
     offered = " ".join(mechanisms) or "none"
     if login.mechanism == "PLAIN":
-        raise ProbeFailed(Failure.SASL, f"the broker does not offer SASL PLAIN for the user and password in the "
-                          f"URL (it offers: {offered})")
+        raise ProbeFailed(
+            Failure.SASL,
+            f"the broker does not offer SASL PLAIN for the user and password in the URL (it offers: {offered})",
+        )
     hint = f"put {user!r} and a password in broker_url" if user else "put user:password in broker_url"
     raise ProbeFailed(Failure.SASL, f"the broker does not offer SASL ANONYMOUS (it offers: {offered}): {hint}")
 
@@ -454,8 +492,10 @@ def _reason(control: Control) -> tuple[int, str]:
 def _refusal(close: Control, login: Login) -> ProbeFailed:
     code, text = _reason(close)
     if "encrypt" in text.lower():
-        return ProbeFailed(Failure.TLS_MISMATCH, f"the broker requires TLS: {code} {text}; "
-                           "set tasks.celery_require_ssl: true (TLS port, usually 5671)")
+        return ProbeFailed(
+            Failure.TLS_MISMATCH,
+            f"the broker requires TLS: {code} {text}; set tasks.celery_require_ssl: true (TLS port, usually 5671)",
+        )
     return ProbeFailed(Failure.AUTH, f"{login.who} refused: {code} {text}")
 
 

@@ -85,8 +85,19 @@ def method_frame(method: tuple[int, int], args: bytes = b"", channel: int = 0) -
 
 # --- decoding -----------------------------------------------------------------------------------
 
-_FIXED = {"b": ">b", "B": ">B", "s": ">h", "u": ">H", "I": ">i", "i": ">I", "l": ">q", "L": ">Q",
-          "f": ">f", "d": ">d", "T": ">Q"}
+_FIXED = {
+    "b": ">b",
+    "B": ">B",
+    "s": ">h",
+    "u": ">H",
+    "I": ">i",
+    "i": ">I",
+    "l": ">q",
+    "L": ">Q",
+    "f": ">f",
+    "d": ">d",
+    "T": ">Q",
+}
 
 
 def _value(data: bytes, pos: int) -> tuple[Any, int]:
@@ -148,12 +159,18 @@ def _first_method(reader: Reader, tls: bool, speaks_tls: Callable[[], bool] | No
         header = first + reader.read_upto(1, stage)
         if header == PROTOCOL_HEADER:  # the spec's way to say "not this version"
             raise ProbeFailed(Failure.PROTOCOL, "the server refused the AMQP 0-9-1 protocol header")
-        raise ProbeFailed(Failure.PROTOCOL, f"the server answered with the {amqp_header_name(header)} protocol "
-                          "header, not AMQP 0-9-1: it is not a RabbitMQ-style broker (a Qpid broker wants qpid://)")
+        raise ProbeFailed(
+            Failure.PROTOCOL,
+            f"the server answered with the {amqp_header_name(header)} protocol "
+            "header, not AMQP 0-9-1: it is not a RabbitMQ-style broker (a Qpid broker wants qpid://)",
+        )
     if not first:
         if not tls and speaks_tls is not None and speaks_tls():
-            raise ProbeFailed(Failure.TLS_MISMATCH, "the broker hung up on the AMQP 0-9-1 protocol header, and the "
-                              f"port completes a TLS handshake: it speaks TLS; {TLS_ADVICE}")
+            raise ProbeFailed(
+                Failure.TLS_MISMATCH,
+                "the broker hung up on the AMQP 0-9-1 protocol header, and the "
+                f"port completes a TLS handshake: it speaks TLS; {TLS_ADVICE}",
+            )
         raise ProbeFailed(Failure.RESET, "the server closed the connection before Connection.Start")
     if len(first) < 7 or first[0] != FRAME_METHOD:
         raise not_this_protocol(first, "the AMQP 0-9-1 protocol header", TLS_ADVICE)
@@ -223,16 +240,22 @@ def handshake(
     server_version = " ".join(str(v) for v in (product, version) if v) or None
     if b"PLAIN" not in mechanisms.split():
         offered = mechanisms.decode(errors="replace").strip() or "none"
-        raise ProbeFailed(Failure.SASL, f"the broker does not offer SASL PLAIN, which Celery's amqp:// transport "
-                          f"logs in with (it offers: {offered})")
+        raise ProbeFailed(
+            Failure.SASL,
+            f"the broker does not offer SASL PLAIN, which Celery's amqp:// transport "
+            f"logs in with (it offers: {offered})",
+        )
 
     client = {"product": "pulpinit", "capabilities": {"authentication_failure_close": True}}
     response = b"\x00" + user.encode() + b"\x00" + password.encode()
-    send(method_frame(START_OK, _table(client) + _shortstr("PLAIN") + _longstr(response) + _shortstr("en_US")),
-         "sending Connection.Start-Ok")
+    send(
+        method_frame(START_OK, _table(client) + _shortstr("PLAIN") + _longstr(response) + _shortstr("en_US")),
+        "sending Connection.Start-Ok",
+    )
     try:
-        method, args = _next_method(reader, f"waiting for the broker's answer to the login as {user!r} "
-                                    "(Connection.Tune)")
+        method, args = _next_method(
+            reader, f"waiting for the broker's answer to the login as {user!r} (Connection.Tune)"
+        )
     except EOFError:
         raise ProbeFailed(
             Failure.AUTH, f"the broker closed the connection after the credentials of user {user!r}"
@@ -244,8 +267,11 @@ def handshake(
         raise ProbeFailed(Failure.PROTOCOL, f"expected Connection.Tune, got method {method}")
     channel_max, frame_max, _heartbeat = struct.unpack_from(">HIH", args)
 
-    send(method_frame(TUNE_OK, struct.pack(">HIH", channel_max, frame_max, 0))
-         + method_frame(OPEN, _shortstr(vhost) + _shortstr("") + b"\x00"), "opening the virtual host")
+    send(
+        method_frame(TUNE_OK, struct.pack(">HIH", channel_max, frame_max, 0))
+        + method_frame(OPEN, _shortstr(vhost) + _shortstr("") + b"\x00"),
+        "opening the virtual host",
+    )
     try:
         method, args = _next_method(reader, f"waiting for Connection.Open-Ok of virtual host {vhost!r}")
     except EOFError:
@@ -260,8 +286,10 @@ def handshake(
 
     # Close politely; the answer is not worth waiting long for.
     with _quiet:
-        send(method_frame(CLOSE, struct.pack(">H", 200) + _shortstr("pulpinit probe") + struct.pack(">HH", 0, 0)),
-             "closing")
+        send(
+            method_frame(CLOSE, struct.pack(">H", 200) + _shortstr("pulpinit probe") + struct.pack(">HH", 0, 0)),
+            "closing",
+        )
         short = Deadline(min(0.2, deadline.left("closing")), connected=True)
         _next_method(Reader(sock, short), "waiting for Close-Ok")
     return server_version

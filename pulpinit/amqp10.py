@@ -58,11 +58,15 @@ def _sniff(first: bytes, who: str) -> None:
     if first == SASL_HEADER:
         return
     if first == PLAIN_HEADER:
-        raise ProbeFailed(Failure.SASL, f"the broker offers no SASL layer (it answered with the plain AMQP 1.0 "
-                          f"header), so it cannot take the {who}")
+        raise ProbeFailed(
+            Failure.SASL,
+            f"the broker offers no SASL layer (it answered with the plain AMQP 1.0 "
+            f"header), so it cannot take the {who}",
+        )
     if first[:4] == b"AMQP":
-        raise ProbeFailed(Failure.PROTOCOL,
-                          f"the server answered with the {amqp_header_name(first)} protocol header, not AMQP 1.0")
+        raise ProbeFailed(
+            Failure.PROTOCOL, f"the server answered with the {amqp_header_name(first)} protocol header, not AMQP 1.0"
+        )
     raise not_this_protocol(first, "the AMQP 1.0 protocol header", TLS_ADVICE)
 
 
@@ -147,8 +151,11 @@ def handshake(
                     if first:
                         _sniff(first, who)
                     if not tls and speaks_tls is not None and speaks_tls():
-                        raise ProbeFailed(Failure.TLS_MISMATCH, "the server hung up on the AMQP 1.0 protocol "
-                                          f"header, and the port completes a TLS handshake: {TLS_ADVICE}")
+                        raise ProbeFailed(
+                            Failure.TLS_MISMATCH,
+                            "the server hung up on the AMQP 1.0 protocol "
+                            f"header, and the port completes a TLS handshake: {TLS_ADVICE}",
+                        )
                 try:
                     transport.close_tail()
                 except ProtonException:

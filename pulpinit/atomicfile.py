@@ -58,8 +58,10 @@ STALE_AFTER_S = 600.0
 _SUFFIX = ".pulpinit"
 _HELD_BACK = set(FORWARDED)  # every signal that could stop pulpinit (PULPINIT_STOP_SIGNAL included)
 _NO_DIRECTORY = {errno.EACCES, errno.EPERM, errno.EROFS}
-_NO_RENAME = {errno.EBUSY: "it is a mount point (a single-file bind mount or a Kubernetes subPath: EBUSY)",
-              errno.EXDEV: "the rename crosses file systems (EXDEV)"}
+_NO_RENAME = {
+    errno.EBUSY: "it is a mount point (a single-file bind mount or a Kubernetes subPath: EBUSY)",
+    errno.EXDEV: "the rename crosses file systems (EXDEV)",
+}
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,9 @@ def remove_stale_temps(path: Path, now: float | None = None) -> list[str]:
     return removed
 
 
-def attributes(before: os.stat_result | None, *, private: bool, reader: Identity | None,
-               root: bool | None = None) -> Attributes:
+def attributes(
+    before: os.stat_result | None, *, private: bool, reader: Identity | None, root: bool | None = None
+) -> Attributes:
     """The mode and ownership the new file gets (see the module doc)."""
     root = os.geteuid() == 0 if root is None else root
     group = reader.gid if root and reader is not None else None
@@ -117,25 +120,32 @@ def _may(identity: Identity, info_mode: int, uid: int, gid: int, bits: int) -> b
     return bool(info_mode & bits == bits)
 
 
-def check_readable(path: Path, target: Path, attrs: Attributes, before: os.stat_result | None,
-                   reader: Identity) -> None:
+def check_readable(
+    path: Path, target: Path, attrs: Attributes, before: os.stat_result | None, reader: Identity
+) -> None:
     """Raise :class:`ConfigFileError` unless ``reader`` can read the file as it will be."""
     me = os.getuid(), os.getgid()
     uid = attrs.uid if attrs.uid is not None else before.st_uid if before is not None else me[0]
     gid = attrs.gid if attrs.gid is not None else before.st_gid if before is not None else me[1]
     who = f"{reader.name} (uid {reader.uid}), who runs Pulp,"
     if not _may(reader, attrs.mode, uid, gid, 4):
-        raise ConfigFileError(str(path), f"{who} could not read it (mode {attrs.mode:04o}, owner {uid}, group "
-                              f"{gid}) and Pulp would fail to start: give group {reader.gid} read access")
+        raise ConfigFileError(
+            str(path),
+            f"{who} could not read it (mode {attrs.mode:04o}, owner {uid}, group "
+            f"{gid}) and Pulp would fail to start: give group {reader.gid} read access",
+        )
     for directory in target.parents:
         try:
             info = os.stat(directory)
         except OSError:
             continue
         if not _may(reader, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, 1):
-            raise ConfigFileError(str(path), f"{who} could not reach it: no search (x) permission on "
-                                  f"{directory} (mode {stat.S_IMODE(info.st_mode):04o}, owner {info.st_uid}, "
-                                  f"group {info.st_gid}), and Pulp would fail to start")
+            raise ConfigFileError(
+                str(path),
+                f"{who} could not reach it: no search (x) permission on "
+                f"{directory} (mode {stat.S_IMODE(info.st_mode):04o}, owner {info.st_uid}, "
+                f"group {info.st_gid}), and Pulp would fail to start",
+            )
 
 
 def check_unchanged_readable(path: Path, reader: Identity) -> None:
@@ -149,8 +159,9 @@ def check_unchanged_readable(path: Path, reader: Identity) -> None:
     check_readable(path, target, attrs, before, reader)
 
 
-def replace_file(path: Path, data: bytes, expected: bytes | None, *, private: bool = False,
-                 reader: Identity | None = None) -> str | None:
+def replace_file(
+    path: Path, data: bytes, expected: bytes | None, *, private: bool = False, reader: Identity | None = None
+) -> str | None:
     """Replace ``path`` with ``data``; ``None`` when done atomically, else why it was rewritten in place.
 
     ``expected`` is the content that was read (None: the file did not exist): if the file
@@ -204,8 +215,16 @@ def _lock(path: Path, target: Path) -> _Lock | None:
     return _Lock(fd, writable)
 
 
-def _replace_locked(path: Path, target: Path, data: bytes, expected: bytes | None, *, lock: _Lock | None,
-                    private: bool, reader: Identity | None) -> str | None:
+def _replace_locked(
+    path: Path,
+    target: Path,
+    data: bytes,
+    expected: bytes | None,
+    *,
+    lock: _Lock | None,
+    private: bool,
+    reader: Identity | None,
+) -> str | None:
     before = _current(path, target, expected)
     attrs = attributes(before, private=private, reader=reader)
     if reader is not None:
@@ -262,7 +281,7 @@ def _current(path: Path, target: Path, expected: bytes | None) -> os.stat_result
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _set_attributes(fd: int, attrs: Attributes) -> list[str]:

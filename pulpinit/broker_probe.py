@@ -143,8 +143,16 @@ def _handshake(
         if policy is not None:
             sock = tls.handshake(sock, policy, endpoint.host, deadline, ctx)
         if endpoint.protocol == AMQP010:
-            return amqp010.handshake(sock, deadline, host=endpoint.host, port=endpoint.port, user=endpoint.user,
-                                     password=endpoint.password, tls=endpoint.tls, speaks_tls=tls_probe)
+            return amqp010.handshake(
+                sock,
+                deadline,
+                host=endpoint.host,
+                port=endpoint.port,
+                user=endpoint.user,
+                password=endpoint.password,
+                tls=endpoint.tls,
+                speaks_tls=tls_probe,
+            )
         if endpoint.protocol == AMQP091:
             return amqp091.handshake(
                 sock,
@@ -155,8 +163,15 @@ def _handshake(
                 tls=endpoint.tls,
                 speaks_tls=tls_probe,
             )
-        return amqp10.handshake(sock, deadline, host=endpoint.host, user=endpoint.user, password=endpoint.password,
-                                tls=endpoint.tls, speaks_tls=tls_probe)
+        return amqp10.handshake(
+            sock,
+            deadline,
+            host=endpoint.host,
+            user=endpoint.user,
+            password=endpoint.password,
+            tls=endpoint.tls,
+            speaks_tls=tls_probe,
+        )
     finally:
         sock.close()
 

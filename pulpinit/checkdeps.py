@@ -34,8 +34,16 @@ class Report:
         rows = []
         for c in self.checks:
             data = c.as_json()
-            rows.append((c.name, c.endpoint, "up" if c.ok else "DOWN", f"{c.latency_ms:.0f} ms",
-                         c.version or "-", str(data["error"] or "-")))
+            rows.append(
+                (
+                    c.name,
+                    c.endpoint,
+                    "up" if c.ok else "DOWN",
+                    f"{c.latency_ms:.0f} ms",
+                    c.version or "-",
+                    str(data["error"] or "-"),
+                )
+            )
         text = render.table(("dependency", "endpoint", "status", "latency", "version", "error"), rows)
         hints = [f"hint ({c.name}): {c.hint}" for c in self.checks if c.hint]
         return "\n".join([text, *(["", *hints] if hints else [])])
@@ -52,8 +60,9 @@ def check(ctx: Context, *, wait: bool = False, timeout: float | None = None) -> 
         results = deps.probe_once(probes, timeout if timeout is not None else policy.probe_timeout)
     else:
         if timeout is not None:
-            policy = replace(policy, timeout=min(policy.timeout, timeout),
-                             probe_timeout=min(policy.probe_timeout, timeout))
+            policy = replace(
+                policy, timeout=min(policy.timeout, timeout), probe_timeout=min(policy.probe_timeout, timeout)
+            )
         with pipeline.interruptible("check-deps"):
             try:
                 results = deps.wait_all(probes, policy)

@@ -171,8 +171,13 @@ def _main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 def _report(exc: Exception) -> int:
     """One line for the exception that ends pulpinit; returns the exit code."""
     if isinstance(exc, Interrupted):
-        _logger().warning("pulpinit.interrupted", signal=signal.Signals(exc.signum).name, stage=exc.stage,
-                          message=str(exc), exit_code=int(exc.exit_code))
+        _logger().warning(
+            "pulpinit.interrupted",
+            signal=signal.Signals(exc.signum).name,
+            stage=exc.stage,
+            message=str(exc),
+            exit_code=int(exc.exit_code),
+        )
         return int(exc.exit_code)
     if isinstance(exc, PulpinitError):
         _logger().error("pulpinit.error", error=str(exc), exit_code=int(exc.exit_code))

@@ -54,8 +54,12 @@ def _role(args: Args, ctx: pipeline.Context) -> roles.Role:
     node = ctx.settings.get("server.server_name") or ctx.hostname
     number = roles.worker_number(getattr(args, "number", None), toolkit.worker_number, ctx.hostname)
     argv = roles.celery_argv(
-        args.command, celery=toolkit.celery, node_name=node, number=number,
-        log_dir=toolkit.celery_log_dir, extra=roles.extra_args(args.rest, toolkit.celery_args),
+        args.command,
+        celery=toolkit.celery,
+        node_name=node,
+        number=number,
+        log_dir=toolkit.celery_log_dir,
+        extra=roles.extra_args(args.rest, toolkit.celery_args),
     )
     return roles.Role(args.command, argv, roles.migration_for(args.command, toolkit.migration_wait))
 

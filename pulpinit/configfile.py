@@ -372,8 +372,10 @@ class ServerConf:
 
     def holds_secret(self, tree: str, secrets: set[tuple[str, str]]) -> bool:
         """Whether the text of ``tree`` holds a password or a URL with one (it must then be private)."""
-        return any(value and (where in secrets or redact.is_secret(".".join(where), value))
-                   for where, value in self.items(tree).items())
+        return any(
+            value and (where in secrets or redact.is_secret(".".join(where), value))
+            for where, value in self.items(tree).items()
+        )
 
 
 def _body_end(children: list[Node]) -> int:
@@ -390,8 +392,11 @@ def _body_end(children: list[Node]) -> int:
 
 def _decode(path: str, data: bytes) -> str:
     if data.startswith(b"\xef\xbb\xbf"):
-        raise ConfigFileError(path, "starts with a UTF-8 byte order mark, which Pulp (Python 2) reads as part "
-                              "of the first line and fails on; remove it")
+        raise ConfigFileError(
+            path,
+            "starts with a UTF-8 byte order mark, which Pulp (Python 2) reads as part "
+            "of the first line and fails on; remove it",
+        )
     if b"\0" in data:
         offset = data.index(b"\0")
         raise ConfigFileError(path, f"contains a NUL byte at offset {offset}")
@@ -468,8 +473,7 @@ class ConfigPlan:
             return False
         expected = self.conf.data if self.conf.exists else None
         private = self.private
-        in_place = replace_file(self.conf.path, self.new_text.encode("utf-8"), expected, private=private,
-                                reader=reader)
+        in_place = replace_file(self.conf.path, self.new_text.encode("utf-8"), expected, private=private, reader=reader)
         self._written = True
         if in_place:
             from pulpinit.log import get_logger

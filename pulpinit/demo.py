@@ -73,23 +73,29 @@ def main() -> int:
     broker = FakeAmqpBroker(port=broker_port)
     late = threading.Timer(1.0, broker.start)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULP", "DB_", "MSG_"))}
-    env.update({
-        "PULPINIT_CONFIG": str(root / "etc/pulp/server.conf"),
-        "PULPINIT_LOG_FORMAT": "console",
-        "PULPINIT_MANAGE_DB": str(manage_db),
-        "PULPINIT_CELERY": str(celery),
-        "PULPINIT_MIGRATION_FINGERPRINT": "pulp-2.21.5-demo",
-        "PULPINIT_USER": "nobody",
-        "PULPINIT_WAIT_TIMEOUT": "30",
-        "DB_SERVICE_HOST": "127.0.0.1", "DB_SERVICE_PORT": str(mongo.port),
-        "MSG_SERVICE_HOST": "127.0.0.1", "MSG_SERVICE_PORT": str(broker_port),
-        "PULP_SERVER_NAME": "pulp.demo.example",
-        "NO_COLOR": "1",
-    })
+    env.update(
+        {
+            "PULPINIT_CONFIG": str(root / "etc/pulp/server.conf"),
+            "PULPINIT_LOG_FORMAT": "console",
+            "PULPINIT_MANAGE_DB": str(manage_db),
+            "PULPINIT_CELERY": str(celery),
+            "PULPINIT_MIGRATION_FINGERPRINT": "pulp-2.21.5-demo",
+            "PULPINIT_USER": "nobody",
+            "PULPINIT_WAIT_TIMEOUT": "30",
+            "DB_SERVICE_HOST": "127.0.0.1",
+            "DB_SERVICE_PORT": str(mongo.port),
+            "MSG_SERVICE_HOST": "127.0.0.1",
+            "MSG_SERVICE_PORT": str(broker_port),
+            "PULP_SERVER_NAME": "pulp.demo.example",
+            "NO_COLOR": "1",
+        }
+    )
     failures: list[str] = []
     try:
-        print(f"Fake MongoDB on 127.0.0.1:{mongo.port}; fake Qpid-like AMQP broker on 127.0.0.1:{broker_port} "
-              "starts in 1 s.\nKubernetes-style service variables: DB_SERVICE_HOST/PORT, MSG_SERVICE_HOST/PORT.")
+        print(
+            f"Fake MongoDB on 127.0.0.1:{mongo.port}; fake Qpid-like AMQP broker on 127.0.0.1:{broker_port} "
+            "starts in 1 s.\nKubernetes-style service variables: DB_SERVICE_HOST/PORT, MSG_SERVICE_HOST/PORT."
+        )
         _banner("1. Settings: every value and where it came from")
         if _pulpinit(env, "settings") != 0:
             failures.append("settings")

@@ -109,8 +109,13 @@ class _Waiter:
             res = state.outcome.result() if state.outcome else None
             if res is None or res.ok:
                 return
-            fields = {"endpoint": res.endpoint, "failure": res.failure.value if res.failure else None,
-                      "error": res.error, "hint": res.hint, "attempts": self.attempts}
+            fields = {
+                "endpoint": res.endpoint,
+                "failure": res.failure.value if res.failure else None,
+                "error": res.error,
+                "hint": res.hint,
+                "attempts": self.attempts,
+            }
             if self.attempts == 1:
                 logger.warning("dep.down", **fields)
             elif self.clock() - last_logged >= self.policy.log_interval:
@@ -129,9 +134,14 @@ class _Waiter:
         if self.result is not None and self.result.failure in PERMANENT:
             self.stop.set()  # no point waiting for the others: this one will not come good
         if self.result is not None and self.result.ok:
-            logger.info("dep.up", endpoint=self.result.endpoint, version=self.result.version,
-                        waited_s=round(self.clock() - started, 3), attempts=self.attempts,
-                        latency_ms=round(self.result.latency_ms, 1))
+            logger.info(
+                "dep.up",
+                endpoint=self.result.endpoint,
+                version=self.result.version,
+                waited_s=round(self.clock() - started, 3),
+                attempts=self.attempts,
+                latency_ms=round(self.result.latency_ms, 1),
+            )
 
 
 def wait_all(

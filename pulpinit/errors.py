@@ -131,8 +131,9 @@ class NotAuthorized(ConfigError):
 
     def __init__(self, user: str | None, database: str, action: str, detail: str) -> None:
         who = f"MongoDB user {user!r}" if user else "the MongoDB connection (no user configured)"
-        super().__init__(f"{who} may not {action} in database {database!r} ({detail}); "
-                         f"grant it the readWrite role on {database!r}")
+        super().__init__(
+            f"{who} may not {action} in database {database!r} ({detail}); grant it the readWrite role on {database!r}"
+        )
         self.user = user
         self.database = database
         self.action = action

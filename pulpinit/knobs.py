@@ -48,11 +48,17 @@ KNOBS: tuple[Knob, ...] = (
     Knob("PULPINIT_MIGRATION_FINGERPRINT", "", "version of the schema; default: derived from installed Pulp"),
     Knob("PULPINIT_LOCK_COLLECTION", "pulpinit_locks", "collection of the migration lease and state"),
     Knob("PULPINIT_LEASE_SECONDS", "60", "migration lock lease; renewed every lease/3"),
-    Knob("PULPINIT_MANAGE_DB_STOP_TIMEOUT", "15",
-         "seconds to wait for pulp-manage-db after SIGTERM; must be below lease/3"),
+    Knob(
+        "PULPINIT_MANAGE_DB_STOP_TIMEOUT",
+        "15",
+        "seconds to wait for pulp-manage-db after SIGTERM; must be below lease/3",
+    ),
     Knob("PULPINIT_INIT", "false", "stay as PID 1 and supervise the role (same as --init)"),
-    Knob("PULPINIT_STOP_SIGNAL", "SIGTERM", "the image's stop signal when not SIGTERM (`SIGWINCH` for httpd); "
-         "SIGTERM and SIGINT always stop pulpinit"),
+    Knob(
+        "PULPINIT_STOP_SIGNAL",
+        "SIGTERM",
+        "the image's stop signal when not SIGTERM (`SIGWINCH` for httpd); SIGTERM and SIGINT always stop pulpinit",
+    ),
     Knob("PULPINIT_STOP_TIMEOUT", "", "SIGKILL the role's group this long after SIGTERM (default: never)"),
     Knob("PULPINIT_KEEP_SECRET_ENV", "false", "pass the secret variables pulpinit consumed on to the role's process"),
     Knob("PULP_WORKER_NUMBER", "", "worker number N; default: the StatefulSet ordinal, else 0"),
@@ -146,8 +152,7 @@ _PARSERS: Mapping[str, Callable[[str, str], Any]] = {
     "worker_number": _worker_number,
 }
 
-_OPTIONAL = {"log_format", "celery_log_dir", "db_auth_source", "migration_fingerprint", "stop_timeout",
-             "worker_number"}
+_OPTIONAL = {"log_format", "celery_log_dir", "db_auth_source", "migration_fingerprint", "stop_timeout", "worker_number"}
 
 
 def knob_field(knob: Knob) -> str:
@@ -179,10 +184,12 @@ def _check_stop_fits_lease(toolkit: Toolkit) -> None:
     """
     lease, stop = toolkit.lease_seconds, toolkit.manage_db_stop_timeout
     if stop >= lease - 2 * lease / 3:
-        raise EnvValueError("PULPINIT_MANAGE_DB_STOP_TIMEOUT",
-                            f"{stop:g} s does not fit the lease: it must be below PULPINIT_LEASE_SECONDS "
-                            f"({lease:g} s) minus two renewal intervals ({2 * lease / 3:g} s), i.e. "
-                            f"below {lease / 3:g} s; shorten it or lengthen the lease")
+        raise EnvValueError(
+            "PULPINIT_MANAGE_DB_STOP_TIMEOUT",
+            f"{stop:g} s does not fit the lease: it must be below PULPINIT_LEASE_SECONDS "
+            f"({lease:g} s) minus two renewal intervals ({2 * lease / 3:g} s), i.e. "
+            f"below {lease / 3:g} s; shorten it or lengthen the lease",
+        )
 
 
 def knob_sources(environ: Mapping[str, str]) -> dict[str, str]:

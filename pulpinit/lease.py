@@ -72,8 +72,7 @@ def server_clock(database: Any) -> Callable[[], dt.datetime]:
 class LeaseLock:
     """An expiring lock owned by ``owner`` (see :func:`pulpinit.migration.owner_name`)."""
 
-    def __init__(self, collection: Any, name: str, owner: str, lease_s: float,
-                 now: Callable[[], dt.datetime]) -> None:
+    def __init__(self, collection: Any, name: str, owner: str, lease_s: float, now: Callable[[], dt.datetime]) -> None:
         self.collection = collection
         self.name = name
         self.owner = owner
@@ -88,10 +87,10 @@ class LeaseLock:
         now = self.now()
         try:
             doc = self.collection.find_one_and_update(
-                {"_id": self.name,
-                 "$or": [{"owner": None}, {"expires_at": {"$lt": now}}, {"owner": self.owner}]},
+                {"_id": self.name, "$or": [{"owner": None}, {"expires_at": {"$lt": now}}, {"owner": self.owner}]},
                 {"$set": {"owner": self.owner, "acquired_at": now, "expires_at": now + self.lease}},
-                upsert=True, return_document=ReturnDocument.AFTER,
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
             )
         except DuplicateKeyError:
             return False
@@ -103,7 +102,8 @@ class LeaseLock:
 
         now = self.now()
         doc = self.collection.find_one_and_update(
-            {"_id": self.name, "owner": self.owner}, {"$set": {"expires_at": now + self.lease}},
+            {"_id": self.name, "owner": self.owner},
+            {"$set": {"expires_at": now + self.lease}},
             return_document=ReturnDocument.AFTER,
         )
         return isinstance(doc, dict) and doc.get("owner") == self.owner

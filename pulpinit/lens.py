@@ -110,13 +110,14 @@ class LensTree:
         before = lines[: max(number - 1, 0)]
         in_section = any(b.startswith("[") for b in before)
         if bad[:1] in (" ", "\t"):
-            hint = ("a line starting with a blank continues the value of the entry above it; "
-                    "here no entry of this section comes before it")
+            hint = (
+                "a line starting with a blank continues the value of the entry above it; "
+                "here no entry of this section comes before it"
+            )
         elif not in_section:
             hint = "Pulp needs a [section] header before the first entry"
         else:
-            hint = ("expected [section], key: value, key = value, a # or ; comment, a rem line, "
-                    "or a blank line")
+            hint = "expected [section], key: value, key = value, a # or ; comment, a rem line, or a blank line"
         return f"the Pulp lens cannot parse line {line}, char {char} ({message}): {hint}"
 
     def close(self) -> None:

@@ -64,14 +64,21 @@ def fingerprint(toolkit: Toolkit, rpm: str = "rpm") -> tuple[str, str]:
     if toolkit.migration_fingerprint:
         return toolkit.migration_fingerprint, "PULPINIT_MIGRATION_FINGERPRINT"
     if shutil.which(rpm):
-        done = subprocess.run([rpm, "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}\\n", *RPM_PATTERNS],
-                              capture_output=True, text=True, timeout=30, check=False)
+        done = subprocess.run(
+            [rpm, "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}\\n", *RPM_PATTERNS],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         packages = sorted(line.strip() for line in done.stdout.splitlines() if line.strip())
         if done.returncode == 0 and packages:
             digest = hashlib.sha256("\n".join(packages).encode()).hexdigest()[:16]
             return f"rpm:{digest}", f"{len(packages)} installed Pulp packages"
-    raise ConfigError("cannot derive the migration fingerprint: no Pulp packages in an rpm database; "
-                      "set PULPINIT_MIGRATION_FINGERPRINT (e.g. to the image's Pulp version)")
+    raise ConfigError(
+        "cannot derive the migration fingerprint: no Pulp packages in an rpm database; "
+        "set PULPINIT_MIGRATION_FINGERPRINT (e.g. to the image's Pulp version)"
+    )
 
 
 #: A random token drawn once per process: two processes never share an owner, whatever their
@@ -99,9 +106,16 @@ class Progress(enum.Enum):
 class Migrator:
     """The migration state machine of one pulpinit process."""
 
-    def __init__(self, ctx: Context, collection: Any, now: Callable[[], Any], *,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 target: MongoTarget | None = None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        collection: Any,
+        now: Callable[[], Any],
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        target: MongoTarget | None = None,
+    ) -> None:
         from pulpinit.lease import LeaseLock
         from pulpinit.mongo_retry import Retrier
 
@@ -117,8 +131,14 @@ class Migrator:
         self.log = log.get_logger(stage="migrate", fingerprint=self.fingerprint)
         self.target = target or ctx.settings.mongo_target()
         self._marks: dict[str, float] = {}  # log throttling: key → when last logged
-        self.db = Retrier(self.target, clock=clock, sleep=sleep, log=self.log, cap=self.poll_cap,
-                          log_interval=self.toolkit.wait_log_interval)
+        self.db = Retrier(
+            self.target,
+            clock=clock,
+            sleep=sleep,
+            log=self.log,
+            cap=self.poll_cap,
+            log_interval=self.toolkit.wait_log_interval,
+        )
 
     @property
     def poll_cap(self) -> float:
@@ -130,18 +150,29 @@ class Migrator:
         return f"{self.target.database}.{self.toolkit.lock_collection}"
 
     # -- the documents, each read with retries until ``deadline`` ----------------------
-    def state(self, deadline: float | Callable[[], float],
-              give_up: Callable[[str], PulpinitError] = MigrationPending) -> dict[str, Any]:
+    def state(
+        self, deadline: float | Callable[[], float], give_up: Callable[[str], PulpinitError] = MigrationPending
+    ) -> dict[str, Any]:
         doc: dict[str, Any] | None = self.db.call(
-            lambda: self.collection.find_one({"_id": STATE_ID}), what="read the migration state",
-            action=f"find {self.where}", deadline=deadline, give_up=give_up)
+            lambda: self.collection.find_one({"_id": STATE_ID}),
+            what="read the migration state",
+            action=f"find {self.where}",
+            deadline=deadline,
+            give_up=give_up,
+        )
         return doc or {}
 
-    def holder(self, deadline: float | Callable[[], float],
-               give_up: Callable[[str], PulpinitError] = MigrationPending) -> tuple[Holder, Any]:
+    def holder(
+        self, deadline: float | Callable[[], float], give_up: Callable[[str], PulpinitError] = MigrationPending
+    ) -> tuple[Holder, Any]:
         """The lock's holder and the server's time (to tell a live lease from an expired one)."""
-        return self.db.call(lambda: (self.lock.holder(), self.now()), what="read the migration lock",
-                            action=f"find {self.where}", deadline=deadline, give_up=give_up)
+        return self.db.call(
+            lambda: (self.lock.holder(), self.now()),
+            what="read the migration lock",
+            action=f"find {self.where}",
+            deadline=deadline,
+            give_up=give_up,
+        )
 
     def is_done(self, state: dict[str, Any]) -> bool:
         return state.get("fingerprint") == self.fingerprint and state.get("status") == "done"
@@ -188,8 +219,13 @@ class Migrator:
                 self.log.info("migration.skipped", reason="already done for this fingerprint")
                 return Progress.FINISHED
             sent = self.clock()
-            if self.db.call(self.lock.try_acquire, what="take the migration lock",
-                            action=f"update {self.where}", deadline=deadline, give_up=MigrationPending):
+            if self.db.call(
+                self.lock.try_acquire,
+                what="take the migration lock",
+                action=f"update {self.where}",
+                deadline=deadline,
+                give_up=MigrationPending,
+            ):
                 run_locked(self, sent)
                 return Progress.FINISHED
             holder, now = self.holder(deadline)
@@ -224,11 +260,14 @@ class Migrator:
             ours = state.get("fingerprint") == self.fingerprint
             if ours and state.get("status") == "running" and not live and self.throttled("holder_gone"):
                 self.log.warning(
-                    "migration.holder_gone", owner=state.get("owner"), since=_iso(state.get("started_at")),
+                    "migration.holder_gone",
+                    owner=state.get("owner"),
+                    since=_iso(state.get("started_at")),
                     lock=holder.describe(now),
                     action="the process that was migrating is gone; start `pulpinit migrate` (the Job) or beat "
                     "again: it takes the lock over and migrates; this role keeps waiting until "
-                    "PULPINIT_MIGRATION_TIMEOUT")
+                    "PULPINIT_MIGRATION_TIMEOUT",
+                )
             elif self.throttled("waiting"):
                 self.log.info("migration.waiting", state=describe(state), lock=holder.describe(now))
             return Progress.HELD if live else Progress.IDLE
@@ -238,8 +277,9 @@ class Migrator:
                 state = describe(self.state(self.clock() + 1.0))
             except PulpinitError as exc:
                 state = f"unknown ({exc})"
-            return MigrationPending(f"migrations for {self.fingerprint} not done ({why}); state: {state}; "
-                                    f"lock {self.lock_text()}")
+            return MigrationPending(
+                f"migrations for {self.fingerprint} not done ({why}); state: {state}; lock {self.lock_text()}"
+            )
 
         waited = self.poll(step, pending)
         self.log.info("migration.ready", waited_s=round(waited, 3))
@@ -274,8 +314,7 @@ def stage(ctx: Context, mode: Migration, *, sleep: Callable[[float], None] = tim
         target = ctx.settings.mongo_target()
         # a heartbeat every second: after a failover or a NotPrimary answer the client finds the
         # server again within a second instead of pymongo's default 10 s
-        client = connect(target, max(ctx.toolkit.probe_timeout, 5.0), heartbeatFrequencyMS=1000,
-                         appname=APPNAME)
+        client = connect(target, max(ctx.toolkit.probe_timeout, 5.0), heartbeatFrequencyMS=1000, appname=APPNAME)
         try:
             database = client[target.database]
             collection = database[ctx.toolkit.lock_collection]
@@ -286,4 +325,3 @@ def stage(ctx: Context, mode: Migration, *, sleep: Callable[[float], None] = tim
                 migrator.wait()
         finally:
             client.close()
-

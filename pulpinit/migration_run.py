@@ -143,8 +143,11 @@ class Keeper(threading.Thread):
                     failures += 1
                     self._next = self.m.clock() + Backoff(0.1, max(0.2, self.interval / 2)).interval(failures)
                     if failures == 1 or self.m.throttled("renew_failed"):
-                        self.m.log.warning("migration.renew_failed", error=self.m.db.describe(exc),
-                                           lease_left_s=round(self.confirmed_until - self.m.clock(), 1))
+                        self.m.log.warning(
+                            "migration.renew_failed",
+                            error=self.m.db.describe(exc),
+                            lease_left_s=round(self.confirmed_until - self.m.clock(), 1),
+                        )
                 if self.lost_to is not None:
                     return
             self._wake.wait(max(0.01, min(self._next - self.m.clock(), 0.5)))
@@ -201,18 +204,17 @@ def run_locked(migrator: Migrator, sent: float) -> None:
     keeper.start()
     fast = False
     try:
-        state = migrator.state(lambda: keeper.confirmed_until,
-                               give_up=lambda why: LeaseLost(migrator.owner, why))
+        state = migrator.state(lambda: keeper.confirmed_until, give_up=lambda why: LeaseLost(migrator.owner, why))
         if migrator.is_done(state):
             migrator.log.info("migration.skipped", reason="done by another replica while we waited")
             return
         identity = identity_for(migrator.toolkit.user)  # an unknown user: 78, the state untouched
         proc = _start(migrator, identity is not None)
         started = time.monotonic()
-        keeper.record_running({"status": "running", "finished_at": None, "exit_code": None, "duration_s": None,
-                               "error": None})
-        migrator.log.info("migration.start", command=migrator.toolkit.manage_db, owner=migrator.owner,
-                          pid=proc.pid)
+        keeper.record_running(
+            {"status": "running", "finished_at": None, "exit_code": None, "duration_s": None, "error": None}
+        )
+        migrator.log.info("migration.start", command=migrator.toolkit.manage_db, owner=migrator.owner, pid=proc.pid)
         outcome = _supervise(migrator, proc, keeper)
         duration = round(time.monotonic() - started, 3)
         fast = outcome.signum is not None
@@ -281,8 +283,13 @@ def _record(migrator: Migrator, keeper: Keeper, fields: dict[str, Any], fast: bo
             migrator.log.warning("migration.record_failed", error=migrator.db.describe(exc))
         return
     deadline = migrator.clock() + migrator.toolkit.migration_timeout
-    ours = migrator.db.call(attempt, what="record the migration result", action=f"update {migrator.where}",
-                            deadline=deadline, give_up=lambda why: MigrationFailed(f"result not recorded: {why}"))
+    ours = migrator.db.call(
+        attempt,
+        what="record the migration result",
+        action=f"update {migrator.where}",
+        deadline=deadline,
+        give_up=lambda why: MigrationFailed(f"result not recorded: {why}"),
+    )
     if not ours:
         holder = migrator.lock_text()
         migrator.log.error("migration.lease_lost", lock=holder, action="result not recorded")
@@ -299,12 +306,15 @@ def _release(migrator: Migrator, keeper: Keeper, fast: bool) -> None:
             with pymongo.timeout(FAST_RELEASE_S):
                 migrator.lock.release()
         else:
-            migrator.db.call(migrator.lock.release, what="release the migration lock",
-                             action=f"update {migrator.where}", deadline=keeper.confirmed_until,
-                             give_up=MigrationFailed)
+            migrator.db.call(
+                migrator.lock.release,
+                what="release the migration lock",
+                action=f"update {migrator.where}",
+                deadline=keeper.confirmed_until,
+                give_up=MigrationFailed,
+            )
     except (pymongo.errors.PyMongoError, PulpinitError) as exc:
-        migrator.log.warning("migration.lock_not_released", error=str(exc),
-                             action="the lease expires on its own")
+        migrator.log.warning("migration.lock_not_released", error=str(exc), action="the lease expires on its own")
         return
     migrator.log.info("migration.lock_released")
 
@@ -312,15 +322,28 @@ def _release(migrator: Migrator, keeper: Keeper, fast: bool) -> None:
 def _start(migrator: Migrator, drop: bool) -> subprocess.Popen[str]:
     """Start the command through :mod:`pulpinit.tether`; returns once it was exec'ed."""
     command = migrator.toolkit.manage_db
-    argv = [sys.executable, "-m", "pulpinit.tether", "--parent", str(os.getpid()),
-            "--umask", f"{migrator.toolkit.umask:04o}"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pulpinit.tether",
+        "--parent",
+        str(os.getpid()),
+        "--umask",
+        f"{migrator.toolkit.umask:04o}",
+    ]
     if drop:
         argv += ["--user", migrator.toolkit.user]
     status_r, status_w = os.pipe()
     try:
-        proc = subprocess.Popen([*argv, "--status-fd", str(status_w), "--", command], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
-                                pass_fds=(status_w,))
+        proc = subprocess.Popen(
+            [*argv, "--status-fd", str(status_w), "--", command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            pass_fds=(status_w,),
+        )
     finally:
         os.close(status_w)
     try:
@@ -393,12 +416,17 @@ def _supervise(migrator: Migrator, proc: subprocess.Popen[str], keeper: Keeper) 
                 kill("the lease belongs to someone else")
             expiry = keeper.confirmed_until
             if lost is None and now >= expiry - stop_timeout - edge:
-                lost = (f"the lease could not be renewed for {now - (expiry - toolkit.lease_seconds):.1f} s "
-                        f"(lease {toolkit.lease_seconds:g} s)")
+                lost = (
+                    f"the lease could not be renewed for {now - (expiry - toolkit.lease_seconds):.1f} s "
+                    f"(lease {toolkit.lease_seconds:g} s)"
+                )
                 late = now >= expiry - edge  # e.g. resumed after a pause: no time left for a graceful stop
-                migrator.log.error("migration.lease_lost", reason=lost, lease_left_s=round(expiry - now, 2),
-                                   action="killing pulp-manage-db" if late else
-                                   "stopping pulp-manage-db before the lease ends")
+                migrator.log.error(
+                    "migration.lease_lost",
+                    reason=lost,
+                    lease_left_s=round(expiry - now, 2),
+                    action="killing pulp-manage-db" if late else "stopping pulp-manage-db before the lease ends",
+                )
                 if not late:
                     terminate(now)
             if keeper.fatal is not None:
@@ -411,4 +439,3 @@ def _supervise(migrator: Migrator, proc: subprocess.Popen[str], keeper: Keeper) 
         give_back()
         reader.join(timeout=2)
     return Outcome(code, received[0] if received else None, lost)
-

@@ -62,12 +62,13 @@ NAME = "mongodb"
 UNAUTHORIZED = 13
 WRITE_CHECK_COLLECTION = "pulpinit_locks"  # the default PULPINIT_LOCK_COLLECTION
 AUTH_CODES = frozenset({11, 13, 18, 334})  # UserNotFound, Unauthorized, AuthenticationFailed, MechUnavailable
-_NOISE = re.compile(r"(, full error: .*|, Timeout: [0-9.]+s|, Topology Description: .*"
-                    r"| \(configured timeouts: [^)]*\))")
+_NOISE = re.compile(
+    r"(, full error: .*|, Timeout: [0-9.]+s|, Topology Description: .*"
+    r"| \(configured timeouts: [^)]*\))"
+)
 _PATTERNS = (
     (re.compile(r"SSL|TLS|certificate", re.I), Failure.TLS),
-    (re.compile(r"Name or service not known|name resolution|nodename nor servname|getaddrinfo", re.I),
-     Failure.DNS),
+    (re.compile(r"Name or service not known|name resolution|nodename nor servname|getaddrinfo", re.I), Failure.DNS),
     (re.compile(r"Connection refused", re.I), Failure.REFUSED),
     (re.compile(r"connection closed|Connection reset|Broken pipe", re.I), Failure.RESET),
     (re.compile(r"timed out|timeout", re.I), Failure.TIMEOUT),
@@ -169,8 +170,10 @@ def _watch_class() -> type[Any]:
         def wait(self, deadline: float) -> bool:
             """Until a server answered or every seed failed; ``True`` when one answered."""
             with self._cond:
-                self._cond.wait_for(lambda: self._decided() or time.monotonic() >= deadline,
-                                    timeout=max(0.0, deadline - time.monotonic()))
+                self._cond.wait_for(
+                    lambda: self._decided() or time.monotonic() >= deadline,
+                    timeout=max(0.0, deadline - time.monotonic()),
+                )
                 return self.up
 
     return HeartbeatWatch
@@ -226,12 +229,15 @@ def _check_rights(client: Any, target: MongoTarget) -> None:
         if exc.code != UNAUTHORIZED or not target.username:
             raise  # without credentials it is the authentication that is missing
         message = (exc.details or {}).get("errmsg") or str(exc)
-        raise ProbeFailed(Failure.NOT_AUTHORIZED, f"user {target.username!r} may log in but not work in "
-                          f"{target.database!r}: {message}") from exc
+        raise ProbeFailed(
+            Failure.NOT_AUTHORIZED,
+            f"user {target.username!r} may log in but not work in {target.database!r}: {message}",
+        ) from exc
 
 
-def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *,
-                  resolver: probe_net.Resolver | None = None) -> ProbeResult:
+def probe_mongodb(
+    target: MongoTarget, timeout_s: float = 1.0, *, resolver: probe_net.Resolver | None = None
+) -> ProbeResult:
     """Probe MongoDB once; never raises for a MongoDB problem.
 
     The seeds are resolved first (``resolver`` replaces :func:`socket.getaddrinfo`; tests
@@ -259,9 +265,15 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *,
         elif failure is Failure.AUTH:
             error = f"the server requires authentication and no credentials are configured: {error}"
     latency_ms = (time.monotonic() - started) * 1000
-    return ProbeResult(name=NAME, endpoint=target.endpoint, ok=failure is None, latency_ms=latency_ms,
-                       version=version, failure=failure,
-                       error=None if error is None else one_line(error, target))
+    return ProbeResult(
+        name=NAME,
+        endpoint=target.endpoint,
+        ok=failure is None,
+        latency_ms=latency_ms,
+        version=version,
+        failure=failure,
+        error=None if error is None else one_line(error, target),
+    )
 
 
 def _race(target: MongoTarget, timeout_s: float, deadline: float, resolver: probe_net.Resolver | None) -> str:
@@ -274,8 +286,9 @@ def _race(target: MongoTarget, timeout_s: float, deadline: float, resolver: prob
         except Exception as exc:  # reported to the caller below
             outcomes.put((name, exc))
 
-    preflight = functools.partial(mongo_wire.preflight, target, probe_net.Deadline(deadline - time.monotonic()),
-                                  resolver)
+    preflight = functools.partial(
+        mongo_wire.preflight, target, probe_net.Deadline(deadline - time.monotonic()), resolver
+    )
     for name, work in (("preflight", preflight), ("pymongo", lambda: _run(target, timeout_s, deadline))):
         threading.Thread(target=run, args=(name, work), name=f"pulpinit-mongo-{name}", daemon=True).start()
     results: dict[str, object] = {}

@@ -59,8 +59,16 @@ def is_transient(exc: BaseException) -> bool:
 class Retrier:
     """Runs MongoDB operations for one target with the policy of the module docstring."""
 
-    def __init__(self, target: MongoTarget, *, clock: Callable[[], float], sleep: Callable[[float], None],
-                 log: Any, cap: float = 2.0, log_interval: float = 10.0) -> None:
+    def __init__(
+        self,
+        target: MongoTarget,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        log: Any,
+        cap: float = 2.0,
+        log_interval: float = 10.0,
+    ) -> None:
         self.target = target
         self.clock = clock
         self.sleep = sleep
@@ -77,8 +85,15 @@ class Retrier:
         message = details.get("errmsg") if brief and isinstance(details, dict) else None
         return one_line(str(message) if message else f"{type(exc).__name__}: {exc}", self.target, limit=240)
 
-    def call(self, fn: Callable[[], T], *, what: str, action: str, deadline: float | Callable[[], float],
-             give_up: Callable[[str], PulpinitError]) -> T:
+    def call(
+        self,
+        fn: Callable[[], T],
+        *,
+        what: str,
+        action: str,
+        deadline: float | Callable[[], float],
+        give_up: Callable[[str], PulpinitError],
+    ) -> T:
         """``fn()``, retried while it fails transiently and ``deadline`` (monotonic) is ahead.
 
         ``what`` says what the operation is for ("read the migration state"), ``action`` what it
@@ -96,8 +111,13 @@ class Retrier:
             now = self.clock()
             if exc is not None and (state.attempt_number == 1 or now - self._last_log >= self.log_interval):
                 self._last_log = now
-                self.log.warning("migration.db_retry", operation=what, error=self.describe(exc),
-                                 attempt=state.attempt_number, waited_s=round(now - started, 1))
+                self.log.warning(
+                    "migration.db_retry",
+                    operation=what,
+                    error=self.describe(exc),
+                    attempt=state.attempt_number,
+                    waited_s=round(now - started, 1),
+                )
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
@@ -119,10 +139,14 @@ class Retrier:
         code = getattr(exc, "code", None)
         detail = self.describe(exc)
         if code == UNAUTHORIZED:
-            return NotAuthorized(self.target.username, self.target.database, action,
-                                 f"needed to {what}: {self.describe(exc, brief=True)}")
+            return NotAuthorized(
+                self.target.username,
+                self.target.database,
+                action,
+                f"needed to {what}: {self.describe(exc, brief=True)}",
+            )
         if code == AUTHENTICATION_FAILED:
-            return ConfigError(f"MongoDB rejected the credentials of user {self.target.username!r} "
-                               f"(needed to {what}): {detail}")
+            return ConfigError(
+                f"MongoDB rejected the credentials of user {self.target.username!r} (needed to {what}): {detail}"
+            )
         return MigrationFailed(f"MongoDB refused to {what} ({action}): {detail}")
-

@@ -84,8 +84,7 @@ def _ask(sock: socket.socket, deadline: Deadline, where: str) -> tuple[bytes, in
     return Reader(sock, deadline).read_upto(HEADER.size, stage), request_id
 
 
-def check_seed(target: MongoTarget, host: str, port: int, deadline: Deadline,
-               resolver: Resolver | None = None) -> None:
+def check_seed(target: MongoTarget, host: str, port: int, deadline: Deadline, resolver: Resolver | None = None) -> None:
     """Raise ProbeFailed unless ``host:port`` answers like MongoDB (in TLS when ``target.ssl``)."""
     where = hostport(host, port)
     policy = _tls_policy(target) if target.ssl else None
@@ -102,12 +101,15 @@ def check_seed(target: MongoTarget, host: str, port: int, deadline: Deadline,
         if answer:
             raise not_this_protocol(answer, f"a MongoDB hello from {where}", TLS_ON)
         if speaks_tls(host, port, deadline, resolver):
-            raise ProbeFailed(Failure.TLS_MISMATCH, f"{where} hung up on a plain MongoDB hello and completes a TLS "
-                              f"handshake: it speaks TLS; {TLS_ON}")
+            raise ProbeFailed(
+                Failure.TLS_MISMATCH,
+                f"{where} hung up on a plain MongoDB hello and completes a TLS handshake: it speaks TLS; {TLS_ON}",
+            )
         raise ProbeFailed(Failure.RESET, f"{where} closed the connection without answering a MongoDB hello")
     if plain_mongo:
-        raise ProbeFailed(Failure.TLS_MISMATCH, f"{where} answered a plain MongoDB hello: that port does not speak "
-                          f"TLS; {TLS_OFF}")
+        raise ProbeFailed(
+            Failure.TLS_MISMATCH, f"{where} answered a plain MongoDB hello: that port does not speak TLS; {TLS_OFF}"
+        )
     if answer and answer[0] not in (0x15, 0x16):
         raise not_this_protocol(answer, f"a MongoDB hello from {where}", TLS_OFF)
     sock = connect(host, port, deadline, resolver)
@@ -120,8 +122,9 @@ def check_seed(target: MongoTarget, host: str, port: int, deadline: Deadline,
     if not is_reply(answer, request_id):
         if not answer:
             raise ProbeFailed(Failure.RESET, f"{where} closed the TLS connection without answering a MongoDB hello")
-        raise ProbeFailed(Failure.PROTOCOL, f"{where} speaks TLS, but what answers inside is not MongoDB "
-                          f"({answer[:16]!r})")
+        raise ProbeFailed(
+            Failure.PROTOCOL, f"{where} speaks TLS, but what answers inside is not MongoDB ({answer[:16]!r})"
+        )
 
 
 def _tls_policy(target: MongoTarget) -> tls.TlsPolicy:
@@ -181,4 +184,3 @@ def preflight(target: MongoTarget, deadline: Deadline, resolver: Resolver | None
             return
         failures[index] = failure
     raise failures[min(failures)]
-

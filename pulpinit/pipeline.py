@@ -79,8 +79,9 @@ def resolve(environ: Mapping[str, str], *, create: bool = False) -> Context:
         return _load(environ, create)
 
 
-def prepare(environ: Mapping[str, str], choose: Callable[[Context], Role], *,
-            dry_run: bool = False) -> tuple[Context, Role]:
+def prepare(
+    environ: Mapping[str, str], choose: Callable[[Context], Role], *, dry_run: bool = False
+) -> tuple[Context, Role]:
     """Stage 1 of a role: :func:`resolve`, choose the role, then validate first (:mod:`pulpinit.preflight`).
 
     The user, the commands and the migration fingerprint are checked before server.conf is
@@ -196,8 +197,9 @@ def handoff(ctx: Context, argv: Sequence[str], *, init: bool) -> NoReturn:
     env = child_environ(None, drop=() if toolkit.keep_secret_env else ctx.settings.secret_variables)
     identity = identity_for(toolkit.user)  # None when not root (OpenShift's arbitrary UID)
     if identity is None:
-        logger.info("privileges.as_is", uid=os.getuid(), gid=os.getgid(),
-                    reason="not root: running as the current user")
+        logger.info(
+            "privileges.as_is", uid=os.getuid(), gid=os.getgid(), reason="not root: running as the current user"
+        )
     if init or toolkit.init:
         supervisor = [sys.executable, "-m", "pulpinit.supervise", "--umask", f"{toolkit.umask:04o}"]
         if identity is not None:
@@ -211,7 +213,8 @@ def handoff(ctx: Context, argv: Sequence[str], *, init: bool) -> NoReturn:
         finally:  # reached only when the exec failed
             unblock()
     if identity is not None:
-        logger.info("privileges.drop", user=identity.name, uid=identity.uid, gid=identity.gid,
-                    groups=list(identity.groups))
+        logger.info(
+            "privileges.drop", user=identity.name, uid=identity.uid, gid=identity.gid, groups=list(identity.groups)
+        )
     logger.info("handoff.exec", argv=mask_argv(argv))
     exec_command(list(argv), identity=identity, umask=toolkit.umask, env=env)

@@ -87,9 +87,7 @@ def resolve_user(spec: str) -> Identity:
     else:
         gid = entry.pw_gid
         groups = tuple(dict.fromkeys([gid, *os.getgrouplist(entry.pw_name, gid)]))
-    return Identity(
-        name=entry.pw_name, uid=entry.pw_uid, gid=gid, groups=groups, home=entry.pw_dir or "/"
-    )
+    return Identity(name=entry.pw_name, uid=entry.pw_uid, gid=gid, groups=groups, home=entry.pw_dir or "/")
 
 
 def identity_for(spec: str) -> Identity | None:

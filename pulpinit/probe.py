@@ -38,8 +38,7 @@ class Failure(str, enum.Enum):
 
 
 _HINTS = {
-    Failure.DNS: "the host name does not resolve: check the Service name and namespace, "
-    "or set the host explicitly",
+    Failure.DNS: "the host name does not resolve: check the Service name and namespace, or set the host explicitly",
     Failure.REFUSED: "nothing listens on that port: is the server running and the port right?",
     Failure.TIMEOUT: "no TCP connection in time: check NetworkPolicies, firewalls, the Service's "
     "endpoints, and that the server is not overloaded",
@@ -52,8 +51,7 @@ _HINTS = {
     Failure.TLS_MISMATCH: "one side speaks TLS and the other does not: turn TLS on or off to "
     "match the port (broker: tasks.celery_require_ssl or amqps://, TLS ports are usually 5671; "
     "MongoDB: database.ssl)",
-    Failure.AUTH: "credentials rejected: check the user name, the password (or its _FILE) "
-    "and the auth database",
+    Failure.AUTH: "credentials rejected: check the user name, the password (or its _FILE) and the auth database",
     Failure.SASL: "the broker and the URL do not agree on how to log in: user:password in the "
     "URL needs SASL PLAIN, no credentials need ANONYMOUS; enable that mechanism on the broker "
     "or change the URL",
@@ -63,10 +61,8 @@ _HINTS = {
     "check the port and the broker_url scheme (qpid:// speaks AMQP 0-10 like Qpid C++, "
     "amqp:// speaks AMQP 0-9-1 like RabbitMQ)",
     Failure.VERSION: "the server's version is outside what this pulpinit supports",
-    Failure.REPLICA_SET: "the server belongs to another replica set: check "
-    "PULP_DB_REPLICA_SET",
-    Failure.RESET: "the connection was closed during the handshake: is it the right service, "
-    "and is it still starting?",
+    Failure.REPLICA_SET: "the server belongs to another replica set: check PULP_DB_REPLICA_SET",
+    Failure.RESET: "the connection was closed during the handshake: is it the right service, and is it still starting?",
     Failure.NOT_AUTHORIZED: "the user may log in but not write Pulp's database: grant it the readWrite role "
     "on the Pulp database (db.grantRolesToUser)",
     Failure.OTHER: "unexpected error: see the error text",
@@ -138,8 +134,7 @@ class ProbeResult:
             "ok": self.ok,
             "latency_ms": round(self.latency_ms, 1),
             "version": self.version,
-            "error": None if self.ok else f"{self.failure.value if self.failure else 'error'}: "
-            f"{self.error}",
+            "error": None if self.ok else f"{self.failure.value if self.failure else 'error'}: {self.error}",
             "hint": self.hint,
         }
 

@@ -35,8 +35,14 @@ Resolver = Callable[..., list[tuple[Any, ...]]]
 _RESET_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED}
 
 # OpenSSL reasons that mean "the peer's answer is not TLS at all".
-_NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "UNKNOWN_PROTOCOL", "RECORD_LAYER_FAILURE",
-                    "PACKET_LENGTH_TOO_LONG", "HTTP_REQUEST", "UNEXPECTED_RECORD"}
+_NOT_TLS_REASONS = {
+    "WRONG_VERSION_NUMBER",
+    "UNKNOWN_PROTOCOL",
+    "RECORD_LAYER_FAILURE",
+    "PACKET_LENGTH_TOO_LONG",
+    "HTTP_REQUEST",
+    "UNEXPECTED_RECORD",
+}
 
 # AMQP protocol headers a server may answer with: b"AMQP" + these 4 bytes.
 _AMQP_HEADERS = {
@@ -209,8 +215,11 @@ def classify_ssl_error(exc: ssl.SSLError) -> ProbeFailed:
     if reason in _NOT_TLS_REASONS:
         return ProbeFailed(Failure.TLS_MISMATCH, f"the server does not speak TLS on that port ({reason})")
     if isinstance(exc, ssl.SSLEOFError) or "EOF" in reason:
-        return ProbeFailed(Failure.TLS, "the server closed the connection during the TLS handshake "
-                           "(does it require a client certificate, or is TLS off on that port?)")
+        return ProbeFailed(
+            Failure.TLS,
+            "the server closed the connection during the TLS handshake "
+            "(does it require a client certificate, or is TLS off on that port?)",
+        )
     if "ALERT" in reason:
         alert = reason.split("ALERT_", 1)[-1].lower().replace("_", " ")
         extra = ": it requires a client certificate" if "certificate required" in alert else ""
@@ -250,8 +259,10 @@ def not_this_protocol(data: bytes, expected: str, tls_advice: str) -> ProbeFaile
     ``tls_advice`` says how to turn TLS on (the setting differs between the broker and MongoDB).
     """
     if looks_like_tls(data):
-        return ProbeFailed(Failure.TLS_MISMATCH, f"the server answered {expected} with {describe_bytes(data)}: "
-                           f"that port speaks TLS; {tls_advice}")
+        return ProbeFailed(
+            Failure.TLS_MISMATCH,
+            f"the server answered {expected} with {describe_bytes(data)}: that port speaks TLS; {tls_advice}",
+        )
     return ProbeFailed(Failure.PROTOCOL, f"the server answered {expected} with {describe_bytes(data)}")
 
 

@@ -85,7 +85,7 @@ def split_url(url: str) -> UrlParts | None:
     if not match:
         return None
     scheme = match.group()[:-3]
-    after = url[match.end():]
+    after = url[match.end() :]
     end_match = _NETLOC_END.search(after)
     end = end_match.start() if end_match else len(after)
     last_at = after.rfind("@")
@@ -95,8 +95,9 @@ def split_url(url: str) -> UrlParts | None:
         cut = tail_end.start() if tail_end else len(tail)
         userinfo = after[:last_at]
         user, _, password = userinfo.partition(":")
-        return UrlParts(scheme, userinfo, user, password if ":" in userinfo else None,
-                        tail[:cut], tail[cut:], ambiguous=True)
+        return UrlParts(
+            scheme, userinfo, user, password if ":" in userinfo else None, tail[:cut], tail[cut:], ambiguous=True
+        )
     netloc, rest = after[:end], after[end:]
     if "@" not in netloc:
         return UrlParts(scheme, None, None, None, netloc, rest, ambiguous=False)
@@ -199,8 +200,13 @@ def forms(secret: str) -> set[str]:
     Raw, percent-decoded and percent-encoded (as in a URL), ``%%``-escaped (as written to
     server.conf), and each of those JSON-escaped (ASCII and not) and repr-escaped.
     """
-    base = {secret, urllib.parse.unquote(secret), urllib.parse.quote(secret, safe=""),
-            urllib.parse.quote(secret), urllib.parse.quote_plus(secret)}
+    base = {
+        secret,
+        urllib.parse.unquote(secret),
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote(secret),
+        urllib.parse.quote_plus(secret),
+    }
     base |= {b.replace("%", "%%") for b in base}
     out: set[str] = set()
     for b in base:

@@ -30,9 +30,11 @@ def settings_table(settings: Settings) -> str:
     rows = [(key, value.display, value.source) for key, value in sorted(settings.values.items())]
     knob_values = settings.as_json()["pulpinit"]
     knobs = [(name, knob_values[name]["value"], source) for name, source in settings.knob_sources.items()]
-    return REDACTOR(table(("server.conf key", "value", "source"), rows) + "\n\n" + table(
-        ("pulpinit knob", "value", "source"), knobs
-    ))
+    return REDACTOR(
+        table(("server.conf key", "value", "source"), rows)
+        + "\n\n"
+        + table(("pulpinit knob", "value", "source"), knobs)
+    )
 
 
 def _fingerprint(ctx: Context) -> str:
@@ -48,11 +50,15 @@ def migration_decision(ctx: Context, migration: Migration) -> str:
         return "skip: PULPINIT_MIGRATION_WAIT=false, this role neither migrates nor waits"
     fingerprint = _fingerprint(ctx)
     if migration is Migration.WAIT:
-        return (f"wait: start once {where} records {fingerprint} as done; "
-                f"exit 75 after {toolkit.migration_timeout:g} s without a live lease holder, "
-                "or at once if it is recorded as failed")
-    return (f"migrate: run {toolkit.manage_db} under the lease lock in {where} unless {fingerprint} "
-            "is recorded as done there; --dry-run connects to nothing, so the record is not read")
+        return (
+            f"wait: start once {where} records {fingerprint} as done; "
+            f"exit 75 after {toolkit.migration_timeout:g} s without a live lease holder, "
+            "or at once if it is recorded as failed"
+        )
+    return (
+        f"migrate: run {toolkit.manage_db} under the lease lock in {where} unless {fingerprint} "
+        "is recorded as done there; --dry-run connects to nothing, so the record is not read"
+    )
 
 
 def checks(ctx: Context) -> str:
@@ -66,8 +72,10 @@ def checks(ctx: Context) -> str:
         return text + "\nall passed"
     first = problems[0].error
     assert first is not None  # noqa: S101 - problems have errors
-    return text + (f"\na run would stop in the settings stage with exit {int(first.exit_code)}, "
-                   "before server.conf is touched or anything is waited for")
+    return text + (
+        f"\na run would stop in the settings stage with exit {int(first.exit_code)}, "
+        "before server.conf is touched or anything is waited for"
+    )
 
 
 def plan(ctx: Context, role: Role, config: ConfigPlan, *, init: bool) -> str:
@@ -79,8 +87,12 @@ def plan(ctx: Context, role: Role, config: ConfigPlan, *, init: bool) -> str:
     parts += ["## settings", settings_table(ctx.settings), ""]
     parts += ["## checks", checks(ctx), ""]
     parts += [f"## {toolkit.config}", config.diff().rstrip("\n") or "no change", ""]
-    parts += ["## wait", f"mongodb at {ctx.settings.mongo_target().endpoint}, broker at "
-              f"{ctx.settings.broker_target().endpoint}; deadline {toolkit.wait_timeout:g} s", ""]
+    parts += [
+        "## wait",
+        f"mongodb at {ctx.settings.mongo_target().endpoint}, broker at "
+        f"{ctx.settings.broker_target().endpoint}; deadline {toolkit.wait_timeout:g} s",
+        "",
+    ]
     parts += ["## migrations", migration_decision(ctx, role.migration), ""]
     if role.argv:
         user = f"as {toolkit.user}" if running_as_root() else "as the current user (not root)"

@@ -81,20 +81,43 @@ def celery_argv(
     """The final argv of ``beat``, ``resource-manager`` or ``worker``."""
     if role == "beat":
         base: tuple[str, ...] = (
-            celery, "beat", f"--app={BEAT_APP}", f"--scheduler={SCHEDULER}",
-            "--workdir=/var/lib/pulp/celery", "--pidfile=", "--loglevel=INFO",
+            celery,
+            "beat",
+            f"--app={BEAT_APP}",
+            f"--scheduler={SCHEDULER}",
+            "--workdir=/var/lib/pulp/celery",
+            "--pidfile=",
+            "--loglevel=INFO",
             *_logfile(log_dir, "celerybeat"),
         )
     elif role == "resource-manager":
         base = (
-            celery, "worker", f"--app={WORKER_APP}", "-n", f"resource_manager@{node_name}",
-            "-Q", "resource_manager", "-c", "1", "--events", "--umask=18", "--loglevel=INFO",
+            celery,
+            "worker",
+            f"--app={WORKER_APP}",
+            "-n",
+            f"resource_manager@{node_name}",
+            "-Q",
+            "resource_manager",
+            "-c",
+            "1",
+            "--events",
+            "--umask=18",
+            "--loglevel=INFO",
             *_logfile(log_dir, "resource_manager"),
         )
     elif role == "worker":
         base = (
-            celery, "worker", f"--app={WORKER_APP}", "-n", f"reserved_resource_worker-{number}@{node_name}",
-            "-c", "1", "--events", "--umask=18", "--loglevel=INFO",
+            celery,
+            "worker",
+            f"--app={WORKER_APP}",
+            "-n",
+            f"reserved_resource_worker-{number}@{node_name}",
+            "-c",
+            "1",
+            "--events",
+            "--umask=18",
+            "--loglevel=INFO",
             *_logfile(log_dir, f"reserved_resource_worker-{number}"),
         )
     else:

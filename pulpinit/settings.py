@@ -46,25 +46,27 @@ from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
 __all__ = ["DEFAULTS", "EXPLICIT", "Settings", "Value", "from_environ", "is_secret_key"]
 
 #: Pulp 2.21's built-in defaults for the keys pulpinit resolves.
-DEFAULTS: Mapping[str, str] = MappingProxyType({
-    "database.name": "pulp_database",
-    "database.seeds": "localhost:27017",
-    "database.username": "",
-    "database.password": "",
-    "database.replica_set": "",
-    "database.ssl": "false",
-    "database.ssl_keyfile": "",
-    "database.ssl_certfile": "",
-    "database.verify_ssl": "true",
-    "database.ca_path": "/etc/pki/tls/certs/ca-bundle.crt",
-    "messaging.url": "tcp://localhost:5672",
-    "messaging.transport": "qpid",
-    "tasks.broker_url": "qpid://localhost/",
-    "tasks.celery_require_ssl": "false",
-    "tasks.cacert": "/etc/pki/pulp/qpid/ca.crt",
-    "tasks.keyfile": "/etc/pki/pulp/qpid/client.crt",
-    "tasks.certfile": "/etc/pki/pulp/qpid/client.crt",
-})
+DEFAULTS: Mapping[str, str] = MappingProxyType(
+    {
+        "database.name": "pulp_database",
+        "database.seeds": "localhost:27017",
+        "database.username": "",
+        "database.password": "",
+        "database.replica_set": "",
+        "database.ssl": "false",
+        "database.ssl_keyfile": "",
+        "database.ssl_certfile": "",
+        "database.verify_ssl": "true",
+        "database.ca_path": "/etc/pki/tls/certs/ca-bundle.crt",
+        "messaging.url": "tcp://localhost:5672",
+        "messaging.transport": "qpid",
+        "tasks.broker_url": "qpid://localhost/",
+        "tasks.celery_require_ssl": "false",
+        "tasks.cacert": "/etc/pki/pulp/qpid/ca.crt",
+        "tasks.keyfile": "/etc/pki/pulp/qpid/client.crt",
+        "tasks.certfile": "/etc/pki/pulp/qpid/client.crt",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,9 @@ BROKER_PASSWORD_VARS = ("PULP_BROKER_PASSWORD", "MSG_SERVICE_PASSWORD")
 GENERIC_PREFIX = "PULP_CONF__"
 _GENERIC_PART = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 #: The secret variables and the key that decides how secret they are (the broker password has none).
-_SECRET_VARS = {v.name: v.key for v in EXPLICIT if v.secret} | {n: "tasks.broker_password"
-                                                                   for n in BROKER_PASSWORD_VARS}
+_SECRET_VARS = {v.name: v.key for v in EXPLICIT if v.secret} | {
+    n: "tasks.broker_password" for n in BROKER_PASSWORD_VARS
+}
 
 
 @dataclass(frozen=True)
@@ -116,8 +119,15 @@ class Value:
         return self.source.startswith(("env:", "file:", "k8s:"))
 
 
-def _value(key: str, raw: str, source: str, variable: str | None = None, *,
-           from_file: bool = False, option: tuple[str, str] | None = None) -> Value:
+def _value(
+    key: str,
+    raw: str,
+    source: str,
+    variable: str | None = None,
+    *,
+    from_file: bool = False,
+    option: tuple[str, str] | None = None,
+) -> Value:
     """A :class:`Value` whose secrecy and display follow the one rule (:mod:`pulpinit.redact`)."""
     secret = from_file or redact.is_secret(key, raw)
     where = option or (key.partition(".")[0], key.partition(".")[2])
@@ -181,8 +191,7 @@ class Settings:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "settings": {k: {"value": REDACTOR(v.display), "source": v.source}
-                         for k, v in sorted(self.values.items())},
+            "settings": {k: {"value": REDACTOR(v.display), "source": v.source} for k, v in sorted(self.values.items())},
             "pulpinit": {
                 name: {"value": REDACTOR(_knob_display(self.toolkit, name)), "source": src}
                 for name, src in self.knob_sources.items()
@@ -222,8 +231,9 @@ def from_environ(
         resolved.setdefault(key, _value(key, default, "default"))
     resolved.setdefault("server.server_name", _value("server.server_name", hostname, "default"))
     _validate(resolved)
-    return Settings(MappingProxyType(resolved), toolkit, MappingProxyType(knob_sources(environ)),
-                    tuple(warnings), secret_vars)
+    return Settings(
+        MappingProxyType(resolved), toolkit, MappingProxyType(knob_sources(environ)), tuple(warnings), secret_vars
+    )
 
 
 def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str] = MappingProxyType({})) -> frozenset[str]:
@@ -259,7 +269,7 @@ def _generic_key(name: str) -> str | None:
     """``PULP_CONF__TASKS__BROKER_URL`` → ``tasks.broker_url``; None for other names or bad shapes."""
     if not name.startswith(GENERIC_PREFIX):
         return None
-    parts = name[len(GENERIC_PREFIX):].lower().split("__")
+    parts = name[len(GENERIC_PREFIX) :].lower().split("__")
     return ".".join(parts) if len(parts) == 2 else None
 
 
@@ -275,18 +285,20 @@ def _explicit_values(environ: Mapping[str, str]) -> dict[str, Value]:
         if not name.startswith(GENERIC_PREFIX):
             continue
         base = name.removesuffix("_FILE")
-        parts = base[len(GENERIC_PREFIX):].lower().split("__")
+        parts = base[len(GENERIC_PREFIX) :].lower().split("__")
         if len(parts) != 2 or not all(_GENERIC_PART.match(p) for p in parts):
-            raise EnvValueError(name, "expected PULP_CONF__<SECTION>__<KEY> (split at '__' only), "
-                                "e.g. PULP_CONF__TASKS__CACERT")
+            raise EnvValueError(
+                name, "expected PULP_CONF__<SECTION>__<KEY> (split at '__' only), e.g. PULP_CONF__TASKS__CACERT"
+            )
         section, option = parts
         key = f"{section}.{option}"
         if base != name and not may_hold_secret(key):
             raise EnvValueError(name, f"_FILE is only read for secrets (passwords, URLs); set {base} instead")
         other = explicit_vars.get(key) or generic_vars.get(key)
         if other is not None and other != base:
-            raise EnvValueError(name, f"sets [{section}] {option}, which {other} sets too: ambiguous, "
-                                "set only one of them")
+            raise EnvValueError(
+                name, f"sets [{section}] {option}, which {other} sets too: ambiguous, set only one of them"
+            )
         raw = secretfile.lookup(environ, base, allow_file=may_hold_secret(key))
         if raw is not None:
             generic_vars[key] = base
@@ -294,8 +306,9 @@ def _explicit_values(environ: Mapping[str, str]) -> dict[str, Value]:
     return found
 
 
-def _from_variable(environ: Mapping[str, str], key: str, name: str, raw: str,
-                   option: tuple[str, str] | None = None) -> Value:
+def _from_variable(
+    environ: Mapping[str, str], key: str, name: str, raw: str, option: tuple[str, str] | None = None
+) -> Value:
     origin = secretfile.origin(environ, name)
     from_file = origin != name
     source = f"file:{origin}" if from_file else f"env:{name}"
@@ -355,8 +368,7 @@ def _broker_credentials(environ: Mapping[str, str]) -> tuple[str, str | None]:
             if raw is not None:
                 origin = secretfile.origin(environ, name)
                 if not secret and not raw:
-                    raise EnvValueError(origin, "is empty; set the broker user, or unset it for the default "
-                                        "user guest")
+                    raise EnvValueError(origin, "is empty; set the broker user, or unset it for the default user guest")
                 return values.text(raw, origin, secret=secret)
         return None
 

@@ -76,8 +76,13 @@ if TYPE_CHECKING:
 __all__ = ["FORWARDED", "main", "supervise"]
 
 FORWARDED: tuple[signal.Signals, ...] = (
-    signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
-    signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
 )
 _WAITED = frozenset((*FORWARDED, signal.SIGCHLD))
 _PR_SET_PDEATHSIG = 1
@@ -102,8 +107,14 @@ def emit(event: str, level: str, fields: Mapping[str, object]) -> None:
         pass  # stderr gone: supervision matters more than the log
 
 
-_ESCAPES = {**{i: f"\\u{i:04x}" for i in range(32)}, ord('"'): '\\"', ord("\\"): "\\\\",
-            ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"}
+_ESCAPES = {
+    **{i: f"\\u{i:04x}" for i in range(32)},
+    ord('"'): '\\"',
+    ord("\\"): "\\\\",
+    ord("\n"): "\\n",
+    ord("\t"): "\\t",
+    ord("\r"): "\\r",
+}
 
 
 def _json(value: object) -> str:
@@ -145,8 +156,14 @@ def _die_with(parent: int, libc: CDLL) -> None:
 
 
 def _child(
-    argv: Sequence[str], *, identity: Identity | str | None, umask: int, env: dict[str, str],
-    mask: set[int], report: int, parent: int,
+    argv: Sequence[str],
+    *,
+    identity: Identity | str | None,
+    umask: int,
+    env: dict[str, str],
+    mask: set[int],
+    report: int,
+    parent: int,
 ) -> None:
     """In the forked child: new session, drop, die with the parent, exec; any failure goes to *report*.
 
@@ -198,7 +215,10 @@ def _read_report(fd: int) -> bytes:
 
 
 def _start(
-    argv: Sequence[str], identity: Identity | str | None, umask: int, env: dict[str, str],
+    argv: Sequence[str],
+    identity: Identity | str | None,
+    umask: int,
+    env: dict[str, str],
     mask: set[int],
 ) -> int:
     """Fork and exec the child; return its pid once the exec succeeded, else raise."""
@@ -341,13 +361,15 @@ def _parse(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     while index < len(args):
         arg = args[index]
         if arg == "--":
-            return options, list(args[index + 1:])
+            return options, list(args[index + 1 :])
         if not arg.startswith("-"):  # like tini: the command may follow the options directly
             return options, list(args[index:])
         name, sep, value = arg.partition("=")
         if name not in known:
-            raise UsageError(f"unknown option {arg!r}; usage: python -m pulpinit.supervise "
-                             "[--stop-timeout S] [--user SPEC] [--umask 022] -- CMD ARGS...")
+            raise UsageError(
+                f"unknown option {arg!r}; usage: python -m pulpinit.supervise "
+                "[--stop-timeout S] [--user SPEC] [--umask 022] -- CMD ARGS..."
+            )
         if not sep:
             index += 1
             if index >= len(args):
@@ -365,8 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "--stop-timeout" in options:
             stop_timeout = _stop_timeout(options["--stop-timeout"], "--stop-timeout")
         else:
-            stop_timeout = _stop_timeout(os.environ.get("PULPINIT_STOP_TIMEOUT", ""),
-                                         "PULPINIT_STOP_TIMEOUT")
+            stop_timeout = _stop_timeout(os.environ.get("PULPINIT_STOP_TIMEOUT", ""), "PULPINIT_STOP_TIMEOUT")
         try:
             umask = _parse_umask(options.get("--umask", "022"))
         except ValueError as err:
@@ -376,12 +397,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if os.geteuid() == 0:  # resolved (and an unknown user reported, 78) by the child
                 identity = options["--user"]
             else:
-                log("privileges.keep", uid=os.getuid(), gid=os.getgid(), requested=options["--user"],
-                    reason="not root: running as is")
+                log(
+                    "privileges.keep",
+                    uid=os.getuid(),
+                    gid=os.getgid(),
+                    requested=options["--user"],
+                    reason="not root: running as is",
+                )
         return supervise(command, identity=identity, umask=umask, stop_timeout=stop_timeout)
     except PulpinitError as err:
-        log("supervise.error", level="error", error=type(err).__name__, message=str(err),
-            exit_code=int(err.exit_code))
+        log("supervise.error", level="error", error=type(err).__name__, message=str(err), exit_code=int(err.exit_code))
         return int(err.exit_code)
 
 

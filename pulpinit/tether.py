@@ -49,7 +49,7 @@ def _pdeathsig(signum: int) -> None:
 
 def main(argv: list[str]) -> int:
     cut = argv.index("--") if "--" in argv else len(argv)
-    options, command = argv[:cut], argv[cut + 1:]
+    options, command = argv[:cut], argv[cut + 1 :]
     values = dict(zip(options[::2], options[1::2], strict=False))
     fd = int(values["--status-fd"])
     parent = int(values["--parent"])

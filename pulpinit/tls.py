@@ -106,8 +106,11 @@ def context(policy: TlsPolicy) -> ssl.SSLContext:
             ctx.load_cert_chain(policy.certfile.path, policy.keyfile.path if policy.keyfile else None)
         except ssl.SSLError as exc:
             files = " and ".join(str(f) for f in (policy.certfile, policy.keyfile) if f)
-            raise ProbeFailed(Failure.TLS, f"cannot load the client certificate from {files} "
-                              f"(not PEM, or key and certificate do not match: {exc.reason})") from None
+            raise ProbeFailed(
+                Failure.TLS,
+                f"cannot load the client certificate from {files} "
+                f"(not PEM, or key and certificate do not match: {exc.reason})",
+            ) from None
     ctx.check_hostname = policy.verify and policy.host_rule is HostRule.X509
     ctx.verify_mode = ssl.CERT_REQUIRED if policy.verify else ssl.CERT_NONE
     return ctx
@@ -132,9 +135,12 @@ def handshake(
         if not any(qpid_name_matches(host, name) for name in names):
             tls.close()
             shown = ", ".join(names) or "none"
-            raise ProbeFailed(Failure.TLS, f"the server's certificate does not name {host} the way Celery's "
-                              f"qpid:// transport checks it (DNS subjectAltNames and common name: {shown}; "
-                              "an IP address must appear there as text, IP subjectAltNames are not read)")
+            raise ProbeFailed(
+                Failure.TLS,
+                f"the server's certificate does not name {host} the way Celery's "
+                f"qpid:// transport checks it (DNS subjectAltNames and common name: {shown}; "
+                "an IP address must appear there as text, IP subjectAltNames are not read)",
+            )
     return tls
 
 
@@ -162,4 +168,3 @@ def qpid_name_matches(host: str, pattern: str) -> bool:
         elif not (label.startswith(prefix) and label.endswith(suffix)):
             return False
     return True
-

@@ -20,8 +20,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _HOSTNAME = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
 _DB_NAME_FORBIDDEN = set('/\\. "$*<>:|?')
-_BOOLEANS = {"1": True, "yes": True, "true": True, "on": True, "0": False, "no": False, "false": False,
-             "off": False}
+_BOOLEANS = {"1": True, "yes": True, "true": True, "on": True, "0": False, "no": False, "false": False, "off": False}
 
 #: Schemes Celery (through kombu) accepts for Pulp's ``tasks.broker_url``.
 BROKER_SCHEMES = ("qpid", "amqp", "amqps", "pyamqp")
@@ -134,8 +133,9 @@ def url(value: str, origin: str, schemes: tuple[str, ...]) -> str:
         raise EnvValueError(origin, f"unknown URL scheme {quoted(parts.scheme)} in {quoted(shown)}; {expected}")
     if parts.ambiguous or (parts.userinfo and set(parts.userinfo) & set("[]")):
         raise EnvValueError(
-            origin, f"{quoted(shown)}: the user or password holds '/', '?', '#', '[' or ']', which no URL parser "
-            "reads as meant; percent-encode them (%2F, %3F, %23, %5B, %5D)"
+            origin,
+            f"{quoted(shown)}: the user or password holds '/', '?', '#', '[' or ']', which no URL parser "
+            "reads as meant; percent-encode them (%2F, %3F, %23, %5B, %5D)",
         )
     if not parts.hostport:
         raise EnvValueError(origin, f"URL {quoted(shown)} has no host")
@@ -146,8 +146,7 @@ def url(value: str, origin: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
-def _agrees_with_urllib(value: str, parts: UrlParts, where: tuple[str, int | None], origin: str,
-                        shown: str) -> None:
+def _agrees_with_urllib(value: str, parts: UrlParts, where: tuple[str, int | None], origin: str, shown: str) -> None:
     """Python's own parser (which kombu builds on) must read the same user, password, host and port."""
     ours = (parts.user if parts.userinfo is not None else None, parts.password, *where)
     try:
@@ -156,8 +155,9 @@ def _agrees_with_urllib(value: str, parts: UrlParts, where: tuple[str, int | Non
     except ValueError:
         read = None
     if read != ours:
-        raise EnvValueError(origin, f"{quoted(shown)} is not read alike by every URL parser; percent-encode "
-                            "the user and password")
+        raise EnvValueError(
+            origin, f"{quoted(shown)} is not read alike by every URL parser; percent-encode the user and password"
+        )
 
 
 def boolean(value: str, origin: str) -> bool:

@@ -91,8 +91,15 @@ class Pulpinit:
         if namespace:
             command = ["unshare", "--pid", "--fork", "--mount-proc", *command]
         self.session = session
-        self.proc = subprocess.Popen(command, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, start_new_session=session)
+        self.proc = subprocess.Popen(
+            command,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=session,
+        )
         STARTED.append(self)
         self.lines: list[str] = []
         self._changed = threading.Condition()

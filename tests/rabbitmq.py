@@ -154,7 +154,11 @@ class RabbitMQ:
     def ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(RABBIT_BIN / "rabbitmqctl"), "-n", self.node, *args],
-            env=self.env, capture_output=True, text=True, timeout=timeout, check=False,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def start(self, timeout: float = 90) -> RabbitMQ:
@@ -167,8 +171,12 @@ class RabbitMQ:
         started = time.monotonic()
         with self.logfile.open("wb") as out:
             self._proc = subprocess.Popen(
-                [str(RABBIT_BIN / "rabbitmq-server")], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                [str(RABBIT_BIN / "rabbitmq-server")],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         waited = self.ctl("wait", "--timeout", str(int(timeout)), str(self.pidfile), timeout=timeout + 10)
         if waited.returncode != 0 or self._proc.poll() is not None:
@@ -195,8 +203,9 @@ class RabbitMQ:
         finally:
             self.ctl("eval", f"code:load_file({mod}).")
 
-    def tls_url(self, scheme: str = "amqps", user: str | None = USER, password: str | None = PASSWORD,
-                host: str | None = None) -> str:
+    def tls_url(
+        self, scheme: str = "amqps", user: str | None = USER, password: str | None = PASSWORD, host: str | None = None
+    ) -> str:
         cred = f"{user}:{password}@" if user is not None and password is not None else ""
         return f"{scheme}://{cred}{host or self.host}:{self.tls_port}/"
 
@@ -221,4 +230,4 @@ def _address(hex_address: str, width: int) -> str:
     raw = bytes.fromhex(hex_address)
     if width == 8:
         return str(ipaddress.IPv4Address(raw[::-1]))
-    return str(ipaddress.IPv6Address(b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))))
+    return str(ipaddress.IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))))

@@ -40,8 +40,14 @@ def unavailable_reason() -> str | None:
 class SecantusDB:
     """One ``secantusd-py``; ``start()`` returns once it answers ``ping``."""
 
-    def __init__(self, storage: str | os.PathLike[str] = ":memory:", *, auth: bool = False,
-                 test_commands: bool = False, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        storage: str | os.PathLike[str] = ":memory:",
+        *,
+        auth: bool = False,
+        test_commands: bool = False,
+        log: Path | None = None,
+    ) -> None:
         self.storage = str(storage)
         self.auth = auth
         self.test_commands = test_commands
@@ -61,12 +67,22 @@ class SecantusDB:
         return pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000, appname="pulpinit-tests", **options)
 
     def start(self, timeout: float = 30) -> SecantusDB:
-        argv = [str(SERVER), "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", self.storage,
-                "--log-level", "WARNING"]
+        argv = [
+            str(SERVER),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            self.storage,
+            "--log-level",
+            "WARNING",
+        ]
         argv += ["--auth"] * self.auth + ["--enable-test-commands"] * self.test_commands
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - closed by the child's end
-        self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
@@ -101,15 +117,20 @@ class SecantusDB:
 
     def create_user(self, database: str, user: str, password: str, *roles: str) -> None:
         with self.client() as admin:
-            admin[database].command("createUser", user, pwd=password,
-                                    roles=[{"role": role, "db": database} for role in roles])
+            admin[database].command(
+                "createUser", user, pwd=password, roles=[{"role": role, "db": database} for role in roles]
+            )
 
     def fail_command(self, command: str, *, times: int = 1, **data: Any) -> None:
         """Arm ``failCommand`` for pulpinit's next ``times`` ``command``s (``errorCode=…`` or
         ``closeConnection=True``); needs ``test_commands``."""
         with self.client() as admin:
-            admin.admin.command("configureFailPoint", "failCommand", mode={"times": times},
-                                data={"failCommands": [command], "appName": APPNAME, **data})
+            admin.admin.command(
+                "configureFailPoint",
+                "failCommand",
+                mode={"times": times},
+                data={"failCommands": [command], "appName": APPNAME, **data},
+            )
 
     def clear_fail_point(self) -> None:
         with self.client() as admin:

@@ -27,13 +27,16 @@ def independent(password: bytes, salt: bytes) -> str:
     return base64.encodebytes(salt).decode().strip() + "," + base64.encodebytes(result).decode().strip()
 
 
-@pytest.mark.parametrize(("password", "salt"), [
-    ("admin", b"\x00\x01\x02\x03\x04\x05\x06\x07"),
-    ("", b"saltsalt"),
-    ("p%ss w0rd,with=odd#chars", b"\xff" * 8),
-    ("x" * 100, b"\x10\x20\x30\x40\x50\x60\x70\x80"),  # longer than SHA-256's block: HMAC hashes the key
-    ("pässwörd", b"\x01" * 8),  # UTF-8 bytes, as Pulp's str() of the config value
-])
+@pytest.mark.parametrize(
+    ("password", "salt"),
+    [
+        ("admin", b"\x00\x01\x02\x03\x04\x05\x06\x07"),
+        ("", b"saltsalt"),
+        ("p%ss w0rd,with=odd#chars", b"\xff" * 8),
+        ("x" * 100, b"\x10\x20\x30\x40\x50\x60\x70\x80"),  # longer than SHA-256's block: HMAC hashes the key
+        ("pässwörd", b"\x01" * 8),  # UTF-8 bytes, as Pulp's str() of the config value
+    ],
+)
 def test_hash_matches_the_independent_computation(password: str, salt: bytes):
     expected = independent(password.encode("utf-8"), salt)
     assert hash_password(password, salt=salt) == expected
@@ -70,7 +73,8 @@ def test_python2_line_breaks_are_tolerated():
 def users() -> Iterator[Any]:
     with FakeMongo() as fake:
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            f"mongodb://{fake.hostport}/?directConnection=true", serverSelectionTimeoutMS=5000)
+            f"mongodb://{fake.hostport}/?directConnection=true", serverSelectionTimeoutMS=5000
+        )
         try:
             yield client["pulp_database"]["users"]
         finally:
@@ -174,8 +178,10 @@ class RacingCollection:
     def update_one(self, query: Mapping[str, Any], update: Mapping[str, Any], /) -> Any:
         self.updates += 1
         if self.updates == 1:
-            racer = threading.Thread(target=self.collection.update_one,
-                                     args=({"login": "admin"}, {"$set": {"password": hash_password(self.password)}}))
+            racer = threading.Thread(
+                target=self.collection.update_one,
+                args=({"login": "admin"}, {"$set": {"password": hash_password(self.password)}}),
+            )
             racer.start()
             racer.join()
         return self.collection.update_one(query, update)

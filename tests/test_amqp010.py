@@ -48,8 +48,14 @@ def array16(*items: str) -> bytes:  # uint32 size, type code 0x95 (str16), uint3
 
 def frame(payload: bytes, flags: int = 0x0F, channel: int = 0) -> bytes:
     # flags, segment type 0 (control), size incl. the 12-octet header, reserved, track 0, channel, 4 reserved
-    return bytes([flags, 0]) + struct.pack(">H", 12 + len(payload)) + b"\x00\x00" + struct.pack(">H", channel) \
-        + b"\x00" * 4 + payload
+    return (
+        bytes([flags, 0])
+        + struct.pack(">H", 12 + len(payload))
+        + b"\x00\x00"
+        + struct.pack(">H", channel)
+        + b"\x00" * 4
+        + payload
+    )
 
 
 QPIDD_START = frame(
@@ -86,24 +92,38 @@ def test_close_control_frame() -> None:
 
 
 def test_tune_ok_and_open_without_a_virtual_host() -> None:
-    assert amqp010.control_frame(amqp010.TUNE_OK, {"channel-max": 1}) == \
-        bytes.fromhex("0f00 0012 0000 0000 00000000 0106 0100 0001")
+    assert amqp010.control_frame(amqp010.TUNE_OK, {"channel-max": 1}) == bytes.fromhex(
+        "0f00 0012 0000 0000 00000000 0106 0100 0001"
+    )
     assert amqp010.control_frame(amqp010.OPEN) == bytes.fromhex("0f00 0010 0000 0000 00000000 0107 0000")
 
 
 def test_start_ok_plain() -> None:
-    payload = (b"\x01\x02" + b"\x0f\x00" + map_(str8("product") + b"\x95" + str16("pulpinit")) + str8("PLAIN")
-               + vbin32(b"\x00alice\x00s3cret") + str8("en_US"))
-    encoded = amqp010.control_frame(amqp010.START_OK, {
-        "client-properties": {"product": "pulpinit"}, "mechanism": "PLAIN",
-        "response": b"\x00alice\x00s3cret", "locale": "en_US"})
+    payload = (
+        b"\x01\x02"
+        + b"\x0f\x00"
+        + map_(str8("product") + b"\x95" + str16("pulpinit"))
+        + str8("PLAIN")
+        + vbin32(b"\x00alice\x00s3cret")
+        + str8("en_US")
+    )
+    encoded = amqp010.control_frame(
+        amqp010.START_OK,
+        {
+            "client-properties": {"product": "pulpinit"},
+            "mechanism": "PLAIN",
+            "response": b"\x00alice\x00s3cret",
+            "locale": "en_US",
+        },
+    )
     assert encoded == frame(payload)
 
 
 def test_start_ok_anonymous_leaves_the_response_out() -> None:
     # python-qpid's ANONYMOUS has no initial response: the packing flag of "response" (bit 2) is clear
-    encoded = amqp010.encode_control(amqp010.START_OK, {"client-properties": {}, "mechanism": "ANONYMOUS",
-                                                        "response": None, "locale": "en_US"})
+    encoded = amqp010.encode_control(
+        amqp010.START_OK, {"client-properties": {}, "mechanism": "ANONYMOUS", "response": None, "locale": "en_US"}
+    )
     assert encoded == b"\x01\x02" + b"\x0b\x00" + map_() + str8("ANONYMOUS") + str8("en_US")
 
 
@@ -141,8 +161,12 @@ def test_a_control_split_over_frames_and_a_heartbeat() -> None:
     controls = read_controls(heartbeat + first + second + QPIDD_TUNE)
     assert [c.code for c in controls] == [amqp010.HEARTBEAT, amqp010.START, amqp010.TUNE]
     assert controls[1].fields["mechanisms"] == ["ANONYMOUS", "PLAIN"]
-    assert controls[2].fields == {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0,
-                                  "heartbeat-max": 120}
+    assert controls[2].fields == {
+        "channel-max": 32767,
+        "max-frame-size": 65535,
+        "heartbeat-min": 0,
+        "heartbeat-max": 120,
+    }
 
 
 def test_reserved_type_codes_and_bad_frames_are_errors() -> None:
@@ -156,13 +180,19 @@ def test_reserved_type_codes_and_bad_frames_are_errors() -> None:
 
 def test_encode_decode_round_trip_of_every_connection_control() -> None:
     samples = {
-        amqp010.START_OK: {"client-properties": {"a": "b", "n": 3, "t": True}, "mechanism": "PLAIN",
-                           "response": b"\x00u\x00p", "locale": "en_US"},
-        amqp010.SECURE: {"challenge": b"c"}, amqp010.SECURE_OK: {"response": b"r"},
+        amqp010.START_OK: {
+            "client-properties": {"a": "b", "n": 3, "t": True},
+            "mechanism": "PLAIN",
+            "response": b"\x00u\x00p",
+            "locale": "en_US",
+        },
+        amqp010.SECURE: {"challenge": b"c"},
+        amqp010.SECURE_OK: {"response": b"r"},
         amqp010.TUNE_OK: {"channel-max": 5, "max-frame-size": 4096, "heartbeat": 10},
         amqp010.OPEN: {"virtual-host": "v", "capabilities": ["x"], "insist": True},
         amqp010.REDIRECT: {"host": "amqp:tcp:h:5672", "known-hosts": ["a", "b"]},
-        amqp010.CLOSE: {"reply-code": 402, "reply-text": "no"}, amqp010.CLOSE_OK: {},
+        amqp010.CLOSE: {"reply-code": 402, "reply-text": "no"},
+        amqp010.CLOSE_OK: {},
     }
     for code, fields in samples.items():
         assert amqp010.decode_control(amqp010.encode_control(code, fields)).fields == fields
@@ -300,8 +330,9 @@ def test_mechanisms_the_url_cannot_use(scripted: Callable[..., ScriptedBroker]) 
     broker = scripted(qpidd)
     result = probe_broker(BrokerTarget(f"qpid://alice:pw@127.0.0.1:{broker.port}/"))
     assert result.failure is Failure.SASL
-    assert result.error == ("the broker does not offer SASL PLAIN for the user and password in the URL "
-                            "(it offers: GSSAPI DIGEST-MD5)")
+    assert result.error == (
+        "the broker does not offer SASL PLAIN for the user and password in the URL (it offers: GSSAPI DIGEST-MD5)"
+    )
 
 
 def test_a_stalled_verdict_names_the_step(scripted: Callable[..., ScriptedBroker]) -> None:

@@ -193,8 +193,12 @@ def test_an_amqp10_server_without_a_sasl_layer() -> None:
 def test_qpid_url_against_rabbitmq_style_header_names_amqp_url() -> None:
     with AnswerServer(RABBIT_HEADER) as rabbit:
         result = probe_broker(BrokerTarget(url("qpid", rabbit.port)))
-    check(result, Failure.PROTOCOL, "Celery's qpid:// transport speaks AMQP 0-10; this broker offers AMQP 0-9-1 "
-          f"(RabbitMQ?): use amqp://USER:PASSWORD@127.0.0.1:{rabbit.port}/VHOST")
+    check(
+        result,
+        Failure.PROTOCOL,
+        "Celery's qpid:// transport speaks AMQP 0-10; this broker offers AMQP 0-9-1 "
+        f"(RabbitMQ?): use amqp://USER:PASSWORD@127.0.0.1:{rabbit.port}/VHOST",
+    )
 
 
 def test_qpid_url_against_an_amqp10_only_server() -> None:
@@ -206,8 +210,11 @@ def test_qpid_url_against_an_amqp10_only_server() -> None:
 
 def test_qpid_url_against_a_server_that_hangs_up_on_the_header() -> None:
     with AnswerServer(b"") as mute:
-        check(probe_broker(BrokerTarget(url("qpid", mute.port))), Failure.PROTOCOL,
-              "closed the connection without answering the AMQP 0-10 protocol header")
+        check(
+            probe_broker(BrokerTarget(url("qpid", mute.port))),
+            Failure.PROTOCOL,
+            "closed the connection without answering the AMQP 0-10 protocol header",
+        )
 
 
 def test_other_headers_for_the_other_schemes(broker: FakeAmqpBroker) -> None:
@@ -221,8 +228,7 @@ def test_other_headers_for_the_other_schemes(broker: FakeAmqpBroker) -> None:
 def test_an_http_server_on_the_broker_port() -> None:
     with AnswerServer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n") as http:
         for scheme in SCHEMES:
-            check(probe_broker(BrokerTarget(url(scheme, http.port))), Failure.PROTOCOL,
-                  "an HTTP response")
+            check(probe_broker(BrokerTarget(url(scheme, http.port))), Failure.PROTOCOL, "an HTTP response")
 
 
 # --- TLS on one side only --------------------------------------------------------------------------
@@ -231,8 +237,12 @@ def test_an_http_server_on_the_broker_port() -> None:
 def test_plain_client_gets_a_tls_alert() -> None:
     with AnswerServer(TLS_ALERT) as alert:
         for scheme in SCHEMES:
-            check(probe_broker(BrokerTarget(url(scheme, alert.port))), Failure.TLS_MISMATCH,
-                  "a TLS alert", "that port speaks TLS")
+            check(
+                probe_broker(BrokerTarget(url(scheme, alert.port))),
+                Failure.TLS_MISMATCH,
+                "a TLS alert",
+                "that port speaks TLS",
+            )
 
 
 def test_plain_client_at_a_real_tls_server(pki: Pki) -> None:
@@ -245,8 +255,12 @@ def test_plain_client_at_a_real_tls_server(pki: Pki) -> None:
 def test_tls_client_at_plain_ports(broker: FakeAmqpBroker, pki: Pki) -> None:
     ca = str(pki.ca)
     with AnswerServer(RABBIT_HEADER, read_bytes=8) as rabbit:
-        cases = [(url("qpid", broker.port), True), (url("ssl", broker.port), False),
-                 (url("amqps", rabbit.port), False), (url("amqp", rabbit.port), True)]
+        cases = [
+            (url("qpid", broker.port), True),
+            (url("ssl", broker.port), False),
+            (url("amqps", rabbit.port), False),
+            (url("amqp", rabbit.port), True),
+        ]
         for target, ssl in cases:
             result = probe_broker(BrokerTarget(target, ssl=ssl, cacert=ca))
             check(result, Failure.TLS_MISMATCH, "does not speak TLS")
@@ -266,8 +280,13 @@ def tls_broker(pki: Pki, cert: Path, **kwargs: object) -> FakeAmqpBroker:
 
 
 def tls_target(scheme: str, port: int, pki: Pki, host: str = "127.0.0.1", **files: str) -> BrokerTarget:
-    return BrokerTarget(url(scheme, port, host=host), ssl=True, cacert=files.get("cacert", str(pki.ca)),
-                        certfile=files.get("certfile"), keyfile=files.get("keyfile"))
+    return BrokerTarget(
+        url(scheme, port, host=host),
+        ssl=True,
+        cacert=files.get("cacert", str(pki.ca)),
+        certfile=files.get("certfile"),
+        keyfile=files.get("keyfile"),
+    )
 
 
 def test_tls_to_an_ip_address(pki: Pki) -> None:
@@ -275,8 +294,12 @@ def test_tls_to_an_ip_address(pki: Pki) -> None:
     with tls_broker(pki, pki.ip) as fake:
         assert probe_broker(tls_target("ssl", fake.port, pki)).ok
         result = probe_broker(tls_target("qpid", fake.port, pki))
-        check(result, Failure.TLS, "does not name 127.0.0.1 the way Celery's qpid:// transport checks it",
-              "IP subjectAltNames are not read")
+        check(
+            result,
+            Failure.TLS,
+            "does not name 127.0.0.1 the way Celery's qpid:// transport checks it",
+            "IP subjectAltNames are not read",
+        )
     with tls_broker(pki, pki.qpid) as fake:  # 127.0.0.1 as a DNS name and as the CN: python-qpid accepts it
         result = probe_broker(tls_target("qpid", fake.port, pki))
         assert result.ok, result.error
@@ -292,11 +315,14 @@ def test_tls_to_a_host_name(pki: Pki) -> None:
             check(probe_broker(tls_target(scheme, fake.port, pki)), Failure.TLS, "127.0.0.1")
 
 
-@pytest.mark.parametrize(("cert", "words"), [
-    ("wrong", "127.0.0.1"),
-    ("foreign", "unable to get local issuer certificate"),
-    ("expired", "certificate has expired"),
-])
+@pytest.mark.parametrize(
+    ("cert", "words"),
+    [
+        ("wrong", "127.0.0.1"),
+        ("foreign", "unable to get local issuer certificate"),
+        ("expired", "certificate has expired"),
+    ],
+)
 def test_bad_server_certificates(pki: Pki, cert: str, words: str) -> None:
     with tls_broker(pki, getattr(pki, cert)) as fake:
         for scheme in ("qpid", "amqps", "ssl"):
@@ -313,14 +339,19 @@ def test_client_certificate_required(pki: Pki) -> None:
 
 def test_missing_tls_files_are_named(pki: Pki, tmp_path: Path) -> None:
     port = closed_port()
-    for files, named in (({"cacert": str(tmp_path / "ca.crt")}, "tasks.cacert"),
-                         ({"certfile": str(tmp_path / "client.crt")}, "tasks.certfile"),
-                         ({"certfile": str(pki.client_cert), "keyfile": str(tmp_path / "k")}, "tasks.keyfile")):
+    for files, named in (
+        ({"cacert": str(tmp_path / "ca.crt")}, "tasks.cacert"),
+        ({"certfile": str(tmp_path / "client.crt")}, "tasks.certfile"),
+        ({"certfile": str(pki.client_cert), "keyfile": str(tmp_path / "k")}, "tasks.keyfile"),
+    ):
         result = probe_broker(tls_target("qpid", port, pki, **files))
         check(result, Failure.TLS, f"cannot read {named} {tmp_path}", "No such file or directory")
     (tmp_path / "junk.pem").write_text("not a certificate")
-    check(probe_broker(tls_target("amqp", port, pki, certfile=str(tmp_path / "junk.pem"))), Failure.TLS,
-          "cannot load the client certificate from tasks.certfile")
+    check(
+        probe_broker(tls_target("amqp", port, pki, certfile=str(tmp_path / "junk.pem"))),
+        Failure.TLS,
+        "cannot load the client certificate from tasks.certfile",
+    )
 
 
 def test_amqps_without_celery_require_ssl_does_not_verify(pki: Pki) -> None:

@@ -44,21 +44,29 @@ def env(mongo: FakeMongo, broker: FakeAmqpBroker) -> Iterator[dict[str, str]]:
 
 def _environment(workdir: Path, mongo: FakeMongo, broker: FakeAmqpBroker) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("PULP")}
-    base.update({
-        "PULPINIT_CONFIG": str(workdir / "server.conf"),
-        "PULPINIT_LOG_FORMAT": "json",
-        "PULP_DB_SEEDS": mongo.hostport,
-        "PULP_BROKER_URL": broker.url("pulp", SECRET),
-        # what `run` checks before it waits (validate first): a user that exists, a fingerprint
-        "PULPINIT_USER": "nobody",
-        "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5-1",
-    })
+    base.update(
+        {
+            "PULPINIT_CONFIG": str(workdir / "server.conf"),
+            "PULPINIT_LOG_FORMAT": "json",
+            "PULP_DB_SEEDS": mongo.hostport,
+            "PULP_BROKER_URL": broker.url("pulp", SECRET),
+            # what `run` checks before it waits (validate first): a user that exists, a fingerprint
+            "PULPINIT_USER": "nobody",
+            "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5-1",
+        }
+    )
     return base
 
 
 def check(env: dict[str, str], *args: str, timeout: float = 60) -> tuple[int, str, str]:
-    done = subprocess.run([sys.executable, "-m", "pulpinit", "check-deps", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pulpinit", "check-deps", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     assert SECRET not in done.stdout + done.stderr
     return done.returncode, done.stdout, done.stderr
 
@@ -109,11 +117,14 @@ def test_down_dependency_exit_69_with_class_and_hint(env):
     assert code == 69 and "DOWN" in out and "hint (mongodb):" in out
 
 
-@pytest.mark.parametrize(("fault", "failure"), [
-    (SilentServer, "handshake_timeout"),
-    (ResetServer, "connection_reset"),
-    (BlackHole, "timeout"),
-])
+@pytest.mark.parametrize(
+    ("fault", "failure"),
+    [
+        (SilentServer, "handshake_timeout"),
+        (ResetServer, "connection_reset"),
+        (BlackHole, "timeout"),
+    ],
+)
 def test_faults_are_classified(env, fault, failure):
     with fault() as server:
         env["PULP_DB_SEEDS"] = f"127.0.0.1:{server.port}"
@@ -140,7 +151,8 @@ def test_qpid_url_against_rabbitmq_says_use_amqp(env):
     broker = by_name(out)["broker"]
     assert code == 69 and broker["error"] == (
         "protocol_mismatch: Celery's qpid:// transport speaks AMQP 0-10; this broker offers AMQP 0-9-1 "
-        f"(RabbitMQ?): use amqp://USER:PASSWORD@127.0.0.1:{rabbit.port}/VHOST")
+        f"(RabbitMQ?): use amqp://USER:PASSWORD@127.0.0.1:{rabbit.port}/VHOST"
+    )
     assert broker["hint"] == Failure.PROTOCOL.hint and f"hint (broker): {Failure.PROTOCOL.hint}" in table
 
 
@@ -148,8 +160,14 @@ def test_qpid_url_against_rabbitmq_says_use_amqp(env):
 def test_dns_failure_in_a_network_namespace_without_a_resolver(env):
     """No query leaves the machine: the namespace has no interface up, so the lookup fails at once."""
     env.update(PULP_DB_SEEDS="db.pulp.test:27017", PULP_BROKER_URL=f"qpid://pulp:{SECRET}@msg.pulp.test:5672/")
-    done = subprocess.run(["unshare", "--net", sys.executable, "-m", "pulpinit", "check-deps", "--json"], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        ["unshare", "--net", sys.executable, "-m", "pulpinit", "check-deps", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 69, done.stderr
     checks = by_name(done.stdout)
     assert checks["mongodb"]["error"].startswith("dns_failure: cannot resolve db.pulp.test")
@@ -174,8 +192,13 @@ def test_slow_answer_beyond_the_probe_timeout_is_a_timeout(env, mongo):
 def test_wait_until_a_late_dependency_comes_up(env, mongo):
     with Proxy(("127.0.0.1", mongo.port), up=False) as late:
         env["PULP_DB_SEEDS"] = f"127.0.0.1:{late.port}"
-        proc = subprocess.Popen([sys.executable, "-m", "pulpinit", "check-deps", "--wait", "--json"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pulpinit", "check-deps", "--wait", "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         seen: list[str] = []
         assert wait_for_line(proc, "dep.down", seen)["failure"] == "connection_refused"
         late.go_up()
@@ -199,8 +222,14 @@ def test_flapping_dependency_is_reported_as_it_is(env, mongo):
 def test_wait_deadline_exits_69_naming_what_is_down(env):
     with SilentServer() as silent:
         env.update(PULP_DB_SEEDS=f"127.0.0.1:{silent.port}", PULPINIT_WAIT_TIMEOUT="1.5")
-        done = subprocess.run([sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"], env=env,
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert done.returncode == 69
     error = json.loads(done.stderr.strip().splitlines()[-1])
     assert error["event"] == "pulpinit.error"
@@ -232,8 +261,13 @@ def test_signal_while_waiting_exits_promptly(env, signum, code):
     with ResetServer() as closed:
         port = closed.port
     env.update(PULP_DB_SEEDS=f"127.0.0.1:{port}", PULPINIT_WAIT_INITIAL="5", PULPINIT_WAIT_MAX_INTERVAL="30")
-    proc = subprocess.Popen([sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for_line(proc, "dep.down")  # now sleeping in a 5 s backoff interval
     sent = time.monotonic()
     proc.send_signal(signum)
@@ -254,14 +288,17 @@ def test_timeout_is_the_budget_of_a_single_check(env, mongo):
 
 def test_a_missing_tls_file_that_the_configuration_names_is_exit_78(env, tmp_path):
     conf = Path(env["PULPINIT_CONFIG"])
-    conf.write_text(conf.read_text().replace("[tasks]", f"[tasks]\ncelery_require_ssl: true\n"
-                                              f"certfile: {tmp_path}/client.crt", 1))
+    conf.write_text(
+        conf.read_text().replace("[tasks]", f"[tasks]\ncelery_require_ssl: true\ncertfile: {tmp_path}/client.crt", 1)
+    )
     before = conf.read_bytes()
     code, _, err = check(env)
     assert code == 78
     line = json.loads(err.strip().splitlines()[-1])
-    assert line["error"] == (f"server.conf [tasks] certfile: {tmp_path}/client.crt: No such file or directory "
-                             "(tasks.celery_require_ssl is on)")
+    assert line["error"] == (
+        f"server.conf [tasks] certfile: {tmp_path}/client.crt: No such file or directory "
+        "(tasks.celery_require_ssl is on)"
+    )
     assert conf.read_bytes() == before
     env.update(PULP_CONF__DATABASE__SSL="true", PULP_CONF__DATABASE__CA_PATH=f"{tmp_path}/ca.pem")
     conf.write_text(before.decode().replace("celery_require_ssl: true", "celery_require_ssl: false"))
@@ -275,7 +312,8 @@ def test_a_missing_default_tls_file_is_named_by_the_probe(env, tmp_path):
     code, out, _ = check(env, "--json")
     assert code == 69
     assert by_name(out)["broker"]["error"] == (
-        "tls_failure: cannot read tasks.cacert /etc/pki/pulp/qpid/ca.crt: No such file or directory")
+        "tls_failure: cannot read tasks.cacert /etc/pki/pulp/qpid/ca.crt: No such file or directory"
+    )
 
 
 def test_a_fifo_named_as_a_tls_file_is_exit_78_not_a_hang(env, tmp_path):

@@ -36,8 +36,9 @@ def run(capsys, conf: Path):
 
 
 def test_settings_json_shape_and_sources(run):
-    code, out, _ = run("settings", "--json", DB_SERVICE_HOST="10.0.0.5", PULP_SERVER_NAME="pulp.example.com",
-                       SERVICE_HOST="10.9.9.9")
+    code, out, _ = run(
+        "settings", "--json", DB_SERVICE_HOST="10.0.0.5", PULP_SERVER_NAME="pulp.example.com", SERVICE_HOST="10.9.9.9"
+    )
     assert code == 0
     data = json.loads(out)
     settings = data["settings"]
@@ -62,16 +63,30 @@ def test_settings_table(run):
     assert "database.seeds" in out and "env:PULP_DB_SEEDS" in out and "PULPINIT_WAIT_TIMEOUT" in out
 
 
-@pytest.mark.parametrize("argv", [
-    ["settings"], ["settings", "--json"], ["configure", "--dry-run"], ["configure"], ["beat", "--dry-run"],
-    ["worker", "2", "--dry-run"], ["migrate", "--dry-run"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["settings"],
+        ["settings", "--json"],
+        ["configure", "--dry-run"],
+        ["configure"],
+        ["beat", "--dry-run"],
+        ["worker", "2", "--dry-run"],
+        ["migrate", "--dry-run"],
+    ],
+)
 def test_no_secret_in_any_output(run, tmp_path: Path, argv):
     secret_file = tmp_path / "broker-password"
     secret_file.write_text(SECRET + "\n")
-    code, out, err = run(*argv, PULP_DB_PASSWORD=SECRET, MSG_SERVICE_HOST="q",
-                         PULP_BROKER_PASSWORD_FILE=str(secret_file), PULP_CONF__SERVER__DEFAULT_PASSWORD=SECRET,
-                         PULPINIT_MIGRATION_FINGERPRINT="2.21.5", PULPINIT_LOG_LEVEL="debug")
+    code, out, err = run(
+        *argv,
+        PULP_DB_PASSWORD=SECRET,
+        MSG_SERVICE_HOST="q",
+        PULP_BROKER_PASSWORD_FILE=str(secret_file),
+        PULP_CONF__SERVER__DEFAULT_PASSWORD=SECRET,
+        PULPINIT_MIGRATION_FINGERPRINT="2.21.5",
+        PULPINIT_LOG_LEVEL="debug",
+    )
     assert code == 0, err
     printed = out + err
     assert printed  # something was printed, and it holds no secret
@@ -91,19 +106,22 @@ def test_configure_writes_and_dry_run_does_not(run, conf: Path):
     assert "config.changed" in events and "stage.end" in events
 
 
-@pytest.mark.parametrize(("argv", "env", "code"), [
-    (["nonsense"], {}, 64),
-    ([], {}, 64),
-    (["run"], {}, 64),
-    (["settings", "--bogus"], {}, 64),
-    (["check-deps", "--timeout", "0"], {}, 64),
-    (["configure", "--", "x"], {}, 64),
-    (["worker", "two", "--dry-run"], {}, 64),
-    (["settings"], {"PULP_DB_SEEDS": "db:http"}, 78),
-    (["settings"], {"PULPINIT_CONFIG": "/nonexistent/server.conf"}, 78),
-    (["settings"], {"PULPINIT_LOG_FORMAT": "xml"}, 78),
-    (["configure"], {"PULP_DB_PASSWORD": "bad\tpassword"}, 78),
-])
+@pytest.mark.parametrize(
+    ("argv", "env", "code"),
+    [
+        (["nonsense"], {}, 64),
+        ([], {}, 64),
+        (["run"], {}, 64),
+        (["settings", "--bogus"], {}, 64),
+        (["check-deps", "--timeout", "0"], {}, 64),
+        (["configure", "--", "x"], {}, 64),
+        (["worker", "two", "--dry-run"], {}, 64),
+        (["settings"], {"PULP_DB_SEEDS": "db:http"}, 78),
+        (["settings"], {"PULPINIT_CONFIG": "/nonexistent/server.conf"}, 78),
+        (["settings"], {"PULPINIT_LOG_FORMAT": "xml"}, 78),
+        (["configure"], {"PULP_DB_PASSWORD": "bad\tpassword"}, 78),
+    ],
+)
 def test_exit_codes(run, conf: Path, argv, env, code):
     before = conf.read_bytes()
     got, _, err = run(*argv, **env)
@@ -126,8 +144,16 @@ def test_error_line_names_the_variable(run):
 
 def test_role_dry_run_shows_plan_and_changes_nothing(run, conf: Path):
     before = conf.read_bytes()
-    code, out, _ = run("worker", "3", "--dry-run", "--", "--maxtasksperchild=2", PULP_SERVER_NAME="pulp.example.com",
-                       PULPINIT_MIGRATION_FINGERPRINT="2.21.5", PULP_DB_SEEDS="mongo:27017")
+    code, out, _ = run(
+        "worker",
+        "3",
+        "--dry-run",
+        "--",
+        "--maxtasksperchild=2",
+        PULP_SERVER_NAME="pulp.example.com",
+        PULPINIT_MIGRATION_FINGERPRINT="2.21.5",
+        PULP_DB_SEEDS="mongo:27017",
+    )
     assert code == 0
     assert conf.read_bytes() == before
     assert "reserved_resource_worker-3@pulp.example.com" in out and "--maxtasksperchild=2" in out
@@ -136,8 +162,9 @@ def test_role_dry_run_shows_plan_and_changes_nothing(run, conf: Path):
 
 
 def test_python_dash_m_and_help():
-    done = subprocess.run([sys.executable, "-m", "pulpinit", "--help"], capture_output=True, text=True,
-                          timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pulpinit", "--help"], capture_output=True, text=True, timeout=30, check=False
+    )
     assert done.returncode == 0
     for command in ("beat", "resource-manager", "worker", "migrate", "run", "check-deps", "configure", "settings"):
         assert command in done.stdout
@@ -146,8 +173,7 @@ def test_python_dash_m_and_help():
 def test_console_script_exit_code(conf: Path):
     script = Path(sys.executable).parent / "pulpinit"
     env = {**os.environ, "PULPINIT_CONFIG": str(conf), "PULP_DB_SEEDS": "x:notaport"}
-    done = subprocess.run([str(script), "settings"], capture_output=True, text=True, timeout=30, env=env,
-                          check=False)
+    done = subprocess.run([str(script), "settings"], capture_output=True, text=True, timeout=30, env=env, check=False)
     assert done.returncode == 78
     errors = [json.loads(line) for line in done.stderr.splitlines() if '"level": "error"' in line]
     assert len(errors) == 1 and errors[0]["error"].startswith("PULP_DB_SEEDS: ")
@@ -156,11 +182,14 @@ def test_console_script_exit_code(conf: Path):
 @pytest.mark.parametrize("argv", [["settings"], ["configure", "--dry-run"], ["--help"]])
 def test_start_up_path_imports_no_heavy_module(conf: Path, argv):
     """pymongo (~100 ms), proton and tenacity are imported only by the stages that talk to services."""
-    code = ("import sys; from pulpinit.cli import main; rc = main(sys.argv[1:]); "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'pymongo', 'bson', 'proton', 'tenacity'}))")
+    code = (
+        "import sys; from pulpinit.cli import main; rc = main(sys.argv[1:]); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'pymongo', 'bson', 'proton', 'tenacity'}))"
+    )
     env = {**os.environ, "PULPINIT_CONFIG": str(conf)}
-    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, env=env,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
@@ -170,8 +199,15 @@ def test_unexpected_error_is_one_line_and_70_never_a_traceback(conf: Path, debug
     env = {**os.environ, "PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json"}
     level = ["--log-level", "debug"] if debug else []
     with open("/dev/full", "w") as full:
-        done = subprocess.run([sys.executable, "-m", "pulpinit", *level, "settings", "--json"], stdout=full,
-                              stderr=subprocess.PIPE, text=True, env=env, timeout=30, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "pulpinit", *level, "settings", "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
+        )
     assert done.returncode == 70
     lines = done.stderr.splitlines()
     events = [json.loads(line) for line in lines]  # every line is a JSON log line: no traceback text
@@ -192,8 +228,15 @@ def test_a_reader_that_went_away_is_70_with_one_line(conf: Path):
     os.close(read_end)
     env = {**os.environ, "PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json"}
     try:
-        done = subprocess.run([sys.executable, "-m", "pulpinit", "settings"], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, env=env, timeout=30, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "pulpinit", "settings"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
+        )
     finally:
         os.close(write_end)
     assert done.returncode == 70
@@ -206,8 +249,15 @@ def test_output_that_cannot_be_flushed_is_not_a_silent_success(conf: Path):
     """A short output sits in the buffer until the end: its failed flush must still be an error."""
     env = {**os.environ, "PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json", "PULP_DB_SEEDS": "m:1"}
     with open("/dev/full", "w") as full:
-        done = subprocess.run([sys.executable, "-m", "pulpinit", "configure", "--dry-run"], stdout=full,
-                              stderr=subprocess.PIPE, text=True, env=env, timeout=30, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "pulpinit", "configure", "--dry-run"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=30,
+            check=False,
+        )
     assert done.returncode == 70, done.stderr
     assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
 

@@ -483,6 +483,7 @@ def added_lines_or_updates(old: str, new: str) -> list[tuple[str, str]]:
 
     Counted as multisets: a diff's alignment is ambiguous when a file repeats a line.
     """
+
     def key_of(line: str) -> str:
         return line.split(":", maxsplit=1)[0].split("=", maxsplit=1)[0].strip()
 
@@ -508,8 +509,10 @@ def edit(tmp_path: Path, text: str, items: list[Assignment]) -> tuple[str, tuple
 def test_crlf_files_get_crlf_lines(tmp_path: Path) -> None:
     text = "[database]\r\n# seeds: localhost:27017\r\nname: pulp\r\n"
     new, _ = edit(tmp_path, text, [FOUR[0], Assignment("tasks", "broker_url", "qpid://h/", "PULP_BROKER_URL")])
-    assert new == ("[database]\r\n# seeds: localhost:27017\r\nseeds: db:27017\r\nname: pulp\r\n"
-                   "\r\n[tasks]\r\nbroker_url: qpid://h/\r\n")
+    assert new == (
+        "[database]\r\n# seeds: localhost:27017\r\nseeds: db:27017\r\nname: pulp\r\n"
+        "\r\n[tasks]\r\nbroker_url: qpid://h/\r\n"
+    )
 
 
 def test_a_missing_final_newline_of_a_crlf_file_is_crlf(tmp_path: Path) -> None:
@@ -530,8 +533,10 @@ def test_a_value_starting_with_a_semicolon_is_refused_in_a_crlf_file(tmp_path: P
 def test_headers_with_comments_keys_with_blanks_and_rem_lines_are_edited_losslessly(tmp_path: Path) -> None:
     text = "[database] ; the database\n# seeds: localhost:27017\nmy key = 1\nrem an old comment\n\n[tasks]junk\n"
     new, _ = edit(tmp_path, text, [FOUR[0], Assignment("tasks", "login_method", "PLAIN", "X")])
-    assert new == ("[database] ; the database\n# seeds: localhost:27017\nseeds: db:27017\nmy key = 1\n"
-                   "rem an old comment\n\n[tasks]junk\nlogin_method: PLAIN\n")
+    assert new == (
+        "[database] ; the database\n# seeds: localhost:27017\nseeds: db:27017\nmy key = 1\n"
+        "rem an old comment\n\n[tasks]junk\nlogin_method: PLAIN\n"
+    )
     assert ServerConf.load(tmp_path / "server.conf").values()["database.my key"] == "1"
 
 
@@ -557,8 +562,10 @@ def test_updating_a_value_with_continuation_lines_removes_them(tmp_path: Path) -
 def test_a_new_line_never_splits_an_entry_from_its_continuation(tmp_path: Path) -> None:
     text = "[server]\nkey_url: /pulp/gpg\n# server_name: server_hostname\n  continued\n\n# prose\n"
     new, _ = edit(tmp_path, text, [FOUR[1]])
-    assert new == ("[server]\nkey_url: /pulp/gpg\n# server_name: server_hostname\n  continued\n"
-                   "server_name: pulp.example.com\n\n# prose\n")
+    assert new == (
+        "[server]\nkey_url: /pulp/gpg\n# server_name: server_hostname\n  continued\n"
+        "server_name: pulp.example.com\n\n# prose\n"
+    )
     values = ServerConf.load(tmp_path / "server.conf").values()
     assert values == {"server.key_url": "/pulp/gpg\ncontinued", "server.server_name": "pulp.example.com"}
 

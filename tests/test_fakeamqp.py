@@ -81,8 +81,9 @@ def test_stop_with_a_client_still_connected() -> None:
 @contextlib.contextmanager
 def fake_process(*args: str) -> Iterator[int]:
     """``python -m pulpinit.testing.fakeamqp --port 0 ARGS``: yields the port of its ``ready`` line, then SIGTERM."""
-    proc = subprocess.Popen([sys.executable, "-m", "pulpinit.testing.fakeamqp", "--port", "0", *args],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pulpinit.testing.fakeamqp", "--port", "0", *args], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None
         word, port = proc.stdout.readline().split()
@@ -122,16 +123,19 @@ def converse(port: int, *messages: bytes) -> bytes:
 def start_ok(mechanism: str, response: bytes | None) -> bytes:
     from pulpinit import amqp010
 
-    return amqp010.control_frame(amqp010.START_OK, {"client-properties": {}, "mechanism": mechanism,
-                                                    "response": response, "locale": "en_US"})
+    return amqp010.control_frame(
+        amqp010.START_OK, {"client-properties": {}, "mechanism": mechanism, "response": response, "locale": "en_US"}
+    )
 
 
 def test_amqp010_header_gets_the_header_and_connection_start() -> None:
     from pulpinit import amqp010
     from pulpinit.probe_net import Deadline, Reader
 
-    with FakeAmqpBroker(users={"alice": "s3cret"}) as broker, \
-            socket.create_connection(("127.0.0.1", broker.port), timeout=5) as sock:
+    with (
+        FakeAmqpBroker(users={"alice": "s3cret"}) as broker,
+        socket.create_connection(("127.0.0.1", broker.port), timeout=5) as sock,
+    ):
         sock.sendall(b"AMQP\x01\x01\x00\x0a")
         assert sock.recv(8) == b"AMQP\x01\x01\x00\x0a"
         start = amqp010.Framer(Reader(sock, Deadline(5, connected=True))).next_control("start")
@@ -145,11 +149,16 @@ def test_amqp010_credentials_are_verified() -> None:
     header = b"AMQP\x01\x01\x00\x0a"
     with FakeAmqpBroker(users={"alice": "s3cret"}) as broker:
         good = converse(broker.port, header, start_ok("PLAIN", b"\x00alice\x00s3cret"))
-        assert amqp010.control_frame(amqp010.TUNE, {"channel-max": 32767, "max-frame-size": 65535,
-                                                    "heartbeat-min": 0, "heartbeat-max": 120}) in good
+        assert (
+            amqp010.control_frame(
+                amqp010.TUNE, {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0, "heartbeat-max": 120}
+            )
+            in good
+        )
         bad = converse(broker.port, header, start_ok("PLAIN", b"\x00alice\x00wrong"))
-        assert bad.endswith(amqp010.control_frame(amqp010.CLOSE, {"reply-code": 320,
-                                                                  "reply-text": "Authentication failed"}))
+        assert bad.endswith(
+            amqp010.control_frame(amqp010.CLOSE, {"reply-code": 320, "reply-text": "Authentication failed"})
+        )
         # a mechanism that was not offered: the socket is closed without another word (the spec's rule)
         anonymous = converse(broker.port, header, start_ok("ANONYMOUS", None))
         assert good.startswith(anonymous) and anonymous.endswith(b"\x00\x05en_US")  # header + start, nothing more
@@ -164,7 +173,9 @@ def test_amqp010_without_users_is_auth_no() -> None:
         assert probe_broker(BrokerTarget(broker.url("anyone", "whatever"))).ok
         assert probe_broker(BrokerTarget(broker.url())).ok
     assert [(c.protocol, c.user, c.mech) for c in broker.connections] == [
-        ("AMQP 0-10", "anyone", "PLAIN"), ("AMQP 0-10", "anonymous", "ANONYMOUS")]
+        ("AMQP 0-10", "anyone", "PLAIN"),
+        ("AMQP 0-10", "anonymous", "ANONYMOUS"),
+    ]
 
 
 def test_other_headers_get_the_010_header_and_a_hang_up() -> None:

@@ -60,9 +60,7 @@ def test_crud_round_trip(db: Any, fake: FakeMongo) -> None:
     assert db.units.estimated_document_count() == 250
     assert db.units.count_documents({"kind": "rpm"}) == 125
     # more than one batch: find → getMore
-    assert [d["n"] for d in db.units.find({"n": {"$gte": 10}}, {"_id": 0}).sort("n", -1)] == list(
-        range(249, 9, -1)
-    )
+    assert [d["n"] for d in db.units.find({"n": {"$gte": 10}}, {"_id": 0}).sort("n", -1)] == list(range(249, 9, -1))
     assert fake.command_count("getMore") >= 1
     page = list(db.units.find({}, {"_id": 0, "n": 1}).sort("n", 1).skip(5).limit(3))
     assert page == [{"n": 5}, {"n": 6}, {"n": 7}]
@@ -206,8 +204,11 @@ def test_scram_good_and_bad_password() -> None:
             assert explicit.pulp_database.x.count_documents({}) == 1
             explicit.close()
 
-        for user, password, source in (("pulp", "wrong", "pulp_database"), ("pulp", "s3cret", "admin"),
-                                       ("nobody", "x", "pulp_database")):
+        for user, password, source in (
+            ("pulp", "wrong", "pulp_database"),
+            ("pulp", "s3cret", "admin"),
+            ("nobody", "x", "pulp_database"),
+        ):
             bad = client_for(fake, username=user, password=password, authSource=source)
             with pytest.raises(OperationFailure) as info:
                 bad.pulp_database.x.find_one()
@@ -277,8 +278,7 @@ def test_local_time_honours_clock_offset(fake: FakeMongo, db: Any) -> None:
     db.leases.insert_one({"_id": "l", "expires_at": datetime.datetime.now(UTC) + datetime.timedelta(minutes=30)})
     assert db.leases.count_documents({"$expr": {"$lt": ["$expires_at", "$$NOW"]}}) == 1
     fake.clock_offset_s = -120
-    assert abs((db.command("serverStatus")["localTime"].replace(tzinfo=UTC) - expected).total_seconds()
-               + 3720) < 2
+    assert abs((db.command("serverStatus")["localTime"].replace(tzinfo=UTC) - expected).total_seconds() + 3720) < 2
     local = db.command("isMaster")["localTime"].replace(tzinfo=UTC)
     assert abs((local - datetime.datetime.now(UTC)).total_seconds() - -120) < 2
 
@@ -305,8 +305,11 @@ def test_unacknowledged_writes_use_more_to_come(fake: FakeMongo, db: Any) -> Non
 
 @pytest.mark.parametrize(
     "junk",
-    [b"GET / HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x02\x00" + b"\x01" * 200,
-     struct.pack("<iiii", 30, 1, 0, 2013) + b"\x00" * 5 + b"\xff" * 9],
+    [
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x02\x00" + b"\x01" * 200,
+        struct.pack("<iiii", 30, 1, 0, 2013) + b"\x00" * 5 + b"\xff" * 9,
+    ],
 )
 def test_garbage_is_dropped_and_the_server_keeps_serving(fake: FakeMongo, db: Any, junk: bytes) -> None:
     with socket.create_connection(fake.address, timeout=2) as sock:
@@ -339,8 +342,19 @@ def test_stop_drops_connections_and_restart_keeps_data(fake: FakeMongo) -> None:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(values=st.lists(st.one_of(st.integers(-(2**62), 2**62), st.text(max_size=30)), max_size=60))
 # regression: this insert is a 790-byte message (0x316), whose header starts like a TLS record (16 03)
-@example(values=[0] * 9 + ["", "", "\x80", "\x80\x80", "0\x80\x80", "0\x80\x80", "0\x80\u0800\U00010000",
-                          "000\x80\x80\x80\x80\x80\U00010000"])
+@example(
+    values=[0] * 9
+    + [
+        "",
+        "",
+        "\x80",
+        "\x80\x80",
+        "0\x80\x80",
+        "0\x80\x80",
+        "0\x80\u0800\U00010000",
+        "000\x80\x80\x80\x80\x80\U00010000",
+    ]
+)
 def test_documents_survive_the_wire(db: Any, values: list[int | str]) -> None:
     db.drop_collection("prop")
     if values:
@@ -354,9 +368,24 @@ def test_documents_survive_the_wire(db: Any, values: list[int | str]) -> None:
 def test_entry_point_serves_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pulpinit.testing.fakemongo", "--port", "0", "--replica-set", "rs0",
-         "--user", "pulp_database:pulp:pa:ss", "--clock-offset", "-30", "--wire-version", "13"],
-        stdout=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "pulpinit.testing.fakemongo",
+            "--port",
+            "0",
+            "--replica-set",
+            "rs0",
+            "--user",
+            "pulp_database:pulp:pa:ss",
+            "--clock-offset",
+            "-30",
+            "--wire-version",
+            "13",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None

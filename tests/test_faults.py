@@ -92,8 +92,10 @@ def test_reset_mid_handshake_after_some_bytes() -> None:
 
 
 def test_slow_first_answer_only(echo: EchoServer) -> None:
-    with Proxy(("127.0.0.1", echo.port), first_answer_delay=0.2) as slow, \
-            socket.create_connection(("127.0.0.1", slow.port), timeout=2) as sock:
+    with (
+        Proxy(("127.0.0.1", echo.port), first_answer_delay=0.2) as slow,
+        socket.create_connection(("127.0.0.1", slow.port), timeout=2) as sock,
+    ):
         started = time.monotonic()
         sock.sendall(b"one")
         assert sock.recv(16) == b"one"
@@ -181,8 +183,10 @@ def test_tls_server_completes_handshakes_and_refuses_plain_bytes(tmp_path: Path)
     pki = make_pki(tmp_path)
     ctx = ssl.create_default_context(cafile=str(pki.ca))
     with TlsServer(str(pki.ip), answer=b"pong") as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=2) as raw, \
-                ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        with (
+            socket.create_connection(("127.0.0.1", server.port), timeout=2) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+        ):
             sock.sendall(b"ping")
             assert sock.recv(4) == b"pong"
         assert server.handshakes == 1

@@ -35,7 +35,7 @@ def test_base_image_deletes_every_key_after_the_last_install():
     final = stages((ROOT / "Dockerfile.base").read_text())[-1]
     runs = [args for word, args in final if word == "RUN"]
     last_install = max(i for i, run in enumerate(runs) if "yum install" in run)
-    after = runs[last_install + 1:]
+    after = runs[last_install + 1 :]
     deleted = [path for run in after for path in removed_paths(run)]
     for spec in KEY_FILES.values():
         assert any(fnmatch.fnmatch(spec.default_path, pattern) for pattern in deleted), spec.default_path

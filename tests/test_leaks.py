@@ -35,8 +35,12 @@ from pulpinit.testing.fakemongo import FakeMongo
 
 SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
 COMMANDS = (["settings"], ["settings", "--json"], ["configure", "--dry-run"], ["beat", "--dry-run"], ["configure"])
-BASE = {"PULPINIT_LOG_FORMAT": "json", "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5", "PULPINIT_LOG_LEVEL": "debug",
-        "PULPINIT_USER": "nobody"}
+BASE = {
+    "PULPINIT_LOG_FORMAT": "json",
+    "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5",
+    "PULPINIT_LOG_LEVEL": "debug",
+    "PULPINIT_USER": "nobody",
+}
 
 
 @pytest.fixture
@@ -69,8 +73,9 @@ def run_process(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[in
     if not conf.exists():
         shutil.copy(SAMPLE, conf)
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **BASE, "PULPINIT_CONFIG": str(conf), **env}
-    done = subprocess.run([sys.executable, "-m", "pulpinit", *argv], env=environ, capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pulpinit", *argv], env=environ, capture_output=True, text=True, timeout=60, check=False
+    )
     return done.returncode, done.stdout + done.stderr
 
 
@@ -144,8 +149,10 @@ def test_key_url_is_no_secret_but_a_url_with_a_password_is(workdir: Path) -> Non
 
 @pytest.fixture(scope="module")
 def services() -> Iterator[tuple[FakeMongo, FakeAmqpBroker]]:
-    with FakeMongo(users={("pulp_database", "pulp"): "SEKmongoRET"}) as mongo, \
-            FakeAmqpBroker(users={"pulp": "SEKbrokerRET"}) as broker:
+    with (
+        FakeMongo(users={("pulp_database", "pulp"): "SEKmongoRET"}) as mongo,
+        FakeAmqpBroker(users={"pulp": "SEKbrokerRET"}) as broker,
+    ):
         yield mongo, broker
 
 
@@ -154,10 +161,13 @@ def live_env(services, workdir: Path) -> dict[str, str]:
     mongo, broker = services
     (workdir / "db-password").write_text("SEKmongoRET\n")
     return {
-        "PULP_DB_SEEDS": mongo.hostport, "PULP_DB_USERNAME": "pulp",
+        "PULP_DB_SEEDS": mongo.hostport,
+        "PULP_DB_USERNAME": "pulp",
         "PULP_DB_PASSWORD_FILE": str(workdir / "db-password"),
-        "PULP_BROKER_URL": broker.url("pulp", "SEKbrokerRET"), "PULPINIT_MIGRATION_WAIT": "false",
-        "PULP_CONF__SERVER__DEFAULT_PASSWORD": "SEKadminRET", "PULPINIT_CELERY": "/bin/true",
+        "PULP_BROKER_URL": broker.url("pulp", "SEKbrokerRET"),
+        "PULPINIT_MIGRATION_WAIT": "false",
+        "PULP_CONF__SERVER__DEFAULT_PASSWORD": "SEKadminRET",
+        "PULPINIT_CELERY": "/bin/true",
         "PULPINIT_CELERY_ARGS": "--broker=amqp://x:SEKargsRET@h//",
     }
 
@@ -184,8 +194,12 @@ def test_consumed_secret_variables_do_not_reach_the_child(live_env, workdir: Pat
     code, output = run_process(argv, env, workdir)
     assert code == 0, output[-1000:]
     child = child_environment(output)
-    for name in ("PULP_DB_PASSWORD_FILE", "PULP_BROKER_URL", "PULP_CONF__SERVER__DEFAULT_PASSWORD",
-                 "MSG_SERVICE_PASSWORD"):
+    for name in (
+        "PULP_DB_PASSWORD_FILE",
+        "PULP_BROKER_URL",
+        "PULP_CONF__SERVER__DEFAULT_PASSWORD",
+        "MSG_SERVICE_PASSWORD",
+    ):
         assert name not in child
     assert child["PULP_DB_SEEDS"] == live_env["PULP_DB_SEEDS"] and child["PULP_CONF__X__PLAIN"] == "visible"
     assert child["PULP_DB_USERNAME"] == "pulp"  # a user name is no secret
@@ -218,18 +232,23 @@ PLACEMENTS: dict[str, Placement] = {
     "PULP_DB_PASSWORD_FILE": lambda s, t: ({"PULP_DB_PASSWORD_FILE": _file(s, t)}, []),
     "PULP_BROKER_URL raw": lambda s, t: ({"PULP_BROKER_URL": f"qpid://pulp:{s}@10.0.0.1:5672/"}, []),
     "PULP_BROKER_URL encoded": lambda s, t: (
-        {"PULP_BROKER_URL": f"qpid://pulp:{urllib.parse.quote(s, safe='')}@10.0.0.1:5672/"}, []),
-    "PULP_BROKER_URL_FILE": lambda s, t: (
-        {"PULP_BROKER_URL_FILE": _file(f"amqp://pulp:{s}@10.0.0.1//", t)}, []),
+        {"PULP_BROKER_URL": f"qpid://pulp:{urllib.parse.quote(s, safe='')}@10.0.0.1:5672/"},
+        [],
+    ),
+    "PULP_BROKER_URL_FILE": lambda s, t: ({"PULP_BROKER_URL_FILE": _file(f"amqp://pulp:{s}@10.0.0.1//", t)}, []),
     "PULP_MESSAGING_URL raw": lambda s, t: ({"PULP_MESSAGING_URL": f"tcp://pulp:{s}@10.0.0.1:5672"}, []),
     "PULP_BROKER_PASSWORD": lambda s, t: ({"MSG_SERVICE_HOST": "10.0.0.1", "PULP_BROKER_PASSWORD": s}, []),
     "MSG_SERVICE_PASSWORD": lambda s, t: ({"MSG_SERVICE_HOST": "10.0.0.1", "MSG_SERVICE_PASSWORD": s}, []),
     "MSG_SERVICE_PASSWORD_FILE": lambda s, t: (
-        {"MSG_SERVICE_HOST": "10.0.0.1", "MSG_SERVICE_PASSWORD_FILE": _file(s, t)}, []),
+        {"MSG_SERVICE_HOST": "10.0.0.1", "MSG_SERVICE_PASSWORD_FILE": _file(s, t)},
+        [],
+    ),
     "PULP_CONF__ password": lambda s, t: ({"PULP_CONF__SERVER__DEFAULT_PASSWORD": s}, []),
     "PULP_CONF__ url": lambda s, t: ({"PULP_CONF__PULPINIT__BACKUP_URL": f"amqp://pulp:{s}@10.0.0.2//"}, []),
     "PULPINIT_CELERY_ARGS": lambda s, t: (
-        {"PULPINIT_CELERY_ARGS": "-l INFO " + shlex.quote(f"--broker=amqp://pulp:{s}@10.0.0.3//")}, []),
+        {"PULPINIT_CELERY_ARGS": "-l INFO " + shlex.quote(f"--broker=amqp://pulp:{s}@10.0.0.3//")},
+        [],
+    ),
     "argv after --": lambda s, t: ({}, [f"--broker=amqp://pulp:{s}@10.0.0.3//"]),
     "server.conf password": _conf_password,
 }
@@ -255,8 +274,9 @@ def check_no_leak(secret: str, markers: tuple[str, ...], placement: str, argv: l
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(marked_secrets(), st.sampled_from(sorted(PLACEMENTS)), st.sampled_from(COMMANDS))
-def test_no_random_secret_leaks_whatever_the_exit_code(marked: tuple[str, tuple[str, ...]], placement: str,
-                                                         argv: list[str]) -> None:
+def test_no_random_secret_leaks_whatever_the_exit_code(
+    marked: tuple[str, tuple[str, ...]], placement: str, argv: list[str]
+) -> None:
     secret, markers = marked
     check_no_leak(secret, markers, placement, argv)
 

@@ -85,19 +85,21 @@ def workdir() -> Iterator[Path]:
 def environment(workdir: Path, peer: MongoPeer | FakeMongo, broker: FakeAmqpBroker, **extra: str) -> dict[str, str]:
     peer = MongoPeer.of_fake(peer) if isinstance(peer, FakeMongo) else peer
     env = environ_without_pulp()
-    env.update({
-        "PULPINIT_CONFIG": str(workdir / "server.conf"),
-        "PULPINIT_LOG_FORMAT": "json",
-        **peer.env(),
-        "PULP_BROKER_URL": broker.url(),
-        "PULPINIT_MANAGE_DB": str(workdir / "pulp-manage-db"),
-        "PULPINIT_USER": "nobody",
-        "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5-1",
-        "PULPINIT_WAIT_TIMEOUT": "20",
-        "PULPINIT_MIGRATION_TIMEOUT": "30",
-        "STANDIN_SECONDS": "0.3",
-        **extra,
-    })
+    env.update(
+        {
+            "PULPINIT_CONFIG": str(workdir / "server.conf"),
+            "PULPINIT_LOG_FORMAT": "json",
+            **peer.env(),
+            "PULP_BROKER_URL": broker.url(),
+            "PULPINIT_MANAGE_DB": str(workdir / "pulp-manage-db"),
+            "PULPINIT_USER": "nobody",
+            "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5-1",
+            "PULPINIT_WAIT_TIMEOUT": "20",
+            "PULPINIT_MIGRATION_TIMEOUT": "30",
+            "STANDIN_SECONDS": "0.3",
+            **extra,
+        }
+    )
     return env
 
 
@@ -107,8 +109,9 @@ def short_lease(lease: float = 2.0, stop: float = 0.3) -> dict[str, str]:
 
 
 def pulpinit(env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pulpinit", *argv], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pulpinit", *argv], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> tuple[int, str]:
@@ -161,8 +164,9 @@ def test_twelve_concurrent_migrates_run_manage_db_once(workdir, peer, broker):
     assert runs[0].uid == pwd_uid("nobody") or not ROOT
     assert any("Applying pulp.server.db.migrations" in err for _, err in results)
     assert sum("migration.skipped" in err for _, err in results) == 11
-    owners = {json.loads(line)["owner"] for _, err in results for line in err.splitlines()
-              if '"migration.start"' in line}
+    owners = {
+        json.loads(line)["owner"] for _, err in results for line in err.splitlines() if '"migration.start"' in line
+    }
     assert len(owners) == 1 and doc["owner"] in owners
 
 
@@ -209,8 +213,10 @@ def test_killed_holder_takes_its_run_along_and_is_replaced_after_the_lease(workd
     assert runs[0].ended is None  # killed: it never finished
     assert_no_overlap(runs)
     assert state(peer)["status"] == "done" and state(peer)["owner"] != owner
-    print(f"\n[figure] {peer.kind}: lease {lease:g} s: run of the SIGKILLed holder gone after {orphan_s:.3f} s, "
-          f"takeover run started {takeover_s:.2f} s after the kill")
+    print(
+        f"\n[figure] {peer.kind}: lease {lease:g} s: run of the SIGKILLed holder gone after {orphan_s:.3f} s, "
+        f"takeover run started {takeover_s:.2f} s after the kill"
+    )
 
 
 @pytest.mark.slow
@@ -252,8 +258,10 @@ def test_paused_holder_kills_its_run_on_resume_exits_70_and_the_other_completes(
     runs = starts(workdir)
     assert len(runs) == 2 and runs[0].pid == paused.pid and runs[0].ended is None and runs[1].code == 0
     assert runs[1].overlapped  # the frozen run was alive (not running) meanwhile: the documented limit
-    print(f"\n[figure] {peer.kind}: lease {lease:g} s, paused {2 * lease:g} s: resumed holder's run killed "
-          f"{kill_s:.3f} s after SIGCONT")
+    print(
+        f"\n[figure] {peer.kind}: lease {lease:g} s, paused {2 * lease:g} s: resumed holder's run killed "
+        f"{kill_s:.3f} s after SIGCONT"
+    )
 
 
 @pytest.mark.slow
@@ -270,8 +278,10 @@ def test_renewal_that_finds_another_owner_stops_the_run_at_once(workdir, peer, b
         docs = client[peer.database][COLLECTION]
         far = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) + dt.timedelta(hours=1)
         docs.update_one({"_id": LOCK_ID}, {"$set": {"owner": "usurper:1:feedbeef0000", "expires_at": far}})
-        docs.replace_one({"_id": STATE_ID}, {"_id": STATE_ID, "fingerprint": "2.21.5-1", "status": "running",
-                                             "owner": "usurper:1:feedbeef0000"})
+        docs.replace_one(
+            {"_id": STATE_ID},
+            {"_id": STATE_ID, "fingerprint": "2.21.5-1", "status": "running", "owner": "usurper:1:feedbeef0000"},
+        )
         taken_at = time.monotonic()
     wait_for(lambda: gone(run.pid), timeout=lease / 3 + 1.5, what="the run killed at the next renewal")
     stop_s = time.monotonic() - taken_at
@@ -290,8 +300,11 @@ def test_mongodb_gone_for_8_s_during_the_wait_and_the_run_is_waited_out(workdir,
     target = ("127.0.0.1", int(peer.hostport.rsplit(":", 1)[1]))
     with Proxy(target) as proxy:
         proxied = MongoPeer(peer.kind, f"127.0.0.1:{proxy.port}", peer.database)
-        knobs = {"PULPINIT_LEASE_SECONDS": "20", "PULPINIT_MANAGE_DB_STOP_TIMEOUT": "1",
-                 "PULPINIT_WAIT_LOG_INTERVAL": "1"}
+        knobs = {
+            "PULPINIT_LEASE_SECONDS": "20",
+            "PULPINIT_MANAGE_DB_STOP_TIMEOUT": "1",
+            "PULPINIT_WAIT_LOG_INTERVAL": "1",
+        }
         holder = Pulpinit(environment(workdir, proxied, broker, STANDIN_SECONDS="3", **knobs), "migrate")
         wait_for(lambda: len(starts(workdir)) == 1, what="the run started")
         waiter = Pulpinit(environment(workdir, proxied, broker, **knobs), "run", "--", "/bin/true")
@@ -316,14 +329,16 @@ def test_a_read_only_user_is_not_authorized(workdir, broker, request, kind):
         peer = MongoPeer("secantus", server.hostport, "pulp_database")
         fake = None
     else:
-        fake = FakeMongo(users={("pulp_database", "pulp"): "secret"},
-                         read_only_users={("pulp_database", "reader"): "secret"}).start()
+        fake = FakeMongo(
+            users={("pulp_database", "pulp"): "secret"}, read_only_users={("pulp_database", "reader"): "secret"}
+        ).start()
         request.addfinalizer(fake.stop)
         peer = MongoPeer.of_fake(fake)
     writer = environment(workdir, peer, broker, PULP_DB_USERNAME="pulp", PULP_DB_PASSWORD="secret")
     reader = environment(workdir, peer, broker, PULP_DB_USERNAME="reader", PULP_DB_PASSWORD="secret")
-    with pymongo.MongoClient(peer.uri, username="pulp", password="secret", authSource="pulp_database",
-                             serverSelectionTimeoutMS=5000) as client:
+    with pymongo.MongoClient(
+        peer.uri, username="pulp", password="secret", authSource="pulp_database", serverSelectionTimeoutMS=5000
+    ) as client:
         client.pulp_database.repos.replace_one({"_id": "zoo"}, {"_id": "zoo", "n": 1}, upsert=True)
         before = (sorted(client.pulp_database.list_collection_names()), list(client.pulp_database.repos.find()))
     denied = pulpinit_run(reader, "check-deps", "--json")
@@ -333,8 +348,9 @@ def test_a_read_only_user_is_not_authorized(workdir, broker, request, kind):
     assert "readWrite" in mongo_check["hint"] and "secret" not in denied.stdout + denied.stderr
     ok = json.loads(pulpinit_run(writer, "check-deps", "--json").stdout)
     assert all(c["ok"] for c in ok["checks"]), ok
-    with pymongo.MongoClient(peer.uri, username="pulp", password="secret", authSource="pulp_database",
-                             serverSelectionTimeoutMS=5000) as client:
+    with pymongo.MongoClient(
+        peer.uri, username="pulp", password="secret", authSource="pulp_database", serverSelectionTimeoutMS=5000
+    ) as client:
         after = (sorted(client.pulp_database.list_collection_names()), list(client.pulp_database.repos.find()))
     assert after == before  # the write check changed nothing
     started = time.monotonic()
@@ -348,25 +364,36 @@ def test_a_read_only_user_is_not_authorized(workdir, broker, request, kind):
 
 
 def pulpinit_run(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pulpinit", *argv], env=env, text=True, capture_output=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pulpinit", *argv], env=env, text=True, capture_output=True, timeout=60, check=False
+    )
 
 
 #: Every command the migrate stage sends, and what one injected failure of each must give.
 COMMANDS = ("hello", "find", "findAndModify", "update")
 
 
-CASES = {"closeConnection": ({"closeConnection": True}, 0),  # a dropped connection: retried, then fine
-         "ShutdownInProgress": ({"errorCode": 91}, 0),  # a server going away: transient, retried
-         "BadValue": ({"errorCode": 2}, 70)}  # permanent: one line, exit 70
+CASES = {
+    "closeConnection": ({"closeConnection": True}, 0),  # a dropped connection: retried, then fine
+    "ShutdownInProgress": ({"errorCode": 91}, 0),  # a server going away: transient, retried
+    "BadValue": ({"errorCode": 2}, 70),
+}  # permanent: one line, exit 70
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("command", "case"), [
-    *((command, CASES[name]) for command in COMMANDS for name in ("closeConnection", "BadValue")),
-    ("findAndModify", CASES["ShutdownInProgress"]), ("update", CASES["ShutdownInProgress"]),
-], ids=[*(f"{name}-{command}" for command in COMMANDS for name in ("closeConnection", "BadValue")),
-        "ShutdownInProgress-findAndModify", "ShutdownInProgress-update"])
+@pytest.mark.parametrize(
+    ("command", "case"),
+    [
+        *((command, CASES[name]) for command in COMMANDS for name in ("closeConnection", "BadValue")),
+        ("findAndModify", CASES["ShutdownInProgress"]),
+        ("update", CASES["ShutdownInProgress"]),
+    ],
+    ids=[
+        *(f"{name}-{command}" for command in COMMANDS for name in ("closeConnection", "BadValue")),
+        "ShutdownInProgress-findAndModify",
+        "ShutdownInProgress-update",
+    ],
+)
 def test_fail_command_on_each_migrate_command(workdir, broker, secantus, command, case):
     """SecantusDB's failCommand, aimed at the migrate stage's connections (appName): a documented
     exit code and at most one error line, never a traceback."""
@@ -395,12 +422,16 @@ def assert_fail_point_spent(secantus, command: str) -> None:
     """The armed failure hit pulpinit, not nobody: the same command from its appName now passes."""
     from pulpinit.migration import APPNAME
 
-    with pymongo.MongoClient(secantus.uri, appname=APPNAME, serverSelectionTimeoutMS=3000, retryReads=False,
-                             retryWrites=False) as client:
+    with pymongo.MongoClient(
+        secantus.uri, appname=APPNAME, serverSelectionTimeoutMS=3000, retryReads=False, retryWrites=False
+    ) as client:
         scratch = client["failpoint_check"]["scratch"]
-        {"hello": lambda: client.admin.command("hello"), "find": lambda: scratch.find_one({}),
-         "findAndModify": lambda: scratch.find_one_and_update({"_id": 1}, {"$set": {"a": 1}}),
-         "update": lambda: scratch.update_one({"_id": 1}, {"$set": {"a": 1}})}[command]()
+        {
+            "hello": lambda: client.admin.command("hello"),
+            "find": lambda: scratch.find_one({}),
+            "findAndModify": lambda: scratch.find_one_and_update({"_id": 1}, {"$set": {"a": 1}}),
+            "update": lambda: scratch.update_one({"_id": 1}, {"$set": {"a": 1}}),
+        }[command]()
 
 
 @pytest.mark.slow
@@ -436,9 +467,14 @@ def test_second_start_skips_and_new_fingerprint_migrates_again(workdir, mongo, b
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("exit_code", "words"), [
-    (70, "workers still heartbeat"), (65, "database is newer than this image"), (3, "exited with 3"),
-])
+@pytest.mark.parametrize(
+    ("exit_code", "words"),
+    [
+        (70, "workers still heartbeat"),
+        (65, "database is newer than this image"),
+        (3, "exited with 3"),
+    ],
+)
 def test_failure_is_recorded_lock_released_exit_70(workdir, mongo, broker, exit_code, words):
     env = environment(workdir, mongo, broker, STANDIN_EXIT=str(exit_code))
     code, err = finish(pulpinit(env, "migrate"))
@@ -455,10 +491,14 @@ def test_failure_is_recorded_lock_released_exit_70(workdir, mongo, broker, exit_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", [
-    ({"PULPINIT_MANAGE_DB": "/nonexistent/pulp-manage-db"}, 127, "not found"),
-    ({"PULPINIT_USER": "no-such-user-pulpinit"}, 78, "no-such-user-pulpinit"),
-], ids=["command-missing", "user-unknown"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ({"PULPINIT_MANAGE_DB": "/nonexistent/pulp-manage-db"}, 127, "not found"),
+        ({"PULPINIT_USER": "no-such-user-pulpinit"}, 78, "no-such-user-pulpinit"),
+    ],
+    ids=["command-missing", "user-unknown"],
+)
 def test_a_run_that_cannot_start_leaves_the_state_alone(workdir, mongo, broker, case):
     knobs, expected, words = case
     if "PULPINIT_USER" in knobs and not ROOT:
@@ -494,8 +534,14 @@ def test_waiting_roles_wait_past_the_timeout_while_the_holder_renews(workdir, mo
     env = environment(workdir, mongo, broker, STANDIN_SECONDS="3", **short_lease(1.5, stop=0.3))
     holder = pulpinit(env, "migrate")
     wait_for(lambda: len(starts(workdir)) == 1, what="the run started")
-    waiting = environment(workdir, mongo, broker, PULPINIT_MIGRATION_TIMEOUT="1", PULPINIT_WAIT_LOG_INTERVAL="1",
-                          **short_lease(1.5, stop=0.3))
+    waiting = environment(
+        workdir,
+        mongo,
+        broker,
+        PULPINIT_MIGRATION_TIMEOUT="1",
+        PULPINIT_WAIT_LOG_INTERVAL="1",
+        **short_lease(1.5, stop=0.3),
+    )
     code, err = finish(pulpinit(waiting, "run", "--", "/bin/true"))
     assert finish(holder)[0] == 0
     assert code == 0, err[-2000:]
@@ -553,8 +599,10 @@ def test_owners_are_unique_per_process_and_readable():
 
     code = "from pulpinit.migration import owner_name; print(owner_name({'HOSTNAME': 'pulp-0'}))"
     env = {**os.environ, "HOSTNAME": "pulp-0"}
-    others = {subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                             check=True).stdout.strip() for _ in range(2)}
+    others = {
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+        for _ in range(2)
+    }
     mine = owner_name({"HOSTNAME": "pulp-0"})
     assert len(others | {mine}) == 3
     for owner in others | {mine}:
@@ -580,11 +628,20 @@ def test_a_replica_with_a_skewed_clock_respects_the_lease(workdir, mongo, broker
     env = environment(workdir, mongo, broker, STANDIN_SECONDS="3", PULPINIT_LEASE_SECONDS="60")
     holder = pulpinit(env, "migrate")
     wait_for(lambda: len(starts(workdir)) == 1)
-    skewed = subprocess.run(["faketime", "-f", "+2h", sys.executable, "-c", "import time; print(time.time())"],
-                            capture_output=True, text=True, check=True)
+    skewed = subprocess.run(
+        ["faketime", "-f", "+2h", sys.executable, "-c", "import time; print(time.time())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert float(skewed.stdout) - time.time() > 7000  # faketime really moves this process's clock
-    ahead = subprocess.Popen(["faketime", "-f", "+2h", sys.executable, "-m", "pulpinit", "migrate"], env=env,
-                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ahead = subprocess.Popen(
+        ["faketime", "-f", "+2h", sys.executable, "-m", "pulpinit", "migrate"],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert finish(holder)[0] == 0
     code, err = finish(ahead)
     assert code == 0, err[-2000:]
@@ -640,7 +697,7 @@ def test_fingerprint_from_the_rpm_database(tmp_path: Path):
     from pulpinit.migration import fingerprint
 
     rpm = tmp_path / "rpm"
-    rpm.write_text("#!/bin/sh\necho \"$@\" > \"$0.args\"\nprintf '%s\\n' $PACKAGES\n")
+    rpm.write_text('#!/bin/sh\necho "$@" > "$0.args"\nprintf \'%s\\n\' $PACKAGES\n')
     rpm.chmod(0o755)
     toolkit = toolkit_from_environ({})
     os.environ["PACKAGES"] = "pulp-server-2.21.5-1.el7 pulp-rpm-plugins-2.21.5-1.el7"
@@ -665,9 +722,24 @@ def tether(*argv: str, parent: int | None = None) -> tuple[int, str]:
     """Run pulpinit.tether; returns (exit code, what it wrote to its status pipe)."""
     read, write = os.pipe()
     try:
-        done = subprocess.run([sys.executable, "-m", "pulpinit.tether", "--parent", str(parent or os.getpid()),
-                               "--status-fd", str(write), "--", *argv], pass_fds=(write,), capture_output=True,
-                              text=True, timeout=30, check=False)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pulpinit.tether",
+                "--parent",
+                str(parent or os.getpid()),
+                "--status-fd",
+                str(write),
+                "--",
+                *argv,
+            ],
+            pass_fds=(write,),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     finally:
         os.close(write)
     with os.fdopen(read) as status:
@@ -691,10 +763,25 @@ def test_tether_sets_the_parent_death_signal_after_the_privilege_drop():
     """PR_GET_PDEATHSIG (2) in the exec'ed command: set, and kept past the drop to `nobody`."""
     argv = [sys.executable, "-m", "pulpinit.tether", *(["--user", "nobody"] if ROOT else [])]
     read, write = os.pipe()
-    done = subprocess.run([*argv, "--parent", str(os.getpid()), "--status-fd", str(write), "--",
-                           "/usr/bin/python3", "-c", "import ctypes, os; libc = ctypes.CDLL(None); "
-                           "sig = ctypes.c_int(); libc.prctl(2, ctypes.byref(sig)); print(sig.value, os.getuid())"],
-                          pass_fds=(write,), capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [
+            *argv,
+            "--parent",
+            str(os.getpid()),
+            "--status-fd",
+            str(write),
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            "import ctypes, os; libc = ctypes.CDLL(None); "
+            "sig = ctypes.c_int(); libc.prctl(2, ctypes.byref(sig)); print(sig.value, os.getuid())",
+        ],
+        pass_fds=(write,),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     os.close(write)
     os.close(read)
     assert done.returncode == 0, done.stderr
@@ -704,9 +791,12 @@ def test_tether_sets_the_parent_death_signal_after_the_privilege_drop():
 
 
 def test_the_fake_knows_read_only_users():
-    with FakeMongo(read_only_users={("pulp_database", "reader"): "secret"}) as fake, \
-            pymongo.MongoClient(fake.uri, username="reader", password="secret", authSource="pulp_database",
-                                serverSelectionTimeoutMS=2000) as client:
+    with (
+        FakeMongo(read_only_users={("pulp_database", "reader"): "secret"}) as fake,
+        pymongo.MongoClient(
+            fake.uri, username="reader", password="secret", authSource="pulp_database", serverSelectionTimeoutMS=2000
+        ) as client,
+    ):
         assert client.pulp_database.repos.find_one({}) is None
         with pytest.raises(pymongo.errors.OperationFailure, match=r"action: insert") as denied:
             client.pulp_database.repos.insert_one({"_id": 1})
@@ -727,8 +817,14 @@ def test_the_deadline_counts_only_time_without_a_live_holder():
     now = [0.0]
     toolkit = toolkit_from_environ({"PULPINIT_MIGRATION_TIMEOUT": "10", "PULPINIT_MIGRATION_FINGERPRINT": "x"})
     ctx = SimpleNamespace(toolkit=toolkit, environ={"HOSTNAME": "t"}, fingerprint=None)
-    migrator = Migrator(ctx, None, lambda: None, sleep=lambda s: now.__setitem__(0, now[0] + s),
-                        clock=lambda: now[0], target=MongoTarget(seeds=(("127.0.0.1", 1),)))
+    migrator = Migrator(
+        ctx,
+        None,
+        lambda: None,
+        sleep=lambda s: now.__setitem__(0, now[0] + s),
+        clock=lambda: now[0],
+        target=MongoTarget(seeds=(("127.0.0.1", 1),)),
+    )
     seen: list[tuple[float, float]] = []
 
     def step(deadline: float) -> Progress:

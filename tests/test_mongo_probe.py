@@ -97,8 +97,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 def test_tls_up_with_client_certificate_in_separate_files(pki: Pki) -> None:
     with FakeMongo(tls_certfile=str(pki.ip), tls_client_ca=str(pki.ca), users=USERS) as fake:
-        target = target_for(fake, ssl=True, ca_path=str(pki.ca), ssl_certfile=str(pki.client_cert),
-                            ssl_keyfile=str(pki.client_key), username="pulp", password=PASSWORD)
+        target = target_for(
+            fake,
+            ssl=True,
+            ca_path=str(pki.ca),
+            ssl_certfile=str(pki.client_cert),
+            ssl_keyfile=str(pki.client_key),
+            username="pulp",
+            password=PASSWORD,
+        )
         result = probe_mongodb(target)
         assert result.ok, result
         no_client_cert = probe_mongodb(target_for(fake, ssl=True, ca_path=str(pki.ca)))
@@ -106,14 +113,17 @@ def test_tls_up_with_client_certificate_in_separate_files(pki: Pki) -> None:
         assert "client certificate" in (no_client_cert.error or "")
 
 
-@pytest.mark.parametrize(("cert", "host", "failure", "words"), [
-    ("ip", "127.0.0.1", None, ""),  # a Service IP in an IP subjectAltName
-    ("dns", "localhost", None, ""),  # /etc/hosts: no DNS query leaves the machine
-    ("dns", "127.0.0.1", Failure.TLS, "IP address mismatch"),
-    ("wrong", "127.0.0.1", Failure.TLS, "IP address mismatch"),
-    ("foreign", "127.0.0.1", Failure.TLS, "unable to get local issuer certificate"),
-    ("expired", "127.0.0.1", Failure.TLS, "certificate has expired"),
-])
+@pytest.mark.parametrize(
+    ("cert", "host", "failure", "words"),
+    [
+        ("ip", "127.0.0.1", None, ""),  # a Service IP in an IP subjectAltName
+        ("dns", "localhost", None, ""),  # /etc/hosts: no DNS query leaves the machine
+        ("dns", "127.0.0.1", Failure.TLS, "IP address mismatch"),
+        ("wrong", "127.0.0.1", Failure.TLS, "IP address mismatch"),
+        ("foreign", "127.0.0.1", Failure.TLS, "unable to get local issuer certificate"),
+        ("expired", "127.0.0.1", Failure.TLS, "certificate has expired"),
+    ],
+)
 def test_tls_server_certificates(pki: Pki, cert: str, host: str, failure: Failure | None, words: str) -> None:
     with FakeMongo(tls_certfile=str(getattr(pki, cert))) as fake:
         result = probe_mongodb(target_for((host, fake.port), ssl=True, ca_path=str(pki.ca)))
@@ -122,8 +132,7 @@ def test_tls_server_certificates(pki: Pki, cert: str, host: str, failure: Failur
         else:
             _check(result, failure)
             assert words in (result.error or "")
-            assert probe_mongodb(target_for((host, fake.port), ssl=True, ca_path=str(pki.ca),
-                                            verify_ssl=False)).ok
+            assert probe_mongodb(target_for((host, fake.port), ssl=True, ca_path=str(pki.ca), verify_ssl=False)).ok
 
 
 def test_plain_client_at_a_tls_port(pki: Pki) -> None:
@@ -139,12 +148,15 @@ def test_tls_client_at_a_plain_port(fake: FakeMongo, pki: Pki) -> None:
     assert "does not speak TLS" in (result.error or "") and result.latency_ms < 500  # not the 3 s timeout
 
 
-@pytest.mark.parametrize(("answer", "failure", "words"), [
-    (b"HTTP/1.1 400 Bad Request\r\n\r\n", Failure.PROTOCOL, "an HTTP response"),
-    (b"AMQP\x00\x00\x09\x01", Failure.PROTOCOL, "the AMQP 0-9-1 protocol header"),
-    (TLS_ALERT, Failure.TLS_MISMATCH, "a TLS alert"),
-    (b"SSH-2.0-OpenSSH_9.2\r\n", Failure.PROTOCOL, "an SSH greeting"),
-])
+@pytest.mark.parametrize(
+    ("answer", "failure", "words"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\n\r\n", Failure.PROTOCOL, "an HTTP response"),
+        (b"AMQP\x00\x00\x09\x01", Failure.PROTOCOL, "the AMQP 0-9-1 protocol header"),
+        (TLS_ALERT, Failure.TLS_MISMATCH, "a TLS alert"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", Failure.PROTOCOL, "an SSH greeting"),
+    ],
+)
 def test_other_servers_on_the_mongodb_port(answer: bytes, failure: Failure, words: str) -> None:
     with AnswerServer(answer) as other:
         for ssl in (False, True):
@@ -212,8 +224,13 @@ def test_fresh_process_answers_within_a_second(fake: FakeMongo) -> None:
 
 def test_importing_the_probe_does_not_import_pymongo() -> None:
     code = "import sys, pulpinit.mongo_probe, pulpinit.mongo; print('pymongo' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    ).stdout
     assert out.strip() == "False"
 
 
@@ -258,11 +275,14 @@ def test_reset_during_handshake(resetting_server: tuple[str, int]) -> None:
 def test_unreadable_tls_files(tmp_path: Path, closed_port: int) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_text("not a certificate")
-    for files, named in (({"ca_path": str(tmp_path / "missing-ca.pem")}, "cannot read database.ca_path"),
-                         ({"ssl_certfile": str(cert), "ssl_keyfile": str(tmp_path / "missing-key.pem")},
-                          "cannot read database.ssl_keyfile"),
-                         ({"ssl_certfile": str(cert)},
-                          "cannot load the client certificate from database.ssl_certfile")):
+    for files, named in (
+        ({"ca_path": str(tmp_path / "missing-ca.pem")}, "cannot read database.ca_path"),
+        (
+            {"ssl_certfile": str(cert), "ssl_keyfile": str(tmp_path / "missing-key.pem")},
+            "cannot read database.ssl_keyfile",
+        ),
+        ({"ssl_certfile": str(cert)}, "cannot load the client certificate from database.ssl_certfile"),
+    ):
         result = probe_mongodb(target_for(("127.0.0.1", closed_port), ssl=True, **files))
         _check(result, Failure.TLS)
         assert result.error and result.error.startswith(named), result.error
@@ -283,8 +303,7 @@ def test_no_credentials_against_a_server_that_requires_them(fake: FakeMongo) -> 
 
 
 def test_wrong_auth_source(fake: FakeMongo) -> None:
-    _check(probe_mongodb(target_for(fake, username="pulp", password=PASSWORD, auth_source="admin")),
-           Failure.AUTH)
+    _check(probe_mongodb(target_for(fake, username="pulp", password=PASSWORD, auth_source="admin")), Failure.AUTH)
 
 
 @pytest.mark.parametrize(("wire", "minimum"), [(5, 0), (2, 0), (30, 26)])
@@ -337,14 +356,28 @@ def test_error_text_never_holds_the_password(password: str) -> None:
 
 def test_client_options_plain() -> None:
     options = client_options(MongoTarget(seeds=(("db", 27017),)), 1.5)
-    assert options == {"host": ["db:27017"], "appname": "pulpinit", "serverSelectionTimeoutMS": 1500,
-                       "connectTimeoutMS": 1500, "socketTimeoutMS": 1500, "directConnection": True}
+    assert options == {
+        "host": ["db:27017"],
+        "appname": "pulpinit",
+        "serverSelectionTimeoutMS": 1500,
+        "connectTimeoutMS": 1500,
+        "socketTimeoutMS": 1500,
+        "directConnection": True,
+    }
 
 
 def test_client_options_replica_set_auth_and_tls(tmp_path: Path) -> None:
-    target = MongoTarget(seeds=(("a", 1), ("::1", 2)), username="pulp", password="pw", replica_set="rs0",
-                         ssl=True, ca_path="/ca.pem", ssl_certfile="/both.pem", ssl_keyfile="/both.pem",
-                         verify_ssl=False)
+    target = MongoTarget(
+        seeds=(("a", 1), ("::1", 2)),
+        username="pulp",
+        password="pw",
+        replica_set="rs0",
+        ssl=True,
+        ca_path="/ca.pem",
+        ssl_certfile="/both.pem",
+        ssl_keyfile="/both.pem",
+        verify_ssl=False,
+    )
     options = client_options(target, 1)
     assert options["host"] == ["a:1", "[::1]:2"] and options["replicaSet"] == "rs0"
     assert "directConnection" not in options

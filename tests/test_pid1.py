@@ -98,8 +98,13 @@ def test_a_stop_signal_during_pulpinit_s_exec_of_the_supervisor_is_not_dropped()
     """As PID 1, a signal nobody handles is dropped by the kernel; pulpinit keeps it blocked (pending)
     across its exec of the supervisor, which takes it once it waits and forwards it."""
     started = time.monotonic()
-    done = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-c", BLOCKED_THEN_EXEC, "pending",
-                           "sleep", "30"], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", PYTHON, "-c", BLOCKED_THEN_EXEC, "pending", "sleep", "30"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 143, done.stderr
     assert time.monotonic() - started < 10
     start = [e for e in map(json.loads, done.stderr.splitlines()) if e["event"] == "supervise.start"]

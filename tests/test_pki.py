@@ -63,8 +63,10 @@ class KeyPool:
         def make(bits: int) -> rsa.RSAPrivateKey:
             return rsa.generate_private_key(public_exponent=65537, key_size=bits)
 
-        self._by_size = {4096: itertools.cycle([make(4096), make(4096)]),
-                         2048: itertools.cycle([make(2048) for _ in range(6)])}
+        self._by_size = {
+            4096: itertools.cycle([make(4096), make(4096)]),
+            2048: itertools.cycle([make(2048) for _ in range(6)]),
+        }
         self.calls: list[int] = []
 
     def __call__(self, bits: int) -> rsa.RSAPrivateKey:
@@ -103,12 +105,23 @@ def key(directory: Path, name: str) -> rsa.RSAPrivateKey:
     return loaded
 
 
-def make_cert(subject_key: rsa.RSAPrivateKey, not_before: datetime.datetime, not_after: datetime.datetime,
-              issuer_key: rsa.RSAPrivateKey | None = None) -> bytes:
+def make_cert(
+    subject_key: rsa.RSAPrivateKey,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+    issuer_key: rsa.RSAPrivateKey | None = None,
+) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "made.in.test")])
-    built = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(subject_key.public_key())
-             .serial_number(x509.random_serial_number()).not_valid_before(not_before).not_valid_after(not_after)
-             .sign(issuer_key or subject_key, hashes.SHA256()))
+    built = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(subject_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(issuer_key or subject_key, hashes.SHA256())
+    )
     return built.public_bytes(serialization.Encoding.PEM)
 
 
@@ -124,8 +137,14 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
 def test_generate_makes_what_pulps_scripts_make(keydir: Path, pool: KeyPool):
     assert sorted(p.name for p in keydir.iterdir()) == sorted(KEY_FILES)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in keydir.iterdir()}
-    assert modes == {"ca.key": 0o600, "rsa.key": 0o600, "server.key": 0o600,
-                     "ca.crt": 0o644, "rsa_pub.key": 0o644, "server.crt": 0o644}
+    assert modes == {
+        "ca.key": 0o600,
+        "rsa.key": 0o600,
+        "server.key": 0o600,
+        "ca.crt": 0o644,
+        "rsa_pub.key": 0o644,
+        "server.crt": 0o644,
+    }
     assert key(keydir, "ca.key").key_size == 4096
     assert key(keydir, "rsa.key").key_size == 2048
     # openssl genrsa's and openssl rsa -pubout's formats, which Pulp's M2Crypto reads.
@@ -202,8 +221,10 @@ def tls_server(keydir: Path) -> Iterator[TlsServer]:
 
 def handshake(server: TlsServer, cafile: Path, server_hostname: str) -> bytes:
     client = ssl.create_default_context(cafile=str(cafile))
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw, \
-            client.wrap_socket(raw, server_hostname=server_hostname) as tls:
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw,
+        client.wrap_socket(raw, server_hostname=server_hostname) as tls,
+    ):
         return tls.recv(2)
 
 
@@ -227,12 +248,22 @@ def test_python_ssl_rejects_another_ca(keydir: Path, tls_server: TlsServer, tmp_
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
 def test_openssl_verify_says_ok(keydir: Path):
-    done = subprocess.run(["openssl", "verify", "-CAfile", str(keydir / "ca.crt"), str(keydir / "server.crt")],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(keydir / "ca.crt"), str(keydir / "server.crt")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0 and done.stdout.strip().endswith(": OK"), done.stdout + done.stderr
     # The CA on its own verifies as a trusted root (and not because it is the leaf's twin).
-    done = subprocess.run(["openssl", "verify", "-x509_strict", "-CAfile", str(keydir / "ca.crt"),
-                           str(keydir / "server.crt")], capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        ["openssl", "verify", "-x509_strict", "-CAfile", str(keydir / "ca.crt"), str(keydir / "server.crt")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -331,12 +362,26 @@ def test_no_temporary_file_is_left(keydir: Path):
     assert not [p for p in keydir.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize(("name", "ok"), [
-    ("pulp.example.test", True), ("pulp", True), ("*.apps.example.test", True), ("10.0.0.1", True),
-    ("::1", True), ("fe80::1", True), ("xn--bcher-kva.example", True),
-    ("", False), ("bad name", False), ("-lead.example", False), ("a..b", False), ("bücher.example", False),
-    ("*.test", False), ("a" * 64 + ".example", False), ("pulp.example.test.", False),
-])
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("pulp.example.test", True),
+        ("pulp", True),
+        ("*.apps.example.test", True),
+        ("10.0.0.1", True),
+        ("::1", True),
+        ("fe80::1", True),
+        ("xn--bcher-kva.example", True),
+        ("", False),
+        ("bad name", False),
+        ("-lead.example", False),
+        ("a..b", False),
+        ("bücher.example", False),
+        ("*.test", False),
+        ("a" * 64 + ".example", False),
+        ("pulp.example.test.", False),
+    ],
+)
 def test_server_names(name: str, ok: bool):
     assert (server_name_problem(name) is None) is ok
 
@@ -350,8 +395,15 @@ def pulpinit(*argv: str, env: dict[str, str] | None = None) -> subprocess.Comple
     environ = {k: v for k, v in os.environ.items() if k != "PULP_SERVER_NAME"}
     environ.update(env or {})
     environ["PULPINIT_LOG_FORMAT"] = "json"
-    return subprocess.run([sys.executable, "-m", "pulpinit", *argv], capture_output=True, text=True, timeout=120,
-                          env=environ, cwd=ROOT, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "pulpinit", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environ,
+        cwd=ROOT,
+        check=False,
+    )
 
 
 def error_lines(stderr: str) -> list[dict[str, object]]:
@@ -384,32 +436,41 @@ def test_server_names_default_to_pulp_server_name_then_the_host_name():
 
     assert names([], {}) == [socket.gethostname()]
     assert names([], {"PULP_SERVER_NAME": "pulp.env.test"}) == ["pulp.env.test"]
-    assert names(["--server-name", "a.test", "--server-name", "a.test", "--server-name", "::1"],
-                 {"PULP_SERVER_NAME": "pulp.env.test"}) == ["a.test", "::1"]
+    assert names(
+        ["--server-name", "a.test", "--server-name", "a.test", "--server-name", "::1"],
+        {"PULP_SERVER_NAME": "pulp.env.test"},
+    ) == ["a.test", "::1"]
 
 
 def test_pki_init_process_takes_several_names_and_days(tmp_path: Path):
     directory = tmp_path / "keys"
-    done = pulpinit("pki", "init", str(directory), "--server-name", "a.example.test", "--server-name", "::1",
-                    "--days", "30")
+    done = pulpinit(
+        "pki", "init", str(directory), "--server-name", "a.example.test", "--server-name", "::1", "--days", "30"
+    )
     assert done.returncode == 0, done.stderr
     server = cert(directory, "server.crt")
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["a.example.test"]
     assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("::1")]
-    assert datetime.timedelta(days=29) < server.not_valid_after_utc - server.not_valid_before_utc \
+    assert (
+        datetime.timedelta(days=29)
+        < server.not_valid_after_utc - server.not_valid_before_utc
         <= datetime.timedelta(days=30, minutes=5)
+    )
     # Within 30 days of its end: the start-up check warns, it does not fail.
     warnings = check_keys("crane", paths(directory), me())
     assert [w.path for w in warnings] == [str(directory / "server.crt")]
 
 
-@pytest.mark.parametrize(("argv", "env", "code", "needle"), [
-    (["--server-name", "bad name"], {}, 64, "--server-name"),
-    (["--days", "0"], {}, 64, "--days"),
-    ([], {"PULP_SERVER_NAME": "bad name"}, 78, "PULP_SERVER_NAME"),
-    (["--group", "no-such-group-pulpinit"], {}, 78, "--group"),
-])
+@pytest.mark.parametrize(
+    ("argv", "env", "code", "needle"),
+    [
+        (["--server-name", "bad name"], {}, 64, "--server-name"),
+        (["--days", "0"], {}, 64, "--days"),
+        ([], {"PULP_SERVER_NAME": "bad name"}, 78, "PULP_SERVER_NAME"),
+        (["--group", "no-such-group-pulpinit"], {}, 78, "--group"),
+    ],
+)
 def test_pki_init_process_bad_input(tmp_path: Path, argv: list[str], env: dict[str, str], code: int, needle: str):
     done = pulpinit("pki", "init", str(tmp_path / "keys"), *argv, env=env)
     assert done.returncode == code
@@ -473,8 +534,9 @@ def test_symlinked_files_are_followed(keydir: Path, tmp_path: Path):
     assert check_keys("api", paths(mount), me(), now=NOW) == []
 
 
-@pytest.mark.parametrize(("private", "public"), [("ca.key", "ca.crt"), ("rsa.key", "rsa_pub.key"),
-                                                 ("server.key", "server.crt")])
+@pytest.mark.parametrize(
+    ("private", "public"), [("ca.key", "ca.crt"), ("rsa.key", "rsa_pub.key"), ("server.key", "server.crt")]
+)
 def test_mismatched_pairs(keydir: Path, tmp_path: Path, pool: KeyPool, private: str, public: str):
     other = tmp_path / "other"
     generate(other, NAMES, now=NOW, new_key=pool)
@@ -487,37 +549,53 @@ def test_mismatched_pairs(keydir: Path, tmp_path: Path, pool: KeyPool, private: 
 
 
 def test_expired_certificate_is_an_error(keydir: Path):
-    (keydir / "server.crt").write_bytes(make_cert(key(keydir, "server.key"), NOW - datetime.timedelta(days=400),
-                                                  NOW - datetime.timedelta(days=1)))
+    (keydir / "server.crt").write_bytes(
+        make_cert(key(keydir, "server.key"), NOW - datetime.timedelta(days=400), NOW - datetime.timedelta(days=1))
+    )
     with pytest.raises(KeyFileError, match="expired on") as caught:
         check_keys("crane", paths(keydir), me(), now=NOW)
     assert caught.value.path == str(keydir / "server.crt")
 
 
 def test_certificate_near_its_end_is_a_warning(keydir: Path):
-    (keydir / "ca.crt").write_bytes(make_cert(key(keydir, "ca.key"), NOW - datetime.timedelta(days=400),
-                                              NOW + datetime.timedelta(days=12, hours=1)))
+    (keydir / "ca.crt").write_bytes(
+        make_cert(key(keydir, "ca.key"), NOW - datetime.timedelta(days=400), NOW + datetime.timedelta(days=12, hours=1))
+    )
     [warning] = check_keys("api", paths(keydir), me(), now=NOW)
     assert warning.path == str(keydir / "ca.crt") and "in 12 days" in warning.problem
     assert warning.not_after == NOW + datetime.timedelta(days=12, hours=1)
     # 31 days left: no warning.
-    (keydir / "ca.crt").write_bytes(make_cert(key(keydir, "ca.key"), NOW - datetime.timedelta(days=400),
-                                              NOW + datetime.timedelta(days=31)))
+    (keydir / "ca.crt").write_bytes(
+        make_cert(key(keydir, "ca.key"), NOW - datetime.timedelta(days=400), NOW + datetime.timedelta(days=31))
+    )
     assert check_keys("api", paths(keydir), me(), now=NOW) == []
 
 
 def test_certificate_not_valid_yet_is_a_warning(keydir: Path):
-    (keydir / "server.crt").write_bytes(make_cert(key(keydir, "server.key"), NOW + datetime.timedelta(hours=2),
-                                                  NOW + datetime.timedelta(days=400)))
+    (keydir / "server.crt").write_bytes(
+        make_cert(key(keydir, "server.key"), NOW + datetime.timedelta(hours=2), NOW + datetime.timedelta(days=400))
+    )
     [warning] = check_keys("crane", paths(keydir), me(), now=NOW)
     assert "not valid before" in warning.problem
 
 
-@pytest.mark.parametrize(("name", "mode", "ok"), [
-    ("ca.key", 0o600, True), ("ca.key", 0o640, True), ("ca.key", 0o440, True), ("ca.key", 0o400, True),
-    ("ca.key", 0o644, False), ("ca.key", 0o660, False), ("rsa.key", 0o604, False), ("server.key", 0o666, False),
-    ("ca.crt", 0o644, True), ("ca.crt", 0o444, True), ("rsa_pub.key", 0o664, False), ("server.crt", 0o646, False),
-])
+@pytest.mark.parametrize(
+    ("name", "mode", "ok"),
+    [
+        ("ca.key", 0o600, True),
+        ("ca.key", 0o640, True),
+        ("ca.key", 0o440, True),
+        ("ca.key", 0o400, True),
+        ("ca.key", 0o644, False),
+        ("ca.key", 0o660, False),
+        ("rsa.key", 0o604, False),
+        ("server.key", 0o666, False),
+        ("ca.crt", 0o644, True),
+        ("ca.crt", 0o444, True),
+        ("rsa_pub.key", 0o664, False),
+        ("server.crt", 0o646, False),
+    ],
+)
 def test_modes(keydir: Path, name: str, mode: int, ok: bool):
     os.chmod(keydir / name, mode)
     if ok:
@@ -533,8 +611,14 @@ def test_unusable_files(keydir: Path, damage: str):
     target = keydir / "rsa.key"
     original = key(keydir, "rsa.key")
     target.unlink()
-    expected = {"missing": "does not exist", "directory": "is a directory", "dangling": "dangling symlink",
-                "fifo": "not a regular file", "garbage": "not a PEM private key", "encrypted": "is encrypted"}[damage]
+    expected = {
+        "missing": "does not exist",
+        "directory": "is a directory",
+        "dangling": "dangling symlink",
+        "fifo": "not a regular file",
+        "garbage": "not a PEM private key",
+        "encrypted": "is encrypted",
+    }[damage]
     if damage == "directory":
         target.mkdir()
     elif damage == "dangling":
@@ -545,8 +629,13 @@ def test_unusable_files(keydir: Path, damage: str):
         target.write_bytes(b"-----BEGIN RSA PRIVATE KEY-----\nnot base64\n")
         os.chmod(target, 0o600)
     elif damage == "encrypted":
-        target.write_bytes(original.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.BestAvailableEncryption(b"passphrase")))
+        target.write_bytes(
+            original.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"passphrase"),
+            )
+        )
         os.chmod(target, 0o600)
     with pytest.raises(KeyFileError, match=expected) as caught:
         check_keys("worker", paths(keydir), me(), now=NOW)
@@ -572,8 +661,9 @@ class User:
 @pytest.fixture
 def pulp_user() -> Iterator[User]:
     name = f"pki{secrets.token_hex(4)}"
-    subprocess.run(["useradd", "-M", "-U", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", name], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["useradd", "-M", "-U", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", name], check=True, capture_output=True
+    )
     try:
         ident = resolve_user(name)
         yield User(name, ident.uid, ident.gid)
@@ -634,8 +724,11 @@ def test_a_directory_on_the_way_without_search_permission(open_keydir: Path, pul
 @as_root
 def test_a_numeric_uid_without_a_passwd_entry(open_keydir: Path):
     keydir = open_keydir
-    uid = next(u for u in range(47000, 48000) if subprocess.run(["getent", "passwd", str(u)],
-                                                                capture_output=True, check=False).returncode)
+    uid = next(
+        u
+        for u in range(47000, 48000)
+        if subprocess.run(["getent", "passwd", str(u)], capture_output=True, check=False).returncode
+    )
     readers = {"pulp": resolve_user(str(uid)), "root": resolve_user("0")}
     with pytest.raises(KeyFileError, match=f"uid {uid}"):
         check_keys("worker", paths(keydir), readers, now=NOW)
@@ -700,7 +793,9 @@ def test_publish_failure_names_the_file(keydir: Path, tmp_path: Path):
 
 
 def test_check_module_does_not_import_cryptography():
-    code = ("import sys; import pulpinit.cli, pulpinit.pki.check, pulpinit.pki.command, pulpinit.pki.generate; "
-            "pulpinit.cli.build_parser(); print('cryptography' in sys.modules)")
+    code = (
+        "import sys; import pulpinit.cli, pulpinit.pki.check, pulpinit.pki.command, pulpinit.pki.generate; "
+        "pulpinit.cli.build_parser(); print('cryptography' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "False"

@@ -87,25 +87,31 @@ def run_checked(capsys, workdir: Path, argv: list[str], **extra: str) -> tuple[i
 
 
 @ROOT_ONLY
-@pytest.mark.parametrize(("argv", "user", "words"), [
-    (["beat"], "no-such-user", "PULPINIT_USER=no-such-user: no such user"),
-    (["migrate"], "nobody:no-such-group", "PULPINIT_USER=nobody:no-such-group: no such group"),
-    (["run", "--", "/bin/true"], "no-such-user", "PULPINIT_USER=no-such-user"),
-])
+@pytest.mark.parametrize(
+    ("argv", "user", "words"),
+    [
+        (["beat"], "no-such-user", "PULPINIT_USER=no-such-user: no such user"),
+        (["migrate"], "nobody:no-such-group", "PULPINIT_USER=nobody:no-such-group: no such group"),
+        (["run", "--", "/bin/true"], "no-such-user", "PULPINIT_USER=no-such-user"),
+    ],
+)
 def test_unknown_user_is_78(capsys, workdir, argv, user, words):
     code, error, _ = run_checked(capsys, workdir, argv, PULPINIT_USER=user)
     assert code == 78
     assert words in error["error"]
 
 
-@pytest.mark.parametrize(("argv", "setting", "expected"), [
-    (["worker", "2"], ("PULPINIT_CELERY", "/nonexistent/celery"), (127, "command not found (PULPINIT_CELERY)")),
-    (["resource-manager"], ("PULPINIT_CELERY", "WORKDIR/not-executable"), (126, "permission denied")),
-    (["beat"], ("PULPINIT_CELERY", "WORKDIR/bin"), (126, "is a directory")),
-    (["beat"], ("PULPINIT_MANAGE_DB", "/nonexistent/pulp-manage-db"), (127, "(PULPINIT_MANAGE_DB)")),
-    (["migrate"], ("PULPINIT_MANAGE_DB", "WORKDIR/not-executable"), (126, "(PULPINIT_MANAGE_DB)")),
-    (["beat"], ("PULPINIT_CELERY", "celery-on-path"), (127, "command not found in PATH=")),
-])
+@pytest.mark.parametrize(
+    ("argv", "setting", "expected"),
+    [
+        (["worker", "2"], ("PULPINIT_CELERY", "/nonexistent/celery"), (127, "command not found (PULPINIT_CELERY)")),
+        (["resource-manager"], ("PULPINIT_CELERY", "WORKDIR/not-executable"), (126, "permission denied")),
+        (["beat"], ("PULPINIT_CELERY", "WORKDIR/bin"), (126, "is a directory")),
+        (["beat"], ("PULPINIT_MANAGE_DB", "/nonexistent/pulp-manage-db"), (127, "(PULPINIT_MANAGE_DB)")),
+        (["migrate"], ("PULPINIT_MANAGE_DB", "WORKDIR/not-executable"), (126, "(PULPINIT_MANAGE_DB)")),
+        (["beat"], ("PULPINIT_CELERY", "celery-on-path"), (127, "command not found in PATH=")),
+    ],
+)
 def test_missing_or_unexecutable_command_of_a_variable(capsys, workdir, argv, setting, expected):
     variable, value = setting[0], setting[1].replace("WORKDIR", str(workdir))
     got, error, _ = run_checked(capsys, workdir, argv, **{variable: value})
@@ -113,12 +119,15 @@ def test_missing_or_unexecutable_command_of_a_variable(capsys, workdir, argv, se
     assert expected[1] in error["error"] and variable in error["error"]
 
 
-@pytest.mark.parametrize(("command", "code", "words"), [
-    ("no-such-command-pulpinit", 127, "no-such-command-pulpinit: command not found in PATH="),
-    ("/nonexistent/httpd", 127, "/nonexistent/httpd: command not found"),
-    ("WORKDIR/not-executable", 126, "WORKDIR/not-executable: permission denied"),
-    ("/usr", 126, "/usr: is a directory"),
-])
+@pytest.mark.parametrize(
+    ("command", "code", "words"),
+    [
+        ("no-such-command-pulpinit", 127, "no-such-command-pulpinit: command not found in PATH="),
+        ("/nonexistent/httpd", 127, "/nonexistent/httpd: command not found"),
+        ("WORKDIR/not-executable", 126, "WORKDIR/not-executable: permission denied"),
+        ("/usr", 126, "/usr: is a directory"),
+    ],
+)
 def test_run_command_is_found_and_executable(capsys, workdir, command, code, words):
     command, words = command.replace("WORKDIR", str(workdir)), words.replace("WORKDIR", str(workdir))
     got, error, _ = run_checked(capsys, workdir, ["run", "--", command, "--an-argument"])
@@ -134,8 +143,15 @@ def test_a_command_root_may_run_but_the_user_may_not_is_126(capsys, workdir):
     code, error, _ = run_checked(capsys, workdir, ["worker"], PULPINIT_CELERY=str(private / "celery"))
     assert code == 126 and "permission denied" in error["error"]
     # the same command for a user who may enter the directory passes the check
-    code, error, _ = run_checked(capsys, workdir, ["worker"], PULPINIT_CELERY=str(private / "celery"),
-                                 PULPINIT_USER="root", PULPINIT_MIGRATION_FINGERPRINT="", PATH="/nonexistent")
+    code, error, _ = run_checked(
+        capsys,
+        workdir,
+        ["worker"],
+        PULPINIT_CELERY=str(private / "celery"),
+        PULPINIT_USER="root",
+        PULPINIT_MIGRATION_FINGERPRINT="",
+        PATH="/nonexistent",
+    )
     assert code == 78 and "fingerprint" in error["error"]  # the next check, not 126
 
 
@@ -148,15 +164,21 @@ def test_fingerprint_that_cannot_be_derived_is_78_before_anything(capsys, workdi
 
 @ROOT_ONLY
 def test_the_user_is_checked_before_the_commands(capsys, workdir):
-    code, error, _ = run_checked(capsys, workdir, ["beat"], PULPINIT_USER="no-such-user",
-                                 PULPINIT_CELERY="/nonexistent/celery")
+    code, error, _ = run_checked(
+        capsys, workdir, ["beat"], PULPINIT_USER="no-such-user", PULPINIT_CELERY="/nonexistent/celery"
+    )
     assert code == 78 and "PULPINIT_USER" in error["error"]
 
 
 def test_only_what_the_role_runs_is_checked(capsys, workdir):
     """A worker neither migrates (no PULPINIT_MANAGE_DB) nor, with waiting off, needs a fingerprint."""
-    env = environment(workdir, PULPINIT_MANAGE_DB="/nonexistent/pulp-manage-db", PULPINIT_MIGRATION_WAIT="false",
-                      PULPINIT_MIGRATION_FINGERPRINT="", PULPINIT_WAIT_TIMEOUT="0.3")
+    env = environment(
+        workdir,
+        PULPINIT_MANAGE_DB="/nonexistent/pulp-manage-db",
+        PULPINIT_MIGRATION_WAIT="false",
+        PULPINIT_MIGRATION_FINGERPRINT="",
+        PULPINIT_WAIT_TIMEOUT="0.3",
+    )
     assert main(["worker"], env) == 69  # past the checks, then the dependencies are down
     events = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert {e["stage"] for e in events if e["event"] == "stage.start"} == {"settings", "configure", "wait"}
@@ -165,12 +187,16 @@ def test_only_what_the_role_runs_is_checked(capsys, workdir):
 def test_a_real_process_exits_with_the_code_before_touching_server_conf(workdir):
     env = {**os.environ, **environment(workdir, PULPINIT_CELERY="/nonexistent/celery")}
     before = digest(workdir / "server.conf")
-    done = subprocess.run([sys.executable, "-m", "pulpinit", "beat"], env=env, capture_output=True, text=True,
-                          timeout=30, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pulpinit", "beat"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
     assert done.returncode == 127
     assert digest(workdir / "server.conf") == before
     assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == [
-        "stage.start", "stage.end", "pulpinit.error"]
+        "stage.start",
+        "stage.end",
+        "pulpinit.error",
+    ]
 
 
 def test_dry_run_reports_every_check_and_an_unknown_fingerprint(capsys, workdir):
@@ -180,11 +206,18 @@ def test_dry_run_reports_every_check_and_an_unknown_fingerprint(capsys, workdir)
     assert main(["beat", "--dry-run"], env) == 0
     out = capsys.readouterr().out
     assert digest(workdir / "server.conf") == before
-    rows = {line.split()[1]: line.split()[0] for line in out.split("## checks")[1].split("\n\n")[0].splitlines()[3:]
-            if line and not line.startswith("a run")}
+    rows = {
+        line.split()[1]: line.split()[0]
+        for line in out.split("## checks")[1].split("\n\n")[0].splitlines()[3:]
+        if line and not line.startswith("a run")
+    }
     expected_user = "ok"
-    assert rows == {"PULPINIT_USER": expected_user, "PULPINIT_CELERY": "problem", "PULPINIT_MANAGE_DB": "ok",
-                    "fingerprint": "unknown"}
+    assert rows == {
+        "PULPINIT_USER": expected_user,
+        "PULPINIT_CELERY": "problem",
+        "PULPINIT_MANAGE_DB": "ok",
+        "fingerprint": "unknown",
+    }
     assert "/nonexistent/celery: command not found (PULPINIT_CELERY)" in out
     assert "no Pulp packages in an rpm database; set PULPINIT_MIGRATION_FINGERPRINT" in out
     assert "a run would stop in the settings stage with exit 127" in out

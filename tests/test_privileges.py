@@ -67,12 +67,19 @@ def account() -> Iterator[Account]:
     subprocess.run(["groupadd", primary], check=True)
     subprocess.run(["groupadd", extra], check=True)
     try:
-        subprocess.run(["useradd", "-M", "-d", home, "-s", "/usr/sbin/nologin", "-g", primary, "-G", extra,
-                        user], check=True)
+        subprocess.run(
+            ["useradd", "-M", "-d", home, "-s", "/usr/sbin/nologin", "-g", primary, "-G", extra, user], check=True
+        )
         try:
             entry = pwd.getpwnam(user)
-            gids = {name: int(subprocess.run(["getent", "group", name], capture_output=True, text=True,
-                                             check=True).stdout.split(":")[2]) for name in (primary, extra)}
+            gids = {
+                name: int(
+                    subprocess.run(["getent", "group", name], capture_output=True, text=True, check=True).stdout.split(
+                        ":"
+                    )[2]
+                )
+                for name in (primary, extra)
+            }
             yield Account(user, entry.pw_uid, primary, gids[primary], extra, gids[extra], home)
         finally:
             subprocess.run(["userdel", user], check=False)
@@ -100,8 +107,7 @@ def _assert_dropped(seen: dict[str, object], acc: Account, umask: str) -> None:
 @root
 def test_resolve_user_by_name_uid_and_with_group(account: Account) -> None:
     ident = resolve_user(account.user)
-    assert ident == Identity(account.user, account.uid, account.primary_gid,
-                             ident.groups, account.home)
+    assert ident == Identity(account.user, account.uid, account.primary_gid, ident.groups, account.home)
     assert set(ident.groups) == {account.primary_gid, account.extra_gid}
     assert ident.groups[0] == account.primary_gid
     assert resolve_user(str(account.uid)) == ident
@@ -112,12 +118,15 @@ def test_resolve_user_by_name_uid_and_with_group(account: Account) -> None:
 
 @root
 def test_exec_command_drops_everything(account: Account) -> None:
-    code = ("import sys\nfrom pulpinit.handoff import exec_command\nfrom pulpinit.privileges import resolve_user\n"
-            f"exec_command([{SYSTEM_PYTHON!r}, '-I', '-c', sys.argv[1]], identity=resolve_user({account.user!r}),"
-            " umask=0o027)\n")
+    code = (
+        "import sys\nfrom pulpinit.handoff import exec_command\nfrom pulpinit.privileges import resolve_user\n"
+        f"exec_command([{SYSTEM_PYTHON!r}, '-I', '-c', sys.argv[1]], identity=resolve_user({account.user!r}),"
+        " umask=0o027)\n"
+    )
     env = {**os.environ, "HOME": "/root", "USER": "root", "LOGNAME": "root"}
-    done = subprocess.run([PYTHON, "-c", code, CHECK], capture_output=True, text=True, check=False, env=env,
-                          timeout=30, cwd="/")
+    done = subprocess.run(
+        [PYTHON, "-c", code, CHECK], capture_output=True, text=True, check=False, env=env, timeout=30, cwd="/"
+    )
     assert done.returncode == 0, done.stderr
     _assert_dropped(_checked(done.stdout), account, "0o27")
 
@@ -125,8 +134,20 @@ def test_exec_command_drops_everything(account: Account) -> None:
 @root
 @pytest.mark.parametrize("pid1", [False, True])
 def test_supervisor_drops_privileges_in_the_child(account: Account, pid1: bool) -> None:
-    argv = [PYTHON, "-m", "pulpinit.supervise", "--user", account.user, "--umask", "0077", "--",
-            SYSTEM_PYTHON, "-I", "-c", CHECK]
+    argv = [
+        PYTHON,
+        "-m",
+        "pulpinit.supervise",
+        "--user",
+        account.user,
+        "--umask",
+        "0077",
+        "--",
+        SYSTEM_PYTHON,
+        "-I",
+        "-c",
+        CHECK,
+    ]
     if pid1:
         argv = ["unshare", "--pid", "--fork", "--mount-proc", *argv]
     done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30, cwd="/")
@@ -139,9 +160,14 @@ def test_numeric_ids_without_passwd_entry() -> None:
     uid, gid = _free_id("passwd"), _free_id("group")
     assert resolve_user(f"{uid}:{gid}") == Identity(str(uid), uid, gid, (gid,), "/")
     assert resolve_user(str(uid)) == Identity(str(uid), uid, uid, (uid,), "/")  # never the root group
-    done = subprocess.run([PYTHON, "-m", "pulpinit.supervise", "--user", f"{uid}:{gid}", "--",
-                           SYSTEM_PYTHON, "-I", "-c", CHECK], capture_output=True, text=True, check=False,
-                          timeout=30, cwd="/")
+    done = subprocess.run(
+        [PYTHON, "-m", "pulpinit.supervise", "--user", f"{uid}:{gid}", "--", SYSTEM_PYTHON, "-I", "-c", CHECK],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+        cwd="/",
+    )
     assert done.returncode == 0, done.stderr
     seen = _checked(done.stdout)
     assert (seen["uid"], seen["gid"], seen["groups"], seen["HOME"]) == (uid, gid, [gid], "/")
@@ -157,8 +183,13 @@ def test_unknown_user_or_bad_spec_is_a_config_error(spec: str) -> None:
 
 @root
 def test_supervisor_exits_78_for_an_unknown_user() -> None:
-    done = subprocess.run([PYTHON, "-m", "pulpinit.supervise", "--user", "no-such-user-pulpinit", "--", "true"],
-                          capture_output=True, text=True, check=False, timeout=30)
+    done = subprocess.run(
+        [PYTHON, "-m", "pulpinit.supervise", "--user", "no-such-user-pulpinit", "--", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
     assert done.returncode == 78
     assert "no such user" in done.stderr
 
@@ -183,9 +214,18 @@ def test_not_root_runs_as_is() -> None:
 @root
 def test_supervisor_as_arbitrary_uid_logs_one_line_and_runs(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PUBLIC)}  # readable by uid 54321
-    done = subprocess.run([SYSTEM_PYTHON, "-m", "pulpinit.supervise", "--user", "apache", "--", "id", "-u"],
-                          capture_output=True, text=True, check=False, timeout=30, env=env, user=54321,
-                          group=0, extra_groups=[], cwd=tmp_path.anchor)
+    done = subprocess.run(
+        [SYSTEM_PYTHON, "-m", "pulpinit.supervise", "--user", "apache", "--", "id", "-u"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+        env=env,
+        user=54321,
+        group=0,
+        extra_groups=[],
+        cwd=tmp_path.anchor,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "54321"
     keep = [json.loads(line) for line in done.stderr.splitlines() if '"privileges.keep"' in line]

@@ -143,8 +143,7 @@ def real_py27_reads(texts: list[str]) -> list[dict[tuple[str, str], str] | None]
             name.write_bytes(text.encode("utf-8"))
             names.append(str(name))
         done = subprocess.run([python27(), "-c", py27.PY2_SCRIPT, *names], capture_output=True, check=True)
-    return [None if "error" in doc else {(s, k): v for s, k, v in doc["values"]}
-            for doc in json.loads(done.stdout)]
+    return [None if "error" in doc else {(s, k): v for s, k, v in doc["values"]} for doc in json.loads(done.stdout)]
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -177,9 +176,17 @@ def key_of(ln: str) -> str | None:
 def test_edits_of_python27_files_are_lossless_and_read_back_by_python27(text: str, data: st.DataObject) -> None:
     before = py27_reads(text)
     assume(before is not None)
-    targets = data.draw(st.lists(st.tuples(st.sampled_from(["database", "tasks", "a.b", "new"]),
-                                           st.sampled_from(["seeds", "password", "broker_url", "rem", "k.v-1"])),
-                                 unique=True, min_size=1, max_size=4))
+    targets = data.draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["database", "tasks", "a.b", "new"]),
+                st.sampled_from(["seeds", "password", "broker_url", "rem", "k.v-1"]),
+            ),
+            unique=True,
+            min_size=1,
+            max_size=4,
+        )
+    )
     values = [data.draw(NEW_VALUE) for _ in targets]
     newline = "\r\n" if text.split("\n", 1)[0].endswith("\r") else "\n"
     assume(all(value_problem(v, crlf=newline == "\r\n") is None for v in values))
@@ -204,8 +211,11 @@ def test_edits_of_python27_files_are_lossless_and_read_back_by_python27(text: st
         assert line_.strip() == "" or key_of(line_) in keys or line_.startswith("["), line_
         if key_of(line_) not in updated:  # an added line ends like the file's first line
             assert line_.endswith(newline) and (newline == "\r\n" or not line_.endswith("\r\n")), line_
-    if "database" in assigned_sections(items) and "database" not in headers(text) and any(
-            h != "database" and h.strip().lower() == "database" for h in headers(text)):
+    if (
+        "database" in assigned_sections(items)
+        and "database" not in headers(text)
+        and any(h != "database" and h.strip().lower() == "database" for h in headers(text))
+    ):
         assert plan.warnings
 
 

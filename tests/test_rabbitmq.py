@@ -30,13 +30,23 @@ def check(result: ProbeResult, failure: Failure, *words: str) -> None:
     assert BAD not in repr(result) and BAD not in str(result.as_json())
 
 
-def tls_target(rabbitmq: RabbitMQ, scheme: str = "amqps", *, client_cert: bool = True, host: str | None = None,
-               cacert: str | None = None) -> BrokerTarget:
+def tls_target(
+    rabbitmq: RabbitMQ,
+    scheme: str = "amqps",
+    *,
+    client_cert: bool = True,
+    host: str | None = None,
+    cacert: str | None = None,
+) -> BrokerTarget:
     pki = rabbitmq.pki
     assert pki is not None
-    return BrokerTarget(rabbitmq.tls_url(scheme, host=host), ssl=True, cacert=cacert or str(pki.ca),
-                        certfile=str(pki.client_cert) if client_cert else None,
-                        keyfile=str(pki.client_key) if client_cert else None)
+    return BrokerTarget(
+        rabbitmq.tls_url(scheme, host=host),
+        ssl=True,
+        cacert=cacert or str(pki.ca),
+        certfile=str(pki.client_cert) if client_cert else None,
+        keyfile=str(pki.client_key) if client_cert else None,
+    )
 
 
 def test_everything_listens_on_loopback(rabbitmq: RabbitMQ) -> None:
@@ -57,8 +67,10 @@ def test_good_credentials(rabbitmq: RabbitMQ, scheme: str) -> None:
 
 def test_qpid_url_is_told_to_use_amqp(rabbitmq: RabbitMQ) -> None:
     """Celery's qpid:// transport speaks AMQP 0-10: RabbitMQ cannot serve it, with or without the 1.0 plugin."""
-    advice = ("Celery's qpid:// transport speaks AMQP 0-10; this broker offers AMQP 0-9-1 (RabbitMQ?): "
-              f"use amqp://USER:PASSWORD@127.0.0.1:{rabbitmq.port}/VHOST")
+    advice = (
+        "Celery's qpid:// transport speaks AMQP 0-10; this broker offers AMQP 0-9-1 (RabbitMQ?): "
+        f"use amqp://USER:PASSWORD@127.0.0.1:{rabbitmq.port}/VHOST"
+    )
     check(probe_broker(BrokerTarget(rabbitmq.url("qpid"))), Failure.PROTOCOL, advice)
     with rabbitmq.amqp10_unloaded():
         check(probe_broker(BrokerTarget(rabbitmq.url("qpid"))), Failure.PROTOCOL, advice)
@@ -120,8 +132,7 @@ def test_tls_bad_certificate_cases(rabbitmq: RabbitMQ, scheme: str) -> None:
     wrong_ca = tls_target(rabbitmq, scheme, cacert=str(rabbitmq.pki.other_ca))
     check(probe_broker(wrong_ca), Failure.TLS, "certificate is not accepted")
     wrong_host = tls_target(rabbitmq, scheme, host="localhost")
-    check(probe_broker(wrong_host, resolver=resolver({"localhost": "127.0.0.1"})), Failure.TLS,
-          "Hostname mismatch")
+    check(probe_broker(wrong_host, resolver=resolver({"localhost": "127.0.0.1"})), Failure.TLS, "Hostname mismatch")
     check(probe_broker(tls_target(rabbitmq, scheme, client_cert=False)), Failure.TLS, "client certificate")
 
 

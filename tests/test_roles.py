@@ -10,17 +10,40 @@ from pulpinit.roles import Migration, celery_argv, extra_args, migration_for, wo
 
 def test_beat_argv():
     assert celery_argv("beat", celery="/usr/bin/celery", node_name="n") == (
-        "/usr/bin/celery", "beat", "--app=pulp.server.async.celery_instance.celery",
-        "--scheduler=pulp.server.async.scheduler.Scheduler", "--workdir=/var/lib/pulp/celery", "--pidfile=",
-        "--loglevel=INFO")
+        "/usr/bin/celery",
+        "beat",
+        "--app=pulp.server.async.celery_instance.celery",
+        "--scheduler=pulp.server.async.scheduler.Scheduler",
+        "--workdir=/var/lib/pulp/celery",
+        "--pidfile=",
+        "--loglevel=INFO",
+    )
 
 
 def test_resource_manager_argv_with_log_dir_and_extra():
-    argv = celery_argv("resource-manager", celery="celery", node_name="pulp.example.com", log_dir="/var/log/pulp/",
-                       extra=("--maxtasksperchild=5",))
-    assert argv == ("celery", "worker", "--app=pulp.server.async.app", "-n", "resource_manager@pulp.example.com",
-                    "-Q", "resource_manager", "-c", "1", "--events", "--umask=18", "--loglevel=INFO",
-                    "--logfile=/var/log/pulp/resource_manager.log", "--maxtasksperchild=5")
+    argv = celery_argv(
+        "resource-manager",
+        celery="celery",
+        node_name="pulp.example.com",
+        log_dir="/var/log/pulp/",
+        extra=("--maxtasksperchild=5",),
+    )
+    assert argv == (
+        "celery",
+        "worker",
+        "--app=pulp.server.async.app",
+        "-n",
+        "resource_manager@pulp.example.com",
+        "-Q",
+        "resource_manager",
+        "-c",
+        "1",
+        "--events",
+        "--umask=18",
+        "--loglevel=INFO",
+        "--logfile=/var/log/pulp/resource_manager.log",
+        "--maxtasksperchild=5",
+    )
 
 
 def test_worker_argv():
@@ -28,14 +51,17 @@ def test_worker_argv():
     assert "reserved_resource_worker-7@h" in argv and "-Q" not in argv
 
 
-@pytest.mark.parametrize(("argument", "configured", "hostname", "expected"), [
-    ("4", 9, "pulp-worker-2", 4),  # the argument wins
-    (None, 9, "pulp-worker-2", 9),  # then PULP_WORKER_NUMBER
-    (None, None, "pulp-worker-2", 2),  # then the StatefulSet ordinal
-    (None, None, "pulp-worker-12.pulp-worker.ns.svc", 12),
-    (None, None, "pulp-worker", 0),  # else 0
-    (None, None, "worker7", 0),
-])
+@pytest.mark.parametrize(
+    ("argument", "configured", "hostname", "expected"),
+    [
+        ("4", 9, "pulp-worker-2", 4),  # the argument wins
+        (None, 9, "pulp-worker-2", 9),  # then PULP_WORKER_NUMBER
+        (None, None, "pulp-worker-2", 2),  # then the StatefulSet ordinal
+        (None, None, "pulp-worker-12.pulp-worker.ns.svc", 12),
+        (None, None, "pulp-worker", 0),  # else 0
+        (None, None, "worker7", 0),
+    ],
+)
 def test_worker_number_precedence(argument, configured, hostname, expected):
     assert worker_number(argument, configured, hostname) == expected
 

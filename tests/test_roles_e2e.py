@@ -42,13 +42,20 @@ def env(services) -> Iterator[dict[str, str]]:
     standins.write_celery(root)
     standins.write_manage_db(root)
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("PULP", "STANDIN"))}
-    environ.update({
-        "PULPINIT_CONFIG": str(root / "server.conf"), "PULPINIT_LOG_FORMAT": "json",
-        "PULPINIT_CELERY": str(root / "celery"), "PULPINIT_MANAGE_DB": str(root / "pulp-manage-db"),
-        "PULPINIT_USER": "nobody", "PULPINIT_MIGRATION_FINGERPRINT": f"e2e-{root.name}",
-        "PULP_DB_SEEDS": mongo.hostport, "PULP_BROKER_URL": broker.url(), "PULP_SERVER_NAME": "pulp.test",
-        "STANDIN_SECONDS": "0.1",
-    })
+    environ.update(
+        {
+            "PULPINIT_CONFIG": str(root / "server.conf"),
+            "PULPINIT_LOG_FORMAT": "json",
+            "PULPINIT_CELERY": str(root / "celery"),
+            "PULPINIT_MANAGE_DB": str(root / "pulp-manage-db"),
+            "PULPINIT_USER": "nobody",
+            "PULPINIT_MIGRATION_FINGERPRINT": f"e2e-{root.name}",
+            "PULP_DB_SEEDS": mongo.hostport,
+            "PULP_BROKER_URL": broker.url(),
+            "PULP_SERVER_NAME": "pulp.test",
+            "STANDIN_SECONDS": "0.1",
+        }
+    )
     yield environ
     shutil.rmtree(root, ignore_errors=True)
 
@@ -110,8 +117,18 @@ def test_worker_execs_celery_as_the_unprivileged_user(env):
     migrate_first(env)
     run = Run(pulpinit_argv("worker", "3", "--", "--maxtasksperchild=2"), env)
     argv = json.loads(run.wait_for("celery argv: ").removeprefix("celery argv: "))
-    assert argv[1:] == ["worker", "--app=pulp.server.async.app", "-n", "reserved_resource_worker-3@pulp.test",
-                        "-c", "1", "--events", "--umask=18", "--loglevel=INFO", "--maxtasksperchild=2"]
+    assert argv[1:] == [
+        "worker",
+        "--app=pulp.server.async.app",
+        "-n",
+        "reserved_resource_worker-3@pulp.test",
+        "-c",
+        "1",
+        "--events",
+        "--umask=18",
+        "--loglevel=INFO",
+        "--maxtasksperchild=2",
+    ]
     ids = run.wait_for("celery uid=")
     nobody = pwd.getpwnam("nobody")
     assert f"uid={nobody.pw_uid} gid={nobody.pw_gid}" in ids
@@ -155,14 +172,18 @@ def test_sigterm_to_pid1_while_waiting_exits_143(env):
     assert time.monotonic() - sent < 2.0
 
 
-@pytest.mark.parametrize(("command", "code", "words"), [
-    ("/nonexistent/celery", 127, "not found"),
-    ("/etc/hostname", 126, ""),
-])
+@pytest.mark.parametrize(
+    ("command", "code", "words"),
+    [
+        ("/nonexistent/celery", 127, "not found"),
+        ("/etc/hostname", 126, ""),
+    ],
+)
 def test_missing_or_unexecutable_command(env, command, code, words):
     migrate_first(env)
-    done = subprocess.run(pulpinit_argv("run", "--", command), env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        pulpinit_argv("run", "--", command), env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == code
     error = json.loads(done.stderr.strip().splitlines()[-1])
     assert error["event"] == "pulpinit.error" and error["error"].startswith(command) and words in error["error"]

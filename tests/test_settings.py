@@ -39,8 +39,13 @@ def test_service_host_beats_server_conf():
 
 
 def test_kubernetes_service_beats_service_host():
-    env = {"SERVICE_HOST": "10.1.1.1", "DB_SERVICE_HOST": "10.2.2.2", "DB_SERVICE_PORT": "27018",
-           "MSG_SERVICE_HOST": "10.3.3.3", "MSG_SERVICE_PORT": "5673"}
+    env = {
+        "SERVICE_HOST": "10.1.1.1",
+        "DB_SERVICE_HOST": "10.2.2.2",
+        "DB_SERVICE_PORT": "27018",
+        "MSG_SERVICE_HOST": "10.3.3.3",
+        "MSG_SERVICE_PORT": "5673",
+    }
     s = resolve(env)
     assert s.values["database.seeds"].value == "10.2.2.2:27018"
     assert s.values["database.seeds"].source == "k8s:db"
@@ -50,8 +55,12 @@ def test_kubernetes_service_beats_service_host():
 
 
 def test_explicit_beats_kubernetes():
-    env = {"DB_SERVICE_HOST": "10.2.2.2", "PULP_DB_SEEDS": "mongo-0.mongo:27017",
-           "MSG_SERVICE_HOST": "10.3.3.3", "PULP_BROKER_URL": "qpid://u:pw@broker:5672/"}
+    env = {
+        "DB_SERVICE_HOST": "10.2.2.2",
+        "PULP_DB_SEEDS": "mongo-0.mongo:27017",
+        "MSG_SERVICE_HOST": "10.3.3.3",
+        "PULP_BROKER_URL": "qpid://u:pw@broker:5672/",
+    }
     s = resolve(env)
     assert s.values["database.seeds"].source == "env:PULP_DB_SEEDS"
     assert s.values["database.seeds"].value == "mongo-0.mongo:27017"
@@ -63,16 +72,20 @@ def test_configurable_service_names_and_2015_names():
     s = resolve({"PULPINIT_DB_SERVICE": "mongo-svc", "MONGO_SVC_SERVICE_HOST": "10.9.9.9"})
     assert s.values["database.seeds"].value == "10.9.9.9:27017"
     assert s.values["database.seeds"].source == "k8s:mongo-svc"
-    s = resolve({"PULP_DB_SERVICE_HOST": "10.4.4.4", "PULP_MSG_SERVICE_HOST": "10.5.5.5",
-                 "PULP_MSG_SERVICE_PORT": "5999"})
+    s = resolve(
+        {"PULP_DB_SERVICE_HOST": "10.4.4.4", "PULP_MSG_SERVICE_HOST": "10.5.5.5", "PULP_MSG_SERVICE_PORT": "5999"}
+    )
     assert s.values["database.seeds"].source == "k8s:pulp-db"
     assert s.values["messaging.url"].value == "tcp://10.5.5.5:5999"
 
 
-@pytest.mark.parametrize("env", [
-    {"DB_PORT": "tcp://10.7.7.7:27019"},
-    {"DB_PORT_27019_TCP_ADDR": "10.7.7.7", "DB_PORT_27019_TCP_PORT": "27019"},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DB_PORT": "tcp://10.7.7.7:27019"},
+        {"DB_PORT_27019_TCP_ADDR": "10.7.7.7", "DB_PORT_27019_TCP_PORT": "27019"},
+    ],
+)
 def test_docker_link_forms(env):
     s = resolve(env)
     assert s.values["database.seeds"].value == "10.7.7.7:27019"
@@ -129,8 +142,10 @@ def test_replica_set_from_server_conf_counts():
 
 
 def test_mongo_target_from_settings():
-    s = resolve({"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD": "pw", "PULPINIT_DB_AUTH_SOURCE": "admin"},
-                {"database.ssl": "True", "database.verify_ssl": "no"})
+    s = resolve(
+        {"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD": "pw", "PULPINIT_DB_AUTH_SOURCE": "admin"},
+        {"database.ssl": "True", "database.verify_ssl": "no"},
+    )
     t = s.mongo_target()
     assert (t.username, t.password, t.auth_source, t.ssl, t.verify_ssl) == ("pulp", "pw", "admin", True, False)
     assert "pw" not in t.endpoint and "***" in t.endpoint
@@ -165,10 +180,13 @@ def test_generic_key_with_dots_is_written_to_its_own_section(tmp_path: Path):
     assert conf.read_text() == "[a]\nx: 1\n\n[a.b]\nc: 1\n"
 
 
-@pytest.mark.parametrize(("env", "generic"), [
-    ({"PULP_DB_SEEDS": "a:1", "PULP_CONF__DATABASE__SEEDS": "b:2"}, "PULP_CONF__DATABASE__SEEDS"),
-    ({"PULP_BROKER_URL": "qpid://h/", "PULP_CONF__TASKS__BROKER_URL": "qpid://g/"}, "PULP_CONF__TASKS__BROKER_URL"),
-])
+@pytest.mark.parametrize(
+    ("env", "generic"),
+    [
+        ({"PULP_DB_SEEDS": "a:1", "PULP_CONF__DATABASE__SEEDS": "b:2"}, "PULP_CONF__DATABASE__SEEDS"),
+        ({"PULP_BROKER_URL": "qpid://h/", "PULP_CONF__TASKS__BROKER_URL": "qpid://g/"}, "PULP_CONF__TASKS__BROKER_URL"),
+    ],
+)
 def test_an_explicit_variable_and_a_generic_one_for_the_same_key_is_ambiguous(env, generic):
     with pytest.raises(EnvValueError) as err:
         resolve(env)
@@ -204,8 +222,13 @@ def test_the_warning_is_logged_once(tmp_path: Path, capsys):
 
     conf = tmp_path / "server.conf"
     conf.write_text("[database]\n")
-    assert main(["settings"], {"PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json",
-                               "PULPINIT_DB_SERVICE": "pulp-mong"}) == 0
+    assert (
+        main(
+            ["settings"],
+            {"PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json", "PULPINIT_DB_SERVICE": "pulp-mong"},
+        )
+        == 0
+    )
     import json
 
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
@@ -216,14 +239,23 @@ def test_file_borne_values_say_so(tmp_path: Path):
     (tmp_path / "pw").write_text("s3cret\n")
     s = resolve({"PULP_DB_PASSWORD_FILE": str(tmp_path / "pw")})
     value = s.values["database.password"]
-    assert (value.source, value.variable, value.display) == ("file:PULP_DB_PASSWORD_FILE", "PULP_DB_PASSWORD_FILE",
-                                                             "***")
+    assert (value.source, value.variable, value.display) == (
+        "file:PULP_DB_PASSWORD_FILE",
+        "PULP_DB_PASSWORD_FILE",
+        "***",
+    )
     assert [k for k, _ in s.to_write()] == ["database.password"]
 
 
 def test_one_rule_for_secrets():
-    s = resolve({"PULP_CONF__SERVER__KEY_URL": "/pulp/gpg", "PULP_CONF__SERVER__DEFAULT_PASSWORD": "admin2",
-                 "PULP_BROKER_URL": "qpid://guest@h/", "PULP_MESSAGING_URL": "tcp://u:pw-1@h:5672"})
+    s = resolve(
+        {
+            "PULP_CONF__SERVER__KEY_URL": "/pulp/gpg",
+            "PULP_CONF__SERVER__DEFAULT_PASSWORD": "admin2",
+            "PULP_BROKER_URL": "qpid://guest@h/",
+            "PULP_MESSAGING_URL": "tcp://u:pw-1@h:5672",
+        }
+    )
     shown = {k: (v.secret, v.display) for k, v in s.values.items()}
     assert shown["server.key_url"] == (False, "/pulp/gpg")
     assert shown["server.default_password"] == (True, "***")

@@ -126,10 +126,16 @@ def test_a_second_signal_is_not_a_second_stop(services) -> None:
         assert lock_owner(mongo, held.database) is None  # the release was not interrupted
 
 
-@pytest.mark.parametrize(("value", "name"), [
-    ("SIGWINCH", "SIGWINCH"), ("winch", "SIGWINCH"), ("28", "SIGWINCH"), (" SIGTERM ", "SIGTERM"),
-    ("USR1", "SIGUSR1"),
-])
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        ("SIGWINCH", "SIGWINCH"),
+        ("winch", "SIGWINCH"),
+        ("28", "SIGWINCH"),
+        (" SIGTERM ", "SIGTERM"),
+        ("USR1", "SIGUSR1"),
+    ],
+)
 def test_stop_signal_names(value: str, name: str) -> None:
     assert parse_signal(value, "PULPINIT_STOP_SIGNAL") == name
 
@@ -140,8 +146,9 @@ def test_stop_signal_must_be_one_pulpinit_can_take(value: str, tmp_path: Path) -
 
     conf = tmp_path / "server.conf"
     conf.write_text("[server]\n")
-    code = main(["settings"], {"PULPINIT_CONFIG": str(conf), "PULPINIT_STOP_SIGNAL": value,
-                               "PULPINIT_LOG_FORMAT": "json"})
+    code = main(
+        ["settings"], {"PULPINIT_CONFIG": str(conf), "PULPINIT_STOP_SIGNAL": value, "PULPINIT_LOG_FORMAT": "json"}
+    )
     assert code == 78
     assert configured({"PULPINIT_STOP_SIGNAL": value}) is None
 

@@ -29,8 +29,23 @@ from helpers.supervision import (
 )
 
 RESIDENT = str(HELPERS / "resident_modules.py")
-HEAVY = ("pymongo", "bson", "gridfs", "proton", "cproton", "_proton", "augeas", "structlog", "cffi",
-         "_cffi_backend", "tenacity", "dataclasses", "typing", "pulpinit.privileges", "pulpinit.handoff")
+HEAVY = (
+    "pymongo",
+    "bson",
+    "gridfs",
+    "proton",
+    "cproton",
+    "_proton",
+    "augeas",
+    "structlog",
+    "cffi",
+    "_cffi_backend",
+    "tenacity",
+    "dataclasses",
+    "typing",
+    "pulpinit.privileges",
+    "pulpinit.handoff",
+)
 
 
 def test_subreaper_mode_reaps_hundred_orphans() -> None:
@@ -92,12 +107,15 @@ def test_no_stop_timeout_by_default() -> None:
         assert sup.wait() == 0
 
 
-@pytest.mark.parametrize(("options", "code", "text"), [
-    (["--bogus"], 64, "unknown option"),
-    (["--stop-timeout", "soon"], 64, "--stop-timeout"),
-    (["--stop-timeout=-1"], 64, "--stop-timeout"),
-    (["--umask", "999"], 64, "--umask"),
-])
+@pytest.mark.parametrize(
+    ("options", "code", "text"),
+    [
+        (["--bogus"], 64, "unknown option"),
+        (["--stop-timeout", "soon"], 64, "--stop-timeout"),
+        (["--stop-timeout=-1"], 64, "--stop-timeout"),
+        (["--umask", "999"], 64, "--umask"),
+    ],
+)
 def test_bad_options(options: list[str], code: int, text: str) -> None:
     done = run(["true"], options=options)
     assert done.returncode == code
@@ -112,8 +130,9 @@ def test_bad_stop_timeout_variable_is_a_config_error() -> None:
 
 def test_separator_is_optional_but_a_command_is_not() -> None:
     def supervise(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PYTHON, "-m", "pulpinit.supervise", *args], capture_output=True, text=True,
-                              check=False, timeout=30)
+        return subprocess.run(
+            [PYTHON, "-m", "pulpinit.supervise", *args], capture_output=True, text=True, check=False, timeout=30
+        )
 
     assert supervise("sh", "-c", "exit 4").returncode == 4
     for args in ((), ("--",), ("--umask", "027")):
@@ -123,10 +142,12 @@ def test_separator_is_optional_but_a_command_is_not() -> None:
 
 
 def test_api_raises_exec_error_for_a_missing_command() -> None:
-    code = ("from pulpinit.errors import ExecError\n"
-            "from pulpinit.supervise import supervise\n"
-            "try:\n    supervise(['/nonexistent/prog'])\n"
-            "except ExecError as e:\n    print(e.exit_code, e)\n")
+    code = (
+        "from pulpinit.errors import ExecError\n"
+        "from pulpinit.supervise import supervise\n"
+        "try:\n    supervise(['/nonexistent/prog'])\n"
+        "except ExecError as e:\n    print(e.exit_code, e)\n"
+    )
     done = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=False, timeout=30)
     assert done.stdout.strip() == "127 /nonexistent/prog: command not found"
 
@@ -147,8 +168,9 @@ def test_resident_supervisor_is_small_and_has_no_heavy_module(tmp_path: Path) ->
     assert rss <= 15 * 1024, f"supervisor RSS {rss} kB > 15 MB"
 
     listing = tmp_path / "modules"
-    resident = subprocess.Popen([PYTHON, RESIDENT, str(listing), "--user", "nobody", "--", "sleep", "30"],
-                                stderr=subprocess.PIPE, text=True)
+    resident = subprocess.Popen(
+        [PYTHON, RESIDENT, str(listing), "--user", "nobody", "--", "sleep", "30"], stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 10
     while not children(resident.pid) and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -190,16 +212,26 @@ def test_child_dies_with_a_sigkilled_supervisor_that_is_not_pid1(user: str | Non
 
 
 def test_signals_blocked_across_the_exec_are_not_inherited_by_the_child() -> None:
-    done = subprocess.run([PYTHON, "-c", BLOCKED_THEN_EXEC, "-", "grep", "SigBlk", "/proc/self/status"],
-                          capture_output=True, text=True, timeout=30, check=False)
+    done = subprocess.run(
+        [PYTHON, "-c", BLOCKED_THEN_EXEC, "-", "grep", "SigBlk", "/proc/self/status"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.split()[1], 16) == 0, done.stdout  # nothing blocked in the role's process
 
 
 def test_a_signal_pending_across_the_exec_reaches_the_child() -> None:
     started = time.monotonic()
-    done = subprocess.run([PYTHON, "-c", BLOCKED_THEN_EXEC, "pending", "sleep", "30"], capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [PYTHON, "-c", BLOCKED_THEN_EXEC, "pending", "sleep", "30"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 143, done.stderr
     assert time.monotonic() - started < 10  # not the 30 s of the sleep: the SIGTERM was forwarded
     assert '"event": "supervise.forward", "level": "info"' in done.stderr and '"signal": "SIGTERM"' in done.stderr

@@ -25,41 +25,44 @@ def rejects(env: dict[str, str], conf: dict[str, str] | None = None) -> EnvValue
     return err.value
 
 
-@pytest.mark.parametrize(("env", "variable", "words"), [
-    ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "mongo"}, "DB_SERVICE_PORT", "not a number"),
-    ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "70000"}, "DB_SERVICE_PORT", "out of range"),
-    ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "0"}, "DB_SERVICE_PORT", "out of range"),
-    ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "-1"}, "DB_SERVICE_PORT", "out of range"),
-    ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "２７０１７"}, "DB_SERVICE_PORT", "not a number"),
-    ({"DB_SERVICE_HOST": ""}, "DB_SERVICE_HOST", "empty"),
-    ({"MSG_SERVICE_HOST": "bro ker"}, "MSG_SERVICE_HOST", "whitespace"),
-    ({"SERVICE_HOST": "host\nname"}, "SERVICE_HOST", "control character or newline"),
-    ({"PULP_DB_SEEDS": "a:27017, b:27017"}, "PULP_DB_SEEDS", "whitespace"),
-    ({"PULP_DB_SEEDS": "a:27017,"}, "PULP_DB_SEEDS", "empty entry"),
-    ({"PULP_DB_SEEDS": "::1:27017"}, "PULP_DB_SEEDS", "brackets"),
-    ({"PULP_DB_SEEDS": "a:1,b:2"}, "PULP_DB_SEEDS", "replica set"),
-    ({"PULP_DB_SEEDS": " a:1"}, "PULP_DB_SEEDS", "whitespace"),
-    ({"PULP_BROKER_URL": "http://broker/"}, "PULP_BROKER_URL", "unknown URL scheme"),
-    ({"PULP_BROKER_URL": "broker:5672"}, "PULP_BROKER_URL", "unknown URL scheme"),
-    ({"PULP_BROKER_URL": "qpid://broker:56x72/"}, "PULP_BROKER_URL", "port '56x72' is not a number"),
-    ({"PULP_BROKER_URL": "qpid:///"}, "PULP_BROKER_URL", "no host"),
-    ({"PULP_MESSAGING_URL": "qpid://broker:5672"}, "PULP_MESSAGING_URL", "unknown URL scheme"),
-    ({"PULP_MESSAGING_URL": "tcp://broker:"}, "PULP_MESSAGING_URL", "empty port"),
-    ({"PULP_DB_NAME": "pulp/db"}, "PULP_DB_NAME", "database name"),
-    ({"PULP_SERVER_NAME": "pulp example.com"}, "PULP_SERVER_NAME", "whitespace"),
-    ({"PULP_SERVER_NAME": "-bad-.example"}, "PULP_SERVER_NAME", "host name"),
-    ({"DB_PORT": "27017"}, "DB_PORT", "tcp://host:port"),
-    ({"PULP_CONF__TASKS": "x"}, "PULP_CONF__TASKS", "PULP_CONF__<SECTION>__<KEY>"),
-    ({"PULP_CONF__TASKS__A__B": "x"}, "PULP_CONF__TASKS__A__B", "PULP_CONF__<SECTION>__<KEY>"),
-    ({"PULP_CONF__TASKS__LOGIN_METHOD_FILE": "/x"}, "PULP_CONF__TASKS__LOGIN_METHOD_FILE", "secrets"),
-    ({"PULP_DB_SEEDS_FILE": "/x"}, "PULP_DB_SEEDS_FILE", "only secrets"),
-    ({"PULPINIT_WAIT_TIMEOUT": "soon"}, "PULPINIT_WAIT_TIMEOUT", "not a number"),
-    ({"PULPINIT_WAIT_TIMEOUT": "-5"}, "PULPINIT_WAIT_TIMEOUT", ">= 0"),
-    ({"PULPINIT_UMASK": "999"}, "PULPINIT_UMASK", "octal"),
-    ({"PULPINIT_LOG_LEVEL": "loud"}, "PULPINIT_LOG_LEVEL", "not one of"),
-    ({"PULPINIT_INIT": "maybe"}, "PULPINIT_INIT", "not a boolean"),
-    ({"PULP_WORKER_NUMBER": "two"}, "PULP_WORKER_NUMBER", "non-negative integer"),
-])
+@pytest.mark.parametrize(
+    ("env", "variable", "words"),
+    [
+        ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "mongo"}, "DB_SERVICE_PORT", "not a number"),
+        ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "70000"}, "DB_SERVICE_PORT", "out of range"),
+        ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "0"}, "DB_SERVICE_PORT", "out of range"),
+        ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "-1"}, "DB_SERVICE_PORT", "out of range"),
+        ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "２７０１７"}, "DB_SERVICE_PORT", "not a number"),
+        ({"DB_SERVICE_HOST": ""}, "DB_SERVICE_HOST", "empty"),
+        ({"MSG_SERVICE_HOST": "bro ker"}, "MSG_SERVICE_HOST", "whitespace"),
+        ({"SERVICE_HOST": "host\nname"}, "SERVICE_HOST", "control character or newline"),
+        ({"PULP_DB_SEEDS": "a:27017, b:27017"}, "PULP_DB_SEEDS", "whitespace"),
+        ({"PULP_DB_SEEDS": "a:27017,"}, "PULP_DB_SEEDS", "empty entry"),
+        ({"PULP_DB_SEEDS": "::1:27017"}, "PULP_DB_SEEDS", "brackets"),
+        ({"PULP_DB_SEEDS": "a:1,b:2"}, "PULP_DB_SEEDS", "replica set"),
+        ({"PULP_DB_SEEDS": " a:1"}, "PULP_DB_SEEDS", "whitespace"),
+        ({"PULP_BROKER_URL": "http://broker/"}, "PULP_BROKER_URL", "unknown URL scheme"),
+        ({"PULP_BROKER_URL": "broker:5672"}, "PULP_BROKER_URL", "unknown URL scheme"),
+        ({"PULP_BROKER_URL": "qpid://broker:56x72/"}, "PULP_BROKER_URL", "port '56x72' is not a number"),
+        ({"PULP_BROKER_URL": "qpid:///"}, "PULP_BROKER_URL", "no host"),
+        ({"PULP_MESSAGING_URL": "qpid://broker:5672"}, "PULP_MESSAGING_URL", "unknown URL scheme"),
+        ({"PULP_MESSAGING_URL": "tcp://broker:"}, "PULP_MESSAGING_URL", "empty port"),
+        ({"PULP_DB_NAME": "pulp/db"}, "PULP_DB_NAME", "database name"),
+        ({"PULP_SERVER_NAME": "pulp example.com"}, "PULP_SERVER_NAME", "whitespace"),
+        ({"PULP_SERVER_NAME": "-bad-.example"}, "PULP_SERVER_NAME", "host name"),
+        ({"DB_PORT": "27017"}, "DB_PORT", "tcp://host:port"),
+        ({"PULP_CONF__TASKS": "x"}, "PULP_CONF__TASKS", "PULP_CONF__<SECTION>__<KEY>"),
+        ({"PULP_CONF__TASKS__A__B": "x"}, "PULP_CONF__TASKS__A__B", "PULP_CONF__<SECTION>__<KEY>"),
+        ({"PULP_CONF__TASKS__LOGIN_METHOD_FILE": "/x"}, "PULP_CONF__TASKS__LOGIN_METHOD_FILE", "secrets"),
+        ({"PULP_DB_SEEDS_FILE": "/x"}, "PULP_DB_SEEDS_FILE", "only secrets"),
+        ({"PULPINIT_WAIT_TIMEOUT": "soon"}, "PULPINIT_WAIT_TIMEOUT", "not a number"),
+        ({"PULPINIT_WAIT_TIMEOUT": "-5"}, "PULPINIT_WAIT_TIMEOUT", ">= 0"),
+        ({"PULPINIT_UMASK": "999"}, "PULPINIT_UMASK", "octal"),
+        ({"PULPINIT_LOG_LEVEL": "loud"}, "PULPINIT_LOG_LEVEL", "not one of"),
+        ({"PULPINIT_INIT": "maybe"}, "PULPINIT_INIT", "not a boolean"),
+        ({"PULP_WORKER_NUMBER": "two"}, "PULP_WORKER_NUMBER", "non-negative integer"),
+    ],
+)
 def test_bad_input_names_the_variable(env, variable, words):
     error = rejects(env)
     assert error.variable == variable
@@ -94,15 +97,18 @@ def test_unreadable_file_is_an_error(tmp_path: Path, setup: str):
     assert SECRET not in str(error)
 
 
-@pytest.mark.parametrize("env", [
-    {"PULP_BROKER_URL": f"qpid://user:{SECRET}@bro ker:5672/"},
-    {"PULP_BROKER_URL": f"http://user:{SECRET}@broker/"},
-    {"PULP_BROKER_URL": f"qpid://user:{SECRET}@broker:99999/"},
-    {"PULP_DB_PASSWORD": f" {SECRET}"},
-    {"PULP_DB_PASSWORD": f"{SECRET}\x07"},
-    {"MSG_SERVICE_HOST": "q", "MSG_SERVICE_PASSWORD": f"{SECRET}\n"},
-    {"PULP_CONF__SERVER__DEFAULT_PASSWORD": f"{SECRET} "},
-])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"PULP_BROKER_URL": f"qpid://user:{SECRET}@bro ker:5672/"},
+        {"PULP_BROKER_URL": f"http://user:{SECRET}@broker/"},
+        {"PULP_BROKER_URL": f"qpid://user:{SECRET}@broker:99999/"},
+        {"PULP_DB_PASSWORD": f" {SECRET}"},
+        {"PULP_DB_PASSWORD": f"{SECRET}\x07"},
+        {"MSG_SERVICE_HOST": "q", "MSG_SERVICE_PASSWORD": f"{SECRET}\n"},
+        {"PULP_CONF__SERVER__DEFAULT_PASSWORD": f"{SECRET} "},
+    ],
+)
 def test_errors_never_show_secrets(env):
     assert SECRET not in str(rejects(env))
 
@@ -155,8 +161,12 @@ def test_host_never_accepts_whitespace_or_empty_labels(value: str):
     assert ".." not in host and host
 
 
-@given(st.sampled_from(["qpid", "amqp", "amqps"]), hostnames, ports,
-       st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=12))
+@given(
+    st.sampled_from(["qpid", "amqp", "amqps"]),
+    hostnames,
+    ports,
+    st.text(alphabet=string.ascii_letters + string.digits, min_size=1, max_size=12),
+)
 def test_broker_urls_accepted_and_password_masked(scheme, host, port, password):
     url = f"{scheme}://user:{password}@{host}:{port}/"
     s = from_environ({"PULP_BROKER_URL": url}, {}, hostname="h")
@@ -167,20 +177,23 @@ def test_broker_urls_accepted_and_password_masked(scheme, host, port, password):
 # -- every error names the actual problem (issue 12) -----------------------------------------------------
 
 
-@pytest.mark.parametrize(("env", "variable", "words"), [
-    ({"PULP_DB_SEEDS": "mongodb://h:27017"}, "PULP_DB_SEEDS", "seeds are host:port"),
-    ({"PULP_DB_SEEDS": "mongodb://u:pw-x1@h:27017"}, "PULP_DB_SEEDS", "'mongodb://u:***@h:27017': seeds are"),
-    ({"MSG_SERVICE_HOST": "q", "MSG_SERVICE_PORT": "-1"}, "MSG_SERVICE_PORT", "out of range 1-65535"),
-    ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "9" * 5000}, "DB_SERVICE_PORT", "out of range 1-65535"),
-    ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "027017"}, "DB_SERVICE_PORT", "out of range 1-65535"),
-    ({"PULP_DB_SEEDS": "h:" + "1" * 5000}, "PULP_DB_SEEDS", "out of range 1-65535"),
-    ({"PULP_BROKER_URL": "qpid://h:" + "1" * 5000 + "/"}, "PULP_BROKER_URL", "out of range 1-65535"),
-    ({"PULP_BROKER_URL": "qpid://u:pw/x@h/"}, "PULP_BROKER_URL", "percent-encode"),
-    ({"PULP_BROKER_URL": "qpid://u:pw#x@h/"}, "PULP_BROKER_URL", "percent-encode"),
-    ({"PULP_BROKER_URL": "qpid://u:pw?x@h/"}, "PULP_BROKER_URL", "percent-encode"),
-    ({"PULP_BROKER_URL": "qpid://u:pw]x@h/"}, "PULP_BROKER_URL", "percent-encode"),
-    ({"PULP_BROKER_URL": "qpid://[::1/"}, "PULP_BROKER_URL", "IPv6"),
-])
+@pytest.mark.parametrize(
+    ("env", "variable", "words"),
+    [
+        ({"PULP_DB_SEEDS": "mongodb://h:27017"}, "PULP_DB_SEEDS", "seeds are host:port"),
+        ({"PULP_DB_SEEDS": "mongodb://u:pw-x1@h:27017"}, "PULP_DB_SEEDS", "'mongodb://u:***@h:27017': seeds are"),
+        ({"MSG_SERVICE_HOST": "q", "MSG_SERVICE_PORT": "-1"}, "MSG_SERVICE_PORT", "out of range 1-65535"),
+        ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "9" * 5000}, "DB_SERVICE_PORT", "out of range 1-65535"),
+        ({"DB_SERVICE_HOST": "db", "DB_SERVICE_PORT": "027017"}, "DB_SERVICE_PORT", "out of range 1-65535"),
+        ({"PULP_DB_SEEDS": "h:" + "1" * 5000}, "PULP_DB_SEEDS", "out of range 1-65535"),
+        ({"PULP_BROKER_URL": "qpid://h:" + "1" * 5000 + "/"}, "PULP_BROKER_URL", "out of range 1-65535"),
+        ({"PULP_BROKER_URL": "qpid://u:pw/x@h/"}, "PULP_BROKER_URL", "percent-encode"),
+        ({"PULP_BROKER_URL": "qpid://u:pw#x@h/"}, "PULP_BROKER_URL", "percent-encode"),
+        ({"PULP_BROKER_URL": "qpid://u:pw?x@h/"}, "PULP_BROKER_URL", "percent-encode"),
+        ({"PULP_BROKER_URL": "qpid://u:pw]x@h/"}, "PULP_BROKER_URL", "percent-encode"),
+        ({"PULP_BROKER_URL": "qpid://[::1/"}, "PULP_BROKER_URL", "IPv6"),
+    ],
+)
 def test_errors_name_the_actual_problem(env, variable, words):
     error = rejects(env)
     assert error.variable == variable
@@ -188,12 +201,15 @@ def test_errors_name_the_actual_problem(env, variable, words):
     assert len(str(error)) < 300  # a 5000-digit port is quoted cut short, never a traceback
 
 
-@pytest.mark.parametrize(("url", "user", "password"), [
-    ("qpid://u:p@ss@h/", "u", "p@ss"),  # kombu: userinfo up to the last '@'
-    ("qpid://u:a:b@h:5672/", "u", "a:b"),
-    ("amqp://u:p%2Fss@h//", "u", "p%2Fss"),
-    ("qpid://SEK@usr:RET99@h/", "SEK@usr", "RET99"),
-])
+@pytest.mark.parametrize(
+    ("url", "user", "password"),
+    [
+        ("qpid://u:p@ss@h/", "u", "p@ss"),  # kombu: userinfo up to the last '@'
+        ("qpid://u:a:b@h:5672/", "u", "a:b"),
+        ("amqp://u:p%2Fss@h//", "u", "p%2Fss"),
+        ("qpid://SEK@usr:RET99@h/", "SEK@usr", "RET99"),
+    ],
+)
 def test_urls_kombu_reads_are_accepted_and_split_like_kombu(url, user, password):
     from pulpinit.redact import split_url
 

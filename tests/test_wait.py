@@ -32,8 +32,9 @@ class FakeTime:
 
 
 def down(name: str = "mongodb") -> ProbeResult:
-    return ProbeResult(name, "mongodb://db:27017/pulp", False, 1.0, failure=Failure.REFUSED,
-                       error="[Errno 111] Connection refused")
+    return ProbeResult(
+        name, "mongodb://db:27017/pulp", False, 1.0, failure=Failure.REFUSED, error="[Errno 111] Connection refused"
+    )
 
 
 def up(name: str = "mongodb") -> ProbeResult:
@@ -75,8 +76,12 @@ def test_backoff_starts_near_initial_grows_and_is_capped():
 def test_deadline_raises_69_naming_what_is_down_and_why():
     t = FakeTime()
     with pytest.raises(DependencyUnavailable) as err:
-        wait_all({"mongodb": comes_up_at(t, 1e9), "broker": comes_up_at(t, 0, "broker")},
-                 WaitPolicy(timeout=10), clock=t.clock, sleep=t.sleep)
+        wait_all(
+            {"mongodb": comes_up_at(t, 1e9), "broker": comes_up_at(t, 0, "broker")},
+            WaitPolicy(timeout=10),
+            clock=t.clock,
+            sleep=t.sleep,
+        )
     assert err.value.exit_code == ExitCode.UNAVAILABLE
     assert "mongodb (connection_refused: [Errno 111] Connection refused at mongodb://db:27017/pulp)" in str(err.value)
     assert "broker" not in str(err.value)
@@ -100,17 +105,18 @@ def test_both_waited_on_concurrently():
     def slow(name: str):
         def probe(timeout: float) -> ProbeResult:
             return up(name) if time.monotonic() - start >= 0.3 else down(name)
+
         return probe
 
-    wait_all({"mongodb": slow("mongodb"), "broker": slow("broker")}, WaitPolicy(timeout=5, initial=0.02,
-                                                                              max_interval=0.05))
+    wait_all(
+        {"mongodb": slow("mongodb"), "broker": slow("broker")}, WaitPolicy(timeout=5, initial=0.02, max_interval=0.05)
+    )
     assert time.monotonic() - start < 0.55
 
 
 def test_logs_first_down_then_rate_limited_then_up(logs):
     t = FakeTime()
-    wait_all({"mongodb": comes_up_at(t, 45.0)}, WaitPolicy(timeout=100, log_interval=10), clock=t.clock,
-             sleep=t.sleep)
+    wait_all({"mongodb": comes_up_at(t, 45.0)}, WaitPolicy(timeout=100, log_interval=10), clock=t.clock, sleep=t.sleep)
     events = [e for e in logs() if e["event"].startswith("dep.")]
     names = [e["event"] for e in events]
     assert names[0] == "dep.down" and names[-1] == "dep.up"
@@ -127,6 +133,5 @@ def test_stop_event_ends_the_wait_at_once():
     threading.Timer(0.2, stop.set).start()
     start = time.monotonic()
     with pytest.raises(DependencyUnavailable):
-        wait_all({"mongodb": lambda timeout: down()}, WaitPolicy(timeout=60, initial=1.0, max_interval=30),
-                 stop=stop)
+        wait_all({"mongodb": lambda timeout: down()}, WaitPolicy(timeout=60, initial=1.0, max_interval=30), stop=stop)
     assert time.monotonic() - start < 1.0

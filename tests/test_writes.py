@@ -51,8 +51,14 @@ def leftovers(directory: Path) -> list[str]:
 
 def pulpinit(argv: list[str], env: dict[str, str], *, prefix: list[str] = ()) -> subprocess.CompletedProcess[str]:
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PULPINIT_LOG_FORMAT": "json", **env}
-    return subprocess.run([*prefix, sys.executable, "-m", "pulpinit", *argv], env=environ, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "pulpinit", *argv],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def events(stderr: str, name: str) -> list[dict[str, object]]:
@@ -92,8 +98,12 @@ def test_as_root_the_file_gets_the_pulp_users_group_and_0640(etc: Path) -> None:
     info = conf.stat()
     assert (mode(conf), info.st_uid, info.st_gid) == (0o640, 0, pwd.getpwnam("nobody").pw_gid)
     nobody = resolve_user("nobody")
-    done = subprocess.run(["setpriv", f"--reuid={nobody.uid}", f"--regid={nobody.gid}", "--clear-groups",
-                           "cat", str(conf)], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["setpriv", f"--reuid={nobody.uid}", f"--regid={nobody.gid}", "--clear-groups", "cat", str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert "s3cr3t-pw" in done.stdout  # Pulp's user can read it; "other" cannot
 
 
@@ -123,8 +133,9 @@ def test_an_unreadable_file_stays_an_error_through_the_cli(etc: Path) -> None:
     conf = etc / "server.conf"
     conf.chmod(0o600)
     os.chown(conf, 0, 0)
-    done = pulpinit(["configure"], {"PULPINIT_CONFIG": str(conf), "PULPINIT_USER": "nobody",
-                                    "PULP_DB_SEEDS": "db:27017"})
+    done = pulpinit(
+        ["configure"], {"PULPINIT_CONFIG": str(conf), "PULPINIT_USER": "nobody", "PULP_DB_SEEDS": "db:27017"}
+    )
     assert done.returncode == 78
     error = events(done.stderr, "pulpinit.error")[0]["error"]
     assert str(conf) in str(error) and "could not read it (mode 0600" in str(error)
@@ -175,10 +186,19 @@ def test_sigterm_during_configure_leaves_no_temporary_file(etc: Path) -> None:
     """A slow disk (an fsync that takes 30 s, standing in for one) holds the write open for the signal."""
     conf, ready = etc / "server.conf", etc / "ready"
     before = conf.read_bytes()
-    env = {"PATH": os.environ["PATH"], "PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json",
-           "PULP_DB_PASSWORD": "s3cr3t-pw"}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_FSYNC, str(ready)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env = {
+        "PATH": os.environ["PATH"],
+        "PULPINIT_CONFIG": str(conf),
+        "PULPINIT_LOG_FORMAT": "json",
+        "PULP_DB_PASSWORD": "s3cr3t-pw",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_FSYNC, str(ready)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 30
     while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -208,8 +228,9 @@ ARBITRARY_UID = 1000770000  # OpenShift-style: no passwd entry, group 0
 
 def as_arbitrary_uid() -> list[str]:
     prefix = ["setpriv", f"--reuid={ARBITRARY_UID}", "--regid=0", "--clear-groups"]
-    probe = subprocess.run([*prefix, sys.executable, "-c", "import augeas, structlog"], capture_output=True,
-                           check=False)
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import augeas, structlog"], capture_output=True, check=False
+    )
     if probe.returncode != 0:
         pytest.skip(f"this Python cannot be run as uid {ARBITRARY_UID}: {probe.stderr.decode()[-200:]}")
     return prefix
@@ -256,10 +277,20 @@ def test_a_single_file_bind_mount_is_rewritten_in_place(etc: Path) -> None:
     shutil.copy(SAMPLE, source)
     target.write_text("")
     script = f'mount --bind "{source}" "{target}" && exec "{sys.executable}" -m pulpinit configure'
-    environ = {"PATH": os.environ["PATH"], "PULPINIT_LOG_FORMAT": "json", "PULPINIT_CONFIG": str(target),
-               "PULP_DB_SEEDS": "db:27017"}
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], env=environ,
-                          capture_output=True, text=True, timeout=60, check=False)
+    environ = {
+        "PATH": os.environ["PATH"],
+        "PULPINIT_LOG_FORMAT": "json",
+        "PULPINIT_CONFIG": str(target),
+        "PULP_DB_SEEDS": "db:27017",
+    }
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-1000:]
     [warning] = events(done.stderr, "config.in_place")
     assert "EBUSY" in str(warning["reason"]) and "not atomically" in str(warning["reason"])
@@ -289,8 +320,13 @@ def test_server_conf_must_be_a_regular_bounded_file(etc: Path, kind: str) -> Non
     done = pulpinit(["settings"], {"PULPINIT_CONFIG": str(conf)})
     assert done.returncode == 78, done.stderr[-500:]
     [error] = events(done.stderr, "pulpinit.error")
-    words = {"fifo": "FIFO", "symlink-to-fifo": "FIFO", "dev-zero": "character device", "directory": "directory",
-             "too-large": "larger than 1 MiB"}[kind]
+    words = {
+        "fifo": "FIFO",
+        "symlink-to-fifo": "FIFO",
+        "dev-zero": "character device",
+        "directory": "directory",
+        "too-large": "larger than 1 MiB",
+    }[kind]
     assert str(error["error"]).startswith(f"{conf}: ") and words in str(error["error"])
     assert "Traceback" not in done.stderr
 

@@ -87,19 +87,55 @@ class KeyFile:
 KEY_FILES: Mapping[str, KeyFile] = {
     f.name: f
     for f in (
-        KeyFile("ca.crt", "certificate", "/etc/pki/pulp/ca.crt", "security.cacert", None,
-                "Pulp's CA: httpd verifies client certificates with it, Pulp issues from it"),
-        KeyFile("ca.key", "private-key", "/etc/pki/pulp/ca.key", "security.cakey", "ca.crt",
-                "signs consumer and pulp-admin login certificates"),
-        KeyFile("rsa.key", "private-key", "/etc/pki/pulp/rsa.key", "authentication.rsa_key", "rsa_pub.key",
-                "signs messages to consumer agents and lazy-download redirects"),
-        KeyFile("rsa_pub.key", "public-key", "/etc/pki/pulp/rsa_pub.key", "authentication.rsa_pub", None,
-                "the public half: published as /pulp/static/rsa_pub.key for consumers; beside rsa.key "
-                "so that the pair is checked"),
-        KeyFile("server.crt", "certificate", "/etc/pki/tls/certs/localhost.crt", None, None,
-                "httpd's TLS certificate (mod_ssl's SSLCertificateFile)"),
-        KeyFile("server.key", "private-key", "/etc/pki/tls/private/localhost.key", None, "server.crt",
-                "httpd's TLS key (mod_ssl's SSLCertificateKeyFile)"),
+        KeyFile(
+            "ca.crt",
+            "certificate",
+            "/etc/pki/pulp/ca.crt",
+            "security.cacert",
+            None,
+            "Pulp's CA: httpd verifies client certificates with it, Pulp issues from it",
+        ),
+        KeyFile(
+            "ca.key",
+            "private-key",
+            "/etc/pki/pulp/ca.key",
+            "security.cakey",
+            "ca.crt",
+            "signs consumer and pulp-admin login certificates",
+        ),
+        KeyFile(
+            "rsa.key",
+            "private-key",
+            "/etc/pki/pulp/rsa.key",
+            "authentication.rsa_key",
+            "rsa_pub.key",
+            "signs messages to consumer agents and lazy-download redirects",
+        ),
+        KeyFile(
+            "rsa_pub.key",
+            "public-key",
+            "/etc/pki/pulp/rsa_pub.key",
+            "authentication.rsa_pub",
+            None,
+            "the public half: published as /pulp/static/rsa_pub.key for consumers; beside rsa.key "
+            "so that the pair is checked",
+        ),
+        KeyFile(
+            "server.crt",
+            "certificate",
+            "/etc/pki/tls/certs/localhost.crt",
+            None,
+            None,
+            "httpd's TLS certificate (mod_ssl's SSLCertificateFile)",
+        ),
+        KeyFile(
+            "server.key",
+            "private-key",
+            "/etc/pki/tls/private/localhost.key",
+            None,
+            "server.crt",
+            "httpd's TLS key (mod_ssl's SSLCertificateKeyFile)",
+        ),
     )
 }
 
@@ -140,11 +176,17 @@ _READER_NAMES: Mapping[Reader, str] = {"pulp": "Pulp as PULPINIT_USER", "root": 
 
 def role_key_table() -> str:
     """The Markdown table of :data:`ROLE_KEYS` that ``docs/operations.md`` carries verbatim."""
-    lines = ["| file (Secret key) | read from | server.conf key | mounted by (read by) | what for |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| file (Secret key) | read from | server.conf key | mounted by (read by) | what for |",
+        "|---|---|---|---|---|",
+    ]
     for f in KEY_FILES.values():
-        users = [f"`{role}`: {', '.join(_READER_NAMES[r] for r in k.readers)}"
-                 for role, keys in ROLE_KEYS.items() for k in keys if k.name == f.name]
+        users = [
+            f"`{role}`: {', '.join(_READER_NAMES[r] for r in k.readers)}"
+            for role, keys in ROLE_KEYS.items()
+            for k in keys
+            if k.name == f.name
+        ]
         conf = f"`{f.conf}`" if f.conf else "—"
         lines.append(f"| `{f.name}` | `{f.default_path}` | {conf} | {'; '.join(users)} | {f.purpose} |")
     none = [role for role, keys in ROLE_KEYS.items() if not keys]
@@ -155,15 +197,19 @@ def role_key_table() -> str:
 
 def key_paths(conf: Mapping[str, str]) -> dict[str, str]:
     """File name → path: the server.conf value when ``conf`` (``section.key`` → value) sets one."""
-    return {f.name: (conf.get(f.conf) or f.default_path) if f.conf else f.default_path
-            for f in KEY_FILES.values()}
+    return {f.name: (conf.get(f.conf) or f.default_path) if f.conf else f.default_path for f in KEY_FILES.values()}
 
 
 def current_identity() -> Identity:
     """This process's own uid, gid and groups."""
     uid, gid = os.getuid(), os.getgid()
-    return Identity(name=str(uid), uid=uid, gid=gid, groups=tuple(dict.fromkeys([gid, *os.getgroups()])),
-                    home=os.environ.get("HOME", "/"))
+    return Identity(
+        name=str(uid),
+        uid=uid,
+        gid=gid,
+        groups=tuple(dict.fromkeys([gid, *os.getgroups()])),
+        home=os.environ.get("HOME", "/"),
+    )
 
 
 def readers_for(user_spec: str) -> dict[Reader, Identity]:
@@ -225,8 +271,10 @@ def _unreadable_by(real: Path, who: Identity) -> str | None:
             return f"not readable by {who.name} (uid {who.uid}): no search permission on {directory}"
     st = os.stat(real)
     if not _allowed(st, who, 4):
-        return (f"not readable by {who.name} (uid {who.uid}, gid {who.gid}): mode {stat.S_IMODE(st.st_mode):04o}, "
-                f"owner {st.st_uid}:{st.st_gid}")
+        return (
+            f"not readable by {who.name} (uid {who.uid}, gid {who.gid}): mode {stat.S_IMODE(st.st_mode):04o}, "
+            f"owner {st.st_uid}:{st.st_gid}"
+        )
     return None
 
 
@@ -246,8 +294,11 @@ def _read_checked(path: str, kind: Kind, readers: Sequence[Identity]) -> bytes:
         raise KeyFileError(path, "is not a regular file")
     mode = stat.S_IMODE(st.st_mode)
     if kind == "private-key" and mode & 0o027:
-        raise KeyFileError(path, f"mode {mode:04o} is unsafe for a private key: it must give others nothing "
-                                 "and the group at most read (0600, or 0640/0440 with the reading group)")
+        raise KeyFileError(
+            path,
+            f"mode {mode:04o} is unsafe for a private key: it must give others nothing "
+            "and the group at most read (0600, or 0640/0440 with the reading group)",
+        )
     if mode & 0o022:
         raise KeyFileError(path, f"mode {mode:04o}: writable by the group or others")
     real = Path(os.path.realpath(path))
@@ -276,8 +327,7 @@ def load_private_key(path: str, data: bytes, *, validate: bool = True) -> Privat
     try:
         return serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=not validate)
     except TypeError:  # cryptography's way of saying "encrypted, and no password given"
-        raise KeyFileError(path, "the private key is encrypted: httpd and Pulp need it without a passphrase") \
-            from None
+        raise KeyFileError(path, "the private key is encrypted: httpd and Pulp need it without a passphrase") from None
     except ValueError:
         raise KeyFileError(path, "not a PEM private key") from None
     except UnsupportedAlgorithm:
@@ -311,18 +361,27 @@ def public_der(key: PublicKeyTypes) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def _expiry(path: str, cert: x509.Certificate, now: datetime.datetime,
-            warn_within: datetime.timedelta) -> KeyWarning | None:
+def _expiry(
+    path: str, cert: x509.Certificate, now: datetime.datetime, warn_within: datetime.timedelta
+) -> KeyWarning | None:
     not_after = cert.not_valid_after_utc
     if not_after <= now:
         raise KeyFileError(path, f"the certificate expired on {not_after:%Y-%m-%d %H:%M} UTC")
     if cert.not_valid_before_utc > now:
-        return KeyWarning(path, f"the certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} "
-                                "UTC (is this clock right?)", not_after)
+        return KeyWarning(
+            path,
+            f"the certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} "
+            "UTC (is this clock right?)",
+            not_after,
+        )
     if not_after - now <= warn_within:
         days = (not_after - now).days
-        return KeyWarning(path, f"the certificate expires on {not_after:%Y-%m-%d %H:%M} UTC, in {days} days: "
-                                "renew it (docs/operations.md, rotating keys)", not_after)
+        return KeyWarning(
+            path,
+            f"the certificate expires on {not_after:%Y-%m-%d %H:%M} UTC, in {days} days: "
+            "renew it (docs/operations.md, rotating keys)",
+            not_after,
+        )
     return None
 
 
@@ -365,8 +424,11 @@ def check_keys(
             continue
         mine = public_der(load_private_key(path, data, validate=False).public_key())
         if spec.pair in public and public[spec.pair] != mine:
-            raise KeyFileError(path, f"does not match {paths[spec.pair]}: the key and its "
-                                     f"{KEY_FILES[spec.pair].kind.replace('-', ' ')} are from different pairs")
+            raise KeyFileError(
+                path,
+                f"does not match {paths[spec.pair]}: the key and its "
+                f"{KEY_FILES[spec.pair].kind.replace('-', ' ')} are from different pairs",
+            )
     return warnings
 
 

@@ -35,14 +35,24 @@ def add_parser(commands: Any) -> None:
     actions = pki.add_subparsers(dest="pki_action", metavar="ACTION", parser_class=type(pki))
     actions.required = True
     init = actions.add_parser(
-        "init", help="make Pulp's CA, message-signing pair and httpd's certificate in DIR (never overwrites)")
+        "init", help="make Pulp's CA, message-signing pair and httpd's certificate in DIR (never overwrites)"
+    )
     init.add_argument("directory", metavar="DIR", help="where to write the files (created when missing)")
-    init.add_argument("--server-name", action="append", dest="server_names", metavar="NAME",
-                      help="a DNS name or IP address for httpd's certificate (repeat for more; "
-                           "default: PULP_SERVER_NAME, else the host name)")
-    init.add_argument("--days", type=int, default=SERVER_DAYS,
-                      help=f"validity of httpd's certificate in days (default {SERVER_DAYS}, at most {CA_DAYS}; "
-                           f"the CA gets {CA_DAYS}, as Pulp's script gives it)")
+    init.add_argument(
+        "--server-name",
+        action="append",
+        dest="server_names",
+        metavar="NAME",
+        help="a DNS name or IP address for httpd's certificate (repeat for more; "
+        "default: PULP_SERVER_NAME, else the host name)",
+    )
+    init.add_argument(
+        "--days",
+        type=int,
+        default=SERVER_DAYS,
+        help=f"validity of httpd's certificate in days (default {SERVER_DAYS}, at most {CA_DAYS}; "
+        f"the CA gets {CA_DAYS}, as Pulp's script gives it)",
+    )
     init.add_argument("--group", help="group (name or gid) that may read the private keys: they become 0640")
 
 
@@ -92,13 +102,15 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if not result.created:
         out.write("Nothing generated.\n")
     if result.server_not_after is not None:
-        out.write(f"httpd's certificate is for {', '.join(result.server_names)}, "
-                  f"valid until {result.server_not_after:%Y-%m-%d} (signed by ca.crt)\n")
+        out.write(
+            f"httpd's certificate is for {', '.join(result.server_names)}, "
+            f"valid until {result.server_not_after:%Y-%m-%d} (signed by ca.crt)\n"
+        )
     quoted = shlex.quote(str(directory))
     out.write(
         "\nStore them in Kubernetes (once per deployment; keep a copy of the directory somewhere safe):\n"
         f"  kubectl create secret generic {SECRET_NAME} --from-file={quoted}\n"
         "With Compose, mount the directory read-only where each role reads its keys "
-        "(docs/operations.md, \"Which role mounts which key\").\n"
+        '(docs/operations.md, "Which role mounts which key").\n'
     )
     return 0

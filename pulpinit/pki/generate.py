@@ -132,8 +132,9 @@ def _read(path: Path) -> bytes:
 def _pem_private(key: RSAPrivateKey) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
 
 
 def _general_name(name: str) -> x509.GeneralName:
@@ -150,8 +151,12 @@ def _ca_certificate(key: RSAPrivateKey, now: datetime.datetime) -> x509.Certific
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME),
-                         x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION)])
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, CA_COMMON_NAME),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORGANIZATION),
+        ]
+    )
     public = key.public_key()
     return (
         x509.CertificateBuilder()
@@ -162,17 +167,35 @@ def _ca_certificate(key: RSAPrivateKey, now: datetime.datetime) -> x509.Certific
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
 
 
-def _server_certificate(key: RSAPrivateKey, names: Sequence[str], *, ca_key: RSAPrivateKey,
-                        ca_cert: x509.Certificate, now: datetime.datetime, days: int) -> x509.Certificate:
+def _server_certificate(
+    key: RSAPrivateKey,
+    names: Sequence[str],
+    *,
+    ca_key: RSAPrivateKey,
+    ca_cert: x509.Certificate,
+    now: datetime.datetime,
+    days: int,
+) -> x509.Certificate:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -195,9 +218,20 @@ def _server_certificate(key: RSAPrivateKey, names: Sequence[str], *, ca_key: RSA
         .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=True,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -259,9 +293,12 @@ def generate(
     present = _existing(directory) if directory.is_dir() else set()
     for private, public in PAIRS:
         if public in present and private not in present:
-            raise KeyFileError(str(directory / public), f"exists without {private}: that key cannot be made "
-                                                        f"again; put {private} beside it, or move "
-                                                        f"{public} away to make a new pair")
+            raise KeyFileError(
+                str(directory / public),
+                f"exists without {private}: that key cannot be made "
+                f"again; put {private} beside it, or move "
+                f"{public} away to make a new pair",
+            )
 
     keys: dict[str, RSAPrivateKey] = {}
     for private, public in PAIRS:
@@ -273,11 +310,15 @@ def generate(
         keys[private] = key
         if public in present:  # a kept pair must be a pair
             data = _read(directory / public)
-            theirs = load_certificate(str(directory / public), data).public_key() \
-                if KEY_FILES[public].kind == "certificate" else load_public_key(str(directory / public), data)
+            theirs = (
+                load_certificate(str(directory / public), data).public_key()
+                if KEY_FILES[public].kind == "certificate"
+                else load_public_key(str(directory / public), data)
+            )
             if public_der(theirs) != public_der(key.public_key()):
-                raise KeyFileError(str(directory / private), f"does not match {directory / public}: "
-                                                             "the two are from different pairs")
+                raise KeyFileError(
+                    str(directory / private), f"does not match {directory / public}: the two are from different pairs"
+                )
 
     files: dict[str, bytes] = {}
     if "ca.key" not in keys:
@@ -293,8 +334,11 @@ def generate(
         keys["rsa.key"] = make_key(SIGNING_BITS)
         files["rsa.key"] = _pem_private(keys["rsa.key"])
     if "rsa_pub.key" not in present:
-        files["rsa_pub.key"] = keys["rsa.key"].public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        files["rsa_pub.key"] = (
+            keys["rsa.key"]
+            .public_key()
+            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
 
     names: tuple[str, ...] = ()
     not_after = None
@@ -302,8 +346,9 @@ def generate(
         keys["server.key"] = make_key(SERVER_BITS)
         files["server.key"] = _pem_private(keys["server.key"])
     if "server.crt" not in present:
-        cert = _server_certificate(keys["server.key"], server_names, ca_key=keys["ca.key"], ca_cert=ca_cert,
-                                   now=now, days=days)
+        cert = _server_certificate(
+            keys["server.key"], server_names, ca_key=keys["ca.key"], ca_cert=ca_cert, now=now, days=days
+        )
         files["server.crt"] = cert.public_bytes(serialization.Encoding.PEM)
         names, not_after = tuple(server_names), cert.not_valid_after_utc
 
@@ -319,5 +364,10 @@ def generate(
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    return Result(directory=directory, created=tuple(files), kept=tuple(n for n in KEY_FILES if n in present),
-                  server_names=names, server_not_after=not_after)
+    return Result(
+        directory=directory,
+        created=tuple(files),
+        kept=tuple(n for n in KEY_FILES if n in present),
+        server_names=names,
+        server_not_after=not_after,
+    )

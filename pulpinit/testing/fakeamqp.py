@@ -175,9 +175,7 @@ class _Handler(MessagingHandler):
         self.open_connections.discard(event.connection)
         self._maybe_stop()
         for address in list(self.senders):
-            self.senders[address] = [
-                s for s in self.senders[address] if s.connection is not event.connection
-            ]
+            self.senders[address] = [s for s in self.senders[address] if s.connection is not event.connection]
 
     def _forget(self, link: Any) -> None:
         if link.is_sender:
@@ -302,8 +300,14 @@ class _Amqp010Session:
         broker = self.broker
         mechanisms = ["PLAIN"] if broker.users else ["ANONYMOUS", "PLAIN"]
         self.conn.sendall(amqp010.PROTOCOL_HEADER)
-        self.send(amqp010.START, {"server-properties": {"product": PRODUCT, "version": VERSION},
-                                  "mechanisms": mechanisms, "locales": ["en_US"]})
+        self.send(
+            amqp010.START,
+            {
+                "server-properties": {"product": PRODUCT, "version": VERSION},
+                "mechanisms": mechanisms,
+                "locales": ["en_US"],
+            },
+        )
         start_ok = self.next()
         mechanism = start_ok.fields.get("mechanism")
         if start_ok.code != amqp010.START_OK or mechanism not in mechanisms:
@@ -312,13 +316,17 @@ class _Amqp010Session:
         if mechanism == "PLAIN":
             response = bytes(start_ok.fields.get("response") or b"")
             parts = response.split(b"\x00")
-            user, password = (parts[1].decode(errors="replace"), parts[2].decode(errors="replace")) \
-                if len(parts) == 3 else (None, None)
+            user, password = (
+                (parts[1].decode(errors="replace"), parts[2].decode(errors="replace"))
+                if len(parts) == 3
+                else (None, None)
+            )
             if broker.users and (user is None or broker.users.get(user) != password):
                 self.send(amqp010.CLOSE, {"reply-code": amqp010.CLOSE_FORCED, "reply-text": "Authentication failed"})
                 return
-        self.send(amqp010.TUNE, {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0,
-                                 "heartbeat-max": 120})
+        self.send(
+            amqp010.TUNE, {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0, "heartbeat-max": 120}
+        )
         while (control := self.next()).code == amqp010.TUNE_OK:
             pass
         if control.code != amqp010.OPEN:
@@ -394,8 +402,9 @@ class FakeAmqpBroker:
         # (binding to port 0 and reading it back has no race, unlike picking a port first).
         self.backend_port = int(handler.acceptor._selectable.getsockname()[1])
         self._handler, self._injector = handler, injector
-        self._thread = threading.Thread(target=self._serve, args=(container,), name=f"fakeamqp-{self.backend_port}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, args=(container,), name=f"fakeamqp-{self.backend_port}", daemon=True
+        )
         self._thread.start()
         self._front = _Front(self, self.host, self._requested_port).start()  # type: ignore[assignment]
         return self

@@ -55,15 +55,49 @@ from pulpinit.testing.serving import serve_until_signal
 from pulpinit.testing.wire import Command, decode_command, encode_reply, read_message
 
 #: (first wire version, server version it stands for), newest first.
-_VERSIONS = ((25, "8.0.4"), (21, "7.0.15"), (17, "6.0.19"), (13, "5.0.30"), (9, "4.4.29"), (8, "4.2.25"),
-             (7, "4.0.28"), (6, "3.6.23"), (5, "3.4.24"), (4, "3.2.22"), (3, "3.0.15"), (2, "2.6.12"),
-             (0, "2.4.14"))
+_VERSIONS = (
+    (25, "8.0.4"),
+    (21, "7.0.15"),
+    (17, "6.0.19"),
+    (13, "5.0.30"),
+    (9, "4.4.29"),
+    (8, "4.2.25"),
+    (7, "4.0.28"),
+    (6, "3.6.23"),
+    (5, "3.4.24"),
+    (4, "3.2.22"),
+    (3, "3.0.15"),
+    (2, "2.6.12"),
+    (0, "2.4.14"),
+)
 #: Write commands and the privilege action mongod names when a read-only user sends them.
-_WRITE_ACTIONS = {"insert": "insert", "update": "update", "delete": "remove", "findAndModify": "update",
-                  "findandmodify": "update", "createIndexes": "createIndex", "create": "createCollection",
-                  "drop": "dropCollection", "dropIndexes": "dropIndex", "dropDatabase": "dropDatabase"}
-_OPEN_COMMANDS = frozenset({"hello", "isMaster", "ismaster", "ping", "buildInfo", "buildinfo",
-                            "saslStart", "saslContinue", "endSessions", "logout", "connectionStatus"})
+_WRITE_ACTIONS = {
+    "insert": "insert",
+    "update": "update",
+    "delete": "remove",
+    "findAndModify": "update",
+    "findandmodify": "update",
+    "createIndexes": "createIndex",
+    "create": "createCollection",
+    "drop": "dropCollection",
+    "dropIndexes": "dropIndex",
+    "dropDatabase": "dropDatabase",
+}
+_OPEN_COMMANDS = frozenset(
+    {
+        "hello",
+        "isMaster",
+        "ismaster",
+        "ping",
+        "buildInfo",
+        "buildinfo",
+        "saslStart",
+        "saslContinue",
+        "endSessions",
+        "logout",
+        "connectionStatus",
+    }
+)
 
 
 def version_for_wire(wire_version: int) -> str:
@@ -95,13 +129,24 @@ class _Handler(socketserver.BaseRequestHandler):
 class FakeMongo:
     """One fake ``mongod``; see the module docstring.  Attributes may be changed while it runs."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, wire_version: int = 17,
-                 min_wire_version: int = 0, replica_set: str | None = None,
-                 users: Mapping[tuple[str, str], str] | None = None, clock_offset_s: float = 0.0,
-                 version: str | None = None, reply_delay_s: float = 0.0,
-                 advertised_host: str | None = None, tls_certfile: str | None = None,
-                 tls_client_ca: str | None = None, read_only_users: Mapping[tuple[str, str], str] | None = None,
-                 lax_upserts: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        wire_version: int = 17,
+        min_wire_version: int = 0,
+        replica_set: str | None = None,
+        users: Mapping[tuple[str, str], str] | None = None,
+        clock_offset_s: float = 0.0,
+        version: str | None = None,
+        reply_delay_s: float = 0.0,
+        advertised_host: str | None = None,
+        tls_certfile: str | None = None,
+        tls_client_ca: str | None = None,
+        read_only_users: Mapping[tuple[str, str], str] | None = None,
+        lax_upserts: bool = False,
+    ) -> None:
         self.host = host
         self.wire_version = wire_version
         self.min_wire_version = min_wire_version
@@ -141,13 +186,18 @@ class FakeMongo:
         """Listen (again, on the same port after a :meth:`stop`) and serve in a thread."""
         if self._server is not None:
             return self
-        server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) \
-            if ":" in self.host else _Server
+        server_class = (
+            type("_Server6", (_Server,), {"address_family": socket.AF_INET6}) if ":" in self.host else _Server
+        )
         self._server = server_class((self.host, self._port), _Handler)
         self._server.fake = self
         self._port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fakemongo-{self._port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fakemongo-{self._port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -172,8 +222,9 @@ class FakeMongo:
     def __enter__(self) -> FakeMongo:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     # -- knobs and inspection -------------------------------------------------------------
@@ -187,14 +238,18 @@ class FakeMongo:
 
     @property
     def hostport(self) -> str:
-        return f"[{self.advertised_host}]:{self._port}" if ":" in self.advertised_host \
+        return (
+            f"[{self.advertised_host}]:{self._port}"
+            if ":" in self.advertised_host
             else f"{self.advertised_host}:{self._port}"
+        )
 
     @property
     def uri(self) -> str:
         """``mongodb://host:port/`` (plus ``replicaSet=`` / ``tls=true`` when on); no credentials."""
-        query = "&".join(([f"replicaSet={self.replica_set}"] if self.replica_set else [])
-                         + (["tls=true"] if self._tls else []))
+        query = "&".join(
+            ([f"replicaSet={self.replica_set}"] if self.replica_set else []) + (["tls=true"] if self._tls else [])
+        )
         return f"mongodb://{self.hostport}/" + (f"?{query}" if query else "")
 
     @property
@@ -221,8 +276,7 @@ class FakeMongo:
         """
         (self._read_only.add if read_only else self._read_only.discard)((database, user))
         for mechanism in MECHANISMS:
-            self._credentials[(database, user, mechanism)] = ScramCredential.from_password(
-                mechanism, user, password)
+            self._credentials[(database, user, mechanism)] = ScramCredential.from_password(mechanism, user, password)
 
     def command_count(self, name: str) -> int:
         with self.lock:
@@ -281,8 +335,9 @@ class FakeMongo:
                 raise CommandError(13, f"Command {name} requires authentication", "Unauthorized")
             action = _WRITE_ACTIONS.get(name)
             if action and conn.authenticated and conn.authenticated <= self._read_only:
-                raise CommandError(13, f"not authorized on {command.database} to execute command "
-                                   f"(action: {action})", "Unauthorized")
+                raise CommandError(
+                    13, f"not authorized on {command.database} to execute command (action: {action})", "Unauthorized"
+                )
             local = self._server_commands.get(name)
             if local is not None:
                 return local(self, conn, command)
@@ -301,32 +356,50 @@ class FakeMongo:
         reply["isWritablePrimary" if command.name == "hello" else "ismaster"] = True
         if self.replica_set:
             me = self.hostport
-            reply.update(setName=self.replica_set, setVersion=1, hosts=[me], primary=me, me=me,
-                         secondary=False, electionId=ObjectId("7fffffff0000000000000001"),
-                         lastWrite={"opTime": {"ts": Timestamp(int(time.time()), 1), "t": 1},
-                                    "lastWriteDate": self.now()})
-        reply.update(maxBsonObjectSize=16 * 1024 * 1024, maxMessageSizeBytes=48_000_000,
-                     maxWriteBatchSize=100_000, localTime=self.now(), logicalSessionTimeoutMinutes=30,
-                     connectionId=conn.id, minWireVersion=self.min_wire_version,
-                     maxWireVersion=self.wire_version, readOnly=False)
+            reply.update(
+                setName=self.replica_set,
+                setVersion=1,
+                hosts=[me],
+                primary=me,
+                me=me,
+                secondary=False,
+                electionId=ObjectId("7fffffff0000000000000001"),
+                lastWrite={"opTime": {"ts": Timestamp(int(time.time()), 1), "t": 1}, "lastWriteDate": self.now()},
+            )
+        reply.update(
+            maxBsonObjectSize=16 * 1024 * 1024,
+            maxMessageSizeBytes=48_000_000,
+            maxWriteBatchSize=100_000,
+            localTime=self.now(),
+            logicalSessionTimeoutMinutes=30,
+            connectionId=conn.id,
+            minWireVersion=self.min_wire_version,
+            maxWireVersion=self.wire_version,
+            readOnly=False,
+        )
         mechs = body.get("saslSupportedMechs")
-        if isinstance(mechs, str) and self.wire_version >= 7 \
-                and (*mechs.split(".", 1), MECHANISM) in self._credentials:
+        if isinstance(mechs, str) and self.wire_version >= 7 and (*mechs.split(".", 1), MECHANISM) in self._credentials:
             reply["saslSupportedMechs"] = list(self.mechanisms)
         speculative = body.get("speculativeAuthenticate")
-        if isinstance(speculative, dict) and self.wire_version >= 9 \
-                and speculative.get("mechanism") in self.mechanisms:
+        if isinstance(speculative, dict) and self.wire_version >= 9 and speculative.get("mechanism") in self.mechanisms:
             # like mongod: an unknown user gets no speculative answer and falls back to saslStart
             with contextlib.suppress(AuthError):
                 reply["speculativeAuthenticate"] = self._sasl_start_reply(
-                    conn, str(speculative.get("db", command.database)), speculative)
+                    conn, str(speculative.get("db", command.database)), speculative
+                )
         reply["ok"] = 1.0
         return reply
 
     def _build_info(self, conn: _Connection, command: Command) -> Doc:
         parts = [int(p) for p in self.version.split(".")[:3] if p.isdigit()]
-        return {"version": self.version, "versionArray": [*parts, 0], "gitVersion": "fakemongo",
-                "maxBsonObjectSize": 16 * 1024 * 1024, "bits": 64, "ok": 1.0}
+        return {
+            "version": self.version,
+            "versionArray": [*parts, 0],
+            "gitVersion": "fakemongo",
+            "maxBsonObjectSize": 16 * 1024 * 1024,
+            "bits": 64,
+            "ok": 1.0,
+        }
 
     def _sasl_start_reply(self, conn: _Connection, database: str, body: Doc) -> Doc:
         conversation = ScramConversation(str(body.get("mechanism")), database, self._credentials)
@@ -338,8 +411,9 @@ class FakeMongo:
     def _sasl_start(self, conn: _Connection, command: Command) -> Doc:
         mechanism = command.body.get("mechanism")
         if mechanism not in self.mechanisms:
-            raise CommandError(334, f"Received authentication for mechanism {mechanism} which is not "
-                               "enabled", "MechanismUnavailable")
+            raise CommandError(
+                334, f"Received authentication for mechanism {mechanism} which is not enabled", "MechanismUnavailable"
+            )
         try:
             return self._sasl_start_reply(conn, command.database, command.body)
         except AuthError as exc:
@@ -363,17 +437,31 @@ class FakeMongo:
         return {"authInfo": {"authenticatedUsers": users, "authenticatedUserRoles": []}, "ok": 1.0}
 
     def _server_status(self, conn: _Connection, command: Command) -> Doc:
-        return {"host": self.hostport, "version": self.version, "process": "mongod", "pid": os.getpid(),
-                "uptime": time.monotonic() - self._started, "localTime": self.now(),
-                "connections": {"current": self.connection_count}, "ok": 1.0}
+        return {
+            "host": self.hostport,
+            "version": self.version,
+            "process": "mongod",
+            "pid": os.getpid(),
+            "uptime": time.monotonic() - self._started,
+            "localTime": self.now(),
+            "connections": {"current": self.connection_count},
+            "ok": 1.0,
+        }
 
     def _ok(self, conn: _Connection, command: Command) -> Doc:
         return {"ok": 1.0}
 
     _server_commands: ClassVar[dict[str, Callable[[FakeMongo, _Connection, Command], Doc]]] = {
-        "hello": _hello, "isMaster": _hello, "ismaster": _hello, "ping": _ok, "endSessions": _ok,
-        "buildInfo": _build_info, "buildinfo": _build_info, "saslStart": _sasl_start,
-        "saslContinue": _sasl_continue, "connectionStatus": _connection_status,
+        "hello": _hello,
+        "isMaster": _hello,
+        "ismaster": _hello,
+        "ping": _ok,
+        "endSessions": _ok,
+        "buildInfo": _build_info,
+        "buildinfo": _build_info,
+        "saslStart": _sasl_start,
+        "saslContinue": _sasl_continue,
+        "connectionStatus": _connection_status,
         "serverStatus": _server_status,
     }
 
@@ -385,8 +473,10 @@ def _user(spec: str) -> tuple[tuple[str, str], str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pulpinit.testing.fakemongo``: serve until SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m pulpinit.testing.fakemongo",
-                                     description="Serve a fake MongoDB; prints 'ready <port>' once listening.")
+    parser = argparse.ArgumentParser(
+        prog="python -m pulpinit.testing.fakemongo",
+        description="Serve a fake MongoDB; prints 'ready <port>' once listening.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     parser.add_argument("--wire-version", type=int, default=17)
@@ -402,12 +492,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tls-cert", default=None, help="serve TLS with this PEM (certificate + key)")
     parser.add_argument("--tls-client-ca", default=None, help="require client certificates from this CA")
     args = parser.parse_args(argv)
-    fake = FakeMongo(args.host, args.port, wire_version=args.wire_version,
-                     min_wire_version=args.min_wire_version, replica_set=args.replica_set,
-                     users=dict(args.user), clock_offset_s=args.clock_offset, version=args.server_version,
-                     reply_delay_s=args.reply_delay, advertised_host=args.advertised_host,
-                     tls_certfile=args.tls_cert, tls_client_ca=args.tls_client_ca,
-                     read_only_users=dict(args.read_only_user), lax_upserts=args.lax_upserts).start()
+    fake = FakeMongo(
+        args.host,
+        args.port,
+        wire_version=args.wire_version,
+        min_wire_version=args.min_wire_version,
+        replica_set=args.replica_set,
+        users=dict(args.user),
+        clock_offset_s=args.clock_offset,
+        version=args.server_version,
+        reply_delay_s=args.reply_delay,
+        advertised_host=args.advertised_host,
+        tls_certfile=args.tls_cert,
+        tls_client_ca=args.tls_client_ca,
+        read_only_users=dict(args.read_only_user),
+        lax_upserts=args.lax_upserts,
+    ).start()
     return serve_until_signal(fake)
 
 

@@ -251,8 +251,9 @@ class AnswerServer(FaultServer):
     refusing bytes that are not TLS, ``b""`` a server that hangs up without a word.
     """
 
-    def __init__(self, answer: bytes, host: str = "127.0.0.1", port: int = 0, *, up: bool = True,
-                 read_bytes: int = 1) -> None:
+    def __init__(
+        self, answer: bytes, host: str = "127.0.0.1", port: int = 0, *, up: bool = True, read_bytes: int = 1
+    ) -> None:
         super().__init__(host, port, up=up)
         self.answer = answer
         self.read_bytes = read_bytes
@@ -276,8 +277,16 @@ class TlsServer(FaultServer):
     hang-up); ``client_ca`` requires client certificates from that CA.
     """
 
-    def __init__(self, certfile: str, host: str = "127.0.0.1", port: int = 0, *, up: bool = True,
-                 answer: bytes = b"", client_ca: str | None = None) -> None:
+    def __init__(
+        self,
+        certfile: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        up: bool = True,
+        answer: bytes = b"",
+        client_ca: str | None = None,
+    ) -> None:
         super().__init__(host, port, up=up)
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(certfile)

@@ -28,8 +28,15 @@ from pymongo.errors import OperationFailure
 Doc = dict[str, Any]
 Handler = Callable[[str, Doc], Doc]
 
-_CODE_NAMES = {11000: "DuplicateKey", 26: "NamespaceNotFound", 48: "NamespaceExists", 2: "BadValue",
-               43: "CursorNotFound", 27: "IndexNotFound", 9: "FailedToParse"}
+_CODE_NAMES = {
+    11000: "DuplicateKey",
+    26: "NamespaceNotFound",
+    48: "NamespaceExists",
+    2: "BadValue",
+    43: "CursorNotFound",
+    27: "IndexNotFound",
+    9: "FailedToParse",
+}
 
 
 class CommandError(Exception):
@@ -71,13 +78,24 @@ class Engine:
         self._cursor_ids = itertools.count(1_000_001)
         self.lax_upserts = False  # a colliding findAndModify upsert answers "no document", not E11000
         self.handlers: dict[str, Handler] = {
-            "find": self.find, "getMore": self.get_more, "killCursors": self.kill_cursors,
-            "insert": self.insert, "update": self.update, "delete": self.delete,
-            "findAndModify": self.find_and_modify, "findandmodify": self.find_and_modify,
-            "aggregate": self.aggregate, "count": self.count, "distinct": self.distinct,
-            "createIndexes": self.create_indexes, "listIndexes": self.list_indexes,
-            "dropIndexes": self.drop_indexes, "create": self.create, "drop": self.drop,
-            "listCollections": self.list_collections, "listDatabases": self.list_databases,
+            "find": self.find,
+            "getMore": self.get_more,
+            "killCursors": self.kill_cursors,
+            "insert": self.insert,
+            "update": self.update,
+            "delete": self.delete,
+            "findAndModify": self.find_and_modify,
+            "findandmodify": self.find_and_modify,
+            "aggregate": self.aggregate,
+            "count": self.count,
+            "distinct": self.distinct,
+            "createIndexes": self.create_indexes,
+            "listIndexes": self.list_indexes,
+            "dropIndexes": self.drop_indexes,
+            "create": self.create,
+            "drop": self.drop,
+            "listCollections": self.list_collections,
+            "listDatabases": self.list_databases,
             "dropDatabase": self.drop_database,
         }
 
@@ -131,8 +149,10 @@ class Engine:
         update = dict(update)
         now = self._now()
         stamp = Timestamp(int(now.replace(tzinfo=datetime.timezone.utc).timestamp()), 1)
-        dates = {k: stamp if isinstance(v, dict) and v.get("$type") == "timestamp" else now
-                 for k, v in update.pop("$currentDate").items()}
+        dates = {
+            k: stamp if isinstance(v, dict) and v.get("$type") == "timestamp" else now
+            for k, v in update.pop("$currentDate").items()
+        }
         update["$set"] = {**update.get("$set", {}), **dates}
         return update
 
@@ -140,8 +160,15 @@ class Engine:
     def find(self, db: str, body: Doc) -> Doc:
         col = self._collection(db, body, "find")
         limit = int(body.get("limit", 0))
-        docs = list(col.find(body.get("filter") or {}, projection=body.get("projection") or None,
-                             skip=int(body.get("skip", 0)), limit=abs(limit), sort=_sort(body.get("sort"))))
+        docs = list(
+            col.find(
+                body.get("filter") or {},
+                projection=body.get("projection") or None,
+                skip=int(body.get("skip", 0)),
+                limit=abs(limit),
+                sort=_sort(body.get("sort")),
+            )
+        )
         single = bool(body.get("singleBatch")) or limit < 0
         return self._cursor(f"{db}.{col.name}", docs, body.get("batchSize", 101), single)
 
@@ -159,8 +186,13 @@ class Engine:
     def kill_cursors(self, db: str, body: Doc) -> Doc:
         ids = [int(i) for i in body.get("cursors", [])]
         killed = [i for i in ids if self._cursors.pop(i, None) is not None]
-        return {"cursorsKilled": killed, "cursorsNotFound": [i for i in ids if i not in killed],
-                "cursorsAlive": [], "cursorsUnknown": [], "ok": 1.0}
+        return {
+            "cursorsKilled": killed,
+            "cursorsNotFound": [i for i in ids if i not in killed],
+            "cursorsAlive": [],
+            "cursorsUnknown": [],
+            "ok": 1.0,
+        }
 
     def aggregate(self, db: str, body: Doc) -> Doc:
         target = body["aggregate"]
@@ -275,16 +307,26 @@ class Engine:
         for spec in body.get("indexes", []):
             options = {k: v for k, v in spec.items() if k not in ("key", "v", "ns")}
             col.create_index(list(spec["key"].items()), **options)
-        return {"createdCollectionAutomatically": not existed, "numIndexesBefore": before,
-                "numIndexesAfter": len(col.index_information()), "ok": 1.0}
+        return {
+            "createdCollectionAutomatically": not existed,
+            "numIndexesBefore": before,
+            "numIndexesAfter": len(col.index_information()),
+            "ok": 1.0,
+        }
 
     def list_indexes(self, db: str, body: Doc) -> Doc:
         name = str(body["listIndexes"])
         if not self._exists(db, name):
             raise CommandError(26, f"ns does not exist: {db}.{name}")
-        docs = [{"v": info.get("v", 2), "key": dict(info["key"]), "name": index_name,
-                 **{k: v for k, v in info.items() if k not in ("v", "key")}}
-                for index_name, info in self.client[db][name].index_information().items()]
+        docs = [
+            {
+                "v": info.get("v", 2),
+                "key": dict(info["key"]),
+                "name": index_name,
+                **{k: v for k, v in info.items() if k not in ("v", "key")},
+            }
+            for index_name, info in self.client[db][name].index_information().items()
+        ]
         return self._cursor(f"{db}.$cmd.listIndexes.{name}", docs, None)
 
     def drop_indexes(self, db: str, body: Doc) -> Doc:
@@ -315,15 +357,15 @@ class Engine:
         for name in sorted(self.client[db].list_collection_names()):
             doc: Doc = {"name": name, "type": "collection"}
             if not body.get("nameOnly"):
-                doc.update(options={}, info={"readOnly": False},
-                           idIndex={"v": 2, "key": {"_id": 1}, "name": "_id_"})
+                doc.update(options={}, info={"readOnly": False}, idIndex={"v": 2, "key": {"_id": 1}, "name": "_id_"})
             if _applies(body.get("filter") or {}, doc):
                 docs.append(doc)
         return self._cursor(f"{db}.$cmd.listCollections", docs, None)
 
     def list_databases(self, db: str, body: Doc) -> Doc:
-        docs: list[Doc] = [{"name": name, "sizeOnDisk": 8192, "empty": False}
-                           for name in sorted(self.client.list_database_names())]
+        docs: list[Doc] = [
+            {"name": name, "sizeOnDisk": 8192, "empty": False} for name in sorted(self.client.list_database_names())
+        ]
         docs = [d for d in docs if _applies(body.get("filter") or {}, d)]
         if body.get("nameOnly"):
             return {"databases": [{"name": d["name"]} for d in docs], "ok": 1.0}

@@ -51,8 +51,7 @@ class ScramCredential:
     server_key: bytes
 
     @classmethod
-    def from_password(cls, mechanism: str, user: str, password: str,
-                      iterations: int = ITERATIONS) -> ScramCredential:
+    def from_password(cls, mechanism: str, user: str, password: str, iterations: int = ITERATIONS) -> ScramCredential:
         from pymongo.saslprep import saslprep
 
         digest = _DIGESTS[mechanism]
@@ -83,8 +82,7 @@ def _unescape_user(name: str) -> str:
 class ScramConversation:
     """One SASL conversation on one connection."""
 
-    def __init__(self, mechanism: str, database: str,
-                 lookup: dict[tuple[str, str, str], ScramCredential]) -> None:
+    def __init__(self, mechanism: str, database: str, lookup: dict[tuple[str, str, str], ScramCredential]) -> None:
         self.mechanism = mechanism
         self.database = database
         self._lookup = lookup

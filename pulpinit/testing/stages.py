@@ -59,7 +59,7 @@ POINTS: Mapping[str, str] = {
     "migration-run": "migrate",
 }
 
-_RPM = "#!/bin/sh\necho $$ > \"$0.pid\"\nexec sleep 600\n"
+_RPM = '#!/bin/sh\necho $$ > "$0.pid"\nexec sleep 600\n'
 
 
 def closed_port() -> int:
@@ -76,8 +76,9 @@ def pid_namespaces_reason() -> str | None:
         return "needs root for PID namespaces"
     if shutil.which("unshare") is None:
         return "unshare (util-linux) is not installed"
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True,
-                           timeout=30, check=False)
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=30, check=False
+    )
     return None if probe.returncode == 0 else f"unshare --pid fails: {probe.stderr.decode().strip()}"
 
 
@@ -88,8 +89,9 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def _poll(what: str, ready: Callable[[], bool], proc: subprocess.Popen[str], lines: list[str],
-          timeout: float = 30) -> None:
+def _poll(
+    what: str, ready: Callable[[], bool], proc: subprocess.Popen[str], lines: list[str], timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         if proc.poll() is not None:
@@ -146,19 +148,21 @@ class Held:
 def environment(workdir: Path, mongo: FakeMongo, broker: FakeAmqpBroker, database: str) -> dict[str, str]:
     """pulpinit's environment for a hold: the fakes, the stand-ins in ``workdir``, its own database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULP", "STANDIN"))}
-    env.update({
-        "PULPINIT_CONFIG": str(workdir / "server.conf"),
-        "PULPINIT_LOG_FORMAT": "json",
-        "PULP_DB_SEEDS": mongo.hostport,
-        "PULP_DB_NAME": database,
-        "PULP_BROKER_URL": broker.url(),
-        "PULPINIT_MANAGE_DB": str(workdir / "pulp-manage-db"),
-        "PULPINIT_USER": "nobody",
-        "PULPINIT_MIGRATION_FINGERPRINT": f"never-done-{database}",
-        "PULPINIT_WAIT_TIMEOUT": "120",
-        "PULPINIT_MIGRATION_TIMEOUT": "120",
-        "STANDIN_SECONDS": "600",
-    })
+    env.update(
+        {
+            "PULPINIT_CONFIG": str(workdir / "server.conf"),
+            "PULPINIT_LOG_FORMAT": "json",
+            "PULP_DB_SEEDS": mongo.hostport,
+            "PULP_DB_NAME": database,
+            "PULP_BROKER_URL": broker.url(),
+            "PULPINIT_MANAGE_DB": str(workdir / "pulp-manage-db"),
+            "PULPINIT_USER": "nobody",
+            "PULPINIT_MIGRATION_FINGERPRINT": f"never-done-{database}",
+            "PULPINIT_WAIT_TIMEOUT": "120",
+            "PULPINIT_MIGRATION_TIMEOUT": "120",
+            "STANDIN_SECONDS": "600",
+        }
+    )
     return env
 
 
@@ -166,8 +170,15 @@ def _start(args: list[str], env: dict[str, str], pid1: bool) -> tuple[subprocess
     argv = [sys.executable, "-m", "pulpinit", *args]
     if pid1:
         argv = ["unshare", "--pid", "--fork", "--mount-proc", *argv]
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     if not pid1:
         return proc, proc.pid
     deadline = time.monotonic() + 10
@@ -184,8 +195,9 @@ def _pump(stream: IO[str], into: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def hold(point: str, mongo: FakeMongo, broker: FakeAmqpBroker, *, pid1: bool = False,
-         env: Mapping[str, str] | None = None) -> Iterator[Held]:
+def hold(
+    point: str, mongo: FakeMongo, broker: FakeAmqpBroker, *, pid1: bool = False, env: Mapping[str, str] | None = None
+) -> Iterator[Held]:
     """pulpinit held at ``point`` (see :data:`POINTS`); ``env`` adds or overrides variables."""
     if point not in POINTS:
         raise ValueError(f"unknown point {point!r}; one of {', '.join(POINTS)}")
@@ -251,8 +263,11 @@ def _wait_until_held(held: Held, conf: Path) -> None:
 
 def _waits_for_lock(inode: int) -> bool:
     """Whether someone waits for a ``flock`` on the file with this inode (``/proc/locks`` "->" lines)."""
-    return any(line.split()[1] == "->" and line.split()[6].endswith(f":{inode}")
-               for line in Path("/proc/locks").read_text().splitlines() if len(line.split()) > 6)
+    return any(
+        line.split()[1] == "->" and line.split()[6].endswith(f":{inode}")
+        for line in Path("/proc/locks").read_text().splitlines()
+        if len(line.split()) > 6
+    )
 
 
 def _stage_started(lines: list[str], stage: str) -> bool:
@@ -268,10 +283,14 @@ def _hold_lock(mongo: FakeMongo, database: str) -> None:
     now = mongo.now().replace(tzinfo=None)
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=5000)
     try:
-        client[database]["pulpinit_locks"].insert_one({
-            "_id": LOCK_ID, "owner": "another-replica:1", "acquired_at": now,
-            "expires_at": now + datetime.timedelta(hours=1),
-        })
+        client[database]["pulpinit_locks"].insert_one(
+            {
+                "_id": LOCK_ID,
+                "owner": "another-replica:1",
+                "acquired_at": now,
+                "expires_at": now + datetime.timedelta(hours=1),
+            }
+        )
     finally:
         client.close()
 

@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-_MANAGE_DB = r'''#!{python}
+_MANAGE_DB = r"""#!{python}
 import fcntl, os, signal, sys, time
 runs = os.environ.get("STANDIN_RUNS") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "runs.log")
 def record(text):
@@ -52,9 +52,9 @@ code = int(os.environ.get("STANDIN_EXIT", "0"))
 print("Database migrations complete." if code == 0 else "Database migrations failed.", flush=True)
 record(f"end {{code}}")
 sys.exit(code)
-'''
+"""
 
-_CELERY = r'''#!{python}
+_CELERY = r"""#!{python}
 import json, os, signal, sys, time
 def stop(signum, frame):
     print(f"celery: {{signal.Signals(signum).name}} received: warm shutdown", flush=True)
@@ -67,7 +67,7 @@ if os.environ.get("STANDIN_EXIT_AT_ONCE"):
     sys.exit(int(os.environ["STANDIN_EXIT_AT_ONCE"]))
 while True:
     time.sleep(3600)
-'''
+"""
 
 
 def interpreter() -> str:
@@ -125,5 +125,10 @@ def parsed_runs(directory: str | os.PathLike[str]) -> list[Run]:
             ends[pid] = (int(words[2]), float(words[3]))
         elif words[2] == "start":
             starts[pid] = (int(words[1]), float(words[3]))
-    return sorted((Run(pid, uid, t, ends.get(pid, (None, None))[1], ends.get(pid, (None, None))[0],
-                       pid in overlaps) for pid, (uid, t) in starts.items()), key=lambda run: run.started)
+    return sorted(
+        (
+            Run(pid, uid, t, ends.get(pid, (None, None))[1], ends.get(pid, (None, None))[0], pid in overlaps)
+            for pid, (uid, t) in starts.items()
+        ),
+        key=lambda run: run.started,
+    )

@@ -119,7 +119,9 @@ def find_python27() -> str | None:
     candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/2.7*/bin/python2.7"))
     for candidate in filter(None, candidates):
         found = shutil.which(candidate)
-        if found and subprocess.run([found, "-c", "import ConfigParser"], check=False,
-                                    capture_output=True).returncode == 0:
+        if (
+            found
+            and subprocess.run([found, "-c", "import ConfigParser"], check=False, capture_output=True).returncode == 0
+        ):
             return found
     return None

@@ -69,8 +69,9 @@ def can_unshare() -> str | None:
         return "needs root for PID namespaces"
     if shutil.which("unshare") is None:
         return "unshare (util-linux) is not installed"
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
-                           capture_output=True, timeout=30, check=False)
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=30, check=False
+    )
     if probe.returncode != 0:
         return f"unshare --pid does not work here: {probe.stderr.decode().strip()}"
     return None
@@ -94,16 +95,28 @@ def rss_kb(pid: int) -> int:
 class Supervised:
     """One supervisor run; use as a context manager (kills everything on exit)."""
 
-    def __init__(self, command: Sequence[str], *, options: Sequence[str] = (), pid1: bool = False,
-                 python_options: Sequence[str] = (), env: dict[str, str] | None = None,
-                 stdin: bool = False) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        options: Sequence[str] = (),
+        pid1: bool = False,
+        python_options: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        stdin: bool = False,
+    ) -> None:
         argv = [PYTHON, *python_options, "-m", "pulpinit.supervise", *options, "--", *command]
         if pid1:
             argv = ["unshare", "--pid", "--fork", "--mount-proc", *argv]
         self.pid1 = pid1
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.stderr: list[str] = []
         self.stdout: list[str] = []
@@ -134,8 +147,7 @@ class Supervised:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"no line {wanted!r} within {timeout}s; saw {self.stdout}; "
-                                     f"stderr {self.stderr}")
+                raise AssertionError(f"no line {wanted!r} within {timeout}s; saw {self.stdout}; stderr {self.stderr}")
             try:
                 line = self.lines.get(timeout=remaining)
             except queue.Empty:
@@ -179,11 +191,18 @@ class Supervised:
         return out
 
 
-def run(command: Sequence[str], *, options: Sequence[str] = (), pid1: bool = False,
-        timeout: float = 60, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    command: Sequence[str],
+    *,
+    options: Sequence[str] = (),
+    pid1: bool = False,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run a supervisor to completion and capture its output."""
     argv = [PYTHON, "-m", "pulpinit.supervise", *options, "--", *command]
     if pid1:
         argv = ["unshare", "--pid", "--fork", "--mount-proc", *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env, check=False,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=env, check=False, stdin=subprocess.DEVNULL
+    )
