@@ -35,6 +35,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: The backup stand-in for ``PULPINIT_PRE_MIGRATE`` (see the module docstring).
 _PRE_MIGRATE = r"""#!{python}
@@ -192,6 +193,7 @@ def schema_version(uri: str, database: str) -> int | None:
     """The schema version the manage-db stand-in (``STANDIN_SCHEMA``) recorded in ``database``."""
     import pymongo
 
+    client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, directConnection=True) as client:
         tracker = client[database]["migration_trackers"].find_one({"_id": TRACKER_ID}) or {}
     version = tracker.get("version")
