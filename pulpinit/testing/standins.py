@@ -195,6 +195,6 @@ def schema_version(uri: str, database: str) -> int | None:
 
     client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000, directConnection=True) as client:
-        tracker = client[database]["migration_trackers"].find_one({"_id": TRACKER_ID}) or {}
+        tracker: dict[str, Any] = client[database]["migration_trackers"].find_one({"_id": TRACKER_ID}) or {}
     version = tracker.get("version")
     return int(version) if version is not None else None
