@@ -33,7 +33,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -138,27 +138,31 @@ def parsed_runs(directory: str | os.PathLike[str]) -> list[Run]:
     return parsed_runs_file(Path(directory) / "runs.log")
 
 
+def _lines(path: str | os.PathLike[str]) -> list[list[str]]:
+    return [line.split() for line in Path(path).read_text().splitlines()] if Path(path).exists() else []
+
+
 def parsed_runs_file(path: str | os.PathLike[str]) -> list[Run]:
-    """The runs recorded in the runs file ``path`` (``STANDIN_RUNS``), in the order they started."""
-    starts: dict[int, tuple[int, float]] = {}
-    ends: dict[int, tuple[int, float]] = {}
-    overlaps: set[int] = set()
-    for line in Path(path).read_text().splitlines() if Path(path).exists() else []:
-        words = line.split()
+    """The runs recorded in the runs file ``path`` (``STANDIN_RUNS``), in the order they started.
+
+    Read in order: runs in different PID namespaces may share a pid, so an ``end`` belongs to the
+    latest unfinished run of its pid, and an ``overlap`` to the next run of its pid that starts.
+    """
+    runs: list[Run] = []
+    open_runs: dict[int, int] = {}  # pid → index in runs of its unfinished run
+    overlapping: set[int] = set()
+    for words in _lines(path):
         pid = int(words[0])
         if words[1] == "overlap":
-            overlaps.add(pid)
-        elif words[1] == "end":
-            ends[pid] = (int(words[2]), float(words[3]))
-        elif words[2] == "start":
-            starts[pid] = (int(words[1]), float(words[3]))
-    return sorted(
-        (
-            Run(pid, uid, t, ends.get(pid, (None, None))[1], ends.get(pid, (None, None))[0], pid in overlaps)
-            for pid, (uid, t) in starts.items()
-        ),
-        key=lambda run: run.started,
-    )
+            overlapping.add(pid)
+        elif words[1] == "end" and pid in open_runs:
+            index = open_runs.pop(pid)
+            runs[index] = replace(runs[index], ended=float(words[3]), code=int(words[2]))
+        elif len(words) == 4 and words[2] == "start":
+            open_runs[pid] = len(runs)
+            runs.append(Run(pid, int(words[1]), float(words[3]), None, None, pid in overlapping))
+            overlapping.discard(pid)
+    return sorted(runs, key=lambda run: run.started)
 
 
 @dataclass(frozen=True)
@@ -173,20 +177,24 @@ class CeleryRun:
 
 
 def celery_runs(path: str | os.PathLike[str]) -> list[CeleryRun]:
-    """The lives recorded in ``path``, in the order they started."""
-    lines = Path(path).read_text().splitlines() if Path(path).exists() else []
-    ends = {int(w[0]): float(w[3]) for w in (line.split() for line in lines) if w[1] == "end"}
-    return [
-        CeleryRun(int(w[0]), w[2], w[3], float(w[4]), ends.get(int(w[0])))
-        for w in (line.split() for line in lines)
-        if w[1] == "start"
-    ]
+    """The lives recorded in ``path``, in the order they started (an ``end`` belongs to the latest
+    unfinished life of its pid and name: pids repeat across PID namespaces)."""
+    lives: list[CeleryRun] = []
+    open_lives: dict[tuple[int, str], int] = {}
+    for words in _lines(path):
+        key = (int(words[0]), words[2])
+        if words[1] == "start":
+            open_lives[key] = len(lives)
+            lives.append(CeleryRun(key[0], words[2], words[3], float(words[4]), None))
+        elif words[1] == "end" and key in open_lives:
+            index = open_lives.pop(key)
+            lives[index] = replace(lives[index], ended=float(words[3]))
+    return lives
 
 
 def pre_migrate_runs(path: str | os.PathLike[str]) -> list[tuple[int, int, float]]:
     """``(pid, uid, t)`` of every run of the backup stand-in recorded in ``path``."""
-    lines = Path(path).read_text().splitlines() if Path(path).exists() else []
-    return [(int(w[0]), int(w[1]), float(w[3])) for w in (line.split() for line in lines)]
+    return [(int(w[0]), int(w[1]), float(w[3])) for w in _lines(path)]
 
 
 def schema_version(uri: str, database: str) -> int | None:
