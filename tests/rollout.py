@@ -83,6 +83,26 @@ class Timing:
     backoff_limit: int = 6  # the Job's backoffLimit
     migration_timeout_s: float = 60.0  # PULPINIT_MIGRATION_TIMEOUT (600 s)
 
+    @classmethod
+    def scaled(cls, divisor: float) -> Timing:
+        """Every time of a real deployment divided by ``divisor`` (the benchmark's uniform scale).
+
+        Real values: worker_timeout 30 s, MIGRATION_WAIT_TIME 92 s, a migration of 30 s, a warm
+        shutdown finishing a 10 s task, 300 s grace, a 15 s probe period, 10 s back-offs, 600 s
+        migration timeout.
+        """
+        return cls(
+            worker_timeout=max(1, round(30 / divisor)),
+            quiet_s=92 / divisor,
+            migration_s=30 / divisor,
+            shutdown_s=10 / divisor,
+            grace_s=300 / divisor,
+            probe_period_s=15 / divisor,
+            crash_backoff_s=10 / divisor,
+            job_backoff_s=10 / divisor,
+            migration_timeout_s=600 / divisor,
+        )
+
 
 @dataclass
 class Container:
@@ -555,6 +575,42 @@ class Cluster:
 
     def __exit__(self, *_: object) -> None:
         self.shutdown()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One measured upgrade from ``old`` to ``new``."""
+
+    seconds: float | None  # from "applied" to every role running the new celery (None: not in time)
+    failed_starts: int  # containers that exited non-zero by themselves (each a CrashLoopBackOff step)
+    refused: int  # pulp-manage-db runs of the new version that ended 70 (workers still heartbeating)
+    runs: int  # pulp-manage-db runs of the new version
+    migrated: bool  # the database is at the new schema
+
+    @classmethod
+    def of(cls, cluster: Cluster, new: Version, seconds: float | None) -> Outcome:
+        runs = standins.parsed_runs_file(cluster.manage_db_runs_file(new.tag))
+        return cls(
+            seconds,
+            len(cluster.failed_starts()),
+            sum(1 for run in runs if run.code == 70),
+            len(runs),
+            standins.schema_version(cluster.peer.uri, cluster.peer.database) == new.schema,
+        )
+
+
+def measure_upgrade(
+    cluster: Cluster, old: Version, new: Version, *, timeout: float = 180, kill_ordinal: int | None = None
+) -> Outcome:
+    """Install ``old``, apply ``new`` and measure until every role runs it (or ``timeout``)."""
+    cluster.install(old)
+    applied = cluster.apply(new, kill_ordinal=kill_ordinal)
+    try:
+        seconds: float | None = cluster.wait_all_on(new, timeout) - applied
+    except AssertionError:
+        seconds = None
+    cluster.settle(30)
+    return Outcome.of(cluster, new, seconds)
 
 
 def wait_until(
