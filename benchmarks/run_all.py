@@ -58,6 +58,12 @@ BENCHES = (
         ["--leases", "2", "4", "8", "--trials", "3", "--concurrent", "12"],
         ["--leases", "2", "--trials", "1", "--concurrent", "4"],
     ),
+    (
+        "A whole-deployment upgrade, applied → every role on the new version: pulpinit vs 2014 (issue 14)",
+        "bench_upgrade.py",
+        ["--trials", "3", "--scale", "10"],
+        ["--trials", "1", "--scale", "10"],
+    ),
 )
 
 

@@ -95,7 +95,7 @@ class Timing:
             worker_timeout=max(1, round(30 / divisor)),
             quiet_s=92 / divisor,
             migration_s=30 / divisor,
-            shutdown_s=10 / divisor,
+            shutdown_s=30 / divisor,
             grace_s=300 / divisor,
             probe_period_s=15 / divisor,
             crash_backoff_s=10 / divisor,
