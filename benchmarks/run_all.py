@@ -2,7 +2,7 @@
 
 Each benchmark measures whole processes, median of repeated runs, with its baselines in the
 same run, and prints markdown; this script only runs them in turn and collects their output
-with the command that reproduces each table.  Takes about five minutes on 2 cores.
+with the command that reproduces each table.  Takes about ten minutes on 2 cores.
 
     .venv/bin/python benchmarks/run_all.py [--quick]
 """

@@ -88,7 +88,7 @@ class Timing:
         """Every time of a real deployment divided by ``divisor`` (the benchmark's uniform scale).
 
         Real values: worker_timeout 30 s, MIGRATION_WAIT_TIME 92 s, a migration of 30 s, a warm
-        shutdown finishing a 10 s task, 300 s grace, a 15 s probe period, 10 s back-offs, 600 s
+        shutdown finishing a 30 s task, 300 s grace, a 15 s probe period, 10 s back-offs, 600 s
         migration timeout.
         """
         return cls(
