@@ -75,7 +75,7 @@ class Timing:
     worker_timeout: int = 5  # [tasks] worker_timeout (30): a heartbeat every worker_timeout / 5 = 1 s (6 s)
     quiet_s: float = 3.0  # PULPINIT_QUIET_SECONDS and the stand-in's MIGRATION_WAIT_TIME (92 s)
     migration_s: float = 0.3  # what the stand-in pulp-manage-db takes to migrate
-    shutdown_s: float = 0.3  # a worker's warm shutdown: its running task finishing (up to minutes)
+    shutdown_s: float = 1.0  # a worker's warm shutdown: its running task finishing (up to minutes)
     grace_s: float = 10.0  # terminationGracePeriodSeconds (60 s, workers 300 s)
     probe_period_s: float = 0.3  # readiness probe period (15 s)
     crash_backoff_s: float = 1.0  # the kubelet's CrashLoopBackOff: 10 s doubling to 300 s

@@ -28,6 +28,7 @@ from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 
 OLD, NEW = Version("2.21.5", 1), Version("2.21.6", 2)
+BOTH = pytest.mark.parametrize("peer", ["fake", "secantus"], indirect=True)
 #: The bound on an upgrade (applied → every role runs the new Celery) asserted here; measured ≈ 10 s.
 BOUND_S = 45.0
 
@@ -80,7 +81,7 @@ def scheduler_lives(cluster: Cluster) -> list[tuple[float, float]]:
     return lives
 
 
-@pytest.mark.parametrize("peer", ["fake", "secantus"], indirect=True)
+@BOTH
 def test_one_apply_upgrades_everything_with_one_migration_and_no_failed_start(peer, broker):
     with Cluster(peer, broker.url()) as cluster:
         backup = str(cluster.bin / "pre-migrate")
@@ -123,9 +124,10 @@ def test_one_apply_upgrades_everything_with_one_migration_and_no_failed_start(pe
     assert took < BOUND_S
 
 
-def test_a_killed_old_worker_blocks_no_longer_than_the_threshold(broker):
+@BOTH
+def test_a_killed_old_worker_blocks_no_longer_than_the_threshold(peer, broker):
     timing = Timing()
-    with FakeMongo() as fake, Cluster(MongoPeer.of_fake(fake), broker.url(), timing=timing) as cluster:
+    with Cluster(peer, broker.url(), timing=timing) as cluster:
         cluster.install(OLD)
         applied = cluster.apply(NEW, kill_ordinal=0)  # the last old worker dies with its node
         done = cluster.wait_all_on(NEW, BOUND_S)
@@ -144,12 +146,10 @@ def test_a_killed_old_worker_blocks_no_longer_than_the_threshold(broker):
         assert cluster.failed_starts() == [], cluster.diagnosis()
 
 
-def test_a_failed_migration_stops_every_new_pod_with_75_and_the_old_version_comes_back(broker):
+@BOTH
+def test_a_failed_migration_stops_every_new_pod_with_75_and_the_old_version_comes_back(peer, broker):
     broken = Version(NEW.tag, NEW.schema, manage_db_exit=3)  # fails before changing anything
-    with (
-        FakeMongo() as fake,
-        Cluster(MongoPeer.of_fake(fake), broker.url(), timing=Timing(backoff_limit=1)) as cluster,
-    ):
+    with Cluster(peer, broker.url(), timing=Timing(backoff_limit=1)) as cluster:
         cluster.install(OLD)
         cluster.apply(broken)
         job = cluster.jobs[NEW.tag]
@@ -163,13 +163,13 @@ def test_a_failed_migration_stops_every_new_pod_with_75_and_the_old_version_come
         wait_until(every_new_role_stopped_with_75, 90, "every new pod stopped with 75", cluster.diagnosis)
         assert {pod.current.code for pod in job.pods if pod.current} == {70}  # the Job's own tries
         assert len(job.pods) == 2  # backoffLimit 1: one retry, then the Job failed
-        assert standins.schema_version(f"mongodb://{fake.hostport}", "pulp_database") == OLD.schema
+        assert standins.schema_version(peer.uri, peer.database) == OLD.schema
         assert not any(r.version == NEW.tag for r in standins.celery_runs(cluster.celery_runs_file))
 
         # rolling back (the migration changed nothing): apply the old version again
         cluster.apply(OLD)
         cluster.wait_all_on(OLD, BOUND_S)
         cluster.settle()
-        assert standins.schema_version(f"mongodb://{fake.hostport}", "pulp_database") == OLD.schema
+        assert standins.schema_version(peer.uri, peer.database) == OLD.schema
         runs = standins.parsed_runs_file(cluster.manage_db_runs_file(OLD.tag))
         assert [r.code for r in runs] == [0, 0]  # the install's, and the old beat's (nothing to do)
