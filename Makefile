@@ -19,7 +19,7 @@ APT_PACKAGES := python3-venv gcc libaugeas-dev augeas-lenses augeas-tools libsas
 .PHONY: demo test lint bench system-deps clean
 
 demo: $(STAMP)
-	$(BIN)/python -m pulpinit.demo
+	$(BIN)/python -m pulpinit.testing.demo
 
 test: lint $(PEERS_STAMP)
 	$(BIN)/pytest

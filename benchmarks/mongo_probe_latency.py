@@ -13,9 +13,9 @@ import argparse
 import statistics
 import time
 
-from pulpinit.mongo_probe import probe_mongodb
-from pulpinit.probe import MongoTarget
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.wait.mongo_probe import probe_mongodb
+from pulpinit.wait.targets import MongoTarget
 
 USERS = {("pulp_database", "pulp"): "secret"}
 CASES = (

@@ -39,7 +39,7 @@ def configure(args: Args, environ: Mapping[str, str]) -> int:
 
 
 def check_deps(args: Args, environ: Mapping[str, str]) -> int:
-    from pulpinit.checkdeps import check
+    from pulpinit.wait.report import check
 
     ctx = pipeline.resolve(environ)
     report = check(ctx, wait=args.wait, timeout=args.timeout)

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 # cost it a few milliseconds and a megabyte.  mypy honours a local TYPE_CHECKING = False.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pulpinit.probe import ProbeResult
+    from pulpinit.wait.targets import ProbeResult
 
 
 class ExitCode(enum.IntEnum):

@@ -20,15 +20,15 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from pulpinit import log, signals
-from pulpinit.knobs import Toolkit, toolkit_from_environ
 from pulpinit.redact import REDACTOR
-from pulpinit.settings import Settings, from_environ, register_secrets
+from pulpinit.settings.knobs import Toolkit, toolkit_from_environ
+from pulpinit.settings.resolve import Settings, from_environ, register_secrets
 
 if TYPE_CHECKING:
-    from pulpinit.configfile import ConfigPlan, ServerConf
-    from pulpinit.preflight import Preflight
-    from pulpinit.probe import ProbeResult
+    from pulpinit.config.serverconf import ConfigPlan, ServerConf
     from pulpinit.roles import Migration, Role
+    from pulpinit.settings.preflight import Preflight
+    from pulpinit.wait.targets import ProbeResult
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _stage(name: str, **fields: Any) -> Iterator[Any]:
 
 
 def _load(environ: Mapping[str, str], create: bool) -> Context:
-    from pulpinit.configfile import ServerConf
+    from pulpinit.config.serverconf import ServerConf
 
     register_secrets(environ)  # before anything parses them: no error can show a secret
     toolkit = toolkit_from_environ(environ)
@@ -82,13 +82,13 @@ def resolve(environ: Mapping[str, str], *, create: bool = False) -> Context:
 def prepare(
     environ: Mapping[str, str], choose: Callable[[Context], Role], *, dry_run: bool = False
 ) -> tuple[Context, Role]:
-    """Stage 1 of a role: :func:`resolve`, choose the role, then validate first (:mod:`pulpinit.preflight`).
+    """Stage 1 of a role: :func:`resolve`, choose the role, then validate first (:mod:`pulpinit.settings.preflight`).
 
     The user, the commands and the migration fingerprint are checked before server.conf is
     touched or anything is waited for; the first problem is raised (78, 127, 126) unless
     ``dry_run``, whose plan reports every check.
     """
-    from pulpinit.preflight import check_role
+    from pulpinit.settings.preflight import check_role
 
     with _stage("settings"):
         ctx = _load(environ, False)
@@ -101,7 +101,7 @@ def prepare(
 
 def plan_config(ctx: Context) -> ConfigPlan:
     """The server.conf edit the settings call for (validated; nothing written)."""
-    from pulpinit.configfile import Assignment
+    from pulpinit.config.serverconf import Assignment
 
     assignments = []
     for key, value in ctx.settings.to_write():
@@ -116,7 +116,7 @@ def configure(ctx: Context, attempts: int = 5) -> ConfigPlan:
     When another process (a replica sharing the volume) wrote the file between our read and
     our write, read it again and re-plan: usually it wrote the same values and nothing is left.
     """
-    from pulpinit.configfile import ServerConf
+    from pulpinit.config.serverconf import ServerConf
     from pulpinit.errors import ConfigFileChanged
 
     with _stage("configure", path=ctx.toolkit.config) as logger:
@@ -139,8 +139,8 @@ def configure(ctx: Context, attempts: int = 5) -> ConfigPlan:
 
 def probes(ctx: Context) -> dict[str, Callable[[float], ProbeResult]]:
     """The two dependency probes, bound to their targets."""
-    from pulpinit.broker_probe import probe_broker
-    from pulpinit.mongo_probe import probe_mongodb
+    from pulpinit.wait.broker_probe import probe_broker
+    from pulpinit.wait.mongo_probe import probe_mongodb
 
     mongo, broker = ctx.settings.mongo_target(), ctx.settings.broker_target()
     return {
@@ -151,7 +151,7 @@ def probes(ctx: Context) -> dict[str, Callable[[float], ProbeResult]]:
 
 def wait(ctx: Context) -> dict[str, ProbeResult]:
     """Stage 3: wait until MongoDB and the broker answer (exit 69 at the deadline)."""
-    from pulpinit.deps import WaitPolicy, wait_all
+    from pulpinit.wait.waiter import WaitPolicy, wait_all
 
     with _stage("wait"), signals.linked() as stop:
         return wait_all(probes(ctx), WaitPolicy.from_toolkit(ctx.toolkit), stop=stop)
@@ -175,7 +175,7 @@ def migrate(ctx: Context, mode: Migration) -> None:
     Its waits sleep with :func:`pulpinit.signals.sleep`, so a stop ends them even when a stop
     signal's exception was swallowed on the way.
     """
-    from pulpinit import migration
+    from pulpinit.migrate import migrator as migration
 
     signals.enter("migrate")
     migration.stage(ctx, mode, sleep=signals.sleep)
@@ -187,7 +187,7 @@ def handoff(ctx: Context, argv: Sequence[str], *, init: bool) -> NoReturn:
     The supervisor is a fresh interpreter (``python -m pulpinit.supervise``) with no pymongo,
     proton or augeas loaded; it resolves the user itself, in the child, after the fork.
     """
-    from pulpinit.handoff import child_environ, exec_command
+    from pulpinit.handoff.exec import child_environ, exec_command
     from pulpinit.privileges import identity_for
     from pulpinit.redact import mask_argv
 

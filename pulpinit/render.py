@@ -1,6 +1,6 @@
 """Human-readable output: the settings table and the dry-run plan.
 
-Only display values are ever rendered (:attr:`pulpinit.settings.Value.display`),
+Only display values are ever rendered (:attr:`pulpinit.settings.resolve.Value.display`),
 so a password or URL credential cannot reach stdout from here.
 """
 
@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 from pulpinit.redact import REDACTOR, mask_argv
 from pulpinit.roles import Migration, Role
-from pulpinit.settings import Settings
+from pulpinit.settings.resolve import Settings
 
 if TYPE_CHECKING:
-    from pulpinit.configfile import ConfigPlan
+    from pulpinit.config.serverconf import ConfigPlan
     from pulpinit.pipeline import Context
 
 
@@ -62,7 +62,7 @@ def migration_decision(ctx: Context, migration: Migration) -> str:
 
 
 def checks(ctx: Context) -> str:
-    """The settings-stage checks of the role (:mod:`pulpinit.preflight`) and what a run would do."""
+    """The settings-stage checks of the role (:mod:`pulpinit.settings.preflight`) and what a run would do."""
     if ctx.preflight is None:
         return "none"
     rows = [(check.status, check.name, check.detail) for check in ctx.preflight.checks]

@@ -42,7 +42,7 @@ from types import FrameType
 from pulpinit.errors import EnvValueError, Interrupted
 from pulpinit.supervise import FORWARDED
 
-#: The knob that names the image's extra stop signal (see :mod:`pulpinit.knobs`).
+#: The knob that names the image's extra stop signal (see :mod:`pulpinit.settings.knobs`).
 KNOB = "PULPINIT_STOP_SIGNAL"
 #: Always stop signals.
 ALWAYS: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)

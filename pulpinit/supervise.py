@@ -238,7 +238,7 @@ def _start(
         raise UserError(number, problem)
     if not int(number):
         raise ExecError(argv[0], problem, ExitCode.NOT_EXECUTABLE)
-    from pulpinit.handoff import exec_failure
+    from pulpinit.handoff.exec import exec_failure
 
     raise exec_failure(argv[0], OSError(int(number), problem), env.get("PATH"))
 

@@ -25,7 +25,7 @@ from typing import Any
 import pymongo
 from helpers.workdirs import reachable
 
-from pulpinit.migration import LOCK_ID, STATE_ID
+from pulpinit.migrate.migrator import LOCK_ID, STATE_ID
 from pulpinit.testing import standins
 from pulpinit.testing.fakemongo import FakeMongo
 

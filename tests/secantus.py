@@ -24,7 +24,7 @@ from typing import Any
 import pymongo
 from rabbitmq import free_port
 
-from pulpinit.migration import APPNAME  # the migrate stage's appname: fail points aim at it only
+from pulpinit.migrate.migrator import APPNAME  # the migrate stage's appname: fail points aim at it only
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER = REPO / ".venv-peers" / "bin" / "secantusd-py"

@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from pulpinit import log as pulpinit_log
-from pulpinit.admin import AdminPassword, ensure_admin_password, hash_password, verify_password
+from pulpinit.migrate.admin import AdminPassword, ensure_admin_password, hash_password, verify_password
 from pulpinit.testing.fakemongo import FakeMongo
 
 

@@ -17,10 +17,10 @@ import pytest
 from helpers.dns import resolver
 from helpers.pki import Pki, make_pki
 
-from pulpinit.broker_probe import parse_broker_url, probe_broker
-from pulpinit.probe import BrokerTarget, Failure, ProbeResult
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.faults import TLS_ALERT, AnswerServer, BlackHole, Proxy, ResetServer, SilentServer, TlsServer
+from pulpinit.wait.broker_probe import parse_broker_url, probe_broker
+from pulpinit.wait.targets import BrokerTarget, Failure, ProbeResult
 
 SECRET = "pa:ss@w/rd%"  # a test password with URL-special characters
 QUOTED = "pa%3Ass%40w%2Frd%25"

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from helpers.workdirs import reachable
 
-from pulpinit.probe import Failure
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import AnswerServer, BlackHole, Proxy, ResetServer, SilentServer
+from pulpinit.wait.targets import Failure
 
 SECRET = "s3cr3t-Broker-Pw"
 

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_lens import VALUE, ini_file
 
-from pulpinit.configfile import Assignment, KeyChange, ServerConf
+from pulpinit.config.inivalue import pulp_reads, value_problem
+from pulpinit.config.serverconf import Assignment, KeyChange, ServerConf
 from pulpinit.errors import ConfigFileError, EnvValueError, ExitCode
-from pulpinit.inivalue import pulp_reads, value_problem
 
 DATA = Path(__file__).resolve().parent / "data"
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"

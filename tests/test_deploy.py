@@ -9,7 +9,7 @@ No engine and no cluster here, so everything that can be checked without one is 
 * what pulpinit needs from them is checked with pulpinit itself: container arguments and probes
   go through ``pulpinit.cli.parse``, variable names through pulpinit's own tables, and each
   container's environment -- with the Service variables Kubernetes would inject and the mounted
-  Secret files -- through ``pulpinit.settings.from_environ``, which must find MongoDB, the broker
+  Secret files -- through ``pulpinit.settings.resolve.from_environ``, which must find MongoDB, the broker
   and the passwords.
 """
 
@@ -30,12 +30,12 @@ from typing import Any
 import pytest
 
 from pulpinit.cli import ROLES, parse
-from pulpinit.discovery import env_prefix
 from pulpinit.errors import UsageError
-from pulpinit.knobs import KNOBS
 from pulpinit.redact import may_hold_secret
 from pulpinit.roles import worker_number
-from pulpinit.settings import (
+from pulpinit.settings.discovery import env_prefix
+from pulpinit.settings.knobs import KNOBS
+from pulpinit.settings.resolve import (
     BROKER_PASSWORD_VARS,
     BROKER_USER_VARS,
     EXPLICIT,
@@ -270,7 +270,7 @@ PLAIN_VARIABLES = (
 SERVICES = (KNOB_DEFAULTS["PULPINIT_DB_SERVICE"], KNOB_DEFAULTS["PULPINIT_MSG_SERVICE"], "pulp-db", "pulp-msg")
 SERVICE_VARIABLES = {f"{env_prefix(s)}_SERVICE_{part}" for s in SERVICES for part in ("HOST", "PORT")}
 SERVICE_VARIABLES.add("SERVICE_HOST")  # the 2014 fallback host for both
-#: Not a setting but read by pulpinit: the migration lock's owner (pulpinit.migration.owner_name).
+#: Not a setting but read by pulpinit: the migration lock's owner (pulpinit.migrate.migrator.owner_name).
 OTHER_VARIABLES = {"HOSTNAME"}
 
 

@@ -98,8 +98,8 @@ def fake_process(*args: str) -> Iterator[int]:
 
 
 def test_command_line_ready_line_and_sigterm() -> None:
-    from pulpinit.broker_probe import probe_broker
-    from pulpinit.probe import BrokerTarget
+    from pulpinit.wait.broker_probe import probe_broker
+    from pulpinit.wait.targets import BrokerTarget
 
     with fake_process("--user", "guest:guest") as port:
         assert probe_broker(BrokerTarget(f"qpid://guest:guest@127.0.0.1:{port}/"), timeout_s=3).ok
@@ -121,7 +121,7 @@ def converse(port: int, *messages: bytes) -> bytes:
 
 
 def start_ok(mechanism: str, response: bytes | None) -> bytes:
-    from pulpinit import amqp010
+    from pulpinit.wait import amqp010
 
     return amqp010.control_frame(
         amqp010.START_OK, {"client-properties": {}, "mechanism": mechanism, "response": response, "locale": "en_US"}
@@ -129,8 +129,8 @@ def start_ok(mechanism: str, response: bytes | None) -> bytes:
 
 
 def test_amqp010_header_gets_the_header_and_connection_start() -> None:
-    from pulpinit import amqp010
-    from pulpinit.probe_net import Deadline, Reader
+    from pulpinit.wait import amqp010
+    from pulpinit.wait.net import Deadline, Reader
 
     with (
         FakeAmqpBroker(users={"alice": "s3cret"}) as broker,
@@ -144,7 +144,7 @@ def test_amqp010_header_gets_the_header_and_connection_start() -> None:
 
 
 def test_amqp010_credentials_are_verified() -> None:
-    from pulpinit import amqp010
+    from pulpinit.wait import amqp010
 
     header = b"AMQP\x01\x01\x00\x0a"
     with FakeAmqpBroker(users={"alice": "s3cret"}) as broker:
@@ -166,8 +166,8 @@ def test_amqp010_credentials_are_verified() -> None:
 
 
 def test_amqp010_without_users_is_auth_no() -> None:
-    from pulpinit.broker_probe import probe_broker
-    from pulpinit.probe import BrokerTarget
+    from pulpinit.wait.broker_probe import probe_broker
+    from pulpinit.wait.targets import BrokerTarget
 
     with FakeAmqpBroker() as broker:
         assert probe_broker(BrokerTarget(broker.url("anyone", "whatever"))).ok

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pulpinit.config.lens import ORIGINAL, LensTree, lens_dir
 from pulpinit.errors import ConfigFileError, ExitCode
-from pulpinit.lens import ORIGINAL, LensTree, lens_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT.parent / "shared" / "fixtures"

@@ -35,8 +35,8 @@ from mongo_peers import (
     wait_for,
 )
 
-from pulpinit.lease import LeaseLock, server_clock
-from pulpinit.migration import LOCK_ID, STATE_ID
+from pulpinit.migrate.lease import LeaseLock, server_clock
+from pulpinit.migrate.migrator import LOCK_ID, STATE_ID
 from pulpinit.testing import standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
@@ -420,7 +420,7 @@ def test_fail_command_on_each_migrate_command(workdir, broker, secantus, command
 
 def assert_fail_point_spent(secantus, command: str) -> None:
     """The armed failure hit pulpinit, not nobody: the same command from its appName now passes."""
-    from pulpinit.migration import APPNAME
+    from pulpinit.migrate.migrator import APPNAME
 
     with pymongo.MongoClient(
         secantus.uri, appname=APPNAME, serverSelectionTimeoutMS=3000, retryReads=False, retryWrites=False
@@ -584,7 +584,7 @@ def test_sigterm_during_migration_is_forwarded_recorded_and_released(workdir, mo
 
 def test_a_stop_timeout_that_does_not_fit_the_lease_is_rejected():
     from pulpinit.errors import EnvValueError
-    from pulpinit.knobs import toolkit_from_environ
+    from pulpinit.settings.knobs import toolkit_from_environ
 
     assert toolkit_from_environ({}).manage_db_stop_timeout < toolkit_from_environ({}).lease_seconds / 3
     with pytest.raises(EnvValueError, match=r"PULPINIT_MANAGE_DB_STOP_TIMEOUT.*below 20 s"):
@@ -595,9 +595,9 @@ def test_a_stop_timeout_that_does_not_fit_the_lease_is_rejected():
 
 
 def test_owners_are_unique_per_process_and_readable():
-    from pulpinit.migration import owner_name
+    from pulpinit.migrate.migrator import owner_name
 
-    code = "from pulpinit.migration import owner_name; print(owner_name({'HOSTNAME': 'pulp-0'}))"
+    code = "from pulpinit.migrate.migrator import owner_name; print(owner_name({'HOSTNAME': 'pulp-0'}))"
     env = {**os.environ, "HOSTNAME": "pulp-0"}
     others = {
         subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
@@ -693,8 +693,8 @@ def test_fingerprint_from_the_rpm_database(tmp_path: Path):
     answers the query as rpm would; the order of its lines must not matter.
     """
     from pulpinit.errors import ConfigError
-    from pulpinit.knobs import toolkit_from_environ
-    from pulpinit.migration import fingerprint
+    from pulpinit.migrate.migrator import fingerprint
+    from pulpinit.settings.knobs import toolkit_from_environ
 
     rpm = tmp_path / "rpm"
     rpm.write_text('#!/bin/sh\necho "$@" > "$0.args"\nprintf \'%s\\n\' $PACKAGES\n')
@@ -719,14 +719,14 @@ def test_fingerprint_from_the_rpm_database(tmp_path: Path):
 
 
 def tether(*argv: str, parent: int | None = None) -> tuple[int, str]:
-    """Run pulpinit.tether; returns (exit code, what it wrote to its status pipe)."""
+    """Run pulpinit.migrate.tether; returns (exit code, what it wrote to its status pipe)."""
     read, write = os.pipe()
     try:
         done = subprocess.run(
             [
                 sys.executable,
                 "-m",
-                "pulpinit.tether",
+                "pulpinit.migrate.tether",
                 "--parent",
                 str(parent or os.getpid()),
                 "--status-fd",
@@ -761,7 +761,7 @@ def test_tether_reports_exec_failures_and_refuses_an_orphaned_start(tmp_path: Pa
 
 def test_tether_sets_the_parent_death_signal_after_the_privilege_drop():
     """PR_GET_PDEATHSIG (2) in the exec'ed command: set, and kept past the drop to `nobody`."""
-    argv = [sys.executable, "-m", "pulpinit.tether", *(["--user", "nobody"] if ROOT else [])]
+    argv = [sys.executable, "-m", "pulpinit.migrate.tether", *(["--user", "nobody"] if ROOT else [])]
     read, write = os.pipe()
     done = subprocess.run(
         [
@@ -810,9 +810,9 @@ def test_the_deadline_counts_only_time_without_a_live_holder():
     from types import SimpleNamespace
 
     from pulpinit.errors import MigrationPending
-    from pulpinit.knobs import toolkit_from_environ
-    from pulpinit.migration import Migrator, Progress
-    from pulpinit.probe import MongoTarget
+    from pulpinit.migrate.migrator import Migrator, Progress
+    from pulpinit.settings.knobs import toolkit_from_environ
+    from pulpinit.wait.targets import MongoTarget
 
     now = [0.0]
     toolkit = toolkit_from_environ({"PULPINIT_MIGRATION_TIMEOUT": "10", "PULPINIT_MIGRATION_FINGERPRINT": "x"})

@@ -18,12 +18,12 @@ from helpers.pki import Pki, make_pki
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pulpinit.mongo import client_options, connect
-from pulpinit.mongo_probe import one_line, probe_mongodb
-from pulpinit.probe import Failure, MongoTarget, ProbeResult
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import TLS_ALERT, AnswerServer, BlackHole
+from pulpinit.wait.mongo_client import client_options, connect
+from pulpinit.wait.mongo_probe import one_line, probe_mongodb
+from pulpinit.wait.targets import Failure, MongoTarget, ProbeResult
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Pa55-w0rd:with@odd/chars"
@@ -210,7 +210,8 @@ def test_latency_well_under_a_second(fake: FakeMongo) -> None:
 def test_fresh_process_answers_within_a_second(fake: FakeMongo) -> None:
     """As a Kubernetes exec probe would run it: interpreter start, pymongo import, probe."""
     code = (
-        "import sys; from pulpinit.mongo_probe import probe_mongodb; from pulpinit.probe import MongoTarget;"
+        "import sys; from pulpinit.wait.mongo_probe import probe_mongodb; "
+        "from pulpinit.wait.targets import MongoTarget;"
         f"r = probe_mongodb(MongoTarget(seeds=(('127.0.0.1', {fake.port}),), username='pulp',"
         f" password={PASSWORD!r})); sys.stdout.flush();"
         # pymongo's atexit hook joins its monitor threads, which sleep in 0.5 s steps; a one-shot
@@ -223,7 +224,7 @@ def test_fresh_process_answers_within_a_second(fake: FakeMongo) -> None:
 
 
 def test_importing_the_probe_does_not_import_pymongo() -> None:
-    code = "import sys, pulpinit.mongo_probe, pulpinit.mongo; print('pymongo' in sys.modules)"
+    code = "import sys, pulpinit.wait.mongo_probe, pulpinit.wait.mongo_client; print('pymongo' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         check=True,

@@ -24,8 +24,8 @@ import pytest
 
 from pulpinit.cli import main
 from pulpinit.errors import ExecError
-from pulpinit.preflight import locate
 from pulpinit.privileges import resolve_user
+from pulpinit.settings.preflight import locate
 from pulpinit.testing import standins
 from pulpinit.testing.stages import closed_port
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pulpinit.errors import EnvValueError
-from pulpinit.settings import from_environ
+from pulpinit.settings.resolve import from_environ
 
 
 def resolve(env: dict[str, str], conf: dict[str, str] | None = None):

@@ -44,7 +44,7 @@ HEAVY = (
     "dataclasses",
     "typing",
     "pulpinit.privileges",
-    "pulpinit.handoff",
+    "pulpinit.handoff.exec",
 )
 
 

@@ -8,9 +8,9 @@ import threading
 import pytest
 
 from pulpinit import log
-from pulpinit.deps import WaitPolicy, wait_all
 from pulpinit.errors import DependencyUnavailable, ExitCode
-from pulpinit.probe import Failure, ProbeResult
+from pulpinit.wait.targets import Failure, ProbeResult
+from pulpinit.wait.waiter import WaitPolicy, wait_all
 
 
 class FakeTime:

@@ -21,11 +21,11 @@ import pytest
 from helpers.supervision import can_unshare
 from helpers.workdirs import reachable
 
-from pulpinit import atomicfile
-from pulpinit.configfile import Assignment, ServerConf
+from pulpinit.config import atomicfile
+from pulpinit.config.serverconf import Assignment, ServerConf
 from pulpinit.errors import ConfigFileError, EnvValueError
 from pulpinit.privileges import resolve_user
-from pulpinit.settings import from_environ
+from pulpinit.settings.resolve import from_environ
 
 SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
 PASSWORD = Assignment("database", "password", "s3cr3t-pw", "PULP_DB_PASSWORD", secret=True)

@@ -278,7 +278,7 @@ def _hold_lock(mongo: FakeMongo, database: str) -> None:
     """Another replica's live lease: the lock document as a holder writes it, valid for an hour."""
     import pymongo
 
-    from pulpinit.migration import LOCK_ID
+    from pulpinit.migrate.migrator import LOCK_ID
 
     now = mongo.now().replace(tzinfo=None)
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=5000)
@@ -299,7 +299,7 @@ def lock_owner(mongo: FakeMongo, database: str) -> str | None:
     """The owner the migration lock names now (None: free or never taken)."""
     import pymongo
 
-    from pulpinit.migration import LOCK_ID
+    from pulpinit.migrate.migrator import LOCK_ID
 
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=5000)
     try:

@@ -27,7 +27,7 @@ from pulpinit.testing import standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 
-SAMPLE = Path(__file__).parent / "testing" / "sample-server.conf"
+SAMPLE = Path(__file__).parent / "sample-server.conf"
 
 
 def _free_port() -> int:

@@ -3,7 +3,7 @@
 ``beat`` and ``pulpinit migrate`` migrate; every other role waits.  A state
 document ``{_id: "migration-state", fingerprint, status, owner, started_at,
 finished_at, exit_code, duration_s, error}`` beside the lease lock (see
-:mod:`pulpinit.lease`) records the last migration.  When its fingerprint is
+:mod:`pulpinit.migrate.lease`) records the last migration.  When its fingerprint is
 the current one and its status ``done``, nobody runs pulp-manage-db again.
 
 The fingerprint names the schema version the image expects:
@@ -16,8 +16,8 @@ Waiting — for the state to become ``done`` (other roles) or for the lock
 (migrating roles) — polls with the dependency wait's backoff, and
 ``PULPINIT_MIGRATION_TIMEOUT`` counts only the time in which nobody holds a live
 lease (:meth:`Migrator.poll`).  Every MongoDB operation goes through
-:class:`~pulpinit.mongo_retry.Retrier` (transient errors retried, the rest
-classified); running pulp-manage-db under the lock is :mod:`pulpinit.migration_run`.
+:class:`~pulpinit.migrate.retry.Retrier` (transient errors retried, the rest
+classified); running pulp-manage-db under the lock is :mod:`pulpinit.migrate.run`.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pulpinit import log
-from pulpinit.deps import Backoff
 from pulpinit.errors import ConfigError, MigrationPending, PulpinitError
-from pulpinit.knobs import Toolkit
 from pulpinit.roles import Migration
+from pulpinit.settings.knobs import Toolkit
+from pulpinit.wait.waiter import Backoff
 
 if TYPE_CHECKING:
-    from pulpinit.lease import Holder
+    from pulpinit.migrate.lease import Holder
     from pulpinit.pipeline import Context
-    from pulpinit.probe import MongoTarget
+    from pulpinit.wait.targets import MongoTarget
 
 #: The client name the migrate stage's MongoDB connections carry (server logs, currentOp).
 APPNAME = "pulpinit-migrate"
@@ -116,8 +116,8 @@ class Migrator:
         clock: Callable[[], float] = time.monotonic,
         target: MongoTarget | None = None,
     ) -> None:
-        from pulpinit.lease import LeaseLock
-        from pulpinit.mongo_retry import Retrier
+        from pulpinit.migrate.lease import LeaseLock
+        from pulpinit.migrate.retry import Retrier
 
         self.ctx = ctx
         self.toolkit = ctx.toolkit
@@ -212,7 +212,7 @@ class Migrator:
 
     def run(self) -> None:
         """Migrate once under the lock, or skip when this fingerprint is done."""
-        from pulpinit.migration_run import run_locked
+        from pulpinit.migrate.run import run_locked
 
         def step(deadline: float) -> Progress:
             if self.is_done(self.state(deadline)):
@@ -307,8 +307,8 @@ def stage(ctx: Context, mode: Migration, *, sleep: Callable[[float], None] = tim
     if mode is Migration.SKIP:
         log.get_logger(stage="migrate").info("migration.not_waiting", reason="PULPINIT_MIGRATION_WAIT=false")
         return
-    from pulpinit.lease import server_clock
-    from pulpinit.mongo import connect
+    from pulpinit.migrate.lease import server_clock
+    from pulpinit.wait.mongo_client import connect
 
     with log.stage("migrate", mode=mode.value):
         target = ctx.settings.mongo_target()

@@ -1,8 +1,8 @@
 """Run pulp-manage-db while holding the lease: start, record, stream, renew, stop in time, release.
 
-Called by :class:`pulpinit.migration.Migrator` once it holds the lock.
+Called by :class:`pulpinit.migrate.migrator.Migrator` once it holds the lock.
 
-**Start.**  The command runs through :mod:`pulpinit.tether` (privilege drop to
+**Start.**  The command runs through :mod:`pulpinit.migrate.tether` (privilege drop to
 ``PULPINIT_USER``, then ``PR_SET_PDEATHSIG``), so it dies with pulpinit even
 when pulpinit is SIGKILLed and is not PID 1.  Only once the exec succeeded is
 the state ``running`` written: a missing command (127), a non-executable one
@@ -60,7 +60,6 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
 from pulpinit import signals
-from pulpinit.deps import Backoff
 from pulpinit.errors import (
     ConfigError,
     ExecError,
@@ -70,9 +69,10 @@ from pulpinit.errors import (
     MigrationFailed,
     PulpinitError,
 )
+from pulpinit.wait.waiter import Backoff
 
 if TYPE_CHECKING:
-    from pulpinit.migration import Migrator
+    from pulpinit.migrate.migrator import Migrator
 
 #: When a signal stops us: wait for the keeper's operation in flight, make one attempt at recording
 #: the failure and one at releasing the lock, at most this long each (seconds; 1 s in all).
@@ -128,7 +128,7 @@ class Keeper(threading.Thread):
     def run(self) -> None:
         from pymongo.errors import PyMongoError
 
-        from pulpinit.mongo_retry import is_transient
+        from pulpinit.migrate.retry import is_transient
 
         failures = 0
         while not self._closed:
@@ -178,7 +178,7 @@ class Keeper(threading.Thread):
 
 
 def _write_state(migrator: Migrator, fields: dict[str, Any]) -> None:
-    from pulpinit.migration import STATE_ID
+    from pulpinit.migrate.migrator import STATE_ID
 
     doc = {"_id": STATE_ID, "fingerprint": migrator.fingerprint, "owner": migrator.owner, **fields}
     migrator.collection.replace_one({"_id": STATE_ID}, doc, upsert=True)
@@ -229,7 +229,7 @@ def run_locked(migrator: Migrator, sent: float) -> None:
 
 def _conclude(migrator: Migrator, keeper: Keeper, outcome: Outcome, duration: float) -> None:
     """Record how the run ended (when the lease is still ours) and raise unless it succeeded."""
-    from pulpinit.migration import EXIT_MEANINGS
+    from pulpinit.migrate.migrator import EXIT_MEANINGS
 
     code = outcome.code
     fields: dict[str, Any] = {"exit_code": code, "duration_s": duration}
@@ -320,12 +320,12 @@ def _release(migrator: Migrator, keeper: Keeper, fast: bool) -> None:
 
 
 def _start(migrator: Migrator, drop: bool) -> subprocess.Popen[str]:
-    """Start the command through :mod:`pulpinit.tether`; returns once it was exec'ed."""
+    """Start the command through :mod:`pulpinit.migrate.tether`; returns once it was exec'ed."""
     command = migrator.toolkit.manage_db
     argv = [
         sys.executable,
         "-m",
-        "pulpinit.tether",
+        "pulpinit.migrate.tether",
         "--parent",
         str(os.getpid()),
         "--umask",

@@ -49,8 +49,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulpinit.probe import Failure
-from pulpinit.probe_net import (
+from pulpinit.wait.net import (
     Deadline,
     ProbeFailed,
     Reader,
@@ -58,7 +57,8 @@ from pulpinit.probe_net import (
     not_this_protocol,
     one_line,
 )
-from pulpinit.probe_net import send as send_all
+from pulpinit.wait.net import send as send_all
+from pulpinit.wait.targets import Failure
 
 PROTOCOL_HEADER = b"AMQP\x01\x01\x00\x0a"
 FRAME_HEADER = struct.Struct(">BBHxBH4x")  # flags, segment type, size, track, channel
@@ -287,7 +287,7 @@ def decode_control(payload: bytes) -> Control:
 
 
 class Framer:
-    """Reads frames from a :class:`~pulpinit.probe_net.Reader` and joins them into control payloads."""
+    """Reads frames from a :class:`~pulpinit.wait.net.Reader` and joins them into control payloads."""
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader

@@ -24,7 +24,7 @@ accepted the connection and then said nothing is ``handshake_timeout``.
 
 Several seeds are checked in parallel; the preflight succeeds as soon as one
 of them answers like MongoDB, and reports the first seed's failure when none
-does.  The probe runs it beside pymongo (see :func:`pulpinit.mongo_probe.probe_mongodb`).
+does.  The probe runs it beside pymongo (see :func:`pulpinit.wait.mongo_probe.probe_mongodb`).
 """
 
 from __future__ import annotations
@@ -37,9 +37,8 @@ import threading
 import time
 from itertools import count
 
-from pulpinit import tls
-from pulpinit.probe import Failure, MongoTarget
-from pulpinit.probe_net import (
+from pulpinit.wait import tls
+from pulpinit.wait.net import (
     Deadline,
     ProbeFailed,
     Reader,
@@ -51,6 +50,7 @@ from pulpinit.probe_net import (
     send,
     speaks_tls,
 )
+from pulpinit.wait.targets import Failure, MongoTarget
 
 OP_REPLY, OP_QUERY, OP_MSG = 1, 2004, 2013
 HEADER = struct.Struct("<iiii")  # messageLength, requestID, responseTo, opCode
@@ -128,7 +128,7 @@ def check_seed(target: MongoTarget, host: str, port: int, deadline: Deadline, re
 
 
 def _tls_policy(target: MongoTarget) -> tls.TlsPolicy:
-    """TLS as pymongo does it with server.conf's [database] keys (see :mod:`pulpinit.mongo`)."""
+    """TLS as pymongo does it with server.conf's [database] keys (see :mod:`pulpinit.wait.mongo_client`)."""
     cert, key = target.ssl_certfile, target.ssl_keyfile
     return tls.TlsPolicy(
         verify=target.verify_ssl,

@@ -15,7 +15,7 @@ even for an update that matches nothing), on an empty database on
 read from ``connectionStatus``: not every server lists them.
 
 The seeds are resolved first (a name that does not resolve never reaches
-pymongo), then :func:`pulpinit.mongo_wire.preflight` sends a raw hello to the
+pymongo), then :func:`pulpinit.wait.mongo_wire.preflight` sends a raw hello to the
 seeds beside pymongo: refused, a timeout before the TCP connection, a TLS
 port for a plain client or a plain one for a TLS client, and a server that is
 not MongoDB at all are named from its answer (pymongo would say reset,
@@ -53,10 +53,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pulpinit import mongo_wire, probe_net
-from pulpinit.mongo import connect
-from pulpinit.probe import Failure, MongoTarget, ProbeResult
 from pulpinit.redact import REDACTOR, Redactor, mask_url
+from pulpinit.wait import mongo_wire, net
+from pulpinit.wait.mongo_client import connect
+from pulpinit.wait.targets import Failure, MongoTarget, ProbeResult
 
 NAME = "mongodb"
 UNAUTHORIZED = 13
@@ -235,14 +235,12 @@ def _check_rights(client: Any, target: MongoTarget) -> None:
         ) from exc
 
 
-def probe_mongodb(
-    target: MongoTarget, timeout_s: float = 1.0, *, resolver: probe_net.Resolver | None = None
-) -> ProbeResult:
+def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *, resolver: net.Resolver | None = None) -> ProbeResult:
     """Probe MongoDB once; never raises for a MongoDB problem.
 
     The seeds are resolved first (``resolver`` replaces :func:`socket.getaddrinfo`; tests
     simulate DNS failures with it, and a name that does not resolve never reaches pymongo).
-    Then the raw hello of :mod:`pulpinit.mongo_wire` and pymongo run side by side, so the
+    Then the raw hello of :mod:`pulpinit.wait.mongo_wire` and pymongo run side by side, so the
     preflight costs no time: pymongo's success is the answer; when pymongo fails, the
     preflight's failure (which names what is on the port) is preferred to pymongo's.
     """
@@ -253,9 +251,9 @@ def probe_mongodb(
     error: str | None = None
     version: str | None = None
     try:
-        reachable = mongo_wire.resolve_seeds(target, probe_net.Deadline(timeout_s), resolver)
+        reachable = mongo_wire.resolve_seeds(target, net.Deadline(timeout_s), resolver)
         version = _race(reachable, timeout_s, started + timeout_s, resolver)
-    except (ProbeFailed, probe_net.ProbeFailed) as exc:
+    except (ProbeFailed, net.ProbeFailed) as exc:
         failure, error = exc.failure, str(exc)
     except Exception as exc:  # every pymongo error is a classified dependency failure
         failure, error = classify(exc), str(exc)
@@ -276,7 +274,7 @@ def probe_mongodb(
     )
 
 
-def _race(target: MongoTarget, timeout_s: float, deadline: float, resolver: probe_net.Resolver | None) -> str:
+def _race(target: MongoTarget, timeout_s: float, deadline: float, resolver: net.Resolver | None) -> str:
     """pymongo's probe and the raw preflight in parallel; see :func:`probe_mongodb` for who wins."""
     outcomes: queue.Queue[tuple[str, object]] = queue.Queue()
 
@@ -286,9 +284,7 @@ def _race(target: MongoTarget, timeout_s: float, deadline: float, resolver: prob
         except Exception as exc:  # reported to the caller below
             outcomes.put((name, exc))
 
-    preflight = functools.partial(
-        mongo_wire.preflight, target, probe_net.Deadline(deadline - time.monotonic()), resolver
-    )
+    preflight = functools.partial(mongo_wire.preflight, target, net.Deadline(deadline - time.monotonic()), resolver)
     for name, work in (("preflight", preflight), ("pymongo", lambda: _run(target, timeout_s, deadline))):
         threading.Thread(target=run, args=(name, work), name=f"pulpinit-mongo-{name}", daemon=True).start()
     results: dict[str, object] = {}

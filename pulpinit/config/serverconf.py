@@ -1,6 +1,6 @@
 """server.conf: read it, plan an edit, show it as a diff, write it atomically.
 
-The edit goes through the project's Augeas lens (:mod:`pulpinit.lens`), so
+The edit goes through the project's Augeas lens (:mod:`pulpinit.config.lens`), so
 every byte pulpinit does not mean to change stays as it was.  Where a value
 lands, for each :class:`Assignment`:
 
@@ -36,7 +36,7 @@ emits one ``config.changed`` event per key; the only lines logged here are
 warnings (``config.section_ignored``, ``config.in_place``).
 
 server.conf is read only when it is a regular file of at most 1 MiB; written, it
-is private when it holds a secret (see :mod:`pulpinit.atomicfile`).
+is private when it holds a secret (see :mod:`pulpinit.config.atomicfile`).
 """
 
 from __future__ import annotations
@@ -49,10 +49,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pulpinit import redact
-from pulpinit.atomicfile import replace_file
+from pulpinit.config.atomicfile import replace_file
+from pulpinit.config.inivalue import escape, pulp_reads, reads_exactly, value_problem
+from pulpinit.config.lens import COMMENT, CONTINUED, EMPTY, ORIGINAL, SPECIAL, LensTree, Node, newline_of
 from pulpinit.errors import ConfigFileError, EnvValueError
-from pulpinit.inivalue import escape, pulp_reads, reads_exactly, value_problem
-from pulpinit.lens import COMMENT, CONTINUED, EMPTY, ORIGINAL, SPECIAL, LensTree, Node, newline_of
 from pulpinit.redact import MASK, REDACTOR
 from pulpinit.regularfile import FileProblem, read_regular
 
@@ -461,9 +461,9 @@ class ConfigPlan:
         a file holding a secret gets that user's group, and a file that user cannot read is an
         error (exit 78).
         Atomic (a rename) where possible, else rewritten in place with a ``config.in_place``
-        warning (see :mod:`pulpinit.atomicfile`).
+        warning (see :mod:`pulpinit.config.atomicfile`).
         """
-        from pulpinit.atomicfile import check_unchanged_readable, remove_stale_temps
+        from pulpinit.config.atomicfile import check_unchanged_readable, remove_stale_temps
 
         remove_stale_temps(self.conf.path)
         reader = _reader(user)

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pulpinit import values
 from pulpinit.errors import EnvValueError
+from pulpinit.settings import parse
 from pulpinit.signals import parse_signal
 
 
@@ -128,27 +128,27 @@ def _worker_number(value: str, origin: str) -> int:
 
 
 def _positive(value: str, origin: str) -> float:
-    return values.seconds(value, origin, minimum=0.001)
+    return parse.seconds(value, origin, minimum=0.001)
 
 
 _PARSERS: Mapping[str, Callable[[str, str], Any]] = {
-    "create_config": values.boolean,
+    "create_config": parse.boolean,
     "umask": _umask,
     "log_format": _choice("json", "console"),
     "log_level": _choice("debug", "info", "warning", "error"),
-    "wait_timeout": values.seconds,
+    "wait_timeout": parse.seconds,
     "wait_initial": _positive,
     "wait_max_interval": _positive,
     "probe_timeout": _positive,
-    "wait_log_interval": values.seconds,
-    "migration_wait": values.boolean,
-    "migration_timeout": values.seconds,
+    "wait_log_interval": parse.seconds,
+    "migration_wait": parse.boolean,
+    "migration_timeout": parse.seconds,
     "lease_seconds": _positive,
-    "manage_db_stop_timeout": values.seconds,
-    "init": values.boolean,
+    "manage_db_stop_timeout": parse.seconds,
+    "init": parse.boolean,
     "stop_signal": parse_signal,
-    "stop_timeout": values.seconds,
-    "keep_secret_env": values.boolean,
+    "stop_timeout": parse.seconds,
+    "keep_secret_env": parse.boolean,
     "worker_number": _worker_number,
 }
 
@@ -170,7 +170,7 @@ def toolkit_from_environ(environ: Mapping[str, str]) -> Toolkit:
             parsed[field] = None
             continue
         parser = _PARSERS.get(field)
-        parsed[field] = parser(raw, knob.name) if parser else values.text(raw, knob.name)
+        parsed[field] = parser(raw, knob.name) if parser else parse.text(raw, knob.name)
     toolkit = Toolkit(**parsed)
     _check_stop_fits_lease(toolkit)
     return toolkit

@@ -33,9 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pulpinit.probe import Failure
-from pulpinit.probe_net import Deadline, ProbeFailed, classify_os_error
 from pulpinit.regularfile import FileProblem, read_regular
+from pulpinit.wait.net import Deadline, ProbeFailed, classify_os_error
+from pulpinit.wait.targets import Failure
 
 #: server.conf keys of the TLS files, by the switch that turns them on.
 BROKER_SWITCH, BROKER_FILES = "tasks.celery_require_ssl", ("tasks.cacert", "tasks.certfile", "tasks.keyfile")

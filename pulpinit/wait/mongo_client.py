@@ -1,4 +1,4 @@
-"""The one place that turns a :class:`~pulpinit.probe.MongoTarget` into a pymongo client.
+"""The one place that turns a :class:`~pulpinit.wait.targets.MongoTarget` into a pymongo client.
 
 Used by the readiness probe and by the migration lock, so both reach MongoDB
 exactly the way server.conf says Pulp does:
@@ -32,7 +32,7 @@ import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
-from pulpinit.probe import MongoTarget
+from pulpinit.wait.targets import MongoTarget
 
 if TYPE_CHECKING:
     import pymongo

@@ -17,7 +17,7 @@ scheme          protocol      TLS                                       servers
 probe that URL, the library accepts it for AMQP 1.0 brokers.
 
 The default port is 5672, or 5671 with TLS.  TLS is done with Python's
-``ssl`` on our own socket (:mod:`pulpinit.tls`).  With
+``ssl`` on our own socket (:mod:`pulpinit.wait.tls`).  With
 ``celery_require_ssl`` (``BrokerTarget.ssl``), as Pulp configures Celery
 (``BROKER_USE_SSL`` with ``cert_reqs = CERT_REQUIRED``), the chain is verified
 against ``tasks.cacert``, ``tasks.certfile``/``tasks.keyfile`` are the client
@@ -33,7 +33,7 @@ the URL's credentials, ``guest``/``guest`` for missing ones, and the URL's path
 is the virtual host (``/`` when empty; ``amqp://h//`` is ``/``).
 
 :func:`probe_broker` never raises for a broker problem: it returns a
-:class:`~pulpinit.probe.ProbeResult` whose error is one line without the password.
+:class:`~pulpinit.wait.targets.ProbeResult` whose error is one line without the password.
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
-from pulpinit import amqp010, amqp091, amqp10, tls
-from pulpinit.probe import BrokerTarget, Failure, ProbeResult
-from pulpinit.probe_net import Deadline, ProbeFailed, Resolver, connect, one_line, speaks_tls
 from pulpinit.redact import MASK, mask_url
+from pulpinit.wait import amqp010, amqp091, amqp10, tls
+from pulpinit.wait.net import Deadline, ProbeFailed, Resolver, connect, one_line, speaks_tls
+from pulpinit.wait.targets import BrokerTarget, Failure, ProbeResult
 
 AMQP010, AMQP091, AMQP10 = "AMQP 0-10", "AMQP 0-9-1", "AMQP 1.0"
 

@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from pulpinit import redact, secretfile, values
-from pulpinit.discovery import Endpoint, find_service, looked_for
+from pulpinit import redact
 from pulpinit.errors import EnvValueError
-from pulpinit.knobs import Toolkit, knob_sources, toolkit_from_environ
-from pulpinit.probe import BrokerTarget, MongoTarget
 from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
+from pulpinit.settings import parse, secretfile
+from pulpinit.settings.discovery import Endpoint, find_service, looked_for
+from pulpinit.settings.knobs import Toolkit, knob_sources, toolkit_from_environ
+from pulpinit.wait.targets import BrokerTarget, MongoTarget
 
 __all__ = ["DEFAULTS", "EXPLICIT", "Settings", "Value", "from_environ", "is_secret_key"]
 
@@ -167,23 +168,23 @@ class Settings:
             return self.get(key) or None
 
         return MongoTarget(
-            seeds=values.seeds(self.get("database.seeds"), "database.seeds"),
+            seeds=parse.seeds(self.get("database.seeds"), "database.seeds"),
             database=self.get("database.name"),
             username=optional("database.username"),
             password=optional("database.password"),
             replica_set=optional("database.replica_set"),
             auth_source=self.toolkit.db_auth_source,
-            ssl=values.boolean(self.get("database.ssl"), "database.ssl"),
+            ssl=parse.boolean(self.get("database.ssl"), "database.ssl"),
             ca_path=optional("database.ca_path"),
             ssl_certfile=optional("database.ssl_certfile"),
             ssl_keyfile=optional("database.ssl_keyfile"),
-            verify_ssl=values.boolean(self.get("database.verify_ssl"), "database.verify_ssl"),
+            verify_ssl=parse.boolean(self.get("database.verify_ssl"), "database.verify_ssl"),
         )
 
     def broker_target(self) -> BrokerTarget:
         return BrokerTarget(
             url=self.get("tasks.broker_url"),
-            ssl=values.boolean(self.get("tasks.celery_require_ssl"), "tasks.celery_require_ssl"),
+            ssl=parse.boolean(self.get("tasks.celery_require_ssl"), "tasks.celery_require_ssl"),
             cacert=self.get("tasks.cacert") or None,
             certfile=self.get("tasks.certfile") or None,
             keyfile=self.get("tasks.keyfile") or None,
@@ -200,7 +201,7 @@ class Settings:
 
 
 def _knob_display(toolkit: Toolkit, name: str) -> str:
-    from pulpinit.knobs import KNOBS, knob_field
+    from pulpinit.settings.knobs import KNOBS, knob_field
 
     knob = next(k for k in KNOBS if k.name == name)
     raw = getattr(toolkit, knob_field(knob))
@@ -328,7 +329,7 @@ def _endpoint(
                 "is the Service name right, and did the Service exist when the pod started?"
             )
     if "SERVICE_HOST" in environ:
-        host = values.host(environ["SERVICE_HOST"], "SERVICE_HOST")
+        host = parse.host(environ["SERVICE_HOST"], "SERVICE_HOST")
         return Endpoint(host, default_port, "", "SERVICE_HOST")
     return None
 
@@ -369,21 +370,21 @@ def _broker_credentials(environ: Mapping[str, str]) -> tuple[str, str | None]:
                 origin = secretfile.origin(environ, name)
                 if not secret and not raw:
                     raise EnvValueError(origin, "is empty; set the broker user, or unset it for the default user guest")
-                return values.text(raw, origin, secret=secret)
+                return parse.text(raw, origin, secret=secret)
         return None
 
     return first(BROKER_USER_VARS, secret=False) or "guest", first(BROKER_PASSWORD_VARS, secret=True)
 
 
 _VALIDATORS: Mapping[str, Callable[[str, str], object]] = {
-    "database.seeds": values.seeds,
-    "database.name": values.db_name,
-    "database.ssl": values.boolean,
-    "database.verify_ssl": values.boolean,
-    "tasks.celery_require_ssl": values.boolean,
-    "tasks.broker_url": lambda v, o: values.url(v, o, values.BROKER_SCHEMES),
-    "messaging.url": lambda v, o: values.url(v, o, values.MESSAGING_SCHEMES),
-    "server.server_name": values.host,
+    "database.seeds": parse.seeds,
+    "database.name": parse.db_name,
+    "database.ssl": parse.boolean,
+    "database.verify_ssl": parse.boolean,
+    "tasks.celery_require_ssl": parse.boolean,
+    "tasks.broker_url": lambda v, o: parse.url(v, o, parse.BROKER_SCHEMES),
+    "messaging.url": lambda v, o: parse.url(v, o, parse.MESSAGING_SCHEMES),
+    "server.server_name": parse.host,
 }
 
 
@@ -392,13 +393,13 @@ def _validate(resolved: Mapping[str, Value]) -> None:
         if value.source == "server.conf" and key not in _VALIDATORS:
             continue  # keys pulpinit neither writes nor uses are Pulp's business
         origin = value.variable or key
-        values.text(value.value, origin, secret=value.secret or value.source.startswith("file:"))
+        parse.text(value.value, origin, secret=value.secret or value.source.startswith("file:"))
         check = _VALIDATORS.get(key)
         if check and (value.value or key != "server.server_name"):
             check(value.value, origin)
     _check_tls_files(resolved)
     seeds = resolved["database.seeds"]
-    count = len(values.seeds(seeds.value, seeds.variable or "database.seeds"))
+    count = len(parse.seeds(seeds.value, seeds.variable or "database.seeds"))
     if count > 1 and not resolved["database.replica_set"].value:
         raise EnvValueError(
             seeds.variable or "database.seeds",
@@ -409,10 +410,10 @@ def _validate(resolved: Mapping[str, Value]) -> None:
 def _check_tls_files(resolved: Mapping[str, Value]) -> None:
     """A TLS file that server.conf or the environment names and Pulp will open (its switch is on) must be
     readable: exit 78 naming it.  Pulp's built-in default paths are left to the probes, which name them."""
-    from pulpinit import tls
+    from pulpinit.wait import tls
 
     def is_on(switch: str) -> bool:
-        return values.boolean(resolved[switch].value, resolved[switch].variable or switch)
+        return parse.boolean(resolved[switch].value, resolved[switch].variable or switch)
 
     for key, switch in tls.files_in_use(lambda k: resolved[k].value if k in resolved else "", is_on):
         value = resolved[key]

@@ -1,6 +1,6 @@
 """Start a command tied to its parent: it dies when pulpinit dies, even by SIGKILL, PID 1 or not.
 
-``python -m pulpinit.tether --parent PID --status-fd FD [--user SPEC] [--umask 0022] -- CMD [ARG...]``
+``python -m pulpinit.migrate.tether --parent PID --status-fd FD [--user SPEC] [--umask 0022] -- CMD [ARG...]``
 
 pulpinit starts pulp-manage-db through this small stdlib-only program, which
 

@@ -17,7 +17,7 @@ Clock-skew assumption: every time (``acquired_at``, ``expires_at``, and the
 (``hello.localTime``), never from the client.  Replicas whose own clocks
 disagree therefore still agree on who holds the lease; only the server's
 clock matters, and it is one clock.  What a lease cannot fence is told in
-:mod:`pulpinit.migration_run` (a holder paused for longer than its lease).
+:mod:`pulpinit.migrate.run` (a holder paused for longer than its lease).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def server_clock(database: Any) -> Callable[[], dt.datetime]:
 
 
 class LeaseLock:
-    """An expiring lock owned by ``owner`` (see :func:`pulpinit.migration.owner_name`)."""
+    """An expiring lock owned by ``owner`` (see :func:`pulpinit.migrate.migrator.owner_name`)."""
 
     def __init__(self, collection: Any, name: str, owner: str, lease_s: float, now: Callable[[], dt.datetime]) -> None:
         self.collection = collection

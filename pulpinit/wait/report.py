@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from pulpinit import deps, log, render
+from pulpinit import log, render
 from pulpinit.errors import DependencyUnavailable
-from pulpinit.probe import ProbeResult
+from pulpinit.wait import waiter as deps
+from pulpinit.wait.targets import ProbeResult
 
 if TYPE_CHECKING:
     from pulpinit.pipeline import Context

@@ -4,7 +4,7 @@ Every MongoDB operation of the migrate stage (state reads, the lock's acquire,
 renew and release, recording the result) goes through :meth:`Retrier.call`:
 
 * **transient** errors — a failover, a restart, a network blip — are retried
-  with the dependency wait's backoff (:class:`~pulpinit.deps.Backoff`: 0.1 s
+  with the dependency wait's backoff (:class:`~pulpinit.wait.waiter.Backoff`: 0.1 s
   growing 1.5× per attempt, capped) until the operation's deadline; then the
   caller's ``give_up`` error is raised (exit 75 for a waiting role, 70 for the
   holder).  Transient means every ``ConnectionFailure`` (``AutoReconnect``,
@@ -29,9 +29,9 @@ from typing import Any, TypeVar
 
 import tenacity
 
-from pulpinit.deps import Backoff
 from pulpinit.errors import ConfigError, MigrationFailed, NotAuthorized, PulpinitError
-from pulpinit.probe import MongoTarget
+from pulpinit.wait.targets import MongoTarget
+from pulpinit.wait.waiter import Backoff
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ class Retrier:
 
     def describe(self, exc: BaseException, *, brief: bool = False) -> str:
         """One line about a pymongo error, secrets masked; ``brief``: the server's message only."""
-        from pulpinit.mongo_probe import one_line
+        from pulpinit.wait.mongo_probe import one_line
 
         details = getattr(exc, "details", None)
         message = details.get("errmsg") if brief and isinstance(details, dict) else None

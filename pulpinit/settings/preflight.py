@@ -30,9 +30,9 @@ import stat
 from dataclasses import dataclass
 
 from pulpinit.errors import ConfigError, ExecError, PulpinitError, UserError
-from pulpinit.knobs import Toolkit
 from pulpinit.privileges import Identity, resolve_user, running_as_root
 from pulpinit.roles import Migration, Role
+from pulpinit.settings.knobs import Toolkit
 
 OK, PROBLEM, UNKNOWN = "ok", "problem", "unknown"
 
@@ -115,7 +115,7 @@ def check_command(variable: str | None, command: str, search_path: str, who: Ide
 
 def check_fingerprint(toolkit: Toolkit) -> tuple[Check, tuple[str, str] | None]:
     """Derive the migration fingerprint (``rpm -qa`` unless it is set)."""
-    from pulpinit.migration import fingerprint
+    from pulpinit.migrate.migrator import fingerprint
 
     try:
         value, how = fingerprint(toolkit)
@@ -131,7 +131,7 @@ def locate(command: str, search_path: str, who: Identity | None) -> str:
     in every ``PATH`` directory in turn; a file found but not executable is remembered and the
     search goes on.  Raises :class:`ExecError` 127 (nothing found) or 126 (not executable).
     """
-    from pulpinit.handoff import exec_failure
+    from pulpinit.handoff.exec import exec_failure
 
     if "/" in command:
         candidates = [command]

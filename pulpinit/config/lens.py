@@ -41,8 +41,8 @@ def lens_dir() -> Path:
     editable install: the top-level ``lenses/`` next to the package, which
     setup.cfg maps to the package ``pulpinit.lenses``.
     """
-    here = Path(__file__).resolve().parent
-    candidates = [here / "lenses", here.parent / "lenses"]
+    package = Path(__file__).resolve().parent.parent
+    candidates = [package / "lenses", package.parent / "lenses"]
     try:
         spec = importlib.util.find_spec("pulpinit.lenses")
     except ImportError:  # pragma: no cover - only when the package is half installed

@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pulpinit import values
 from pulpinit.errors import EnvValueError
+from pulpinit.settings import parse
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,9 @@ def find_service(environ: Mapping[str, str], service: str, default_port: int) ->
     prefix = env_prefix(service)
     host_var = f"{prefix}_SERVICE_HOST"
     if host_var in environ:
-        host = values.host(environ[host_var], host_var)
+        host = parse.host(environ[host_var], host_var)
         port_var = f"{prefix}_SERVICE_PORT"
-        port = values.port(environ[port_var], port_var) if port_var in environ else default_port
+        port = parse.port(environ[port_var], port_var) if port_var in environ else default_port
         return Endpoint(host, port, service, host_var)
 
     link_var = f"{prefix}_PORT"
@@ -65,9 +65,9 @@ def find_service(environ: Mapping[str, str], service: str, default_port: int) ->
     for name in sorted(environ):
         match = addr.match(name)
         if match:
-            host = values.host(environ[name], name)
+            host = parse.host(environ[name], name)
             port_var = f"{prefix}_PORT_{match.group(1)}_TCP_PORT"
-            port = values.port(environ.get(port_var, match.group(1)), port_var)
+            port = parse.port(environ.get(port_var, match.group(1)), port_var)
             return Endpoint(host, port, service, name)
     return None
 
@@ -75,10 +75,10 @@ def find_service(environ: Mapping[str, str], service: str, default_port: int) ->
 def _from_link_url(raw: str, variable: str, service: str) -> Endpoint:
     scheme, sep, rest = raw.partition("://")
     if not sep or scheme not in ("tcp", "udp"):
-        raise EnvValueError(variable, f"{values.quoted(raw)} is not of the form tcp://host:port")
+        raise EnvValueError(variable, f"{parse.quoted(raw)} is not of the form tcp://host:port")
     if not rest or rest.endswith(":") or "/" in rest:
-        raise EnvValueError(variable, f"{values.quoted(raw)} is not of the form tcp://host:port")
-    host, port = values.hostport(rest, variable, default_port=0)
+        raise EnvValueError(variable, f"{parse.quoted(raw)} is not of the form tcp://host:port")
+    host, port = parse.hostport(rest, variable, default_port=0)
     if port == 0:
-        raise EnvValueError(variable, f"{values.quoted(raw)} has no port")
+        raise EnvValueError(variable, f"{parse.quoted(raw)} has no port")
     return Endpoint(host, port, service, variable)

@@ -30,8 +30,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from pulpinit.probe import Failure
-from pulpinit.probe_net import (
+from pulpinit.wait.net import (
     Deadline,
     ProbeFailed,
     Reader,
@@ -39,7 +38,8 @@ from pulpinit.probe_net import (
     not_this_protocol,
     one_line,
 )
-from pulpinit.probe_net import send as send_all
+from pulpinit.wait.net import send as send_all
+from pulpinit.wait.targets import Failure
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEARTBEAT, FRAME_END = 1, 8, 0xCE

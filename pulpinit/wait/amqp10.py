@@ -3,7 +3,7 @@
 The probe drives a proton ``Transport`` by hand (no reactor): we own the
 socket, so the deadline, the TCP errors and the first bytes the server sends
 are ours to classify.  TLS, when wanted, is already on the socket (Python's
-``ssl``, see :mod:`pulpinit.tls`: proton's own TLS does not match IP
+``ssl``, see :mod:`pulpinit.wait.tls`: proton's own TLS does not match IP
 subjectAltNames).  Steps: SASL (PLAIN with the URL's user and password,
 ANONYMOUS without a password), ``Open`` → the server's ``Open`` (its
 ``product``/``version`` connection properties are the version), then
@@ -25,8 +25,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from pulpinit.probe import Failure
-from pulpinit.probe_net import (
+from pulpinit.wait.net import (
     Deadline,
     ProbeFailed,
     amqp_header_name,
@@ -34,6 +33,7 @@ from pulpinit.probe_net import (
     not_this_protocol,
     one_line,
 )
+from pulpinit.wait.targets import Failure
 
 HANDSHAKE = "AMQP 1.0 handshake"
 SASL_HEADER = b"AMQP\x03\x01\x00\x00"

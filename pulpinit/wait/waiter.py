@@ -27,8 +27,8 @@ import tenacity
 
 from pulpinit import log
 from pulpinit.errors import ConfigError, DependencyUnavailable
-from pulpinit.knobs import Toolkit
-from pulpinit.probe import Failure, ProbeResult
+from pulpinit.settings.knobs import Toolkit
+from pulpinit.wait.targets import Failure, ProbeResult
 
 #: A probe bound to its target: takes the per-attempt timeout, returns one result.
 Probe = Callable[[float], ProbeResult]
