@@ -584,7 +584,7 @@ def test_sigterm_during_migration_is_forwarded_recorded_and_released(workdir, mo
 
 def test_a_stop_timeout_that_does_not_fit_the_lease_is_rejected():
     from pulpinit.errors import EnvValueError
-    from pulpinit.settings.knobs import toolkit_from_environ
+    from pulpinit.settings.toolkit import toolkit_from_environ
 
     assert toolkit_from_environ({}).manage_db_stop_timeout < toolkit_from_environ({}).lease_seconds / 3
     with pytest.raises(EnvValueError, match=r"PULPINIT_MANAGE_DB_STOP_TIMEOUT.*below 20 s"):
@@ -693,8 +693,8 @@ def test_fingerprint_from_the_rpm_database(tmp_path: Path):
     answers the query as rpm would; the order of its lines must not matter.
     """
     from pulpinit.errors import ConfigError
-    from pulpinit.migrate.migrator import fingerprint
-    from pulpinit.settings.knobs import toolkit_from_environ
+    from pulpinit.migrate.fingerprint import derive
+    from pulpinit.settings.toolkit import toolkit_from_environ
 
     rpm = tmp_path / "rpm"
     rpm.write_text('#!/bin/sh\necho "$@" > "$0.args"\nprintf \'%s\\n\' $PACKAGES\n')
@@ -702,20 +702,20 @@ def test_fingerprint_from_the_rpm_database(tmp_path: Path):
     toolkit = toolkit_from_environ({})
     os.environ["PACKAGES"] = "pulp-server-2.21.5-1.el7 pulp-rpm-plugins-2.21.5-1.el7"
     try:
-        first, how = fingerprint(toolkit, rpm=str(rpm))
+        first, how = derive(toolkit.migration_fingerprint, rpm=str(rpm))
         assert "-qa" in (tmp_path / "rpm.args").read_text() and "pulp-*" in (tmp_path / "rpm.args").read_text()
         os.environ["PACKAGES"] = "pulp-rpm-plugins-2.21.5-1.el7 pulp-server-2.21.5-1.el7"
-        assert fingerprint(toolkit, rpm=str(rpm))[0] == first  # order-independent
+        assert derive(toolkit.migration_fingerprint, rpm=str(rpm))[0] == first  # order-independent
         os.environ["PACKAGES"] = "pulp-server-2.21.6-1.el7 pulp-rpm-plugins-2.21.6-1.el7"
-        assert fingerprint(toolkit, rpm=str(rpm))[0] != first  # an upgrade is a new fingerprint
+        assert derive(toolkit.migration_fingerprint, rpm=str(rpm))[0] != first  # an upgrade is a new fingerprint
         assert first.startswith("rpm:") and len(first) == 20 and "2 installed Pulp packages" in how
         os.environ["PACKAGES"] = ""
         with pytest.raises(ConfigError, match="PULPINIT_MIGRATION_FINGERPRINT"):
-            fingerprint(toolkit, rpm=str(rpm))
+            derive(toolkit.migration_fingerprint, rpm=str(rpm))
     finally:
         os.environ.pop("PACKAGES", None)
     explicit = toolkit_from_environ({"PULPINIT_MIGRATION_FINGERPRINT": "2.21.5"})
-    assert fingerprint(explicit, rpm=str(rpm)) == ("2.21.5", "PULPINIT_MIGRATION_FINGERPRINT")
+    assert derive(explicit.migration_fingerprint, rpm=str(rpm)) == ("2.21.5", "PULPINIT_MIGRATION_FINGERPRINT")
 
 
 def tether(*argv: str, parent: int | None = None) -> tuple[int, str]:
@@ -807,23 +807,22 @@ def test_the_fake_knows_read_only_users():
 
 def test_the_deadline_counts_only_time_without_a_live_holder():
     """Migrator.poll with an injected clock: 100 s under a live lease cost nothing of a 10 s budget."""
-    from types import SimpleNamespace
-
     from pulpinit.errors import MigrationPending
-    from pulpinit.migrate.migrator import Migrator, Progress
-    from pulpinit.settings.knobs import toolkit_from_environ
+    from pulpinit.migrate.migrator import MigrationPolicy, Migrator, Progress
+    from pulpinit.settings.toolkit import toolkit_from_environ
     from pulpinit.wait.targets import MongoTarget
 
     now = [0.0]
     toolkit = toolkit_from_environ({"PULPINIT_MIGRATION_TIMEOUT": "10", "PULPINIT_MIGRATION_FINGERPRINT": "x"})
-    ctx = SimpleNamespace(toolkit=toolkit, environ={"HOSTNAME": "t"}, fingerprint=None)
     migrator = Migrator(
-        ctx,
-        None,
-        lambda: None,
+        None,  # type: ignore[arg-type]  # poll() never touches the collection
+        owner="t:1:x",
+        fingerprint="x",
+        policy=MigrationPolicy.from_toolkit(toolkit),
+        target=MongoTarget(seeds=(("127.0.0.1", 1),)),
+        now=lambda: None,  # type: ignore[arg-type, return-value]
         sleep=lambda s: now.__setitem__(0, now[0] + s),
         clock=lambda: now[0],
-        target=MongoTarget(seeds=(("127.0.0.1", 1),)),
     )
     seen: list[tuple[float, float]] = []
 

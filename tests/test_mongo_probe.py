@@ -22,7 +22,7 @@ from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import TLS_ALERT, AnswerServer, BlackHole
 from pulpinit.wait.mongo_client import client_options, connect
-from pulpinit.wait.mongo_probe import one_line, probe_mongodb
+from pulpinit.wait.mongo_probe import probe_mongodb, scrubbed
 from pulpinit.wait.targets import Failure, MongoTarget, ProbeResult
 
 REPO = Path(__file__).resolve().parents[1]
@@ -348,7 +348,7 @@ def test_several_seeds_all_down(closed_port: int) -> None:
 @given(password=st.text(min_size=3, max_size=40).filter(lambda p: p.strip() and "*" not in p))
 def test_error_text_never_holds_the_password(password: str) -> None:
     target = MongoTarget(seeds=(("h", 1),), username="u", password=password)
-    text = one_line(f"auth failed at mongodb://u:{password}@h:1/db for {password}\nnext line", target)
+    text = scrubbed(f"auth failed at mongodb://u:{password}@h:1/db for {password}\nnext line", target)
     assert password not in text and "\n" not in text
 
 

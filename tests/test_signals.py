@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from helpers.orphans import state
 
-from pulpinit.signals import configured, parse_signal
+from pulpinit.settings.knobs import stop_signal as parse_signal
+from pulpinit.settings.knobs import stop_signal_number as configured
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.stages import POINTS, SAMPLE, Held, hold, lock_owner, pid_namespaces_reason

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from pulpinit.errors import EnvValueError, ExitCode
 from pulpinit.settings import parse
-from pulpinit.settings.knobs import toolkit_from_environ
 from pulpinit.settings.resolve import from_environ
+from pulpinit.settings.toolkit import toolkit_from_environ
 
 SECRET = "Sup3r-Secret-Value"
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 
 from pulpinit.errors import ConfigFileChanged, ConfigFileError
 from pulpinit.regularfile import FileProblem, read_regular
-from pulpinit.supervise import FORWARDED
+from pulpinit.settings.knobs import FORWARDED
 
 if TYPE_CHECKING:
     from pulpinit.privileges import Identity

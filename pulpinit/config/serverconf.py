@@ -49,15 +49,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pulpinit import redact
-from pulpinit.config.atomicfile import replace_file
+from pulpinit.config.atomicfile import check_unchanged_readable, remove_stale_temps, replace_file
 from pulpinit.config.inivalue import escape, pulp_reads, reads_exactly, value_problem
 from pulpinit.config.lens import COMMENT, CONTINUED, EMPTY, ORIGINAL, SPECIAL, LensTree, Node, newline_of
-from pulpinit.errors import ConfigFileError, EnvValueError
+from pulpinit.errors import ConfigFileError, EnvValueError, UserError
+from pulpinit.privileges import Identity, identity_for
 from pulpinit.redact import MASK, REDACTOR
 from pulpinit.regularfile import FileProblem, read_regular
 
 if TYPE_CHECKING:
-    from pulpinit.privileges import Identity
+    from pulpinit.log import Logger
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _KEY_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]*\Z")
@@ -463,8 +464,6 @@ class ConfigPlan:
         Atomic (a rename) where possible, else rewritten in place with a ``config.in_place``
         warning (see :mod:`pulpinit.config.atomicfile`).
         """
-        from pulpinit.config.atomicfile import check_unchanged_readable, remove_stale_temps
-
         remove_stale_temps(self.conf.path)
         reader = _reader(user)
         if not self.changed:
@@ -476,16 +475,12 @@ class ConfigPlan:
         in_place = replace_file(self.conf.path, self.new_text.encode("utf-8"), expected, private=private, reader=reader)
         self._written = True
         if in_place:
-            from pulpinit.log import get_logger
-
-            get_logger().warning("config.in_place", path=str(self.conf.path), reason=in_place)
+            _logger().warning("config.in_place", path=str(self.conf.path), reason=in_place)
         return True
 
     def log_changes(self) -> None:
         """Log the plan's warnings, then one ``config.changed`` event per changed key, secret values masked."""
-        from pulpinit.log import get_logger
-
-        log = get_logger()
+        log = _logger()
         for warning in self.warnings:
             log.warning("config.section_ignored", path=str(self.conf.path), warning=warning)
         for change in self.changes:
@@ -500,11 +495,15 @@ class ConfigPlan:
             )
 
 
+def _logger() -> Logger:
+    """The logger, imported when a line is logged: importing this module stays free of structlog (~30 ms)."""
+    from pulpinit.log import get_logger
+
+    return get_logger()
+
+
 def _reader(user: str | None) -> Identity | None:
     """Who runs Pulp, when pulpinit is root and ``user`` resolves (an unknown user fails at the hand-off)."""
-    from pulpinit.errors import UserError
-    from pulpinit.privileges import identity_for
-
     if user is None:
         return None
     try:

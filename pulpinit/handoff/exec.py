@@ -1,45 +1,73 @@
 """Hand the process over to the role's command: drop privileges, then ``execvpe``.
 
-Stdlib only (the resident supervisor shares :func:`exec_failure` and
-:func:`child_environ`).  Nothing stays resident after :func:`exec_command`:
-like gosu, the command replaces pulpinit and inherits its PID, so under
-``docker run`` it *is* PID 1 and gets the signals directly.
+:func:`hand_off` is the stage: it execs the role's command as ``PULPINIT_USER`` (or as is when
+not root), or, with ``--init``, the resident supervisor (``python -m pulpinit.supervise``), a
+fresh interpreter with no pymongo, proton or augeas loaded that resolves the user itself, in the
+child, after the fork.  Nothing stays resident after :func:`exec_command`: like gosu, the command replaces pulpinit and
+inherits its PID, so under ``docker run`` it *is* PID 1 and gets the signals directly.
 
-Exit codes follow the shells and tini: a command that cannot be found → 127,
-one that exists but cannot be executed (no ``x`` bit, a directory, a bad
-interpreter line) → 126.  The error message names the command and the reason
-in one line.
+Exit codes follow the shells and tini: a command that cannot be found → 127, one that exists
+but cannot be executed (no ``x`` bit, a directory, a bad interpreter line) → 126
+(:func:`pulpinit.errors.exec_failure`, which the resident supervisor shares).  The error
+message names the command and the reason in one line.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import signal
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NoReturn
 
-from pulpinit.errors import ExecError, ExitCode, UsageError
-from pulpinit.privileges import Identity, drop
+from pulpinit import log, signals
+from pulpinit.errors import UsageError, exec_failure
+from pulpinit.privileges import Identity, drop, identity_for
+from pulpinit.redact import mask_argv
+from pulpinit.settings.knobs import FORWARDED
 
-__all__ = ["child_environ", "exec_command", "exec_failure", "restore_signals"]
-
-# Python ignores these; an ignored disposition survives execve, so reset them
-# (subprocess does the same with restore_signals=True).
-_RESTORED = ("SIGPIPE", "SIGXFZ", "SIGXFSZ")
+__all__ = ["child_environ", "exec_command", "hand_off"]
 
 
-def restore_signals() -> dict[int, object]:
-    """Give the next program the dispositions a shell would: SIGPIPE etc. back to default.
+def hand_off(
+    argv: Sequence[str],
+    *,
+    user: str,
+    umask: int,
+    supervise: bool,
+    stop_timeout: float | None,
+    drop_env: Iterable[str],
+) -> NoReturn:
+    """Exec ``argv`` as ``user`` (when root), or the resident supervisor around it (``supervise``).
 
-    Returns the previous dispositions, for putting back if the exec fails.
+    ``drop_env`` names the variables the role's process does not get (the secrets pulpinit
+    consumed).  Raises :class:`~pulpinit.errors.ExecError` (127/126) or
+    :class:`~pulpinit.errors.UserError` (78) when the exec or the drop fails.
     """
-    previous: dict[int, object] = {}
-    for name in _RESTORED:
-        number = getattr(signal, name, None)
-        if number is not None:
-            previous[number] = signal.signal(number, signal.SIG_DFL)
-    return previous
+    logger = log.get_logger(stage="handoff")
+    env = child_environ(None, drop=drop_env)
+    identity = identity_for(user)  # None when not root (OpenShift's arbitrary UID)
+    if identity is None:
+        logger.info(
+            "privileges.as_is", uid=os.getuid(), gid=os.getgid(), reason="not root: running as the current user"
+        )
+    if supervise:
+        supervisor = [sys.executable, "-m", "pulpinit.supervise", "--umask", f"{umask:04o}"]
+        if identity is not None:
+            supervisor += ["--user", user]
+        if stop_timeout is not None:
+            supervisor += ["--stop-timeout", f"{stop_timeout:g}"]
+        logger.info("handoff.supervise", command=argv[0], user=identity.name if identity else None)
+        unblock = signals.block_for_handoff(FORWARDED)
+        try:
+            exec_command([*supervisor, "--", *argv], env=env)
+        finally:  # reached only when the exec failed
+            unblock()
+    if identity is not None:
+        logger.info(
+            "privileges.drop", user=identity.name, uid=identity.uid, gid=identity.gid, groups=list(identity.groups)
+        )
+    logger.info("handoff.exec", argv=mask_argv(argv))
+    exec_command(list(argv), identity=identity, umask=umask, env=env)
 
 
 def child_environ(env: Mapping[str, str] | None, drop: Iterable[str] = ()) -> dict[str, str]:
@@ -52,25 +80,6 @@ def child_environ(env: Mapping[str, str] | None, drop: Iterable[str] = ()) -> di
     for name in drop:
         environ.pop(name, None)
     return environ
-
-
-def exec_failure(command: str, err: OSError, path: str | None = None) -> ExecError:
-    """The :class:`ExecError` (127/126 and a one-line reason) for a failed ``execve``."""
-    code = err.errno
-    if code in (errno.ENOENT, errno.ENOTDIR):
-        where = "" if "/" in command else f" in PATH={path if path is not None else os.defpath}"
-        return ExecError(command, f"command not found{where}", ExitCode.NOT_FOUND)
-    if code == errno.EACCES:
-        problem = "permission denied (not executable by this user, or a directory on the way is not)"
-    elif code == errno.ENOEXEC:
-        problem = "exec format error (not a binary and no #! line)"
-    elif code == errno.EISDIR:
-        problem = "is a directory"
-    else:
-        problem = f"cannot execute: {err.strerror or err}"
-    if "/" in command and os.path.isdir(command):
-        problem = "is a directory"
-    return ExecError(command, problem, ExitCode.NOT_EXECUTABLE)
 
 
 def exec_command(
@@ -94,10 +103,9 @@ def exec_command(
         drop(identity, umask, environ=environ)
     else:
         os.umask(umask)
-    previous = restore_signals()
+    restore = signals.defaults_for_exec()
     try:
         os.execvpe(argv[0], list(argv), environ)  # noqa: S606 - argv as given, no shell
     except OSError as err:
-        for number, handler in previous.items():
-            signal.signal(number, handler)  # type: ignore[arg-type]
+        restore()
         raise exec_failure(argv[0], err, environ.get("PATH")) from None

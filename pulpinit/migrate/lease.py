@@ -17,15 +17,39 @@ Clock-skew assumption: every time (``acquired_at``, ``expires_at``, and the
 (``hello.localTime``), never from the client.  Replicas whose own clocks
 disagree therefore still agree on who holds the lease; only the server's
 clock matters, and it is one clock.  What a lease cannot fence is told in
-:mod:`pulpinit.migrate.run` (a holder paused for longer than its lease).
+:mod:`pulpinit.migrate.migrator` (a holder paused for longer than its lease).
+
+:class:`Collection` is what the lock and the migrator need of pymongo's ``Collection``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+
+class Collection(Protocol):
+    """The operations of a pymongo ``Collection`` the migrate stage uses."""
+
+    def find_one(self, filter: Mapping[str, Any], /) -> Mapping[str, Any] | None: ...
+
+    def find_one_and_update(
+        self,
+        filter: Mapping[str, Any],
+        update: Mapping[str, Any],
+        /,
+        *,
+        upsert: bool = ...,
+        return_document: bool = ...,
+    ) -> Mapping[str, Any] | None: ...
+
+    def update_one(self, filter: Mapping[str, Any], update: Mapping[str, Any], /) -> Any: ...
+
+    def replace_one(
+        self, filter: Mapping[str, Any], replacement: Mapping[str, Any], /, *, upsert: bool = ...
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +96,9 @@ def server_clock(database: Any) -> Callable[[], dt.datetime]:
 class LeaseLock:
     """An expiring lock owned by ``owner`` (see :func:`pulpinit.migrate.migrator.owner_name`)."""
 
-    def __init__(self, collection: Any, name: str, owner: str, lease_s: float, now: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self, collection: Collection, name: str, owner: str, lease_s: float, now: Callable[[], dt.datetime]
+    ) -> None:
         self.collection = collection
         self.name = name
         self.owner = owner

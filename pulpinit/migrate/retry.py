@@ -25,11 +25,11 @@ propagates at once, and no sleep is longer than the backoff's cap.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
-
-import tenacity
+from typing import TypeVar
 
 from pulpinit.errors import ConfigError, MigrationFailed, NotAuthorized, PulpinitError
+from pulpinit.log import Logger, Throttle
+from pulpinit.wait.mongo_probe import scrubbed
 from pulpinit.wait.targets import MongoTarget
 from pulpinit.wait.waiter import Backoff
 
@@ -65,7 +65,7 @@ class Retrier:
         *,
         clock: Callable[[], float],
         sleep: Callable[[float], None],
-        log: Any,
+        log: Logger,
         cap: float = 2.0,
         log_interval: float = 10.0,
     ) -> None:
@@ -74,16 +74,13 @@ class Retrier:
         self.sleep = sleep
         self.log = log
         self.cap = cap
-        self.log_interval = log_interval
-        self._last_log = -1e18
+        self._throttle = Throttle(log_interval, clock)
 
     def describe(self, exc: BaseException, *, brief: bool = False) -> str:
         """One line about a pymongo error, secrets masked; ``brief``: the server's message only."""
-        from pulpinit.wait.mongo_probe import one_line
-
         details = getattr(exc, "details", None)
         message = details.get("errmsg") if brief and isinstance(details, dict) else None
-        return one_line(str(message) if message else f"{type(exc).__name__}: {exc}", self.target, limit=240)
+        return scrubbed(str(message) if message else f"{type(exc).__name__}: {exc}", self.target, limit=240)
 
     def call(
         self,
@@ -99,6 +96,7 @@ class Retrier:
         ``what`` says what the operation is for ("read the migration state"), ``action`` what it
         does on which collection ("find on pulpinit_locks") — both end up in the one-line errors.
         """
+        import tenacity
         from pymongo.errors import PyMongoError
 
         def until() -> float:
@@ -108,15 +106,13 @@ class Retrier:
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            now = self.clock()
-            if exc is not None and (state.attempt_number == 1 or now - self._last_log >= self.log_interval):
-                self._last_log = now
+            if exc is not None and self._throttle.ready(force=state.attempt_number == 1):
                 self.log.warning(
                     "migration.db_retry",
                     operation=what,
                     error=self.describe(exc),
                     attempt=state.attempt_number,
-                    waited_s=round(now - started, 1),
+                    waited_s=round(self.clock() - started, 1),
                 )
 
         retrying = tenacity.Retrying(

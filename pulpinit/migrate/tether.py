@@ -28,6 +28,10 @@ import os
 import signal
 import sys
 
+from pulpinit.errors import EnvValueError, UserError
+from pulpinit.privileges import drop, resolve_user
+from pulpinit.settings.knobs import umask
+
 PR_SET_PDEATHSIG = 1
 PARENT_GONE = 70
 
@@ -55,16 +59,14 @@ def main(argv: list[str]) -> int:
     parent = int(values["--parent"])
     if not command:
         return _fail(fd, 70, "no command given")
-    if "--user" in values:
-        from pulpinit.errors import UserError
-        from pulpinit.privileges import drop, parse_umask, resolve_user
-
-        try:
-            drop(resolve_user(values["--user"]), parse_umask(values.get("--umask", "0022")))
-        except UserError as exc:
-            return _fail(fd, 78, str(exc))
-    elif "--umask" in values:
-        os.umask(int(values["--umask"], 8))
+    try:
+        mask = umask(values.get("--umask", "0022"), "--umask")
+        if "--user" in values:
+            drop(resolve_user(values["--user"]), mask)
+        elif "--umask" in values:
+            os.umask(mask)
+    except (UserError, EnvValueError) as exc:
+        return _fail(fd, 78, str(exc))
     try:
         _pdeathsig(signal.SIGKILL)
     except OSError as exc:

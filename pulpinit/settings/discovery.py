@@ -33,7 +33,7 @@ class Endpoint:
 
     @property
     def hostport(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return parse.format_hostport(self.host, self.port)
 
 
 def env_prefix(service: str) -> str:

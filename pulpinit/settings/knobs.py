@@ -1,106 +1,193 @@
-"""pulpinit's own knobs: the ``PULPINIT_*`` variables.
+"""pulpinit's own knobs, the ``PULPINIT_*`` variables: THE table, and a stdlib-only reader of it.
 
-These configure the toolkit (paths, user, timeouts, logging), not Pulp, so
-they are never written to server.conf.  :data:`KNOBS` is the single table of
-names, defaults and meanings; the README's table is generated from the same
-facts and a test keeps the two in step.
+These configure the toolkit (paths, user, timeouts, logging), not Pulp, so they are never
+written to server.conf.  :data:`KNOBS` declares every knob once: its name, its kind (how its
+value is parsed), its default and its meaning in one line.  Everything reads it:
+
+* :mod:`pulpinit.settings.toolkit` parses every knob into the typed ``Toolkit`` (the settings
+  stage, once per run);
+* the CLI reads the log format, the log level and the stop signal before that stage
+  (:func:`read`, :func:`stop_signal_number`), with the same parsers;
+* the resident supervisor reads ``PULPINIT_STOP_TIMEOUT`` and parses ``--umask`` and
+  ``--stop-timeout`` with the same parsers, so that both always agree;
+* the README's table is checked against it (``tests/test_docs.py``).
+
+This module imports only the standard library and :mod:`pulpinit.errors`: the resident
+supervisor reads it, and must not load ``dataclasses`` or ``typing``.  The parsers of the kinds
+that quote a bad value in their error through the redactor (``text``, ``bool``, ``seconds``,
+``positive``) are in :mod:`pulpinit.settings.parse`; the kinds parsed here quote nothing secret.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from pulpinit.errors import EnvValueError
-from pulpinit.settings import parse
-from pulpinit.signals import parse_signal
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the resident supervisor must not load typing
+if TYPE_CHECKING:
+    from typing import Literal, TypeVar
+
+    T = TypeVar("T")
+    #: How a knob's value is parsed (see :data:`PARSERS` and ``pulpinit.settings.toolkit``).
+    Kind = Literal[
+        "text",
+        "bool",
+        "seconds",
+        "positive",
+        "umask",
+        "log_format",
+        "log_level",
+        "signal",
+        "stop_timeout",
+        "worker_number",
+    ]
+
+#: The signals the resident supervisor forwards to the role's process; a stop signal
+#: (``PULPINIT_STOP_SIGNAL``) must be one of them, since only those reach the role.
+FORWARDED: tuple[signal.Signals, ...] = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGWINCH,
+)
+LOG_FORMATS = ("json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+#: Values of ``PULPINIT_STOP_TIMEOUT`` (and ``--stop-timeout``) that mean "never".
+NEVER = ("0", "off", "none")
 
 
-@dataclass(frozen=True)
 class Knob:
-    name: str  # the environment variable
-    default: str
-    meaning: str
+    """One knob: the variable, how it is parsed, its default and its meaning (a README table row).
+
+    ``optional``: an empty value (the default included) means "not set" (``None``).
+    (A plain class: the resident supervisor imports this module, and dataclasses cost it memory.)
+    """
+
+    __slots__ = ("default", "kind", "meaning", "name", "optional")
+
+    def __init__(self, name: str, kind: Kind, default: str, meaning: str, *, optional: bool = False) -> None:
+        self.name = name
+        self.kind: Kind = kind
+        self.default = default
+        self.meaning = meaning
+        self.optional = optional
+
+    @property
+    def field(self) -> str:
+        """``PULPINIT_WAIT_TIMEOUT`` → ``wait_timeout`` (``PULP_WORKER_NUMBER`` → ``worker_number``)."""
+        return self.name.removeprefix("PULPINIT_").removeprefix("PULP_").lower()
+
+    def __repr__(self) -> str:
+        return f"Knob({self.name}, {self.kind}, default={self.default!r})"
 
 
 KNOBS: tuple[Knob, ...] = (
-    Knob("PULPINIT_CONFIG", "/etc/pulp/server.conf", "server.conf to read and edit"),
-    Knob("PULPINIT_CREATE_CONFIG", "false", "create server.conf when it is missing instead of failing"),
-    Knob("PULPINIT_USER", "apache", "user (`user`, `user:group`, `uid[:gid]`) to run Pulp as when root"),
-    Knob("PULPINIT_UMASK", "0022", "umask of the role's process (octal)"),
-    Knob("PULPINIT_LOG_FORMAT", "", "`json` or `console`; default: JSON unless stderr is a TTY"),
-    Knob("PULPINIT_LOG_LEVEL", "info", "debug, info, warning or error"),
-    Knob("PULPINIT_CELERY", "/usr/bin/celery", "the celery binary the roles exec"),
-    Knob("PULPINIT_CELERY_ARGS", "", "extra arguments appended to the role's celery command (shell-quoted)"),
-    Knob("PULPINIT_CELERY_LOG_DIR", "", "write celery logs to files in this directory instead of stdout"),
-    Knob("PULPINIT_MANAGE_DB", "/usr/bin/pulp-manage-db", "the migration command"),
-    Knob("PULPINIT_DB_SERVICE", "db", "Kubernetes Service name of MongoDB (its *_SERVICE_HOST/PORT)"),
-    Knob("PULPINIT_MSG_SERVICE", "msg", "Kubernetes Service name of the broker"),
-    Knob("PULPINIT_DB_AUTH_SOURCE", "", "MongoDB auth database; default: the Pulp database"),
-    Knob("PULPINIT_WAIT_TIMEOUT", "300", "seconds to wait for MongoDB and the broker before exit 69"),
-    Knob("PULPINIT_WAIT_INITIAL", "0.1", "first retry interval (seconds); grows 1.5× per attempt, with jitter"),
-    Knob("PULPINIT_WAIT_MAX_INTERVAL", "2", "cap of the retry interval (seconds)"),
-    Knob("PULPINIT_PROBE_TIMEOUT", "1", "timeout of one connection attempt (seconds)"),
-    Knob("PULPINIT_WAIT_LOG_INTERVAL", "10", "seconds between 'still down' log lines"),
-    Knob("PULPINIT_MIGRATION_WAIT", "true", "non-migrating roles wait until migrations are done"),
-    Knob("PULPINIT_MIGRATION_TIMEOUT", "600", "seconds a waiting role waits for migrations before exit 75"),
-    Knob("PULPINIT_MIGRATION_FINGERPRINT", "", "version of the schema; default: derived from installed Pulp"),
-    Knob("PULPINIT_LOCK_COLLECTION", "pulpinit_locks", "collection of the migration lease and state"),
-    Knob("PULPINIT_LEASE_SECONDS", "60", "migration lock lease; renewed every lease/3"),
+    Knob("PULPINIT_CONFIG", "text", "/etc/pulp/server.conf", "server.conf to read and edit"),
+    Knob("PULPINIT_CREATE_CONFIG", "bool", "false", "create server.conf when it is missing instead of failing"),
+    Knob("PULPINIT_USER", "text", "apache", "user (`user`, `user:group`, `uid[:gid]`) to run Pulp as when root"),
+    Knob("PULPINIT_UMASK", "umask", "0022", "umask of the role's process (octal)"),
+    Knob(
+        "PULPINIT_LOG_FORMAT",
+        "log_format",
+        "",
+        "`json` or `console`; default: JSON unless stderr is a TTY",
+        optional=True,
+    ),
+    Knob("PULPINIT_LOG_LEVEL", "log_level", "info", "debug, info, warning or error"),
+    Knob("PULPINIT_CELERY", "text", "/usr/bin/celery", "the celery binary the roles exec"),
+    Knob(
+        "PULPINIT_CELERY_ARGS",
+        "text",
+        "",
+        "extra arguments appended to the role's celery command (shell-quoted)",
+    ),
+    Knob(
+        "PULPINIT_CELERY_LOG_DIR",
+        "text",
+        "",
+        "write celery logs to files in this directory instead of stdout",
+        optional=True,
+    ),
+    Knob("PULPINIT_MANAGE_DB", "text", "/usr/bin/pulp-manage-db", "the migration command"),
+    Knob("PULPINIT_DB_SERVICE", "text", "db", "Kubernetes Service name of MongoDB (its *_SERVICE_HOST/PORT)"),
+    Knob("PULPINIT_MSG_SERVICE", "text", "msg", "Kubernetes Service name of the broker"),
+    Knob(
+        "PULPINIT_DB_AUTH_SOURCE",
+        "text",
+        "",
+        "MongoDB auth database; default: the Pulp database",
+        optional=True,
+    ),
+    Knob("PULPINIT_WAIT_TIMEOUT", "seconds", "300", "seconds to wait for MongoDB and the broker before exit 69"),
+    Knob(
+        "PULPINIT_WAIT_INITIAL",
+        "positive",
+        "0.1",
+        "first retry interval (seconds); grows 1.5× per attempt, with jitter",
+    ),
+    Knob("PULPINIT_WAIT_MAX_INTERVAL", "positive", "2", "cap of the retry interval (seconds)"),
+    Knob("PULPINIT_PROBE_TIMEOUT", "positive", "1", "timeout of one connection attempt (seconds)"),
+    Knob("PULPINIT_WAIT_LOG_INTERVAL", "seconds", "10", "seconds between 'still down' log lines"),
+    Knob("PULPINIT_MIGRATION_WAIT", "bool", "true", "non-migrating roles wait until migrations are done"),
+    Knob(
+        "PULPINIT_MIGRATION_TIMEOUT",
+        "seconds",
+        "600",
+        "seconds a waiting role waits for migrations before exit 75",
+    ),
+    Knob(
+        "PULPINIT_MIGRATION_FINGERPRINT",
+        "text",
+        "",
+        "version of the schema; default: derived from installed Pulp",
+        optional=True,
+    ),
+    Knob("PULPINIT_LOCK_COLLECTION", "text", "pulpinit_locks", "collection of the migration lease and state"),
+    Knob("PULPINIT_LEASE_SECONDS", "positive", "60", "migration lock lease; renewed every lease/3"),
     Knob(
         "PULPINIT_MANAGE_DB_STOP_TIMEOUT",
+        "seconds",
         "15",
         "seconds to wait for pulp-manage-db after SIGTERM; must be below lease/3",
     ),
-    Knob("PULPINIT_INIT", "false", "stay as PID 1 and supervise the role (same as --init)"),
+    Knob("PULPINIT_INIT", "bool", "false", "stay as PID 1 and supervise the role (same as --init)"),
     Knob(
         "PULPINIT_STOP_SIGNAL",
+        "signal",
         "SIGTERM",
         "the image's stop signal when not SIGTERM (`SIGWINCH` for httpd); SIGTERM and SIGINT always stop pulpinit",
     ),
-    Knob("PULPINIT_STOP_TIMEOUT", "", "SIGKILL the role's group this long after SIGTERM (default: never)"),
-    Knob("PULPINIT_KEEP_SECRET_ENV", "false", "pass the secret variables pulpinit consumed on to the role's process"),
-    Knob("PULP_WORKER_NUMBER", "", "worker number N; default: the StatefulSet ordinal, else 0"),
+    Knob(
+        "PULPINIT_STOP_TIMEOUT",
+        "stop_timeout",
+        "",
+        "SIGKILL the role's group this long after SIGTERM (default, `0` or `off`: never)",
+        optional=True,
+    ),
+    Knob(
+        "PULPINIT_KEEP_SECRET_ENV",
+        "bool",
+        "false",
+        "pass the secret variables pulpinit consumed on to the role's process",
+    ),
+    Knob(
+        "PULP_WORKER_NUMBER",
+        "worker_number",
+        "",
+        "worker number N; default: the StatefulSet ordinal, else 0",
+        optional=True,
+    ),
 )
+BY_NAME: Mapping[str, Knob] = {knob.name: knob for knob in KNOBS}
 
 
-@dataclass(frozen=True)
-class Toolkit:
-    """The parsed knobs."""
-
-    config: str
-    create_config: bool
-    user: str
-    umask: int
-    log_format: str | None
-    log_level: str
-    celery: str
-    celery_args: str
-    celery_log_dir: str | None
-    manage_db: str
-    db_service: str
-    msg_service: str
-    db_auth_source: str | None
-    wait_timeout: float
-    wait_initial: float
-    wait_max_interval: float
-    probe_timeout: float
-    wait_log_interval: float
-    migration_wait: bool
-    migration_timeout: float
-    migration_fingerprint: str | None
-    lock_collection: str
-    lease_seconds: float
-    manage_db_stop_timeout: float
-    init: bool
-    stop_signal: str
-    stop_timeout: float | None
-    keep_secret_env: bool
-    worker_number: int | None
-
-
-def _umask(value: str, origin: str) -> int:
+def umask(value: str, origin: str) -> int:
+    """``0022``, ``022`` or ``0o022`` → ``0o022``; anything else, or beyond 0777, is an error."""
     try:
         number = int(value, 8)
     except ValueError:
@@ -110,7 +197,7 @@ def _umask(value: str, origin: str) -> int:
     return number
 
 
-def _choice(*allowed: str) -> Callable[[str, str], str]:
+def _choice(allowed: tuple[str, ...]) -> Callable[[str, str], str]:
     def parse(value: str, origin: str) -> str:
         if value.lower() not in allowed:
             raise EnvValueError(origin, f"{value!r} is not one of: {', '.join(allowed)}")
@@ -119,7 +206,40 @@ def _choice(*allowed: str) -> Callable[[str, str], str]:
     return parse
 
 
-def _worker_number(value: str, origin: str) -> int:
+log_format = _choice(LOG_FORMATS)
+log_level = _choice(LOG_LEVELS)
+
+
+def stop_signal(value: str, origin: str) -> str:
+    """``SIGWINCH``, ``winch`` or ``28`` → ``"SIGWINCH"``: a signal the supervisor forwards."""
+    text = value.strip().upper()
+    name = text if text.startswith("SIG") else f"SIG{text}"
+    try:
+        found = signal.Signals(int(text)) if text.isdigit() else signal.Signals[name]
+    except (KeyError, ValueError):
+        found = None
+    if found not in FORWARDED:
+        allowed = ", ".join(sig.name for sig in FORWARDED)
+        raise EnvValueError(origin, f"{value!r} is not a stop signal pulpinit can take; one of: {allowed}")
+    return found.name
+
+
+def stop_timeout(value: str, origin: str) -> float | None:
+    """Seconds after SIGTERM until the supervisor SIGKILLs the role's group; ``None`` (never) for
+    an empty value, ``0``, ``off`` or ``none``."""
+    if value.lower() in ("", *NEVER):
+        return None
+    try:
+        number = float(value) if value == value.strip() else -1.0
+    except ValueError:
+        number = -1.0
+    if not 0 <= number < float("inf"):
+        raise EnvValueError(origin, f"{value[:40]!r} is not a number of seconds >= 0 (0 or off: never)")
+    return number or None
+
+
+def worker_number(value: str, origin: str) -> int:
+    """A worker number N: ASCII digits only, at most 9 of them."""
     if not value.isascii() or not value.isdigit():
         raise EnvValueError(origin, f"{value[:20]!r} is not a non-negative integer")
     if len(value) > 9:  # int() of thousands of digits is slow, and no deployment has a billion workers
@@ -127,71 +247,45 @@ def _worker_number(value: str, origin: str) -> int:
     return int(value)
 
 
-def _positive(value: str, origin: str) -> float:
-    return parse.seconds(value, origin, minimum=0.001)
-
-
-_PARSERS: Mapping[str, Callable[[str, str], Any]] = {
-    "create_config": parse.boolean,
-    "umask": _umask,
-    "log_format": _choice("json", "console"),
-    "log_level": _choice("debug", "info", "warning", "error"),
-    "wait_timeout": parse.seconds,
-    "wait_initial": _positive,
-    "wait_max_interval": _positive,
-    "probe_timeout": _positive,
-    "wait_log_interval": parse.seconds,
-    "migration_wait": parse.boolean,
-    "migration_timeout": parse.seconds,
-    "lease_seconds": _positive,
-    "manage_db_stop_timeout": parse.seconds,
-    "init": parse.boolean,
-    "stop_signal": parse_signal,
-    "stop_timeout": parse.seconds,
-    "keep_secret_env": parse.boolean,
-    "worker_number": _worker_number,
+#: The parsers of the kinds this module parses itself (``pulpinit.settings.toolkit`` adds the rest).
+PARSERS: Mapping[str, Callable[[str, str], object]] = {
+    "umask": umask,
+    "log_format": log_format,
+    "log_level": log_level,
+    "signal": stop_signal,
+    "stop_timeout": stop_timeout,
+    "worker_number": worker_number,
 }
 
-_OPTIONAL = {"log_format", "celery_log_dir", "db_auth_source", "migration_fingerprint", "stop_timeout", "worker_number"}
+
+def raw(environ: Mapping[str, str], knob: Knob) -> str | None:
+    """The knob's text: the variable, else the default; ``None`` when an optional knob is empty."""
+    value = environ.get(knob.name, knob.default)
+    return None if value == "" and knob.optional else value
 
 
-def knob_field(knob: Knob) -> str:
-    """``PULPINIT_WAIT_TIMEOUT`` → ``wait_timeout`` (``PULP_WORKER_NUMBER`` → ``worker_number``)."""
-    return knob.name.removeprefix("PULPINIT_").removeprefix("PULP_").lower()
+def read(environ: Mapping[str, str], name: str, parser: Callable[[str, str], T]) -> T | None:
+    """Knob ``name`` parsed by ``parser``, which must be the parser of its kind; ``None`` when unset.
 
-
-def toolkit_from_environ(environ: Mapping[str, str]) -> Toolkit:
-    """Parse every knob; an invalid value is an error naming the variable (exit 78)."""
-    parsed: dict[str, Any] = {}
-    for knob in KNOBS:
-        field = knob_field(knob)
-        raw = environ.get(knob.name, knob.default)
-        if raw == "" and field in _OPTIONAL:
-            parsed[field] = None
-            continue
-        parser = _PARSERS.get(field)
-        parsed[field] = parser(raw, knob.name) if parser else parse.text(raw, knob.name)
-    toolkit = Toolkit(**parsed)
-    _check_stop_fits_lease(toolkit)
-    return toolkit
-
-
-def _check_stop_fits_lease(toolkit: Toolkit) -> None:
-    """pulp-manage-db must be stoppable inside the lease after two renewals failed (exit 78 otherwise).
-
-    A holder that cannot renew starts stopping it at lease end − stop timeout − a margin; that
-    point must come after two renewal intervals (lease/3 each), or one lost renewal would stop it.
+    For the knobs needed before the settings stage (the CLI) or without it (the supervisor).
     """
-    lease, stop = toolkit.lease_seconds, toolkit.manage_db_stop_timeout
-    if stop >= lease - 2 * lease / 3:
-        raise EnvValueError(
-            "PULPINIT_MANAGE_DB_STOP_TIMEOUT",
-            f"{stop:g} s does not fit the lease: it must be below PULPINIT_LEASE_SECONDS "
-            f"({lease:g} s) minus two renewal intervals ({2 * lease / 3:g} s), i.e. "
-            f"below {lease / 3:g} s; shorten it or lengthen the lease",
-        )
+    knob = BY_NAME[name]
+    if PARSERS.get(knob.kind) is not parser:
+        raise ValueError(f"{name} is a {knob.kind} knob: parse it with its own parser")
+    value = raw(environ, knob)
+    return None if value is None else parser(value, name)
 
 
-def knob_sources(environ: Mapping[str, str]) -> dict[str, str]:
-    """``{knob name: "env:NAME" | "default"}`` for the ``settings`` output."""
-    return {k.name: (f"env:{k.name}" if k.name in environ else "default") for k in KNOBS}
+def stop_signal_number(environ: Mapping[str, str]) -> int | None:
+    """The extra stop signal ``PULPINIT_STOP_SIGNAL`` names, or None.
+
+    Read before anything else (signals are handled from the first line of ``main``): an unset,
+    empty or invalid value is ignored here, and the settings stage reports an invalid one (78).
+    """
+    if not environ.get("PULPINIT_STOP_SIGNAL"):
+        return None
+    try:
+        name = read(environ, "PULPINIT_STOP_SIGNAL", stop_signal)
+    except EnvValueError:
+        return None
+    return int(signal.Signals[name]) if name else None

@@ -110,8 +110,14 @@ def seeds(value: str, origin: str) -> tuple[tuple[str, int], ...]:
     return tuple(hostport(p, origin, 27017) for p in parts)
 
 
+def format_hostport(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::1]:27017``): how every address is written."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def format_seeds(pairs: tuple[tuple[str, int], ...]) -> str:
-    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in pairs)
+    """The inverse of :func:`seeds`."""
+    return ",".join(format_hostport(host, number) for host, number in pairs)
 
 
 def url(value: str, origin: str, schemes: tuple[str, ...]) -> str:

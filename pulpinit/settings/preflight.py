@@ -13,7 +13,11 @@ settings stage instead, in this order:
   cannot be derived (``rpm -qa`` finds no Pulp packages and ``PULPINIT_MIGRATION_FINGERPRINT``
   is not set).
 
-A run stops at the first problem, with its exit code and one line naming the variable.
+The role itself is not known here (roles are chosen above the stages): the checks get the
+commands to find, as ``(variable, command)`` pairs, and the function that derives the
+fingerprint (:func:`pulpinit.migrate.fingerprint.derive`), or None when the role neither
+migrates nor waits.  A run stops at the first problem, with its exit code and one line naming
+the variable.
 ``--dry-run`` makes every check and reports each in the plan; a fingerprint that cannot be
 derived is shown as unknown, with the reason.
 
@@ -27,14 +31,20 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-from pulpinit.errors import ConfigError, ExecError, PulpinitError, UserError
+from pulpinit.errors import ConfigError, ExecError, PulpinitError, UserError, exec_failure
 from pulpinit.privileges import Identity, resolve_user, running_as_root
-from pulpinit.roles import Migration, Role
-from pulpinit.settings.knobs import Toolkit
+from pulpinit.settings.toolkit import Toolkit
 
-OK, PROBLEM, UNKNOWN = "ok", "problem", "unknown"
+Status = Literal["ok", "problem", "unknown"]
+OK: Status = "ok"
+PROBLEM: Status = "problem"
+UNKNOWN: Status = "unknown"  # a fingerprint that cannot be derived
+#: Derives the migration fingerprint from ``PULPINIT_MIGRATION_FINGERPRINT`` (or rpm).
+Fingerprinter = Callable[[str | None], tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ class Check:
     """One check: what was checked, its status, and what was found (or the one-line problem)."""
 
     name: str  # the variable (PULPINIT_USER, PULPINIT_CELERY, PULPINIT_MANAGE_DB), "command" or "fingerprint"
-    status: str  # ok, problem, unknown (a fingerprint that cannot be derived)
+    status: Status
     detail: str
     error: PulpinitError | None = None
 
@@ -65,30 +75,29 @@ class Preflight:
             raise check.error
 
 
-def check_role(toolkit: Toolkit, role: Role, search_path: str, *, complete: bool = False) -> Preflight:
-    """Check ``role`` in order; stop at the first problem unless ``complete`` (``--dry-run``)."""
+def check_role(
+    toolkit: Toolkit,
+    commands: Sequence[tuple[str | None, str]],
+    search_path: str,
+    *,
+    fingerprint: Fingerprinter | None,
+    complete: bool = False,
+) -> Preflight:
+    """Check a role in order: the user, ``commands`` (``(variable or None, command)`` for every
+    program it starts), then the fingerprint (unless ``fingerprint`` is None); stop at the first
+    problem unless ``complete`` (``--dry-run``)."""
     checks: list[Check] = []
     user, identity = check_user(toolkit)
     checks.append(user)
-    for variable, command in commands(toolkit, role):
+    for variable, command in commands:
         if checks[-1].error is not None and not complete:
             return Preflight(tuple(checks))
         checks.append(check_command(variable, command, search_path, identity))
-    fingerprint = None
-    if role.migration is not Migration.SKIP and (complete or checks[-1].error is None):
-        found, fingerprint = check_fingerprint(toolkit)
+    derived = None
+    if fingerprint is not None and (complete or checks[-1].error is None):
+        found, derived = check_fingerprint(toolkit, fingerprint)
         checks.append(found)
-    return Preflight(tuple(checks), fingerprint)
-
-
-def commands(toolkit: Toolkit, role: Role) -> list[tuple[str | None, str]]:
-    """``(variable or None, command)`` for every program the role will start."""
-    found: list[tuple[str | None, str]] = []
-    if role.argv:
-        found.append((None if role.name == "run" else "PULPINIT_CELERY", role.argv[0]))
-    if role.migration is Migration.RUN:
-        found.append(("PULPINIT_MANAGE_DB", toolkit.manage_db))
-    return found
+    return Preflight(tuple(checks), derived)
 
 
 def check_user(toolkit: Toolkit) -> tuple[Check, Identity | None]:
@@ -113,12 +122,10 @@ def check_command(variable: str | None, command: str, search_path: str, who: Ide
     return Check(variable or "command", OK, path)
 
 
-def check_fingerprint(toolkit: Toolkit) -> tuple[Check, tuple[str, str] | None]:
+def check_fingerprint(toolkit: Toolkit, derive: Fingerprinter) -> tuple[Check, tuple[str, str] | None]:
     """Derive the migration fingerprint (``rpm -qa`` unless it is set)."""
-    from pulpinit.migrate.migrator import fingerprint
-
     try:
-        value, how = fingerprint(toolkit)
+        value, how = derive(toolkit.migration_fingerprint)
     except ConfigError as exc:
         return Check("fingerprint", UNKNOWN, str(exc), exc), None
     return Check("fingerprint", OK, f"{value} ({how})"), (value, how)
@@ -131,8 +138,6 @@ def locate(command: str, search_path: str, who: Identity | None) -> str:
     in every ``PATH`` directory in turn; a file found but not executable is remembered and the
     search goes on.  Raises :class:`ExecError` 127 (nothing found) or 126 (not executable).
     """
-    from pulpinit.handoff.exec import exec_failure
-
     if "/" in command:
         candidates = [command]
     else:

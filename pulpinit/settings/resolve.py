@@ -39,10 +39,11 @@ from typing import Any
 from pulpinit import redact
 from pulpinit.errors import EnvValueError
 from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
+from pulpinit.regularfile import unreadable
 from pulpinit.settings import parse, secretfile
 from pulpinit.settings.discovery import Endpoint, find_service, looked_for
-from pulpinit.settings.knobs import Toolkit, knob_sources, toolkit_from_environ
-from pulpinit.wait.targets import BrokerTarget, MongoTarget
+from pulpinit.settings.knobs import KNOBS
+from pulpinit.settings.toolkit import Toolkit, knob_display, knob_sources, toolkit_from_environ
 
 __all__ = ["DEFAULTS", "EXPLICIT", "Settings", "Value", "from_environ", "is_secret_key"]
 
@@ -68,6 +69,13 @@ DEFAULTS: Mapping[str, str] = MappingProxyType(
         "tasks.certfile": "/etc/pki/pulp/qpid/client.crt",
     }
 )
+#: server.conf keys of the TLS files, by the switch that turns them on (Pulp opens them only then).
+TLS_FILES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "tasks.celery_require_ssl": ("tasks.cacert", "tasks.certfile", "tasks.keyfile"),
+        "database.ssl": ("database.ca_path", "database.ssl_certfile", "database.ssl_keyfile"),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -77,17 +85,24 @@ class Var:
     name: str
     key: str
     meaning: str
-    secret: bool = False  # holds a secret (a password, or a URL that may hold one): `_FILE` form
+
+    @property
+    def secret(self) -> bool:
+        """Whether it may hold a secret (a password, or a URL that may hold one): the `_FILE` form.
+
+        The one rule of :mod:`pulpinit.redact` decides, by the key it sets.
+        """
+        return may_hold_secret(self.key)
 
 
 EXPLICIT: tuple[Var, ...] = (
     Var("PULP_DB_SEEDS", "database.seeds", "MongoDB seeds, `h1:27017,h2:27017`"),
     Var("PULP_DB_NAME", "database.name", "database name"),
     Var("PULP_DB_USERNAME", "database.username", "MongoDB user (empty: no authentication)"),
-    Var("PULP_DB_PASSWORD", "database.password", "MongoDB password", secret=True),
+    Var("PULP_DB_PASSWORD", "database.password", "MongoDB password"),
     Var("PULP_DB_REPLICA_SET", "database.replica_set", "replica set name (required with several seeds)"),
-    Var("PULP_BROKER_URL", "tasks.broker_url", "Celery broker URL (`qpid://…` or `amqp://…`)", secret=True),
-    Var("PULP_MESSAGING_URL", "messaging.url", "messaging URL (`tcp://host:port` or `ssl://…`)", secret=True),
+    Var("PULP_BROKER_URL", "tasks.broker_url", "Celery broker URL (`qpid://…` or `amqp://…`)"),
+    Var("PULP_MESSAGING_URL", "messaging.url", "messaging URL (`tcp://host:port` or `ssl://…`)"),
     Var("PULP_SERVER_NAME", "server.server_name", "server name; also the celery node name"),
 )
 
@@ -163,64 +178,38 @@ class Settings:
                 found.update(redact.secrets_in(value.value, whole=is_secret_key(key) or "://" not in value.value))
         return found
 
-    def mongo_target(self) -> MongoTarget:
-        def optional(key: str) -> str | None:
-            return self.get(key) or None
-
-        return MongoTarget(
-            seeds=parse.seeds(self.get("database.seeds"), "database.seeds"),
-            database=self.get("database.name"),
-            username=optional("database.username"),
-            password=optional("database.password"),
-            replica_set=optional("database.replica_set"),
-            auth_source=self.toolkit.db_auth_source,
-            ssl=parse.boolean(self.get("database.ssl"), "database.ssl"),
-            ca_path=optional("database.ca_path"),
-            ssl_certfile=optional("database.ssl_certfile"),
-            ssl_keyfile=optional("database.ssl_keyfile"),
-            verify_ssl=parse.boolean(self.get("database.verify_ssl"), "database.verify_ssl"),
-        )
-
-    def broker_target(self) -> BrokerTarget:
-        return BrokerTarget(
-            url=self.get("tasks.broker_url"),
-            ssl=parse.boolean(self.get("tasks.celery_require_ssl"), "tasks.celery_require_ssl"),
-            cacert=self.get("tasks.cacert") or None,
-            certfile=self.get("tasks.certfile") or None,
-            keyfile=self.get("tasks.keyfile") or None,
-        )
+    def boolean(self, key: str) -> bool:
+        """A boolean key, read as Pulp reads it (validated by :func:`from_environ` already)."""
+        return parse.boolean(self.get(key), key)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "settings": {k: {"value": REDACTOR(v.display), "source": v.source} for k, v in sorted(self.values.items())},
             "pulpinit": {
-                name: {"value": REDACTOR(_knob_display(self.toolkit, name)), "source": src}
-                for name, src in self.knob_sources.items()
+                knob.name: {
+                    "value": REDACTOR(knob_display(self.toolkit, knob)),
+                    "source": self.knob_sources[knob.name],
+                }
+                for knob in KNOBS
             },
         }
 
 
-def _knob_display(toolkit: Toolkit, name: str) -> str:
-    from pulpinit.settings.knobs import KNOBS, knob_field
-
-    knob = next(k for k in KNOBS if k.name == name)
-    raw = getattr(toolkit, knob_field(knob))
-    if raw is None:
-        return ""
-    if isinstance(raw, bool):
-        return "true" if raw else "false"
-    if knob.name == "PULPINIT_UMASK":
-        return f"{raw:04o}"
-    return f"{raw:g}" if isinstance(raw, float) else redact.mask_text(str(raw), stop_at_space=False)
-
-
 def from_environ(
-    environ: Mapping[str, str], conf: Mapping[str, str] | None = None, *, hostname: str = "localhost"
+    environ: Mapping[str, str],
+    conf: Mapping[str, str] | None = None,
+    *,
+    hostname: str = "localhost",
+    toolkit: Toolkit | None = None,
 ) -> Settings:
-    """Resolve every value (see the module docstring for the precedence). Raises EnvValueError (78)."""
+    """Resolve every value (see the module docstring for the precedence). Raises EnvValueError (78).
+
+    ``toolkit`` is the parsed knobs when the caller parsed them already (the pipeline does,
+    to find server.conf): they are parsed once per run.
+    """
     conf = conf or {}
     secret_vars = register_secrets(environ, conf)
-    toolkit = toolkit_from_environ(environ)
+    toolkit = toolkit or toolkit_from_environ(environ)
     explicit = _explicit_values(environ)
     resolved: dict[str, Value] = {}
     for key, raw in conf.items():
@@ -410,13 +399,13 @@ def _validate(resolved: Mapping[str, Value]) -> None:
 def _check_tls_files(resolved: Mapping[str, Value]) -> None:
     """A TLS file that server.conf or the environment names and Pulp will open (its switch is on) must be
     readable: exit 78 naming it.  Pulp's built-in default paths are left to the probes, which name them."""
-    from pulpinit.wait import tls
-
-    def is_on(switch: str) -> bool:
-        return parse.boolean(resolved[switch].value, resolved[switch].variable or switch)
-
-    for key, switch in tls.files_in_use(lambda k: resolved[k].value if k in resolved else "", is_on):
-        value = resolved[key]
-        problem = tls.unreadable(value.value) if value.source != "default" else None
-        if problem:
-            raise EnvValueError(value.variable or key, f"{value.value}: {problem} ({switch} is on)")
+    for switch, keys in TLS_FILES.items():
+        if not parse.boolean(resolved[switch].value, resolved[switch].variable or switch):
+            continue
+        for key in keys:
+            value = resolved.get(key)
+            if value is None or not value.value or value.source == "default":
+                continue
+            problem = unreadable(value.value)
+            if problem:
+                raise EnvValueError(value.variable or key, f"{value.value}: {problem} ({switch} is on)")

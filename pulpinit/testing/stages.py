@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from pulpinit.migrate.migrator import LOCK_ID
 from pulpinit.testing import standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
@@ -278,8 +279,6 @@ def _hold_lock(mongo: FakeMongo, database: str) -> None:
     """Another replica's live lease: the lock document as a holder writes it, valid for an hour."""
     import pymongo
 
-    from pulpinit.migrate.migrator import LOCK_ID
-
     now = mongo.now().replace(tzinfo=None)
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=5000)
     try:
@@ -298,8 +297,6 @@ def _hold_lock(mongo: FakeMongo, database: str) -> None:
 def lock_owner(mongo: FakeMongo, database: str) -> str | None:
     """The owner the migration lock names now (None: free or never taken)."""
     import pymongo
-
-    from pulpinit.migrate.migrator import LOCK_ID
 
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=5000)
     try:

@@ -49,6 +49,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pulpinit.settings.parse import format_hostport
 from pulpinit.wait.net import (
     Deadline,
     ProbeFailed,
@@ -316,7 +317,7 @@ class Framer:
 def mismatch_advice(header: bytes, host: str, port: int) -> str:
     """Why a ``qpid://`` URL cannot work with a server that answered ``header``, and what to do."""
     offered = amqp_header_name(header)
-    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    where = format_hostport(host, port)
     if offered in ("AMQP 0-9-1", "AMQP 0-9", "AMQP 0-8"):
         return (
             f"Celery's qpid:// transport speaks AMQP 0-10; this broker offers {offered} (RabbitMQ?): "

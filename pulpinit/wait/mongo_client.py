@@ -32,6 +32,7 @@ import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
+from pulpinit.settings.parse import format_hostport
 from pulpinit.wait.targets import MongoTarget
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ _keep_fds: list[int] = []
 
 def hosts(target: MongoTarget) -> list[str]:
     """The seeds as pymongo host strings (IPv6 literals bracketed)."""
-    return [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in target.seeds]
+    return [format_hostport(host, port) for host, port in target.seeds]
 
 
 def combined_pem(certfile: str, keyfile: str) -> str:

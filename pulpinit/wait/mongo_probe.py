@@ -56,9 +56,10 @@ from typing import Any
 from pulpinit.redact import REDACTOR, Redactor, mask_url
 from pulpinit.wait import mongo_wire, net
 from pulpinit.wait.mongo_client import connect
-from pulpinit.wait.targets import Failure, MongoTarget, ProbeResult
+from pulpinit.wait.net import ProbeFailed, one_line
+from pulpinit.wait.targets import Dependency, Failure, MongoTarget, ProbeResult
 
-NAME = "mongodb"
+NAME: Dependency = "mongodb"
 UNAUTHORIZED = 13
 WRITE_CHECK_COLLECTION = "pulpinit_locks"  # the default PULPINIT_LOCK_COLLECTION
 AUTH_CODES = frozenset({11, 13, 18, 334})  # UserNotFound, Unauthorized, AuthenticationFailed, MechUnavailable
@@ -76,14 +77,6 @@ _PATTERNS = (
     (re.compile(r"wire version", re.I), Failure.VERSION),
     (re.compile(r"Got response id|message length .* is larger", re.I), Failure.PROTOCOL),
 )
-
-
-class ProbeFailed(Exception):
-    """Internal: a classified failure with its one-line message."""
-
-    def __init__(self, failure: Failure, message: str) -> None:
-        super().__init__(message)
-        self.failure = failure
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -123,13 +116,12 @@ def classify(exc: BaseException) -> Failure:
     return Failure.TIMEOUT if isinstance(exc, errors.ServerSelectionTimeoutError) else Failure.OTHER
 
 
-def one_line(text: str, target: MongoTarget, limit: int = 300) -> str:
-    """``text`` cut to one line of at most ``limit`` characters, secrets masked."""
+def scrubbed(text: str, target: MongoTarget, limit: int = 300) -> str:
+    """A pymongo error's text as one line of at most ``limit`` characters: secrets masked, noise dropped."""
     if target.password:
         text = Redactor([target.password])(text)
     # mask_url only looks at the start of a string: apply it to every word
-    text = _NOISE.sub("", " ".join(mask_url(word) for word in REDACTOR(text).split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(_NOISE.sub("", " ".join(mask_url(word) for word in REDACTOR(text).split())), limit)
 
 
 @functools.cache
@@ -253,7 +245,7 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *, resolver: net.
     try:
         reachable = mongo_wire.resolve_seeds(target, net.Deadline(timeout_s), resolver)
         version = _race(reachable, timeout_s, started + timeout_s, resolver)
-    except (ProbeFailed, net.ProbeFailed) as exc:
+    except ProbeFailed as exc:
         failure, error = exc.failure, str(exc)
     except Exception as exc:  # every pymongo error is a classified dependency failure
         failure, error = classify(exc), str(exc)
@@ -270,7 +262,7 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *, resolver: net.
         latency_ms=latency_ms,
         version=version,
         failure=failure,
-        error=None if error is None else one_line(error, target),
+        error=None if error is None else scrubbed(error, target),
     )
 
 

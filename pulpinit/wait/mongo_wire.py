@@ -37,6 +37,7 @@ import threading
 import time
 from itertools import count
 
+from pulpinit.settings.parse import format_hostport
 from pulpinit.wait import tls
 from pulpinit.wait.net import (
     Deadline,
@@ -44,7 +45,6 @@ from pulpinit.wait.net import (
     Reader,
     Resolver,
     connect,
-    hostport,
     not_this_protocol,
     resolve,
     send,
@@ -86,7 +86,7 @@ def _ask(sock: socket.socket, deadline: Deadline, where: str) -> tuple[bytes, in
 
 def check_seed(target: MongoTarget, host: str, port: int, deadline: Deadline, resolver: Resolver | None = None) -> None:
     """Raise ProbeFailed unless ``host:port`` answers like MongoDB (in TLS when ``target.ssl``)."""
-    where = hostport(host, port)
+    where = format_hostport(host, port)
     policy = _tls_policy(target) if target.ssl else None
     ctx = tls.context(policy) if policy else None  # a missing file is named before connecting
     sock = connect(host, port, deadline, resolver)

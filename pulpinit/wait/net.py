@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pulpinit.settings.parse import format_hostport
 from pulpinit.wait.targets import Failure
 
 #: ``getaddrinfo``'s signature: ``resolver(host, port, type=socket.SOCK_STREAM)``.
@@ -124,11 +125,11 @@ def connect(host: str, port: int, deadline: Deadline, resolver: Resolver | None 
     for family, kind, proto, _name, addr in resolve(host, port, deadline, resolver):
         sock = socket.socket(family, kind, proto)
         try:
-            sock.settimeout(deadline.left(f"connecting to {hostport(host, port)}"))
+            sock.settimeout(deadline.left(f"connecting to {format_hostport(host, port)}"))
             sock.connect(addr)
         except OSError as exc:
             sock.close()
-            last = classify_os_error(exc, f"connecting to {hostport(host, port)}", deadline)
+            last = classify_os_error(exc, f"connecting to {format_hostport(host, port)}", deadline)
             if last.failure is Failure.TIMEOUT:
                 break  # the deadline is spent: no time for the other addresses
             continue
@@ -290,10 +291,6 @@ def speaks_tls(host: str, port: int, deadline: Deadline, resolver: Resolver | No
         return False
     finally:
         sock.close()
-
-
-def hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def one_line(text: str, limit: int = 300) -> str:

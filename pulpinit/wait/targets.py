@@ -1,16 +1,25 @@
-"""What a dependency probe is given and what it answers.
+"""What a dependency probe is given and what it answers (the types of the wait stage; it probes nothing).
 
 A probe speaks the dependency's own protocol once and returns a
 :class:`ProbeResult`; it never raises for a dependency problem.  Every failure
 is sorted into a :class:`Failure` class that carries a one-line hint for the
-operator.  The targets are plain frozen data built from the settings, so the
-probes know nothing about environment variables or server.conf.
+operator.  The targets are plain frozen data built from the settings
+(:func:`mongo_target`, :func:`broker_target`), so the probes know nothing about
+environment variables or server.conf.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Literal
+
+from pulpinit.redact import MASK, mask_url
+from pulpinit.settings.parse import format_hostport, seeds
+from pulpinit.settings.resolve import Settings
+
+#: The dependencies pulpinit waits for, by the name in logs and in the check-deps output.
+Dependency = Literal["mongodb", "broker"]
 
 
 class Failure(str, enum.Enum):
@@ -88,8 +97,8 @@ class MongoTarget:
     @property
     def endpoint(self) -> str:
         """The seeds as ``mongodb://[user:***@]h:p,…/db?replicaSet=…``; never the password."""
-        hosts = ",".join(_hostport(h, p) for h, p in self.seeds)
-        cred = f"{self.username}:***@" if self.username else ""
+        hosts = ",".join(format_hostport(h, p) for h, p in self.seeds)
+        cred = f"{self.username}:{MASK}@" if self.username else ""
         query = f"?replicaSet={self.replica_set}" if self.replica_set else ""
         return f"mongodb://{cred}{hosts}/{self.database}{query}"
 
@@ -106,8 +115,6 @@ class BrokerTarget:
 
     @property
     def endpoint(self) -> str:
-        from pulpinit.redact import mask_url
-
         return mask_url(self.url)
 
 
@@ -115,7 +122,7 @@ class BrokerTarget:
 class ProbeResult:
     """One attempt's outcome; the check-deps JSON is built from it."""
 
-    name: str  # "mongodb" | "broker"
+    name: Dependency
     endpoint: str  # credentials masked
     ok: bool
     latency_ms: float
@@ -139,5 +146,33 @@ class ProbeResult:
         }
 
 
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def mongo_target(settings: Settings) -> MongoTarget:
+    """MongoDB as server.conf's ``[database]`` section (resolved) describes it."""
+
+    def optional(key: str) -> str | None:
+        return settings.get(key) or None
+
+    return MongoTarget(
+        seeds=seeds(settings.get("database.seeds"), "database.seeds"),
+        database=settings.get("database.name"),
+        username=optional("database.username"),
+        password=optional("database.password"),
+        replica_set=optional("database.replica_set"),
+        auth_source=settings.toolkit.db_auth_source,
+        ssl=settings.boolean("database.ssl"),
+        ca_path=optional("database.ca_path"),
+        ssl_certfile=optional("database.ssl_certfile"),
+        ssl_keyfile=optional("database.ssl_keyfile"),
+        verify_ssl=settings.boolean("database.verify_ssl"),
+    )
+
+
+def broker_target(settings: Settings) -> BrokerTarget:
+    """The broker as ``tasks.broker_url`` and its TLS keys (resolved) describe it."""
+    return BrokerTarget(
+        url=settings.get("tasks.broker_url"),
+        ssl=settings.boolean("tasks.celery_require_ssl"),
+        cacert=settings.get("tasks.cacert") or None,
+        certfile=settings.get("tasks.certfile") or None,
+        keyfile=settings.get("tasks.keyfile") or None,
+    )

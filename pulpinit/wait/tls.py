@@ -18,28 +18,21 @@ real client makes:
   subject's common name only, ``*`` as a label wildcard; IP subjectAltNames are
   not looked at, so an IP address must appear as a DNS name or the CN.
 
-:func:`files_in_use` and :func:`unreadable` serve the settings check that
-turns a missing file into exit 78 before anything connects.
+(The settings stage checks beforehand that a TLS file the configuration names
+can be read: exit 78 before anything connects.)
 """
 
 from __future__ import annotations
 
 import enum
-import errno
-import os
 import socket
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pulpinit.regularfile import FileProblem, read_regular
+from pulpinit.regularfile import unreadable
 from pulpinit.wait.net import Deadline, ProbeFailed, classify_os_error
 from pulpinit.wait.targets import Failure
-
-#: server.conf keys of the TLS files, by the switch that turns them on.
-BROKER_SWITCH, BROKER_FILES = "tasks.celery_require_ssl", ("tasks.cacert", "tasks.certfile", "tasks.keyfile")
-MONGO_SWITCH, MONGO_FILES = "database.ssl", ("database.ca_path", "database.ssl_certfile", "database.ssl_keyfile")
 
 
 class HostRule(enum.Enum):
@@ -67,24 +60,6 @@ class TlsPolicy:
     certfile: TlsFile | None = None
     keyfile: TlsFile | None = None  # None: the key is in ``certfile``
     host_rule: HostRule = HostRule.X509
-
-
-def unreadable(path: str) -> str | None:
-    """Why ``path`` cannot be read (``No such file or directory``), or None."""
-    try:
-        read_regular(path)  # never blocks: a FIFO or a device is named, not read
-    except FileProblem as problem:
-        return os.strerror(errno.ENOENT) if problem.missing else problem.problem
-    return None
-
-
-def files_in_use(get: Callable[[str], str], is_on: Callable[[str], bool]) -> list[tuple[str, str]]:
-    """``(key, switch)`` of every TLS file that Pulp will open: the non-empty ones whose switch is on."""
-    used = []
-    for switch, keys in ((BROKER_SWITCH, BROKER_FILES), (MONGO_SWITCH, MONGO_FILES)):
-        if is_on(switch):
-            used += [(key, switch) for key in keys if get(key)]
-    return used
 
 
 def context(policy: TlsPolicy) -> ssl.SSLContext:

@@ -13,6 +13,9 @@ Log lines (stable event names): ``dep.down`` when a dependency is first found
 down (with its failure class), ``dep.still_down`` at most every
 ``PULPINIT_WAIT_LOG_INTERVAL`` seconds, ``dep.up`` when it answers (total wait,
 attempts, version).
+
+tenacity is imported only when a wait runs (it costs ~50 ms): ``check-deps`` without ``--wait``
+and the commands that wait for nothing never load it.
 """
 
 from __future__ import annotations
@@ -20,20 +23,34 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-
-import tenacity
+from typing import TYPE_CHECKING
 
 from pulpinit import log
 from pulpinit.errors import ConfigError, DependencyUnavailable
-from pulpinit.settings.knobs import Toolkit
-from pulpinit.wait.targets import Failure, ProbeResult
+from pulpinit.settings.resolve import Settings
+from pulpinit.settings.toolkit import Toolkit
+from pulpinit.wait.broker_probe import probe_broker
+from pulpinit.wait.mongo_probe import probe_mongodb
+from pulpinit.wait.targets import Failure, ProbeResult, broker_target, mongo_target
+
+if TYPE_CHECKING:
+    import tenacity
 
 #: A probe bound to its target: takes the per-attempt timeout, returns one result.
 Probe = Callable[[float], ProbeResult]
 #: Failures that waiting does not cure: the wait ends at once with exit 78 (bad configuration).
 PERMANENT = frozenset({Failure.NOT_AUTHORIZED})
+
+
+def probes_for(settings: Settings) -> dict[str, Probe]:
+    """The two dependency probes, bound to their targets."""
+    mongo, broker = mongo_target(settings), broker_target(settings)
+    return {
+        "mongodb": lambda timeout: probe_mongodb(mongo, timeout),
+        "broker": lambda timeout: probe_broker(broker, timeout),
+    }
 
 
 @dataclass(frozen=True)
@@ -58,13 +75,22 @@ class WaitPolicy:
         return Backoff(self.initial, self.max_interval)
 
 
-class Backoff(tenacity.wait.wait_base):
+class StillDown(DependencyUnavailable):
+    """A dependency was still down at the deadline (69), with the last result of each dependency."""
+
+    def __init__(self, down: Sequence[str], results: Mapping[str, ProbeResult]) -> None:
+        super().__init__(down)
+        self.results = dict(results)
+
+
+class Backoff:
     """``min(initial * factor**(n-1) + uniform(0, jitter), cap)`` for retry n; jitter defaults to ``initial``.
 
     The factor is 1.5 rather than 2: a dependency that comes up within the first seconds of a
     deployment (the common race) is seen sooner, while the attempts of one that stays down are
     set by the cap (30 a minute at 2 s).  (tenacity's ``wait_exponential_jitter`` renamed its
-    arguments between releases; this one-liner keeps pulpinit independent of that.)
+    arguments between releases; this one-liner keeps pulpinit independent of that.)  An instance
+    is tenacity's ``wait`` (a callable of the retry state).
     """
 
     def __init__(self, initial: float, cap: float, jitter: float | None = None, factor: float = 1.5) -> None:
@@ -95,9 +121,11 @@ class _Waiter:
     attempts: int = 0
 
     def run(self) -> None:
+        import tenacity
+
         logger = log.get_logger(dependency=self.name)
         started = self.clock()
-        last_logged = started
+        throttle = log.Throttle(self.policy.log_interval, self.clock, since=started)
 
         def attempt() -> ProbeResult:
             self.attempts += 1
@@ -105,7 +133,6 @@ class _Waiter:
             return self.probe(budget)
 
         def after(state: tenacity.RetryCallState) -> None:
-            nonlocal last_logged
             res = state.outcome.result() if state.outcome else None
             if res is None or res.ok:
                 return
@@ -118,8 +145,7 @@ class _Waiter:
             }
             if self.attempts == 1:
                 logger.warning("dep.down", **fields)
-            elif self.clock() - last_logged >= self.policy.log_interval:
-                last_logged = self.clock()
+            elif throttle.ready():
                 logger.warning("dep.still_down", waited_s=round(self.clock() - started, 1), **fields)
 
         retrying = tenacity.Retrying(
@@ -152,7 +178,7 @@ def wait_all(
     sleep: Callable[[float], None] | None = None,
     stop: threading.Event | None = None,
 ) -> dict[str, ProbeResult]:
-    """Wait until every probe answers ok; raise DependencyUnavailable (69) at the deadline.
+    """Wait until every probe answers ok; raise :class:`StillDown` (69) at the deadline.
 
     ``stop`` ends every waiter early (set by a signal handler); ``sleep`` defaults to
     waiting on ``stop`` so that a stop interrupts a backoff interval at once.
@@ -179,7 +205,7 @@ def wait_all(
         raise ConfigError("; ".join(refused))
     down = [f"{w.name} ({describe(w.result)})" for w in waiters if w.result is None or not w.result.ok]
     if down:
-        raise DependencyUnavailable(down, results)
+        raise StillDown(down, results)
     return results
 
 

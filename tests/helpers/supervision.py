@@ -55,8 +55,9 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 #: before it execs the supervisor (with ``pending``: and SIGTERM itself meanwhile), then exec it.
 BLOCKED_THEN_EXEC = (
     "import os, signal, sys\n"
+    "from pulpinit.settings.knobs import FORWARDED\n"
     "from pulpinit.signals import block_for_handoff\n"
-    "block_for_handoff()\n"  # what pulpinit does before it execs the supervisor
+    "block_for_handoff(FORWARDED)\n"  # what pulpinit does before it execs the supervisor
     "if sys.argv[1] == 'pending':\n"
     "    os.kill(os.getpid(), signal.SIGTERM)\n"  # a docker stop during the exec: pending, not lost
     "os.execv(sys.executable, [sys.executable, '-m', 'pulpinit.supervise', '--', *sys.argv[2:]])\n"
