@@ -17,6 +17,7 @@ Whole processes, median of ``--runs`` interleaved runs, all measured in the same
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -103,7 +104,7 @@ def main() -> int:
             ("dumb-init /bin/true", ["dumb-init", "/bin/true"]),
         ):
             if shutil.which(argv[0]):
-                cases[name] = lambda argv=argv: timed(argv, base)
+                cases[name] = functools.partial(timed, argv, base)
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.runs):
             for name, case in cases.items():

@@ -70,6 +70,7 @@ class MongoPeer:
         return {"PULP_DB_SEEDS": self.hostport, "PULP_DB_NAME": self.database}
 
     def document(self, _id: str) -> dict[str, Any]:
+        client: pymongo.MongoClient[dict[str, Any]]
         with pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000, appname="pulpinit-tests") as client:
             return client[self.database][COLLECTION].find_one({"_id": _id}) or {}
 

@@ -88,6 +88,7 @@ class SecantusDB:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"secantusd-py exited with {self.proc.returncode}; see {self.log}")
             try:
+                probe: pymongo.MongoClient[dict[str, Any]]
                 with pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=200) as probe:
                     probe.admin.command("ping")
                 return self

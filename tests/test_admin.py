@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import pymongo
@@ -81,7 +81,7 @@ def users() -> Iterator[Any]:
             client.close()
 
 
-def run(users: Any, password: str | None, login: str = "admin") -> tuple[AdminPassword, list[dict[str, Any]]]:
+def run(users: Any, password: str | None, login: str = "admin") -> tuple[AdminPassword, list[MutableMapping[str, Any]]]:
     pulpinit_log.configure("json", "debug")
     with capture_logs() as logs:
         outcome = ensure_admin_password(users, login, password, pulpinit_log.get_logger())
@@ -95,7 +95,7 @@ def stored(users: Any, login: str = "admin") -> str:
     return password
 
 
-def events(logs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def events(logs: list[MutableMapping[str, Any]]) -> list[tuple[str, str]]:
     return [(entry["log_level"], entry["event"]) for entry in logs]
 
 

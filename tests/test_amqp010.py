@@ -13,6 +13,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -179,7 +180,7 @@ def test_reserved_type_codes_and_bad_frames_are_errors() -> None:
 
 
 def test_encode_decode_round_trip_of_every_connection_control() -> None:
-    samples = {
+    samples: dict[int, dict[str, Any]] = {
         amqp010.START_OK: {
             "client-properties": {"a": "b", "n": 3, "t": True},
             "mechanism": "PLAIN",

@@ -70,11 +70,12 @@ def apply(path: Path, assignments: list[Assignment]) -> tuple[KeyChange, ...]:
 def added_lines(old: str, new: str) -> list[tuple[int, str]]:
     """(index in the new text, line) of every added line; fails if anything else changed."""
     matcher = difflib.SequenceMatcher(a=old.splitlines(True), b=new.splitlines(True), autojunk=False)
-    added = []
+    added: list[tuple[int, str]] = []
+    new_lines = new.splitlines(True)
     for tag, _i1, _i2, j1, j2 in matcher.get_opcodes():
         assert tag in ("equal", "insert"), f"{tag}: lines were changed or removed"
         if tag == "insert":
-            added.extend((j, matcher.b[j]) for j in range(j1, j2))
+            added.extend((j, new_lines[j]) for j in range(j1, j2))
     return added
 
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from proton import ConnectionException, Message
@@ -18,7 +19,7 @@ from pulpinit.testing.fakeamqp import FakeAmqpBroker
 
 
 def connect(broker: FakeAmqpBroker, user: str | None = None, password: str | None = None) -> BlockingConnection:
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, Any] = {}
     if user is not None:
         kwargs = {"user": user, "password": password, "allowed_mechs": "PLAIN", "allow_insecure_mechs": True}
     return BlockingConnection(f"127.0.0.1:{broker.port}", timeout=5, **kwargs)
@@ -36,7 +37,7 @@ def test_anonymous_and_message_round_trip() -> None:
     with FakeAmqpBroker() as broker:
         conn = connect(broker)
         try:
-            assert conn.conn.remote_properties["product"] == "pulpinit-fakeamqp"
+            assert conn.conn is not None and conn.conn.remote_properties["product"] == "pulpinit-fakeamqp"
             conn.create_sender("celery").send(Message(body="task-1"))
             receiver = conn.create_receiver("celery")
             assert receiver.receive(timeout=5).body == "task-1"
@@ -75,6 +76,7 @@ def test_stop_with_a_client_still_connected() -> None:
     broker.stop()  # the idle client never answers the close: the grace period ends it
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", broker.port), timeout=2)
+    assert conn.conn is not None
     conn.conn.close()
 
 

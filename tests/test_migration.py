@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import pytest
@@ -422,10 +423,11 @@ def assert_fail_point_spent(secantus, command: str) -> None:
     """The armed failure hit pulpinit, not nobody: the same command from its appName now passes."""
     from pulpinit.migrate.migrator import APPNAME
 
+    client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(
         secantus.uri, appname=APPNAME, serverSelectionTimeoutMS=3000, retryReads=False, retryWrites=False
     ) as client:
-        scratch = client["failpoint_check"]["scratch"]
+        scratch: Any = client["failpoint_check"]["scratch"]
         {
             "hello": lambda: client.admin.command("hello"),
             "find": lambda: scratch.find_one({}),

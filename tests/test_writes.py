@@ -14,8 +14,9 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.supervision import can_unshare
@@ -49,7 +50,7 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".pulpinit"))
 
 
-def pulpinit(argv: list[str], env: dict[str, str], *, prefix: list[str] = ()) -> subprocess.CompletedProcess[str]:
+def pulpinit(argv: list[str], env: dict[str, str], *, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PULPINIT_LOG_FORMAT": "json", **env}
     return subprocess.run(
         [*prefix, sys.executable, "-m", "pulpinit", *argv],
@@ -150,7 +151,7 @@ def test_the_temporary_file_is_0600_and_gone_after_a_failed_rename(etc: Path, mo
     renamed: list[int] = []
     real_mkstemp = atomicfile.tempfile.mkstemp
 
-    def observed_mkstemp(**kwargs: str) -> tuple[int, str]:
+    def observed_mkstemp(**kwargs: Any) -> tuple[int, str]:
         fd, name = real_mkstemp(**kwargs)
         created.append(mode(Path(name)))
         return fd, name

@@ -46,7 +46,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pulpinit import redact
 from pulpinit.config.atomicfile import check_unchanged_readable, remove_stale_temps, replace_file
@@ -85,8 +85,12 @@ class Assignment:
             raise ValueError(f"{self.variable}: bad key name {self.key!r}")
 
     def __repr__(self) -> str:
-        shown = MASK if self.secret else self.value
+        shown = redact.display(f"{self.section}.{self.key}", self.value, secret=self.secret)
         return f"Assignment({self.section}.{self.key}={shown!r} from {self.variable})"
+
+
+#: Where a changed key's line went (see the module doc).
+Placement = Literal["updated", "inserted-after-comment", "appended", "new-section"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class KeyChange:
     old: str | None = field(repr=False)  # as Pulp read it; None: no live line
     new: str = field(repr=False)
     secret: bool
-    how: str  # "updated" | "inserted-after-comment" | "appended" | "new-section"
+    how: Placement
     variable: str = ""
 
     @property
@@ -286,6 +290,8 @@ class ServerConf:
     def _apply(self, work: str, item: Assignment, created: set[str], warnings: dict[str, str]) -> KeyChange | None:
         sections = self._read_sections(work, item.section)
         raw = escape(item.value) or None
+        how: Placement
+        old: str | None
         live = [(s, found) for s, found in ((s, s.live(item.key)) for s in sections) if found is not None]
         if live:
             section, (index, node, continued) = live[-1]

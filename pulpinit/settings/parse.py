@@ -14,7 +14,7 @@ import re
 import urllib.parse
 
 from pulpinit.errors import EnvValueError
-from pulpinit.redact import REDACTOR, UrlParts, mask_text, split_url
+from pulpinit.redact import REDACTOR, UrlParts, display, mask_text, split_url
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -30,7 +30,7 @@ MESSAGING_SCHEMES = ("tcp", "ssl")
 
 def quoted(value: str) -> str:
     """``value`` quoted for a message: URL credentials and registered secrets masked, then cut to 60."""
-    shown = repr(REDACTOR(mask_text(value, stop_at_space=False)))
+    shown = repr(REDACTOR(display("", value)))
     return shown if len(shown) <= 62 else shown[:58] + "..." + shown[-1]
 
 

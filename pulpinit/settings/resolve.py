@@ -2,7 +2,9 @@
 
 :func:`from_environ` takes the environment, the live values of server.conf and
 the host name, and returns a frozen :class:`Settings`.  It reads no files
-except the ``*_FILE`` secrets it is pointed at, and changes nothing.
+except the ``*_FILE`` secrets it is pointed at and the TLS files the
+configuration names (which must be readable, see :data:`TLS_FILES`), and
+changes nothing.
 
 Precedence, highest first, for every server.conf key (this is the only place
 it is written down in code; the README repeats it):
@@ -34,7 +36,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, cast
 
 from pulpinit import redact
 from pulpinit.errors import EnvValueError
@@ -117,6 +119,10 @@ _SECRET_VARS = {v.name: v.key for v in EXPLICIT if v.secret} | {
 }
 
 
+#: The layer a value came from (the ``source`` string adds the variable or the Service after a colon).
+SourceKind = Literal["env", "file", "k8s", "server.conf", "default"]
+
+
 @dataclass(frozen=True)
 class Value:
     """One effective server.conf value and where it came from."""
@@ -130,9 +136,13 @@ class Value:
     option: tuple[str, str] = ("", "")  # (section, key) in server.conf
 
     @property
+    def kind(self) -> SourceKind:
+        return cast(SourceKind, self.source.partition(":")[0])
+
+    @property
     def from_environment(self) -> bool:
         """True when pulpinit must write it into server.conf (layers 1-3)."""
-        return self.source.startswith(("env:", "file:", "k8s:"))
+        return self.kind in ("env", "file", "k8s")
 
 
 def _value(
@@ -379,10 +389,10 @@ _VALIDATORS: Mapping[str, Callable[[str, str], object]] = {
 
 def _validate(resolved: Mapping[str, Value]) -> None:
     for key, value in resolved.items():
-        if value.source == "server.conf" and key not in _VALIDATORS:
+        if value.kind == "server.conf" and key not in _VALIDATORS:
             continue  # keys pulpinit neither writes nor uses are Pulp's business
         origin = value.variable or key
-        parse.text(value.value, origin, secret=value.secret or value.source.startswith("file:"))
+        parse.text(value.value, origin, secret=value.secret or value.kind == "file")
         check = _VALIDATORS.get(key)
         if check and (value.value or key != "server.server_name"):
             check(value.value, origin)
@@ -404,7 +414,7 @@ def _check_tls_files(resolved: Mapping[str, Value]) -> None:
             continue
         for key in keys:
             value = resolved.get(key)
-            if value is None or not value.value or value.source == "default":
+            if value is None or not value.value or value.kind == "default":
                 continue
             problem = unreadable(value.value)
             if problem:

@@ -406,7 +406,7 @@ class FakeAmqpBroker:
             target=self._serve, args=(container,), name=f"fakeamqp-{self.backend_port}", daemon=True
         )
         self._thread.start()
-        self._front = _Front(self, self.host, self._requested_port).start()  # type: ignore[assignment]
+        self._front = _Front(self, self.host, self._requested_port).start()
         return self
 
     def _serve(self, container: Any) -> None:

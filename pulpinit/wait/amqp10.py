@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from pulpinit.wait.net import (
     Deadline,
@@ -82,6 +82,120 @@ def _stage(stage: str, received: int, outcome: int | None, who: str) -> str:
     return "waiting for the AMQP Open"
 
 
+class _Session:
+    """One AMQP 1.0 connection that proton drives over our socket (see :func:`handshake`)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        deadline: Deadline,
+        *,
+        host: str,
+        user: str | None,
+        password: str | None,
+        tls: bool,
+        speaks_tls: Callable[[], bool] | None,
+    ) -> None:
+        from proton import Connection, ProtonException, Transport
+
+        self.sock, self.deadline, self.tls, self.speaks_tls = sock, deadline, tls, speaks_tls
+        self.proton_error: type[Exception] = ProtonException
+        self.conn = Connection()
+        self.conn.container = "pulpinit-probe"
+        self.conn.hostname = host
+        self.transport = Transport(Transport.CLIENT)
+        self.sasl = self.transport.sasl()
+        if user and password is not None:
+            self.sasl.allow_insecure_mechs = True  # PLAIN without TLS is what Pulp's URLs do
+            self.sasl.allowed_mechs("PLAIN")
+            self.conn.user, self.conn.password = user, password
+            self.who = f"login as {user!r}"
+        else:
+            self.sasl.allowed_mechs("ANONYMOUS")
+            self.who = "anonymous login (no password in the URL)"
+        self.transport.bind(self.conn)
+        self.conn.open()
+
+    def flush(self, stage: str) -> None:
+        """Send what proton has to say."""
+        while (pending := self.transport.pending()) > 0:
+            self.sock.settimeout(self.deadline.left(stage))
+            try:
+                data = self.transport.peek(pending)
+                if data is None:
+                    return
+                sent = self.sock.send(data)
+            except OSError as exc:
+                raise classify_os_error(exc, stage, self.deadline) from None
+            self.transport.pop(sent)
+
+    def pump(self, stage: str, until: int) -> None:
+        """Exchange bytes until the connection reaches a state in ``until``; the first 8 bytes are sniffed."""
+        first = b""
+        received = 0
+        while True:
+            self.flush(stage)
+            if self.transport.condition is not None:
+                raise _classify_condition(self.transport.condition, self.who)
+            if self.conn.state & until:
+                return
+            waiting_for = _stage(stage, received, self.sasl.outcome, self.who)
+            sniffing = stage == HANDSHAKE and len(first) < 8
+            data = self._receive(waiting_for, sniffing)
+            if not data:
+                self._hung_up(stage, first, sniffing)
+            received += len(data)
+            if sniffing:
+                first += data
+                if len(first) < 8:
+                    continue  # proton sees the first bytes only once we know what they are
+                _sniff(first[:8], self.who)
+                data, first = first, first[:8]
+            self._feed(data)
+
+    def _receive(self, waiting_for: str, sniffing: bool) -> bytes:
+        self.sock.settimeout(self.deadline.left(waiting_for))
+        try:
+            return self.sock.recv(65536)
+        except ConnectionResetError:
+            if not sniffing:
+                raise classify_os_error(ConnectionResetError(), waiting_for, self.deadline) from None
+            return b""  # a TLS server resets what it refused: a hang-up, examined by _hung_up
+        except OSError as exc:
+            raise classify_os_error(exc, waiting_for, self.deadline) from None
+
+    def _hung_up(self, stage: str, first: bytes, sniffing: bool) -> NoReturn:
+        """The server closed the connection: say why, as far as its first bytes and proton tell."""
+        if sniffing:
+            if first:
+                _sniff(first, self.who)
+            if not self.tls and self.speaks_tls is not None and self.speaks_tls():
+                raise ProbeFailed(
+                    Failure.TLS_MISMATCH,
+                    "the server hung up on the AMQP 1.0 protocol "
+                    f"header, and the port completes a TLS handshake: {TLS_ADVICE}",
+                )
+        try:
+            self.transport.close_tail()
+        except self.proton_error:
+            pass
+        condition = self.transport.condition
+        if condition is not None and condition.name == "amqp:unauthorized-access":
+            raise _classify_condition(condition, self.who)
+        raise ProbeFailed(Failure.RESET, f"the server closed the connection ({stage})")
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            while data:
+                room = self.transport.capacity()
+                if room <= 0:
+                    break
+                self.transport.push(data[:room])
+                data = data[room:]
+        except self.proton_error:
+            pass  # the condition says why, on the next turn
+
+
 def handshake(
     sock: socket.socket,
     deadline: Deadline,
@@ -96,101 +210,21 @@ def handshake(
 
     ``speaks_tls`` is asked when a plain connection is closed without a word (see amqp010).
     """
-    from proton import Connection, Endpoint, ProtonException, Transport
+    from proton import Endpoint
 
-    conn = Connection()
-    conn.container = "pulpinit-probe"
-    conn.hostname = host
-    transport = Transport(Transport.CLIENT)
-    sasl = transport.sasl()
-    if user and password is not None:
-        sasl.allow_insecure_mechs = True  # PLAIN without TLS is what Pulp's URLs do
-        sasl.allowed_mechs("PLAIN")
-        conn.user, conn.password = user, password
-        who = f"login as {user!r}"
-    else:
-        sasl.allowed_mechs("ANONYMOUS")
-        who = "anonymous login (no password in the URL)"
-    transport.bind(conn)
-    conn.open()
-
-    def flush(stage: str) -> None:
-        while (pending := transport.pending()) > 0:
-            sock.settimeout(deadline.left(stage))
-            try:
-                data = transport.peek(pending)
-                if data is None:
-                    return
-                sent = sock.send(data)
-            except OSError as exc:
-                raise classify_os_error(exc, stage, deadline) from None
-            transport.pop(sent)
-
-    def pump(stage: str, until: int) -> None:
-        first = b""
-        received = 0
-        while True:
-            flush(stage)
-            if transport.condition is not None:
-                raise _classify_condition(transport.condition, who)
-            if conn.state & until:
-                return
-            waiting_for = _stage(stage, received, sasl.outcome, who)
-            sock.settimeout(deadline.left(waiting_for))
-            sniffing = stage == HANDSHAKE and len(first) < 8
-            try:
-                data = sock.recv(65536)
-            except ConnectionResetError:
-                if not sniffing:
-                    raise classify_os_error(ConnectionResetError(), waiting_for, deadline) from None
-                data = b""  # a TLS server resets what it refused: a hang-up, examined below
-            except OSError as exc:
-                raise classify_os_error(exc, waiting_for, deadline) from None
-            if not data:
-                if sniffing:
-                    if first:
-                        _sniff(first, who)
-                    if not tls and speaks_tls is not None and speaks_tls():
-                        raise ProbeFailed(
-                            Failure.TLS_MISMATCH,
-                            "the server hung up on the AMQP 1.0 protocol "
-                            f"header, and the port completes a TLS handshake: {TLS_ADVICE}",
-                        )
-                try:
-                    transport.close_tail()
-                except ProtonException:
-                    pass
-                if transport.condition is not None and transport.condition.name == "amqp:unauthorized-access":
-                    raise _classify_condition(transport.condition, who)
-                raise ProbeFailed(Failure.RESET, f"the server closed the connection ({stage})")
-            received += len(data)
-            if sniffing:
-                first += data
-                if len(first) < 8:
-                    continue  # proton sees the first bytes only once we know what they are
-                _sniff(first[:8], who)
-                data, first = first, first[:8]
-            try:
-                while data:
-                    room = transport.capacity()
-                    if room <= 0:
-                        break
-                    transport.push(data[:room])
-                    data = data[room:]
-            except ProtonException:
-                pass  # the condition says why, on the next turn
-
-    pump(HANDSHAKE, Endpoint.REMOTE_ACTIVE | Endpoint.REMOTE_CLOSED)
+    session = _Session(sock, deadline, host=host, user=user, password=password, tls=tls, speaks_tls=speaks_tls)
+    conn = session.conn
+    session.pump(HANDSHAKE, Endpoint.REMOTE_ACTIVE | Endpoint.REMOTE_CLOSED)
     if conn.state & Endpoint.REMOTE_CLOSED and conn.remote_condition is not None:
-        raise _classify_condition(conn.remote_condition, who)
+        raise _classify_condition(conn.remote_condition, session.who)
     props = conn.remote_properties or {}
     product, version = props.get("product"), props.get("version")
     server_version = " ".join(str(v) for v in (product, version) if v) or None
 
     conn.close()
-    deadline = Deadline(min(0.2, deadline.left("closing")), connected=True)  # flush/pump see the new one
+    session.deadline = Deadline(min(0.2, session.deadline.left("closing")), connected=True)
     try:
-        pump("closing", Endpoint.REMOTE_CLOSED)
+        session.pump("closing", Endpoint.REMOTE_CLOSED)
     except ProbeFailed:
         pass  # the answer is known; a server that hangs up on close is fine
     return server_version

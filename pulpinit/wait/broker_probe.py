@@ -42,6 +42,7 @@ import functools
 import struct
 import time
 from dataclasses import dataclass, field
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from pulpinit.redact import MASK, mask_url
@@ -49,10 +50,14 @@ from pulpinit.wait import amqp010, amqp091, amqp10, tls
 from pulpinit.wait.net import Deadline, ProbeFailed, Resolver, connect, one_line, speaks_tls
 from pulpinit.wait.targets import BrokerTarget, Failure, ProbeResult
 
-AMQP010, AMQP091, AMQP10 = "AMQP 0-10", "AMQP 0-9-1", "AMQP 1.0"
+#: The protocols Celery speaks to a broker, by the name in messages.
+Protocol = Literal["AMQP 0-10", "AMQP 0-9-1", "AMQP 1.0"]
+AMQP010: Protocol = "AMQP 0-10"
+AMQP091: Protocol = "AMQP 0-9-1"
+AMQP10: Protocol = "AMQP 1.0"
 
 # scheme → (protocol, TLS forced by the scheme)
-SCHEMES: dict[str, tuple[str, bool]] = {
+SCHEMES: dict[str, tuple[Protocol, bool]] = {
     "qpid": (AMQP010, False),
     "amqp": (AMQP091, False),
     "pyamqp": (AMQP091, False),
@@ -66,7 +71,7 @@ SCHEMES: dict[str, tuple[str, bool]] = {
 class BrokerEndpoint:
     """A parsed broker URL: where to connect, with which protocol and credentials."""
 
-    protocol: str  # AMQP010 | AMQP091 | AMQP10
+    protocol: Protocol
     host: str
     port: int
     tls: bool
