@@ -31,10 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from pulpinit.testing import SAMPLE_CONF
+
 ROOT = Path(__file__).resolve().parent.parent
 STOCK = ROOT.parent / "shared" / "fixtures" / "pulp-2.21-server.conf"
 # A user's clone has no ../shared: the project's sample file is in the same (2.12+) dialect.
-SOURCE = STOCK if STOCK.is_file() else ROOT / "pulpinit" / "testing" / "sample-server.conf"
+SOURCE = STOCK if STOCK.is_file() else SAMPLE_CONF
 SOURCE_NAME = "Pulp 2.21 stock server.conf" if SOURCE == STOCK else "pulpinit's sample server.conf"
 CONF = "etc/pulp/server.conf"
 VALUES = {

@@ -28,11 +28,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pulpinit.testing import SAMPLE_CONF
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "pulpinit" / "testing" / "sample-server.conf"
+SAMPLE = SAMPLE_CONF
 
 RUN_2014 = r"""
 set -e

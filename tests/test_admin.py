@@ -70,15 +70,14 @@ def test_python2_line_breaks_are_tolerated():
 
 
 @pytest.fixture
-def users() -> Iterator[Any]:
-    with FakeMongo() as fake:
-        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            f"mongodb://{fake.hostport}/?directConnection=true", serverSelectionTimeoutMS=5000
-        )
-        try:
-            yield client["pulp_database"]["users"]
-        finally:
-            client.close()
+def users(fake_mongo: FakeMongo) -> Iterator[Any]:
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        f"mongodb://{fake_mongo.hostport}/?directConnection=true", serverSelectionTimeoutMS=5000
+    )
+    try:
+        yield client["pulp_database"]["users"]
+    finally:
+        client.close()
 
 
 def run(users: Any, password: str | None, login: str = "admin") -> tuple[AdminPassword, list[MutableMapping[str, Any]]]:

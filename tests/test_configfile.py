@@ -16,17 +16,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.inifiles import VALUE, ini_file, stock
 from helpers.py27_configparser import find_python27
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_lens import VALUE, ini_file
 
 from pulpinit.config.inivalue import pulp_reads, value_problem
 from pulpinit.config.serverconf import Assignment, KeyChange, ServerConf
 from pulpinit.errors import ConfigFileError, EnvValueError, ExitCode
 
 DATA = Path(__file__).resolve().parent / "data"
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 # The 2014 scripts' four keys, as `pulpinit configure` sets them.
 FOUR = [
@@ -35,13 +34,6 @@ FOUR = [
     Assignment("messaging", "url", "tcp://msg:5672", "PULP_MESSAGING_URL"),
     Assignment("tasks", "broker_url", "qpid://guest@msg:5672/", "PULP_BROKER_URL"),
 ]
-
-
-def stock(name: str) -> Path:
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"stock file {path} is absent (the shared fixtures are not checked out)")
-    return path
 
 
 def copy_of(source: Path, tmp_path: Path) -> Path:

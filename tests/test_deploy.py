@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.images import check_parses, instructions, stages
 
 from pulpinit.cli import ROLES, parse
-from pulpinit.errors import UsageError
 from pulpinit.redact import may_hold_secret
 from pulpinit.roles import worker_number
 from pulpinit.settings.discovery import env_prefix
@@ -90,36 +90,6 @@ def dockerfiles() -> list[Path]:
             if f == "Dockerfile" or f.startswith("Dockerfile.") or f.endswith(".Dockerfile")
         ]
     return sorted(found)
-
-
-def instructions(text: str) -> list[tuple[str, str]]:
-    """``(INSTRUCTION, arguments)`` per logical line: continuations joined, comments dropped."""
-    result: list[tuple[str, str]] = []
-    pending = ""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#") or (not pending and not stripped):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        logical = (pending + stripped).strip()
-        pending = ""
-        if logical:
-            word, _, rest = logical.partition(" ")
-            result.append((word.upper(), rest.strip()))
-    return result
-
-
-def stages(text: str) -> list[list[tuple[str, str]]]:
-    """The instructions of each build stage, in order (a stage starts with FROM)."""
-    result: list[list[tuple[str, str]]] = []
-    for instruction in instructions(text):
-        if instruction[0] == "FROM":
-            result.append([])
-        if result:
-            result[-1].append(instruction)
-    return result
 
 
 def unjustified_ignores(text: str) -> list[int]:
@@ -289,14 +259,6 @@ def unknown_variable(name: str) -> str | None:
     if name in PLAIN_VARIABLES | SERVICE_VARIABLES | OTHER_VARIABLES:
         return None
     return "not a variable pulpinit reads"
-
-
-def check_parses(argv: list[str], what: str) -> Any:
-    assert argv[0] == "pulpinit", f"{what}: {argv} does not run pulpinit"
-    try:
-        return parse(argv[1:])
-    except UsageError as exc:
-        raise AssertionError(f"{what}: pulpinit would reject {argv}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +15,7 @@ from proton import ConnectionException, Message
 from proton.utils import BlockingConnection
 
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
+from pulpinit.testing.processes import Spawned
 
 
 def connect(broker: FakeAmqpBroker, user: str | None = None, password: str | None = None) -> BlockingConnection:
@@ -83,20 +83,10 @@ def test_stop_with_a_client_still_connected() -> None:
 @contextlib.contextmanager
 def fake_process(*args: str) -> Iterator[int]:
     """``python -m pulpinit.testing.fakeamqp --port 0 ARGS``: yields the port of its ``ready`` line, then SIGTERM."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pulpinit.testing.fakeamqp", "--port", "0", *args], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        word, port = proc.stdout.readline().split()
-        assert word == "ready"
-        yield int(port)
-        proc.send_signal(signal.SIGTERM)
+    with Spawned([sys.executable, "-m", "pulpinit.testing.fakeamqp", "--port", "0", *args]) as proc:
+        yield proc.ready_port()
+        proc.proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_command_line_ready_line_and_sigterm() -> None:

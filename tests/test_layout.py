@@ -150,3 +150,20 @@ def test_stage_packages_import_nothing_on_their_own() -> None:
     """Importing ``pulpinit.settings.knobs`` (the supervisor does) loads nothing but its package's docstring."""
     for stage in STAGES:
         assert not list(imports(f"pulpinit.{stage}")), stage
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared fixtures live in conftest.py and pulpinit.testing.plugin, shared functions in tests/helpers."""
+    tests = Path(__file__).resolve().parent
+    wrong = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            wrong += [
+                f"{path.name} imports {name}" for name in names if name.split(".")[-1].startswith(("test_", "conftest"))
+            ]
+    assert not wrong, wrong

@@ -24,13 +24,13 @@ from typing import Any
 
 import pymongo
 import pytest
-from mongo_peers import (
+from helpers.mongo_peers import (
     COLLECTION,
     MongoPeer,
     Pulpinit,
-    environ_without_pulp,
     gone,
     kill_started,
+    migration_environment,
     migration_workdir,
     one_error_line,
     wait_for,
@@ -42,6 +42,7 @@ from pulpinit.testing import standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import Proxy
+from pulpinit.testing.plugin import FakeServices
 
 ROOT = os.geteuid() == 0
 BOTH = pytest.mark.parametrize("peer", ["fake", "secantus"], indirect=True)
@@ -55,26 +56,22 @@ def no_pulpinit_left() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[FakeAmqpBroker]:
-    with FakeAmqpBroker() as fake:
-        yield fake
+def broker(module_fakes: FakeServices) -> FakeAmqpBroker:
+    return module_fakes.broker()
 
 
 @pytest.fixture
-def mongo() -> Iterator[FakeMongo]:
-    with FakeMongo() as fake:
-        yield fake
+def mongo(fake_mongo: FakeMongo) -> FakeMongo:
+    return fake_mongo
 
 
 @pytest.fixture
-def peer(request: pytest.FixtureRequest) -> Iterator[MongoPeer]:
+def peer(request: pytest.FixtureRequest, fakes: FakeServices) -> MongoPeer:
     """The fake (one per test) by default; ``indirect`` parametrization picks SecantusDB too."""
     if getattr(request, "param", "fake") == "secantus":
         server = request.getfixturevalue("secantus")
-        yield MongoPeer.on_server("secantus", server.hostport)
-        return
-    with FakeMongo() as fake:
-        yield MongoPeer.of_fake(fake)
+        return MongoPeer.on_server("secantus", server.hostport)
+    return MongoPeer.of_fake(fakes.mongo())
 
 
 @pytest.fixture
@@ -85,23 +82,8 @@ def workdir() -> Iterator[Path]:
 
 def environment(workdir: Path, peer: MongoPeer | FakeMongo, broker: FakeAmqpBroker, **extra: str) -> dict[str, str]:
     peer = MongoPeer.of_fake(peer) if isinstance(peer, FakeMongo) else peer
-    env = environ_without_pulp()
-    env.update(
-        {
-            "PULPINIT_CONFIG": str(workdir / "server.conf"),
-            "PULPINIT_LOG_FORMAT": "json",
-            **peer.env(),
-            "PULP_BROKER_URL": broker.url(),
-            "PULPINIT_MANAGE_DB": str(workdir / "pulp-manage-db"),
-            "PULPINIT_USER": "nobody",
-            "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5-1",
-            "PULPINIT_WAIT_TIMEOUT": "20",
-            "PULPINIT_MIGRATION_TIMEOUT": "30",
-            "STANDIN_SECONDS": "0.3",
-            **extra,
-        }
-    )
-    return env
+    timeouts = {"PULPINIT_WAIT_TIMEOUT": "20", "PULPINIT_MIGRATION_TIMEOUT": "30", "STANDIN_SECONDS": "0.3"}
+    return migration_environment(workdir, peer, broker.url(), "2.21.5-1", **{**timeouts, **extra})
 
 
 def short_lease(lease: float = 2.0, stop: float = 0.3) -> dict[str, str]:
@@ -518,12 +500,12 @@ def test_a_run_that_cannot_start_leaves_the_state_alone(workdir, mongo, broker, 
 @pytest.mark.slow
 def test_waiting_role_released_as_soon_as_done(workdir, mongo, broker):
     env = environment(workdir, mongo, broker, STANDIN_SECONDS="2")
-    waiter = pulpinit(env, "run", "--", "/bin/true")
-    time.sleep(0.5)  # let the waiter find nothing done and start polling
+    waiter = Pulpinit(env, "run", "--", "/bin/true")
+    waiter.expect("migration.waiting")  # the waiter found nothing done and polls
     migrator = pulpinit(env, "migrate")
     assert finish(migrator)[0] == 0
     done_at = time.monotonic()
-    code, err = finish(waiter)
+    code, err = waiter.finish()
     assert code == 0, err[-2000:]
     assert time.monotonic() - done_at < 2.5  # polling is capped at 2 s
     assert "migration.waiting" in err and "migration.ready" in err
@@ -680,7 +662,7 @@ def test_expired_lease_is_taken_over_by_exactly_one(mongo):
         now = server_clock(database)
         dead = LeaseLock(database[COLLECTION], LOCK_ID, "dead:1", 0.2, now)
         assert dead.try_acquire()
-        time.sleep(0.3)
+        wait_for(lambda: not dead.holder().is_live(now()), what="the dead holder's lease to expire")
         contenders = [LeaseLock(database[COLLECTION], LOCK_ID, f"c:{i}", 60, now) for i in range(5)]
         assert sum(c.try_acquire() for c in contenders) == 1
         assert not dead.renew()  # the dead holder cannot come back

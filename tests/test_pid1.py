@@ -66,7 +66,7 @@ def test_death_by_signal_gives_128_plus_n(name: str) -> None:
 def test_docker_stop_terminates_a_default_child_with_143() -> None:
     with Supervised(["sh", "-c", "echo ready; exec sleep 300"], pid1=True) as sup:
         sup.expect("ready")
-        time.sleep(0.05)  # let sh exec sleep (the signal would otherwise hit sh)
+        sup.child("sleep")  # sh has exec'ed sleep (the signal would otherwise hit sh)
         sup.kill(signal.SIGTERM)
         assert sup.wait() == 143
 

@@ -12,7 +12,7 @@ import socket
 
 import pytest
 from helpers.dns import resolver
-from rabbitmq import RabbitMQ
+from helpers.rabbitmq import RabbitMQ
 
 from pulpinit.testing.faults import Proxy
 from pulpinit.wait.broker_probe import probe_broker

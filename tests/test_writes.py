@@ -27,8 +27,8 @@ from pulpinit.config.serverconf import Assignment, ServerConf
 from pulpinit.errors import ConfigFileError, EnvValueError
 from pulpinit.privileges import resolve_user
 from pulpinit.settings.resolve import from_environ
+from pulpinit.testing import SAMPLE_CONF
 
-SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
 PASSWORD = Assignment("database", "password", "s3cr3t-pw", "PULP_DB_PASSWORD", secret=True)
 SEEDS = Assignment("database", "seeds", "db:27017", "PULP_DB_SEEDS")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, setpriv, mount namespaces)")
@@ -275,7 +275,7 @@ def test_a_single_file_bind_mount_is_rewritten_in_place(etc: Path) -> None:
     if reason:
         pytest.skip(reason)
     source, target = etc / "source.conf", etc / "server.conf"
-    shutil.copy(SAMPLE, source)
+    shutil.copy(SAMPLE_CONF, source)
     target.write_text("")
     script = f'mount --bind "{source}" "{target}" && exec "{sys.executable}" -m pulpinit configure'
     environ = {
@@ -359,7 +359,7 @@ def test_a_bom_in_a_file_secret_is_not_part_of_the_password(etc: Path) -> None:
 
 def test_a_bom_in_server_conf_is_refused(etc: Path) -> None:
     conf = etc / "server.conf"
-    conf.write_bytes(b"\xef\xbb\xbf" + SAMPLE.read_bytes())
+    conf.write_bytes(b"\xef\xbb\xbf" + SAMPLE_CONF.read_bytes())
     with pytest.raises(ConfigFileError, match="byte order mark"):
         ServerConf.load(conf)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,18 +22,12 @@ import threading
 import time
 from pathlib import Path
 
-from pulpinit.testing import standins
+from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.serving import free_port
 
-SAMPLE = Path(__file__).parent / "sample-server.conf"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+SAMPLE = SAMPLE_CONF
 
 
 def _banner(text: str) -> None:
@@ -68,7 +61,7 @@ def main() -> int:
     bindir.mkdir()
     bindir.chmod(0o777)  # the stand-in manage-db records its runs here as the unprivileged user
     manage_db, celery = standins.write_manage_db(bindir), standins.write_celery(bindir)
-    broker_port = _free_port()
+    broker_port = free_port()
     mongo = FakeMongo().start()
     broker = FakeAmqpBroker(port=broker_port)
     late = threading.Timer(1.0, broker.start)

@@ -28,12 +28,13 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pulpinit.testing.serving import free_port  # RabbitMQ must be told its ports: a race, but a short one
 
 if TYPE_CHECKING:
     from helpers.pki import Pki
@@ -52,13 +53,6 @@ def unavailable_reason() -> str | None:
     if shutil.which("epmd") is None:
         return "epmd (erlang-base) is not installed"
     return None
-
-
-def free_port() -> int:
-    """A port free right now on 127.0.0.1 (RabbitMQ must be told a number, so there is a race)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RabbitMQ:

@@ -11,10 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pymongo
-from helpers.workdirs import reachable
 
+from helpers.workdirs import reachable
 from pulpinit.migrate.migrator import LOCK_ID, STATE_ID
 from pulpinit.testing import standins
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.processes import Spawned
 
 COLLECTION = "pulpinit_locks"
 
@@ -81,8 +79,8 @@ class MongoPeer:
         return self.document(LOCK_ID)
 
 
-class Pulpinit:
-    """One ``python -m pulpinit ARGV`` (optionally as PID 1 of a new PID namespace).
+class Pulpinit(Spawned):
+    """One ``python -m pulpinit ARGV`` (optionally as PID 1 of a new PID namespace) whose log is read as it comes.
 
     Every instance is remembered in :data:`STARTED` until :func:`kill_started` ends what is left,
     so a failing test leaves no pulpinit behind (not even one it SIGSTOPped)."""
@@ -91,76 +89,22 @@ class Pulpinit:
         command = [sys.executable, "-m", "pulpinit", *argv]
         if namespace:
             command = ["unshare", "--pid", "--fork", "--mount-proc", *command]
-        self.session = session
-        self.proc = subprocess.Popen(
-            command,
-            env=env,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            start_new_session=session,
-        )
+        super().__init__(command, env=env, session=session)
         STARTED.append(self)
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self._out = ""
-        self._out_reader = threading.Thread(target=self._read_out, daemon=True)
-        self._out_reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._changed:
-                self.lines.append(line.rstrip("\n"))
-                self._changed.notify_all()
-
-    def _read_out(self) -> None:
-        assert self.proc.stdout is not None
-        self._out = self.proc.stdout.read()
 
     @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def lines(self) -> list[str]:
+        """Its stderr so far, one entry per line."""
+        return self.err
 
-    def events(self) -> list[dict[str, Any]]:
-        with self._changed:
-            lines = list(self.lines)
-        return [json.loads(line) for line in lines if line.startswith("{")]
-
-    def expect(self, event: str, timeout: float = 30) -> dict[str, Any]:
+    def expect(self, event: str, timeout: float = 30) -> dict[str, Any]:  # type: ignore[override]
         """Wait for the first log line with ``event``; return it."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = [e for e in self.events_unlocked() if e.get("event") == event]
-                if found:
-                    return found[0]
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no {event!r} within {timeout} s; log:\n" + "\n".join(self.lines[-30:]))
-                self._changed.wait(min(left, 0.1))
+        return self.event(event, timeout)
 
-    def events_unlocked(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.lines if line.startswith("{")]
-
-    def finish(self, timeout: float = 60) -> tuple[int, str]:
+    def finish(self, timeout: float = 60) -> tuple[int, str]:  # type: ignore[override]
         """Wait for the exit; (exit code, the whole stderr)."""
-        code = self.proc.wait(timeout)
-        self._reader.join(10)
-        self._out_reader.join(10)
-        return code, "\n".join(self.lines)
-
-    def kill(self) -> None:
-        """SIGKILL it (its whole process group when it has its own: a stopped group included)."""
-        if self.proc.poll() is None:
-            if self.session:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            else:
-                self.proc.kill()
-            self.proc.wait(10)
+        code, _, err = super().finish(timeout)
+        return code, err
 
 
 #: The :class:`Pulpinit` processes started and not yet cleaned up by :func:`kill_started`.
@@ -197,6 +141,27 @@ def one_error_line(stderr: str) -> list[dict[str, Any]]:
     plain = [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
     assert not plain, plain
     return [e for e in events if e.get("event") == "pulpinit.error"]
+
+
+def migration_environment(
+    workdir: Path, peer: MongoPeer, broker_url: str, fingerprint: str, **extra: str
+) -> dict[str, str]:
+    """pulpinit's environment for a run-once test or benchmark: the peer, the broker, the
+    pulp-manage-db stand-in of ``workdir`` (:func:`migration_workdir`), ``extra`` on top."""
+    env = environ_without_pulp()
+    env.update(
+        {
+            "PULPINIT_CONFIG": str(workdir / "server.conf"),
+            "PULPINIT_LOG_FORMAT": "json",
+            **peer.env(),
+            "PULP_BROKER_URL": broker_url,
+            "PULPINIT_MANAGE_DB": str(workdir / "pulp-manage-db"),
+            "PULPINIT_USER": "nobody",
+            "PULPINIT_MIGRATION_FINGERPRINT": fingerprint,
+            **extra,
+        }
+    )
+    return env
 
 
 def environ_without_pulp() -> dict[str, str]:

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pymongo
-from rabbitmq import free_port
 
 from pulpinit.migrate.migrator import APPNAME  # the migrate stage's appname: fail points aim at it only
+from pulpinit.testing.serving import free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SERVER = REPO / ".venv-peers" / "bin" / "secantusd-py"
 
 
