@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.supervision import BLOCKED_THEN_EXEC, ORPHANS, PRINT_SIGNALS, PYTHON, Supervised, can_unshare, run
+from helpers.supervision import BLOCKED_THEN_EXEC, ORPHANS, PRINT_SIGNALS, PYTHON, Supervised, run
 
-REASON = can_unshare()
+from pulpinit.testing.processes import pid_namespaces_reason
+
+REASON = pid_namespaces_reason()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.supervision import can_unshare, children, rss_kb
+from helpers.supervision import rss_kb
 
 from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.testing.processes import Spawned
+from pulpinit.testing.processes import Spawned, children, pid_namespaces_reason
 from pulpinit.testing.serving import free_port
 
 HEAVY = ("pymongo", "bson", "proton", "augeas", "_cffi_backend")
@@ -59,7 +59,7 @@ def pulpinit_argv(*args: str) -> list[str]:
 
 def in_pid_namespace(env: dict[str, str], *args: str) -> Spawned:
     """``pulpinit ARGS`` as PID 1 of a new PID namespace (the test is skipped where that cannot be)."""
-    reason = can_unshare()
+    reason = pid_namespaces_reason()
     if reason:
         pytest.skip(reason)
     return Spawned(["unshare", "--pid", "--fork", "--mount-proc", *pulpinit_argv(*args)], env=env)

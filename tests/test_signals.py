@@ -25,7 +25,8 @@ from helpers.orphans import state
 
 from pulpinit.settings.knobs import stop_signal as parse_signal
 from pulpinit.settings.knobs import stop_signal_number as configured
-from pulpinit.testing.stages import POINTS, SAMPLE, Held, hold, lock_owner, pid_namespaces_reason
+from pulpinit.testing.processes import pid_namespaces_reason
+from pulpinit.testing.stages import POINTS, SAMPLE, Held, hold, lock_owner
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_NAMESPACES = pid_namespaces_reason()

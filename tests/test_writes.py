@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.supervision import can_unshare
 from helpers.workdirs import reachable
 
 from pulpinit.config import atomicfile
@@ -28,6 +27,7 @@ from pulpinit.errors import ConfigFileError, EnvValueError
 from pulpinit.privileges import resolve_user
 from pulpinit.settings.resolve import from_environ
 from pulpinit.testing import SAMPLE_CONF
+from pulpinit.testing.processes import pid_namespaces_reason
 
 PASSWORD = Assignment("database", "password", "s3cr3t-pw", "PULP_DB_PASSWORD", secret=True)
 SEEDS = Assignment("database", "seeds", "db:27017", "PULP_DB_SEEDS")
@@ -271,7 +271,7 @@ def test_openshift_recipe_as_an_arbitrary_uid(etc: Path) -> None:
 @root_only
 def test_a_single_file_bind_mount_is_rewritten_in_place(etc: Path) -> None:
     """Kubernetes subPath / docker -v file:file: the rename fails with EBUSY inside the mount namespace."""
-    reason = can_unshare()
+    reason = pid_namespaces_reason()
     if reason:
         pytest.skip(reason)
     source, target = etc / "source.conf", etc / "server.conf"

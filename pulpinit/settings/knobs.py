@@ -100,12 +100,7 @@ KNOBS: tuple[Knob, ...] = (
     ),
     Knob("PULPINIT_LOG_LEVEL", "log_level", "info", "debug, info, warning or error"),
     Knob("PULPINIT_CELERY", "text", "/usr/bin/celery", "the celery binary the roles exec"),
-    Knob(
-        "PULPINIT_CELERY_ARGS",
-        "text",
-        "",
-        "extra arguments appended to the role's celery command (shell-quoted)",
-    ),
+    Knob("PULPINIT_CELERY_ARGS", "text", "", "extra arguments appended to the role's celery command (shell-quoted)"),
     Knob(
         "PULPINIT_CELERY_LOG_DIR",
         "text",
@@ -116,13 +111,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("PULPINIT_MANAGE_DB", "text", "/usr/bin/pulp-manage-db", "the migration command"),
     Knob("PULPINIT_DB_SERVICE", "text", "db", "Kubernetes Service name of MongoDB (its *_SERVICE_HOST/PORT)"),
     Knob("PULPINIT_MSG_SERVICE", "text", "msg", "Kubernetes Service name of the broker"),
-    Knob(
-        "PULPINIT_DB_AUTH_SOURCE",
-        "text",
-        "",
-        "MongoDB auth database; default: the Pulp database",
-        optional=True,
-    ),
+    Knob("PULPINIT_DB_AUTH_SOURCE", "text", "", "MongoDB auth database; default: the Pulp database", optional=True),
     Knob("PULPINIT_WAIT_TIMEOUT", "seconds", "300", "seconds to wait for MongoDB and the broker before exit 69"),
     Knob(
         "PULPINIT_WAIT_INITIAL",
@@ -134,12 +123,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob("PULPINIT_PROBE_TIMEOUT", "positive", "1", "timeout of one connection attempt (seconds)"),
     Knob("PULPINIT_WAIT_LOG_INTERVAL", "seconds", "10", "seconds between 'still down' log lines"),
     Knob("PULPINIT_MIGRATION_WAIT", "bool", "true", "non-migrating roles wait until migrations are done"),
-    Knob(
-        "PULPINIT_MIGRATION_TIMEOUT",
-        "seconds",
-        "600",
-        "seconds a waiting role waits for migrations before exit 75",
-    ),
+    Knob("PULPINIT_MIGRATION_TIMEOUT", "seconds", "600", "seconds a waiting role waits for migrations before exit 75"),
     Knob(
         "PULPINIT_MIGRATION_FINGERPRINT",
         "text",

@@ -56,25 +56,26 @@ class FakeServices:
     def close(self) -> None:
         self._stack.close()
 
+    @classmethod
+    def running(cls) -> Iterator[FakeServices]:
+        """A fixture's body: the services, then every fake they started stopped."""
+        services = cls()
+        try:
+            yield services
+        finally:
+            services.close()
+
 
 @pytest.fixture
 def fakes() -> Iterator[FakeServices]:
     """Fakes started by the test, stopped after it."""
-    services = FakeServices()
-    try:
-        yield services
-    finally:
-        services.close()
+    yield from FakeServices.running()
 
 
 @pytest.fixture(scope="module")
 def module_fakes() -> Iterator[FakeServices]:
     """Fakes started for a test module, stopped after its last test."""
-    services = FakeServices()
-    try:
-        yield services
-    finally:
-        services.close()
+    yield from FakeServices.running()
 
 
 @pytest.fixture

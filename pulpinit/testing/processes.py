@@ -4,6 +4,8 @@
 thread per stream), so a caller waits for a line — a fake service's ``ready <port>``, a
 supervised child's ``ready``, a pulpinit log event — with a deadline instead of sleeping, and
 fails with the lines seen so far when the line does not come or the process exits first.
+:func:`children`, :func:`first_child` and :func:`pid_namespaces_reason` serve the tests that
+run processes as PID 1 of a PID namespace.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, Literal
 
@@ -26,6 +30,36 @@ Stream = Literal["out", "err"]
 #: How long :meth:`Spawned.wait` waits for the readers once the process exited: a grandchild that
 #: kept the pipe open (it should not) costs this, never a hang.
 DRAIN_S = 5.0
+
+
+def children(pid: int) -> list[int]:
+    """The PIDs of ``pid``'s children (of its main thread), from ``/proc``; ``[]`` once it is gone."""
+    try:
+        return [int(word) for word in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def first_child(pid: int, timeout: float = 10) -> int:
+    """The first child of ``pid`` (the namespace's PID 1 under ``unshare --fork``), once there is one."""
+    deadline = time.monotonic() + timeout
+    while not (found := children(pid)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pid} has no child within {timeout:g} s")
+        time.sleep(0.005)
+    return found[0]
+
+
+def pid_namespaces_reason() -> str | None:
+    """None when ``unshare --pid`` works here, else why not (root is needed): the reason to skip."""
+    if os.geteuid() != 0:
+        return "needs root for PID namespaces"
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=30, check=False
+    )
+    return None if probe.returncode == 0 else f"unshare --pid does not work here: {probe.stderr.decode().strip()}"
 
 
 class Spawned:

@@ -43,7 +43,7 @@ from pulpinit.migrate.migrator import LOCK_ID
 from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.testing.processes import Spawned
+from pulpinit.testing.processes import Spawned, first_child
 from pulpinit.testing.serving import free_port
 
 SAMPLE = SAMPLE_CONF
@@ -59,25 +59,6 @@ POINTS: Mapping[str, str] = {
 }
 
 _RPM = '#!/bin/sh\necho $$ > "$0.pid"\nexec sleep 600\n'
-
-
-def pid_namespaces_reason() -> str | None:
-    """None when ``unshare --pid`` works here, else why not (root is needed)."""
-    if os.geteuid() != 0:
-        return "needs root for PID namespaces"
-    if shutil.which("unshare") is None:
-        return "unshare (util-linux) is not installed"
-    probe = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=30, check=False
-    )
-    return None if probe.returncode == 0 else f"unshare --pid fails: {probe.stderr.decode().strip()}"
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(word) for word in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
 
 
 def _poll(what: str, ready: Callable[[], bool], spawned: Spawned, timeout: float = 30) -> None:
@@ -162,14 +143,7 @@ def _start(args: list[str], env: dict[str, str], pid1: bool) -> tuple[Spawned, i
     if pid1:
         argv = ["unshare", "--pid", "--fork", "--mount-proc", *argv]
     spawned = Spawned(argv, env=env, session=True)
-    if not pid1:
-        return spawned, spawned.pid
-    deadline = time.monotonic() + 10
-    while not (found := _children(spawned.pid)):
-        if time.monotonic() > deadline or spawned.proc.poll() is not None:
-            raise AssertionError("unshare started no child")
-        time.sleep(0.005)
-    return spawned, found[0]
+    return spawned, first_child(spawned.pid) if pid1 else spawned.pid
 
 
 @contextlib.contextmanager

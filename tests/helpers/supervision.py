@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pulpinit.testing.processes import Spawned
+from pulpinit.testing.processes import Spawned, children, first_child
 
 HELPERS = Path(__file__).resolve().parent
 REPO = HELPERS.parent.parent
@@ -59,28 +59,6 @@ BLOCKED_THEN_EXEC = (
     "    os.kill(os.getpid(), signal.SIGTERM)\n"  # a docker stop during the exec: pending, not lost
     "os.execv(sys.executable, [sys.executable, '-m', 'pulpinit.supervise', '--', *sys.argv[2:]])\n"
 )
-
-
-def can_unshare() -> str | None:
-    """None when PID namespaces are usable, else the reason to skip."""
-    if os.geteuid() != 0:
-        return "needs root for PID namespaces"
-    if shutil.which("unshare") is None:
-        return "unshare (util-linux) is not installed"
-    probe = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=30, check=False
-    )
-    if probe.returncode != 0:
-        return f"unshare --pid does not work here: {probe.stderr.decode().strip()}"
-    return None
-
-
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(word) for word in text.split()]
 
 
 def rss_kb(pid: int) -> int:
@@ -126,7 +104,7 @@ class Supervised(Spawned):
         """The host PID of the supervisor (the namespace's PID 1 when ``pid1``)."""
         if not self.pid1:
             return self.proc.pid
-        return wait_for_child(self.proc.pid)
+        return first_child(self.proc.pid)
 
     def child(self, command: str, timeout: float = 10) -> int:
         """The supervised child's PID, once it runs ``command`` (its exec is done)."""
@@ -153,16 +131,6 @@ def _comm(pid: int) -> str | None:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except FileNotFoundError:
         return None
-
-
-def wait_for_child(pid: int, timeout: float = 10) -> int:
-    """The first child of ``pid`` (e.g. the namespace's PID 1 under ``unshare``), once there is one."""
-    deadline = time.monotonic() + timeout
-    while not (found := children(pid)):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{pid} has no child within {timeout} s")
-        time.sleep(0.005)
-    return found[0]
 
 
 def run(
