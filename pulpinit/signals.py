@@ -25,11 +25,11 @@ do its own thing (the pulp-manage-db run forwards the signal to its child and wa
 the signals over with :func:`take_over` and gives them back; while it holds them every stop
 signal goes to it, and neither the exception nor :data:`STOP` happens.
 
-The resident supervisor does not use this module (it blocks the signals and takes them with
-``sigwaitinfo``): :func:`block_for_handoff` keeps a signal that arrives while the supervisor's
-interpreter starts pending until it is ready to take it.  :func:`install` is the one way
-dispositions are set and put back (the handler, a stage's takeover, the defaults a program gets
-at its exec: :func:`defaults_for_exec`).
+The resident supervisor handles no signal with this module (it blocks the signals and takes
+them with ``sigwaitinfo``): :func:`block_for_handoff` keeps a signal that arrives while the
+supervisor's interpreter starts pending until it is ready to take it.  :func:`install` is the one
+way dispositions are set and put back (the handler, a stage's takeover, and the defaults a
+program gets at its exec, :func:`defaults_for_exec`, which the supervisor's child uses too).
 
 Standard library only (and :mod:`pulpinit.errors`).
 """
