@@ -35,14 +35,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mongo_peers import MongoPeer  # noqa: E402
-from rollout import Cluster, Outcome, Timing, Version, measure_upgrade  # noqa: E402
+from helpers.mongo_peers import MongoPeer  # noqa: E402
+from helpers.rollout import Cluster, Outcome, Timing, Version, measure_upgrade  # noqa: E402
 
 from pulpinit.testing.fakeamqp import FakeAmqpBroker  # noqa: E402
 from pulpinit.testing.fakemongo import FakeMongo  # noqa: E402
 
 OLD, NEW = Version("2.21.5", 1), Version("2.21.6", 2)
-MODES = (
+MODES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("2014 (beat runs pulp-manage-db at every start)", "2014", {}),
     ("pulpinit without the quiet wait (before issue 14)", "pulpinit", {"PULPINIT_QUIET_SECONDS": "0"}),
     ("pulpinit", "pulpinit", {}),

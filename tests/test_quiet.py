@@ -10,9 +10,11 @@ import datetime as dt
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from pulpinit.errors import ExitCode, MigrationPending, NotQuiet
-from pulpinit.quiet import Census, Heartbeat, QuietWait, take_census
+from pulpinit.migrate.quiet import Census, Heartbeat, QuietWait, take_census
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
@@ -40,17 +42,18 @@ class FakeTime:
 
 
 class Log:
+    """A real structlog bound logger whose lines are captured (``structlog.testing.CapturingLogger``)."""
+
     def __init__(self) -> None:
-        self.lines: list[tuple[str, str, dict[str, Any]]] = []
-
-    def info(self, event: str, **fields: Any) -> None:
-        self.lines.append(("info", event, fields))
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self.lines.append(("warning", event, fields))
+        self.capturing = structlog.testing.CapturingLogger()
+        self.logger = structlog.wrap_logger(self.capturing, processors=[])
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        return [fields for _, event, fields in self.lines if event == name]
+        return [
+            {k: v for k, v in call.kwargs.items() if k != "event"}
+            for call in self.capturing.calls
+            if call.kwargs.get("event") == name
+        ]
 
 
 def beat(name: str, at: dt.datetime, naive: bool = True) -> dict[str, Any]:
@@ -61,7 +64,7 @@ def beat(name: str, at: dt.datetime, naive: bool = True) -> dict[str, Any]:
 def waiter(time: FakeTime, read: Any, **kwargs: Any) -> tuple[QuietWait, Log]:
     log = Log()
     options: dict[str, Any] = {"threshold_s": 92.0, "timeout_s": 600.0, "log_interval": 10.0, **kwargs}
-    return QuietWait(read=read, log=log, now=time.now, clock=time.clock, sleep=time.sleep, **options), log
+    return QuietWait(read=read, log=log.logger, now=time.now, clock=time.clock, sleep=time.sleep, **options), log
 
 
 # ------------------------------------------------------------------------------------------------

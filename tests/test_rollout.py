@@ -15,17 +15,13 @@ scenario (the install of the old version included), 5 scenarios.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers.supervision import can_unshare
-from mongo_peers import MongoPeer
-from rollout import Cluster, Timing, Version, overlaps, wait_until
+from helpers.rollout import Cluster, Timing, Version, overlaps, wait_until
 
 from pulpinit.testing import standins
-from pulpinit.testing.fakeamqp import FakeAmqpBroker
-from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.processes import pid_namespaces_reason
 
 OLD, NEW = Version("2.21.5", 1), Version("2.21.6", 2)
 BOTH = pytest.mark.parametrize("peer", ["fake", "secantus"], indirect=True)
@@ -34,25 +30,9 @@ BOUND_S = 45.0
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(bool(can_unshare()), reason=str(can_unshare())),
+    pytest.mark.skipif(bool(pid_namespaces_reason()), reason=str(pid_namespaces_reason())),
     pytest.mark.skipif(shutil.which("nsenter") is None, reason="nsenter (util-linux) is not installed"),
 ]
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[FakeAmqpBroker]:
-    with FakeAmqpBroker() as fake:
-        yield fake
-
-
-@pytest.fixture
-def peer(request: pytest.FixtureRequest) -> Iterator[MongoPeer]:
-    if getattr(request, "param", "fake") == "secantus":
-        server = request.getfixturevalue("secantus")
-        yield MongoPeer.on_server("secantus", server.hostport)
-        return
-    with FakeMongo() as fake:
-        yield MongoPeer.of_fake(fake)
 
 
 def events(cluster: Cluster, version: Version, name: str) -> list[dict[str, Any]]:
@@ -82,8 +62,8 @@ def scheduler_lives(cluster: Cluster) -> list[tuple[float, float]]:
 
 
 @BOTH
-def test_one_apply_upgrades_everything_with_one_migration_and_no_failed_start(peer, broker):
-    with Cluster(peer, broker.url()) as cluster:
+def test_one_apply_upgrades_everything_with_one_migration_and_no_failed_start(peer, fake_broker):
+    with Cluster(peer, fake_broker.url()) as cluster:
         backup = str(cluster.bin / "pre-migrate")
         cluster.knobs["PULPINIT_PRE_MIGRATE"] = backup
         cluster.install(OLD)
@@ -125,9 +105,9 @@ def test_one_apply_upgrades_everything_with_one_migration_and_no_failed_start(pe
 
 
 @BOTH
-def test_a_killed_old_worker_blocks_no_longer_than_the_threshold(peer, broker):
+def test_a_killed_old_worker_blocks_no_longer_than_the_threshold(peer, fake_broker):
     timing = Timing()
-    with Cluster(peer, broker.url(), timing=timing) as cluster:
+    with Cluster(peer, fake_broker.url(), timing=timing) as cluster:
         cluster.install(OLD)
         applied = cluster.apply(NEW, kill_ordinal=0)  # the last old worker dies with its node
         done = cluster.wait_all_on(NEW, BOUND_S)
@@ -147,9 +127,9 @@ def test_a_killed_old_worker_blocks_no_longer_than_the_threshold(peer, broker):
 
 
 @BOTH
-def test_a_failed_migration_stops_every_new_pod_with_75_and_the_old_version_comes_back(peer, broker):
+def test_a_failed_migration_stops_every_new_pod_with_75_and_the_old_version_comes_back(peer, fake_broker):
     broken = Version(NEW.tag, NEW.schema, manage_db_exit=3)  # fails before changing anything
-    with Cluster(peer, broker.url(), timing=Timing(backoff_limit=1)) as cluster:
+    with Cluster(peer, fake_broker.url(), timing=Timing(backoff_limit=1)) as cluster:
         cluster.install(OLD)
         cluster.apply(broken)
         job = cluster.jobs[NEW.tag]

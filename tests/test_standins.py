@@ -13,12 +13,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pymongo
 import pytest
+from helpers.mongo_peers import MongoPeer, wait_for
 from helpers.workdirs import reachable
-from mongo_peers import wait_for
 
 from pulpinit.testing import standins
 from pulpinit.testing.fakemongo import FakeMongo
@@ -37,12 +35,11 @@ def bindir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def mongo() -> Iterator[FakeMongo]:
-    with FakeMongo() as fake:
-        yield fake
+def db(fake_mongo: FakeMongo) -> MongoPeer:
+    return MongoPeer.of_fake(fake_mongo)
 
 
-def conf(path: Path, mongo: FakeMongo, worker_timeout: int = 5) -> Path:
+def conf(path: Path, mongo: MongoPeer, worker_timeout: int = 5) -> Path:
     path.write_text(
         f"[database]\nseeds: {mongo.hostport}\nname: pulp_database\n\n[tasks]\nworker_timeout: {worker_timeout}\n"
     )
@@ -62,20 +59,9 @@ def start(bindir: Path, program: str, *argv: str, **env: str) -> subprocess.Pope
     )
 
 
-def workers(mongo: FakeMongo) -> dict[str, Any]:
-    with pymongo.MongoClient(f"mongodb://{mongo.hostport}") as client:
-        return {doc["_id"]: doc for doc in client.pulp_database.workers.find()}
-
-
-def put_heartbeat(mongo: FakeMongo, name: str, age_s: float) -> None:
-    at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=age_s)
-    with pymongo.MongoClient(f"mongodb://{mongo.hostport}") as client:
-        client.pulp_database.workers.replace_one({"_id": name}, {"_id": name, "last_heartbeat": at}, upsert=True)
-
-
-def test_celery_heartbeats_every_worker_timeout_fifth_and_deletes_its_document_on_sigterm(bindir, mongo, tmp_path):
+def test_celery_heartbeats_every_worker_timeout_fifth_and_deletes_its_document_on_sigterm(bindir, db):
     runs = bindir / "celery-runs-1.log"
-    config = conf(bindir / "server-1.conf", mongo, worker_timeout=5)  # every 1 s
+    config = conf(bindir / "server-1.conf", db, worker_timeout=5)  # every 1 s
     proc = start(
         bindir,
         "celery",
@@ -88,12 +74,14 @@ def test_celery_heartbeats_every_worker_timeout_fifth_and_deletes_its_document_o
         STANDIN_VERSION="v2",
     )
     try:
-        wait_for(lambda: "reserved_resource_worker-1@pod-1" in workers(mongo), 15, "first heartbeat")
-        first = workers(mongo)["reserved_resource_worker-1@pod-1"]["last_heartbeat"]
+        wait_for(lambda: "reserved_resource_worker-1@pod-1" in db.workers(), 15, "first heartbeat")
+        first = db.workers()["reserved_resource_worker-1@pod-1"]["last_heartbeat"]
         wait_for(
-            lambda: workers(mongo)["reserved_resource_worker-1@pod-1"]["last_heartbeat"] > first, 5, "second heartbeat"
+            lambda: db.workers()["reserved_resource_worker-1@pod-1"]["last_heartbeat"] > first,
+            5,
+            "second heartbeat",
         )
-        second = workers(mongo)["reserved_resource_worker-1@pod-1"]["last_heartbeat"]
+        second = db.workers()["reserved_resource_worker-1@pod-1"]["last_heartbeat"]
         assert dt.timedelta(seconds=0.8) <= second - first <= dt.timedelta(seconds=1.5)
         age = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - second
         assert age < dt.timedelta(seconds=2)  # naive UTC, like Pulp's
@@ -102,14 +90,14 @@ def test_celery_heartbeats_every_worker_timeout_fifth_and_deletes_its_document_o
     finally:
         proc.kill()
     assert proc.returncode == 0 and "SIGTERM received: warm shutdown" in out
-    assert "reserved_resource_worker-1@pod-1" not in workers(mongo)
+    assert "reserved_resource_worker-1@pod-1" not in db.workers()
     (run,) = standins.celery_runs(runs)
     assert run.name == "reserved_resource_worker-1@pod-1" and run.version == "v2" and run.ended is not None
 
 
-def test_beat_heartbeats_as_the_scheduler_and_a_worker_replaces_its_old_document(bindir, mongo):
-    config = conf(bindir / "server-2.conf", mongo)
-    put_heartbeat(mongo, "reserved_resource_worker-3@pod-3", 3600)  # its previous, killed incarnation
+def test_beat_heartbeats_as_the_scheduler_and_a_worker_replaces_its_old_document(bindir, db):
+    config = conf(bindir / "server-2.conf", db)
+    db.put_heartbeat("reserved_resource_worker-3@pod-3", 3600)  # its previous, killed incarnation
     beat = start(bindir, "celery", "beat", PULPINIT_CONFIG=str(config), STANDIN_HEARTBEAT="1")
     worker = start(
         bindir, "celery", "worker", "-n", "reserved_resource_worker-3@pod-3", PULPINIT_CONFIG=str(config),
@@ -117,12 +105,10 @@ def test_beat_heartbeats_as_the_scheduler_and_a_worker_replaces_its_old_document
     )  # fmt: skip
     try:
         host = os.uname().nodename
-        wait_for(lambda: f"scheduler@{host}" in workers(mongo), 15, "the scheduler's heartbeat")
+        wait_for(lambda: f"scheduler@{host}" in db.workers(), 15, "the scheduler's heartbeat")
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         wait_for(
-            lambda: (
-                workers(mongo)["reserved_resource_worker-3@pod-3"]["last_heartbeat"] > now - dt.timedelta(seconds=5)
-            ),
+            lambda: db.workers()["reserved_resource_worker-3@pod-3"]["last_heartbeat"] > now - dt.timedelta(seconds=5),
             15,
             "the worker's fresh heartbeat",
         )
@@ -130,7 +116,7 @@ def test_beat_heartbeats_as_the_scheduler_and_a_worker_replaces_its_old_document
         for proc in (beat, worker):
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=10)
-    assert workers(mongo) == {}
+    assert db.workers() == {}
 
 
 def manage_db(bindir: Path, config: Path, **env: str) -> tuple[int, str, float]:
@@ -147,27 +133,27 @@ def manage_db(bindir: Path, config: Path, **env: str) -> tuple[int, str, float]:
     return proc.returncode, out, time.monotonic() - started
 
 
-def test_manage_db_migrates_at_once_when_every_heartbeat_is_older_than_the_wait(bindir, mongo):
-    config = conf(bindir / "server-3.conf", mongo)
-    put_heartbeat(mongo, "reserved_resource_worker-0@gone", 5)
+def test_manage_db_migrates_at_once_when_every_heartbeat_is_older_than_the_wait(bindir, db):
+    config = conf(bindir / "server-3.conf", db)
+    db.put_heartbeat("reserved_resource_worker-0@gone", 5)
     code, out, took = manage_db(bindir, config, STANDIN_MIGRATION_WAIT="2", STANDIN_SCHEMA="2")
     assert code == 0 and "Database migrations complete." in out and "might still be running" not in out
     assert took < 2
 
 
-def test_manage_db_waits_out_the_remainder_then_migrates_when_no_newer_heartbeat_came(bindir, mongo):
-    config = conf(bindir / "server-4.conf", mongo)
-    put_heartbeat(mongo, "reserved_resource_worker-0@killed", 1)  # killed a second ago: never beats again
+def test_manage_db_waits_out_the_remainder_then_migrates_when_no_newer_heartbeat_came(bindir, db):
+    config = conf(bindir / "server-4.conf", db)
+    db.put_heartbeat("reserved_resource_worker-0@killed", 1)  # killed a second ago: never beats again
     code, out, took = manage_db(bindir, config, STANDIN_MIGRATION_WAIT="3")
     assert code == 0 and "reserved_resource_worker-0@killed" in out and "might still be running" in out
     assert 1.5 <= took < 3.5  # the remainder of the 3 s, not the whole of it
 
 
-def test_manage_db_exits_70_while_a_process_heartbeats(bindir, mongo):
-    config = conf(bindir / "server-5.conf", mongo, worker_timeout=5)
+def test_manage_db_exits_70_while_a_process_heartbeats(bindir, db):
+    config = conf(bindir / "server-5.conf", db, worker_timeout=5)
     celery = start(bindir, "celery", "beat", PULPINIT_CONFIG=str(config), STANDIN_HEARTBEAT="1")
     try:
-        wait_for(lambda: workers(mongo), 15, "a heartbeat")
+        wait_for(db.workers, 15, "a heartbeat")
         code, out, _ = manage_db(bindir, config, STANDIN_MIGRATION_WAIT="2", STANDIN_SCHEMA="2")
     finally:
         celery.send_signal(signal.SIGTERM)
@@ -177,12 +163,12 @@ def test_manage_db_exits_70_while_a_process_heartbeats(bindir, mongo):
     assert [r.code for r in runs] == [70]
 
 
-def test_manage_db_keeps_a_schema_version_and_refuses_a_newer_database(bindir, mongo):
-    config = conf(bindir / "server-6.conf", mongo)
+def test_manage_db_keeps_a_schema_version_and_refuses_a_newer_database(bindir, db):
+    config = conf(bindir / "server-6.conf", db)
     assert manage_db(bindir, config, STANDIN_SCHEMA="2", STANDIN_EXIT="3")[0] == 3
-    assert standins.schema_version(f"mongodb://{mongo.hostport}", "pulp_database") is None  # failed: unchanged
+    assert standins.schema_version(db.uri, db.database) is None  # failed: unchanged
     assert manage_db(bindir, config, STANDIN_SCHEMA="2")[0] == 0
-    assert standins.schema_version(f"mongodb://{mongo.hostport}", "pulp_database") == 2
+    assert standins.schema_version(db.uri, db.database) == 2
     code, out, _ = manage_db(bindir, config, STANDIN_SCHEMA="1")  # an older image after the upgrade
     assert code == 65 and "newer than this Pulp" in out
     assert manage_db(bindir, config, STANDIN_SCHEMA="2")[0] == 0  # the same version again: nothing to do

@@ -48,13 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers.supervision import children
+from helpers.mongo_peers import MongoPeer, environ_without_pulp, wait_for
 from helpers.workdirs import reachable
-from mongo_peers import MongoPeer, environ_without_pulp
+from pulpinit.testing import SAMPLE_CONF, standins
+from pulpinit.testing.processes import children
 
-from pulpinit.testing import standins
-
-SAMPLE = Path(__file__).resolve().parents[1] / "pulpinit" / "testing" / "sample-server.conf"
 WORKERS = 3
 ROLES = ("beat", "resource-manager", "worker")
 
@@ -171,7 +169,7 @@ class Pod:
         root = cluster.root / "pods" / f"{self.name}.{next(cluster.serial)}"
         root.mkdir(parents=True)
         root.chmod(0o755)
-        shutil.copy(SAMPLE, root / "server.conf")  # the image's server.conf, fresh for every start
+        shutil.copy(SAMPLE_CONF, root / "server.conf")  # the image's server.conf, fresh for every start
         env = cluster.environment(self, root / "server.conf")
         argv = [
             "unshare",
@@ -616,11 +614,11 @@ def measure_upgrade(
 def wait_until(
     predicate: Callable[[], object], timeout: float, what: str, explain: Callable[[], str] | None = None
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s\n" + (explain() if explain else ""))
-        time.sleep(0.05)
+    """:func:`helpers.mongo_peers.wait_for`, with ``explain()`` (what the pods did) when it fails."""
+    try:
+        wait_for(predicate, timeout, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{explain() if explain else ''}") from None
 
 
 def overlaps(intervals: list[tuple[float, float]]) -> list[tuple[tuple[float, float], tuple[float, float]]]:

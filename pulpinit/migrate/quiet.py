@@ -33,11 +33,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pulpinit.deps import Backoff
 from pulpinit.errors import NotQuiet
+from pulpinit.log import Logger, Throttle
+from pulpinit.wait.waiter import Backoff
 
 if TYPE_CHECKING:
-    from pulpinit.probe import MongoTarget
+    from pulpinit.wait.targets import MongoTarget
 
 #: The collection in Pulp's database where its processes heartbeat.
 COLLECTION = "workers"
@@ -133,7 +134,7 @@ class QuietWait:
     read: Callable[[float], Sequence[Document]]
     threshold_s: float
     timeout_s: float
-    log: Any
+    log: Logger
     log_interval: float = 10.0
     now: Callable[[], dt.datetime] = local_now
     clock: Callable[[], float] = time.monotonic
@@ -146,7 +147,7 @@ class QuietWait:
         started = self.clock()
         deadline = started + self.timeout_s
         backoff = Backoff(0.1, self.cap)
-        last_logged: float | None = None
+        throttle = Throttle(self.log_interval, self.clock)
         attempt = 0
         while True:
             self.check()
@@ -161,8 +162,7 @@ class QuietWait:
                     threshold_s=self.threshold_s,
                 )
                 return census
-            if last_logged is None or now - last_logged >= self.log_interval:
-                last_logged = now
+            if throttle.ready():
                 self.log.info(
                     "migration.waiting_for_quiet",
                     processes=[beat.as_json() for beat in census.live],
@@ -198,7 +198,7 @@ def survey(
     """Read ``workers`` once (``pulpinit check-deps``); pymongo's errors propagate to the caller."""
     import pymongo
 
-    from pulpinit.mongo import connect
+    from pulpinit.wait.mongo_client import connect
 
     client = connect(target, timeout_s, appname="pulpinit-check-deps")
     try:
@@ -207,3 +207,35 @@ def survey(
     finally:
         client.close()
     return take_census(documents, now(), threshold_s)
+
+
+class Survey:
+    """:func:`survey` in a thread beside the dependency probes, so ``check-deps`` takes no longer.
+
+    :meth:`result` is the ``pulp_processes`` part of the report: the census as JSON, or
+    ``{"error": …}`` (one line, secrets masked) when ``workers`` could not be read in time.
+    """
+
+    def __init__(self, target: MongoTarget, timeout_s: float, threshold_s: float) -> None:
+        import threading
+
+        self.target = target
+        self.timeout_s = timeout_s
+        self.threshold_s = threshold_s
+        self._result: dict[str, Any] = {"error": f"no answer within {timeout_s:g} s"}
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="pulpinit-survey", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from pulpinit.wait.mongo_probe import scrubbed
+
+        try:
+            self._result = survey(self.target, self.timeout_s, self.threshold_s).as_json()
+        except Exception as exc:  # any pymongo error: reported in the output, never raised
+            self._result = {"error": scrubbed(f"{type(exc).__name__}: {exc}", self.target, limit=240)}
+
+    def result(self) -> dict[str, Any]:
+        """Wait for the read (``timeout_s`` from the start, and a little) and return its report."""
+        self._thread.join(max(0.0, self._started + self.timeout_s + 0.2 - time.monotonic()))
+        return dict(self._result)
