@@ -904,6 +904,21 @@ def test_pre_migrate_runs_as_the_user_before_each_real_migration_and_never_on_a_
 
 
 @pytest.mark.slow
+def test_pre_migrate_output_and_command_never_show_a_password(workdir, mongo, broker):
+    script = workdir / "backup-echo"
+    script.write_text('#!/bin/sh\necho "mongodump --uri $2"\n')
+    script.chmod(0o755)
+    env = environment(workdir, mongo, broker, PULPINIT_PRE_MIGRATE=f"{script} --uri mongodb://pulp:s3cr3t-Pw@db/")
+    code, err = finish(pulpinit(env, "migrate"))
+    assert code == 0, err[-2000:]
+    assert [e["line"] for e in logged(err, "migration.pre_migrate_output")] == [
+        "mongodump --uri mongodb://pulp:***@db/"
+    ]
+    assert logged(err, "migration.pre_migrate")[0]["command"][-1] == "mongodb://pulp:***@db/"
+    assert "s3cr3t-Pw" not in err
+
+
+@pytest.mark.slow
 def test_a_failing_pre_migrate_stops_the_migration_with_70_and_state_failed(workdir, mongo, broker):
     backup = standins.write_pre_migrate(workdir)
     env = environment(workdir, mongo, broker, PULPINIT_PRE_MIGRATE=str(backup), STANDIN_PRE_MIGRATE_EXIT="3")
