@@ -13,8 +13,9 @@ Entrypoints compared, on the same controllers:
 
 * **2014**: beat runs pulp-manage-db at every start (exit code unchecked) and then celery beat;
   every other role starts celery at once; no Job, no readiness probe;
-* **pulpinit, no quiet wait** (``PULPINIT_QUIET_SECONDS=0``: pulpinit before issue 14): the Job
-  and beat migrate under the lock as soon as they can, the other roles wait;
+* **pulpinit, no quiet wait** (``PULPINIT_QUIET_SECONDS=0``, otherwise pulpinit as it is now; before
+  issue 14 beat also retried a failed migration): the Job and beat migrate under the lock as soon
+  as they can, the other roles wait;
 * **pulpinit**: the migrating role first waits until no Pulp process heartbeats.
 
 Counted: seconds from "applied" until every role runs the new version's celery, failed pod starts
@@ -44,7 +45,7 @@ from pulpinit.testing.fakemongo import FakeMongo  # noqa: E402
 OLD, NEW = Version("2.21.5", 1), Version("2.21.6", 2)
 MODES: tuple[tuple[str, str, dict[str, str]], ...] = (
     ("2014 (beat runs pulp-manage-db at every start)", "2014", {}),
-    ("pulpinit without the quiet wait (before issue 14)", "pulpinit", {"PULPINIT_QUIET_SECONDS": "0"}),
+    ("pulpinit without the quiet wait (`PULPINIT_QUIET_SECONDS=0`)", "pulpinit", {"PULPINIT_QUIET_SECONDS": "0"}),
     ("pulpinit", "pulpinit", {}),
 )
 

@@ -43,7 +43,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -218,7 +218,6 @@ class Pod:
         code = self._proc.wait()
         container.ended = time.monotonic()
         container.code = code
-        self.cluster.note(container)
 
     # -- what controllers do ------------------------------------------------------------------
     @property
@@ -246,16 +245,23 @@ class Pod:
         )  # fmt: skip
         return probe.returncode == 0 and self.running()
 
-    def delete(self) -> None:
-        """Delete the pod: SIGTERM to PID 1, SIGKILL after the grace period; returns once it is gone."""
+    def _signal_pid1(self, signum: int) -> subprocess.Popen[str] | None:
+        """Stop restarting; send ``signum`` to the running container's PID 1; its process, if it runs."""
         self._deleting.set()
         with self._lock:
             current, proc = self.current, self._proc
-        if current is not None and current.ended is None and proc is not None:
-            current.stopped = True
-            if current.pid1 is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(current.pid1, signal.SIGTERM)
+        if current is None or current.ended is not None or proc is None:
+            return None
+        current.stopped = True
+        if current.pid1 is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(current.pid1, signum)  # SIGKILL: the kernel ends the whole namespace
+        return proc
+
+    def delete(self) -> None:
+        """Delete the pod: SIGTERM to PID 1, SIGKILL after the grace period; returns once it is gone."""
+        proc = self._signal_pid1(signal.SIGTERM)
+        if proc is not None:
             try:
                 proc.wait(self.cluster.timing.grace_s)
             except subprocess.TimeoutExpired:
@@ -264,14 +270,8 @@ class Pod:
 
     def kill(self) -> None:
         """SIGKILL the pod's processes (a lost node, or the end of the grace period); no restart."""
-        self._deleting.set()
-        with self._lock:
-            current, proc = self.current, self._proc
-        if current is not None and current.ended is None and proc is not None:
-            current.stopped = True
-            if current.pid1 is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(current.pid1, signal.SIGKILL)  # the kernel ends the whole namespace
+        proc = self._signal_pid1(signal.SIGKILL)
+        if proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
@@ -312,10 +312,8 @@ class Job:
         self.outcome = "Failed"
 
     def stop(self) -> None:
+        """Start no more pods (the pods it started are the cluster's to kill)."""
         self._stop.set()
-        for pod in self.pods:
-            pod.delete()
-        self._thread.join(30)
 
 
 class Cluster:
@@ -354,14 +352,9 @@ class Cluster:
         self.pods: dict[str, Pod] = {}  # the current pod of each workload slot ("beat", "worker-2", ...)
         self.retired: list[Pod] = []
         self.jobs: dict[str, Job] = {}
-        self.all_containers: list[Container] = []
-        self._notes = threading.Lock()
+        self._controllers: list[threading.Thread] = []
 
     # -- bookkeeping ------------------------------------------------------------------------------
-    def note(self, container: Container) -> None:
-        with self._notes:
-            self.all_containers.append(container)
-
     def containers(self) -> list[Container]:
         every = [c for pod in self.every_pod() for c in pod.containers]
         return sorted(every, key=lambda c: c.started)
@@ -504,7 +497,7 @@ class Cluster:
     def settle(self, timeout: float = 120) -> None:
         """Wait until the controllers of the last :meth:`apply` are through (the rollout is done)."""
         deadline = time.monotonic() + timeout
-        for thread in getattr(self, "_controllers", []):
+        for thread in self._controllers:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     def install(self, version: Version, timeout: float = 60) -> None:
@@ -563,7 +556,7 @@ class Cluster:
 
     def shutdown(self) -> None:
         for job in self.jobs.values():
-            job._stop.set()
+            job.stop()
         for pod in self.every_pod():
             pod.kill()
         self._stack.close()
@@ -625,9 +618,3 @@ def overlaps(intervals: list[tuple[float, float]]) -> list[tuple[tuple[float, fl
     """Pairs of intervals that overlap."""
     ordered = sorted(intervals)
     return [(a, b) for a, b in itertools.pairwise(ordered) if b[0] < a[1]]
-
-
-@contextlib.contextmanager
-def cluster(peer: MongoPeer, broker_url: str, **options: Any) -> Iterator[Cluster]:
-    with Cluster(peer, broker_url, **options) as made:
-        yield made
