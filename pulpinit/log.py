@@ -24,6 +24,7 @@ from pulpinit.redact import REDACTOR
 FORMATS = ("json", "console")
 LEVELS = ("debug", "info", "warning", "error")
 _level = ["info"]  # the level of the last configure()
+_format = ["json"]  # the format the last configure() chose
 
 
 def choose_format(requested: str | None, stream: IO[str]) -> str:
@@ -61,7 +62,7 @@ def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | Non
     """Set up structlog once per process; safe to call again (tests do)."""
     _level[0] = level
     out = stream if stream is not None else cast(IO[str], _CurrentStderr())
-    fmt = choose_format(fmt, out)
+    fmt = _format[0] = choose_format(fmt, out)
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
@@ -80,6 +81,11 @@ def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | Non
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
+
+
+def current_format() -> str:
+    """``json`` or ``console``: what the lines are written in (the supervisor is told the same)."""
+    return _format[0]
 
 
 def is_enabled(level: str) -> bool:

@@ -202,6 +202,7 @@ def handoff(ctx: Context, argv: Sequence[str], *, init: bool) -> NoReturn:
         )
     if init or toolkit.init:
         supervisor = [sys.executable, "-m", "pulpinit.supervise", "--umask", f"{toolkit.umask:04o}"]
+        supervisor += ["--log-format", log.current_format()]
         if identity is not None:
             supervisor += ["--user", toolkit.user]
         if toolkit.stop_timeout is not None:

@@ -8,6 +8,7 @@ make pytest a subreaper and block its signals).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -114,6 +115,7 @@ def test_no_stop_timeout_by_default() -> None:
         (["--stop-timeout", "soon"], 64, "--stop-timeout"),
         (["--stop-timeout=-1"], 64, "--stop-timeout"),
         (["--umask", "999"], 64, "--umask"),
+        (["--log-format", "yaml"], 64, "--log-format"),
     ],
 )
 def test_bad_options(options: list[str], code: int, text: str) -> None:
@@ -235,3 +237,42 @@ def test_a_signal_pending_across_the_exec_reaches_the_child() -> None:
     assert done.returncode == 143, done.stderr
     assert time.monotonic() - started < 10  # not the 30 s of the sleep: the SIGTERM was forwarded
     assert '"event": "supervise.forward", "level": "info"' in done.stderr and '"signal": "SIGTERM"' in done.stderr
+
+
+def test_console_format_is_the_line_structlog_writes() -> None:
+    """Without structlog in the resident process, the same line its console renderer writes."""
+    import structlog
+
+    from pulpinit import log
+    from pulpinit.supervise import FORMATS, console_line
+
+    assert FORMATS == log.FORMATS
+    fields: dict[str, object] = {
+        "command": "/usr/bin/celery",
+        "pid": 12,
+        "user": None,
+        "stop_timeout": 1.5,
+        "reason": "not root: running as is",
+        "sender": 0,
+        "quoted": 'it\'s="x"',
+        "flag": True,
+    }
+    renderer = structlog.dev.ConsoleRenderer(colors=False)
+    for level in ("info", "warning", "error"):
+        expected = renderer(
+            None, level, {"timestamp": "2026-01-01T00:00:00.000000Z", "level": level, "event": "e.x", **fields}
+        )
+        assert console_line("2026-01-01T00:00:00.000000Z", "e.x", level, fields) == expected.rstrip()
+
+
+def test_log_format_console_writes_console_lines() -> None:
+    done = run(["sh", "-c", "exit 3"], options=["--log-format", "console"])
+    assert done.returncode == 3
+    lines = done.stderr.splitlines()
+    shapes = [re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z \[info +\] (\S+) ", line) for line in lines]
+    assert [shape[1] if shape else line for shape, line in zip(shapes, lines, strict=True)] == [
+        "supervise.start",
+        "supervise.exit",
+    ]
+    assert "exit_code=3" in lines[1]
+    assert run(["true"]).stderr.startswith('{"event": "supervise.start"')  # JSON by default
