@@ -51,6 +51,7 @@ import mongomock
 from bson import Binary, ObjectId, Timestamp
 from bson.errors import InvalidDocument
 
+from pulpinit.settings.parse import format_hostport
 from pulpinit.testing.failpoints import FailPointError, FailPoints
 from pulpinit.testing.mongocmds import CommandError, Doc, Engine
 from pulpinit.testing.scram import MECHANISM, MECHANISMS, AuthError, ScramConversation, ScramCredential
@@ -243,11 +244,7 @@ class FakeMongo:
 
     @property
     def hostport(self) -> str:
-        return (
-            f"[{self.advertised_host}]:{self._port}"
-            if ":" in self.advertised_host
-            else f"{self.advertised_host}:{self._port}"
-        )
+        return format_hostport(self.advertised_host, self._port)
 
     @property
     def uri(self) -> str:

@@ -17,9 +17,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pulpinit.testing import standins
+from pulpinit.testing import SAMPLE_CONF, standins
 
-SAMPLE = Path(__file__).parent / "sample-server.conf"
 #: The migration fingerprint of a sandbox (no Pulp RPMs to derive one from).
 FINGERPRINT = "pulp-2.21.5-sandbox"
 SERVER_NAME = "pulp.example.com"
@@ -49,7 +48,7 @@ class Workdir:
         return self.bindir / "celery"
 
 
-def prepare(root: str | os.PathLike[str], sample: str | os.PathLike[str] = SAMPLE) -> Workdir:
+def prepare(root: str | os.PathLike[str], sample: str | os.PathLike[str] = SAMPLE_CONF) -> Workdir:
     """Fill ``root`` (created when missing) with a copy of ``sample`` and the stand-ins.
 
     ``root`` becomes ``0755`` and ``bin/`` ``0777``: running as root, pulpinit checks that the
