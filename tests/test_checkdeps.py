@@ -125,7 +125,7 @@ def test_each_endpoint_names_where_its_address_came_from(env, mongo, broker):
 def test_an_address_nothing_set_is_named_default():
     """Pulp's built-in ``localhost`` addresses (not probed here: tests resolve no names)."""
     from pulpinit.render import check_deps_table
-    from pulpinit.settings import from_environ
+    from pulpinit.settings.resolve import from_environ
     from pulpinit.wait.report import Report
     from pulpinit.wait.targets import ProbeResult, address_sources, broker_target, mongo_target
 

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import readme
 
 from pulpinit.testing import tryit
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
 ELLIPSIS = "…"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _WORKDIR = re.compile(r"\S*/pulpinit-tryit-\w+")
@@ -34,8 +34,7 @@ _MARK = re.compile(r"^@@(step|rc|env) ?(.*)@@$")
 
 def recipe() -> list[tuple[str, list[str]]]:
     """The ``$ command`` lines of the section's console block, each with the lines shown under it."""
-    section = README.read_text().split("\n## Try it by hand\n", 1)[1]
-    block = section.split("```console\n", 1)[1].split("```", 1)[0]  # the section's first block
+    block = readme.block("## Try it by hand", "console")
     steps: list[tuple[str, list[str]]] = []
     for line in block.splitlines():
         if line.startswith("$ "):
