@@ -37,7 +37,7 @@ from pulpinit.settings.preflight import Preflight, check_role
 from pulpinit.settings.resolve import Settings, from_environ, register_secrets
 from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
 from pulpinit.wait.report import Report, check
-from pulpinit.wait.targets import ProbeResult, mongo_target
+from pulpinit.wait.targets import ProbeResult, address_sources, mongo_target
 from pulpinit.wait.waiter import WaitPolicy, probes_for, wait_all
 
 
@@ -189,11 +189,12 @@ def check_deps(environ: Mapping[str, str], *, wait: bool = False, timeout: float
     """``check-deps``: the settings stage, then one probe of each dependency (or the wait policy)."""
     ctx = resolve(environ)
     probes, policy = probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit)
+    sources = address_sources(ctx.settings)
     if not wait:
-        return check(probes, policy, timeout=timeout)
+        return check(probes, policy, timeout=timeout, sources=sources)
     signals.enter("check-deps")
     with signals.linked() as stop:
-        return check(probes, policy, wait=True, timeout=timeout, stop=stop)
+        return check(probes, policy, wait=True, timeout=timeout, stop=stop, sources=sources)
 
 
 # -- stage 4: migrate ---------------------------------------------------------------------------
