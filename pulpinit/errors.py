@@ -47,9 +47,13 @@ class PulpinitError(Exception):
 
 
 class UsageError(PulpinitError):
-    """The command line is wrong."""
+    """The command line is wrong; ``hint`` (one line) says how to write it instead."""
 
     exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class ConfigError(PulpinitError):

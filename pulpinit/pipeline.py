@@ -37,7 +37,7 @@ from pulpinit.settings.preflight import Preflight, check_role
 from pulpinit.settings.resolve import Settings, from_environ, register_secrets
 from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
 from pulpinit.wait.report import Report, check
-from pulpinit.wait.targets import ProbeResult, mongo_target
+from pulpinit.wait.targets import ProbeResult, address_sources, mongo_target
 from pulpinit.wait.waiter import WaitPolicy, probes_for, wait_all
 
 
@@ -197,12 +197,13 @@ def check_deps(
     probes, policy = probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit)
     budget = timeout if timeout is not None else policy.probe_timeout
     target, threshold = mongo_target(ctx.settings), ctx.toolkit.quiet_seconds or MIGRATION_WAIT_TIME
+    sources = address_sources(ctx.settings)
     if not wait:
         survey = Survey(target, budget, threshold)
-        return check(probes, policy, timeout=timeout), survey.result()
+        return check(probes, policy, timeout=timeout, sources=sources), survey.result()
     signals.enter("check-deps")
     with signals.linked() as stop:
-        report = check(probes, policy, wait=True, timeout=timeout, stop=stop)
+        report = check(probes, policy, wait=True, timeout=timeout, stop=stop, sources=sources)
     return report, Survey(target, budget, threshold).result()
 
 

@@ -46,13 +46,14 @@ def check_deps_table(report: Report) -> str:
             (
                 c.name,
                 c.endpoint,
+                report.source(c),
                 "up" if c.ok else "DOWN",
                 f"{c.latency_ms:.0f} ms",
                 c.version or "-",
                 str(data["error"] or "-"),
             )
         )
-    text = table(("dependency", "endpoint", "status", "latency", "version", "error"), rows)
+    text = table(("dependency", "endpoint", "source", "status", "latency", "version", "error"), rows)
     hints = [f"hint ({c.name}): {c.hint}" for c in report.checks if c.hint]
     return "\n".join([text, *(["", *hints] if hints else [])])
 
