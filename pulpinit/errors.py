@@ -149,6 +149,19 @@ class MigrationPending(PulpinitError):
     exit_code = ExitCode.MIGRATION_PENDING
 
 
+class NotQuiet(MigrationPending):
+    """Pulp processes still heartbeat at the migrating role's deadline: nothing was migrated (75)."""
+
+    def __init__(self, live: Sequence[str], timeout_s: float) -> None:
+        super().__init__(
+            f"Pulp processes still heartbeat after {timeout_s:g} s (PULPINIT_MIGRATION_TIMEOUT), "
+            f"pulp-manage-db would refuse to migrate: {', '.join(live)}; stop the old beat, resource "
+            "manager and workers (or let their rollout finish), then start `pulpinit migrate` again"
+        )
+        self.live = tuple(live)
+        self.timeout_s = timeout_s
+
+
 class ExecError(PulpinitError):
     """The role's command cannot be executed: 127 (not found) or 126 (not executable), as shells and tini say."""
 

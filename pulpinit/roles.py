@@ -58,6 +58,8 @@ class Role:
         if self.argv:
             found.append((None if self.name == "run" else "PULPINIT_CELERY", self.argv[0]))
         if self.migration is Migration.RUN:
+            if toolkit.pre_migrate:
+                found.append(("PULPINIT_PRE_MIGRATE", toolkit.pre_migrate[0]))
             found.append(("PULPINIT_MANAGE_DB", toolkit.manage_db))
         return found
 

@@ -78,7 +78,7 @@ def mongo_version() -> str:
 
 def by_name(stdout: str) -> dict[str, dict]:
     report = json.loads(stdout)
-    assert set(report) == {"ok", "checks"}
+    assert set(report) == {"ok", "checks", "pulp_processes"}
     for item in report["checks"]:
         assert set(item) == {"name", "endpoint", "source", "ok", "latency_ms", "version", "error", "hint"}
     return {item["name"]: item for item in report["checks"]}
@@ -333,3 +333,51 @@ def test_a_fifo_named_as_a_tls_file_is_exit_78_not_a_hang(env, tmp_path):
     code, _, err = check(env)
     assert code == 78
     assert "PULP_CONF__DATABASE__CA_PATH" in err and "not a regular file" in err
+
+
+def test_pulp_processes_live_and_stale_beside_the_checks(env, mongo):
+    """check-deps lists who heartbeats in Pulp's ``workers``: what the migration waits for."""
+    import datetime as dt
+
+    import pymongo
+
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    docs = [
+        {"_id": "reserved_resource_worker-1@pulp-worker-1", "last_heartbeat": now - dt.timedelta(seconds=3)},
+        {"_id": "scheduler@pulp-beat-old", "last_heartbeat": now - dt.timedelta(seconds=500)},
+    ]
+    with pymongo.MongoClient(f"mongodb://{mongo.hostport}") as client:
+        workers = client.pulp_database.workers
+        workers.insert_many(docs)
+        try:
+            code, out, _ = check(env, "--json")
+            assert code == 0
+            by_name(out)
+            processes = json.loads(out)["pulp_processes"]
+            assert processes["threshold_s"] == 92
+            assert [p["name"] for p in processes["live"]] == ["reserved_resource_worker-1@pulp-worker-1"]
+            assert 3 <= processes["live"][0]["age_s"] < 30
+            assert [p["name"] for p in processes["stale"]] == ["scheduler@pulp-beat-old"]
+            code, out, _ = check(env)
+            rows = {line.split()[0]: line for line in out.splitlines() if "@" in line}
+            assert rows["reserved_resource_worker-1@pulp-worker-1"].endswith("live")
+            assert "stale (none for 92 s)" in rows["scheduler@pulp-beat-old"]
+            # the threshold is PULPINIT_QUIET_SECONDS: what the migrating role waits for
+            code, out, _ = check({**env, "PULPINIT_QUIET_SECONDS": "2"}, "--json")
+            assert json.loads(out)["pulp_processes"]["live"] == []
+        finally:
+            workers.delete_many({})
+    code, out, _ = check(env)
+    assert "pulp processes: none heartbeating" in out
+
+
+def test_pulp_processes_unknown_when_mongodb_is_down(env):
+    with ResetServer() as closed:
+        port = closed.port
+    env["PULP_DB_SEEDS"] = f"127.0.0.1:{port}"
+    started = time.monotonic()
+    code, out, _ = check(env, "--json", "--timeout", "0.5")
+    assert code == 69 and time.monotonic() - started < 5
+    assert set(json.loads(out)["pulp_processes"]) == {"error"}
+    code, out, _ = check(env, "--timeout", "0.5")
+    assert "pulp processes: unknown (" in out

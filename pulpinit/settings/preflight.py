@@ -8,7 +8,8 @@ settings stage instead, in this order:
 * the command the role hands over to — ``PULPINIT_CELERY`` for beat, resource-manager and
   worker, ``CMD`` for ``run -- CMD`` — must be found (127) and executable (126) by that user,
   searched in ``PATH`` the way the exec will;
-* ``PULPINIT_MANAGE_DB`` for the migrating roles (beat, migrate): the same;
+* ``PULPINIT_PRE_MIGRATE`` (when set) and ``PULPINIT_MANAGE_DB`` for the migrating roles (beat,
+  migrate): the same;
 * the migration fingerprint for every role that migrates or waits for migrations: 78 when it
   cannot be derived (``rpm -qa`` finds no Pulp packages and ``PULPINIT_MIGRATION_FINGERPRINT``
   is not set).
