@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from pulpinit import amqp010, amqp091, amqp10, tls
-from pulpinit.probe import BrokerTarget, Failure, ProbeResult
+from pulpinit.probe import Address, BrokerTarget, Failure, ProbeResult
 from pulpinit.probe_net import Deadline, ProbeFailed, Resolver, connect, one_line, speaks_tls
 from pulpinit.redact import MASK, mask_url
 
@@ -122,7 +122,8 @@ def probe_broker(target: BrokerTarget, timeout_s: float = 1.0, *, resolver: Reso
         password = endpoint.password
         version = _handshake(endpoint, target, Deadline(timeout_s), resolver)
     except ProbeFailed as exc:
-        return _result(target, started, failure=exc.failure, error=_scrub(exc.message, password))
+        error = _scrub(exc.message, password)
+        return _result(target, started, failure=exc.failure, error=error, refused=exc.refused)
     except (struct.error, ValueError, IndexError, UnicodeError) as exc:
         error = f"malformed answer from the broker: {one_line(str(exc))}"
         return _result(target, started, failure=Failure.PROTOCOL, error=_scrub(error, password))
@@ -188,6 +189,7 @@ def _result(
     version: str | None = None,
     failure: Failure | None = None,
     error: str | None = None,
+    refused: tuple[Address, ...] = (),
 ) -> ProbeResult:
     return ProbeResult(
         name="broker",
@@ -197,4 +199,5 @@ def _result(
         version=version,
         failure=failure,
         error=error,
+        refused=refused,
     )

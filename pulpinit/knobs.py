@@ -41,6 +41,12 @@ KNOBS: tuple[Knob, ...] = (
     Knob("PULPINIT_WAIT_TIMEOUT", "300", "seconds to wait for MongoDB and the broker before exit 69"),
     Knob("PULPINIT_WAIT_INITIAL", "0.1", "first retry interval (seconds); grows 1.5× per attempt, with jitter"),
     Knob("PULPINIT_WAIT_MAX_INTERVAL", "2", "cap of the retry interval (seconds)"),
+    Knob(
+        "PULPINIT_WAIT_ARMED_INTERVAL",
+        "0.05",
+        "while a dependency refuses connections, knock (TCP connect only) this often (seconds) and probe "
+        "the moment it accepts; 0: off",
+    ),
     Knob("PULPINIT_PROBE_TIMEOUT", "1", "timeout of one connection attempt (seconds)"),
     Knob("PULPINIT_WAIT_LOG_INTERVAL", "10", "seconds between 'still down' log lines"),
     Knob("PULPINIT_MIGRATION_WAIT", "true", "non-migrating roles wait until migrations are done"),
@@ -85,6 +91,7 @@ class Toolkit:
     wait_timeout: float
     wait_initial: float
     wait_max_interval: float
+    wait_armed_interval: float
     probe_timeout: float
     wait_log_interval: float
     migration_wait: bool
@@ -139,6 +146,7 @@ _PARSERS: Mapping[str, Callable[[str, str], Any]] = {
     "wait_timeout": values.seconds,
     "wait_initial": _positive,
     "wait_max_interval": _positive,
+    "wait_armed_interval": values.seconds,
     "probe_timeout": _positive,
     "wait_log_interval": values.seconds,
     "migration_wait": values.boolean,

@@ -55,7 +55,7 @@ from typing import Any
 
 from pulpinit import mongo_wire, probe_net
 from pulpinit.mongo import connect
-from pulpinit.probe import Failure, MongoTarget, ProbeResult
+from pulpinit.probe import Address, Failure, MongoTarget, ProbeResult
 from pulpinit.redact import REDACTOR, Redactor, mask_url
 
 NAME = "mongodb"
@@ -252,11 +252,13 @@ def probe_mongodb(
     failure: Failure | None = None
     error: str | None = None
     version: str | None = None
+    refused: tuple[Address, ...] = ()
     try:
         reachable = mongo_wire.resolve_seeds(target, probe_net.Deadline(timeout_s), resolver)
         version = _race(reachable, timeout_s, started + timeout_s, resolver)
     except (ProbeFailed, probe_net.ProbeFailed) as exc:
         failure, error = exc.failure, str(exc)
+        refused = exc.refused if isinstance(exc, probe_net.ProbeFailed) else ()
     except Exception as exc:  # every pymongo error is a classified dependency failure
         failure, error = classify(exc), str(exc)
         if failure is Failure.AUTH and target.username:
@@ -273,6 +275,7 @@ def probe_mongodb(
         version=version,
         failure=failure,
         error=None if error is None else one_line(error, target),
+        refused=refused,
     )
 
 

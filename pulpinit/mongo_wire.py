@@ -158,7 +158,10 @@ def resolve_seeds(target: MongoTarget, deadline: Deadline, resolver: Resolver | 
 
 
 def preflight(target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None) -> None:
-    """Return once one seed answers like MongoDB; raise the first seed's failure when none does."""
+    """Return once one seed answers like MongoDB; raise the first seed's failure when none does.
+
+    When every seed refused, that failure carries the refused addresses of all the seeds.
+    """
     if len(target.seeds) == 1:
         host, port = target.seeds[0]
         check_seed(target, host, port, deadline, resolver)
@@ -183,4 +186,7 @@ def preflight(target: MongoTarget, deadline: Deadline, resolver: Resolver | None
         if failure is None:
             return
         failures[index] = failure
-    raise failures[min(failures)]
+    first = failures[min(failures)]
+    if all(f.failure is Failure.REFUSED for f in failures.values()):
+        raise ProbeFailed(first.failure, first.message, tuple(a for f in failures.values() for a in f.refused))
+    raise first

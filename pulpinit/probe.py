@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
+
+#: A resolved TCP address: ``(family, sockaddr)`` as ``getaddrinfo`` gives them.
+Address = tuple[int, tuple[Any, ...]]
 
 
 class Failure(str, enum.Enum):
@@ -122,6 +126,9 @@ class ProbeResult:
     version: str | None = None
     failure: Failure | None = None
     error: str | None = None  # one line, secrets masked
+    #: With ``connection_refused``: the resolved addresses that refused, for the armed wait
+    #: (:mod:`pulpinit.armed`) to knock on without resolving the name again. Not in the JSON.
+    refused: tuple[Address, ...] = ()
 
     @property
     def hint(self) -> str | None:

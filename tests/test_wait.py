@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
+import socket
 import threading
+from dataclasses import replace
 
 import pytest
 
 from pulpinit import log
+from pulpinit.armed import Knock
 from pulpinit.deps import WaitPolicy, wait_all
 from pulpinit.errors import DependencyUnavailable, ExitCode
 from pulpinit.probe import Failure, ProbeResult
@@ -134,4 +138,138 @@ def test_stop_event_ends_the_wait_at_once():
     start = time.monotonic()
     with pytest.raises(DependencyUnavailable):
         wait_all({"mongodb": lambda timeout: down()}, WaitPolicy(timeout=60, initial=1.0, max_interval=30), stop=stop)
+    assert time.monotonic() - start < 1.0
+
+
+# --- the armed wait (issue 16): knocks while refused, on the injected clock ------------------------
+
+ADDRESS = (socket.AF_INET, ("127.0.0.1", 27017))
+
+
+def refused(name: str = "mongodb") -> ProbeResult:
+    return replace(down(name), refused=(ADDRESS,))
+
+
+def failing(failure: Failure, name: str = "mongodb") -> ProbeResult:
+    return ProbeResult(name, "mongodb://db:27017/pulp", False, 1.0, failure=failure, error="no")
+
+
+class Dependency:
+    """Refuses until ``up_at`` on the fake clock, then answers (``answer`` once it listens)."""
+
+    def __init__(self, t: FakeTime, up_at: float, answer: ProbeResult | None = None) -> None:
+        self.t, self.up_at, self.answer = t, up_at, answer or up()
+        self.probes: list[float] = []  # fake times of the protocol probes
+        self.knocks: list[tuple[float, tuple]] = []
+
+    def probe(self, timeout: float) -> ProbeResult:
+        self.probes.append(self.t.clock())
+        return self.answer if self.t.clock() >= self.up_at else refused()
+
+    def knock(self, addresses: tuple, timeout: float) -> Knock:
+        self.knocks.append((self.t.clock(), addresses))
+        return Knock.ACCEPTED if self.t.clock() >= self.up_at else Knock.REFUSED
+
+
+def run(dep: Dependency, policy: WaitPolicy, seed: int = 7) -> dict[str, ProbeResult]:
+    random.seed(seed)  # the same jitter for the armed and the plain run
+    return wait_all({"mongodb": dep.probe}, policy, clock=dep.t.clock, sleep=dep.t.sleep, knocker=dep.knock)
+
+
+def test_armed_wait_knocks_while_refused_and_probes_the_moment_it_accepts(logs):
+    armed, plain = Dependency(FakeTime(), 30.0), Dependency(FakeTime(), 30.0)
+    assert run(armed, WaitPolicy(timeout=60))["mongodb"].ok
+    assert run(plain, WaitPolicy(timeout=60, armed_interval=0))["mongodb"].ok
+    # while refused, the protocol probes run on the plain backoff schedule, no more often
+    assert [p for p in armed.probes if p < 30] == [p for p in plain.probes if p < 30]
+    # the probe runs at the first knock after it listens: within one knock interval, not a 2 s cap
+    assert 30.0 <= armed.probes[-1] <= 30.05 + 1e-9 and len(armed.probes) == len(plain.probes)
+    assert plain.probes[-1] > 30.05 and not plain.knocks
+    # knocks go to the addresses the probe resolved, every 50 ms, and are not counted as probes
+    assert {addresses for _, addresses in armed.knocks} == {(ADDRESS,)}
+    gaps = [b - a for (a, _), (b, _) in zip(armed.knocks, armed.knocks[1:], strict=False)]
+    assert min(gaps) >= 0.05 - 1e-9 and len(armed.knocks) > 500
+    up_line = next(e for e in logs() if e["event"] == "dep.up")
+    assert up_line["attempts"] == len(armed.probes) and up_line["knocks"] == len(armed.knocks)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [Failure.AUTH, Failure.STALLED, Failure.TLS, Failure.PROTOCOL, Failure.VERSION, Failure.REPLICA_SET, Failure.RESET],
+)
+def test_a_server_that_is_up_but_failing_is_probed_as_often_as_without_knocks(failure):
+    armed, plain = (Dependency(FakeTime(), 0.0, failing(failure)) for _ in range(2))
+    with pytest.raises(DependencyUnavailable):
+        run(armed, WaitPolicy(timeout=60))
+    with pytest.raises(DependencyUnavailable):
+        run(plain, WaitPolicy(timeout=60, armed_interval=0))
+    assert armed.probes == plain.probes and len(armed.probes) <= 40
+    assert not armed.knocks
+
+
+@pytest.mark.parametrize("failure", [Failure.DNS, Failure.TIMEOUT])
+def test_a_name_that_does_not_resolve_or_a_silent_network_keeps_the_plain_backoff(failure):
+    dep = Dependency(FakeTime(), 1e9)
+    dep.probe = lambda timeout: (dep.probes.append(dep.t.clock()), failing(failure))[1]  # type: ignore[method-assign]
+    with pytest.raises(DependencyUnavailable):
+        run(dep, WaitPolicy(timeout=60))
+    assert not dep.knocks and len(dep.probes) <= 40
+
+
+def test_refused_then_a_name_that_stops_resolving_disarms():
+    t = FakeTime()
+    dep = Dependency(t, 1e9)
+    dep.probe = lambda timeout: (  # type: ignore[method-assign]
+        dep.probes.append(t.clock()),
+        refused() if t.clock() < 10 else failing(Failure.DNS),
+    )[1]
+    with pytest.raises(DependencyUnavailable):
+        run(dep, WaitPolicy(timeout=30))
+    assert dep.knocks and max(when for when, _ in dep.knocks) < 12  # no knock after the DNS failure
+
+
+def test_a_port_that_accepts_knocks_but_refuses_probes_gets_a_plain_pause_between():
+    """A flapping listener: every knock accepted, every probe refused — probes stay bounded."""
+    t = FakeTime()
+    dep = Dependency(t, 1e9)
+    dep.knock = lambda addresses, timeout: (dep.knocks.append((t.clock(), addresses)), Knock.ACCEPTED)[1]  # type: ignore[method-assign]
+    with pytest.raises(DependencyUnavailable):
+        run(dep, WaitPolicy(timeout=60))
+    plain = Dependency(FakeTime(), 1e9)
+    with pytest.raises(DependencyUnavailable):
+        run(plain, WaitPolicy(timeout=60, armed_interval=0))
+    # at most one extra (refused) probe per backoff interval, never one per knock interval
+    assert len(dep.probes) <= 2 * len(plain.probes) + 1
+    assert len(dep.knocks) <= len(dep.probes)
+
+
+def test_knock_timeout_or_unreachable_stops_knocking_for_the_rest_of_the_pause():
+    t = FakeTime()
+    dep = Dependency(t, 1e9)
+    dep.knock = lambda addresses, timeout: (dep.knocks.append((t.clock(), addresses)), Knock.OTHER)[1]  # type: ignore[method-assign]
+    with pytest.raises(DependencyUnavailable):
+        run(dep, WaitPolicy(timeout=60))
+    plain = Dependency(FakeTime(), 1e9)
+    with pytest.raises(DependencyUnavailable):
+        run(plain, WaitPolicy(timeout=60, armed_interval=0))
+    assert dep.probes == plain.probes  # the schedule is untouched
+    assert len(dep.knocks) <= len(dep.probes)  # one knock per pause, then it sleeps
+
+
+def test_stop_ends_an_armed_pause_at_once():
+    """Real time and real knocks on a closed loopback port: a stop is not held up by knocking."""
+    import time
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        address = (socket.AF_INET, closed.getsockname())
+        stop = threading.Event()
+        threading.Timer(0.2, stop.set).start()
+        start = time.monotonic()
+        with pytest.raises(DependencyUnavailable):
+            wait_all(
+                {"mongodb": lambda timeout: replace(down(), refused=(address,))},
+                WaitPolicy(timeout=60, initial=5.0, max_interval=30),
+                stop=stop,
+            )
     assert time.monotonic() - start < 1.0
