@@ -20,7 +20,9 @@ seeds beside pymongo: refused, a timeout before the TCP connection, a TLS
 port for a plain client or a plain one for a TLS client, and a server that is
 not MongoDB at all are named from its answer (pymongo would say reset,
 timeout or "Got response id …").  A pymongo timeout after the preflight got
-its answer is ``handshake_timeout``: the server answered, then stalled.
+its answer is ``handshake_timeout``: the server answered, then stalled.  A
+``connection_refused`` result, whichever side saw it, carries the addresses the
+seeds resolved to: the armed wait (:mod:`pulpinit.armed`) knocks on them.
 
 To answer fast in both directions the probe watches pymongo's own server
 heartbeats (a ``ServerHeartbeatListener``) instead of sitting in server
@@ -252,13 +254,12 @@ def probe_mongodb(
     failure: Failure | None = None
     error: str | None = None
     version: str | None = None
-    refused: tuple[Address, ...] = ()
+    resolved: tuple[Address, ...] = ()
     try:
-        reachable = mongo_wire.resolve_seeds(target, probe_net.Deadline(timeout_s), resolver)
+        reachable, resolved = mongo_wire.resolve_seeds(target, probe_net.Deadline(timeout_s), resolver)
         version = _race(reachable, timeout_s, started + timeout_s, resolver)
     except (ProbeFailed, probe_net.ProbeFailed) as exc:
         failure, error = exc.failure, str(exc)
-        refused = exc.refused if isinstance(exc, probe_net.ProbeFailed) else ()
     except Exception as exc:  # every pymongo error is a classified dependency failure
         failure, error = classify(exc), str(exc)
         if failure is Failure.AUTH and target.username:
@@ -275,7 +276,7 @@ def probe_mongodb(
         version=version,
         failure=failure,
         error=None if error is None else one_line(error, target),
-        refused=refused,
+        refused=resolved if failure is Failure.REFUSED else (),
     )
 
 

@@ -38,7 +38,7 @@ import time
 from itertools import count
 
 from pulpinit import tls
-from pulpinit.probe import Failure, MongoTarget
+from pulpinit.probe import Address, Failure, MongoTarget
 from pulpinit.probe_net import (
     Deadline,
     ProbeFailed,
@@ -138,30 +138,32 @@ def _tls_policy(target: MongoTarget) -> tls.TlsPolicy:
     )
 
 
-def resolve_seeds(target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None) -> MongoTarget:
-    """``target`` with the seeds that resolve; the first seed's DNS failure when none does.
+def resolve_seeds(
+    target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None
+) -> tuple[MongoTarget, tuple[Address, ...]]:
+    """``target`` with the seeds that resolve, and their addresses; the first seed's DNS failure when none does.
 
     pymongo then never looks up a name that does not resolve (it would ask the system resolver
-    again, and tests must not).
+    again, and tests must not).  The addresses are for the armed wait, when pymongo is refused.
     """
-    seeds, failures = [], []
+    seeds, failures, addresses = [], [], []
     for host, port in target.seeds:
         try:
-            resolve(host, port, deadline, resolver)
+            infos = resolve(host, port, deadline, resolver)
         except ProbeFailed as exc:
             failures.append(exc)
         else:
             seeds.append((host, port))
+            addresses += [(family, tuple(addr)) for family, _kind, _proto, _name, addr in infos]
     if not seeds:
         raise failures[0]
-    return target if len(seeds) == len(target.seeds) else dataclasses.replace(target, seeds=tuple(seeds))
+    if len(seeds) < len(target.seeds):
+        target = dataclasses.replace(target, seeds=tuple(seeds))
+    return target, tuple(dict.fromkeys(addresses))
 
 
 def preflight(target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None) -> None:
-    """Return once one seed answers like MongoDB; raise the first seed's failure when none does.
-
-    When every seed refused, that failure carries the refused addresses of all the seeds.
-    """
+    """Return once one seed answers like MongoDB; raise the first seed's failure when none does."""
     if len(target.seeds) == 1:
         host, port = target.seeds[0]
         check_seed(target, host, port, deadline, resolver)
@@ -186,7 +188,4 @@ def preflight(target: MongoTarget, deadline: Deadline, resolver: Resolver | None
         if failure is None:
             return
         failures[index] = failure
-    first = failures[min(failures)]
-    if all(f.failure is Failure.REFUSED for f in failures.values()):
-        raise ProbeFailed(first.failure, first.message, tuple(a for f in failures.values() for a in f.refused))
-    raise first
+    raise failures[min(failures)]
