@@ -22,8 +22,8 @@ What it leaves alone:
 * a knock that neither connects nor is refused (a time-out, an unreachable network) ends
   the knocking for the rest of that pause: the next probe classifies it;
 * a port that accepted a knock but refused the probe right after (a flapping listener)
-  gets one plain pause before it is armed again, so knocks never drive probes faster than
-  one per backoff interval plus one.
+  gets one plain pause before it is armed again: knocks add at most one probe per backoff
+  interval, and only one that the port refused.
 
 Knocks are not probes: they are counted apart (``knocks`` in ``dep.up``), and the
 ``attempts`` of the log lines stay the protocol probes.  The pause takes the wait's clock,
