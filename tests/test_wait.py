@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import socket
@@ -187,7 +188,7 @@ def test_armed_wait_knocks_while_refused_and_probes_the_moment_it_accepts(logs):
     assert plain.probes[-1] > 30.05 and not plain.knocks
     # knocks go to the addresses the probe resolved, every 50 ms, and are not counted as probes
     assert {addresses for _, addresses in armed.knocks} == {(ADDRESS,)}
-    gaps = [b - a for (a, _), (b, _) in zip(armed.knocks, armed.knocks[1:], strict=False)]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(armed.knocks)]
     assert min(gaps) >= 0.05 - 1e-9 and len(armed.knocks) > 500
     up_line = next(e for e in logs() if e["event"] == "dep.up")
     assert up_line["attempts"] == len(armed.probes) and up_line["knocks"] == len(armed.knocks)
@@ -241,6 +242,25 @@ def test_a_port_that_accepts_knocks_but_refuses_probes_gets_a_plain_pause_betwee
     # at most one extra (refused) probe per backoff interval, never one per knock interval
     assert len(dep.probes) <= 2 * len(plain.probes) + 1
     assert len(dep.knocks) <= len(dep.probes)
+
+
+def test_a_crash_looping_server_gets_no_more_probes_that_reach_it_than_without_knocks():
+    """Down (refused) and up-but-resetting in turn, every knock accepted: the probes that reach
+    the server (not refused) come at most one per backoff interval, as without knocks."""
+    t = FakeTime()
+    dep = Dependency(t, 1e9)
+    answers = itertools.cycle([refused(), failing(Failure.RESET)])
+    dep.probe = lambda timeout: (dep.probes.append(t.clock()), next(answers))[1]  # type: ignore[method-assign]
+    dep.knock = lambda addresses, timeout: (dep.knocks.append((t.clock(), addresses)), Knock.ACCEPTED)[1]  # type: ignore[method-assign]
+    with pytest.raises(DependencyUnavailable):
+        run(dep, WaitPolicy(timeout=60))
+    plain = Dependency(FakeTime(), 1e9)
+    with pytest.raises(DependencyUnavailable):
+        run(plain, WaitPolicy(timeout=60, armed_interval=0))
+    reached = dep.probes[1::2]  # every other probe was answered by the server (a reset)
+    assert len(reached) <= len(plain.probes)
+    # once the backoff sits at its 2 s cap, the server sees a probe at most every 2 s, as without knocks
+    assert all(b - a >= 2.0 for a, b in itertools.pairwise(r for r in reached if r > 20))
 
 
 def test_knock_timeout_or_unreachable_stops_knocking_for_the_rest_of_the_pause():
