@@ -29,7 +29,7 @@ from collections.abc import MutableMapping
 
 from pulpinit.errors import UserError
 
-__all__ = ["Identity", "drop", "identity_for", "parse_umask", "resolve_user", "running_as_root"]
+__all__ = ["Identity", "drop", "identity_for", "resolve_user", "running_as_root"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,11 +145,3 @@ def drop(
     target = os.environ if environ is None else environ
     target.update(identity.environ())
     os.umask(umask)
-
-
-def parse_umask(text: str) -> int:
-    """``"022"``/``"0022"``/``"0o022"`` → ``0o022``; raises ``ValueError`` on anything else."""
-    value = int(text.removeprefix("0o"), 8)
-    if not 0 <= value <= 0o777:
-        raise ValueError(f"umask out of range: {text}")
-    return value

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import pymongo
@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from pulpinit import log as pulpinit_log
-from pulpinit.admin import AdminPassword, ensure_admin_password, hash_password, verify_password
+from pulpinit.migrate.admin import AdminPassword, ensure_admin_password, hash_password, verify_password
 from pulpinit.testing.fakemongo import FakeMongo
 
 
@@ -70,18 +70,17 @@ def test_python2_line_breaks_are_tolerated():
 
 
 @pytest.fixture
-def users() -> Iterator[Any]:
-    with FakeMongo() as fake:
-        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            f"mongodb://{fake.hostport}/?directConnection=true", serverSelectionTimeoutMS=5000
-        )
-        try:
-            yield client["pulp_database"]["users"]
-        finally:
-            client.close()
+def users(fake_mongo: FakeMongo) -> Iterator[Any]:
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        f"mongodb://{fake_mongo.hostport}/?directConnection=true", serverSelectionTimeoutMS=5000
+    )
+    try:
+        yield client["pulp_database"]["users"]
+    finally:
+        client.close()
 
 
-def run(users: Any, password: str | None, login: str = "admin") -> tuple[AdminPassword, list[dict[str, Any]]]:
+def run(users: Any, password: str | None, login: str = "admin") -> tuple[AdminPassword, list[MutableMapping[str, Any]]]:
     pulpinit_log.configure("json", "debug")
     with capture_logs() as logs:
         outcome = ensure_admin_password(users, login, password, pulpinit_log.get_logger())
@@ -95,7 +94,7 @@ def stored(users: Any, login: str = "admin") -> str:
     return password
 
 
-def events(logs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def events(logs: list[MutableMapping[str, Any]]) -> list[tuple[str, str]]:
     return [(entry["log_level"], entry["event"]) for entry in logs]
 
 

@@ -12,10 +12,10 @@ from dataclasses import replace
 import pytest
 
 from pulpinit import log
-from pulpinit.armed import Knock
-from pulpinit.deps import WaitPolicy, wait_all
 from pulpinit.errors import DependencyUnavailable, ExitCode
-from pulpinit.probe import Failure, ProbeResult
+from pulpinit.wait.armed import Knock
+from pulpinit.wait.targets import Dependency, Failure, ProbeResult
+from pulpinit.wait.waiter import WaitPolicy, wait_all
 
 
 class FakeTime:
@@ -36,17 +36,17 @@ class FakeTime:
             self.now += seconds
 
 
-def down(name: str = "mongodb") -> ProbeResult:
+def down(name: Dependency = "mongodb") -> ProbeResult:
     return ProbeResult(
         name, "mongodb://db:27017/pulp", False, 1.0, failure=Failure.REFUSED, error="[Errno 111] Connection refused"
     )
 
 
-def up(name: str = "mongodb") -> ProbeResult:
+def up(name: Dependency = "mongodb") -> ProbeResult:
     return ProbeResult(name, "mongodb://db:27017/pulp", True, 1.0, version="6.0.0")
 
 
-def comes_up_at(t: FakeTime, when: float, name: str = "mongodb"):
+def comes_up_at(t: FakeTime, when: float, name: Dependency = "mongodb"):
     calls: list[float] = []
 
     def probe(timeout: float) -> ProbeResult:
@@ -107,7 +107,7 @@ def test_both_waited_on_concurrently():
 
     start = time.monotonic()
 
-    def slow(name: str):
+    def slow(name: Dependency):
         def probe(timeout: float) -> ProbeResult:
             return up(name) if time.monotonic() - start >= 0.3 else down(name)
 
@@ -147,15 +147,15 @@ def test_stop_event_ends_the_wait_at_once():
 ADDRESS = (socket.AF_INET, ("127.0.0.1", 27017))
 
 
-def refused(name: str = "mongodb") -> ProbeResult:
+def refused(name: Dependency = "mongodb") -> ProbeResult:
     return replace(down(name), refused=(ADDRESS,))
 
 
-def failing(failure: Failure, name: str = "mongodb") -> ProbeResult:
+def failing(failure: Failure, name: Dependency = "mongodb") -> ProbeResult:
     return ProbeResult(name, "mongodb://db:27017/pulp", False, 1.0, failure=failure, error="no")
 
 
-class Dependency:
+class LateServer:
     """Refuses until ``up_at`` on the fake clock, then answers (``answer`` once it listens)."""
 
     def __init__(self, t: FakeTime, up_at: float, answer: ProbeResult | None = None) -> None:
@@ -172,13 +172,13 @@ class Dependency:
         return Knock.ACCEPTED if self.t.clock() >= self.up_at else Knock.REFUSED
 
 
-def run(dep: Dependency, policy: WaitPolicy, seed: int = 7) -> dict[str, ProbeResult]:
+def run(dep: LateServer, policy: WaitPolicy, seed: int = 7) -> dict[str, ProbeResult]:
     random.seed(seed)  # the same jitter for the armed and the plain run
     return wait_all({"mongodb": dep.probe}, policy, clock=dep.t.clock, sleep=dep.t.sleep, knocker=dep.knock)
 
 
 def test_armed_wait_knocks_while_refused_and_probes_the_moment_it_accepts(logs):
-    armed, plain = Dependency(FakeTime(), 30.0), Dependency(FakeTime(), 30.0)
+    armed, plain = LateServer(FakeTime(), 30.0), LateServer(FakeTime(), 30.0)
     assert run(armed, WaitPolicy(timeout=60))["mongodb"].ok
     assert run(plain, WaitPolicy(timeout=60, armed_interval=0))["mongodb"].ok
     # while refused, the protocol probes run on the plain backoff schedule, no more often
@@ -199,7 +199,7 @@ def test_armed_wait_knocks_while_refused_and_probes_the_moment_it_accepts(logs):
     [Failure.AUTH, Failure.STALLED, Failure.TLS, Failure.PROTOCOL, Failure.VERSION, Failure.REPLICA_SET, Failure.RESET],
 )
 def test_a_server_that_is_up_but_failing_is_probed_as_often_as_without_knocks(failure):
-    armed, plain = (Dependency(FakeTime(), 0.0, failing(failure)) for _ in range(2))
+    armed, plain = (LateServer(FakeTime(), 0.0, failing(failure)) for _ in range(2))
     with pytest.raises(DependencyUnavailable):
         run(armed, WaitPolicy(timeout=60))
     with pytest.raises(DependencyUnavailable):
@@ -210,7 +210,7 @@ def test_a_server_that_is_up_but_failing_is_probed_as_often_as_without_knocks(fa
 
 @pytest.mark.parametrize("failure", [Failure.DNS, Failure.TIMEOUT])
 def test_a_name_that_does_not_resolve_or_a_silent_network_keeps_the_plain_backoff(failure):
-    dep = Dependency(FakeTime(), 1e9)
+    dep = LateServer(FakeTime(), 1e9)
     dep.probe = lambda timeout: (dep.probes.append(dep.t.clock()), failing(failure))[1]  # type: ignore[method-assign]
     with pytest.raises(DependencyUnavailable):
         run(dep, WaitPolicy(timeout=60))
@@ -219,7 +219,7 @@ def test_a_name_that_does_not_resolve_or_a_silent_network_keeps_the_plain_backof
 
 def test_refused_then_a_name_that_stops_resolving_disarms():
     t = FakeTime()
-    dep = Dependency(t, 1e9)
+    dep = LateServer(t, 1e9)
     dep.probe = lambda timeout: (  # type: ignore[method-assign]
         dep.probes.append(t.clock()),
         refused() if t.clock() < 10 else failing(Failure.DNS),
@@ -232,11 +232,11 @@ def test_refused_then_a_name_that_stops_resolving_disarms():
 def test_a_port_that_accepts_knocks_but_refuses_probes_gets_a_plain_pause_between():
     """A flapping listener: every knock accepted, every probe refused — probes stay bounded."""
     t = FakeTime()
-    dep = Dependency(t, 1e9)
+    dep = LateServer(t, 1e9)
     dep.knock = lambda addresses, timeout: (dep.knocks.append((t.clock(), addresses)), Knock.ACCEPTED)[1]  # type: ignore[method-assign]
     with pytest.raises(DependencyUnavailable):
         run(dep, WaitPolicy(timeout=60))
-    plain = Dependency(FakeTime(), 1e9)
+    plain = LateServer(FakeTime(), 1e9)
     with pytest.raises(DependencyUnavailable):
         run(plain, WaitPolicy(timeout=60, armed_interval=0))
     # at most one extra (refused) probe per backoff interval, never one per knock interval
@@ -248,13 +248,13 @@ def test_a_crash_looping_server_gets_no_more_probes_that_reach_it_than_without_k
     """Down (refused) and up-but-resetting in turn, every knock accepted: the probes that reach
     the server (not refused) come at most one per backoff interval, as without knocks."""
     t = FakeTime()
-    dep = Dependency(t, 1e9)
+    dep = LateServer(t, 1e9)
     answers = itertools.cycle([refused(), failing(Failure.RESET)])
     dep.probe = lambda timeout: (dep.probes.append(t.clock()), next(answers))[1]  # type: ignore[method-assign]
     dep.knock = lambda addresses, timeout: (dep.knocks.append((t.clock(), addresses)), Knock.ACCEPTED)[1]  # type: ignore[method-assign]
     with pytest.raises(DependencyUnavailable):
         run(dep, WaitPolicy(timeout=60))
-    plain = Dependency(FakeTime(), 1e9)
+    plain = LateServer(FakeTime(), 1e9)
     with pytest.raises(DependencyUnavailable):
         run(plain, WaitPolicy(timeout=60, armed_interval=0))
     reached = dep.probes[1::2]  # every other probe was answered by the server (a reset)
@@ -265,11 +265,11 @@ def test_a_crash_looping_server_gets_no_more_probes_that_reach_it_than_without_k
 
 def test_knock_timeout_or_unreachable_stops_knocking_for_the_rest_of_the_pause():
     t = FakeTime()
-    dep = Dependency(t, 1e9)
+    dep = LateServer(t, 1e9)
     dep.knock = lambda addresses, timeout: (dep.knocks.append((t.clock(), addresses)), Knock.OTHER)[1]  # type: ignore[method-assign]
     with pytest.raises(DependencyUnavailable):
         run(dep, WaitPolicy(timeout=60))
-    plain = Dependency(FakeTime(), 1e9)
+    plain = LateServer(FakeTime(), 1e9)
     with pytest.raises(DependencyUnavailable):
         run(plain, WaitPolicy(timeout=60, armed_interval=0))
     assert dep.probes == plain.probes  # the schedule is untouched
