@@ -7,6 +7,7 @@ import json
 import random
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -155,26 +156,43 @@ def failing(failure: Failure, name: Dependency = "mongodb") -> ProbeResult:
     return ProbeResult(name, "mongodb://db:27017/pulp", False, 1.0, failure=failure, error="no")
 
 
-class LateServer:
-    """Refuses until ``up_at`` on the fake clock, then answers (``answer`` once it listens)."""
+Outcome = Callable[[float], ProbeResult]  # the probe's answer at a fake time
+Verdict = Callable[[float], Knock]  # a knock's answer at a fake time
 
-    def __init__(self, t: FakeTime, up_at: float, answer: ProbeResult | None = None) -> None:
-        self.t, self.up_at, self.answer = t, up_at, answer or up()
+
+class LateServer:
+    """Refuses until ``up_at`` on the fake clock, then answers; ``outcome``/``verdict`` override the answers."""
+
+    def __init__(
+        self, t: FakeTime, up_at: float = 1e9, outcome: Outcome | None = None, verdict: Verdict | None = None
+    ) -> None:
+        self.t = t
+        self.outcome = outcome or (lambda now: up() if now >= up_at else refused())
+        self.verdict = verdict or (lambda now: Knock.ACCEPTED if now >= up_at else Knock.REFUSED)
         self.probes: list[float] = []  # fake times of the protocol probes
         self.knocks: list[tuple[float, tuple]] = []
 
     def probe(self, timeout: float) -> ProbeResult:
         self.probes.append(self.t.clock())
-        return self.answer if self.t.clock() >= self.up_at else refused()
+        return self.outcome(self.t.clock())
 
     def knock(self, addresses: tuple, timeout: float) -> Knock:
         self.knocks.append((self.t.clock(), addresses))
-        return Knock.ACCEPTED if self.t.clock() >= self.up_at else Knock.REFUSED
+        return self.verdict(self.t.clock())
 
 
 def run(dep: LateServer, policy: WaitPolicy, seed: int = 7) -> dict[str, ProbeResult]:
     random.seed(seed)  # the same jitter for the armed and the plain run
     return wait_all({"mongodb": dep.probe}, policy, clock=dep.t.clock, sleep=dep.t.sleep, knocker=dep.knock)
+
+
+def never_up(outcome: Outcome | None = None, verdict: Verdict | None = None, timeout: float = 60):
+    """The same dependency waited for until the deadline with knocks and without: (armed, plain)."""
+    armed, plain = (LateServer(FakeTime(), outcome=outcome, verdict=verdict) for _ in range(2))
+    for dep, interval in ((armed, 0.05), (plain, 0.0)):
+        with pytest.raises(DependencyUnavailable):
+            run(dep, WaitPolicy(timeout=timeout, armed_interval=interval))
+    return armed, plain
 
 
 def test_armed_wait_knocks_while_refused_and_probes_the_moment_it_accepts(logs):
@@ -199,81 +217,45 @@ def test_armed_wait_knocks_while_refused_and_probes_the_moment_it_accepts(logs):
     [Failure.AUTH, Failure.STALLED, Failure.TLS, Failure.PROTOCOL, Failure.VERSION, Failure.REPLICA_SET, Failure.RESET],
 )
 def test_a_server_that_is_up_but_failing_is_probed_as_often_as_without_knocks(failure):
-    armed, plain = (LateServer(FakeTime(), 0.0, failing(failure)) for _ in range(2))
-    with pytest.raises(DependencyUnavailable):
-        run(armed, WaitPolicy(timeout=60))
-    with pytest.raises(DependencyUnavailable):
-        run(plain, WaitPolicy(timeout=60, armed_interval=0))
+    armed, plain = never_up(lambda now: failing(failure))
     assert armed.probes == plain.probes and len(armed.probes) <= 40
     assert not armed.knocks
 
 
 @pytest.mark.parametrize("failure", [Failure.DNS, Failure.TIMEOUT])
 def test_a_name_that_does_not_resolve_or_a_silent_network_keeps_the_plain_backoff(failure):
-    dep = LateServer(FakeTime(), 1e9)
-    dep.probe = lambda timeout: (dep.probes.append(dep.t.clock()), failing(failure))[1]  # type: ignore[method-assign]
-    with pytest.raises(DependencyUnavailable):
-        run(dep, WaitPolicy(timeout=60))
-    assert not dep.knocks and len(dep.probes) <= 40
+    armed, plain = never_up(lambda now: failing(failure))
+    assert armed.probes == plain.probes and not armed.knocks
 
 
 def test_refused_then_a_name_that_stops_resolving_disarms():
-    t = FakeTime()
-    dep = LateServer(t, 1e9)
-    dep.probe = lambda timeout: (  # type: ignore[method-assign]
-        dep.probes.append(t.clock()),
-        refused() if t.clock() < 10 else failing(Failure.DNS),
-    )[1]
-    with pytest.raises(DependencyUnavailable):
-        run(dep, WaitPolicy(timeout=30))
-    assert dep.knocks and max(when for when, _ in dep.knocks) < 12  # no knock after the DNS failure
+    armed, _ = never_up(lambda now: refused() if now < 10 else failing(Failure.DNS), timeout=30)
+    assert armed.knocks and max(when for when, _ in armed.knocks) < 12  # no knock after the DNS failure
 
 
 def test_a_port_that_accepts_knocks_but_refuses_probes_gets_a_plain_pause_between():
     """A flapping listener: every knock accepted, every probe refused — probes stay bounded."""
-    t = FakeTime()
-    dep = LateServer(t, 1e9)
-    dep.knock = lambda addresses, timeout: (dep.knocks.append((t.clock(), addresses)), Knock.ACCEPTED)[1]  # type: ignore[method-assign]
-    with pytest.raises(DependencyUnavailable):
-        run(dep, WaitPolicy(timeout=60))
-    plain = LateServer(FakeTime(), 1e9)
-    with pytest.raises(DependencyUnavailable):
-        run(plain, WaitPolicy(timeout=60, armed_interval=0))
+    armed, plain = never_up(verdict=lambda now: Knock.ACCEPTED)
     # at most one extra (refused) probe per backoff interval, never one per knock interval
-    assert len(dep.probes) <= 2 * len(plain.probes) + 1
-    assert len(dep.knocks) <= len(dep.probes)
+    assert len(armed.probes) <= 2 * len(plain.probes) + 1
+    assert len(armed.knocks) <= len(armed.probes)
 
 
 def test_a_crash_looping_server_gets_no_more_probes_that_reach_it_than_without_knocks():
     """Down (refused) and up-but-resetting in turn, every knock accepted: the probes that reach
     the server (not refused) come at most one per backoff interval, as without knocks."""
-    t = FakeTime()
-    dep = LateServer(t, 1e9)
     answers = itertools.cycle([refused(), failing(Failure.RESET)])
-    dep.probe = lambda timeout: (dep.probes.append(t.clock()), next(answers))[1]  # type: ignore[method-assign]
-    dep.knock = lambda addresses, timeout: (dep.knocks.append((t.clock(), addresses)), Knock.ACCEPTED)[1]  # type: ignore[method-assign]
-    with pytest.raises(DependencyUnavailable):
-        run(dep, WaitPolicy(timeout=60))
-    plain = LateServer(FakeTime(), 1e9)
-    with pytest.raises(DependencyUnavailable):
-        run(plain, WaitPolicy(timeout=60, armed_interval=0))
-    reached = dep.probes[1::2]  # every other probe was answered by the server (a reset)
+    armed, plain = never_up(lambda now: next(answers), lambda now: Knock.ACCEPTED)
+    reached = armed.probes[1::2]  # every other probe was answered by the server (a reset)
     assert len(reached) <= len(plain.probes)
     # once the backoff sits at its 2 s cap, the server sees a probe at most every 2 s, as without knocks
     assert all(b - a >= 2.0 for a, b in itertools.pairwise(r for r in reached if r > 20))
 
 
 def test_knock_timeout_or_unreachable_stops_knocking_for_the_rest_of_the_pause():
-    t = FakeTime()
-    dep = LateServer(t, 1e9)
-    dep.knock = lambda addresses, timeout: (dep.knocks.append((t.clock(), addresses)), Knock.OTHER)[1]  # type: ignore[method-assign]
-    with pytest.raises(DependencyUnavailable):
-        run(dep, WaitPolicy(timeout=60))
-    plain = LateServer(FakeTime(), 1e9)
-    with pytest.raises(DependencyUnavailable):
-        run(plain, WaitPolicy(timeout=60, armed_interval=0))
-    assert dep.probes == plain.probes  # the schedule is untouched
-    assert len(dep.knocks) <= len(dep.probes)  # one knock per pause, then it sleeps
+    armed, plain = never_up(verdict=lambda now: Knock.OTHER)
+    assert armed.probes == plain.probes  # the schedule is untouched
+    assert len(armed.knocks) <= len(armed.probes)  # one knock per pause, then it sleeps
 
 
 def test_stop_ends_an_armed_pause_at_once():
