@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING
 from pulpinit import redact
 from pulpinit.atomicfile import replace_file
 from pulpinit.errors import ConfigFileError, EnvValueError
-from pulpinit.inivalue import escape, pulp_reads, reads_exactly, value_problem
+from pulpinit.inivalue import SAFE, Dialect
 from pulpinit.lens import COMMENT, CONTINUED, EMPTY, ORIGINAL, SPECIAL, LensTree, Node, newline_of
 from pulpinit.redact import MASK, REDACTOR
 from pulpinit.regularfile import FileProblem, read_regular
@@ -175,7 +175,13 @@ class _Section:
 
 
 class ServerConf:
-    """One parsed server.conf (or the empty file it will become)."""
+    """One parsed server.conf (or the empty file it will become).
+
+    ``dialect`` is how the program reads the file's values (Pulp: ``SafeConfigParser``); a
+    subclass for another INI file read by Python 2.7 sets its own (crane.conf).
+    """
+
+    dialect: Dialect = SAFE
 
     def __init__(self, path: Path, data: bytes | None, tree: LensTree, text: str) -> None:
         self.path = path
@@ -251,7 +257,7 @@ class ServerConf:
         result: dict[tuple[str, str], str] = {}
         for sec in self._sections if root == ORIGINAL else self._read_sections(root):
             for _, node, continued in sec.entries():
-                result[(sec.node.label, option_name(node.label))] = pulp_reads(node.value, continued)
+                result[(sec.node.label, option_name(node.label))] = self.dialect.reads(node.value, continued)
         return result
 
     def values(self) -> dict[str, str]:
@@ -262,7 +268,7 @@ class ServerConf:
         """Validate ``assignments`` and compute the new text; nothing is written."""
         seen: dict[tuple[str, str], str] = {}
         for item in assignments:
-            problem = value_problem(item.value, crlf=self.crlf)
+            problem = self.dialect.problem(item.value, crlf=self.crlf)
             if problem:
                 raise EnvValueError(item.variable, problem)
             where = (item.section, item.key)
@@ -284,16 +290,16 @@ class ServerConf:
 
     def _apply(self, work: str, item: Assignment, created: set[str], warnings: dict[str, str]) -> KeyChange | None:
         sections = self._read_sections(work, item.section)
-        raw = escape(item.value) or None
+        raw = self.dialect.escape(item.value) or None
         live = [(s, found) for s, found in ((s, s.live(item.key)) for s in sections) if found is not None]
         if live:
             section, (index, node, continued) = live[-1]
-            if reads_exactly(node.value, item.value, continued):
+            if self.dialect.reads_exactly(node.value, item.value, continued):
                 return None
             for extra in reversed(section.continuations(index)):
                 self._tree.remove(extra.path)  # part of the old value
             self._tree.set(node.path, raw)
-            how, old = "updated", pulp_reads(node.value, continued)
+            how, old = "updated", self.dialect.reads(node.value, continued)
         elif sections:
             how, old = "appended", None
             found = next(((s, i) for s in sections if (i := s.commented_default(item.key)) is not None), None)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pulpinit.errors import KeyFileError
-from pulpinit.privileges import Identity, resolve_user, running_as_root
+from pulpinit.privileges import Identity, access_problem, resolve_user, running_as_root
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -234,49 +234,6 @@ class KeyWarning:
 
 # -- files -----------------------------------------------------------------------------------
 
-_CAP_DAC_OVERRIDE = 1
-_CAP_DAC_READ_SEARCH = 2
-
-
-def _root_bypasses_permissions() -> bool:
-    """True when this (root) process holds CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH, as httpd will."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    caps = int(line.split()[1], 16)
-                    return bool(caps & (1 << _CAP_DAC_OVERRIDE | 1 << _CAP_DAC_READ_SEARCH))
-    except (OSError, ValueError):
-        pass
-    return False
-
-
-def _allowed(st: os.stat_result, who: Identity, want: int) -> bool:
-    """Whether the owner/group/other class ``who`` falls into grants ``want`` (4 read, 1 search)."""
-    if who.uid == st.st_uid:
-        bits = st.st_mode >> 6
-    elif st.st_gid in who.groups or st.st_gid == who.gid:
-        bits = st.st_mode >> 3
-    else:
-        bits = st.st_mode
-    return bits & want == want
-
-
-def _unreadable_by(real: Path, who: Identity) -> str | None:
-    """Why ``who`` cannot read the (symlink-free) path ``real``, or None when it can."""
-    if who.uid == 0 and running_as_root() and _root_bypasses_permissions():
-        return None
-    for directory in reversed(real.parents):
-        if not _allowed(os.stat(directory), who, 1):
-            return f"not readable by {who.name} (uid {who.uid}): no search permission on {directory}"
-    st = os.stat(real)
-    if not _allowed(st, who, 4):
-        return (
-            f"not readable by {who.name} (uid {who.uid}, gid {who.gid}): mode {stat.S_IMODE(st.st_mode):04o}, "
-            f"owner {st.st_uid}:{st.st_gid}"
-        )
-    return None
-
 
 def _read_checked(path: str, kind: Kind, readers: Sequence[Identity]) -> bytes:
     """Existence, type, mode and readability of one file; returns its content."""
@@ -303,7 +260,7 @@ def _read_checked(path: str, kind: Kind, readers: Sequence[Identity]) -> bytes:
         raise KeyFileError(path, f"mode {mode:04o}: writable by the group or others")
     real = Path(os.path.realpath(path))
     for who in readers:
-        problem = _unreadable_by(real, who)
+        problem = access_problem(real, who)
         if problem:
             raise KeyFileError(path, problem)
     try:
