@@ -46,7 +46,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pulpinit import redact
 from pulpinit.atomicfile import replace_file
@@ -65,6 +65,7 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 _COMMENTED_KEY = re.compile(r"([A-Za-z0-9_.-]+)[ \t]*[:=]")
 _TAG_BASE = 0xF0000  # Unicode private use plane 15: tags that tell masked values apart in a diff
 _TAGS = re.compile(re.escape(MASK) + "[\U000f0000-\U000f0fff]")
+_Conf = TypeVar("_Conf", bound="ServerConf")
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ class ServerConf:
         return self._tree.newline == "\r\n"
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, create: bool = False) -> ServerConf:
+    def load(cls: type[_Conf], path: str | os.PathLike[str], *, create: bool = False) -> _Conf:
         """Read and parse ``path``; with ``create``, a missing file reads as empty.
 
         Only a regular file (after symlinks) of at most 1 MiB is read: a FIFO, a device or a
