@@ -28,6 +28,8 @@ from pulpinit.errors import ConfigError, ExitCode, Interrupted, PulpinitError, U
 from pulpinit.redact import mask_argv
 
 ROLES = ("beat", "resource-manager", "worker")
+#: The roles that hand httpd over as root (it binds 443, reads its keys, drops its own children).
+HTTPD_ROLES = ("api", "crane")
 
 
 class _ParserExit(Exception):
@@ -71,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         if role == "worker":
             sub.add_argument("number", nargs="?", metavar="N", help="worker number (default: see README)")
         role_options(sub)
+    sub = commands.add_parser(
+        "api", help="Pulp's REST API: configure, wait, wait for migrations, then httpd as root (its args after --)"
+    )
+    role_options(sub)
+    sub = commands.add_parser("crane", help="crane: write crane.conf, then httpd as root (no database; args after --)")
+    role_options(sub)
     sub = commands.add_parser("migrate", help="configure, wait, migrate once, exit 0")
     sub.add_argument("--dry-run", action="store_true", help="say whether it would migrate, and why")
     sub = commands.add_parser("run", help="the pipeline for any command: run [options] -- CMD [ARG...]")
@@ -101,7 +109,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     args.rest = rest
     if args.command == "run" and not rest:
         raise UsageError("pulpinit run: missing command; usage: pulpinit run [options] -- CMD [ARG...]")
-    if rest and args.command not in (*ROLES, "run"):
+    if rest and args.command not in (*ROLES, *HTTPD_ROLES, "run"):
         raise UsageError(f"pulpinit {args.command}: unexpected arguments after --: {shlex.join(mask_argv(rest))}")
     if getattr(args, "timeout", None) is not None and not args.timeout > 0:
         raise UsageError("pulpinit check-deps: --timeout must be a positive number of seconds")
@@ -119,7 +127,7 @@ def _commands() -> Mapping[str, Callable[[argparse.Namespace, Mapping[str, str]]
         "check-deps": commands.check_deps,
         "migrate": commands.migrate,
         "run": commands.run,
-        **{role: commands.role for role in ROLES},
+        **{role: commands.role for role in (*ROLES, *HTTPD_ROLES)},
     }
 
 

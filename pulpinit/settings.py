@@ -88,6 +88,12 @@ EXPLICIT: tuple[Var, ...] = (
     Var("PULP_BROKER_URL", "tasks.broker_url", "Celery broker URL (`qpid://…` or `amqp://…`)", secret=True),
     Var("PULP_MESSAGING_URL", "messaging.url", "messaging URL (`tcp://host:port` or `ssl://…`)", secret=True),
     Var("PULP_SERVER_NAME", "server.server_name", "server name; also the celery node name"),
+    Var(
+        "PULP_ADMIN_PASSWORD",
+        "server.default_password",
+        "the admin user's password: the first migration creates the user with it, the API role rotates it",
+        secret=True,
+    ),
 )
 
 #: Inputs of the broker URL derivation (layer 2/3), highest first.

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 __all__ = [
+    "KEYS_DIR",
     "KEY_FILES",
     "ROLE_KEYS",
     "STATIC_DIR",
@@ -70,6 +71,11 @@ Reader = Literal["pulp", "root"]
 WARN_WITHIN = datetime.timedelta(days=30)
 #: Where Pulp serves ``/pulp/static/`` from; ``pulp-gen-key-pair`` links ``rsa_pub.key`` into it.
 STATIC_DIR = "/var/lib/pulp/static"
+#: The one directory the images link every key path to (``/etc/pki/pulp/ca.key`` →
+#: ``KEYS_DIR/ca.key``, …) and where a role mounts its keys: a Kubernetes Secret with only the
+#: role's items, or the Compose volume ``pulp-keys``.  A role started without it finds dangling
+#: links, which the check names.
+KEYS_DIR = "/etc/pki/pulp-keys"
 
 
 @dataclasses.dataclass(frozen=True)
