@@ -1,11 +1,14 @@
-"""The admin user's password: Pulp's hash format, and the check/rotation against a MongoDB over TCP."""
+"""The admin user's password: Pulp's hash format, and the check/rotation over TCP against the fake MongoDB
+and SecantusDB (an independently written MongoDB-wire server)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -69,16 +72,19 @@ def test_python2_line_breaks_are_tolerated():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def users() -> Iterator[Any]:
-    with FakeMongo() as fake:
+@pytest.fixture(params=["fake", "secantus"])
+def users(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Pulp's ``users`` collection on the fake MongoDB, or on SecantusDB (a database of its own per test)."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "fake":
+            hostport, database = stack.enter_context(FakeMongo()).hostport, "pulp_database"
+        else:
+            hostport, database = request.getfixturevalue("secantus").hostport, f"pulp_{uuid.uuid4().hex[:12]}"
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            f"mongodb://{fake.hostport}/?directConnection=true", serverSelectionTimeoutMS=5000
+            f"mongodb://{hostport}/?directConnection=true", serverSelectionTimeoutMS=5000
         )
-        try:
-            yield client["pulp_database"]["users"]
-        finally:
-            client.close()
+        stack.callback(client.close)
+        yield client[database]["users"]
 
 
 def run(users: Any, password: str | None, login: str = "admin") -> tuple[AdminPassword, list[dict[str, Any]]]:

@@ -17,6 +17,10 @@ would the real ones.
   run as root (exit 64), as the real one does.
 * celery: prints its argv as JSON and its uid/gid, then waits; SIGTERM makes
   it print ``warm shutdown`` and exit 0, like Celery's warm shutdown.
+* httpd: prints its argv as JSON, its uid/gid/groups, which of the files named in
+  ``STANDIN_HTTPD_FILES`` (``os.pathsep``-separated) it can open for reading, and the names of
+  the ``PULP*``/``CRANE*`` variables it got; then waits.  SIGWINCH (httpd's graceful stop) or
+  SIGTERM makes it print the signal and exit 0.
 """
 
 from __future__ import annotations
@@ -69,6 +73,30 @@ while True:
     time.sleep(3600)
 """
 
+_HTTPD = r"""#!{python}
+import json, os, signal, sys, time
+def stop(signum, frame):
+    print(f"httpd: {{signal.Signals(signum).name}} received: stopping", flush=True)
+    sys.exit(0)
+for name in ("SIGWINCH", "SIGTERM", "SIGINT"):
+    signal.signal(getattr(signal, name), stop)
+print("httpd argv: " + json.dumps(sys.argv), flush=True)
+print(f"httpd uid={{os.getuid()}} gid={{os.getgid()}} groups={{sorted(os.getgroups())}} pid={{os.getpid()}}", flush=True)
+readable = {{}}
+for path in filter(None, os.environ.get("STANDIN_HTTPD_FILES", "").split(os.pathsep)):
+    try:
+        with open(path, "rb"):
+            readable[path] = True
+    except OSError:
+        readable[path] = False
+print("httpd can read: " + json.dumps(readable), flush=True)
+print("httpd environ: " + json.dumps(sorted(k for k in os.environ if k.startswith(("PULP", "CRANE")))), flush=True)
+if os.environ.get("STANDIN_EXIT_AT_ONCE"):
+    sys.exit(int(os.environ["STANDIN_EXIT_AT_ONCE"]))
+while True:
+    time.sleep(3600)
+"""
+
 
 def interpreter() -> str:
     """A Python every user can run: the system's when present (a venv under /root is not)."""
@@ -91,6 +119,11 @@ def write_manage_db(directory: str | os.PathLike[str]) -> Path:
 def write_celery(directory: str | os.PathLike[str]) -> Path:
     """Write the celery stand-in into ``directory``; returns its path."""
     return _write(Path(directory), "celery", _CELERY)
+
+
+def write_httpd(directory: str | os.PathLike[str]) -> Path:
+    """Write the httpd stand-in into ``directory``; returns its path."""
+    return _write(Path(directory), "httpd", _HTTPD)
 
 
 def runs(directory: str | os.PathLike[str]) -> list[str]:
