@@ -81,7 +81,8 @@ def stop(signum, frame):
 for name in ("SIGWINCH", "SIGTERM", "SIGINT"):
     signal.signal(getattr(signal, name), stop)
 print("httpd argv: " + json.dumps(sys.argv), flush=True)
-print(f"httpd uid={{os.getuid()}} gid={{os.getgid()}} groups={{sorted(os.getgroups())}} pid={{os.getpid()}}", flush=True)
+ids = f"uid={{os.getuid()}} gid={{os.getgid()}} groups={{sorted(os.getgroups())}} pid={{os.getpid()}}"
+print("httpd " + ids, flush=True)
 readable = {{}}
 for path in filter(None, os.environ.get("STANDIN_HTTPD_FILES", "").split(os.pathsep)):
     try:
