@@ -163,8 +163,12 @@ def pulpinit(*argv: str) -> list[str]:
     return [sys.executable, "-m", "pulpinit", *argv]
 
 
+def finished(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
 def migrate(pod: Pod) -> None:
-    done = subprocess.run(pulpinit("migrate"), env=pod.env, capture_output=True, text=True, timeout=60)
+    done = finished(pulpinit("migrate"), pod.env)
     assert done.returncode == 0, done.stderr[-2000:]
 
 
@@ -353,7 +357,7 @@ def test_a_bad_key_is_78_naming_the_file_before_any_wait(pod: Pod, how: str):
     pod.env["PULP_DB_SEEDS"] = refused_port()  # a wait would take PULPINIT_WAIT_TIMEOUT (30 s)
     before = pod.conf.read_bytes()
     started = time.monotonic()
-    done = subprocess.run(pulpinit("api"), env=pod.env, capture_output=True, text=True, timeout=60)
+    done = finished(pulpinit("api"), pod.env)
     assert done.returncode == 78, done.stderr[-2000:]
     assert time.monotonic() - started < 10
     events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
@@ -383,7 +387,7 @@ def test_a_certificate_near_its_end_is_a_warning_and_the_role_goes_on(pod: Pod):
         .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     )
     pod.key("server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    done = subprocess.run(pulpinit("api", "--dry-run"), env=pod.env, capture_output=True, text=True, timeout=60)
+    done = finished(pulpinit("api", "--dry-run"), pod.env)
     assert done.returncode == 0, done.stderr[-2000:]
     events = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     [warning] = [e for e in events if e["event"] == "keys.expiring"]
@@ -452,7 +456,7 @@ def test_crane_with_a_readable_data_dir_does_not_warn(pod: Pod):
 def test_crane_without_its_certificate_is_78_naming_it(pod: Pod):
     env = crane_env(pod)
     pod.key("server.key").unlink()
-    done = subprocess.run(pulpinit("crane"), env=env, capture_output=True, text=True, timeout=60)
+    done = finished(pulpinit("crane"), env)
     assert done.returncode == 78
     assert f"{pod.key('server.key')}: does not exist" in done.stderr
     assert not (pod.root / "crane.conf").exists()
@@ -466,7 +470,7 @@ def test_crane_without_its_certificate_is_78_naming_it(pod: Pod):
 def test_api_dry_run(pod: Pod, fakes: tuple[FakeMongo, FakeAmqpBroker]):
     mongo, _ = fakes
     before, conf = sum(mongo.commands.values()), pod.conf.read_bytes()
-    done = subprocess.run(pulpinit("api", "--dry-run"), env=pod.env, capture_output=True, text=True, timeout=60)
+    done = finished(pulpinit("api", "--dry-run"), pod.env)
     assert done.returncode == 0, done.stderr[-2000:]
     plan = done.stdout
     assert "# pulpinit api --dry-run" in plan
@@ -481,7 +485,7 @@ def test_api_dry_run(pod: Pod, fakes: tuple[FakeMongo, FakeAmqpBroker]):
 
 def test_crane_dry_run(pod: Pod):
     env = crane_env(pod)
-    done = subprocess.run(pulpinit("crane", "--dry-run"), env=env, capture_output=True, text=True, timeout=60)
+    done = finished(pulpinit("crane", "--dry-run"), env)
     assert done.returncode == 0, done.stderr[-2000:]
     plan = done.stdout
     assert "# pulpinit crane --dry-run" in plan
@@ -495,7 +499,7 @@ def test_crane_dry_run(pod: Pod):
 
 def test_a_bad_key_in_the_dry_run_is_reported_with_the_exit_code_a_run_would_have(pod: Pod):
     path = damage(pod, "mode")
-    done = subprocess.run(pulpinit("api", "--dry-run"), env=pod.env, capture_output=True, text=True, timeout=60)
+    done = finished(pulpinit("api", "--dry-run"), pod.env)
     assert done.returncode == 0
     assert f"problem  keys     {path}: mode 0644" in done.stdout
     assert "a run would stop in the settings stage with exit 78" in done.stdout
