@@ -19,15 +19,18 @@ APT_PACKAGES := python3-venv gcc libaugeas-dev augeas-lenses augeas-tools libsas
 .PHONY: demo test lint bench system-deps clean
 
 demo: $(STAMP)
-	$(BIN)/python -m pulpinit.demo
+	$(BIN)/python -m pulpinit.testing.demo
 
 test: lint $(PEERS_STAMP)
 	$(BIN)/pytest
 
+# The same checks as .pre-commit-config.yaml: ruff (complexity included), ruff-format, mypy --strict
+# on the package, and mypy (default rules) on the tests and benchmarks.
 lint: $(STAMP)
 	$(BIN)/ruff check pulpinit tests benchmarks
 	$(BIN)/ruff format --check pulpinit tests benchmarks
 	$(BIN)/mypy pulpinit
+	$(BIN)/mypy --config-file tests/mypy.ini tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

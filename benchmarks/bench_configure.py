@@ -31,10 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from pulpinit.testing import SAMPLE_CONF
+
 ROOT = Path(__file__).resolve().parent.parent
 STOCK = ROOT.parent / "shared" / "fixtures" / "pulp-2.21-server.conf"
 # A user's clone has no ../shared: the project's sample file is in the same (2.12+) dialect.
-SOURCE = STOCK if STOCK.is_file() else ROOT / "pulpinit" / "testing" / "sample-server.conf"
+SOURCE = STOCK if STOCK.is_file() else SAMPLE_CONF
 SOURCE_NAME = "Pulp 2.21 stock server.conf" if SOURCE == STOCK else "pulpinit's sample server.conf"
 CONF = "etc/pulp/server.conf"
 VALUES = {
@@ -47,7 +49,7 @@ VALUES = {
 FIRST_CALL = """
 import sys, time
 started = time.perf_counter()
-from pulpinit.configfile import Assignment, ServerConf
+from pulpinit.config.serverconf import Assignment, ServerConf
 imported = time.perf_counter()
 items = [Assignment(s, k, v, var) for s, k, var, v in (a.split("|") for a in sys.argv[2:])]
 ServerConf.load(sys.argv[1]).plan(items).write()
@@ -96,7 +98,7 @@ def run_pulpinit(root: Path, python: str) -> float:
 
 
 def in_process(base: Path, runs: int) -> float:
-    from pulpinit.configfile import Assignment, ServerConf
+    from pulpinit.config.serverconf import Assignment, ServerConf
 
     items = [Assignment(section, key, value, variable) for (section, key, variable), value in VALUES.items()]
     times = []
@@ -110,7 +112,7 @@ def in_process(base: Path, runs: int) -> float:
 
 
 def first_call(base: Path, python: str, runs: int) -> tuple[float, float]:
-    """Medians of (import pulpinit.configfile, first load+plan+write) in fresh processes."""
+    """Medians of (import pulpinit.config.serverconf, first load+plan+write) in fresh processes."""
     args = [f"{s}|{k}|{var}|{v}" for (s, k, var), v in VALUES.items()]
     imports, calls = [], []
     for _ in range(runs):
@@ -152,7 +154,7 @@ def main() -> int:
     print(f"| 2014: 4 × `augtool -s set` (default flags, stock MySQL.lns) | {m_old:.0f} |")
     print(f"| `pulpinit configure`, whole process | {m_new:.0f} |")
     print(f"| `pulpinit configure`, whole process, second run (no change) | {m_again:.0f} |")
-    print(f"| `import pulpinit.configfile` in a fresh process | {imported:.1f} |")
+    print(f"| `import pulpinit.config.serverconf` in a fresh process | {imported:.1f} |")
     print(f"| in-process load+plan+write, first call in a fresh process (augeas import included) | {cold:.1f} |")
     print(f"| in-process load+plan+write, warm | {warm:.1f} |")
     print(f"| **speed-up, whole process (2014 / pulpinit)** | **{m_old / m_new:.1f}×** |")

@@ -24,12 +24,13 @@ import threading
 import time
 from pathlib import Path
 
+from pulpinit.testing import SAMPLE_CONF
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import Proxy, ResetServer
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "pulpinit" / "testing" / "sample-server.conf"
+SAMPLE = SAMPLE_CONF
 
 LOOP_2014 = r"""
 import socket, sys, time

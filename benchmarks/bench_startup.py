@@ -17,6 +17,7 @@ Whole processes, median of ``--runs`` interleaved runs, all measured in the same
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -27,11 +28,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pulpinit.testing import SAMPLE_CONF
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "pulpinit" / "testing" / "sample-server.conf"
+SAMPLE = SAMPLE_CONF
 
 RUN_2014 = r"""
 set -e
@@ -103,7 +105,7 @@ def main() -> int:
             ("dumb-init /bin/true", ["dumb-init", "/bin/true"]),
         ):
             if shutil.which(argv[0]):
-                cases[name] = lambda argv=argv: timed(argv, base)
+                cases[name] = functools.partial(timed, argv, base)
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(args.runs):
             for name, case in cases.items():

@@ -23,7 +23,8 @@ import sys
 
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.testing.stages import POINTS, hold, pid_namespaces_reason
+from pulpinit.testing.processes import pid_namespaces_reason
+from pulpinit.testing.stages import POINTS, hold
 
 
 def main(argv: list[str] | None = None) -> int:

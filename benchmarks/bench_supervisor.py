@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from pulpinit.testing.processes import children
+
 ROOT = Path(__file__).resolve().parents[1]
 PRINT_SIGNALS = str(ROOT / "tests" / "helpers" / "print_signals.py")
 PY = sys.executable
@@ -44,13 +46,6 @@ def supervisors(with_user: bool) -> dict[str, list[str]]:
     if with_user and os.geteuid() == 0:
         found["pulpinit.supervise --user nobody"] = [PY, "-m", "pulpinit.supervise", "--user", "nobody", "--"]
     return found
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(w) for w in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
 
 
 def _rss_kb(pid: int) -> int:
@@ -75,7 +70,7 @@ def rss(prefix: list[str], runs: int) -> float:
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline:
-                kids = _children(proc.pid)
+                kids = children(proc.pid)
                 if kids and Path(f"/proc/{kids[0]}/comm").read_text().strip() == "sleep":
                     break
                 time.sleep(0.005)

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mongo_peers import MongoPeer, Pulpinit, environ_without_pulp, gone, migration_workdir, wait_for  # noqa: E402
-from secantus import SecantusDB, unavailable_reason  # noqa: E402
+from helpers.mongo_peers import MongoPeer, Pulpinit, gone, migration_environment, migration_workdir, wait_for  # noqa: E402
+from helpers.secantus import SecantusDB, unavailable_reason  # noqa: E402
 
 from pulpinit.testing import standins  # noqa: E402
 from pulpinit.testing.fakeamqp import FakeAmqpBroker  # noqa: E402
@@ -35,22 +35,15 @@ from pulpinit.testing.fakemongo import FakeMongo  # noqa: E402
 
 
 def environment(work: Path, peer: MongoPeer, broker: FakeAmqpBroker, lease: float, seconds: float) -> dict[str, str]:
-    env = environ_without_pulp()
-    env.update(
-        {
-            "PULPINIT_CONFIG": str(work / "server.conf"),
-            "PULPINIT_LOG_FORMAT": "json",
-            **peer.env(),
-            "PULP_BROKER_URL": broker.url(),
-            "PULPINIT_MANAGE_DB": str(work / "pulp-manage-db"),
-            "PULPINIT_USER": "nobody",
-            "PULPINIT_MIGRATION_FINGERPRINT": "bench-1",
-            "PULPINIT_LEASE_SECONDS": f"{lease:g}",
-            "PULPINIT_MANAGE_DB_STOP_TIMEOUT": f"{lease / 6:g}",
-            "STANDIN_SECONDS": f"{seconds:g}",
-        }
+    return migration_environment(
+        work,
+        peer,
+        broker.url(),
+        "bench-1",
+        PULPINIT_LEASE_SECONDS=f"{lease:g}",
+        PULPINIT_MANAGE_DB_STOP_TIMEOUT=f"{lease / 6:g}",
+        STANDIN_SECONDS=f"{seconds:g}",
     )
-    return env
 
 
 def takeover(peer: MongoPeer, broker: FakeAmqpBroker, lease: float) -> tuple[float, float]:

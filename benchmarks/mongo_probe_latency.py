@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
-from pulpinit.mongo_probe import probe_mongodb
-from pulpinit.probe import MongoTarget
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.wait.mongo_probe import probe_mongodb
+from pulpinit.wait.targets import MongoTarget
 
 USERS = {("pulp_database", "pulp"): "secret"}
-CASES = (
+CASES: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (
     ("plain", {}, {}),
     ("scram", {"users": USERS}, {"username": "pulp", "password": "secret"}),
     (

@@ -4,8 +4,10 @@ This is the only layer that knows about exit codes and ``sys.argv``; the core
 raises :class:`~pulpinit.errors.PulpinitError` and never exits.  ``main(argv)``
 returns the exit code so tests call it directly.
 
-From its first line ``main`` handles the stop signals (:mod:`pulpinit.signals`): a stop in any
-stage is one ``pulpinit.interrupted`` line and exit 128+n.  Its last-resort guard turns any
+From its first line ``main`` handles the stop signals (:mod:`pulpinit.signals`, with the extra
+stop signal of ``PULPINIT_STOP_SIGNAL``): a stop in any stage is one ``pulpinit.interrupted``
+line and exit 128+n.  The log format and level are read before anything else too, through the
+knob table (:mod:`pulpinit.settings.knobs`) and its parsers.  Its last-resort guard turns any
 other exception into one ``pulpinit.error`` line and exit 70 (EX_SOFTWARE), with the traceback
 only at ``--log-level debug``.
 """
@@ -19,17 +21,18 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import structlog
 
-from pulpinit import __version__, log, signals
-from pulpinit.errors import ConfigError, ExitCode, Interrupted, PulpinitError, UsageError
+from pulpinit import __version__, commands, log, signals
+from pulpinit.errors import EnvValueError, ExitCode, Interrupted, PulpinitError, UsageError
+from pulpinit.pki import command as pki
 from pulpinit.redact import mask_argv
+from pulpinit.roles import HTTPD_ROLES, ROLES
+from pulpinit.settings import knobs
 
-ROLES = ("beat", "resource-manager", "worker")
-#: The roles that hand httpd over as root (it binds 443, reads its keys, drops its own children).
-HTTPD_ROLES = ("api", "crane")
+__all__ = ["HTTPD_ROLES", "ROLES", "build_parser", "main", "parse", "run"]
 
 
 class _ParserExit(Exception):
@@ -59,42 +62,42 @@ def build_parser() -> argparse.ArgumentParser:
         "not done, 78 bad configuration, 126/127 command not executable/not found.",
     )
     parser.add_argument("--version", action="version", version=f"pulpinit {__version__}")
-    parser.add_argument("--log-format", choices=log.FORMATS, help="default: JSON unless stderr is a TTY")
-    parser.add_argument("--log-level", choices=log.LEVELS, type=str.lower)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
+    parser.add_argument("--log-format", choices=knobs.LOG_FORMATS, help="default: JSON unless stderr is a TTY")
+    parser.add_argument("--log-level", choices=knobs.LOG_LEVELS, type=str.lower)
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subcommands.required = True
 
     def role_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--dry-run", action="store_true", help="print the plan; change and connect nothing")
         sub.add_argument("--init", action="store_true", help="stay as PID 1 and supervise instead of exec")
 
     for role in ROLES:
-        sub = commands.add_parser(role, help=f"run Pulp's {role} (extra celery arguments after --)")
+        sub = subcommands.add_parser(role, help=f"run Pulp's {role} (extra celery arguments after --)")
         if role == "worker":
             sub.add_argument("number", nargs="?", metavar="N", help="worker number (default: see README)")
         role_options(sub)
-    sub = commands.add_parser(
+    sub = subcommands.add_parser(
         "api", help="Pulp's REST API: configure, wait, wait for migrations, then httpd as root (its args after --)"
     )
     role_options(sub)
-    sub = commands.add_parser("crane", help="crane: write crane.conf, then httpd as root (no database; args after --)")
+    sub = subcommands.add_parser(
+        "crane", help="crane: write crane.conf, then httpd as root (no database; its args after --)"
+    )
     role_options(sub)
-    sub = commands.add_parser("migrate", help="configure, wait, migrate once, exit 0")
+    sub = subcommands.add_parser("migrate", help="configure, wait, migrate once, exit 0")
     sub.add_argument("--dry-run", action="store_true", help="say whether it would migrate, and why")
-    sub = commands.add_parser("run", help="the pipeline for any command: run [options] -- CMD [ARG...]")
+    sub = subcommands.add_parser("run", help="the pipeline for any command: run [options] -- CMD [ARG...]")
     role_options(sub)
-    sub = commands.add_parser("check-deps", help="probe MongoDB and the broker once; exit 0 if both are up")
+    sub = subcommands.add_parser("check-deps", help="probe MongoDB and the broker once; exit 0 if both are up")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_argument("--wait", action="store_true", help="apply the wait policy first")
     sub.add_argument("--timeout", type=float, metavar="S", help="bound the whole run to S seconds")
-    sub = commands.add_parser("configure", help="write the settings into server.conf")
+    sub = subcommands.add_parser("configure", help="write the settings into server.conf")
     sub.add_argument("--dry-run", action="store_true", help="print a unified diff; change nothing")
     sub.add_argument("--create", action="store_true", help="create server.conf when it is missing")
-    sub = commands.add_parser("settings", help="print every effective value and its source")
+    sub = subcommands.add_parser("settings", help="print every effective value and its source")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
-    from pulpinit.pki import command as pki
-
-    pki.add_parser(commands)
+    pki.add_parser(subcommands)
     return parser
 
 
@@ -116,32 +119,31 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def _commands() -> Mapping[str, Callable[[argparse.Namespace, Mapping[str, str]], int]]:
-    from pulpinit import commands
-    from pulpinit.pki import command as pki
-
-    return {
-        "pki": pki.run,
-        "settings": commands.settings,
-        "configure": commands.configure,
-        "check-deps": commands.check_deps,
-        "migrate": commands.migrate,
-        "run": commands.run,
-        **{role: commands.role for role in (*ROLES, *HTTPD_ROLES)},
-    }
+COMMANDS: Mapping[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
+    "pki": pki.run,
+    "settings": commands.settings,
+    "configure": commands.configure,
+    "check-deps": commands.check_deps,
+    "migrate": commands.migrate,
+    "run": commands.run,
+    **{role: commands.role for role in (*ROLES, *HTTPD_ROLES)},
+}
 
 
 def _logging_setup(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
-    fmt = args.log_format or environ.get("PULPINIT_LOG_FORMAT") or None
-    level = args.log_level or environ.get("PULPINIT_LOG_LEVEL") or "info"
-    problem = None
-    if fmt is not None and fmt not in log.FORMATS:
-        problem = ConfigError(f"PULPINIT_LOG_FORMAT: {fmt!r} is not one of: {', '.join(log.FORMATS)}")
-        fmt = None
-    if level.lower() not in log.LEVELS:
-        problem = ConfigError(f"PULPINIT_LOG_LEVEL: {level!r} is not one of: {', '.join(log.LEVELS)}")
-        level = "info"
-    log.configure(fmt, level.lower())
+    """Configure logging from the options, else the knobs; a bad knob is reported (78) once logging works."""
+    problem: EnvValueError | None = None
+    fmt, level = args.log_format, args.log_level
+    try:
+        fmt = fmt or knobs.read(environ, "PULPINIT_LOG_FORMAT", knobs.log_format)
+    except EnvValueError as exc:
+        problem, fmt = exc, None
+    try:
+        if not level and environ.get("PULPINIT_LOG_LEVEL"):
+            level = knobs.read(environ, "PULPINIT_LOG_LEVEL", knobs.log_level)
+    except EnvValueError as exc:
+        problem, level = exc, None
+    log.configure(fmt, level or "info")
     if problem:
         raise problem
 
@@ -152,7 +154,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     Stop signals are handled from here until the hand-off (:mod:`pulpinit.signals`).
     """
     environ = os.environ if environ is None else environ
-    with signals.handling(signals.configured(environ)):
+    with signals.handling(knobs.stop_signal_number(environ)):
         return _main(sys.argv[1:] if argv is None else argv, environ)
 
 
@@ -166,7 +168,7 @@ def _main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
             sys.stderr.write(f"{exc}\nTry 'pulpinit --help'.\n")
             return int(ExitCode.USAGE)
         _logging_setup(args, environ)
-        code = _commands()[args.command](args, environ)
+        code = COMMANDS[args.command](args, environ)
         sys.stdout.flush()  # an output that cannot be written is an error, not a silent exit 0
         return code
     except KeyboardInterrupt:  # SIGINT outside the main thread's handler (main run from another thread)
@@ -195,7 +197,7 @@ def _report(exc: Exception) -> int:
     return int(ExitCode.SOFTWARE)
 
 
-def _logger() -> Any:
+def _logger() -> log.Logger:
     if not structlog.is_configured():  # a failure before the logging was set up
         log.configure()
     return log.get_logger()

@@ -1,9 +1,10 @@
 """The commands behind the CLI: each takes the parsed arguments and the environment.
 
-They print their results on stdout (logs go to stderr) and return an exit
-code; every failure is a :class:`~pulpinit.errors.PulpinitError` raised to
-the CLI.  The role commands run the whole pipeline and do not return when
-they hand off.
+A command chooses what to run — a role and its options, or a partial pipeline — and calls
+:mod:`pulpinit.pipeline`; the order of the stages lives there only.  Results go to stdout
+(logs go to stderr, :mod:`pulpinit.render` formats them) and a command returns an exit code;
+every failure is a :class:`~pulpinit.errors.PulpinitError` raised to the CLI.  The role
+commands do not return when they hand off.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
+from typing import cast
 
-from pulpinit import pipeline, render, roles
+from pulpinit import pipeline, render
 from pulpinit.errors import ExitCode
+from pulpinit.roles import Request, RoleName
 
 Args = argparse.Namespace
 
@@ -39,54 +42,19 @@ def configure(args: Args, environ: Mapping[str, str]) -> int:
 
 
 def check_deps(args: Args, environ: Mapping[str, str]) -> int:
-    from pulpinit.checkdeps import check
-
-    ctx = pipeline.resolve(environ)
-    report = check(ctx, wait=args.wait, timeout=args.timeout)
-    print(json.dumps(report.as_json(), indent=2) if args.json else report.table())
+    report = pipeline.check_deps(environ, wait=args.wait, timeout=args.timeout)
+    print(json.dumps(report.as_json(), indent=2) if args.json else render.check_deps_table(report))
     return ExitCode.OK if report.ok else ExitCode.UNAVAILABLE
 
 
-def _role(args: Args, ctx: pipeline.Context) -> roles.Role:
-    toolkit = ctx.toolkit
-    if args.command == "run":
-        return roles.Role("run", tuple(args.rest), roles.migration_for("run", toolkit.migration_wait))
-    node = ctx.settings.get("server.server_name") or ctx.hostname
-    number = roles.worker_number(getattr(args, "number", None), toolkit.worker_number, ctx.hostname)
-    argv = roles.celery_argv(
-        args.command,
-        celery=toolkit.celery,
-        node_name=node,
-        number=number,
-        log_dir=toolkit.celery_log_dir,
-        extra=roles.extra_args(args.rest, toolkit.celery_args),
-    )
-    return roles.Role(args.command, argv, roles.migration_for(args.command, toolkit.migration_wait))
-
-
 def role(args: Args, environ: Mapping[str, str]) -> int:
-    """beat, resource-manager, worker [N], run: the full pipeline, then exec (or supervise) the command."""
-    ctx, chosen = pipeline.prepare(environ, lambda c: _role(args, c), dry_run=args.dry_run)
+    """beat, resource-manager, worker [N], run, migrate: the whole pipeline of the role (or its plan)."""
+    request = Request(cast(RoleName, args.command), getattr(args, "number", None), tuple(args.rest))
+    init = getattr(args, "init", False)
     if args.dry_run:
-        print(render.plan(ctx, chosen, pipeline.plan_config(ctx), init=args.init))
+        print(render.plan(pipeline.plan(environ, request), init=init))
         return ExitCode.OK
-    pipeline.configure(ctx)
-    pipeline.wait(ctx)
-    pipeline.migrate(ctx, chosen.migration)
-    pipeline.handoff(ctx, chosen.argv, init=args.init)
+    return pipeline.run(environ, request, init=init)
 
 
-run = role
-
-
-def migrate(args: Args, environ: Mapping[str, str]) -> int:
-    """One-shot: configure, wait, migrate once under the lock, exit 0."""
-    chosen = roles.Role("migrate", (), roles.Migration.RUN)
-    ctx, _ = pipeline.prepare(environ, lambda _: chosen, dry_run=args.dry_run)
-    if args.dry_run:
-        print(render.plan(ctx, chosen, pipeline.plan_config(ctx), init=False))
-        return ExitCode.OK
-    pipeline.configure(ctx)
-    pipeline.wait(ctx)
-    pipeline.migrate(ctx, chosen.migration)
-    return ExitCode.OK
+run = migrate = role

@@ -1,21 +1,22 @@
 """The exception hierarchy and the exit codes it maps to.
 
-The core raises; only :mod:`pulpinit.cli` turns an exception into an exit
-code.  Every leaf error carries the data that explains it (the variable, the
-file, the dependency) and renders a one-line message that never contains a
-secret: callers put masked values into these errors, never raw ones.
+The core raises; only the entry points turn an exception into an exit code:
+:mod:`pulpinit.cli` (pulpinit itself), and the small programs it starts, the resident
+supervisor (:mod:`pulpinit.supervise`) and the tether (:mod:`pulpinit.migrate.tether`).
+Every leaf error carries the data that explains it (the variable, the file, the
+dependency) and renders a one-line message that never contains a secret: callers put
+masked values into these errors, never raw ones.
+
+Standard library only, and no ``typing`` at run time: the resident supervisor imports it.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
-
-# Not typing.TYPE_CHECKING: the resident supervisor imports this module, and `typing` would
-# cost it a few milliseconds and a megabyte.  mypy honours a local TYPE_CHECKING = False.
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from pulpinit.probe import ProbeResult
+import errno
+import os
+import signal
+from collections.abc import Sequence
 
 
 class ExitCode(enum.IntEnum):
@@ -105,10 +106,9 @@ class DependencyUnavailable(PulpinitError):
 
     exit_code = ExitCode.UNAVAILABLE
 
-    def __init__(self, down: Sequence[str], results: Mapping[str, ProbeResult] | None = None) -> None:
+    def __init__(self, down: Sequence[str]) -> None:
         super().__init__("still down at the deadline: " + "; ".join(down))
         self.down = tuple(down)
-        self.results = dict(results or {})  # the last ProbeResult of each dependency
 
 
 class MigrationFailed(PulpinitError):
@@ -146,7 +146,7 @@ class MigrationPending(PulpinitError):
 
 
 class ExecError(PulpinitError):
-    """The role's command cannot be executed."""
+    """The role's command cannot be executed: 127 (not found) or 126 (not executable), as shells and tini say."""
 
     def __init__(self, command: str, problem: str, exit_code: int) -> None:
         super().__init__(f"{command}: {problem}")
@@ -155,12 +155,32 @@ class ExecError(PulpinitError):
         self.exit_code = exit_code
 
 
+def exec_failure(command: str, err: OSError, path: str | None = None) -> ExecError:
+    """The :class:`ExecError` (127/126 and a one-line reason) for a failed ``execve`` of ``command``.
+
+    ``path`` is the ``PATH`` the command was searched in (named when it was not found there).
+    """
+    code = err.errno
+    if code in (errno.ENOENT, errno.ENOTDIR):
+        where = "" if "/" in command else f" in PATH={path if path is not None else os.defpath}"
+        return ExecError(command, f"command not found{where}", ExitCode.NOT_FOUND)
+    if code == errno.EACCES:
+        problem = "permission denied (not executable by this user, or a directory on the way is not)"
+    elif code == errno.ENOEXEC:
+        problem = "exec format error (not a binary and no #! line)"
+    elif code == errno.EISDIR:
+        problem = "is a directory"
+    else:
+        problem = f"cannot execute: {err.strerror or err}"
+    if "/" in command and os.path.isdir(command):
+        problem = "is a directory"
+    return ExecError(command, problem, ExitCode.NOT_EXECUTABLE)
+
+
 class Interrupted(PulpinitError):
     """A stop signal (SIGTERM, SIGINT, ``PULPINIT_STOP_SIGNAL``) arrived while pulpinit itself was working."""
 
     def __init__(self, signum: int, stage: str) -> None:
-        import signal
-
         name = signal.Signals(signum).name
         super().__init__(f"{name} received during {stage}")
         self.signum = signum

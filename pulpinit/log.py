@@ -5,6 +5,11 @@ stable event name (see the README's table of events).  The event's fields
 (strings, and strings inside lists and dicts such as an argv) and then the
 rendered line go through the process-wide :data:`~pulpinit.redact.REDACTOR`,
 so a secret that slipped into an event is still masked, in any encoding.
+
+:class:`Logger` is the type every module logs through; :class:`Throttle` is the one way a
+repeated line ("still down", "still waiting", a retry) is logged at most once per interval.
+The format and level names are those of the knob table (``PULPINIT_LOG_FORMAT``,
+``PULPINIT_LOG_LEVEL``); the CLI checks them before calling :func:`configure`.
 """
 
 from __future__ import annotations
@@ -14,16 +19,51 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, MutableMapping
-from typing import IO, Any, TextIO, cast
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import IO, Any, Protocol, TextIO, cast
 
 import structlog
 
 from pulpinit.redact import REDACTOR
 
-FORMATS = ("json", "console")
-LEVELS = ("debug", "info", "warning", "error")
-_level = ["info"]  # the level of the last configure()
+_level = [logging.INFO]  # the level of the last configure()
+
+
+class Logger(Protocol):
+    """What pulpinit logs through: a bound structlog logger (one event name, then fields)."""
+
+    def bind(self, **fields: Any) -> Logger: ...
+
+    def debug(self, event: str, **fields: Any) -> Any: ...
+
+    def info(self, event: str, **fields: Any) -> Any: ...
+
+    def warning(self, event: str, **fields: Any) -> Any: ...
+
+    def error(self, event: str, **fields: Any) -> Any: ...
+
+
+class Throttle:
+    """Says when a repeated line may be logged again: at most once per ``interval`` per key.
+
+    The first line of a key may go at once, or (``since``) one interval after that time.
+    ``force`` lets a line through (and restarts the interval), e.g. a first attempt.
+    """
+
+    def __init__(self, interval: float, clock: Callable[[], float], *, since: float | None = None) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._since = since
+        self._last: dict[str, float] = {}
+
+    def ready(self, key: str = "", *, force: bool = False) -> bool:
+        """True when a line for ``key`` may be logged now (it is then counted as logged)."""
+        now = self.clock()
+        last = self._last.get(key, self._since)
+        if force or last is None or now - last >= self.interval:
+            self._last[key] = now
+            return True
+        return False
 
 
 def choose_format(requested: str | None, stream: IO[str]) -> str:
@@ -59,7 +99,7 @@ class _CurrentStderr:
 
 def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | None = None) -> None:
     """Set up structlog once per process; safe to call again (tests do)."""
-    _level[0] = level
+    _level[0] = _number(level)
     out = stream if stream is not None else cast(IO[str], _CurrentStderr())
     fmt = choose_format(fmt, out)
     renderer: Any
@@ -76,24 +116,29 @@ def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | Non
             renderer,
             _redact_line,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
+        wrapper_class=structlog.make_filtering_bound_logger(_level[0]),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
 
 
+def _number(level: str) -> int:
+    """``info`` → ``logging.INFO``."""
+    return int(getattr(logging, level.upper(), logging.INFO))
+
+
 def is_enabled(level: str) -> bool:
     """Whether lines of ``level`` are logged (e.g. the traceback fields that only debug shows)."""
-    return LEVELS.index(level) >= LEVELS.index(_level[0])
+    return _number(level) >= _level[0]
 
 
-def get_logger(**initial: Any) -> Any:
-    """A bound structlog logger (typed ``Any``: structlog's proxies are dynamic)."""
-    return structlog.get_logger(**initial)
+def get_logger(**initial: Any) -> Logger:
+    """A bound structlog logger (structlog's proxies are dynamic: :class:`Logger` is their type)."""
+    return cast(Logger, structlog.get_logger(**initial))
 
 
 @contextlib.contextmanager
-def stage(name: str, **fields: Any) -> Iterator[Any]:
+def stage(name: str, **fields: Any) -> Iterator[Logger]:
     """Log ``stage.start`` and ``stage.end`` (with ``duration_ms`` and ``ok``) around a block."""
     log = get_logger(stage=name)
     log.info("stage.start", **fields)

@@ -1,10 +1,17 @@
-"""The stages every role runs, in order: settings → configure → wait → migrate → hand off.
+"""The order of the stages, and the stop signals of each: settings → configure → wait → migrate → hand-off.
 
-Each stage is a function of a :class:`Context`; :func:`_stage` is the one place that names a
-stage, for the ``stage.start`` / ``stage.end`` log lines (with ``duration_ms``) and for the stop
-handler (:mod:`pulpinit.signals`: a SIGTERM in any stage ends pulpinit with one
-``pulpinit.interrupted`` line naming it).  Heavy modules are imported inside the stage that needs
-them: pymongo only when waiting or migrating, augeas only when server.conf is read, and none of
+:func:`run` is the whole pipeline of a role (``beat``, ``resource-manager``, ``worker``, ``run``,
+``migrate``): the commands only choose the role and its options.  :func:`plan` is the settings
+stage of a role and the server.conf edit it would make (``--dry-run``); :func:`resolve`,
+:func:`configure` and :func:`check_deps` are the partial pipelines of ``settings``,
+``configure`` and ``check-deps``.
+
+Each stage is named once, by :func:`_stage`: for the ``stage.start`` / ``stage.end`` log lines
+(with ``duration_ms``) and for the stop handler (:mod:`pulpinit.signals`: a SIGTERM in any stage
+ends pulpinit with one ``pulpinit.interrupted`` line naming it).  The stages get plain inputs
+from here (the settings, the knobs, a target, a policy); none of them knows the others.
+Heavy modules are imported by the stage modules where they are used: pymongo only when waiting
+or migrating, augeas only when server.conf is read, tenacity only when waiting, and none of
 them survives the hand-off.
 """
 
@@ -12,23 +19,26 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
-from pulpinit import log, signals
-from pulpinit.knobs import Toolkit, toolkit_from_environ
+from pulpinit import log, roles, signals
+from pulpinit.config.serverconf import Assignment, ConfigPlan, ServerConf
+from pulpinit.errors import ConfigFileChanged, ExitCode
+from pulpinit.handoff.exec import hand_off
+from pulpinit.log import Logger
+from pulpinit.migrate import fingerprint
+from pulpinit.migrate.migrator import Migration, MigrationPolicy, owner_name
+from pulpinit.migrate.migrator import migrate as migrate_stage
 from pulpinit.redact import REDACTOR
-from pulpinit.settings import Settings, from_environ, register_secrets
-
-if TYPE_CHECKING:
-    from pulpinit.configfile import ConfigPlan, ServerConf
-    from pulpinit.preflight import Preflight
-    from pulpinit.probe import ProbeResult
-    from pulpinit.roles import Migration, Role
+from pulpinit.settings.preflight import Preflight, check_role
+from pulpinit.settings.resolve import Settings, from_environ, register_secrets
+from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
+from pulpinit.wait.report import Report, check
+from pulpinit.wait.targets import ProbeResult, mongo_target
+from pulpinit.wait.waiter import WaitPolicy, probes_for, wait_all
 
 
 @dataclass(frozen=True)
@@ -51,22 +61,52 @@ class Context:
         return self.preflight.fingerprint if self.preflight else None
 
 
+@dataclass(frozen=True)
+class DryRun:
+    """What ``--dry-run`` shows: the settings stage of a role and the server.conf edit it would make."""
+
+    ctx: Context
+    role: roles.Role
+    config: ConfigPlan
+
+
 @contextmanager
-def _stage(name: str, **fields: Any) -> Iterator[Any]:
+def _stage(name: str, **fields: Any) -> Iterator[Logger]:
     """Run a stage: named for the stop handler, logged with ``stage.start`` and ``stage.end``."""
     signals.enter(name)
     with log.stage(name, **fields) as logger:
         yield logger
 
 
-def _load(environ: Mapping[str, str], create: bool) -> Context:
-    from pulpinit.configfile import ServerConf
+# -- the pipeline of a role -----------------------------------------------------------------------
+def run(environ: Mapping[str, str], request: roles.Request, *, init: bool = False) -> int:
+    """The whole pipeline of the role ``request`` asks for; returns only for ``migrate`` (0).
 
+    Every other role ends in the hand-off: pulpinit is replaced by the role's process (or by the
+    resident supervisor, with ``init`` or ``PULPINIT_INIT``).
+    """
+    ctx, role = _settings(environ, request, dry_run=False)
+    configure(ctx)
+    wait(ctx)
+    migrate(ctx, role.migration)
+    if not role.argv:
+        return ExitCode.OK
+    handoff(ctx, role.argv, init=init)
+
+
+def plan(environ: Mapping[str, str], request: roles.Request) -> DryRun:
+    """The settings stage of a role with every check made, and its server.conf edit (nothing is written)."""
+    ctx, role = _settings(environ, request, dry_run=True)
+    return DryRun(ctx, role, plan_config(ctx))
+
+
+# -- stage 1: settings --------------------------------------------------------------------------
+def _load(environ: Mapping[str, str], create: bool) -> Context:
     register_secrets(environ)  # before anything parses them: no error can show a secret
-    toolkit = toolkit_from_environ(environ)
+    toolkit = toolkit_from_environ(environ)  # the knobs, parsed once per run
     conf = ServerConf.load(toolkit.config, create=create or toolkit.create_config)
     hostname = socket.gethostname()
-    settings = from_environ(environ, conf.values(), hostname=hostname)
+    settings = from_environ(environ, conf.values(), hostname=hostname, toolkit=toolkit)
     REDACTOR.add(*settings.secrets())
     for warning in settings.warnings:
         log.get_logger(stage="settings").warning("settings.warning", warning=warning)
@@ -79,30 +119,31 @@ def resolve(environ: Mapping[str, str], *, create: bool = False) -> Context:
         return _load(environ, create)
 
 
-def prepare(
-    environ: Mapping[str, str], choose: Callable[[Context], Role], *, dry_run: bool = False
-) -> tuple[Context, Role]:
-    """Stage 1 of a role: :func:`resolve`, choose the role, then validate first (:mod:`pulpinit.preflight`).
+def _settings(environ: Mapping[str, str], request: roles.Request, *, dry_run: bool) -> tuple[Context, roles.Role]:
+    """Stage 1 of a role: :func:`resolve`, choose the role, then validate first (:mod:`pulpinit.settings.preflight`).
 
     The user, the commands and the migration fingerprint are checked before server.conf is
     touched or anything is waited for; the first problem is raised (78, 127, 126) unless
     ``dry_run``, whose plan reports every check.
     """
-    from pulpinit.preflight import check_role
-
     with _stage("settings"):
         ctx = _load(environ, False)
-        role = choose(ctx)
-        report = check_role(ctx.toolkit, role, environ.get("PATH", os.defpath), complete=dry_run)
+        role = roles.choose(request, ctx.settings, ctx.hostname)
+        report = check_role(
+            ctx.toolkit,
+            role.commands(ctx.toolkit),
+            environ.get("PATH", os.defpath),
+            fingerprint=None if role.migration is Migration.SKIP else fingerprint.derive,
+            complete=dry_run,
+        )
         if not dry_run:
             report.raise_first()
         return replace(ctx, preflight=report), role
 
 
+# -- stage 2: configure -------------------------------------------------------------------------
 def plan_config(ctx: Context) -> ConfigPlan:
     """The server.conf edit the settings call for (validated; nothing written)."""
-    from pulpinit.configfile import Assignment
-
     assignments = []
     for key, value in ctx.settings.to_write():
         section, name = value.option
@@ -116,9 +157,6 @@ def configure(ctx: Context, attempts: int = 5) -> ConfigPlan:
     When another process (a replica sharing the volume) wrote the file between our read and
     our write, read it again and re-plan: usually it wrote the same values and nothing is left.
     """
-    from pulpinit.configfile import ServerConf
-    from pulpinit.errors import ConfigFileChanged
-
     with _stage("configure", path=ctx.toolkit.config) as logger:
         attempt = 0
         while True:
@@ -137,84 +175,62 @@ def configure(ctx: Context, attempts: int = 5) -> ConfigPlan:
             return plan
 
 
-def probes(ctx: Context) -> dict[str, Callable[[float], ProbeResult]]:
-    """The two dependency probes, bound to their targets."""
-    from pulpinit.broker_probe import probe_broker
-    from pulpinit.mongo_probe import probe_mongodb
-
-    mongo, broker = ctx.settings.mongo_target(), ctx.settings.broker_target()
-    return {
-        "mongodb": lambda timeout: probe_mongodb(mongo, timeout),
-        "broker": lambda timeout: probe_broker(broker, timeout),
-    }
-
-
+# -- stage 3: wait ------------------------------------------------------------------------------
 def wait(ctx: Context) -> dict[str, ProbeResult]:
-    """Stage 3: wait until MongoDB and the broker answer (exit 69 at the deadline)."""
-    from pulpinit.deps import WaitPolicy, wait_all
+    """Stage 3: wait until MongoDB and the broker answer (exit 69 at the deadline).
 
-    with _stage("wait"), signals.linked() as stop:
-        return wait_all(probes(ctx), WaitPolicy.from_toolkit(ctx.toolkit), stop=stop)
-
-
-@contextmanager
-def interruptible(stage: str) -> Iterator[threading.Event]:
-    """Name ``stage`` for the stop handler; the yielded event is set as soon as a stop signal arrives.
-
-    A stop signal raises :class:`~pulpinit.errors.Interrupted` (exit 143/130) in the main
-    thread; the event stops helper threads (probes, backoff sleeps) at once.
+    A stop signal ends every waiting thread at once (the event of :func:`pulpinit.signals.linked`).
     """
-    signals.enter(stage)
+    with _stage("wait"), signals.linked() as stop:
+        return wait_all(probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit), stop=stop)
+
+
+def check_deps(environ: Mapping[str, str], *, wait: bool = False, timeout: float | None = None) -> Report:
+    """``check-deps``: the settings stage, then one probe of each dependency (or the wait policy)."""
+    ctx = resolve(environ)
+    probes, policy = probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit)
+    if not wait:
+        return check(probes, policy, timeout=timeout)
+    signals.enter("check-deps")
     with signals.linked() as stop:
-        yield stop
+        return check(probes, policy, wait=True, timeout=timeout, stop=stop)
 
 
+# -- stage 4: migrate ---------------------------------------------------------------------------
 def migrate(ctx: Context, mode: Migration) -> None:
     """Stage 4: migrate once (beat, migrate), wait until the migrations are done, or skip.
 
     Its waits sleep with :func:`pulpinit.signals.sleep`, so a stop ends them even when a stop
-    signal's exception was swallowed on the way.
+    signal's exception was swallowed on the way; running pulp-manage-db, it takes the stop
+    signals over to forward them (:func:`pulpinit.signals.take_over`).
     """
-    from pulpinit import migration
-
     signals.enter("migrate")
-    migration.stage(ctx, mode, sleep=signals.sleep)
+    derived = ctx.fingerprint  # derived in the settings stage (validate first)
+    if derived is None and mode is not Migration.SKIP:
+        derived = fingerprint.derive(ctx.toolkit.migration_fingerprint)
+    migrate_stage(
+        mode,
+        mongo_target(ctx.settings),
+        derived[0] if derived else "",
+        MigrationPolicy.from_toolkit(ctx.toolkit),
+        owner=owner_name(ctx.environ),
+        sleep=signals.sleep,
+    )
 
 
+# -- stage 5: hand-off --------------------------------------------------------------------------
 def handoff(ctx: Context, argv: Sequence[str], *, init: bool) -> NoReturn:
     """Stage 5: exec the role's process as the unprivileged user, or exec the resident supervisor.
 
-    The supervisor is a fresh interpreter (``python -m pulpinit.supervise``) with no pymongo,
-    proton or augeas loaded; it resolves the user itself, in the child, after the fork.
+    Signals stay handled until the exec; the supervisor's are blocked across it (pending, not lost).
     """
-    from pulpinit.handoff import child_environ, exec_command
-    from pulpinit.privileges import identity_for
-    from pulpinit.redact import mask_argv
-
-    toolkit = ctx.toolkit
     signals.enter("handoff")
-    logger = log.get_logger(stage="handoff")
-    env = child_environ(None, drop=() if toolkit.keep_secret_env else ctx.settings.secret_variables)
-    identity = identity_for(toolkit.user)  # None when not root (OpenShift's arbitrary UID)
-    if identity is None:
-        logger.info(
-            "privileges.as_is", uid=os.getuid(), gid=os.getgid(), reason="not root: running as the current user"
-        )
-    if init or toolkit.init:
-        supervisor = [sys.executable, "-m", "pulpinit.supervise", "--umask", f"{toolkit.umask:04o}"]
-        if identity is not None:
-            supervisor += ["--user", toolkit.user]
-        if toolkit.stop_timeout is not None:
-            supervisor += ["--stop-timeout", f"{toolkit.stop_timeout:g}"]
-        logger.info("handoff.supervise", command=argv[0], user=identity.name if identity else None)
-        unblock = signals.block_for_handoff()
-        try:
-            exec_command([*supervisor, "--", *argv], env=env)
-        finally:  # reached only when the exec failed
-            unblock()
-    if identity is not None:
-        logger.info(
-            "privileges.drop", user=identity.name, uid=identity.uid, gid=identity.gid, groups=list(identity.groups)
-        )
-    logger.info("handoff.exec", argv=mask_argv(argv))
-    exec_command(list(argv), identity=identity, umask=toolkit.umask, env=env)
+    toolkit = ctx.toolkit
+    hand_off(
+        argv,
+        user=toolkit.user,
+        umask=toolkit.umask,
+        supervise=init or toolkit.init,
+        stop_timeout=toolkit.stop_timeout,
+        drop_env=() if toolkit.keep_secret_env else ctx.settings.secret_variables,
+    )

@@ -31,15 +31,7 @@ from pathlib import Path
 
 from pulpinit.errors import UserError
 
-__all__ = [
-    "Identity",
-    "access_problem",
-    "drop",
-    "identity_for",
-    "parse_umask",
-    "resolve_user",
-    "running_as_root",
-]
+__all__ = ["READ", "SEARCH", "Identity", "access_problem", "drop", "identity_for", "resolve_user", "running_as_root"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,14 +147,6 @@ def drop(
     target = os.environ if environ is None else environ
     target.update(identity.environ())
     os.umask(umask)
-
-
-def parse_umask(text: str) -> int:
-    """``"022"``/``"0022"``/``"0o022"`` → ``0o022``; raises ``ValueError`` on anything else."""
-    value = int(text.removeprefix("0o"), 8)
-    if not 0 <= value <= 0o777:
-        raise ValueError(f"umask out of range: {text}")
-    return value
 
 
 # -- what a user may read --------------------------------------------------------------------

@@ -9,6 +9,7 @@ file no larger than the limit, and only then reads, at most ``limit + 1`` bytes
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -72,3 +73,15 @@ def read_regular(path: str, limit: int = MAX_BYTES) -> bytes:
 
 def _size(limit: int) -> str:
     return f"{limit // (1024 * 1024)} MiB" if limit % (1024 * 1024) == 0 else f"{limit} bytes"
+
+
+def unreadable(path: str) -> str | None:
+    """Why ``path`` cannot be read (``No such file or directory``, ``is a FIFO, …``), or None.
+
+    Never blocks: a FIFO or a device is named, not read.
+    """
+    try:
+        read_regular(path)
+    except FileProblem as problem:
+        return os.strerror(errno.ENOENT) if problem.missing else problem.problem
+    return None

@@ -1,6 +1,6 @@
-"""Human-readable output: the settings table and the dry-run plan.
+"""Human-readable output: the settings table, the check-deps table and the dry-run plan.
 
-Only display values are ever rendered (:attr:`pulpinit.settings.Value.display`),
+Only display values are ever rendered (:attr:`pulpinit.settings.resolve.Value.display`),
 so a password or URL credential cannot reach stdout from here.
 """
 
@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
+from pulpinit.migrate.migrator import Migration
+from pulpinit.pipeline import Context, DryRun
+from pulpinit.privileges import running_as_root
 from pulpinit.redact import REDACTOR, mask_argv
-from pulpinit.roles import Migration, Role
-from pulpinit.settings import Settings
-
-if TYPE_CHECKING:
-    from pulpinit.configfile import ConfigPlan
-    from pulpinit.pipeline import Context
+from pulpinit.settings.resolve import Settings
+from pulpinit.wait.report import Report
+from pulpinit.wait.targets import broker_target, mongo_target
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -35,6 +34,26 @@ def settings_table(settings: Settings) -> str:
         + "\n\n"
         + table(("pulpinit knob", "value", "source"), knobs)
     )
+
+
+def check_deps_table(report: Report) -> str:
+    """The ``check-deps`` table, then one hint line per dependency that is down."""
+    rows = []
+    for c in report.checks:
+        data = c.as_json()
+        rows.append(
+            (
+                c.name,
+                c.endpoint,
+                "up" if c.ok else "DOWN",
+                f"{c.latency_ms:.0f} ms",
+                c.version or "-",
+                str(data["error"] or "-"),
+            )
+        )
+    text = table(("dependency", "endpoint", "status", "latency", "version", "error"), rows)
+    hints = [f"hint ({c.name}): {c.hint}" for c in report.checks if c.hint]
+    return "\n".join([text, *(["", *hints] if hints else [])])
 
 
 def _fingerprint(ctx: Context) -> str:
@@ -62,7 +81,7 @@ def migration_decision(ctx: Context, migration: Migration) -> str:
 
 
 def checks(ctx: Context) -> str:
-    """The settings-stage checks of the role (:mod:`pulpinit.preflight`) and what a run would do."""
+    """The settings-stage checks of the role (:mod:`pulpinit.settings.preflight`) and what a run would do."""
     if ctx.preflight is None:
         return "none"
     rows = [(check.status, check.name, check.detail) for check in ctx.preflight.checks]
@@ -78,10 +97,9 @@ def checks(ctx: Context) -> str:
     )
 
 
-def plan(ctx: Context, role: Role, config: ConfigPlan, *, init: bool) -> str:
+def plan(dry: DryRun, *, init: bool) -> str:
     """The dry-run plan: settings, config diff, migration decision, final argv."""
-    from pulpinit.privileges import running_as_root
-
+    ctx, role, config = dry.ctx, dry.role, dry.config
     toolkit = ctx.toolkit
     parts = [f"# pulpinit {role.name} --dry-run: nothing is changed, nothing is contacted", ""]
     parts += ["## settings", settings_table(ctx.settings), ""]
@@ -89,8 +107,8 @@ def plan(ctx: Context, role: Role, config: ConfigPlan, *, init: bool) -> str:
     parts += [f"## {toolkit.config}", config.diff().rstrip("\n") or "no change", ""]
     parts += [
         "## wait",
-        f"mongodb at {ctx.settings.mongo_target().endpoint}, broker at "
-        f"{ctx.settings.broker_target().endpoint}; deadline {toolkit.wait_timeout:g} s",
+        f"mongodb at {mongo_target(ctx.settings).endpoint}, broker at "
+        f"{broker_target(ctx.settings).endpoint}; deadline {toolkit.wait_timeout:g} s",
         "",
     ]
     parts += ["## migrations", migration_decision(ctx, role.migration), ""]

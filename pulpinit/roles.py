@@ -1,5 +1,9 @@
 """The roles: what each one runs, and whether it migrates or waits for migrations.
 
+A command of the CLI asks for a role (:class:`Request`: its name and options); once the
+settings are resolved, :func:`choose` makes it a :class:`Role` (its final argv and what it does
+about migrations) from the settings, the knobs and the host name.
+
 The celery command lines follow Pulp 2.21's systemd units (see the README's
 table of final argv), adapted to containers: logs go to stdout/stderr unless
 ``PULPINIT_CELERY_LOG_DIR`` names a directory, and celery beat keeps no pid
@@ -8,26 +12,38 @@ file (a stale one on a persistent volume would stop the next start).
 
 from __future__ import annotations
 
-import enum
 import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from pulpinit.errors import EnvValueError, UsageError
+from pulpinit.migrate.migrator import Migration
+from pulpinit.settings import knobs
+from pulpinit.settings.resolve import Settings
+from pulpinit.settings.toolkit import Toolkit
+
+__all__ = ["ROLES", "Migration", "Request", "Role", "celery_argv", "choose", "extra_args", "worker_number"]
 
 BEAT_APP = "pulp.server.async.celery_instance.celery"
 WORKER_APP = "pulp.server.async.app"
 SCHEDULER = "pulp.server.async.scheduler.Scheduler"
 _ORDINAL = re.compile(r"-(\d+)$")
+#: The roles that exec celery.
+ROLES = ("beat", "resource-manager", "worker")
+#: The roles that exec httpd, as root: it binds 443 and reads its key, then drops its own children.
+HTTPD_ROLES = ("api", "crane")
+RoleName = Literal["beat", "resource-manager", "worker", "run", "migrate"]
 
 
-class Migration(enum.Enum):
-    """What a role does about database migrations before it starts."""
+@dataclass(frozen=True)
+class Request:
+    """A role as the command line asks for it: its name, the worker number argument, the arguments after ``--``."""
 
-    RUN = "run"  # take the lock and migrate unless this version is done (beat, migrate)
-    WAIT = "wait"  # wait until this version's migrations are done (other roles)
-    SKIP = "skip"  # neither (PULPINIT_MIGRATION_WAIT=false)
+    name: RoleName
+    number: str | None = None
+    rest: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,14 +54,47 @@ class Role:
     argv: tuple[str, ...]
     migration: Migration
 
+    def commands(self, toolkit: Toolkit) -> list[tuple[str | None, str]]:
+        """``(variable or None, command)`` for every program the role will start (the checks of validate first)."""
+        found: list[tuple[str | None, str]] = []
+        if self.argv:
+            found.append((None if self.name == "run" else "PULPINIT_CELERY", self.argv[0]))
+        if self.migration is Migration.RUN:
+            found.append(("PULPINIT_MANAGE_DB", toolkit.manage_db))
+        return found
+
+
+def choose(request: Request, settings: Settings, hostname: str) -> Role:
+    """The role ``request`` asks for, with the final argv the settings and knobs give it."""
+    toolkit = settings.toolkit
+    migration = migration_for(request.name, toolkit.migration_wait)
+    if request.name == "migrate":
+        return Role("migrate", (), migration)
+    if request.name == "run":
+        return Role("run", request.rest, migration)
+    argv = celery_argv(
+        request.name,
+        celery=toolkit.celery,
+        node_name=settings.get("server.server_name") or hostname,
+        number=worker_number(request.number, toolkit.worker_number, hostname),
+        log_dir=toolkit.celery_log_dir,
+        extra=extra_args(request.rest, toolkit.celery_args),
+    )
+    return Role(request.name, argv, migration)
+
 
 def worker_number(argument: str | None, configured: int | None, hostname: str) -> int:
-    """N from the argument, else ``PULP_WORKER_NUMBER``, else the StatefulSet ordinal, else 0."""
+    """N from the argument, else ``PULP_WORKER_NUMBER``, else the StatefulSet ordinal, else 0.
+
+    The argument follows the rule of the knob (:func:`pulpinit.settings.knobs.worker_number`);
+    a bad one is a usage error (64).
+    """
     if argument is not None:
-        if not argument.isascii() or not argument.isdigit() or len(argument) > 9:
+        try:
+            return knobs.worker_number(argument, "worker: N")
+        except EnvValueError:
             shown = argument if len(argument) <= 20 else argument[:17] + "..."
-            raise UsageError(f"worker: N must be a non-negative integer of at most 9 digits, not {shown!r}")
-        return int(argument)
+            raise UsageError(f"worker: N must be a non-negative integer of at most 9 digits, not {shown!r}") from None
     if configured is not None:
         return configured
     match = _ORDINAL.search(hostname.split(".", 1)[0])

@@ -2,7 +2,8 @@
 
 SIGTERM, SIGINT and the image's own stop signal (``PULPINIT_STOP_SIGNAL``, e.g. SIGWINCH, httpd's
 graceful stop, in the API image) get a handler as soon as :func:`pulpinit.cli.main` starts
-(:func:`handling`).  The PID 1 of a PID namespace receives only the signals it handles: without a
+(:func:`handling`; the CLI reads the knob with :func:`pulpinit.settings.knobs.stop_signal_number`).
+The PID 1 of a PID namespace receives only the signals it handles: without a
 handler a ``docker stop`` or a pod deletion is dropped and ends in SIGKILL after the grace period.
 The extra signal is explicit because SIGWINCH also means "the terminal was resized": an
 interactive pulpinit must not stop on that unless the image says so.
@@ -10,7 +11,7 @@ interactive pulpinit must not stop on that unless the image says so.
 The first stop signal
 
 * raises :class:`~pulpinit.errors.Interrupted` (exit 128+n) in the main thread, naming the stage
-  that was running (:func:`enter`, called by :mod:`pulpinit.pipeline`).  Whatever the main thread
+  that was running (:func:`enter`, called by :mod:`pulpinit.pipeline` for every stage).  Whatever the main thread
   is blocked in unwinds at once: the ``rpm -qa`` child (which ``subprocess.run`` kills on the way
   out), another writer's lock on server.conf, a backoff sleep, a MongoDB query;
 * sets :data:`STOP`, the process-wide event that helper threads and :func:`sleep` watch (and every
@@ -24,9 +25,13 @@ do its own thing (the pulp-manage-db run forwards the signal to its child and wa
 the signals over with :func:`take_over` and gives them back; while it holds them every stop
 signal goes to it, and neither the exception nor :data:`STOP` happens.
 
-The resident supervisor does not use this module (it blocks the signals and takes them with
-``sigwaitinfo``): :func:`block_for_handoff` keeps a signal that arrives while the supervisor's
-interpreter starts pending until it is ready to take it.
+The resident supervisor handles no signal with this module (it blocks the signals and takes
+them with ``sigwaitinfo``): :func:`block_for_handoff` keeps a signal that arrives while the
+supervisor's interpreter starts pending until it is ready to take it.  :func:`install` is the one
+way dispositions are set and put back (the handler, a stage's takeover, and the defaults a
+program gets at its exec, :func:`defaults_for_exec`, which the supervisor's child uses too).
+
+Standard library only (and :mod:`pulpinit.errors`).
 """
 
 from __future__ import annotations
@@ -35,15 +40,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from pulpinit.errors import EnvValueError, Interrupted
-from pulpinit.supervise import FORWARDED
+from pulpinit.errors import Interrupted
 
-#: The knob that names the image's extra stop signal (see :mod:`pulpinit.knobs`).
-KNOB = "PULPINIT_STOP_SIGNAL"
 #: Always stop signals.
 ALWAYS: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)
 #: Set once a stop signal arrived (outside :func:`take_over`); cleared when :func:`handling` ends.
@@ -51,6 +53,11 @@ STOP = threading.Event()
 
 #: A stage's own handler, shaped like a signal handler: ``delegate(signum, frame)``.
 Delegate = Callable[[int, "FrameType | None"], None]
+#: What :func:`signal.signal` takes: a handler, ``SIG_DFL`` or ``SIG_IGN``.
+Disposition = Callable[[int, "FrameType | None"], object] | int | signal.Handlers | None
+#: Signals Python ignores; an ignored disposition survives ``execve``, so a program pulpinit
+#: execs gets them back as the default (``subprocess`` does the same with ``restore_signals``).
+PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class _State:
@@ -71,32 +78,23 @@ class _State:
 _state = _State()
 
 
-def parse_signal(value: str, origin: str) -> str:
-    """``SIGWINCH``, ``winch`` or ``28`` → ``"SIGWINCH"``: a signal the supervisor forwards."""
-    text = value.strip().upper()
-    name = text if text.startswith("SIG") else f"SIG{text}"
-    try:
-        found = signal.Signals(int(text)) if text.isdigit() else signal.Signals[name]
-    except (KeyError, ValueError):
-        found = None
-    if found not in FORWARDED:
-        allowed = ", ".join(sig.name for sig in FORWARDED)
-        raise EnvValueError(origin, f"{value!r} is not a stop signal pulpinit can take; one of: {allowed}")
-    return found.name
+def install(numbers: Iterable[int], disposition: Disposition) -> Callable[[], None]:
+    """Set ``disposition`` for every signal in ``numbers``; returns the function that puts the old ones back."""
+    previous = {number: signal.signal(number, disposition) for number in numbers}
+
+    def restore() -> None:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+    return restore
 
 
-def configured(environ: Mapping[str, str]) -> int | None:
-    """The extra stop signal ``PULPINIT_STOP_SIGNAL`` names, or None.
+def defaults_for_exec(*extra: int) -> Callable[[], None]:
+    """Give the next program the dispositions a shell would (:data:`PYTHON_IGNORES` and ``extra`` to default).
 
-    An invalid value is ignored here and reported by the settings stage (exit 78).
+    Returns the function that puts the previous ones back, for an exec that failed.
     """
-    raw = environ.get(KNOB, "")
-    if not raw:
-        return None
-    try:
-        return int(signal.Signals[parse_signal(raw, KNOB)])
-    except EnvValueError:
-        return None
+    return install((*PYTHON_IGNORES, *extra), signal.SIG_DFL)
 
 
 def for_child(signum: int) -> int:
@@ -161,12 +159,11 @@ def handling(extra: int | None = None) -> Iterator[None]:
     _state.reset()
     _state.numbers = numbers
     STOP.clear()
-    previous = {number: signal.signal(number, _handler) for number in numbers}
+    restore = install(numbers, _handler)
     try:
         yield
     finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
+        restore()
         signal.set_wakeup_fd(previous_fd)
         os.close(write_fd)  # the watcher reads EOF and ends
         watcher.join(1)
@@ -189,13 +186,7 @@ def take_over(delegate: Delegate) -> Callable[[], None]:
     of SIGTERM and SIGINT directly.
     """
     if not _state.numbers:
-        old = {number: signal.signal(number, delegate) for number in ALWAYS}
-
-        def restore() -> None:
-            for number, handler in old.items():
-                signal.signal(number, handler)
-
-        return restore
+        return install(ALWAYS, delegate)
     previous = _state.delegate
     _state.delegate = delegate
 
@@ -241,13 +232,13 @@ def check() -> None:
         raise _interrupted()
 
 
-def block_for_handoff() -> Callable[[], None]:
-    """Block the supervisor's signals across its exec; returns the unblock for a failed exec.
+def block_for_handoff(numbers: Iterable[int]) -> Callable[[], None]:
+    """Block the supervisor's signals (``numbers``) across its exec; returns the unblock for a failed exec.
 
     The signal mask survives ``execve``: a signal that arrives while the supervisor's interpreter
     starts stays pending, and the supervisor takes it as soon as it waits for signals.
     """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, numbers)
 
     def unblock() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)

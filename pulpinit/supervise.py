@@ -4,7 +4,11 @@
 
 The main pulpinit process ``os.execv``\\ s into this module once its pipeline is
 done, so pymongo, proton, augeas and structlog are not in the resident
-process: this module and everything it imports are stdlib only (tested).
+process: this module and everything it imports are stdlib only (tested), and
+of pulpinit it imports only :mod:`pulpinit.errors` and the knob table
+(:mod:`pulpinit.settings.knobs`: ``PULPINIT_STOP_TIMEOUT``, ``--umask`` and
+``--stop-timeout`` are parsed as the settings stage parses them), and, in the
+child after the fork, :mod:`pulpinit.privileges` and :mod:`pulpinit.signals`.
 
 Design (race-free, no Python signal handlers):
 
@@ -63,27 +67,23 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from pulpinit.errors import EnvValueError, ExecError, ExitCode, PulpinitError, UsageError, UserError
+from pulpinit.errors import EnvValueError, ExecError, ExitCode, PulpinitError, UsageError, UserError, exec_failure
+from pulpinit.settings import knobs
+from pulpinit.settings.knobs import FORWARDED
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~0.5 MB resident
 if TYPE_CHECKING:
     from ctypes import CDLL
+    from typing import TypeVar
 
     from pulpinit.privileges import Identity
 
+    T = TypeVar("T")
+
 __all__ = ["FORWARDED", "main", "supervise"]
 
-FORWARDED: tuple[signal.Signals, ...] = (
-    signal.SIGTERM,
-    signal.SIGINT,
-    signal.SIGHUP,
-    signal.SIGQUIT,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-)
 _WAITED = frozenset((*FORWARDED, signal.SIGCHLD))
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -182,8 +182,9 @@ def _child(
                 fcntl.ioctl(0, termios.TIOCSCTTY, 0)
             except OSError:
                 pass
-        for name in ("SIGPIPE", "SIGXFSZ", "SIGINT"):  # Python's dispositions, not the command's
-            signal.signal(getattr(signal, name), signal.SIG_DFL)
+        from pulpinit.signals import defaults_for_exec
+
+        defaults_for_exec(signal.SIGINT)  # Python's dispositions, not the command's (SIGINT even if ignored)
         libc = _libc()
         if identity is not None:
             stage = "user"
@@ -238,8 +239,6 @@ def _start(
         raise UserError(number, problem)
     if not int(number):
         raise ExecError(argv[0], problem, ExitCode.NOT_EXECUTABLE)
-    from pulpinit.handoff import exec_failure
-
     raise exec_failure(argv[0], OSError(int(number), problem), env.get("PATH"))
 
 
@@ -332,26 +331,12 @@ def supervise(
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
 
 
-def _parse_umask(text: str) -> int:
-    value = int(text.removeprefix("0o"), 8)
-    if not 0 <= value <= 0o777:
-        raise ValueError(f"out of range: {text}")
-    return value
-
-
-def _stop_timeout(text: str, source: str) -> float | None:
-    if text.strip().lower() in ("", "0", "off", "none"):
-        return None
+def _option(options: Mapping[str, str], name: str, parse: Callable[[str, str], T], default: str) -> T:
+    """An option parsed by the knob table's parser of that value; a bad one is a usage error (64)."""
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        problem = f"expected a number of seconds > 0 (or 0/off), got {text!r}"
-        if source.startswith("--"):
-            raise UsageError(f"{source}: {problem}")
-        raise EnvValueError(source, problem)
-    return value
+        return parse(options.get(name, default), name)
+    except EnvValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _parse(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -385,13 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options, command = _parse(sys.argv[1:] if argv is None else argv)
         if "--stop-timeout" in options:
-            stop_timeout = _stop_timeout(options["--stop-timeout"], "--stop-timeout")
-        else:
-            stop_timeout = _stop_timeout(os.environ.get("PULPINIT_STOP_TIMEOUT", ""), "PULPINIT_STOP_TIMEOUT")
-        try:
-            umask = _parse_umask(options.get("--umask", "022"))
-        except ValueError as err:
-            raise UsageError(f"--umask: {err}") from None
+            stop_timeout = _option(options, "--stop-timeout", knobs.stop_timeout, "")
+        else:  # the same knob, parsed as the settings stage parses it (78 when bad)
+            stop_timeout = knobs.read(os.environ, "PULPINIT_STOP_TIMEOUT", knobs.stop_timeout)
+        umask = _option(options, "--umask", knobs.umask, "022")
         identity = None
         if "--user" in options:
             if os.geteuid() == 0:  # resolved (and an unknown user reported, 78) by the child

@@ -1,4 +1,11 @@
-"""Shared pytest fixtures. Each section belongs to one area; keep sections self-contained."""
+"""The suite's shared fixtures; plain helper functions and classes live in ``tests/helpers``.
+
+* The fake services (``fake_mongo``, ``fake_broker``, ``fake_services``, ``fakes``,
+  ``module_fakes``), ``sample_conf`` and ``free_port`` come from :mod:`pulpinit.testing.plugin`.
+* Here: the real peers the integration tests run against — RabbitMQ and SecantusDB — and a
+  test PKI.  A fixture that two test modules need belongs here or in the plugin, never in a
+  test module (and no test module imports another).
+"""
 
 from __future__ import annotations
 
@@ -8,24 +15,32 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rabbitmq import RabbitMQ, unavailable_reason
-from secantus import SecantusDB
+from helpers.pki import Pki, make_pki
+from helpers.rabbitmq import RabbitMQ
+from helpers.rabbitmq import unavailable_reason as rabbitmq_unavailable
+from helpers.secantus import SecantusDB
+from helpers.secantus import unavailable_reason as secantus_unavailable
 
-# =====================================================================================================
-# RabbitMQ (broker probe integration tests) — tests/rabbitmq.py, tests/test_rabbitmq.py
+pytest_plugins = ["pulpinit.testing.plugin"]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, server certificates for a name and for 127.0.0.1, and a client certificate, per module."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+# -- RabbitMQ (broker probe integration tests: tests/test_rabbitmq.py) -------------------------------
 # One real broker per session (start ~6-7 s), only when a test marked ``rabbitmq`` asks for it,
-# with a plain and a TLS listener (certificates from helpers/pki.py);
-# skipped with the reason when rabbitmq-server is missing or we are not root.
-# =====================================================================================================
+# with a plain and a TLS listener; skipped with the reason when rabbitmq-server is missing or we
+# are not root.
 
 
 @pytest.fixture(scope="session")
 def rabbitmq() -> Iterator[RabbitMQ]:
-    reason = unavailable_reason()
+    reason = rabbitmq_unavailable()
     if reason:
         pytest.skip(reason)
-    from helpers.pki import make_pki
-
     with tempfile.TemporaryDirectory(prefix="pulpinit-rabbitmq-") as workdir:
         broker = RabbitMQ(Path(workdir), make_pki(Path(workdir) / "pki"))
         broker.start()
@@ -35,20 +50,13 @@ def rabbitmq() -> Iterator[RabbitMQ]:
             broker.stop()
 
 
-# ============================================ end RabbitMQ ===========================================
-
-
-# =====================================================================================================
-# SecantusDB (an independent MongoDB-wire server) — tests/secantus.py, tests/mongo_peers.py,
-# tests/test_migration.py.  Installed by `make test` into .venv-peers; without it these tests skip
-# with the reason, except under CI (CI=true), where a missing peer is a failure.
-# =====================================================================================================
+# -- SecantusDB (an independent MongoDB-wire server: tests/test_migration.py) ------------------------
+# Installed by `make test` into .venv-peers; without it these tests skip with the reason, except
+# under CI (CI=true), where a missing peer is a failure.
 
 
 def _secantus_or_skip() -> None:
-    from secantus import unavailable_reason
-
-    reason = unavailable_reason()
+    reason = secantus_unavailable()
     if reason and os.environ.get("CI"):
         pytest.fail(reason)
     if reason:
@@ -59,7 +67,7 @@ def _secantus_or_skip() -> None:
 def secantus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecantusDB]:
     """One in-memory server for the session, with test commands (fail points) on.
 
-    Tests share it: each uses a database of its own (see mongo_peers.MongoPeer)."""
+    Tests share it: each uses a database of its own (see helpers.mongo_peers.MongoPeer)."""
     _secantus_or_skip()
     log = tmp_path_factory.mktemp("secantus") / "server.log"
     with SecantusDB(test_commands=True, log=log) as server:
@@ -80,6 +88,3 @@ def secantus_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secantus
         yield server
     finally:
         server.stop()
-
-
-# ============================================ end SecantusDB =========================================

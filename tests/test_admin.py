@@ -11,7 +11,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 import pymongo
@@ -19,9 +19,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from pulpinit import log as pulpinit_log
-from pulpinit.admin import AdminPassword, admin_step, ensure_admin_password, hash_password, verify_password
 from pulpinit.errors import DependencyUnavailable, ExitCode, NotAuthorized
-from pulpinit.probe import MongoTarget
+from pulpinit.migrate.admin import AdminPassword, admin_step, ensure_admin_password, hash_password, verify_password
+from pulpinit.wait.targets import MongoTarget
 from pulpinit.testing.fakemongo import FakeMongo
 
 
@@ -81,7 +81,7 @@ def users(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Pulp's ``users`` collection on the fake MongoDB, or on SecantusDB (a database of its own per test)."""
     with contextlib.ExitStack() as stack:
         if request.param == "fake":
-            hostport, database = stack.enter_context(FakeMongo()).hostport, "pulp_database"
+            hostport, database = request.getfixturevalue("fake_mongo").hostport, "pulp_database"
         else:
             hostport, database = request.getfixturevalue("secantus").hostport, f"pulp_{uuid.uuid4().hex[:12]}"
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
@@ -91,7 +91,7 @@ def users(request: pytest.FixtureRequest) -> Iterator[Any]:
         yield client[database]["users"]
 
 
-def run(users: Any, password: str | None, login: str = "admin") -> tuple[AdminPassword, list[dict[str, Any]]]:
+def run(users: Any, password: str | None, login: str = "admin") -> tuple[AdminPassword, list[MutableMapping[str, Any]]]:
     pulpinit_log.configure("json", "debug")
     with capture_logs() as logs:
         outcome = ensure_admin_password(users, login, password, pulpinit_log.get_logger())
@@ -105,7 +105,7 @@ def stored(users: Any, login: str = "admin") -> str:
     return password
 
 
-def events(logs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def events(logs: list[MutableMapping[str, Any]]) -> list[tuple[str, str]]:
     return [(entry["log_level"], entry["event"]) for entry in logs]
 
 

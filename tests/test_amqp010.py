@@ -2,7 +2,7 @@
 
 No AMQP 0-10 broker can be installed here (Qpid C++ is in neither Debian nor PyPI), so every
 byte below is written out by hand from ``amqp.0-10-qpid-errata.xml`` (frame header, control
-encoding, packing flags, str8/str16/vbin32/map/array) — independently of ``pulpinit.amqp010`` —
+encoding, packing flags, str8/str16/vbin32/map/array) — independently of ``pulpinit.wait.amqp010`` —
 and a scripted server plays a Qpid C++ broker byte by byte (its ``connection.start`` carries
 what qpidd's ConnectionHandler puts there; a refusal is ``close`` 320 "Authentication failed").
 """
@@ -13,13 +13,14 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from pulpinit import amqp010
-from pulpinit.broker_probe import probe_broker
-from pulpinit.probe import BrokerTarget, Failure
-from pulpinit.probe_net import Deadline, ProbeFailed, Reader
+from pulpinit.wait import amqp010
+from pulpinit.wait.broker_probe import probe_broker
+from pulpinit.wait.net import Deadline, ProbeFailed, Reader
+from pulpinit.wait.targets import BrokerTarget, Failure
 
 # --- hand-written encodings (specification, "type definitions") -----------------------------------
 
@@ -179,7 +180,7 @@ def test_reserved_type_codes_and_bad_frames_are_errors() -> None:
 
 
 def test_encode_decode_round_trip_of_every_connection_control() -> None:
-    samples = {
+    samples: dict[int, dict[str, Any]] = {
         amqp010.START_OK: {
             "client-properties": {"a": "b", "n": 3, "t": True},
             "mechanism": "PLAIN",

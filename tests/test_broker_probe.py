@@ -9,18 +9,18 @@ an injected resolver.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.dns import resolver
-from helpers.pki import Pki, make_pki
+from helpers.pki import Pki
 
-from pulpinit.broker_probe import parse_broker_url, probe_broker
-from pulpinit.probe import BrokerTarget, Failure, ProbeResult
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.faults import TLS_ALERT, AnswerServer, BlackHole, Proxy, ResetServer, SilentServer, TlsServer
+from pulpinit.testing.plugin import FakeServices
+from pulpinit.testing.serving import free_port
+from pulpinit.wait.broker_probe import parse_broker_url, probe_broker
+from pulpinit.wait.targets import BrokerTarget, Failure, ProbeResult
 
 SECRET = "pa:ss@w/rd%"  # a test password with URL-special characters
 QUOTED = "pa%3Ass%40w%2Frd%25"
@@ -29,27 +29,14 @@ RABBIT_HEADER, AMQP10_SASL, AMQP10_PLAIN = b"AMQP\x00\x00\x09\x01", b"AMQP\x03\x
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[FakeAmqpBroker]:
-    with FakeAmqpBroker(users={"alice": SECRET}) as fake:
-        yield fake
+def broker(module_fakes: FakeServices) -> FakeAmqpBroker:
+    return module_fakes.broker(users={"alice": SECRET})
 
 
 @pytest.fixture(scope="module")
-def open_broker() -> Iterator[FakeAmqpBroker]:
+def open_broker(module_fakes: FakeServices) -> FakeAmqpBroker:
     """Like qpidd with auth=no: ANONYMOUS and PLAIN, credentials not verified."""
-    with FakeAmqpBroker() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # bound, never listening, closed on exit
+    return module_fakes.broker()
 
 
 def url(scheme: str, port: int, cred: str = f"alice:{QUOTED}@", host: str = "127.0.0.1") -> str:
@@ -123,7 +110,7 @@ def test_a_name_the_resolver_knows(broker: FakeAmqpBroker) -> None:
 
 
 def test_refused() -> None:
-    port = closed_port()
+    port = free_port()
     for scheme in SCHEMES:
         check(probe_broker(BrokerTarget(url(scheme, port))), Failure.REFUSED)
 
@@ -338,7 +325,7 @@ def test_client_certificate_required(pki: Pki) -> None:
 
 
 def test_missing_tls_files_are_named(pki: Pki, tmp_path: Path) -> None:
-    port = closed_port()
+    port = free_port()
     for files, named in (
         ({"cacert": str(tmp_path / "ca.crt")}, "tasks.cacert"),
         ({"certfile": str(tmp_path / "client.crt")}, "tasks.certfile"),

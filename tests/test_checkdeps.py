@@ -8,7 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,24 +15,24 @@ from pathlib import Path
 import pytest
 from helpers.workdirs import reachable
 
-from pulpinit.probe import Failure
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import AnswerServer, BlackHole, Proxy, ResetServer, SilentServer
+from pulpinit.testing.plugin import FakeServices
+from pulpinit.testing.processes import Spawned
+from pulpinit.wait.targets import Failure
 
 SECRET = "s3cr3t-Broker-Pw"
 
 
 @pytest.fixture(scope="module")
-def mongo() -> Iterator[FakeMongo]:
-    with FakeMongo() as fake:
-        yield fake
+def mongo(module_fakes: FakeServices) -> FakeMongo:
+    return module_fakes.mongo()
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[FakeAmqpBroker]:
-    with FakeAmqpBroker(users={"pulp": SECRET}) as fake:
-        yield fake
+def broker(module_fakes: FakeServices) -> FakeAmqpBroker:
+    return module_fakes.broker(users={"pulp": SECRET})
 
 
 @pytest.fixture
@@ -192,20 +191,13 @@ def test_slow_answer_beyond_the_probe_timeout_is_a_timeout(env, mongo):
 def test_wait_until_a_late_dependency_comes_up(env, mongo):
     with Proxy(("127.0.0.1", mongo.port), up=False) as late:
         env["PULP_DB_SEEDS"] = f"127.0.0.1:{late.port}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pulpinit", "check-deps", "--wait", "--json"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        seen: list[str] = []
-        assert wait_for_line(proc, "dep.down", seen)["failure"] == "connection_refused"
-        late.go_up()
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        with Spawned([sys.executable, "-m", "pulpinit", "check-deps", "--wait", "--json"], env=env) as proc:
+            assert proc.event("dep.down")["failure"] == "connection_refused"
+            late.go_up()
+            code, out, _ = proc.finish(timeout=30)
+    assert code == 0
     assert by_name(out)["mongodb"]["ok"]
-    up = [json.loads(line) for line in [*seen, *err.splitlines()] if '"dep.up"' in line]
+    up = [event for event in proc.events() if event["event"] == "dep.up"]
     assert {event["dependency"] for event in up} == {"mongodb", "broker"}
 
 
@@ -236,43 +228,15 @@ def test_wait_deadline_exits_69_naming_what_is_down(env):
     assert error["error"].startswith("still down at the deadline: mongodb (handshake_timeout: ")
 
 
-def wait_for_line(proc: subprocess.Popen[str], event: str, seen: list[str] | None = None, timeout: float = 30) -> dict:
-    """Read stderr lines (kept in ``seen``) until one carries ``event``; returns it parsed."""
-    assert proc.stderr is not None
-    found: list[dict] = []
-    seen = [] if seen is None else seen
-
-    def read() -> None:
-        for line in proc.stderr:  # type: ignore[union-attr]
-            seen.append(line)
-            if f'"{event}"' in line:
-                found.append(json.loads(line))
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert found, f"no {event} within {timeout} s"
-    return found[0]
-
-
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signal_while_waiting_exits_promptly(env, signum, code):
-    with ResetServer() as closed:
-        port = closed.port
-    env.update(PULP_DB_SEEDS=f"127.0.0.1:{port}", PULPINIT_WAIT_INITIAL="5", PULPINIT_WAIT_MAX_INTERVAL="30")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    wait_for_line(proc, "dep.down")  # now sleeping in a 5 s backoff interval
-    sent = time.monotonic()
-    proc.send_signal(signum)
-    _, err = proc.communicate(timeout=10)
-    assert proc.returncode == code
+def test_signal_while_waiting_exits_promptly(env, free_port, signum, code):
+    env.update(PULP_DB_SEEDS=f"127.0.0.1:{free_port}", PULPINIT_WAIT_INITIAL="5", PULPINIT_WAIT_MAX_INTERVAL="30")
+    with Spawned([sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"], env=env) as proc:
+        proc.event("dep.down")  # now sleeping in a 5 s backoff interval
+        sent = time.monotonic()
+        proc.proc.send_signal(signum)
+        returncode, _, err = proc.finish(timeout=10)
+    assert returncode == code
     assert time.monotonic() - sent < 2.0  # not the 5 s interval, not the 300 s deadline
     assert f"{signal.Signals(signum).name} received during wait" in err
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +12,12 @@ import pytest
 
 from pulpinit.cli import main
 
-SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
 SECRET = "Tr0ub4dor-and-3"
 
 
 @pytest.fixture
-def conf(tmp_path: Path) -> Path:
-    path = tmp_path / "server.conf"
-    shutil.copy(SAMPLE, path)
-    return path
+def conf(sample_conf: Path) -> Path:
+    return sample_conf
 
 
 @pytest.fixture

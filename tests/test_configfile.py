@@ -16,17 +16,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers.inifiles import VALUE, ini_file, stock
 from helpers.py27_configparser import find_python27
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_lens import VALUE, ini_file
 
-from pulpinit.configfile import Assignment, KeyChange, ServerConf
+from pulpinit.config.inivalue import pulp_reads, value_problem
+from pulpinit.config.serverconf import Assignment, KeyChange, ServerConf
 from pulpinit.errors import ConfigFileError, EnvValueError, ExitCode
-from pulpinit.inivalue import pulp_reads, value_problem
 
 DATA = Path(__file__).resolve().parent / "data"
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 # The 2014 scripts' four keys, as `pulpinit configure` sets them.
 FOUR = [
@@ -35,13 +34,6 @@ FOUR = [
     Assignment("messaging", "url", "tcp://msg:5672", "PULP_MESSAGING_URL"),
     Assignment("tasks", "broker_url", "qpid://guest@msg:5672/", "PULP_BROKER_URL"),
 ]
-
-
-def stock(name: str) -> Path:
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"stock file {path} is absent (the shared fixtures are not checked out)")
-    return path
 
 
 def copy_of(source: Path, tmp_path: Path) -> Path:
@@ -70,11 +62,12 @@ def apply(path: Path, assignments: list[Assignment]) -> tuple[KeyChange, ...]:
 def added_lines(old: str, new: str) -> list[tuple[int, str]]:
     """(index in the new text, line) of every added line; fails if anything else changed."""
     matcher = difflib.SequenceMatcher(a=old.splitlines(True), b=new.splitlines(True), autojunk=False)
-    added = []
+    added: list[tuple[int, str]] = []
+    new_lines = new.splitlines(True)
     for tag, _i1, _i2, j1, j2 in matcher.get_opcodes():
         assert tag in ("equal", "insert"), f"{tag}: lines were changed or removed"
         if tag == "insert":
-            added.extend((j, matcher.b[j]) for j in range(j1, j2))
+            added.extend((j, new_lines[j]) for j in range(j1, j2))
     return added
 
 

@@ -17,8 +17,9 @@ import pytest
 from helpers.py27_configparser import find_python27
 from helpers.workdirs import reachable
 
-from pulpinit import craneconf, cranesettings
-from pulpinit.cranesettings import PULP_DATA_DIR, CraneSettings, data_dir_warning
+from pulpinit.config import craneconf
+from pulpinit.settings import crane as cranesettings
+from pulpinit.settings.crane import PULP_DATA_DIR, CraneSettings, data_dir_warning
 from pulpinit.errors import EnvValueError, ExitCode
 from pulpinit.privileges import resolve_user
 from pulpinit.redact import REDACTOR

@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.slow
 def test_demo_runs_every_stage_and_migrates_once():
     done = subprocess.run(
-        [sys.executable, "-m", "pulpinit.demo"], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-m", "pulpinit.testing.demo"], capture_output=True, text=True, timeout=120, check=False
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]

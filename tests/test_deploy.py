@@ -9,8 +9,8 @@ No engine and no cluster here, so everything that can be checked without one is 
 * what pulpinit needs from them is checked with pulpinit itself: container arguments and probes
   go through ``pulpinit.cli.parse``, variable names through pulpinit's own tables, and each
   container's environment -- with the Service variables Kubernetes would inject and the mounted
-  Secret files -- through ``pulpinit.settings.from_environ``, which must find MongoDB, the broker
-  and the passwords (crane's through ``pulpinit.cranesettings``);
+  Secret files -- through ``pulpinit.settings.resolve.from_environ``, which must find MongoDB, the broker
+  and the passwords (crane's through ``pulpinit.settings.crane``);
 * the keys each role mounts are exactly its share of ``pulpinit.pki.check.ROLE_KEYS``, at the
   directory the images link the key paths to; the content volume, the NetworkPolicy and the
   PodDisruptionBudgets are checked against the workloads they are about.
@@ -31,17 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.images import check_parses, instructions, stages
 
-from pulpinit import cranesettings
 from pulpinit.cli import HTTPD_ROLES, ROLES, parse
-from pulpinit.confvars import generic_key
-from pulpinit.discovery import env_prefix
-from pulpinit.errors import UsageError
-from pulpinit.knobs import KNOBS
 from pulpinit.pki.check import KEY_FILES, KEYS_DIR, ROLE_KEYS
+from pulpinit.settings import crane as cranesettings
+from pulpinit.settings.confvars import generic_key
 from pulpinit.redact import may_hold_secret
 from pulpinit.roles import worker_number
-from pulpinit.settings import (
+from pulpinit.settings.discovery import env_prefix
+from pulpinit.settings.knobs import KNOBS
+from pulpinit.settings.resolve import (
     BROKER_PASSWORD_VARS,
     BROKER_USER_VARS,
     EXPLICIT,
@@ -102,36 +102,6 @@ def dockerfiles() -> list[Path]:
             if f == "Dockerfile" or f.startswith("Dockerfile.") or f.endswith(".Dockerfile")
         ]
     return sorted(found)
-
-
-def instructions(text: str) -> list[tuple[str, str]]:
-    """``(INSTRUCTION, arguments)`` per logical line: continuations joined, comments dropped."""
-    result: list[tuple[str, str]] = []
-    pending = ""
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#") or (not pending and not stripped):
-            continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
-            continue
-        logical = (pending + stripped).strip()
-        pending = ""
-        if logical:
-            word, _, rest = logical.partition(" ")
-            result.append((word.upper(), rest.strip()))
-    return result
-
-
-def stages(text: str) -> list[list[tuple[str, str]]]:
-    """The instructions of each build stage, in order (a stage starts with FROM)."""
-    result: list[list[tuple[str, str]]] = []
-    for instruction in instructions(text):
-        if instruction[0] == "FROM":
-            result.append([])
-        if result:
-            result[-1].append(instruction)
-    return result
 
 
 def unjustified_ignores(text: str) -> list[int]:
@@ -303,7 +273,7 @@ PLAIN_VARIABLES = (
 SERVICES = (KNOB_DEFAULTS["PULPINIT_DB_SERVICE"], KNOB_DEFAULTS["PULPINIT_MSG_SERVICE"], "pulp-db", "pulp-msg")
 SERVICE_VARIABLES = {f"{env_prefix(s)}_SERVICE_{part}" for s in SERVICES for part in ("HOST", "PORT")}
 SERVICE_VARIABLES.add("SERVICE_HOST")  # the 2014 fallback host for both
-#: Not a setting but read by pulpinit: the migration lock's owner (pulpinit.migration.owner_name).
+#: Not a setting but read by pulpinit: the migration lock's owner (pulpinit.migrate.migrator.owner_name).
 OTHER_VARIABLES = {"HOSTNAME"}
 
 
@@ -332,14 +302,6 @@ def unknown_variable(name: str) -> str | None:
     if name in PLAIN_VARIABLES | SERVICE_VARIABLES | OTHER_VARIABLES:
         return None
     return "not a variable pulpinit reads"
-
-
-def check_parses(argv: list[str], what: str) -> Any:
-    assert argv[0] == "pulpinit", f"{what}: {argv} does not run pulpinit"
-    try:
-        return parse(argv[1:])
-    except UsageError as exc:
-        raise AssertionError(f"{what}: pulpinit would reject {argv}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------------

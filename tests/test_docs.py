@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pulpinit.errors import ExitCode
-from pulpinit.knobs import KNOBS
-from pulpinit.settings import EXPLICIT
+from pulpinit.settings.knobs import KNOBS
+from pulpinit.settings.resolve import EXPLICIT
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -23,7 +23,7 @@ def test_every_explicit_variable_is_documented():
 
 
 def test_every_crane_variable_is_documented():
-    from pulpinit.cranesettings import EXPLICIT as CRANE
+    from pulpinit.settings.crane import EXPLICIT as CRANE
 
     for var in CRANE:
         assert f"| `{var.name}` | `{var.key}` | {var.meaning} |" in README, var.name
@@ -40,14 +40,14 @@ def test_the_two_commands_come_first():
 
 
 def test_every_failure_class_is_in_the_troubleshooting_table_with_its_hint():
-    from pulpinit.probe import Failure
+    from pulpinit.wait.targets import Failure
 
     for failure in Failure:
         assert f"| `{failure.value}` | {failure.hint} |" in README, failure
 
 
 def test_every_broker_scheme_is_in_the_broker_table():
-    from pulpinit.broker_probe import SCHEMES
+    from pulpinit.wait.broker_probe import SCHEMES
 
     for scheme in SCHEMES:
         assert f"`{scheme}://`" in README.split("### Brokers: scheme, protocol, TLS")[1].split("**TLS.**")[0], scheme

@@ -6,19 +6,20 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from proton import ConnectionException, Message
 from proton.utils import BlockingConnection
 
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
+from pulpinit.testing.processes import Spawned
 
 
 def connect(broker: FakeAmqpBroker, user: str | None = None, password: str | None = None) -> BlockingConnection:
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, Any] = {}
     if user is not None:
         kwargs = {"user": user, "password": password, "allowed_mechs": "PLAIN", "allow_insecure_mechs": True}
     return BlockingConnection(f"127.0.0.1:{broker.port}", timeout=5, **kwargs)
@@ -36,7 +37,7 @@ def test_anonymous_and_message_round_trip() -> None:
     with FakeAmqpBroker() as broker:
         conn = connect(broker)
         try:
-            assert conn.conn.remote_properties["product"] == "pulpinit-fakeamqp"
+            assert conn.conn is not None and conn.conn.remote_properties["product"] == "pulpinit-fakeamqp"
             conn.create_sender("celery").send(Message(body="task-1"))
             receiver = conn.create_receiver("celery")
             assert receiver.receive(timeout=5).body == "task-1"
@@ -75,31 +76,22 @@ def test_stop_with_a_client_still_connected() -> None:
     broker.stop()  # the idle client never answers the close: the grace period ends it
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", broker.port), timeout=2)
+    assert conn.conn is not None
     conn.conn.close()
 
 
 @contextlib.contextmanager
 def fake_process(*args: str) -> Iterator[int]:
     """``python -m pulpinit.testing.fakeamqp --port 0 ARGS``: yields the port of its ``ready`` line, then SIGTERM."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pulpinit.testing.fakeamqp", "--port", "0", *args], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        word, port = proc.stdout.readline().split()
-        assert word == "ready"
-        yield int(port)
-        proc.send_signal(signal.SIGTERM)
+    with Spawned([sys.executable, "-m", "pulpinit.testing.fakeamqp", "--port", "0", *args]) as proc:
+        yield proc.ready_port()
+        proc.proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_command_line_ready_line_and_sigterm() -> None:
-    from pulpinit.broker_probe import probe_broker
-    from pulpinit.probe import BrokerTarget
+    from pulpinit.wait.broker_probe import probe_broker
+    from pulpinit.wait.targets import BrokerTarget
 
     with fake_process("--user", "guest:guest") as port:
         assert probe_broker(BrokerTarget(f"qpid://guest:guest@127.0.0.1:{port}/"), timeout_s=3).ok
@@ -121,7 +113,7 @@ def converse(port: int, *messages: bytes) -> bytes:
 
 
 def start_ok(mechanism: str, response: bytes | None) -> bytes:
-    from pulpinit import amqp010
+    from pulpinit.wait import amqp010
 
     return amqp010.control_frame(
         amqp010.START_OK, {"client-properties": {}, "mechanism": mechanism, "response": response, "locale": "en_US"}
@@ -129,8 +121,8 @@ def start_ok(mechanism: str, response: bytes | None) -> bytes:
 
 
 def test_amqp010_header_gets_the_header_and_connection_start() -> None:
-    from pulpinit import amqp010
-    from pulpinit.probe_net import Deadline, Reader
+    from pulpinit.wait import amqp010
+    from pulpinit.wait.net import Deadline, Reader
 
     with (
         FakeAmqpBroker(users={"alice": "s3cret"}) as broker,
@@ -144,7 +136,7 @@ def test_amqp010_header_gets_the_header_and_connection_start() -> None:
 
 
 def test_amqp010_credentials_are_verified() -> None:
-    from pulpinit import amqp010
+    from pulpinit.wait import amqp010
 
     header = b"AMQP\x01\x01\x00\x0a"
     with FakeAmqpBroker(users={"alice": "s3cret"}) as broker:
@@ -166,8 +158,8 @@ def test_amqp010_credentials_are_verified() -> None:
 
 
 def test_amqp010_without_users_is_auth_no() -> None:
-    from pulpinit.broker_probe import probe_broker
-    from pulpinit.probe import BrokerTarget
+    from pulpinit.wait.broker_probe import probe_broker
+    from pulpinit.wait.targets import BrokerTarget
 
     with FakeAmqpBroker() as broker:
         assert probe_broker(BrokerTarget(broker.url("anyone", "whatever"))).ok

@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +29,7 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from pulpinit.testing.fakemongo import FakeMongo, version_for_wire
+from pulpinit.testing.processes import Spawned
 
 REPO = Path(__file__).resolve().parents[1]
 UTC = datetime.timezone.utc
@@ -42,9 +42,8 @@ def client_for(fake: FakeMongo, **kwargs: Any) -> pymongo.MongoClient[dict[str, 
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeMongo]:
-    with FakeMongo() as server:
-        yield server
+def fake(fake_mongo: FakeMongo) -> FakeMongo:
+    return fake_mongo
 
 
 @pytest.fixture
@@ -367,31 +366,10 @@ def test_documents_survive_the_wire(db: Any, values: list[int | str]) -> None:
 
 def test_entry_point_serves_until_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pulpinit.testing.fakemongo",
-            "--port",
-            "0",
-            "--replica-set",
-            "rs0",
-            "--user",
-            "pulp_database:pulp:pa:ss",
-            "--clock-offset",
-            "-30",
-            "--wire-version",
-            "13",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().split()
-        assert line[0] == "ready"
-        port = int(line[1])
+    argv = [sys.executable, "-m", "pulpinit.testing.fakemongo", "--port", "0", "--replica-set", "rs0"]
+    argv += ["--user", "pulp_database:pulp:pa:ss", "--clock-offset", "-30", "--wire-version", "13"]
+    with Spawned(argv, env=env) as proc:
+        port = proc.ready_port()
         uri = f"mongodb://pulp:pa%3Ass@127.0.0.1:{port}/pulp_database?replicaSet=rs0"
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri, serverSelectionTimeoutMS=3000)
         client.pulp_database.x.insert_one({"a": 1})
@@ -399,9 +377,5 @@ def test_entry_point_serves_until_sigterm() -> None:
         local = client.admin.command("hello")["localTime"].replace(tzinfo=UTC)
         assert abs((local - datetime.datetime.now(UTC)).total_seconds() + 30) < 2
         client.close()
-        proc.send_signal(signal.SIGTERM)
+        proc.proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

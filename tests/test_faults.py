@@ -124,7 +124,7 @@ def test_flap_by_hand_resets_open_connections(echo: EchoServer) -> None:
 def test_flap_on_timers(echo: EchoServer) -> None:
     with Proxy(("127.0.0.1", echo.port)) as flappy:
         flappy.flap(up_s=0.05, down_s=0.05)
-        seen = set()
+        seen: set[bool] = set()
         deadline = time.monotonic() + 5
         while seen != {True, False}:  # poll until both states were observed
             seen.add(flappy.is_up)

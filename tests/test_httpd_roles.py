@@ -30,8 +30,8 @@ import pymongo
 import pytest
 from helpers.workdirs import reachable
 
-from pulpinit.admin import hash_password, verify_password
-from pulpinit.cranesettings import PULP_DATA_DIR
+from pulpinit.migrate.admin import hash_password, verify_password
+from pulpinit.settings.crane import PULP_DATA_DIR
 from pulpinit.pki.check import KEY_FILES
 from pulpinit.testing import standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker

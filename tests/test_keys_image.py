@@ -14,7 +14,7 @@ import re
 import shlex
 from pathlib import Path
 
-from test_deploy import check_parses, instructions, stages
+from helpers.images import check_parses, instructions, stages
 
 from pulpinit.pki.check import KEY_FILES, KEYS_DIR, STATIC_DIR
 

@@ -30,10 +30,12 @@ from hypothesis import strategies as st
 
 from pulpinit.cli import main
 from pulpinit.redact import REDACTOR, forms
+from pulpinit.testing import SAMPLE_CONF
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.plugin import FakeServices
 
-SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
+SAMPLE = SAMPLE_CONF
 COMMANDS = (["settings"], ["settings", "--json"], ["configure", "--dry-run"], ["beat", "--dry-run"], ["configure"])
 BASE = {
     "PULPINIT_LOG_FORMAT": "json",
@@ -148,12 +150,9 @@ def test_key_url_is_no_secret_but_a_url_with_a_password_is(workdir: Path) -> Non
 
 
 @pytest.fixture(scope="module")
-def services() -> Iterator[tuple[FakeMongo, FakeAmqpBroker]]:
-    with (
-        FakeMongo(users={("pulp_database", "pulp"): "SEKmongoRET"}) as mongo,
-        FakeAmqpBroker(users={"pulp": "SEKbrokerRET"}) as broker,
-    ):
-        yield mongo, broker
+def services(module_fakes: FakeServices) -> tuple[FakeMongo, FakeAmqpBroker]:
+    mongo = module_fakes.mongo(users={("pulp_database", "pulp"): "SEKmongoRET"})
+    return mongo, module_fakes.broker(users={"pulp": "SEKbrokerRET"})
 
 
 @pytest.fixture

@@ -8,23 +8,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.inifiles import ini_file, stock
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
+from pulpinit.config.lens import ORIGINAL, LensTree, lens_dir
 from pulpinit.errors import ConfigFileError, ExitCode
-from pulpinit.lens import ORIGINAL, LensTree, lens_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 DATA = Path(__file__).resolve().parent / "data"
 STOCK = ["pulp-2.4-server.conf", "pulp-2.21-server.conf"]
-
-
-def stock(name: str) -> Path:
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"stock file {path} is absent (the shared fixtures are not checked out)")
-    return path
 
 
 def round_trip(text: str) -> str:
@@ -87,52 +79,6 @@ def test_sample_file_round_trips_byte_for_byte(name: str) -> None:
 
 def test_lens_dir_holds_the_lens() -> None:
     assert (lens_dir() / "pulp.aug").is_file()
-
-
-# Generated files in the dialect: every kind of line, odd spacing, trailing blanks.
-NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True)
-BLANKS = st.sampled_from(["", " ", "\t", "  ", " \t "])
-TEXT = (
-    st.text(
-        alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="%"),
-        min_size=1,
-        max_size=30,
-    )
-    .map(str.strip)
-    .filter(bool)
-)
-VALUE = TEXT.filter(lambda v: " ;" not in v and "\t;" not in v and v != '""' and v == v.strip())
-
-
-@st.composite
-def comment_line(draw: st.DrawFn) -> str:
-    mark = draw(st.sampled_from(["#", ";"]))
-    body = draw(st.one_of(st.just(""), TEXT, NAMES.map(lambda n: f"{n}: default"), NAMES.map("[{}]".format)))
-    return f"{mark}{draw(BLANKS)}{body}{draw(BLANKS)}\n"
-
-
-@st.composite
-def entry_line(draw: st.DrawFn, key: str) -> tuple[str, str]:
-    value = draw(st.one_of(st.just(""), VALUE))
-    sep = draw(st.sampled_from([":", "="]))
-    gap = draw(BLANKS) if value else ""
-    return f"{key}{draw(BLANKS)}{sep}{gap}{value}{draw(BLANKS)}\n", value
-
-
-@st.composite
-def ini_file(draw: st.DrawFn) -> tuple[str, dict[str, str]]:
-    """A file in the dialect and the values Python's configparser should read from it."""
-    filler = st.one_of(comment_line(), BLANKS.map(lambda b: b + "\n"))
-    lines = draw(st.lists(filler, max_size=4))
-    expected: dict[str, str] = {}
-    for section in draw(st.lists(NAMES, unique=True, max_size=4)):
-        lines.append(f"[{section}]{draw(BLANKS)}\n")
-        for key in draw(st.lists(NAMES, unique=True, max_size=5)):
-            line, value = draw(entry_line(key))
-            lines.append(line)
-            expected[f"{section}.{key}"] = value
-            lines.extend(draw(st.lists(filler, max_size=3)))
-    return "".join(lines), expected
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

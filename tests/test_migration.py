@@ -20,27 +20,29 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import pytest
-from mongo_peers import (
+from helpers.mongo_peers import (
     COLLECTION,
     MongoPeer,
     Pulpinit,
-    environ_without_pulp,
     gone,
     kill_started,
+    migration_environment,
     migration_workdir,
     one_error_line,
     wait_for,
 )
 
-from pulpinit.lease import LeaseLock, server_clock
-from pulpinit.migration import LOCK_ID, STATE_ID
+from pulpinit.migrate.lease import LeaseLock, server_clock
+from pulpinit.migrate.migrator import LOCK_ID, STATE_ID
 from pulpinit.testing import standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import Proxy
+from pulpinit.testing.plugin import FakeServices
 
 ROOT = os.geteuid() == 0
 BOTH = pytest.mark.parametrize("peer", ["fake", "secantus"], indirect=True)
@@ -54,26 +56,22 @@ def no_pulpinit_left() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[FakeAmqpBroker]:
-    with FakeAmqpBroker() as fake:
-        yield fake
+def broker(module_fakes: FakeServices) -> FakeAmqpBroker:
+    return module_fakes.broker()
 
 
 @pytest.fixture
-def mongo() -> Iterator[FakeMongo]:
-    with FakeMongo() as fake:
-        yield fake
+def mongo(fake_mongo: FakeMongo) -> FakeMongo:
+    return fake_mongo
 
 
 @pytest.fixture
-def peer(request: pytest.FixtureRequest) -> Iterator[MongoPeer]:
+def peer(request: pytest.FixtureRequest, fakes: FakeServices) -> MongoPeer:
     """The fake (one per test) by default; ``indirect`` parametrization picks SecantusDB too."""
     if getattr(request, "param", "fake") == "secantus":
         server = request.getfixturevalue("secantus")
-        yield MongoPeer.on_server("secantus", server.hostport)
-        return
-    with FakeMongo() as fake:
-        yield MongoPeer.of_fake(fake)
+        return MongoPeer.on_server("secantus", server.hostport)
+    return MongoPeer.of_fake(fakes.mongo())
 
 
 @pytest.fixture
@@ -84,23 +82,8 @@ def workdir() -> Iterator[Path]:
 
 def environment(workdir: Path, peer: MongoPeer | FakeMongo, broker: FakeAmqpBroker, **extra: str) -> dict[str, str]:
     peer = MongoPeer.of_fake(peer) if isinstance(peer, FakeMongo) else peer
-    env = environ_without_pulp()
-    env.update(
-        {
-            "PULPINIT_CONFIG": str(workdir / "server.conf"),
-            "PULPINIT_LOG_FORMAT": "json",
-            **peer.env(),
-            "PULP_BROKER_URL": broker.url(),
-            "PULPINIT_MANAGE_DB": str(workdir / "pulp-manage-db"),
-            "PULPINIT_USER": "nobody",
-            "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5-1",
-            "PULPINIT_WAIT_TIMEOUT": "20",
-            "PULPINIT_MIGRATION_TIMEOUT": "30",
-            "STANDIN_SECONDS": "0.3",
-            **extra,
-        }
-    )
-    return env
+    timeouts = {"PULPINIT_WAIT_TIMEOUT": "20", "PULPINIT_MIGRATION_TIMEOUT": "30", "STANDIN_SECONDS": "0.3"}
+    return migration_environment(workdir, peer, broker.url(), "2.21.5-1", **{**timeouts, **extra})
 
 
 def short_lease(lease: float = 2.0, stop: float = 0.3) -> dict[str, str]:
@@ -420,12 +403,13 @@ def test_fail_command_on_each_migrate_command(workdir, broker, secantus, command
 
 def assert_fail_point_spent(secantus, command: str) -> None:
     """The armed failure hit pulpinit, not nobody: the same command from its appName now passes."""
-    from pulpinit.migration import APPNAME
+    from pulpinit.migrate.migrator import APPNAME
 
+    client: pymongo.MongoClient[dict[str, Any]]
     with pymongo.MongoClient(
         secantus.uri, appname=APPNAME, serverSelectionTimeoutMS=3000, retryReads=False, retryWrites=False
     ) as client:
-        scratch = client["failpoint_check"]["scratch"]
+        scratch: Any = client["failpoint_check"]["scratch"]
         {
             "hello": lambda: client.admin.command("hello"),
             "find": lambda: scratch.find_one({}),
@@ -516,12 +500,12 @@ def test_a_run_that_cannot_start_leaves_the_state_alone(workdir, mongo, broker, 
 @pytest.mark.slow
 def test_waiting_role_released_as_soon_as_done(workdir, mongo, broker):
     env = environment(workdir, mongo, broker, STANDIN_SECONDS="2")
-    waiter = pulpinit(env, "run", "--", "/bin/true")
-    time.sleep(0.5)  # let the waiter find nothing done and start polling
+    waiter = Pulpinit(env, "run", "--", "/bin/true")
+    waiter.expect("migration.waiting")  # the waiter found nothing done and polls
     migrator = pulpinit(env, "migrate")
     assert finish(migrator)[0] == 0
     done_at = time.monotonic()
-    code, err = finish(waiter)
+    code, err = waiter.finish()
     assert code == 0, err[-2000:]
     assert time.monotonic() - done_at < 2.5  # polling is capped at 2 s
     assert "migration.waiting" in err and "migration.ready" in err
@@ -584,7 +568,7 @@ def test_sigterm_during_migration_is_forwarded_recorded_and_released(workdir, mo
 
 def test_a_stop_timeout_that_does_not_fit_the_lease_is_rejected():
     from pulpinit.errors import EnvValueError
-    from pulpinit.knobs import toolkit_from_environ
+    from pulpinit.settings.toolkit import toolkit_from_environ
 
     assert toolkit_from_environ({}).manage_db_stop_timeout < toolkit_from_environ({}).lease_seconds / 3
     with pytest.raises(EnvValueError, match=r"PULPINIT_MANAGE_DB_STOP_TIMEOUT.*below 20 s"):
@@ -595,9 +579,9 @@ def test_a_stop_timeout_that_does_not_fit_the_lease_is_rejected():
 
 
 def test_owners_are_unique_per_process_and_readable():
-    from pulpinit.migration import owner_name
+    from pulpinit.migrate.migrator import owner_name
 
-    code = "from pulpinit.migration import owner_name; print(owner_name({'HOSTNAME': 'pulp-0'}))"
+    code = "from pulpinit.migrate.migrator import owner_name; print(owner_name({'HOSTNAME': 'pulp-0'}))"
     env = {**os.environ, "HOSTNAME": "pulp-0"}
     others = {
         subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
@@ -678,7 +662,7 @@ def test_expired_lease_is_taken_over_by_exactly_one(mongo):
         now = server_clock(database)
         dead = LeaseLock(database[COLLECTION], LOCK_ID, "dead:1", 0.2, now)
         assert dead.try_acquire()
-        time.sleep(0.3)
+        wait_for(lambda: not dead.holder().is_live(now()), what="the dead holder's lease to expire")
         contenders = [LeaseLock(database[COLLECTION], LOCK_ID, f"c:{i}", 60, now) for i in range(5)]
         assert sum(c.try_acquire() for c in contenders) == 1
         assert not dead.renew()  # the dead holder cannot come back
@@ -693,8 +677,8 @@ def test_fingerprint_from_the_rpm_database(tmp_path: Path):
     answers the query as rpm would; the order of its lines must not matter.
     """
     from pulpinit.errors import ConfigError
-    from pulpinit.knobs import toolkit_from_environ
-    from pulpinit.migration import fingerprint
+    from pulpinit.migrate.fingerprint import derive
+    from pulpinit.settings.toolkit import toolkit_from_environ
 
     rpm = tmp_path / "rpm"
     rpm.write_text('#!/bin/sh\necho "$@" > "$0.args"\nprintf \'%s\\n\' $PACKAGES\n')
@@ -702,31 +686,31 @@ def test_fingerprint_from_the_rpm_database(tmp_path: Path):
     toolkit = toolkit_from_environ({})
     os.environ["PACKAGES"] = "pulp-server-2.21.5-1.el7 pulp-rpm-plugins-2.21.5-1.el7"
     try:
-        first, how = fingerprint(toolkit, rpm=str(rpm))
+        first, how = derive(toolkit.migration_fingerprint, rpm=str(rpm))
         assert "-qa" in (tmp_path / "rpm.args").read_text() and "pulp-*" in (tmp_path / "rpm.args").read_text()
         os.environ["PACKAGES"] = "pulp-rpm-plugins-2.21.5-1.el7 pulp-server-2.21.5-1.el7"
-        assert fingerprint(toolkit, rpm=str(rpm))[0] == first  # order-independent
+        assert derive(toolkit.migration_fingerprint, rpm=str(rpm))[0] == first  # order-independent
         os.environ["PACKAGES"] = "pulp-server-2.21.6-1.el7 pulp-rpm-plugins-2.21.6-1.el7"
-        assert fingerprint(toolkit, rpm=str(rpm))[0] != first  # an upgrade is a new fingerprint
+        assert derive(toolkit.migration_fingerprint, rpm=str(rpm))[0] != first  # an upgrade is a new fingerprint
         assert first.startswith("rpm:") and len(first) == 20 and "2 installed Pulp packages" in how
         os.environ["PACKAGES"] = ""
         with pytest.raises(ConfigError, match="PULPINIT_MIGRATION_FINGERPRINT"):
-            fingerprint(toolkit, rpm=str(rpm))
+            derive(toolkit.migration_fingerprint, rpm=str(rpm))
     finally:
         os.environ.pop("PACKAGES", None)
     explicit = toolkit_from_environ({"PULPINIT_MIGRATION_FINGERPRINT": "2.21.5"})
-    assert fingerprint(explicit, rpm=str(rpm)) == ("2.21.5", "PULPINIT_MIGRATION_FINGERPRINT")
+    assert derive(explicit.migration_fingerprint, rpm=str(rpm)) == ("2.21.5", "PULPINIT_MIGRATION_FINGERPRINT")
 
 
 def tether(*argv: str, parent: int | None = None) -> tuple[int, str]:
-    """Run pulpinit.tether; returns (exit code, what it wrote to its status pipe)."""
+    """Run pulpinit.migrate.tether; returns (exit code, what it wrote to its status pipe)."""
     read, write = os.pipe()
     try:
         done = subprocess.run(
             [
                 sys.executable,
                 "-m",
-                "pulpinit.tether",
+                "pulpinit.migrate.tether",
                 "--parent",
                 str(parent or os.getpid()),
                 "--status-fd",
@@ -761,7 +745,7 @@ def test_tether_reports_exec_failures_and_refuses_an_orphaned_start(tmp_path: Pa
 
 def test_tether_sets_the_parent_death_signal_after_the_privilege_drop():
     """PR_GET_PDEATHSIG (2) in the exec'ed command: set, and kept past the drop to `nobody`."""
-    argv = [sys.executable, "-m", "pulpinit.tether", *(["--user", "nobody"] if ROOT else [])]
+    argv = [sys.executable, "-m", "pulpinit.migrate.tether", *(["--user", "nobody"] if ROOT else [])]
     read, write = os.pipe()
     done = subprocess.run(
         [
@@ -807,23 +791,22 @@ def test_the_fake_knows_read_only_users():
 
 def test_the_deadline_counts_only_time_without_a_live_holder():
     """Migrator.poll with an injected clock: 100 s under a live lease cost nothing of a 10 s budget."""
-    from types import SimpleNamespace
-
     from pulpinit.errors import MigrationPending
-    from pulpinit.knobs import toolkit_from_environ
-    from pulpinit.migration import Migrator, Progress
-    from pulpinit.probe import MongoTarget
+    from pulpinit.migrate.migrator import MigrationPolicy, Migrator, Progress
+    from pulpinit.settings.toolkit import toolkit_from_environ
+    from pulpinit.wait.targets import MongoTarget
 
     now = [0.0]
     toolkit = toolkit_from_environ({"PULPINIT_MIGRATION_TIMEOUT": "10", "PULPINIT_MIGRATION_FINGERPRINT": "x"})
-    ctx = SimpleNamespace(toolkit=toolkit, environ={"HOSTNAME": "t"}, fingerprint=None)
     migrator = Migrator(
-        ctx,
-        None,
-        lambda: None,
+        None,  # type: ignore[arg-type]  # poll() never touches the collection
+        owner="t:1:x",
+        fingerprint="x",
+        policy=MigrationPolicy.from_toolkit(toolkit),
+        target=MongoTarget(seeds=(("127.0.0.1", 1),)),
+        now=lambda: None,  # type: ignore[arg-type, return-value]
         sleep=lambda s: now.__setitem__(0, now[0] + s),
         clock=lambda: now[0],
-        target=MongoTarget(seeds=(("127.0.0.1", 1),)),
     )
     seen: list[tuple[float, float]] = []
 

@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.dns import resolver
-from helpers.pki import Pki, make_pki
+from helpers.pki import Pki
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pulpinit.mongo import client_options, connect
-from pulpinit.mongo_probe import one_line, probe_mongodb
-from pulpinit.probe import Failure, MongoTarget, ProbeResult
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.testing.faults import TLS_ALERT, AnswerServer, BlackHole
+from pulpinit.testing.faults import TLS_ALERT, AnswerServer, BlackHole, ResetServer, SilentServer
+from pulpinit.testing.plugin import FakeServices
+from pulpinit.wait.mongo_client import client_options, connect
+from pulpinit.wait.mongo_probe import probe_mongodb, scrubbed
+from pulpinit.wait.targets import Failure, MongoTarget, ProbeResult
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Pa55-w0rd:with@odd/chars"
@@ -41,58 +40,22 @@ def assert_no_secret(result: ProbeResult) -> None:
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeMongo]:
-    with FakeMongo(users=USERS) as server:
-        yield server
-
-
-@pytest.fixture
-def closed_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
+def fake(fakes: FakeServices) -> FakeMongo:
+    return fakes.mongo(users=USERS)
 
 
 @pytest.fixture
 def silent_server() -> Iterator[tuple[str, int]]:
-    """Accepts connections (the kernel does) and never says a word."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    yield sock.getsockname()
-    sock.close()
+    """Accepts connections and never says a word."""
+    with SilentServer() as server:
+        yield ("127.0.0.1", server.port)
 
 
 @pytest.fixture
 def resetting_server() -> Iterator[tuple[str, int]]:
-    """Accepts every connection and closes it at once."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    sock.settimeout(0.1)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = sock.accept()
-            except TimeoutError:
-                continue
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield sock.getsockname()
-    stop.set()
-    thread.join()
-    sock.close()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+    """Accepts every connection and resets it at once."""
+    with ResetServer(read_bytes=0) as server:
+        yield ("127.0.0.1", server.port)
 
 
 def test_tls_up_with_client_certificate_in_separate_files(pki: Pki) -> None:
@@ -210,7 +173,8 @@ def test_latency_well_under_a_second(fake: FakeMongo) -> None:
 def test_fresh_process_answers_within_a_second(fake: FakeMongo) -> None:
     """As a Kubernetes exec probe would run it: interpreter start, pymongo import, probe."""
     code = (
-        "import sys; from pulpinit.mongo_probe import probe_mongodb; from pulpinit.probe import MongoTarget;"
+        "import sys; from pulpinit.wait.mongo_probe import probe_mongodb; "
+        "from pulpinit.wait.targets import MongoTarget;"
         f"r = probe_mongodb(MongoTarget(seeds=(('127.0.0.1', {fake.port}),), username='pulp',"
         f" password={PASSWORD!r})); sys.stdout.flush();"
         # pymongo's atexit hook joins its monitor threads, which sleep in 0.5 s steps; a one-shot
@@ -223,7 +187,7 @@ def test_fresh_process_answers_within_a_second(fake: FakeMongo) -> None:
 
 
 def test_importing_the_probe_does_not_import_pymongo() -> None:
-    code = "import sys, pulpinit.mongo_probe, pulpinit.mongo; print('pymongo' in sys.modules)"
+    code = "import sys, pulpinit.wait.mongo_probe, pulpinit.wait.mongo_client; print('pymongo' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code],
         check=True,
@@ -243,8 +207,8 @@ def _check(result: ProbeResult, failure: Failure, timeout_s: float = 1.0) -> Non
     assert_no_secret(result)
 
 
-def test_connection_refused(closed_port: int) -> None:
-    result = probe_mongodb(target_for(("127.0.0.1", closed_port), username="pulp", password=PASSWORD))
+def test_connection_refused(free_port: int) -> None:
+    result = probe_mongodb(target_for(("127.0.0.1", free_port), username="pulp", password=PASSWORD))
     _check(result, Failure.REFUSED)
     assert result.latency_ms < 300  # decided by the first heartbeat, not the selection timeout
 
@@ -272,7 +236,7 @@ def test_reset_during_handshake(resetting_server: tuple[str, int]) -> None:
     _check(probe_mongodb(target_for(resetting_server)), Failure.RESET)
 
 
-def test_unreadable_tls_files(tmp_path: Path, closed_port: int) -> None:
+def test_unreadable_tls_files(tmp_path: Path, free_port: int) -> None:
     cert = tmp_path / "cert.pem"
     cert.write_text("not a certificate")
     for files, named in (
@@ -283,7 +247,7 @@ def test_unreadable_tls_files(tmp_path: Path, closed_port: int) -> None:
         ),
         ({"ssl_certfile": str(cert)}, "cannot load the client certificate from database.ssl_certfile"),
     ):
-        result = probe_mongodb(target_for(("127.0.0.1", closed_port), ssl=True, **files))
+        result = probe_mongodb(target_for(("127.0.0.1", free_port), ssl=True, **files))
         _check(result, Failure.TLS)
         assert result.error and result.error.startswith(named), result.error
 
@@ -332,14 +296,14 @@ def test_slow_server_times_out_within_budget(fake: FakeMongo) -> None:
     _check(probe_mongodb(target_for(fake), timeout_s=0.3), Failure.STALLED, timeout_s=0.3)
 
 
-def test_one_seed_down_another_up(closed_port: int) -> None:
+def test_one_seed_down_another_up(free_port: int) -> None:
     with FakeMongo(replica_set="rs0") as fake:
-        target = MongoTarget(seeds=(("127.0.0.1", closed_port), fake.address), replica_set="rs0")
+        target = MongoTarget(seeds=(("127.0.0.1", free_port), fake.address), replica_set="rs0")
         assert probe_mongodb(target).ok
 
 
-def test_several_seeds_all_down(closed_port: int) -> None:
-    target = MongoTarget(seeds=(("127.0.0.1", closed_port), ("no-such-host.test", 27017)))
+def test_several_seeds_all_down(free_port: int) -> None:
+    target = MongoTarget(seeds=(("127.0.0.1", free_port), ("no-such-host.test", 27017)))
     result = probe_mongodb(target, resolver=resolver())
     assert result.failure in (Failure.REFUSED, Failure.DNS) and result.latency_ms < 500
 
@@ -347,7 +311,7 @@ def test_several_seeds_all_down(closed_port: int) -> None:
 @given(password=st.text(min_size=3, max_size=40).filter(lambda p: p.strip() and "*" not in p))
 def test_error_text_never_holds_the_password(password: str) -> None:
     target = MongoTarget(seeds=(("h", 1),), username="u", password=password)
-    text = one_line(f"auth failed at mongodb://u:{password}@h:1/db for {password}\nnext line", target)
+    text = scrubbed(f"auth failed at mongodb://u:{password}@h:1/db for {password}\nnext line", target)
     assert password not in text and "\n" not in text
 
 

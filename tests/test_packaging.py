@@ -47,8 +47,8 @@ def test_wheel_installs_the_lens_and_finds_it(tmp_path: Path):
         timeout=300,
     )
     code = (
-        "import pulpinit, pulpinit.lens as l; print(pulpinit.__file__); print(l.lens_dir());"
-        "from pulpinit.configfile import ServerConf; import sys; "
+        "import pulpinit, pulpinit.config.lens as l; print(pulpinit.__file__); print(l.lens_dir());"
+        "from pulpinit.config.serverconf import ServerConf; import sys; "
         "print(ServerConf.load(sys.argv[1]).values())"
     )
     sample = target / "pulpinit" / "testing" / "sample-server.conf"

@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.supervision import BLOCKED_THEN_EXEC, ORPHANS, PRINT_SIGNALS, PYTHON, Supervised, can_unshare, run
+from helpers.supervision import BLOCKED_THEN_EXEC, ORPHANS, PRINT_SIGNALS, PYTHON, Supervised, run
 
-REASON = can_unshare()
+from pulpinit.testing.processes import pid_namespaces_reason
+
+REASON = pid_namespaces_reason()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 FORWARDED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
@@ -66,7 +68,7 @@ def test_death_by_signal_gives_128_plus_n(name: str) -> None:
 def test_docker_stop_terminates_a_default_child_with_143() -> None:
     with Supervised(["sh", "-c", "echo ready; exec sleep 300"], pid1=True) as sup:
         sup.expect("ready")
-        time.sleep(0.05)  # let sh exec sleep (the signal would otherwise hit sh)
+        sup.child("sleep")  # sh has exec'ed sleep (the signal would otherwise hit sh)
         sup.kill(signal.SIGTERM)
         assert sup.wait() == 143
 

@@ -39,6 +39,7 @@ from pulpinit.pki.check import (
     KEY_FILES,
     ROLE_KEYS,
     Published,
+    Reader,
     check_keys,
     current_identity,
     key_paths,
@@ -90,7 +91,7 @@ def paths(directory: Path) -> dict[str, str]:
     return {name: str(directory / name) for name in KEY_FILES}
 
 
-def me() -> dict[str, Identity]:
+def me() -> dict[Reader, Identity]:
     ident = current_identity()
     return {"pulp": ident, "root": ident}
 
@@ -686,7 +687,7 @@ def open_keydir(keydir: Path) -> Iterator[Path]:
 @as_root
 def test_unreadable_by_the_pulp_user(open_keydir: Path, pulp_user: User):
     keydir = open_keydir
-    readers = {"pulp": resolve_user(pulp_user.name), "root": resolve_user("0")}
+    readers: dict[Reader, Identity] = {"pulp": resolve_user(pulp_user.name), "root": resolve_user("0")}
     # 0600 root:root: root could read it, apache cannot.
     with pytest.raises(KeyFileError, match=f"not readable by {pulp_user.name}") as caught:
         check_keys("worker", paths(keydir), readers, now=NOW)
@@ -710,7 +711,7 @@ def test_unreadable_by_the_pulp_user(open_keydir: Path, pulp_user: User):
 @as_root
 def test_a_directory_on_the_way_without_search_permission(open_keydir: Path, pulp_user: User):
     keydir = open_keydir
-    readers = {"pulp": resolve_user(pulp_user.name), "root": resolve_user("0")}
+    readers: dict[Reader, Identity] = {"pulp": resolve_user(pulp_user.name), "root": resolve_user("0")}
     for name in ("rsa.key", "rsa_pub.key"):
         os.chown(keydir / name, 0, pulp_user.gid)
         os.chmod(keydir / name, 0o640)
@@ -729,7 +730,7 @@ def test_a_numeric_uid_without_a_passwd_entry(open_keydir: Path):
         for u in range(47000, 48000)
         if subprocess.run(["getent", "passwd", str(u)], capture_output=True, check=False).returncode
     )
-    readers = {"pulp": resolve_user(str(uid)), "root": resolve_user("0")}
+    readers: dict[Reader, Identity] = {"pulp": resolve_user(str(uid)), "root": resolve_user("0")}
     with pytest.raises(KeyFileError, match=f"uid {uid}"):
         check_keys("worker", paths(keydir), readers, now=NOW)
     os.chown(keydir / "rsa.key", uid, 0)

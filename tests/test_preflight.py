@@ -24,12 +24,11 @@ import pytest
 
 from pulpinit.cli import main
 from pulpinit.errors import ExecError
-from pulpinit.preflight import locate
 from pulpinit.privileges import resolve_user
-from pulpinit.testing import standins
-from pulpinit.testing.stages import closed_port
+from pulpinit.settings.preflight import locate
+from pulpinit.testing import SAMPLE_CONF, standins
+from pulpinit.testing.serving import free_port
 
-SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="PULPINIT_USER is checked only when root")
 
 
@@ -38,7 +37,7 @@ def workdir() -> Iterator[Path]:
     """Searchable by the user pulpinit drops to (pytest's tmp_path is below a 0700 directory)."""
     path = Path(tempfile.mkdtemp(prefix="pulpinit-preflight-"))
     path.chmod(0o755)
-    shutil.copy(SAMPLE, path / "server.conf")
+    shutil.copy(SAMPLE_CONF, path / "server.conf")
     standins.write_celery(path)
     standins.write_manage_db(path)
     (path / "not-executable").write_text("#!/bin/sh\ntrue\n")
@@ -52,8 +51,8 @@ def environment(workdir: Path, **extra: str) -> dict[str, str]:
         "PATH": f"{workdir / 'bin'}:/usr/bin:/bin",
         "PULPINIT_CONFIG": str(workdir / "server.conf"),
         "PULPINIT_LOG_FORMAT": "json",
-        "PULP_DB_SEEDS": f"127.0.0.1:{closed_port()}",  # down, and a change server.conf would get
-        "PULP_BROKER_URL": f"qpid://127.0.0.1:{closed_port()}/",
+        "PULP_DB_SEEDS": f"127.0.0.1:{free_port()}",  # down, and a change server.conf would get
+        "PULP_BROKER_URL": f"qpid://127.0.0.1:{free_port()}/",
         "PULPINIT_WAIT_TIMEOUT": "30",
         "PULPINIT_CELERY": str(workdir / "celery"),
         "PULPINIT_MANAGE_DB": str(workdir / "pulp-manage-db"),

@@ -22,7 +22,7 @@ import pytest
 from helpers.supervision import PUBLIC, PYTHON, SYSTEM_PYTHON
 
 from pulpinit.errors import ExecError, UserError
-from pulpinit.handoff import exec_command
+from pulpinit.handoff.exec import exec_command
 from pulpinit.privileges import Identity, identity_for, resolve_user
 
 root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create users and switch to them")
@@ -119,7 +119,7 @@ def test_resolve_user_by_name_uid_and_with_group(account: Account) -> None:
 @root
 def test_exec_command_drops_everything(account: Account) -> None:
     code = (
-        "import sys\nfrom pulpinit.handoff import exec_command\nfrom pulpinit.privileges import resolve_user\n"
+        "import sys\nfrom pulpinit.handoff.exec import exec_command\nfrom pulpinit.privileges import resolve_user\n"
         f"exec_command([{SYSTEM_PYTHON!r}, '-I', '-c', sys.argv[1]], identity=resolve_user({account.user!r}),"
         " umask=0o027)\n"
     )

@@ -20,10 +20,10 @@ from helpers import py27_configparser as py27
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pulpinit.configfile import Assignment, ServerConf, option_name
+from pulpinit.config.inivalue import escape, value_problem
+from pulpinit.config.lens import ORIGINAL, SPECIAL, LensTree
+from pulpinit.config.serverconf import Assignment, ServerConf, option_name
 from pulpinit.errors import ConfigFileError
-from pulpinit.inivalue import escape, value_problem
-from pulpinit.lens import ORIGINAL, SPECIAL, LensTree
 
 # -- generated files -------------------------------------------------------------------------
 
@@ -198,6 +198,7 @@ def test_edits_of_python27_files_are_lossless_and_read_back_by_python27(text: st
         plan.write()
         new = path.read_bytes().decode("utf-8")
     after = py27.read(new)
+    assert before is not None  # assumed above
     assigned = {(i.section, i.key): escape(i.value) for i in items}
     assert after == {**before, **assigned}  # what was asked, and nothing else changed
     assert LensTree(new, "<edited>").render(ORIGINAL) == new

@@ -12,11 +12,11 @@ import socket
 
 import pytest
 from helpers.dns import resolver
-from rabbitmq import RabbitMQ
+from helpers.rabbitmq import RabbitMQ
 
-from pulpinit.broker_probe import probe_broker
-from pulpinit.probe import BrokerTarget, Failure, ProbeResult
 from pulpinit.testing.faults import Proxy
+from pulpinit.wait.broker_probe import probe_broker
+from pulpinit.wait.targets import BrokerTarget, Failure, ProbeResult
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
 

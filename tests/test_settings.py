@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pulpinit.errors import EnvValueError
-from pulpinit.settings import from_environ
+from pulpinit.settings.resolve import from_environ
+from pulpinit.wait.targets import mongo_target
 
 
 def resolve(env: dict[str, str], conf: dict[str, str] | None = None):
@@ -132,13 +133,13 @@ def test_server_name_from_env_is_written():
 
 def test_several_seeds_with_replica_set():
     s = resolve({"PULP_DB_SEEDS": "a:1,b:2,[::1]:3", "PULP_DB_REPLICA_SET": "rs0"})
-    assert s.mongo_target().seeds == (("a", 1), ("b", 2), ("::1", 3))
-    assert s.mongo_target().replica_set == "rs0"
+    assert mongo_target(s).seeds == (("a", 1), ("b", 2), ("::1", 3))
+    assert mongo_target(s).replica_set == "rs0"
 
 
 def test_replica_set_from_server_conf_counts():
     s = resolve({"PULP_DB_SEEDS": "a:1,b:2"}, {"database.replica_set": "rs0"})
-    assert s.mongo_target().replica_set == "rs0"
+    assert mongo_target(s).replica_set == "rs0"
 
 
 def test_mongo_target_from_settings():
@@ -146,7 +147,7 @@ def test_mongo_target_from_settings():
         {"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD": "pw", "PULPINIT_DB_AUTH_SOURCE": "admin"},
         {"database.ssl": "True", "database.verify_ssl": "no"},
     )
-    t = s.mongo_target()
+    t = mongo_target(s)
     assert (t.username, t.password, t.auth_source, t.ssl, t.verify_ssl) == ("pulp", "pw", "admin", True, False)
     assert "pw" not in t.endpoint and "***" in t.endpoint
 
@@ -204,7 +205,7 @@ def test_an_empty_broker_user_is_an_error_not_guest(variable):
 
 def test_an_empty_database_user_still_means_no_authentication():
     s = resolve({"PULP_DB_USERNAME": ""})
-    assert s.mongo_target().username is None
+    assert mongo_target(s).username is None
 
 
 def test_a_configured_service_without_variables_is_a_warning():

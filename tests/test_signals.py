@@ -23,20 +23,14 @@ from pathlib import Path
 import pytest
 from helpers.orphans import state
 
-from pulpinit.signals import configured, parse_signal
-from pulpinit.testing.fakeamqp import FakeAmqpBroker
-from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.testing.stages import POINTS, SAMPLE, Held, hold, lock_owner, pid_namespaces_reason
+from pulpinit.settings.knobs import stop_signal as parse_signal
+from pulpinit.settings.knobs import stop_signal_number as configured
+from pulpinit.testing.processes import pid_namespaces_reason
+from pulpinit.testing.stages import POINTS, SAMPLE, Held, hold, lock_owner
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_NAMESPACES = pid_namespaces_reason()
 SIGNALS = {"TERM": signal.SIGTERM, "INT": signal.SIGINT, "WINCH": signal.SIGWINCH}
-
-
-@pytest.fixture(scope="module")
-def services() -> Iterator[tuple[FakeMongo, FakeAmqpBroker]]:
-    with FakeMongo() as mongo, FakeAmqpBroker() as broker:
-        yield mongo, broker
 
 
 def assert_stopped(held: Held, signum: int, code: int, elapsed: float) -> None:
@@ -64,12 +58,12 @@ def cases() -> Iterator[object]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("point", "name", "pid1"), list(cases()))
-def test_stop_signal_ends_every_stage_promptly(services, point: str, name: str, pid1: bool) -> None:
+def test_stop_signal_ends_every_stage_promptly(fake_services, point: str, name: str, pid1: bool) -> None:
     if pid1 and NO_NAMESPACES:
         pytest.skip(NO_NAMESPACES)
     if os.geteuid() != 0:
         pytest.skip("the stand-ins run as the user pulpinit drops to: needs root")
-    mongo, broker = services
+    mongo, broker = fake_services
     signum = SIGNALS[name]
     extra = {"PULPINIT_STOP_SIGNAL": "SIGWINCH"} if name == "WINCH" else {}
     with hold(point, mongo, broker, pid1=pid1, env=extra) as held:
@@ -92,9 +86,9 @@ def test_stop_signal_ends_every_stage_promptly(services, point: str, name: str, 
 
 
 @pytest.mark.slow
-def test_sigwinch_does_not_stop_pulpinit_unless_it_is_the_stop_signal(services) -> None:
+def test_sigwinch_does_not_stop_pulpinit_unless_it_is_the_stop_signal(fake_services) -> None:
     """A terminal resize sends SIGWINCH: without PULPINIT_STOP_SIGNAL it changes nothing."""
-    mongo, broker = services
+    mongo, broker = fake_services
     with hold("wait", mongo, broker, env={"PULPINIT_WAIT_LOG_INTERVAL": "0.2"}) as held:
         os.kill(held.pid, signal.SIGWINCH)
         seen = len(held.lines)
@@ -108,11 +102,11 @@ def test_sigwinch_does_not_stop_pulpinit_unless_it_is_the_stop_signal(services) 
 
 
 @pytest.mark.slow
-def test_a_second_signal_is_not_a_second_stop(services) -> None:
+def test_a_second_signal_is_not_a_second_stop(fake_services) -> None:
     """A SIGINT after the SIGTERM that pulpinit is handling neither changes the exit nor cuts it short."""
     if os.geteuid() != 0:
         pytest.skip("the stand-ins run as the user pulpinit drops to: needs root")
-    mongo, broker = services
+    mongo, broker = fake_services
     with hold("migration-run", mongo, broker) as held:
         sent = time.monotonic()
         os.kill(held.pid, signal.SIGTERM)

@@ -23,10 +23,13 @@ from helpers.supervision import (
     PYTHON,
     SYSTEM_PYTHON,
     Supervised,
-    children,
     rss_kb,
     run,
 )
+
+from pulpinit.errors import EnvValueError
+from pulpinit.settings.toolkit import toolkit_from_environ
+from pulpinit.testing.processes import children
 
 RESIDENT = str(HELPERS / "resident_modules.py")
 HEAVY = (
@@ -44,7 +47,7 @@ HEAVY = (
     "dataclasses",
     "typing",
     "pulpinit.privileges",
-    "pulpinit.handoff",
+    "pulpinit.handoff.exec",
 )
 
 
@@ -120,6 +123,23 @@ def test_bad_options(options: list[str], code: int, text: str) -> None:
     done = run(["true"], options=options)
     assert done.returncode == code
     assert text in done.stderr
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "0", "none", ""])
+def test_never_means_never_to_the_settings_and_the_supervisor_alike(value: str) -> None:
+    """One parser for PULPINIT_STOP_TIMEOUT (the knob table's): what one accepts the other does."""
+    assert toolkit_from_environ({"PULPINIT_STOP_TIMEOUT": value}).stop_timeout is None
+    done = run(["true"], env={**os.environ, "PULPINIT_STOP_TIMEOUT": value})
+    assert done.returncode == 0, done.stderr
+    assert '"stop_timeout": null' in done.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", " 5", "soon"])
+def test_a_bad_stop_timeout_is_78_for_the_settings_and_the_supervisor_alike(value: str) -> None:
+    with pytest.raises(EnvValueError, match="PULPINIT_STOP_TIMEOUT"):
+        toolkit_from_environ({"PULPINIT_STOP_TIMEOUT": value})
+    done = run(["true"], env={**os.environ, "PULPINIT_STOP_TIMEOUT": value})
+    assert done.returncode == 78 and "PULPINIT_STOP_TIMEOUT" in done.stderr
 
 
 def test_bad_stop_timeout_variable_is_a_config_error() -> None:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pulpinit import values
 from pulpinit.errors import EnvValueError, ExitCode
-from pulpinit.knobs import toolkit_from_environ
-from pulpinit.settings import from_environ
+from pulpinit.settings import parse
+from pulpinit.settings.resolve import from_environ
+from pulpinit.settings.toolkit import toolkit_from_environ
 
 SECRET = "Sup3r-Secret-Value"
 
@@ -122,22 +122,22 @@ ports = st.integers(min_value=1, max_value=65535)
 
 @given(hostnames, ports)
 def test_hostport_round_trips(host: str, port: int):
-    assert values.hostport(f"{host}:{port}", "V", 1) == (host, port)
+    assert parse.hostport(f"{host}:{port}", "V", 1) == (host, port)
 
 
 @given(st.lists(st.tuples(hostnames, ports), min_size=1, max_size=4))
 def test_seeds_round_trip(pairs):
-    text = values.format_seeds(tuple(pairs))
-    assert values.seeds(text, "V") == tuple(pairs)
+    text = parse.format_seeds(tuple(pairs))
+    assert parse.seeds(text, "V") == tuple(pairs)
 
 
 @given(st.integers())
 def test_port_accepts_exactly_1_to_65535(number: int):
     if 1 <= number <= 65535:
-        assert values.port(str(number), "P") == number
+        assert parse.port(str(number), "P") == number
     else:
         with pytest.raises(EnvValueError, match=r"^P: "):
-            values.port(str(number), "P")
+            parse.port(str(number), "P")
 
 
 @given(st.text())
@@ -145,15 +145,15 @@ def test_text_rejects_control_and_outer_whitespace(value: str):
     bad = value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value)
     if bad:
         with pytest.raises(EnvValueError):
-            values.text(value, "V", secret=True)
+            parse.text(value, "V", secret=True)
     else:
-        assert values.text(value, "V") == value
+        assert parse.text(value, "V") == value
 
 
 @given(st.text(alphabet=string.printable, min_size=1))
 def test_host_never_accepts_whitespace_or_empty_labels(value: str):
     try:
-        host = values.host(value, "H")
+        host = parse.host(value, "H")
     except EnvValueError as exc:
         assert exc.variable == "H"
         return

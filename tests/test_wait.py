@@ -8,9 +8,9 @@ import threading
 import pytest
 
 from pulpinit import log
-from pulpinit.deps import WaitPolicy, wait_all
 from pulpinit.errors import DependencyUnavailable, ExitCode
-from pulpinit.probe import Failure, ProbeResult
+from pulpinit.wait.targets import Dependency, Failure, ProbeResult
+from pulpinit.wait.waiter import WaitPolicy, wait_all
 
 
 class FakeTime:
@@ -31,17 +31,17 @@ class FakeTime:
             self.now += seconds
 
 
-def down(name: str = "mongodb") -> ProbeResult:
+def down(name: Dependency = "mongodb") -> ProbeResult:
     return ProbeResult(
         name, "mongodb://db:27017/pulp", False, 1.0, failure=Failure.REFUSED, error="[Errno 111] Connection refused"
     )
 
 
-def up(name: str = "mongodb") -> ProbeResult:
+def up(name: Dependency = "mongodb") -> ProbeResult:
     return ProbeResult(name, "mongodb://db:27017/pulp", True, 1.0, version="6.0.0")
 
 
-def comes_up_at(t: FakeTime, when: float, name: str = "mongodb"):
+def comes_up_at(t: FakeTime, when: float, name: Dependency = "mongodb"):
     calls: list[float] = []
 
     def probe(timeout: float) -> ProbeResult:
@@ -102,7 +102,7 @@ def test_both_waited_on_concurrently():
 
     start = time.monotonic()
 
-    def slow(name: str):
+    def slow(name: Dependency):
         def probe(timeout: float) -> ProbeResult:
             return up(name) if time.monotonic() - start >= 0.3 else down(name)
 

@@ -14,20 +14,21 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers.supervision import can_unshare
 from helpers.workdirs import reachable
 
-from pulpinit import atomicfile
-from pulpinit.configfile import Assignment, ServerConf
+from pulpinit.config import atomicfile
+from pulpinit.config.serverconf import Assignment, ServerConf
 from pulpinit.errors import ConfigFileError, EnvValueError
 from pulpinit.privileges import resolve_user
-from pulpinit.settings import from_environ
+from pulpinit.settings.resolve import from_environ
+from pulpinit.testing import SAMPLE_CONF
+from pulpinit.testing.processes import pid_namespaces_reason
 
-SAMPLE = Path(__file__).parent.parent / "pulpinit" / "testing" / "sample-server.conf"
 PASSWORD = Assignment("database", "password", "s3cr3t-pw", "PULP_DB_PASSWORD", secret=True)
 SEEDS = Assignment("database", "seeds", "db:27017", "PULP_DB_SEEDS")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, setpriv, mount namespaces)")
@@ -49,7 +50,7 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".pulpinit"))
 
 
-def pulpinit(argv: list[str], env: dict[str, str], *, prefix: list[str] = ()) -> subprocess.CompletedProcess[str]:
+def pulpinit(argv: list[str], env: dict[str, str], *, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PULPINIT_LOG_FORMAT": "json", **env}
     return subprocess.run(
         [*prefix, sys.executable, "-m", "pulpinit", *argv],
@@ -150,7 +151,7 @@ def test_the_temporary_file_is_0600_and_gone_after_a_failed_rename(etc: Path, mo
     renamed: list[int] = []
     real_mkstemp = atomicfile.tempfile.mkstemp
 
-    def observed_mkstemp(**kwargs: str) -> tuple[int, str]:
+    def observed_mkstemp(**kwargs: Any) -> tuple[int, str]:
         fd, name = real_mkstemp(**kwargs)
         created.append(mode(Path(name)))
         return fd, name
@@ -270,11 +271,11 @@ def test_openshift_recipe_as_an_arbitrary_uid(etc: Path) -> None:
 @root_only
 def test_a_single_file_bind_mount_is_rewritten_in_place(etc: Path) -> None:
     """Kubernetes subPath / docker -v file:file: the rename fails with EBUSY inside the mount namespace."""
-    reason = can_unshare()
+    reason = pid_namespaces_reason()
     if reason:
         pytest.skip(reason)
     source, target = etc / "source.conf", etc / "server.conf"
-    shutil.copy(SAMPLE, source)
+    shutil.copy(SAMPLE_CONF, source)
     target.write_text("")
     script = f'mount --bind "{source}" "{target}" && exec "{sys.executable}" -m pulpinit configure'
     environ = {
@@ -358,7 +359,7 @@ def test_a_bom_in_a_file_secret_is_not_part_of_the_password(etc: Path) -> None:
 
 def test_a_bom_in_server_conf_is_refused(etc: Path) -> None:
     conf = etc / "server.conf"
-    conf.write_bytes(b"\xef\xbb\xbf" + SAMPLE.read_bytes())
+    conf.write_bytes(b"\xef\xbb\xbf" + SAMPLE_CONF.read_bytes())
     with pytest.raises(ConfigFileError, match="byte order mark"):
         ServerConf.load(conf)
 

@@ -1,7 +1,7 @@
 """``pulpinit pki init DIR``: make the deployment's keys, then say how to store them.
 
 The CLI builds its parser with :func:`add_parser` and calls :func:`run`; this module imports
-nothing heavy (the generation and :mod:`cryptography` load only when ``pki init`` runs).
+nothing heavy (:mod:`cryptography` loads only when ``pki init`` runs).
 
 Exit codes: 0 when the files are there afterwards (made now or kept: like Pulp's scripts,
 existing files are never overwritten and a complete set is "nothing generated"), 64 for a bad
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pulpinit.errors import ConfigError, EnvValueError, UsageError
+from pulpinit.pki.generate import CA_DAYS, SERVER_DAYS, generate, server_name_problem
 
 __all__ = ["add_parser", "run"]
 
@@ -29,8 +30,6 @@ SECRET_NAME = "pulp-keys"  # noqa: S105 (the Secret's name, not a secret)
 
 def add_parser(commands: Any) -> None:
     """Add ``pki`` (with its action ``init``) to the CLI's subparsers ``commands``."""
-    from pulpinit.pki.generate import CA_DAYS, SERVER_DAYS
-
     pki = commands.add_parser("pki", help="Pulp's keys: pki init DIR makes them once per deployment")
     actions = pki.add_subparsers(dest="pki_action", metavar="ACTION", parser_class=type(pki))
     actions.required = True
@@ -57,8 +56,6 @@ def add_parser(commands: Any) -> None:
 
 
 def _server_names(args: argparse.Namespace, environ: Mapping[str, str]) -> list[str]:
-    from pulpinit.pki.generate import server_name_problem
-
     if args.server_names:
         for name in args.server_names:
             problem = server_name_problem(name)
@@ -87,8 +84,6 @@ def _group(spec: str | None) -> int | None:
 
 def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run ``pulpinit pki ACTION``; returns the exit code (errors raise, the CLI maps them)."""
-    from pulpinit.pki.generate import CA_DAYS, generate
-
     if not 1 <= args.days <= CA_DAYS:
         raise UsageError(f"pulpinit pki init: --days must be between 1 and {CA_DAYS}")
     names = _server_names(args, environ)

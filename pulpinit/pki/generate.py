@@ -281,13 +281,31 @@ def generate(
     (tests pass pre-made ones).  Raises :class:`~pulpinit.errors.KeyFileError` (exit 78) before
     writing anything when the directory holds something it cannot use.
     """
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    now = now or datetime.datetime.now(datetime.timezone.utc)
-    make_key = new_key or _new_rsa_key
     if not server_names:
         raise ValueError("at least one server name is needed")
+    present = _present(directory)
+    keys = _kept_keys(directory, present)
+    files, names, not_after = _missing_files(
+        directory,
+        present,
+        keys,
+        server_names,
+        now=now or datetime.datetime.now(datetime.timezone.utc),
+        days=days,
+        make_key=new_key or _new_rsa_key,
+    )
+    _store(directory, files, group)
+    return Result(
+        directory=directory,
+        created=tuple(files),
+        kept=tuple(n for n in KEY_FILES if n in present),
+        server_names=names,
+        server_not_after=not_after,
+    )
+
+
+def _present(directory: Path) -> set[str]:
+    """The key files already in ``directory``; KeyFileError when it cannot be used."""
     if os.path.lexists(directory) and not directory.is_dir():
         raise KeyFileError(str(directory), "is not a directory")
     present = _existing(directory) if directory.is_dir() else set()
@@ -299,6 +317,12 @@ def generate(
                 f"again; put {private} beside it, or move "
                 f"{public} away to make a new pair",
             )
+    return present
+
+
+def _kept_keys(directory: Path, present: set[str]) -> dict[str, RSAPrivateKey]:
+    """The private keys kept, each checked against its public half when that is kept too."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
     keys: dict[str, RSAPrivateKey] = {}
     for private, public in PAIRS:
@@ -319,6 +343,22 @@ def generate(
                 raise KeyFileError(
                     str(directory / private), f"does not match {directory / public}: the two are from different pairs"
                 )
+    return keys
+
+
+def _missing_files(
+    directory: Path,
+    present: set[str],
+    keys: dict[str, RSAPrivateKey],
+    server_names: Sequence[str],
+    *,
+    now: datetime.datetime,
+    days: int,
+    make_key: KeyFactory,
+) -> tuple[dict[str, bytes], tuple[str, ...], datetime.datetime | None]:
+    """The contents of every missing file (new keys added to ``keys``), and the new server
+    certificate's names and end of validity when one is made."""
+    from cryptography.hazmat.primitives import serialization
 
     files: dict[str, bytes] = {}
     if "ca.key" not in keys:
@@ -351,23 +391,20 @@ def generate(
         )
         files["server.crt"] = cert.public_bytes(serialization.Encoding.PEM)
         names, not_after = tuple(server_names), cert.not_valid_after_utc
+    return files, names, not_after
 
-    if files:
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+
+def _store(directory: Path, files: dict[str, bytes], group: int | None) -> None:
+    """Write the new files (private keys 0600, or 0640 in ``group``), then sync the directory."""
+    if not files:
+        return
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     private_mode = 0o640 if group is not None else 0o600
     for name, data in files.items():
         mode = private_mode if KEY_FILES[name].kind == "private-key" else 0o644
         _write_new(directory / name, data, mode, group)
-    if files:
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return Result(
-        directory=directory,
-        created=tuple(files),
-        kept=tuple(n for n in KEY_FILES if n in present),
-        server_names=names,
-        server_not_after=not_after,
-    )
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -4,7 +4,7 @@
 connection, as qpidd does:
 
 * ``AMQP`` 1 1 0 10 → an AMQP 0-10 server written here
-  (:mod:`pulpinit.amqp010`'s codec): the 0-10 header, ``connection.start``
+  (:mod:`pulpinit.wait.amqp010`'s codec): the 0-10 header, ``connection.start``
   (server properties, SASL mechanisms, ``en_US``), then ``start-ok`` is
   accepted with ``tune`` or refused with ``close`` 320 "Authentication
   failed"; ``tune-ok``, ``open`` → ``open-ok``; ``close`` → ``close-ok``.
@@ -71,10 +71,10 @@ from proton import SASL, Endpoint, Message, symbol
 from proton.handlers import MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
-from pulpinit import amqp010
-from pulpinit.probe_net import Deadline, ProbeFailed, Reader
 from pulpinit.testing.faults import FaultServer, splice
 from pulpinit.testing.serving import serve_until_signal
+from pulpinit.wait import amqp010
+from pulpinit.wait.net import Deadline, ProbeFailed, Reader
 
 PRODUCT = "pulpinit-fakeamqp"
 VERSION = "1.0"
@@ -406,7 +406,7 @@ class FakeAmqpBroker:
             target=self._serve, args=(container,), name=f"fakeamqp-{self.backend_port}", daemon=True
         )
         self._thread.start()
-        self._front = _Front(self, self.host, self._requested_port).start()  # type: ignore[assignment]
+        self._front = _Front(self, self.host, self._requested_port).start()
         return self
 
     def _serve(self, container: Any) -> None:

@@ -49,6 +49,7 @@ import mongomock
 from bson import Binary, ObjectId, Timestamp
 from bson.errors import InvalidDocument
 
+from pulpinit.settings.parse import format_hostport
 from pulpinit.testing.mongocmds import CommandError, Doc, Engine
 from pulpinit.testing.scram import MECHANISM, MECHANISMS, AuthError, ScramConversation, ScramCredential
 from pulpinit.testing.serving import serve_until_signal
@@ -238,11 +239,7 @@ class FakeMongo:
 
     @property
     def hostport(self) -> str:
-        return (
-            f"[{self.advertised_host}]:{self._port}"
-            if ":" in self.advertised_host
-            else f"{self.advertised_host}:{self._port}"
-        )
+        return format_hostport(self.advertised_host, self._port)
 
     @property
     def uri(self) -> str:

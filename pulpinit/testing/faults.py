@@ -40,6 +40,10 @@ import struct
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 def _abort(conn: socket.socket) -> None:
@@ -87,7 +91,7 @@ class FaultServer:
 
     # --- control ----------------------------------------------------------------------------------
 
-    def start(self) -> FaultServer:
+    def start(self) -> Self:
         self._loop = threading.Thread(target=self._accept_loop, name=f"fault-{self.port}", daemon=True)
         self._loop.start()
         if self._initially_up:
@@ -158,7 +162,7 @@ class FaultServer:
         for sock in (self._reserve, self._wake_r, self._wake_w):
             sock.close()
 
-    def __enter__(self) -> FaultServer:
+    def __enter__(self) -> Self:
         return self.start() if self._loop is None else self
 
     def __exit__(

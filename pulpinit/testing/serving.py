@@ -1,14 +1,29 @@
 """Run a fake service in the foreground until SIGTERM or SIGINT (the ``python -m`` entry points).
 
 Prints one line, ``ready <port>``, once the service listens, so a parent process (the demo, a
-test, a shell script) knows the port without polling.
+test, a shell script) knows the port without polling (see
+:meth:`pulpinit.testing.processes.Spawned.ready_port`).  :func:`free_port` is a loopback port
+nobody listens on.
 """
 
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 from typing import Protocol
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (bound to port 0, read back, released).
+
+    A connection to it is refused; a server that must be told its port in advance (RabbitMQ)
+    may still lose it to someone else before it binds: bind to port 0 wherever possible.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class Service(Protocol):

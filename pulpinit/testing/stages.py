@@ -27,27 +27,26 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from pulpinit.testing import standins
+from pulpinit.migrate.migrator import LOCK_ID
+from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.processes import Spawned, first_child
+from pulpinit.testing.serving import free_port
 
-SAMPLE = Path(__file__).parent / "sample-server.conf"
+SAMPLE = SAMPLE_CONF
 
 #: Every blocking point and the stage a stop there must name.
 POINTS: Mapping[str, str] = {
@@ -62,42 +61,15 @@ POINTS: Mapping[str, str] = {
 _RPM = '#!/bin/sh\necho $$ > "$0.pid"\nexec sleep 600\n'
 
 
-def closed_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def pid_namespaces_reason() -> str | None:
-    """None when ``unshare --pid`` works here, else why not (root is needed)."""
-    if os.geteuid() != 0:
-        return "needs root for PID namespaces"
-    if shutil.which("unshare") is None:
-        return "unshare (util-linux) is not installed"
-    probe = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=30, check=False
-    )
-    return None if probe.returncode == 0 else f"unshare --pid fails: {probe.stderr.decode().strip()}"
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(word) for word in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
-def _poll(
-    what: str, ready: Callable[[], bool], proc: subprocess.Popen[str], lines: list[str], timeout: float = 30
-) -> None:
+def _poll(what: str, ready: Callable[[], bool], spawned: Spawned, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
-        if proc.poll() is not None:
-            raise AssertionError(f"pulpinit exited ({proc.returncode}) before {what}; stderr: {lines[-8:]}")
+        if spawned.proc.poll() is not None:
+            raise AssertionError(
+                f"pulpinit exited ({spawned.proc.returncode}) before {what}; stderr: {spawned.err[-8:]}"
+            )
         if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} within {timeout} s; stderr: {lines[-8:]}")
+            raise AssertionError(f"not {what} within {timeout} s; stderr: {spawned.err[-8:]}")
         time.sleep(0.01)
 
 
@@ -106,19 +78,24 @@ class Held:
     """A pulpinit process held at one point (see :func:`hold`)."""
 
     point: str
-    proc: subprocess.Popen[str]
+    spawned: Spawned
     pid: int  # the host PID of pulpinit (the namespace's PID 1 with pid1)
     workdir: Path
     database: str
-    lines: list[str] = field(default_factory=list)  # stderr, one entry per line
     fds: list[int] = field(default_factory=list)  # files held open (the lock on server.conf)
-    _drain: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def proc(self) -> subprocess.Popen[str]:
+        return self.spawned.proc
+
+    @property
+    def lines(self) -> list[str]:
+        """Its stderr, one entry per line."""
+        return self.spawned.err
 
     def close(self) -> None:
         """Kill whatever is left (the process group), close the held files, remove the work directory."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        self.spawned.kill()
         for fd in self.fds:
             os.close(fd)
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -129,17 +106,12 @@ class Held:
         os.kill(self.pid, signum)
         code = self.proc.wait(timeout)
         elapsed = time.monotonic() - sent
-        if self._drain is not None:
-            self._drain.join(5)
+        self.spawned.wait(timeout)  # and the rest of its output
         return code, elapsed
 
     def events(self) -> list[dict[str, Any]]:
         """The JSON log lines (anything else on stderr is left out: see :attr:`lines`)."""
-        found = []
-        for line in self.lines:
-            with contextlib.suppress(ValueError):
-                found.append(json.loads(line))
-        return found
+        return self.spawned.events()
 
     def has_event(self, name: str) -> bool:
         return any(f'"event": "{name}"' in line for line in list(self.lines))
@@ -166,32 +138,12 @@ def environment(workdir: Path, mongo: FakeMongo, broker: FakeAmqpBroker, databas
     return env
 
 
-def _start(args: list[str], env: dict[str, str], pid1: bool) -> tuple[subprocess.Popen[str], int]:
+def _start(args: list[str], env: dict[str, str], pid1: bool) -> tuple[Spawned, int]:
     argv = [sys.executable, "-m", "pulpinit", *args]
     if pid1:
         argv = ["unshare", "--pid", "--fork", "--mount-proc", *argv]
-    proc = subprocess.Popen(
-        argv,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    if not pid1:
-        return proc, proc.pid
-    deadline = time.monotonic() + 10
-    while not (found := _children(proc.pid)):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise AssertionError("unshare started no child")
-        time.sleep(0.005)
-    return proc, found[0]
-
-
-def _pump(stream: IO[str], into: list[str]) -> None:
-    for line in stream:
-        into.append(line.rstrip("\n"))
+    spawned = Spawned(argv, env=env, session=True)
+    return spawned, first_child(spawned.pid) if pid1 else spawned.pid
 
 
 @contextlib.contextmanager
@@ -222,7 +174,7 @@ def hold(
         environ["PATH"] = f"{bindir}{os.pathsep}{environ.get('PATH', os.defpath)}"
         del environ["PULPINIT_MIGRATION_FINGERPRINT"]
     elif point == "wait":
-        environ["PULP_DB_SEEDS"] = f"127.0.0.1:{closed_port()}"
+        environ["PULP_DB_SEEDS"] = f"127.0.0.1:{free_port()}"
     elif point == "lock-wait":
         args = ["migrate"]
         before = lambda: _hold_lock(mongo, database)  # noqa: E731
@@ -230,11 +182,8 @@ def hold(
         args = ["migrate"]
     environ.update(env or {})
     before()
-    proc, pid = _start(args, environ, pid1)
-    held = Held(point, proc, pid, workdir, database, fds=[fd] if point == "configure" else [])
-    assert proc.stderr is not None  # noqa: S101 - stderr=PIPE
-    held._drain = threading.Thread(target=_pump, args=(proc.stderr, held.lines), daemon=True)
-    held._drain.start()
+    spawned, pid = _start(args, environ, pid1)
+    held = Held(point, spawned, pid, workdir, database, fds=[fd] if point == "configure" else [])
     try:
         _wait_until_held(held, conf)
         yield held
@@ -243,22 +192,22 @@ def hold(
 
 
 def _wait_until_held(held: Held, conf: Path) -> None:
-    point, workdir, proc, lines = held.point, held.workdir, held.proc, held.lines
+    point, workdir, spawned, lines = held.point, held.workdir, held.spawned, held.lines
     if point == "settings-rpm":
         pid_file = workdir / "bin" / "rpm.pid"
-        _poll("running rpm", lambda: pid_file.exists() and bool(pid_file.read_text().strip()), proc, lines)
+        _poll("running rpm", lambda: pid_file.exists() and bool(pid_file.read_text().strip()), spawned)
     elif point == "configure":
-        _poll("in configure", lambda: _stage_started(lines, "configure"), proc, lines)
+        _poll("in configure", lambda: _stage_started(lines, "configure"), spawned)
         inode = os.stat(conf).st_ino
-        _poll("waiting for the lock on server.conf", lambda: _waits_for_lock(inode), proc, lines)
+        _poll("waiting for the lock on server.conf", lambda: _waits_for_lock(inode), spawned)
     elif point == "wait":
-        _poll("waiting", lambda: held.has_event("dep.down"), proc, lines)
+        _poll("waiting", lambda: held.has_event("dep.down"), spawned)
     elif point == "lock-wait":
-        _poll("waiting for the lock", lambda: held.has_event("migration.lock_held"), proc, lines)
+        _poll("waiting for the lock", lambda: held.has_event("migration.lock_held"), spawned)
     elif point == "migration-wait":
-        _poll("waiting for migrations", lambda: held.has_event("migration.waiting"), proc, lines)
+        _poll("waiting for migrations", lambda: held.has_event("migration.waiting"), spawned)
     elif point == "migration-run":
-        _poll("running pulp-manage-db", lambda: bool(standins.parsed_runs(workdir)), proc, lines)
+        _poll("running pulp-manage-db", lambda: bool(standins.parsed_runs(workdir)), spawned)
 
 
 def _waits_for_lock(inode: int) -> bool:
@@ -278,8 +227,6 @@ def _hold_lock(mongo: FakeMongo, database: str) -> None:
     """Another replica's live lease: the lock document as a holder writes it, valid for an hour."""
     import pymongo
 
-    from pulpinit.migration import LOCK_ID
-
     now = mongo.now().replace(tzinfo=None)
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=5000)
     try:
@@ -298,8 +245,6 @@ def _hold_lock(mongo: FakeMongo, database: str) -> None:
 def lock_owner(mongo: FakeMongo, database: str) -> str | None:
     """The owner the migration lock names now (None: free or never taken)."""
     import pymongo
-
-    from pulpinit.migration import LOCK_ID
 
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongo.uri, serverSelectionTimeoutMS=5000)
     try:

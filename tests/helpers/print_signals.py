@@ -6,7 +6,8 @@ Usage: ``print_signals.py [--exit-on SIGNAME] [--code N] [--spawn-sleeper]``
 * ``--exit-on TERM`` exits with ``--code`` (default 0) once that signal arrived.
 * A line ``exit N`` on stdin makes it exit with N; EOF on stdin is ignored.
 * ``--spawn-sleeper`` starts ``sleep 300`` in the same process group first and
-  prints ``sleeper <pid>`` (to check that the group gets SIGKILL).
+  prints ``sleeper <pid>`` (to check that the group gets SIGKILL).  The sleeper gets none of our
+  standard streams: it must not keep the supervisor's output open after the supervisor exits.
 Runs under the dropped user too: stdlib only, no pulpinit import.
 """
 
@@ -38,7 +39,9 @@ def main() -> int:
         if isinstance(sig, signal.Signals) and sig not in UNCATCHABLE and sig < signal.SIGRTMIN:
             signal.signal(sig, handler)
     if args.spawn_sleeper:
-        sleeper = subprocess.Popen(["sleep", "300"])
+        sleeper = subprocess.Popen(
+            ["sleep", "300"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         os.write(1, f"sleeper {sleeper.pid}\n".encode())
     os.write(1, b"ready\n")
     for line in sys.stdin:

@@ -11,19 +11,16 @@ poll for lines with a deadline instead of sleeping.
 from __future__ import annotations
 
 import atexit
-import json
 import os
-import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from pulpinit.testing.processes import Spawned, children, first_child
 
 HELPERS = Path(__file__).resolve().parent
 REPO = HELPERS.parent.parent
@@ -55,34 +52,13 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 #: before it execs the supervisor (with ``pending``: and SIGTERM itself meanwhile), then exec it.
 BLOCKED_THEN_EXEC = (
     "import os, signal, sys\n"
+    "from pulpinit.settings.knobs import FORWARDED\n"
     "from pulpinit.signals import block_for_handoff\n"
-    "block_for_handoff()\n"  # what pulpinit does before it execs the supervisor
+    "block_for_handoff(FORWARDED)\n"  # what pulpinit does before it execs the supervisor
     "if sys.argv[1] == 'pending':\n"
     "    os.kill(os.getpid(), signal.SIGTERM)\n"  # a docker stop during the exec: pending, not lost
     "os.execv(sys.executable, [sys.executable, '-m', 'pulpinit.supervise', '--', *sys.argv[2:]])\n"
 )
-
-
-def can_unshare() -> str | None:
-    """None when PID namespaces are usable, else the reason to skip."""
-    if os.geteuid() != 0:
-        return "needs root for PID namespaces"
-    if shutil.which("unshare") is None:
-        return "unshare (util-linux) is not installed"
-    probe = subprocess.run(
-        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=30, check=False
-    )
-    if probe.returncode != 0:
-        return f"unshare --pid does not work here: {probe.stderr.decode().strip()}"
-    return None
-
-
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(word) for word in text.split()]
 
 
 def rss_kb(pid: int) -> int:
@@ -92,7 +68,7 @@ def rss_kb(pid: int) -> int:
     raise LookupError(f"no VmRSS for {pid}")
 
 
-class Supervised:
+class Supervised(Spawned):
     """One supervisor run; use as a context manager (kills everything on exit)."""
 
     def __init__(
@@ -109,86 +85,52 @@ class Supervised:
         if pid1:
             argv = ["unshare", "--pid", "--fork", "--mount-proc", *argv]
         self.pid1 = pid1
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stderr: list[str] = []
-        self.stdout: list[str] = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines), daemon=True).start()
-        self._err = threading.Thread(target=self._collect, args=(self.proc.stderr,), daemon=True)
-        self._err.start()
+        super().__init__(argv, env=env, stdin=stdin, session=True)
 
-    @staticmethod
-    def _pump(stream: Any, into: queue.Queue[str]) -> None:
-        for raw in stream:
-            into.put(raw.decode(errors="replace").rstrip("\n"))
+    @property
+    def stdout(self) -> list[str]:
+        return self.out
 
-    def _collect(self, stream: Any) -> None:
-        for raw in stream:
-            self.stderr.append(raw.decode(errors="replace").rstrip("\n"))
+    @property
+    def stderr(self) -> list[str]:
+        return self.err
 
-    def __enter__(self) -> Supervised:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def expect(self, wanted: str, timeout: float = 15) -> str:
-        """Wait for a stdout line starting with *wanted*; return it (earlier lines are kept)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no line {wanted!r} within {timeout}s; saw {self.stdout}; stderr {self.stderr}")
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            self.stdout.append(line)
-            if line.startswith(wanted):
-                return line
+    def expect(self, wanted: str, timeout: float = 15) -> str:  # type: ignore[override]
+        """Wait for the next stdout line starting with *wanted*; return it (earlier lines are kept)."""
+        return super().expect(wanted, prefix=True, timeout=timeout)
 
     @property
     def supervisor_pid(self) -> int:
         """The host PID of the supervisor (the namespace's PID 1 when ``pid1``)."""
         if not self.pid1:
             return self.proc.pid
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            found = children(self.proc.pid)
-            if found:
+        return first_child(self.proc.pid)
+
+    def child(self, command: str, timeout: float = 10) -> int:
+        """The supervised child's PID, once it runs ``command`` (its exec is done)."""
+        supervisor = self.supervisor_pid
+        deadline = time.monotonic() + timeout
+        while True:
+            found = children(supervisor)
+            if found and _comm(found[0]) == command:
                 return found[0]
-            time.sleep(0.01)
-        raise AssertionError("unshare has no child")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the supervisor's child does not run {command!r} within {timeout} s")
+            time.sleep(0.005)
 
-    def kill(self, signum: int) -> None:
-        os.kill(self.supervisor_pid, signum)
+    def kill(self, signum: int | None = None) -> None:  # type: ignore[override]
+        """Send ``signum`` to the supervisor; without one, SIGKILL the whole run (the context's exit)."""
+        if signum is None:
+            super().kill()
+        else:
+            os.kill(self.supervisor_pid, signum)
 
-    def send(self, text: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(text.encode())
-        self.proc.stdin.flush()
 
-    def wait(self, timeout: float = 20) -> int:
-        code = self.proc.wait(timeout)
-        self._err.join(5)
-        return code
-
-    def events(self) -> list[dict[str, Any]]:
-        """The JSON log lines the supervisor wrote to stderr."""
-        out = []
-        for line in self.stderr:
-            if line.startswith("{"):
-                out.append(json.loads(line))
-        return out
+def _comm(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except FileNotFoundError:
+        return None
 
 
 def run(

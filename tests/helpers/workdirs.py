@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-SAMPLE = Path(__file__).resolve().parents[2] / "pulpinit" / "testing" / "sample-server.conf"
+from pulpinit.testing import SAMPLE_CONF
 
 
 @contextlib.contextmanager
@@ -22,7 +22,7 @@ def reachable(prefix: str, *, sample: bool = True) -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix=f"pulpinit-{prefix}-"))
     path.chmod(0o755)
     if sample:
-        shutil.copy(SAMPLE, path / "server.conf")
+        shutil.copy(SAMPLE_CONF, path / "server.conf")
     try:
         yield path
     finally:

@@ -1,0 +1,111 @@
+"""Hand the process over to the role's command: drop privileges, then ``execvpe``.
+
+:func:`hand_off` is the stage: it execs the role's command as ``PULPINIT_USER`` (or as is when
+not root), or, with ``--init``, the resident supervisor (``python -m pulpinit.supervise``), a
+fresh interpreter with no pymongo, proton or augeas loaded that resolves the user itself, in the
+child, after the fork.  Nothing stays resident after :func:`exec_command`: like gosu, the command replaces pulpinit and
+inherits its PID, so under ``docker run`` it *is* PID 1 and gets the signals directly.
+
+Exit codes follow the shells and tini: a command that cannot be found → 127, one that exists
+but cannot be executed (no ``x`` bit, a directory, a bad interpreter line) → 126
+(:func:`pulpinit.errors.exec_failure`, which the resident supervisor shares).  The error
+message names the command and the reason in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import NoReturn
+
+from pulpinit import log, signals
+from pulpinit.errors import UsageError, exec_failure
+from pulpinit.privileges import Identity, drop, identity_for
+from pulpinit.redact import mask_argv
+from pulpinit.settings.knobs import FORWARDED
+
+__all__ = ["child_environ", "exec_command", "hand_off"]
+
+
+def hand_off(
+    argv: Sequence[str],
+    *,
+    user: str,
+    umask: int,
+    supervise: bool,
+    stop_timeout: float | None,
+    drop_env: Iterable[str],
+) -> NoReturn:
+    """Exec ``argv`` as ``user`` (when root), or the resident supervisor around it (``supervise``).
+
+    ``drop_env`` names the variables the role's process does not get (the secrets pulpinit
+    consumed).  Raises :class:`~pulpinit.errors.ExecError` (127/126) or
+    :class:`~pulpinit.errors.UserError` (78) when the exec or the drop fails.
+    """
+    logger = log.get_logger(stage="handoff")
+    env = child_environ(None, drop=drop_env)
+    identity = identity_for(user)  # None when not root (OpenShift's arbitrary UID)
+    if identity is None:
+        logger.info(
+            "privileges.as_is", uid=os.getuid(), gid=os.getgid(), reason="not root: running as the current user"
+        )
+    if supervise:
+        supervisor = [sys.executable, "-m", "pulpinit.supervise", "--umask", f"{umask:04o}"]
+        if identity is not None:
+            supervisor += ["--user", user]
+        if stop_timeout is not None:
+            supervisor += ["--stop-timeout", f"{stop_timeout:g}"]
+        logger.info("handoff.supervise", command=argv[0], user=identity.name if identity else None)
+        unblock = signals.block_for_handoff(FORWARDED)
+        try:
+            exec_command([*supervisor, "--", *argv], env=env)
+        finally:  # reached only when the exec failed
+            unblock()
+    if identity is not None:
+        logger.info(
+            "privileges.drop", user=identity.name, uid=identity.uid, gid=identity.gid, groups=list(identity.groups)
+        )
+    logger.info("handoff.exec", argv=mask_argv(argv))
+    exec_command(list(argv), identity=identity, umask=umask, env=env)
+
+
+def child_environ(env: Mapping[str, str] | None, drop: Iterable[str] = ()) -> dict[str, str]:
+    """A private copy of *env* (default ``os.environ``) for ``execve``, without the variables in *drop*.
+
+    pulpinit drops the secret variables it consumed (they are in server.conf now) unless
+    ``PULPINIT_KEEP_SECRET_ENV`` is set.
+    """
+    environ = dict(os.environ if env is None else env)
+    for name in drop:
+        environ.pop(name, None)
+    return environ
+
+
+def exec_command(
+    argv: Sequence[str],
+    *,
+    identity: Identity | None = None,
+    umask: int = 0o022,
+    env: Mapping[str, str] | None = None,
+) -> NoReturn:
+    """Drop to *identity* (if given), set the umask, and replace this process with *argv*.
+
+    *env* defaults to ``os.environ`` (with ``HOME``/``USER``/``LOGNAME`` of the
+    identity).  Never returns: on failure raises
+    :class:`~pulpinit.errors.ExecError` (exit 127 or 126) or
+    :class:`~pulpinit.errors.UserError` (exit 78, the drop failed).
+    """
+    if not argv:
+        raise UsageError("no command to execute")
+    environ = child_environ(env)
+    if identity is not None:
+        drop(identity, umask, environ=environ)
+    else:
+        os.umask(umask)
+    restore = signals.defaults_for_exec()
+    try:
+        os.execvpe(argv[0], list(argv), environ)  # noqa: S606 - argv as given, no shell
+    except OSError as err:
+        restore()
+        raise exec_failure(argv[0], err, environ.get("PATH")) from None

@@ -1,0 +1,146 @@
+"""A lease lock in one MongoDB document, timed by the database server's clock.
+
+The lock is the document ``{_id: name, owner, acquired_at, expires_at}`` in
+a collection of the Pulp database.  Acquiring is one atomic upsert matching
+"free, expired, or mine": when the document exists and matches none of
+these, the upsert's insert collides on ``_id`` and the driver raises
+``DuplicateKeyError`` — someone else holds it.  The lock never takes "no
+error" for "mine": the upsert returns the document as it is afterwards
+(``return_document=AFTER``) and the lock is held only when that document
+names this owner (some MongoDB-compatible servers answer a colliding upsert
+without an error).  Renewals verify themselves the same way.  The holder
+renews the lease every lease/3; a holder that dies blocks the others only
+until its lease expires.
+
+Clock-skew assumption: every time (``acquired_at``, ``expires_at``, and the
+"now" an expiry is compared with) is read from the database server
+(``hello.localTime``), never from the client.  Replicas whose own clocks
+disagree therefore still agree on who holds the lease; only the server's
+clock matters, and it is one clock.  What a lease cannot fence is told in
+:mod:`pulpinit.migrate.migrator` (a holder paused for longer than its lease).
+
+:class:`Collection` is what the lock and the migrator need of pymongo's ``Collection``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class Collection(Protocol):
+    """The operations of a pymongo ``Collection`` the migrate stage uses."""
+
+    def find_one(self, filter: Mapping[str, Any], /) -> Mapping[str, Any] | None: ...
+
+    def find_one_and_update(
+        self,
+        filter: Mapping[str, Any],
+        update: Mapping[str, Any],
+        /,
+        *,
+        upsert: bool = ...,
+        return_document: bool = ...,
+    ) -> Mapping[str, Any] | None: ...
+
+    def update_one(self, filter: Mapping[str, Any], update: Mapping[str, Any], /) -> Any: ...
+
+    def replace_one(
+        self, filter: Mapping[str, Any], replacement: Mapping[str, Any], /, *, upsert: bool = ...
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds the lock, as recorded in the document."""
+
+    owner: str | None
+    acquired_at: dt.datetime | None
+    expires_at: dt.datetime | None
+
+    def is_live(self, now: dt.datetime) -> bool:
+        """True while someone holds a lease that has not expired at ``now`` (server time)."""
+        return bool(self.owner) and self.expires_at is not None and self.expires_at > now
+
+    def describe(self, now: dt.datetime) -> str:
+        if not self.owner or self.expires_at is None:
+            return "free"
+        since = f" since {self.acquired_at:%Y-%m-%dT%H:%M:%SZ}" if self.acquired_at else ""
+        left = (self.expires_at - now).total_seconds()
+        state = f"lease expires in {left:.0f} s" if left >= 0 else f"lease expired {-left:.0f} s ago"
+        return f"held by {self.owner}{since} ({state})"
+
+
+def server_clock(database: Any) -> Callable[[], dt.datetime]:
+    """``now()`` as the MongoDB server sees it (``hello.localTime``, naive UTC, ms precision).
+
+    MongoDB before 4.4.2 has no ``hello`` (CommandNotFound, 59): ``isMaster`` answers the same.
+    """
+    from pymongo.errors import OperationFailure
+
+    def now() -> dt.datetime:
+        try:
+            reply = database.client.admin.command("hello")
+        except OperationFailure as exc:
+            if exc.code != 59:
+                raise
+            reply = database.client.admin.command("isMaster")
+        local_time: dt.datetime = reply["localTime"]
+        return local_time.replace(tzinfo=None)
+
+    return now
+
+
+class LeaseLock:
+    """An expiring lock owned by ``owner`` (see :func:`pulpinit.migrate.migrator.owner_name`)."""
+
+    def __init__(
+        self, collection: Collection, name: str, owner: str, lease_s: float, now: Callable[[], dt.datetime]
+    ) -> None:
+        self.collection = collection
+        self.name = name
+        self.owner = owner
+        self.lease = dt.timedelta(seconds=lease_s)
+        self.now = now
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free, expired or already ours; True only when the server says it is ours."""
+        from pymongo import ReturnDocument
+        from pymongo.errors import DuplicateKeyError
+
+        now = self.now()
+        try:
+            doc = self.collection.find_one_and_update(
+                {"_id": self.name, "$or": [{"owner": None}, {"expires_at": {"$lt": now}}, {"owner": self.owner}]},
+                {"$set": {"owner": self.owner, "acquired_at": now, "expires_at": now + self.lease}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return False
+        return isinstance(doc, dict) and doc.get("owner") == self.owner
+
+    def renew(self) -> bool:
+        """Extend our lease; False when it is no longer ours (it expired and was taken, or was freed)."""
+        from pymongo import ReturnDocument
+
+        now = self.now()
+        doc = self.collection.find_one_and_update(
+            {"_id": self.name, "owner": self.owner},
+            {"$set": {"expires_at": now + self.lease}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return isinstance(doc, dict) and doc.get("owner") == self.owner
+
+    def release(self) -> None:
+        """Free the lock if we still hold it (the document stays, with no owner)."""
+        self.collection.update_one(
+            {"_id": self.name, "owner": self.owner},
+            {"$set": {"owner": None, "expires_at": None, "released_at": self.now()}},
+        )
+
+    def holder(self) -> Holder:
+        doc = self.collection.find_one({"_id": self.name}) or {}
+        return Holder(doc.get("owner"), doc.get("acquired_at"), doc.get("expires_at"))

@@ -1,0 +1,392 @@
+"""Resolve server.conf's values from the environment: one pure function, one precedence.
+
+:func:`from_environ` takes the environment, the live values of server.conf and
+the host name, and returns a frozen :class:`Settings`.  It reads no files
+except the ``*_FILE`` secrets it is pointed at and the TLS files the
+configuration names (which must be readable, see :data:`TLS_FILES`), and
+changes nothing.
+
+Precedence, highest first, for every server.conf key (this is the only place
+it is written down in code; the README repeats it):
+
+1. explicit variables: ``PULP_DB_SEEDS``, ``PULP_BROKER_URL``, … (:data:`EXPLICIT`)
+   and ``PULP_CONF__<SECTION>__<KEY>`` for any key, each also as ``*_FILE``
+   where the value is a secret;
+2. Kubernetes service variables of the database and broker Services
+   (``PULPINIT_DB_SERVICE``/``PULPINIT_MSG_SERVICE``, default ``db``/``msg``,
+   then the 2015 names ``pulp-db``/``pulp-msg``);
+3. ``SERVICE_HOST``, the 2014 fallback host for both services;
+4. the value already in server.conf;
+5. Pulp's built-in default.
+
+Its one side effect: every secret it meets (passwords, URL credentials, ``_FILE``
+contents, in the environment and in server.conf) is registered with the
+process-wide redactor *before* anything parses it, so that no error can show it.
+
+Layers 2 and 3 give host and port; from them pulpinit derives
+``database.seeds``, ``messaging.url`` (``tcp://host:port``) and
+``tasks.broker_url`` (``qpid://user[:password]@host:port/``, or ``amqp://…//``
+when ``messaging.transport`` is ``rabbitmq``).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, cast
+
+from pulpinit import redact
+from pulpinit.errors import EnvValueError
+from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
+from pulpinit.regularfile import unreadable
+from pulpinit.settings import parse, secretfile
+from pulpinit.settings.confvars import generic_key, read_variables
+from pulpinit.settings.discovery import Endpoint, find_service, looked_for
+from pulpinit.settings.knobs import KNOBS
+from pulpinit.settings.toolkit import Toolkit, knob_display, knob_sources, toolkit_from_environ
+
+__all__ = ["DEFAULTS", "EXPLICIT", "Settings", "Value", "from_environ", "is_secret_key"]
+
+#: Pulp 2.21's built-in defaults for the keys pulpinit resolves.
+DEFAULTS: Mapping[str, str] = MappingProxyType(
+    {
+        "database.name": "pulp_database",
+        "database.seeds": "localhost:27017",
+        "database.username": "",
+        "database.password": "",
+        "database.replica_set": "",
+        "database.ssl": "false",
+        "database.ssl_keyfile": "",
+        "database.ssl_certfile": "",
+        "database.verify_ssl": "true",
+        "database.ca_path": "/etc/pki/tls/certs/ca-bundle.crt",
+        "messaging.url": "tcp://localhost:5672",
+        "messaging.transport": "qpid",
+        "tasks.broker_url": "qpid://localhost/",
+        "tasks.celery_require_ssl": "false",
+        "tasks.cacert": "/etc/pki/pulp/qpid/ca.crt",
+        "tasks.keyfile": "/etc/pki/pulp/qpid/client.crt",
+        "tasks.certfile": "/etc/pki/pulp/qpid/client.crt",
+    }
+)
+#: server.conf keys of the TLS files, by the switch that turns them on (Pulp opens them only then).
+TLS_FILES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "tasks.celery_require_ssl": ("tasks.cacert", "tasks.certfile", "tasks.keyfile"),
+        "database.ssl": ("database.ca_path", "database.ssl_certfile", "database.ssl_keyfile"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Var:
+    """An explicit variable and the server.conf key it sets."""
+
+    name: str
+    key: str
+    meaning: str
+
+    @property
+    def secret(self) -> bool:
+        """Whether it may hold a secret (a password, or a URL that may hold one): the `_FILE` form.
+
+        The one rule of :mod:`pulpinit.redact` decides, by the key it sets.
+        """
+        return may_hold_secret(self.key)
+
+
+EXPLICIT: tuple[Var, ...] = (
+    Var("PULP_DB_SEEDS", "database.seeds", "MongoDB seeds, `h1:27017,h2:27017`"),
+    Var("PULP_DB_NAME", "database.name", "database name"),
+    Var("PULP_DB_USERNAME", "database.username", "MongoDB user (empty: no authentication)"),
+    Var("PULP_DB_PASSWORD", "database.password", "MongoDB password"),
+    Var("PULP_DB_REPLICA_SET", "database.replica_set", "replica set name (required with several seeds)"),
+    Var("PULP_BROKER_URL", "tasks.broker_url", "Celery broker URL (`qpid://…` or `amqp://…`)"),
+    Var("PULP_MESSAGING_URL", "messaging.url", "messaging URL (`tcp://host:port` or `ssl://…`)"),
+    Var("PULP_SERVER_NAME", "server.server_name", "server name; also the celery node name"),
+    Var(
+        "PULP_ADMIN_PASSWORD",
+        "server.default_password",
+        "the admin user's password: the first migration creates the user with it, the API role rotates it",
+    ),
+)
+
+#: Inputs of the broker URL derivation (layer 2/3), highest first.
+BROKER_USER_VARS = ("PULP_BROKER_USER", "MSG_SERVICE_USER")
+BROKER_PASSWORD_VARS = ("PULP_BROKER_PASSWORD", "MSG_SERVICE_PASSWORD")
+GENERIC_PREFIX = "PULP_CONF__"
+#: The secret variables and the key that decides how secret they are (the broker password has none).
+_SECRET_VARS = {v.name: v.key for v in EXPLICIT if v.secret} | {
+    n: "tasks.broker_password" for n in BROKER_PASSWORD_VARS
+}
+
+
+#: The layer a value came from (the ``source`` string adds the variable or the Service after a colon).
+SourceKind = Literal["env", "file", "k8s", "server.conf", "default"]
+
+
+@dataclass(frozen=True)
+class Value:
+    """One effective server.conf value and where it came from."""
+
+    value: str = field(repr=False)
+    # "env:PULP_DB_SEEDS", "file:PULP_DB_PASSWORD_FILE", "k8s:db", "env:SERVICE_HOST", "server.conf", "default"
+    source: str
+    variable: str | None = None  # the environment variable (or server.conf key) to name in errors
+    secret: bool = False  # a password, a URL with credentials, or a _FILE's contents
+    display: str = ""  # the value as it may be printed (see redact.display)
+    option: tuple[str, str] = ("", "")  # (section, key) in server.conf
+
+    @property
+    def kind(self) -> SourceKind:
+        return cast(SourceKind, self.source.partition(":")[0])
+
+    @property
+    def from_environment(self) -> bool:
+        """True when pulpinit must write it into server.conf (layers 1-3)."""
+        return self.kind in ("env", "file", "k8s")
+
+
+def secrets_of(values: Mapping[str, Value]) -> set[str]:
+    """Every secret string among ``values`` (passwords whole, URLs by their passwords)."""
+    found: set[str] = set()
+    for key, value in values.items():
+        if value.secret and value.value:
+            found.update(redact.secrets_in(value.value, whole=is_secret_key(key) or "://" not in value.value))
+    return found
+
+
+def _value(
+    key: str,
+    raw: str,
+    source: str,
+    variable: str | None = None,
+    *,
+    from_file: bool = False,
+    option: tuple[str, str] | None = None,
+) -> Value:
+    """A :class:`Value` whose secrecy and display follow the one rule (:mod:`pulpinit.redact`)."""
+    secret = from_file or redact.is_secret(key, raw)
+    where = option or (key.partition(".")[0], key.partition(".")[2])
+    return Value(raw, source, variable, secret, redact.display(key, raw, secret=from_file), where)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings: server.conf values by ``section.key``, and pulpinit's knobs."""
+
+    values: Mapping[str, Value]
+    toolkit: Toolkit
+    knob_sources: Mapping[str, str]
+    warnings: tuple[str, ...] = ()  # one line each, logged as settings.warning
+    secret_variables: frozenset[str] = frozenset()  # consumed secrets: kept out of the child's environment
+
+    def get(self, key: str) -> str:
+        return self.values[key].value if key in self.values else DEFAULTS.get(key, "")
+
+    def to_write(self) -> tuple[tuple[str, Value], ...]:
+        """The ``(section.key, value)`` pairs that came from the environment, in key order.
+
+        Write each to ``value.option`` (section, key): a section name may hold dots.
+        """
+        return tuple((k, v) for k, v in sorted(self.values.items()) if v.from_environment)
+
+    def secrets(self) -> set[str]:
+        """Every secret string (passwords, URL passwords) to register with the redactor."""
+        return secrets_of(self.values)
+
+    def boolean(self, key: str) -> bool:
+        """A boolean key, read as Pulp reads it (validated by :func:`from_environ` already)."""
+        return parse.boolean(self.get(key), key)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "settings": {k: {"value": REDACTOR(v.display), "source": v.source} for k, v in sorted(self.values.items())},
+            "pulpinit": {
+                knob.name: {
+                    "value": REDACTOR(knob_display(self.toolkit, knob)),
+                    "source": self.knob_sources[knob.name],
+                }
+                for knob in KNOBS
+            },
+        }
+
+
+def from_environ(
+    environ: Mapping[str, str],
+    conf: Mapping[str, str] | None = None,
+    *,
+    hostname: str = "localhost",
+    toolkit: Toolkit | None = None,
+) -> Settings:
+    """Resolve every value (see the module docstring for the precedence). Raises EnvValueError (78).
+
+    ``toolkit`` is the parsed knobs when the caller parsed them already (the pipeline does,
+    to find server.conf): they are parsed once per run.
+    """
+    conf = conf or {}
+    secret_vars = register_secrets(environ, conf)
+    toolkit = toolkit or toolkit_from_environ(environ)
+    explicit = _explicit_values(environ)
+    resolved: dict[str, Value] = {}
+    for key, raw in conf.items():
+        resolved[key] = _value(key, raw, "server.conf", f"server.conf [{key.replace('.', '] ', 1)}")
+    discovered, warnings = _discovered_values(environ, toolkit, explicit, resolved)
+    resolved.update(discovered)
+    resolved.update(explicit)
+    for key, default in DEFAULTS.items():
+        resolved.setdefault(key, _value(key, default, "default"))
+    resolved.setdefault("server.server_name", _value("server.server_name", hostname, "default"))
+    _validate(resolved)
+    return Settings(
+        MappingProxyType(resolved), toolkit, MappingProxyType(knob_sources(environ)), tuple(warnings), secret_vars
+    )
+
+
+def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str] = MappingProxyType({})) -> frozenset[str]:
+    """Register every secret in the environment and server.conf with the redactor, unparsed.
+
+    Returns the names of the secret variables pulpinit consumes (passwords, URLs with
+    credentials, and the ``_FILE`` variables of secrets): the role's process does not need them.
+    """
+    consumed: set[str] = set()
+    for name, raw in environ.items():
+        base = name.removesuffix("_FILE")
+        key = _SECRET_VARS.get(base) or generic_key(base, GENERIC_PREFIX)
+        if key is None:
+            if name == "PULPINIT_CELERY_ARGS":  # extra celery arguments may hold a broker URL
+                REDACTOR.add_value(raw, whole=False)
+                if redact.is_secret("", raw):
+                    consumed.add(name)
+            continue
+        if base != name:
+            if base in _SECRET_VARS or may_hold_secret(key):
+                consumed.add(name)  # the contents are registered as they are read (secretfile)
+            continue
+        whole = is_secret_key(key)
+        REDACTOR.add_value(raw, whole=whole)
+        if whole or redact.is_secret(key, raw):
+            consumed.add(name)
+    for key, raw in conf.items():
+        REDACTOR.add_value(raw, whole=is_secret_key(key))
+    return frozenset(consumed)
+
+
+def _explicit_values(environ: Mapping[str, str]) -> dict[str, Value]:
+    """Layer 1: the explicit variables and ``PULP_CONF__<SECTION>__<KEY>`` (:mod:`pulpinit.settings.confvars`)."""
+    explicit = ((var.name, var.key, var.secret) for var in EXPLICIT)
+    found: dict[str, Value] = {}
+    for key, assigned in read_variables(environ, explicit, GENERIC_PREFIX, "PULP_CONF__TASKS__CACERT").items():
+        source = f"file:{assigned.origin}" if assigned.from_file else f"env:{assigned.name}"
+        found[key] = _value(
+            key, assigned.raw, source, assigned.origin, from_file=assigned.from_file, option=assigned.option
+        )
+    return found
+
+
+def _endpoint(
+    environ: Mapping[str, str], knob: str, services: tuple[str, ...], default_port: int, warnings: list[str]
+) -> Endpoint | None:
+    for index, service in enumerate(services):
+        found = find_service(environ, service, default_port)
+        if found:
+            return found
+        if index == 0 and knob in environ:
+            warnings.append(
+                f"{knob}={service}: no service variables for it ({', '.join(looked_for(service))} are unset); "
+                "is the Service name right, and did the Service exist when the pod started?"
+            )
+    if "SERVICE_HOST" in environ:
+        host = parse.host(environ["SERVICE_HOST"], "SERVICE_HOST")
+        return Endpoint(host, default_port, "", "SERVICE_HOST")
+    return None
+
+
+def _source(endpoint: Endpoint) -> str:
+    return endpoint.source if endpoint.service else "env:SERVICE_HOST"
+
+
+def _discovered_values(
+    environ: Mapping[str, str], toolkit: Toolkit, explicit: Mapping[str, Value], conf: Mapping[str, Value]
+) -> tuple[dict[str, Value], list[str]]:
+    found: dict[str, Value] = {}
+    warnings: list[str] = []
+    user, password = _broker_credentials(environ)  # read even when unused: a bad _FILE is an error
+    db = _endpoint(environ, "PULPINIT_DB_SERVICE", (toolkit.db_service, "pulp-db"), 27017, warnings)
+    if db:
+        found["database.seeds"] = _value("database.seeds", db.hostport, _source(db), db.variable)
+    msg = _endpoint(environ, "PULPINIT_MSG_SERVICE", (toolkit.msg_service, "pulp-msg"), 5672, warnings)
+    if msg:
+        found["messaging.url"] = _value("messaging.url", f"tcp://{msg.hostport}", _source(msg), msg.variable)
+        transport = explicit.get("messaging.transport") or conf.get("messaging.transport")
+        rabbit = transport is not None and transport.value.strip().lower() == "rabbitmq"
+        cred = urllib.parse.quote(user, safe="")
+        if password:
+            cred += ":" + urllib.parse.quote(password, safe="")
+        url = f"amqp://{cred}@{msg.hostport}//" if rabbit else f"qpid://{cred}@{msg.hostport}/"
+        found["tasks.broker_url"] = _value("tasks.broker_url", url, _source(msg), msg.variable)
+    return found, warnings
+
+
+def _broker_credentials(environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """User (default ``guest``, as in 2014) and password for the derived broker URL."""
+
+    def first(names: tuple[str, ...], secret: bool) -> str | None:
+        for name in names:
+            raw = secretfile.lookup(environ, name, allow_file=secret)
+            if raw is not None:
+                origin = secretfile.origin(environ, name)
+                if not secret and not raw:
+                    raise EnvValueError(origin, "is empty; set the broker user, or unset it for the default user guest")
+                return parse.text(raw, origin, secret=secret)
+        return None
+
+    return first(BROKER_USER_VARS, secret=False) or "guest", first(BROKER_PASSWORD_VARS, secret=True)
+
+
+_VALIDATORS: Mapping[str, Callable[[str, str], object]] = {
+    "database.seeds": parse.seeds,
+    "database.name": parse.db_name,
+    "database.ssl": parse.boolean,
+    "database.verify_ssl": parse.boolean,
+    "tasks.celery_require_ssl": parse.boolean,
+    "tasks.broker_url": lambda v, o: parse.url(v, o, parse.BROKER_SCHEMES),
+    "messaging.url": lambda v, o: parse.url(v, o, parse.MESSAGING_SCHEMES),
+    "server.server_name": parse.host,
+}
+
+
+def _validate(resolved: Mapping[str, Value]) -> None:
+    for key, value in resolved.items():
+        if value.kind == "server.conf" and key not in _VALIDATORS:
+            continue  # keys pulpinit neither writes nor uses are Pulp's business
+        origin = value.variable or key
+        parse.text(value.value, origin, secret=value.secret or value.kind == "file")
+        check = _VALIDATORS.get(key)
+        if check and (value.value or key != "server.server_name"):
+            check(value.value, origin)
+    _check_tls_files(resolved)
+    seeds = resolved["database.seeds"]
+    count = len(parse.seeds(seeds.value, seeds.variable or "database.seeds"))
+    if count > 1 and not resolved["database.replica_set"].value:
+        raise EnvValueError(
+            seeds.variable or "database.seeds",
+            f"{count} seeds need a replica set name: set PULP_DB_REPLICA_SET",
+        )
+
+
+def _check_tls_files(resolved: Mapping[str, Value]) -> None:
+    """A TLS file that server.conf or the environment names and Pulp will open (its switch is on) must be
+    readable: exit 78 naming it.  Pulp's built-in default paths are left to the probes, which name them."""
+    for switch, keys in TLS_FILES.items():
+        if not parse.boolean(resolved[switch].value, resolved[switch].variable or switch):
+            continue
+        for key in keys:
+            value = resolved.get(key)
+            if value is None or not value.value or value.kind == "default":
+                continue
+            problem = unreadable(value.value)
+            if problem:
+                raise EnvValueError(value.variable or key, f"{value.value}: {problem} ({switch} is on)")

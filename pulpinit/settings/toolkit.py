@@ -1,0 +1,113 @@
+"""The typed knobs: :class:`Toolkit`, parsed from the one table of :mod:`pulpinit.settings.knobs`.
+
+Every field is a knob of that table (named by :attr:`~pulpinit.settings.knobs.Knob.field`) and
+parsed by the parser of the knob's kind; a test keeps the fields and the table in step.  The
+settings stage parses the knobs once per run (:func:`toolkit_from_environ`) and hands the
+``Toolkit`` on with the ``Settings``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from pulpinit import redact
+from pulpinit.errors import EnvValueError
+from pulpinit.settings import knobs, parse
+from pulpinit.settings.knobs import KNOBS, Knob
+
+
+@dataclass(frozen=True)
+class Toolkit:
+    """The parsed knobs (``None``: an optional knob that is not set)."""
+
+    config: str
+    create_config: bool
+    user: str
+    umask: int
+    log_format: str | None
+    log_level: str
+    celery: str
+    celery_args: str
+    celery_log_dir: str | None
+    manage_db: str
+    db_service: str
+    msg_service: str
+    db_auth_source: str | None
+    wait_timeout: float
+    wait_initial: float
+    wait_max_interval: float
+    probe_timeout: float
+    wait_log_interval: float
+    migration_wait: bool
+    migration_timeout: float
+    migration_fingerprint: str | None
+    lock_collection: str
+    lease_seconds: float
+    manage_db_stop_timeout: float
+    init: bool
+    stop_signal: str
+    stop_timeout: float | None
+    keep_secret_env: bool
+    worker_number: int | None
+
+
+def _positive(value: str, origin: str) -> float:
+    return parse.seconds(value, origin, minimum=0.001)
+
+
+#: The parser of every kind: those of :mod:`pulpinit.settings.knobs` and the quoting ones.
+PARSERS: Mapping[str, Callable[[str, str], Any]] = {
+    **knobs.PARSERS,
+    "text": parse.text,
+    "bool": parse.boolean,
+    "seconds": parse.seconds,
+    "positive": _positive,
+}
+
+FIELDS = tuple(field.name for field in fields(Toolkit))
+
+
+def toolkit_from_environ(environ: Mapping[str, str]) -> Toolkit:
+    """Parse every knob; an invalid value is an error naming the variable (exit 78)."""
+    parsed: dict[str, Any] = {}
+    for knob in KNOBS:
+        raw = knobs.raw(environ, knob)
+        parsed[knob.field] = None if raw is None else PARSERS[knob.kind](raw, knob.name)
+    toolkit = Toolkit(**parsed)
+    _check_stop_fits_lease(toolkit)
+    return toolkit
+
+
+def _check_stop_fits_lease(toolkit: Toolkit) -> None:
+    """pulp-manage-db must be stoppable inside the lease after two renewals failed (exit 78 otherwise).
+
+    A holder that cannot renew starts stopping it at lease end − stop timeout − a margin; that
+    point must come after two renewal intervals (lease/3 each), or one lost renewal would stop it.
+    """
+    lease, stop = toolkit.lease_seconds, toolkit.manage_db_stop_timeout
+    if stop >= lease - 2 * lease / 3:
+        raise EnvValueError(
+            "PULPINIT_MANAGE_DB_STOP_TIMEOUT",
+            f"{stop:g} s does not fit the lease: it must be below PULPINIT_LEASE_SECONDS "
+            f"({lease:g} s) minus two renewal intervals ({2 * lease / 3:g} s), i.e. "
+            f"below {lease / 3:g} s; shorten it or lengthen the lease",
+        )
+
+
+def knob_sources(environ: Mapping[str, str]) -> dict[str, str]:
+    """``{knob name: "env:NAME" | "default"}`` for the ``settings`` output."""
+    return {k.name: (f"env:{k.name}" if k.name in environ else "default") for k in KNOBS}
+
+
+def knob_display(toolkit: Toolkit, knob: Knob) -> str:
+    """The knob's parsed value as the ``settings`` output shows it (URL credentials masked)."""
+    value = getattr(toolkit, knob.field)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if knob.kind == "umask":
+        return f"{value:04o}"
+    return f"{value:g}" if isinstance(value, float) else redact.display("", str(value))

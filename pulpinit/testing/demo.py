@@ -1,0 +1,130 @@
+"""``make demo``: the whole pipeline of ``pulpinit beat`` on embedded fake services.
+
+Starts the fake MongoDB at once and the fake Qpid-like broker (AMQP 0-10 and 1.0) a second later
+(to show the backoff), copies the sample server.conf into a temporary root,
+and runs real pulpinit processes against them: ``settings``, ``configure
+--dry-run``, ``check-deps``, then ``beat`` — configure, wait, migrate once
+under the lock (a stand-in pulp-manage-db), privilege drop (to ``nobody``
+when run as root), exec of a stand-in celery that prints its argv and exits on
+SIGTERM — and ``beat`` again, which skips the migration.  Exit 0 when every
+step behaved as it should.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from pulpinit.testing import SAMPLE_CONF, standins
+from pulpinit.testing.fakeamqp import FakeAmqpBroker
+from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.serving import free_port
+
+SAMPLE = SAMPLE_CONF
+
+
+def _banner(text: str) -> None:
+    print(f"\n\033[1m=== {text}\033[0m" if sys.stdout.isatty() else f"\n=== {text}", flush=True)
+
+
+def _pulpinit(env: dict[str, str], *argv: str) -> int:
+    print("$ pulpinit " + " ".join(argv), flush=True)
+    return subprocess.run([sys.executable, "-m", "pulpinit", *argv], env=env, check=False).returncode
+
+
+def _start_role(env: dict[str, str], *argv: str) -> int:
+    """Run a role until the stand-in celery is up, then stop it the way Kubernetes does (SIGTERM)."""
+    print("$ pulpinit " + " ".join(argv), flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pulpinit", *argv], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None  # noqa: S101 - stdout=PIPE
+    for line in proc.stdout:
+        print("  | " + line.rstrip(), flush=True)
+        if line.startswith("celery uid="):
+            print("  (the demo sends SIGTERM, as `kubectl delete pod` would)", flush=True)
+            proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+def main() -> int:
+    root = Path(tempfile.mkdtemp(prefix="pulpinit-demo-"))
+    root.chmod(0o755)
+    (root / "etc/pulp").mkdir(parents=True)
+    shutil.copy(SAMPLE, root / "etc/pulp/server.conf")
+    bindir = root / "bin"
+    bindir.mkdir()
+    bindir.chmod(0o777)  # the stand-in manage-db records its runs here as the unprivileged user
+    manage_db, celery = standins.write_manage_db(bindir), standins.write_celery(bindir)
+    broker_port = free_port()
+    mongo = FakeMongo().start()
+    broker = FakeAmqpBroker(port=broker_port)
+    late = threading.Timer(1.0, broker.start)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULP", "DB_", "MSG_"))}
+    env.update(
+        {
+            "PULPINIT_CONFIG": str(root / "etc/pulp/server.conf"),
+            "PULPINIT_LOG_FORMAT": "console",
+            "PULPINIT_MANAGE_DB": str(manage_db),
+            "PULPINIT_CELERY": str(celery),
+            "PULPINIT_MIGRATION_FINGERPRINT": "pulp-2.21.5-demo",
+            "PULPINIT_USER": "nobody",
+            "PULPINIT_WAIT_TIMEOUT": "30",
+            "DB_SERVICE_HOST": "127.0.0.1",
+            "DB_SERVICE_PORT": str(mongo.port),
+            "MSG_SERVICE_HOST": "127.0.0.1",
+            "MSG_SERVICE_PORT": str(broker_port),
+            "PULP_SERVER_NAME": "pulp.demo.example",
+            "NO_COLOR": "1",
+        }
+    )
+    failures: list[str] = []
+    try:
+        print(
+            f"Fake MongoDB on 127.0.0.1:{mongo.port}; fake Qpid-like AMQP broker on 127.0.0.1:{broker_port} "
+            "starts in 1 s.\nKubernetes-style service variables: DB_SERVICE_HOST/PORT, MSG_SERVICE_HOST/PORT."
+        )
+        _banner("1. Settings: every value and where it came from")
+        if _pulpinit(env, "settings") != 0:
+            failures.append("settings")
+        _banner("2. The server.conf change, as a diff (nothing written yet)")
+        if _pulpinit(env, "configure", "--dry-run") != 0:
+            failures.append("configure --dry-run")
+        _banner("3. First start of beat: configure, wait (the broker is late), migrate once, drop privileges, exec")
+        late.start()
+        started = time.monotonic()
+        if _start_role(env, "beat") != 0:
+            failures.append("first beat")
+        print(f"  (first start to clean stop: {time.monotonic() - started:.1f} s)")
+        runs = standins.parsed_runs(bindir)
+        if len(runs) != 1:
+            failures.append(f"expected one migration run, saw {len(runs)}")
+        _banner("4. check-deps, the operator's 3 a.m. tool")
+        if _pulpinit(env, "check-deps") != 0:
+            failures.append("check-deps")
+        _banner("5. Second start of beat: the migration is recorded as done and skipped")
+        if _start_role(env, "beat") != 0:
+            failures.append("second beat")
+        runs = standins.parsed_runs(bindir)
+        if len(runs) != 1:
+            failures.append(f"the second start ran pulp-manage-db again ({len(runs)} runs)")
+    finally:
+        late.cancel()
+        broker.stop()
+        mongo.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    _banner("Result")
+    if failures:
+        print("demo FAILED: " + "; ".join(failures))
+        return 1
+    print("demo ok: one migration across two starts, celery exec'd and stopped cleanly")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

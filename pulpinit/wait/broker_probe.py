@@ -1,0 +1,205 @@
+"""Probe the Celery broker (Pulp's ``tasks.broker_url``) over the protocol Celery will speak.
+
+The URL scheme chooses the protocol, as it does for Celery (kombu):
+
+==============  ============  ========================================  ==========================
+scheme          protocol      TLS                                       servers
+==============  ============  ========================================  ==========================
+``qpid://``     AMQP 0-10     ``tasks.celery_require_ssl``              Qpid C++ (qpidd)
+``amqp://``     AMQP 0-9-1    ``tasks.celery_require_ssl``              RabbitMQ
+``pyamqp://``   AMQP 0-9-1    ``tasks.celery_require_ssl``              RabbitMQ
+``amqps://``    AMQP 0-9-1    always                                    RabbitMQ (TLS listener)
+``tcp://``      AMQP 1.0      ``BrokerTarget.ssl``                      Qpid C++ amqp module,
+``ssl://``      AMQP 1.0      always                                    RabbitMQ ``rabbitmq_amqp1_0``
+==============  ============  ========================================  ==========================
+
+``tcp://`` and ``ssl://`` are the ``[messaging] url`` form; check-deps does not
+probe that URL, the library accepts it for AMQP 1.0 brokers.
+
+The default port is 5672, or 5671 with TLS.  TLS is done with Python's
+``ssl`` on our own socket (:mod:`pulpinit.wait.tls`).  With
+``celery_require_ssl`` (``BrokerTarget.ssl``), as Pulp configures Celery
+(``BROKER_USE_SSL`` with ``cert_reqs = CERT_REQUIRED``), the chain is verified
+against ``tasks.cacert``, ``tasks.certfile``/``tasks.keyfile`` are the client
+certificate, and the host name is checked: for ``qpid://`` with
+python-qpid's rule (DNS subjectAltNames and CN only), otherwise with
+Python's (an IP address matches an IP subjectAltName).  A scheme that forces
+TLS without ``celery_require_ssl`` (``amqps://``) connects without
+verification, as Celery then does (``ssl=True``).
+
+Logins, as kombu's transports do them: ``qpid://`` uses PLAIN when the URL
+has a user *and* a password, ANONYMOUS otherwise; ``amqp://`` uses PLAIN with
+the URL's credentials, ``guest``/``guest`` for missing ones, and the URL's path
+is the virtual host (``/`` when empty; ``amqp://h//`` is ``/``).
+
+:func:`probe_broker` never raises for a broker problem: it returns a
+:class:`~pulpinit.wait.targets.ProbeResult` whose error is one line without the password.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pulpinit.redact import MASK, mask_url
+from pulpinit.wait import amqp010, amqp091, amqp10, tls
+from pulpinit.wait.net import Deadline, ProbeFailed, Resolver, connect, one_line, speaks_tls
+from pulpinit.wait.targets import BrokerTarget, Failure, ProbeResult
+
+#: The protocols Celery speaks to a broker, by the name in messages.
+Protocol = Literal["AMQP 0-10", "AMQP 0-9-1", "AMQP 1.0"]
+AMQP010: Protocol = "AMQP 0-10"
+AMQP091: Protocol = "AMQP 0-9-1"
+AMQP10: Protocol = "AMQP 1.0"
+
+# scheme → (protocol, TLS forced by the scheme)
+SCHEMES: dict[str, tuple[Protocol, bool]] = {
+    "qpid": (AMQP010, False),
+    "amqp": (AMQP091, False),
+    "pyamqp": (AMQP091, False),
+    "amqps": (AMQP091, True),
+    "tcp": (AMQP10, False),
+    "ssl": (AMQP10, True),
+}
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint:
+    """A parsed broker URL: where to connect, with which protocol and credentials."""
+
+    protocol: Protocol
+    host: str
+    port: int
+    tls: bool
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    vhost: str = "/"
+
+
+def parse_broker_url(url: str, *, ssl: bool = False) -> BrokerEndpoint:
+    """Parse a ``tasks.broker_url``; raises :class:`ProbeFailed` (class OTHER) when unusable."""
+    shown = mask_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ProbeFailed(Failure.OTHER, f"invalid broker URL {shown}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in SCHEMES)
+        raise ProbeFailed(Failure.OTHER, f"unsupported broker URL scheme in {shown} (known: {known})")
+    protocol, forced_tls = SCHEMES[scheme]
+    use_tls = forced_tls or ssl
+    host = parts.hostname or "localhost"
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return BrokerEndpoint(protocol, host, port or (5671 if use_tls else 5672), use_tls, user, password, vhost)
+
+
+def tls_policy(endpoint: BrokerEndpoint, target: BrokerTarget) -> tls.TlsPolicy:
+    """How Celery does TLS for this URL (see the module docstring)."""
+    if not target.ssl:
+        return tls.TlsPolicy(verify=False)
+    key, cert, ca = target.keyfile, target.certfile, target.cacert
+    return tls.TlsPolicy(
+        verify=True,
+        cafile=tls.TlsFile("tasks.cacert", ca) if ca else None,
+        certfile=tls.TlsFile("tasks.certfile", cert) if cert else None,
+        keyfile=tls.TlsFile("tasks.keyfile", key) if key and key != cert else None,
+        host_rule=tls.HostRule.QPID if endpoint.protocol == AMQP010 else tls.HostRule.X509,
+    )
+
+
+def probe_broker(target: BrokerTarget, timeout_s: float = 1.0, *, resolver: Resolver | None = None) -> ProbeResult:
+    """Connect, authenticate and close once, within ``timeout_s``; classify any failure.
+
+    ``resolver`` replaces :func:`socket.getaddrinfo` (tests simulate DNS failures with it).
+    """
+    started = time.perf_counter()
+    password: str | None = None
+    try:
+        endpoint = parse_broker_url(target.url, ssl=target.ssl)
+        password = endpoint.password
+        version = _handshake(endpoint, target, Deadline(timeout_s), resolver)
+    except ProbeFailed as exc:
+        return _result(target, started, failure=exc.failure, error=_scrub(exc.message, password))
+    except (struct.error, ValueError, IndexError, UnicodeError) as exc:
+        error = f"malformed answer from the broker: {one_line(str(exc))}"
+        return _result(target, started, failure=Failure.PROTOCOL, error=_scrub(error, password))
+    except Exception as exc:  # a probe must answer, whatever happens
+        error = f"{type(exc).__name__}: {one_line(str(exc))}"
+        return _result(target, started, failure=Failure.OTHER, error=_scrub(error, password))
+    return _result(target, started, version=version)
+
+
+def _handshake(
+    endpoint: BrokerEndpoint, target: BrokerTarget, deadline: Deadline, resolver: Resolver | None
+) -> str | None:
+    policy = tls_policy(endpoint, target) if endpoint.tls else None
+    ctx = tls.context(policy) if policy else None  # a missing or broken file is named before connecting
+    sock = connect(endpoint.host, endpoint.port, deadline, resolver)
+    tls_probe = functools.partial(speaks_tls, endpoint.host, endpoint.port, deadline, resolver)
+    try:
+        if policy is not None:
+            sock = tls.handshake(sock, policy, endpoint.host, deadline, ctx)
+        if endpoint.protocol == AMQP010:
+            return amqp010.handshake(
+                sock,
+                deadline,
+                host=endpoint.host,
+                port=endpoint.port,
+                user=endpoint.user,
+                password=endpoint.password,
+                tls=endpoint.tls,
+                speaks_tls=tls_probe,
+            )
+        if endpoint.protocol == AMQP091:
+            return amqp091.handshake(
+                sock,
+                deadline,
+                endpoint.user or "guest",
+                endpoint.password if endpoint.password is not None else "guest",
+                endpoint.vhost,
+                tls=endpoint.tls,
+                speaks_tls=tls_probe,
+            )
+        return amqp10.handshake(
+            sock,
+            deadline,
+            host=endpoint.host,
+            user=endpoint.user,
+            password=endpoint.password,
+            tls=endpoint.tls,
+            speaks_tls=tls_probe,
+        )
+    finally:
+        sock.close()
+
+
+def _scrub(text: str, password: str | None) -> str:
+    """Last line of defence: the password never leaves the probe, even inside a server message."""
+    return text.replace(password, MASK) if password else text
+
+
+def _result(
+    target: BrokerTarget,
+    started: float,
+    *,
+    version: str | None = None,
+    failure: Failure | None = None,
+    error: str | None = None,
+) -> ProbeResult:
+    return ProbeResult(
+        name="broker",
+        endpoint=target.endpoint,
+        ok=failure is None,
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+        version=version,
+        failure=failure,
+        error=error,
+    )

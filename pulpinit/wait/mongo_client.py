@@ -1,0 +1,131 @@
+"""The one place that turns a :class:`~pulpinit.wait.targets.MongoTarget` into a pymongo client.
+
+Used by the readiness probe and by the migration lock, so both reach MongoDB
+exactly the way server.conf says Pulp does:
+
+* seeds → the host list; ``replica_set`` → ``replicaSet`` (and discovery);
+  a single seed without a replica set → ``directConnection=True`` (talk to that
+  server whatever its role, as Pulp 2 does); several seeds → discovery;
+* ``username``/``password`` → SCRAM with ``authSource`` = ``auth_source`` or,
+  as in Pulp, the Pulp database itself;
+* ``ssl`` → ``tls``; ``ca_path`` → ``tlsCAFile``; ``verify_ssl = false`` →
+  ``tlsAllowInvalidCertificates`` and ``tlsAllowInvalidHostnames``;
+* ``ssl_certfile`` → ``tlsCertificateKeyFile``.  pymongo wants the certificate
+  and its private key in one PEM file, while server.conf (like Pulp's
+  ``ssl.wrap_socket``) may name them separately.  When ``ssl_keyfile`` is a
+  different file, both are concatenated into an anonymous in-memory file
+  (``memfd_create``, reached as ``/proc/self/fd/N``; it never touches a disk
+  and disappears with the process) and that path is passed; without memfd a
+  0600 file in a private 0700 temporary directory is used and removed at exit.
+
+Every timeout (server selection, connect, socket) is the per-attempt
+``timeout_s``.  pymongo is imported inside :func:`connect` only: it costs
+~100 ms, which pulpinit's start-up path must not pay unless MongoDB is used.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+import threading
+from typing import TYPE_CHECKING, Any
+
+from pulpinit.settings.parse import format_hostport
+from pulpinit.wait.targets import MongoTarget
+
+if TYPE_CHECKING:
+    import pymongo
+
+APPNAME = "pulpinit"
+
+_combined: dict[tuple[str, str, float, float], str] = {}
+_combined_lock = threading.Lock()
+_keep_fds: list[int] = []
+
+
+def hosts(target: MongoTarget) -> list[str]:
+    """The seeds as pymongo host strings (IPv6 literals bracketed)."""
+    return [format_hostport(host, port) for host, port in target.seeds]
+
+
+def combined_pem(certfile: str, keyfile: str) -> str:
+    """A path to one PEM holding ``certfile`` then ``keyfile`` (cached per file versions)."""
+    key = (certfile, keyfile, os.stat(certfile).st_mtime, os.stat(keyfile).st_mtime)
+    with _combined_lock:
+        if key in _combined:
+            return _combined[key]
+        with open(certfile, "rb") as cert, open(keyfile, "rb") as private:
+            data = cert.read().rstrip(b"\n") + b"\n" + private.read()
+        path = _memfd_path(data) if hasattr(os, "memfd_create") else None
+        if path is None:
+            path = _private_tempfile(data)
+        _combined[key] = path
+        return path
+
+
+def _memfd_path(data: bytes) -> str | None:
+    try:
+        fd = os.memfd_create("pulpinit-mongo-client.pem", os.MFD_CLOEXEC)
+    except OSError:
+        return None
+    os.write(fd, data)
+    _keep_fds.append(fd)  # the path lives as long as the descriptor does
+    path = f"/proc/self/fd/{fd}"
+    return path if os.path.exists(path) else None
+
+
+def _private_tempfile(data: bytes) -> str:
+    directory = tempfile.mkdtemp(prefix="pulpinit-tls-")  # mode 0700
+    atexit.register(shutil.rmtree, directory, True)
+    path = os.path.join(directory, "client.pem")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return path
+
+
+def client_options(target: MongoTarget, timeout_s: float) -> dict[str, Any]:
+    """Keyword arguments for ``pymongo.MongoClient`` (``host`` included)."""
+    timeout_ms = max(1, round(timeout_s * 1000))
+    options: dict[str, Any] = {
+        "host": hosts(target),
+        "appname": APPNAME,
+        "serverSelectionTimeoutMS": timeout_ms,
+        "connectTimeoutMS": timeout_ms,
+        "socketTimeoutMS": timeout_ms,
+    }
+    if target.replica_set:
+        options["replicaSet"] = target.replica_set
+    elif len(target.seeds) == 1:
+        options["directConnection"] = True
+    if target.username:
+        options["username"] = target.username
+        options["password"] = target.password or ""
+        options["authSource"] = target.auth_source or target.database
+    if target.ssl:
+        options["tls"] = True
+        if target.ca_path:
+            options["tlsCAFile"] = target.ca_path
+        if target.ssl_certfile:
+            keyfile = target.ssl_keyfile
+            same = not keyfile or os.path.realpath(keyfile) == os.path.realpath(target.ssl_certfile)
+            options["tlsCertificateKeyFile"] = (
+                target.ssl_certfile if same or keyfile is None else combined_pem(target.ssl_certfile, keyfile)
+            )
+        if not target.verify_ssl:
+            options["tlsAllowInvalidCertificates"] = True
+            options["tlsAllowInvalidHostnames"] = True
+    return options
+
+
+def connect(target: MongoTarget, timeout_s: float, **overrides: Any) -> pymongo.MongoClient[dict[str, Any]]:
+    """A ``MongoClient`` for ``target`` (connecting in the background, as pymongo does).
+
+    ``overrides`` are extra ``MongoClient`` keyword arguments (e.g. ``event_listeners``
+    or a longer ``socketTimeoutMS`` for a caller that runs long operations).
+    """
+    import pymongo
+
+    return pymongo.MongoClient(**{**client_options(target, timeout_s), **overrides})

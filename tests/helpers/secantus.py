@@ -1,0 +1,144 @@
+"""SecantusDB, an independently written MongoDB-wire server, as a second MongoDB peer of the tests.
+
+SecantusDB (PyPI ``secantusdb``, pinned in the Makefile) runs on WiredTiger with
+real SCRAM-SHA-256, role-based authorization and ``configureFailPoint``.  It needs
+a newer pymongo than pulpinit supports, so ``make test`` installs it into its own
+venv, ``.venv-peers/``; the tests talk to it over TCP with pulpinit's pymongo.
+
+:class:`SecantusDB` runs one server on a free loopback port: in memory
+(``--storage-path :memory:``) or on a directory that survives :meth:`restart`
+(how users are provisioned: create them without ``--auth``, restart with it).
+It reports version 8.2.x and a single-node replica set named ``secantus``;
+pulpinit connects to one seed without a replica-set name directly, as Pulp does.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pymongo
+
+from pulpinit.migrate.migrator import APPNAME  # the migrate stage's appname: fail points aim at it only
+from pulpinit.testing.serving import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER = REPO / ".venv-peers" / "bin" / "secantusd-py"
+
+
+def unavailable_reason() -> str | None:
+    """Why SecantusDB cannot run here, or None (``make test`` always installs it)."""
+    if not SERVER.exists():
+        return f"SecantusDB is not installed ({SERVER} missing): run `make .venv-peers/.installed-stamp`"
+    return None
+
+
+class SecantusDB:
+    """One ``secantusd-py``; ``start()`` returns once it answers ``ping``."""
+
+    def __init__(
+        self,
+        storage: str | os.PathLike[str] = ":memory:",
+        *,
+        auth: bool = False,
+        test_commands: bool = False,
+        log: Path | None = None,
+    ) -> None:
+        self.storage = str(storage)
+        self.auth = auth
+        self.test_commands = test_commands
+        self.port = free_port()
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def hostport(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{self.hostport}/?directConnection=true"
+
+    def client(self, **options: Any) -> pymongo.MongoClient[dict[str, Any]]:
+        return pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000, appname="pulpinit-tests", **options)
+
+    def start(self, timeout: float = 30) -> SecantusDB:
+        argv = [
+            str(SERVER),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            self.storage,
+            "--log-level",
+            "WARNING",
+        ]
+        argv += ["--auth"] * self.auth + ["--enable-test-commands"] * self.test_commands
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - closed by the child's end
+        self.proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"secantusd-py exited with {self.proc.returncode}; see {self.log}")
+            try:
+                probe: pymongo.MongoClient[dict[str, Any]]
+                with pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=200) as probe:
+                    probe.admin.command("ping")
+                return self
+            except pymongo.errors.PyMongoError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.05)
+
+    def stop(self, timeout: float = 20) -> None:
+        """SIGTERM (it checkpoints WiredTiger), SIGKILL if it takes longer than ``timeout``."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self, *, auth: bool | None = None) -> None:
+        """Stop and start again on the same storage and port (only useful on a directory)."""
+        self.stop()
+        if auth is not None:
+            self.auth = auth
+        self.start()
+
+    def create_user(self, database: str, user: str, password: str, *roles: str) -> None:
+        with self.client() as admin:
+            admin[database].command(
+                "createUser", user, pwd=password, roles=[{"role": role, "db": database} for role in roles]
+            )
+
+    def fail_command(self, command: str, *, times: int = 1, **data: Any) -> None:
+        """Arm ``failCommand`` for pulpinit's next ``times`` ``command``s (``errorCode=…`` or
+        ``closeConnection=True``); needs ``test_commands``."""
+        with self.client() as admin:
+            admin.admin.command(
+                "configureFailPoint",
+                "failCommand",
+                mode={"times": times},
+                data={"failCommands": [command], "appName": APPNAME, **data},
+            )
+
+    def clear_fail_point(self) -> None:
+        with self.client() as admin:
+            admin.admin.command("configureFailPoint", "failCommand", mode="off")
+
+    def __enter__(self) -> SecantusDB:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

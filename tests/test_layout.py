@@ -1,0 +1,169 @@
+"""The layout is the data flow: the package's import graph, read with ``ast`` (nothing is imported).
+
+Every import counts — at module level, inside functions, under ``TYPE_CHECKING`` — so that no
+cycle and no upward dependency can hide behind a lazy import.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pulpinit"
+
+#: Shared leaves: every stage may use them; they use only each other.
+LEAVES = {"errors", "log", "redact", "signals", "privileges", "regularfile"}
+#: The stages, in the order the pipeline runs them: each imports only earlier ones.
+STAGES = ("settings", "config", "wait", "migrate", "handoff")
+#: Above the stages, in order: each imports only earlier ones (and anything below).
+TOP = ("roles", "pipeline", "render", "commands", "cli", "__main__")
+#: What the resident supervisor may import of pulpinit (all standard library only).
+SUPERVISOR_MAY_IMPORT = {"errors", "privileges", "signals", "settings.knobs", "settings"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(name: str) -> Iterator[tuple[str, int]]:
+    """``(module, line)`` for every pulpinit module ``name`` imports, anywhere in it."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            targets = [
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in MODULES else node.module
+                for alias in node.names
+            ]
+        else:
+            continue
+        for target in targets:
+            if target == "pulpinit" or target.startswith("pulpinit."):
+                yield target, node.lineno
+
+
+def graph() -> dict[str, set[str]]:
+    return {name: {target for target, _ in imports(name) if target != name} for name in MODULES}
+
+
+def short(name: str) -> str:
+    return name.removeprefix("pulpinit.").removeprefix("pulpinit")
+
+
+def component(name: str) -> str:
+    """``pulpinit.wait.net`` → ``wait``; ``pulpinit.log`` → ``log``."""
+    rest = short(name)
+    return rest.split(".")[0] if rest else "pulpinit"
+
+
+def third_party_imports(name: str) -> set[str]:
+    """Top-level names of the non-pulpinit, non-stdlib modules ``name`` imports at run time."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return {top for top in found if top != "pulpinit" and top not in sys.stdlib_module_names and top != "__future__"}
+
+
+def test_every_module_has_a_place() -> None:
+    """A newcomer can name the stage of every file from its path."""
+    known = LEAVES | set(STAGES) | set(TOP) | {"pulpinit", "supervise", "pki", "testing"}
+    assert {component(name) for name in MODULES} <= known, {component(name) for name in MODULES} - known
+
+
+def test_no_import_cycle() -> None:
+    edges = graph()
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(edges.get(node, ())):
+            if state.get(target) == 1:
+                cycle = [*path[path.index(target) :], target]
+                pytest.fail("import cycle: " + " → ".join(short(n) for n in cycle))
+            if target in edges and target not in state:
+                visit(target)
+        path.pop()
+        state[node] = 2
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node)
+
+
+@pytest.mark.parametrize("name", [name for name in MODULES if component(name) not in ("testing",)])
+def test_imports_go_down_the_pipeline_only(name: str) -> None:
+    """Leaves import leaves; a stage imports leaves, pki and earlier stages; the top imports downwards."""
+    mine = component(name)
+    wrong = []
+    for target, line in imports(name):
+        theirs = component(target)
+        if theirs in (mine, "pulpinit"):
+            continue
+        if theirs == "testing":
+            allowed = False  # production code never imports the fakes
+        elif mine in LEAVES or mine == "pki":
+            allowed = theirs in LEAVES
+        elif mine in STAGES:
+            allowed = (
+                theirs in LEAVES or theirs == "pki" or (theirs in STAGES and STAGES.index(theirs) < STAGES.index(mine))
+            )
+        elif mine == "supervise":
+            allowed = short(target) in SUPERVISOR_MAY_IMPORT
+        elif mine in TOP:
+            allowed = theirs not in TOP or TOP.index(theirs) < TOP.index(mine)
+        else:
+            allowed = True
+        if not allowed:
+            wrong.append(f"{short(name)}:{line} imports {short(target)}")
+    assert not wrong, wrong
+
+
+def test_the_supervisor_and_what_it_imports_are_standard_library_only() -> None:
+    """The resident supervisor (``python -m pulpinit.supervise``) must stay small: no third-party module."""
+    seen, todo = set(), ["pulpinit.supervise"]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in MODULES:
+            continue
+        seen.add(name)
+        assert not third_party_imports(name), (name, third_party_imports(name))
+        todo += [target for target, _ in imports(name)]
+    assert {short(name) for name in seen} - {"supervise"} <= SUPERVISOR_MAY_IMPORT | {"", "settings"}
+
+
+def test_stage_packages_import_nothing_on_their_own() -> None:
+    """Importing ``pulpinit.settings.knobs`` (the supervisor does) loads nothing but its package's docstring."""
+    for stage in STAGES:
+        assert not list(imports(f"pulpinit.{stage}")), stage
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared fixtures live in conftest.py and pulpinit.testing.plugin, shared functions in tests/helpers."""
+    tests = Path(__file__).resolve().parent
+    wrong = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            wrong += [
+                f"{path.name} imports {name}" for name in names if name.split(".")[-1].startswith(("test_", "conftest"))
+            ]
+    assert not wrong, wrong
