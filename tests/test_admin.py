@@ -21,8 +21,8 @@ from structlog.testing import capture_logs
 from pulpinit import log as pulpinit_log
 from pulpinit.errors import DependencyUnavailable, ExitCode, NotAuthorized
 from pulpinit.migrate.admin import AdminPassword, admin_step, ensure_admin_password, hash_password, verify_password
-from pulpinit.wait.targets import MongoTarget
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.wait.targets import MongoTarget
 
 
 def independent(password: bytes, salt: bytes) -> str:

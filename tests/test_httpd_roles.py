@@ -31,8 +31,8 @@ import pytest
 from helpers.workdirs import reachable
 
 from pulpinit.migrate.admin import hash_password, verify_password
-from pulpinit.settings.crane import PULP_DATA_DIR
 from pulpinit.pki.check import KEY_FILES
+from pulpinit.settings.crane import PULP_DATA_DIR
 from pulpinit.testing import standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo

@@ -274,30 +274,33 @@ def test_kubectl(command: Command, keys: Path, tmp_path: Path, services: tuple[F
     if verb == "create":
         check_create_secret(command, namespace, rest, keys, tmp_path)
         return
-    objects, options = [w for w in rest[1:] if not w.startswith("-")], [w for w in rest[1:] if w.startswith("-")]
     if verb == "exec":
         check_exec(rest, keys, services)
         return
-    if verb in ("rollout", "scale", "logs", "describe", "get"):
-        if "-l" in rest:
-            assert selected(rest[rest.index("-l") + 1]), rest
-            return
-        if verb == "rollout":
-            assert objects[0] == "restart"
-            objects = objects[1:]
-        if verb == "get" and objects and "/" not in objects[0]:
-            kind, names = objects[0], objects[1:]
-            objects = [f"{kind}/{name}" for name in names]
-        for reference in objects:
-            kind, _, name = reference.partition("/")
-            if kind == "secret" and name == "pulp-keys":
-                assert name in secrets_mounted()
-                continue
-            assert kind in ("pods",) or find(KINDS[kind], name), reference
-        for option in options:
-            assert option in ("--watch", "--previous", "-o") or option.startswith("--replicas="), option
+    check_references(verb, rest)
+
+
+def check_references(verb: str, rest: list[str]) -> None:
+    """``get``, ``rollout restart``, ``scale``, ``logs``, ``describe``: what they name must exist."""
+    assert verb in ("rollout", "scale", "logs", "describe", "get"), f"kubectl {verb}: not accounted for"
+    if "-l" in rest:
+        assert selected(rest[rest.index("-l") + 1]), rest
         return
-    raise AssertionError(f"kubectl {verb}: not accounted for")
+    objects = [w for w in rest[1:] if not w.startswith("-")]
+    options = [w for w in rest[1:] if w.startswith("-")]
+    if verb == "rollout":
+        assert objects[0] == "restart"
+        objects = objects[1:]
+    if verb == "get" and objects and "/" not in objects[0]:
+        objects = [f"{objects[0]}/{name}" for name in objects[1:]]
+    for reference in objects:
+        kind, _, name = reference.partition("/")
+        if kind == "secret" and name == "pulp-keys":
+            assert name in secrets_mounted()
+            continue
+        assert kind in ("pods",) or find(KINDS[kind], name), reference
+    for option in options:
+        assert option in ("--watch", "--previous", "-o") or option.startswith("--replicas="), option
 
 
 def check_create_secret(command: Command, namespace: str | None, rest: list[str], keys: Path, tmp_path: Path) -> None:
