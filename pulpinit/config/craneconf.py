@@ -12,29 +12,17 @@ crane itself, but pulpinit's values must be somewhere).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from pulpinit.config.inivalue import BASIC, Dialect
-from pulpinit.config.serverconf import Assignment, ConfigPlan, ServerConf
+from pulpinit.config.serverconf import ConfigPlan, ServerConf, assignments
 from pulpinit.settings.crane import CraneSettings
-from pulpinit.settings.resolve import Value
 
-__all__ = ["CraneConf", "assignments", "plan"]
+__all__ = ["CraneConf", "load", "plan"]
 
 
 class CraneConf(ServerConf):
     """One parsed crane.conf (or the empty file it will become)."""
 
     dialect: Dialect = BASIC
-
-
-def assignments(to_write: Sequence[tuple[str, Value]]) -> list[Assignment]:
-    """The edits for ``(section.key, value)`` pairs, each naming the variable it came from."""
-    found = []
-    for key, value in to_write:
-        section, name = value.option
-        found.append(Assignment(section, name, value.value, value.variable or key, value.secret))
-    return found
 
 
 def load(settings_path: str) -> CraneConf:

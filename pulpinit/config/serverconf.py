@@ -59,6 +59,7 @@ from pulpinit.regularfile import FileProblem, read_regular
 
 if TYPE_CHECKING:
     from pulpinit.log import Logger
+    from pulpinit.settings.resolve import Value
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _KEY_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]*\Z")
@@ -116,6 +117,15 @@ class KeyChange:
 
     def _shown(self, value: str) -> str:
         return REDACTOR(redact.display(f"{self.section}.{self.key}", value, secret=self.secret))
+
+
+def assignments(to_write: Sequence[tuple[str, Value]]) -> list[Assignment]:
+    """The edits for ``(section.key, value)`` pairs (:meth:`Settings.to_write`), each naming its variable."""
+    found = []
+    for key, value in to_write:
+        section, name = value.option
+        found.append(Assignment(section, name, value.value, value.variable or key, value.secret))
+    return found
 
 
 def option_name(label: str) -> str:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from pulpinit.wait.targets import MongoTarget
 
 __all__ = [
+    "DEFAULT_LOGIN",
     "DEFAULT_PASSWORD",
     "ITERATIONS",
     "SALT_BYTES",
@@ -52,6 +53,8 @@ ITERATIONS = 5000
 SALT_BYTES = 8
 #: Pulp's built-in ``[server] default_password``.
 DEFAULT_PASSWORD = "admin"  # noqa: S105 (Pulp's well-known default, which this module warns about)
+#: Pulp's ``[server] default_login``.
+DEFAULT_LOGIN = "admin"
 #: Pulp's collection of users.
 USERS = "users"
 #: The client name of the step's MongoDB connection (server logs, currentOp).

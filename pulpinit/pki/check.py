@@ -201,9 +201,18 @@ def role_key_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def key_paths(conf: Mapping[str, str]) -> dict[str, str]:
-    """File name → path: the server.conf value when ``conf`` (``section.key`` → value) sets one."""
-    return {f.name: (conf.get(f.conf) or f.default_path) if f.conf else f.default_path for f in KEY_FILES.values()}
+def key_paths(
+    conf: Mapping[str, str], *, httpd_cert: str | None = None, httpd_key: str | None = None
+) -> dict[str, str]:
+    """File name → path: the server.conf value when ``conf`` (``section.key`` → value) sets one.
+
+    httpd's pair is where its configuration names it: ``httpd_cert``/``httpd_key``
+    (``PULPINIT_HTTPD_CERT``/``PULPINIT_HTTPD_KEY``), by default mod_ssl's paths.
+    """
+    paths = {f.name: (conf.get(f.conf) or f.default_path) if f.conf else f.default_path for f in KEY_FILES.values()}
+    paths["server.crt"] = httpd_cert or paths["server.crt"]
+    paths["server.key"] = httpd_key or paths["server.key"]
+    return paths
 
 
 def current_identity() -> Identity:

@@ -32,6 +32,10 @@ class Toolkit:
     celery_args: str
     celery_log_dir: str | None
     manage_db: str
+    httpd: str
+    httpd_cert: str
+    httpd_key: str
+    static_dir: str
     db_service: str
     msg_service: str
     db_auth_source: str | None
