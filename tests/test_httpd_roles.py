@@ -37,6 +37,7 @@ from pulpinit.settings.crane import PULP_DATA_DIR
 from pulpinit.testing import standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.keys import keys_env
 
 ADMIN_PASSWORD = "n3w-admin%pass word"
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="httpd is handed over as root: the test runs as root")
@@ -96,14 +97,9 @@ def make_pod(root: Path, mongo_hostport: str, database: str, broker_url: str) ->
             "PULPINIT_CELERY": str(bindir / "celery"),
             "PULPINIT_MANAGE_DB": str(bindir / "pulp-manage-db"),
             "PULPINIT_MIGRATION_FINGERPRINT": f"httpd-roles-{root.name}",
-            "PULPINIT_HTTPD_CERT": str(root / "keys" / "server.crt"),
-            "PULPINIT_HTTPD_KEY": str(root / "keys" / "server.key"),
             "PULPINIT_STATIC_DIR": str(root / "static"),
             "PULPINIT_WAIT_TIMEOUT": "30",
-            "PULP_CONF__SECURITY__CACERT": str(root / "keys" / "ca.crt"),
-            "PULP_CONF__SECURITY__CAKEY": str(root / "keys" / "ca.key"),
-            "PULP_CONF__AUTHENTICATION__RSA_KEY": str(root / "keys" / "rsa.key"),
-            "PULP_CONF__AUTHENTICATION__RSA_PUB": str(root / "keys" / "rsa_pub.key"),
+            **keys_env(root / "keys"),
             "PULP_ADMIN_PASSWORD_FILE": str(root / "admin-password"),
             "PULP_DB_SEEDS": mongo_hostport,
             "PULP_DB_NAME": database,

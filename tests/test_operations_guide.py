@@ -43,6 +43,7 @@ from pulpinit.cli import parse
 from pulpinit.pki.check import KEY_FILES, KEYS_DIR
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.keys import keys_env
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = (ROOT / "docs" / "operations.md").read_text()
@@ -382,7 +383,7 @@ def prepare(
             check=True,
             capture_output=True,
         )
-    env.update(key_environment(keys / "pulp-keys"))
+    env.update(keys_env(keys / "pulp-keys"))
     env.update(
         {
             "PULPINIT_MIGRATION_FINGERPRINT": "guide",
@@ -393,18 +394,6 @@ def prepare(
             "CRANE_CONFIG_PATH": str(root / "crane.conf"),
         }
     )
-    return env
-
-
-def key_environment(directory: Path) -> dict[str, str]:
-    """Where the pod would find its keys (the image's links into KEYS_DIR), pointed at ``directory``."""
-    env = {}
-    for name, spec in KEY_FILES.items():
-        if spec.conf:
-            section, key = spec.conf.split(".")
-            env[f"PULP_CONF__{section.upper()}__{key.upper()}"] = str(directory / name)
-    env["PULPINIT_HTTPD_CERT"] = str(directory / "server.crt")
-    env["PULPINIT_HTTPD_KEY"] = str(directory / "server.key")
     return env
 
 

@@ -27,6 +27,7 @@ from pulpinit.errors import ExecError
 from pulpinit.privileges import resolve_user
 from pulpinit.settings.preflight import locate
 from pulpinit.testing import SAMPLE_CONF, standins
+from pulpinit.testing.keys import keys_env
 from pulpinit.testing.serving import free_port
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="PULPINIT_USER is checked only when root")
@@ -169,10 +170,11 @@ def test_the_user_is_checked_before_the_commands(capsys, workdir):
     assert code == 78 and "PULPINIT_USER" in error["error"]
 
 
-def test_only_what_the_role_runs_is_checked(capsys, workdir):
+def test_only_what_the_role_runs_is_checked(capsys, workdir, pulp_keys):
     """A worker neither migrates (no PULPINIT_MANAGE_DB) nor, with waiting off, needs a fingerprint."""
     env = environment(
         workdir,
+        **keys_env(pulp_keys),
         PULPINIT_MANAGE_DB="/nonexistent/pulp-manage-db",
         PULPINIT_MIGRATION_WAIT="false",
         PULPINIT_MIGRATION_FINGERPRINT="",

@@ -28,6 +28,7 @@ from pathlib import Path
 from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.keys import keys_env
 from pulpinit.testing.serving import free_port
 
 SAMPLE = SAMPLE_CONF
@@ -74,13 +75,8 @@ def _api(env: dict[str, str], root: Path, mongo: FakeMongo) -> list[str]:
     env = {
         **env,
         "PULPINIT_HTTPD": str(standins.write_httpd(root / "bin")),
-        "PULPINIT_HTTPD_CERT": str(keys / "server.crt"),
-        "PULPINIT_HTTPD_KEY": str(keys / "server.key"),
+        **keys_env(keys),
         "PULPINIT_STATIC_DIR": str(root / "static"),
-        "PULP_CONF__SECURITY__CACERT": str(keys / "ca.crt"),
-        "PULP_CONF__SECURITY__CAKEY": str(keys / "ca.key"),
-        "PULP_CONF__AUTHENTICATION__RSA_KEY": str(keys / "rsa.key"),
-        "PULP_CONF__AUTHENTICATION__RSA_PUB": str(keys / "rsa_pub.key"),
         "PULP_ADMIN_PASSWORD_FILE": str(root / "admin-password"),
         "STANDIN_HTTPD_FILES": os.pathsep.join(str(path) for path in sorted(keys.iterdir())),
     }

@@ -9,13 +9,17 @@ when its fixture's scope ends:
 * ``fakes`` (one test) and ``module_fakes`` (one module): a :class:`FakeServices` that starts
   fakes with options (users, TLS, a replica set, …) on demand;
 * ``sample_conf``: a copy of the sample server.conf in the test's ``tmp_path``;
-* ``free_port``: a loopback port nobody listens on (a connection to it is refused).
+* ``free_port``: a loopback port nobody listens on (a connection to it is refused);
+* ``pulp_keys``: the deployment's keys (``pki init``'s six files) in a directory every user may
+  enter, private keys readable by ``nobody``'s group when run as root, made once per session;
+  :func:`pulpinit.testing.keys.keys_env` gives the variables that point the roles at them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ import pytest
 from pulpinit.testing import SAMPLE_CONF
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.keys import make_keys, reader_group
 from pulpinit.testing.serving import free_port as _free_port
 
 __all__ = [
@@ -35,6 +40,7 @@ __all__ = [
     "fakes",
     "free_port",
     "module_fakes",
+    "pulp_keys",
     "sample_conf",
 ]
 
@@ -108,3 +114,14 @@ def sample_conf(tmp_path: Path) -> Path:
 def free_port() -> int:
     """A loopback port nobody listens on."""
     return _free_port()
+
+
+@pytest.fixture(scope="session")
+def pulp_keys() -> Iterator[Path]:
+    """The deployment's keys for the roles that check them (api, crane, worker), made once."""
+    root = Path(tempfile.mkdtemp(prefix="pulpinit-keys-"))
+    root.chmod(0o755)
+    try:
+        yield make_keys(root / "keys", group=reader_group())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
