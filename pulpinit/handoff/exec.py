@@ -48,7 +48,7 @@ def hand_off(
     logger = log.get_logger(stage="handoff")
     env = child_environ(None, drop=drop_env)
     identity = None if as_root else identity_for(user)  # None when not root (OpenShift's arbitrary UID)
-    if as_root:
+    if as_root and os.geteuid() == 0:
         logger.info(
             "privileges.keep",
             uid=os.getuid(),
