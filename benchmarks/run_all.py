@@ -53,6 +53,12 @@ BENCHES = (
         ["--runs", "1"],
     ),
     (
+        "Start-to-exec of the httpd roles, api and crane, beside run (issue 15)",
+        "bench_httpd_roles.py",
+        ["--runs", "15"],
+        ["--runs", "3"],
+    ),
+    (
         "Run-once under faults: takeover after a SIGKILLed holder per lease, runs under contention (issue 10)",
         "bench_takeover.py",
         ["--leases", "2", "4", "8", "--trials", "3", "--concurrent", "12"],
