@@ -64,6 +64,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    work.chmod(0o755)  # server.conf must be readable by PULPINIT_USER (pulpinit checks it, 78)
     (work / "etc/pulp").mkdir(parents=True)
     shutil.copy(SAMPLE, work / "etc/pulp/server.conf")
     shutil.copy(SAMPLE, work / "server.conf")
@@ -81,7 +82,7 @@ def main() -> int:
             "PULPINIT_LOG_LEVEL": "warning",
         }
         subprocess.run(
-            [sys.executable, "-m", "pulpinit", "migrate"], env=env, check=True, stderr=subprocess.DEVNULL
+            [sys.executable, "-m", "pulpinit", "migrate"], env=env, check=True
         )  # migrations done, config written: a warm restart
         env_2014 = {
             **base,

@@ -184,7 +184,9 @@ def _child(
                 pass
         from pulpinit.signals import defaults_for_exec
 
-        defaults_for_exec(signal.SIGINT)  # Python's dispositions, not the command's (SIGINT even if ignored)
+        # Python's dispositions are not the command's, and the signals the supervisor forwards must
+        # reach a child that acts on them: default, even when pulpinit inherited them ignored (nohup).
+        defaults_for_exec(*FORWARDED)
         libc = _libc()
         if identity is not None:
             stage = "user"

@@ -255,3 +255,22 @@ def test_a_signal_pending_across_the_exec_reaches_the_child() -> None:
     assert done.returncode == 143, done.stderr
     assert time.monotonic() - started < 10  # not the 30 s of the sleep: the SIGTERM was forwarded
     assert '"event": "supervise.forward", "level": "info"' in done.stderr and '"signal": "SIGTERM"' in done.stderr
+
+
+@pytest.mark.parametrize("name", ["HUP", "QUIT", "TERM"])
+def test_a_signal_inherited_as_ignored_is_the_childs_default_again(name: str) -> None:
+    """Started under ``nohup`` (SIGHUP ignored) or the like, the child still acts on what is forwarded."""
+    ignore_then_supervise = (
+        "import os, signal, sys\n"
+        "for s in (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM): signal.signal(s, signal.SIG_IGN)\n"
+        "os.execv(sys.executable, [sys.executable, '-m', 'pulpinit.supervise', '--', *sys.argv[1:]])\n"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", ignore_then_supervise, "sh", "-c", f"ulimit -c 0; kill -s {name} $$; echo survived"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 128 + signal.Signals["SIG" + name], (done.stdout, done.stderr)
+    assert "survived" not in done.stdout
