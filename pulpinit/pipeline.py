@@ -46,7 +46,7 @@ from pulpinit.settings.preflight import WARNING, Check, KeyChecker, KeyReport, P
 from pulpinit.settings.resolve import Settings, from_environ, register_secrets
 from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
 from pulpinit.wait.report import Report, check
-from pulpinit.wait.targets import ProbeResult, mongo_target
+from pulpinit.wait.targets import ProbeResult, address_sources, mongo_target
 from pulpinit.wait.waiter import WaitPolicy, probes_for, wait_all
 
 _Conf = TypeVar("_Conf", bound=ServerConf)
@@ -121,7 +121,7 @@ def run(environ: Mapping[str, str], request: roles.Request, *, init: bool = Fals
     ctx, role = _settings(environ, request, dry_run=False)
     configure(ctx)
     wait(ctx)
-    migrate(ctx, role.migration)
+    migrate(ctx, role.migration, retry_failed=role.name == "migrate")
     if role.name == "api":
         api_steps(ctx)
     if not role.argv:
@@ -312,20 +312,33 @@ def wait(ctx: Context) -> dict[str, ProbeResult]:
         return wait_all(probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit), stop=stop)
 
 
-def check_deps(environ: Mapping[str, str], *, wait: bool = False, timeout: float | None = None) -> Report:
-    """``check-deps``: the settings stage, then one probe of each dependency (or the wait policy)."""
+def check_deps(
+    environ: Mapping[str, str], *, wait: bool = False, timeout: float | None = None
+) -> tuple[Report, dict[str, Any]]:
+    """``check-deps``: the settings stage, then one probe of each dependency (or the wait policy),
+    and the Pulp processes heartbeating in Pulp's ``workers`` (``pulp_processes``: read beside the
+    probes, within the same budget; it does not change the exit code)."""
+    from pulpinit.migrate.quiet import MIGRATION_WAIT_TIME, Survey
+
     ctx = resolve(environ)
     probes, policy = probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit)
+    budget = timeout if timeout is not None else policy.probe_timeout
+    target, threshold = mongo_target(ctx.settings), ctx.toolkit.quiet_seconds or MIGRATION_WAIT_TIME
+    sources = address_sources(ctx.settings)
     if not wait:
-        return check(probes, policy, timeout=timeout)
+        survey = Survey(target, budget, threshold)
+        return check(probes, policy, timeout=timeout, sources=sources), survey.result()
     signals.enter("check-deps")
     with signals.linked() as stop:
-        return check(probes, policy, wait=True, timeout=timeout, stop=stop)
+        report = check(probes, policy, wait=True, timeout=timeout, stop=stop, sources=sources)
+    return report, Survey(target, budget, threshold).result()
 
 
 # -- stage 4: migrate ---------------------------------------------------------------------------
-def migrate(ctx: Context, mode: Migration) -> None:
+def migrate(ctx: Context, mode: Migration, *, retry_failed: bool = False) -> None:
     """Stage 4: migrate once (beat, migrate), wait until the migrations are done, or skip.
+
+    Only ``pulpinit migrate`` (``retry_failed``) runs a migration recorded as failed again.
 
     Its waits sleep with :func:`pulpinit.signals.sleep`, so a stop ends them even when a stop
     signal's exception was swallowed on the way; running pulp-manage-db, it takes the stop
@@ -342,6 +355,7 @@ def migrate(ctx: Context, mode: Migration) -> None:
         MigrationPolicy.from_toolkit(ctx.toolkit),
         owner=owner_name(ctx.environ),
         sleep=signals.sleep,
+        retry_failed=retry_failed,
     )
 
 

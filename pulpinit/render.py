@@ -7,7 +7,8 @@ so a password or URL credential cannot reach stdout from here.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pulpinit.migrate.migrator import Migration
 from pulpinit.pipeline import Context, CraneDryRun, DryRun
@@ -46,15 +47,31 @@ def check_deps_table(report: Report) -> str:
             (
                 c.name,
                 c.endpoint,
+                report.source(c),
                 "up" if c.ok else "DOWN",
                 f"{c.latency_ms:.0f} ms",
                 c.version or "-",
                 str(data["error"] or "-"),
             )
         )
-    text = table(("dependency", "endpoint", "status", "latency", "version", "error"), rows)
+    text = table(("dependency", "endpoint", "source", "status", "latency", "version", "error"), rows)
     hints = [f"hint ({c.name}): {c.hint}" for c in report.checks if c.hint]
     return "\n".join([text, *(["", *hints] if hints else [])])
+
+
+def processes(report: Mapping[str, Any]) -> str:
+    """The ``pulp_processes`` of ``check-deps``: who heartbeats in Pulp's ``workers`` collection."""
+    if "error" in report:
+        return f"pulp processes: unknown ({report['error']})"
+    threshold = report["threshold_s"]
+    rows = [
+        (beat["name"], "-" if beat["age_s"] is None else f"{beat['age_s']:.1f} s ago", state)
+        for state, key in (("live", "live"), (f"stale (none for {threshold:g} s)", "stale"))
+        for beat in report[key]
+    ]
+    if not rows:
+        return "pulp processes: none heartbeating (the workers collection is empty)"
+    return table(("pulp process", "last heartbeat", "state"), rows)
 
 
 def _fingerprint(ctx: Context) -> str:
@@ -75,9 +92,15 @@ def migration_decision(ctx: Context, migration: Migration) -> str:
             f"exit 75 after {toolkit.migration_timeout:g} s without a live lease holder, "
             "or at once if it is recorded as failed"
         )
+    quiet = (
+        f"wait until no Pulp process heartbeated for {toolkit.quiet_seconds:g} s (PULPINIT_QUIET_SECONDS), "
+        if toolkit.quiet_seconds > 0
+        else "do not wait for a quiet database (PULPINIT_QUIET_SECONDS=0), "
+    )
+    backup = f"run {shlex.join(mask_argv(toolkit.pre_migrate))} (PULPINIT_PRE_MIGRATE), " if toolkit.pre_migrate else ""
     return (
-        f"migrate: run {toolkit.manage_db} under the lease lock in {where} unless {fingerprint} "
-        "is recorded as done there; --dry-run connects to nothing, so the record is not read"
+        f"migrate: under the lease lock in {where}, unless {fingerprint} is recorded as done there: "
+        f"{quiet}{backup}then run {toolkit.manage_db}; --dry-run connects to nothing, so the record is not read"
     )
 
 

@@ -78,6 +78,8 @@ class Role:
             variable = "PULPINIT_HTTPD" if self.as_root else "PULPINIT_CELERY"
             found.append((None if self.name == "run" else variable, self.argv[0]))
         if self.migration is Migration.RUN:
+            if toolkit.pre_migrate:
+                found.append(("PULPINIT_PRE_MIGRATE", toolkit.pre_migrate[0]))
             found.append(("PULPINIT_MANAGE_DB", toolkit.manage_db))
         return found
 

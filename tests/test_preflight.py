@@ -109,6 +109,8 @@ def test_unknown_user_is_78(capsys, workdir, argv, user, words):
         (["beat"], ("PULPINIT_CELERY", "WORKDIR/bin"), (126, "is a directory")),
         (["beat"], ("PULPINIT_MANAGE_DB", "/nonexistent/pulp-manage-db"), (127, "(PULPINIT_MANAGE_DB)")),
         (["migrate"], ("PULPINIT_MANAGE_DB", "WORKDIR/not-executable"), (126, "(PULPINIT_MANAGE_DB)")),
+        (["migrate"], ("PULPINIT_PRE_MIGRATE", "/nonexistent/backup --all"), (127, "(PULPINIT_PRE_MIGRATE)")),
+        (["beat"], ("PULPINIT_PRE_MIGRATE", "WORKDIR/not-executable"), (126, "(PULPINIT_PRE_MIGRATE)")),
         (["beat"], ("PULPINIT_CELERY", "celery-on-path"), (127, "command not found in PATH=")),
     ],
 )
@@ -235,6 +237,22 @@ def test_dry_run_with_every_check_passing_shows_the_derived_fingerprint(capsys, 
     out = capsys.readouterr().out
     assert "all passed" in out
     assert "2 installed Pulp packages" in out and "fingerprint rpm:" in out
+
+
+def test_dry_run_names_the_quiet_wait_and_the_backup(capsys, workdir):
+    backup = standins.write_pre_migrate(workdir)
+    env = environment(
+        workdir, PULPINIT_PRE_MIGRATE=f"{backup} --uri mongodb://pulp:s3cret@db/", PULPINIT_QUIET_SECONDS="30"
+    )
+    assert main(["migrate", "--dry-run"], env) == 0  # MongoDB is down: the dry-run connects to nothing
+    out = capsys.readouterr().out
+    assert "wait until no Pulp process heartbeated for 30 s (PULPINIT_QUIET_SECONDS)" in out
+    assert f"run {backup} --uri 'mongodb://pulp:***@db/' (PULPINIT_PRE_MIGRATE), then run" in out
+    assert "s3cret" not in out
+    rows = {line.split()[1]: line.split()[0] for line in out.split("## checks")[1].splitlines()[3:6]}
+    assert rows["PULPINIT_PRE_MIGRATE"] == "ok"
+    assert main(["migrate", "--dry-run"], environment(workdir, PULPINIT_QUIET_SECONDS="0")) == 0
+    assert "do not wait for a quiet database (PULPINIT_QUIET_SECONDS=0)" in capsys.readouterr().out
 
 
 def test_locate_searches_path_like_exec(tmp_path: Path):

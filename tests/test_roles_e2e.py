@@ -147,3 +147,22 @@ def test_missing_or_unexecutable_command(env, command, code, words):
     assert done.returncode == code
     error = json.loads(done.stderr.strip().splitlines()[-1])
     assert error["event"] == "pulpinit.error" and error["error"].startswith(command) and words in error["error"]
+
+
+@pytest.mark.slow
+def test_init_honours_the_console_log_format(env):
+    """The stdlib-only supervisor writes console lines when pulpinit does, not JSON."""
+    migrate_first(env)
+    done = subprocess.run(
+        pulpinit_argv("--log-format", "console", "run", "--init", "--", "/bin/echo", "hi"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "hi\n"
+    events = [line.split("] ", 1)[1].split()[0] for line in done.stderr.splitlines()]
+    assert events[-3:] == ["handoff.supervise", "supervise.start", "supervise.exit"]
+    assert not [line for line in done.stderr.splitlines() if line.startswith("{")]

@@ -61,6 +61,7 @@ def hand_off(
         )
     if supervise:
         supervisor = [sys.executable, "-m", "pulpinit.supervise", "--umask", f"{umask:04o}"]
+        supervisor += ["--log-format", log.current_format()]  # the supervisor logs as pulpinit did
         if identity is not None:
             supervisor += ["--user", user]
         if stop_timeout is not None:

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         "signal",
         "stop_timeout",
         "worker_number",
+        "command",
     ]
 
 #: The signals the resident supervisor forwards to the role's process; a stop signal
@@ -157,6 +158,19 @@ KNOBS: tuple[Knob, ...] = (
         "seconds",
         "15",
         "seconds to wait for pulp-manage-db after SIGTERM; must be below lease/3",
+    ),
+    Knob(
+        "PULPINIT_QUIET_SECONDS",
+        "seconds",
+        "92",
+        "the migrating role migrates once no Pulp process heartbeated for this long (0: do not wait)",
+    ),
+    Knob(
+        "PULPINIT_PRE_MIGRATE",
+        "command",
+        "",
+        "command run under the lock before each real migration, e.g. a backup (shell-quoted)",
+        optional=True,
     ),
     Knob("PULPINIT_INIT", "bool", "false", "stay as PID 1 and supervise the role (same as --init)"),
     Knob(

@@ -8,7 +8,8 @@ settings stage instead, in this order:
 * the command the role hands over to — ``PULPINIT_CELERY`` for beat, resource-manager and
   worker, ``CMD`` for ``run -- CMD`` — must be found (127) and executable (126) by that user,
   searched in ``PATH`` the way the exec will;
-* ``PULPINIT_MANAGE_DB`` for the migrating roles (beat, migrate): the same;
+* ``PULPINIT_PRE_MIGRATE`` (when set) and ``PULPINIT_MANAGE_DB`` for the migrating roles (beat,
+  migrate): the same;
 * the keys of the role (:data:`pulpinit.pki.check.ROLE_KEYS`: ``api``, ``crane``, ``worker``),
   each usable by who reads it (:func:`check_keys`): 78 naming the file; a certificate near its
   end is a warning, logged by the caller;

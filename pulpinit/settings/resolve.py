@@ -256,7 +256,7 @@ def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str] = Mappi
         base = name.removesuffix("_FILE")
         key = _SECRET_VARS.get(base) or generic_key(base, GENERIC_PREFIX)
         if key is None:
-            if name == "PULPINIT_CELERY_ARGS":  # extra celery arguments may hold a broker URL
+            if name in ("PULPINIT_CELERY_ARGS", "PULPINIT_PRE_MIGRATE"):  # command lines may hold a URL
                 REDACTOR.add_value(raw, whole=False)
                 if redact.is_secret("", raw):
                     consumed.add(name)
