@@ -57,7 +57,6 @@ _PROGRAM = Path(__file__).with_name("pulpstandin.py")
 TRACKER_ID = "pulp.server.db.migrations"
 
 
-
 def interpreter() -> str:
     """A Python every user can run: the system's when present (a venv under /root is not)."""
     system = "/usr/bin/python3"
