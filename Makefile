@@ -16,7 +16,10 @@ SECANTUSDB  := secantusdb==0.7.0b3
 APT_PACKAGES := python3-venv gcc libaugeas-dev augeas-lenses augeas-tools libsasl2-dev \
 	libsasl2-modules sasl2-bin libssl-dev util-linux passwd procps rabbitmq-server tini dumb-init faketime openssl
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo test lint bench venv system-deps clean
+
+# The virtual environment alone (README: "Try it by hand").
+venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m pulpinit.testing.demo

@@ -2,7 +2,7 @@
 
 Each benchmark measures whole processes, median of repeated runs, with its baselines in the
 same run, and prints markdown; this script only runs them in turn and collects their output
-with the command that reproduces each table.  Takes about five minutes on 2 cores.
+with the command that reproduces each table.  Takes about ten minutes on 2 cores.
 
     .venv/bin/python benchmarks/run_all.py [--quick]
 """
@@ -54,10 +54,22 @@ BENCHES = (
         ["--runs", "1"],
     ),
     (
+        "Start-to-exec of the httpd roles, api and crane, beside run (issue 15)",
+        "bench_httpd_roles.py",
+        ["--runs", "15"],
+        ["--runs", "3"],
+    ),
+    (
         "Run-once under faults: takeover after a SIGKILLed holder per lease, runs under contention (issue 10)",
         "bench_takeover.py",
         ["--leases", "2", "4", "8", "--trials", "3", "--concurrent", "12"],
         ["--leases", "2", "--trials", "1", "--concurrent", "4"],
+    ),
+    (
+        "A whole-deployment upgrade, applied → every role on the new version: pulpinit vs 2014 (issue 14)",
+        "bench_upgrade.py",
+        ["--trials", "3", "--scale", "10"],
+        ["--trials", "1", "--scale", "10"],
     ),
 )
 

@@ -29,10 +29,17 @@ from pulpinit import __version__, commands, log, signals
 from pulpinit.errors import EnvValueError, ExitCode, Interrupted, PulpinitError, UsageError
 from pulpinit.pki import command as pki
 from pulpinit.redact import mask_argv
-from pulpinit.roles import ROLES
+from pulpinit.roles import HTTPD_ROLES, ROLES
 from pulpinit.settings import knobs
 
-__all__ = ["ROLES", "build_parser", "main", "parse", "run"]
+__all__ = ["HTTPD_ROLES", "ROLES", "build_parser", "main", "parse", "run"]
+#: What follows ``--`` for the commands that take it (shown in their usage).
+_AFTER_DASHES = {
+    **{role: "[-- CELERY-ARG ...]" for role in ROLES},
+    **{role: "[-- HTTPD-ARG ...]" for role in HTTPD_ROLES},
+    "run": "-- CMD [ARG ...]",
+}
+_ROLE_OPTIONS = ("--dry-run", "--init", "--help")
 
 
 class _ParserExit(Exception):
@@ -67,19 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subcommands.required = True
 
-    def role_options(sub: argparse.ArgumentParser) -> None:
+    def role_options(sub: argparse.ArgumentParser, after: str) -> None:
         sub.add_argument("--dry-run", action="store_true", help="print the plan; change and connect nothing")
         sub.add_argument("--init", action="store_true", help="stay as PID 1 and supervise instead of exec")
+        sub.usage = sub.format_usage().removeprefix("usage: ").strip() + f" {after}"  # argparse cannot show `--`
 
     for role in ROLES:
         sub = subcommands.add_parser(role, help=f"run Pulp's {role} (extra celery arguments after --)")
         if role == "worker":
             sub.add_argument("number", nargs="?", metavar="N", help="worker number (default: see README)")
-        role_options(sub)
+        role_options(sub, _AFTER_DASHES[role])
+    sub = subcommands.add_parser(
+        "api", help="Pulp's REST API: configure, wait, wait for migrations, then httpd as root (its args after --)"
+    )
+    role_options(sub, _AFTER_DASHES["api"])
+    sub = subcommands.add_parser(
+        "crane", help="crane: write crane.conf, then httpd as root (no database; its args after --)"
+    )
+    role_options(sub, _AFTER_DASHES["crane"])
     sub = subcommands.add_parser("migrate", help="configure, wait, migrate once, exit 0")
     sub.add_argument("--dry-run", action="store_true", help="say whether it would migrate, and why")
     sub = subcommands.add_parser("run", help="the pipeline for any command: run [options] -- CMD [ARG...]")
-    role_options(sub)
+    role_options(sub, _AFTER_DASHES["run"])
     sub = subcommands.add_parser("check-deps", help="probe MongoDB and the broker once; exit 0 if both are up")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_argument("--wait", action="store_true", help="apply the wait policy first")
@@ -96,19 +112,46 @@ def build_parser() -> argparse.ArgumentParser:
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """Parse argv; everything after the first ``--`` is kept apart as ``args.rest``."""
     argv = list(argv)
-    rest: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, rest = argv[:cut], argv[cut + 1 :]
-    args = build_parser().parse_args(argv)
-    args.rest = rest
+    cut = argv.index("--") if "--" in argv else len(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv[:cut])
+    if unknown:
+        raise _unrecognized(argv, args.command, unknown)
+    args.rest = rest = argv[cut + 1 :]
     if args.command == "run" and not rest:
         raise UsageError("pulpinit run: missing command; usage: pulpinit run [options] -- CMD [ARG...]")
-    if rest and args.command not in (*ROLES, "run"):
+    if rest and args.command not in (*ROLES, *HTTPD_ROLES, "run"):
         raise UsageError(f"pulpinit {args.command}: unexpected arguments after --: {shlex.join(mask_argv(rest))}")
     if getattr(args, "timeout", None) is not None and not args.timeout > 0:
         raise UsageError("pulpinit check-deps: --timeout must be a positive number of seconds")
     return args
+
+
+def _unrecognized(argv: list[str], command: str, unknown: list[str]) -> UsageError:
+    """ "unrecognized arguments", with the corrected command line when they belong after ``--``.
+
+    ``pulpinit run /bin/echo hi`` gets ``pulpinit run -- /bin/echo hi``: ``--`` goes before the
+    first word that is not pulpinit's.  An option close to one of the command's own (a typo of
+    ``--dry-run``) gets "did you mean" instead.  URL credentials in the words are masked.
+    """
+    prog = "pulpinit" + (f" {command}" if command else "")
+    error = f"{prog}: unrecognized arguments: {shlex.join(mask_argv(unknown))}"
+    if command not in _AFTER_DASHES:
+        return UsageError(error)
+    first = unknown[0]
+    if first.startswith("-"):
+        import difflib
+
+        close = difflib.get_close_matches(first.partition("=")[0], _ROLE_OPTIONS, n=1, cutoff=0.75)
+        if close:
+            return UsageError(error, hint=f"did you mean {close[0]}?")
+        if command == "run":
+            return UsageError(error)  # no command starts with a dash
+    start = argv.index(command) + 1
+    at = argv.index(first, start)
+    corrected = shlex.join(["pulpinit", *mask_argv([*argv[:at], "--", *argv[at:]])])
+    what = "the command goes" if command == "run" else "extra celery arguments go"
+    return UsageError(error, hint=f"{what} after --: {corrected}")
 
 
 COMMANDS: Mapping[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
@@ -118,7 +161,7 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] =
     "check-deps": commands.check_deps,
     "migrate": commands.migrate,
     "run": commands.run,
-    **{role: commands.role for role in ROLES},
+    **{role: commands.role for role in (*ROLES, *HTTPD_ROLES)},
 }
 
 
@@ -157,7 +200,7 @@ def _main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         except _ParserExit as stop:
             return stop.status
         except UsageError as exc:
-            sys.stderr.write(f"{exc}\nTry 'pulpinit --help'.\n")
+            sys.stderr.write(f"{exc}\n" + (f"hint: {exc.hint}\n" if exc.hint else "Try 'pulpinit --help'.\n"))
             return int(ExitCode.USAGE)
         _logging_setup(args, environ)
         code = COMMANDS[args.command](args, environ)

@@ -42,8 +42,11 @@ def configure(args: Args, environ: Mapping[str, str]) -> int:
 
 
 def check_deps(args: Args, environ: Mapping[str, str]) -> int:
-    report = pipeline.check_deps(environ, wait=args.wait, timeout=args.timeout)
-    print(json.dumps(report.as_json(), indent=2) if args.json else render.check_deps_table(report))
+    report, processes = pipeline.check_deps(environ, wait=args.wait, timeout=args.timeout)
+    if args.json:
+        print(json.dumps({**report.as_json(), "pulp_processes": processes}, indent=2))
+    else:
+        print(render.check_deps_table(report) + "\n\n" + render.processes(processes))
     return ExitCode.OK if report.ok else ExitCode.UNAVAILABLE
 
 

@@ -47,9 +47,13 @@ class PulpinitError(Exception):
 
 
 class UsageError(PulpinitError):
-    """The command line is wrong."""
+    """The command line is wrong; ``hint`` (one line) says how to write it instead."""
 
     exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class ConfigError(PulpinitError):
@@ -143,6 +147,19 @@ class MigrationPending(PulpinitError):
     """Migrations of this version are not done (waiting roles, exit 75)."""
 
     exit_code = ExitCode.MIGRATION_PENDING
+
+
+class NotQuiet(MigrationPending):
+    """Pulp processes still heartbeat at the migrating role's deadline: nothing was migrated (75)."""
+
+    def __init__(self, live: Sequence[str], timeout_s: float) -> None:
+        super().__init__(
+            f"Pulp processes still heartbeat after {timeout_s:g} s (PULPINIT_MIGRATION_TIMEOUT), "
+            f"pulp-manage-db would refuse to migrate: {', '.join(live)}; stop the old beat, resource "
+            "manager and workers (or let their rollout finish), then start `pulpinit migrate` again"
+        )
+        self.live = tuple(live)
+        self.timeout_s = timeout_s
 
 
 class ExecError(PulpinitError):

@@ -27,6 +27,7 @@ import structlog
 from pulpinit.redact import REDACTOR
 
 _level = [logging.INFO]  # the level of the last configure()
+_format = ["json"]  # the format the last configure() chose
 
 
 class Logger(Protocol):
@@ -101,7 +102,7 @@ def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | Non
     """Set up structlog once per process; safe to call again (tests do)."""
     _level[0] = _number(level)
     out = stream if stream is not None else cast(IO[str], _CurrentStderr())
-    fmt = choose_format(fmt, out)
+    fmt = _format[0] = choose_format(fmt, out)
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
@@ -120,6 +121,11 @@ def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | Non
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
+
+
+def current_format() -> str:
+    """``json`` or ``console``: what the lines are written in (the supervisor is told the same)."""
+    return _format[0]
 
 
 def _number(level: str) -> int:

@@ -1,6 +1,6 @@
 """The resident supervisor: PID 1 (or a child subreaper) around the role's process.
 
-``python -m pulpinit.supervise [--stop-timeout S] [--user SPEC] [--umask 022] -- CMD ARGS...``
+``python -m pulpinit.supervise [--stop-timeout S] [--user SPEC] [--umask 022] [--log-format F] -- CMD ARGS...``
 
 The main pulpinit process ``os.execv``\\ s into this module once its pipeline is
 done, so pymongo, proton, augeas and structlog are not in the resident
@@ -54,8 +54,9 @@ graceful signals (USR1, WINCH) on the parent only.  The group is signalled in
 exactly one case: SIGKILL when ``--stop-timeout`` runs out after a SIGTERM,
 because then everything must go.
 
-Log lines are JSON on stderr in the shape of structlog's JSON output
-(``event``, ``level``, ``timestamp`` ISO-8601 UTC, then fields).  Only the
+Log lines go to stderr in the shape of structlog's output: JSON (``event``, ``level``,
+``timestamp`` ISO-8601 UTC, then fields), or with ``--log-format console`` (which pulpinit passes
+on when its own log is in that format) the line of structlog's console renderer without colours.  Only the
 program name of the command is logged: the argv may hold secrets and the
 redactor of the main process is not available here.
 """
@@ -89,8 +90,11 @@ _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
+_format = ["json"]  # set by --log-format (one of the knob table's LOG_FORMATS)
+
+
 def log(event: str, level: str = "info", **fields: object) -> None:
-    """Write one structlog-shaped JSON line to stderr."""
+    """Write one structlog-shaped line (JSON, or console with ``--log-format console``) to stderr."""
     emit(event, level, fields)
 
 
@@ -98,8 +102,11 @@ def emit(event: str, level: str, fields: Mapping[str, object]) -> None:
     """:func:`log` with the fields as a mapping."""
     now = time.time()
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
-    record = {"event": event, "level": level, "timestamp": stamp, **fields}
-    line = "{" + ", ".join(f"{_json(key)}: {_json(value)}" for key, value in record.items()) + "}"
+    if _format[0] == "console":
+        line = console_line(stamp, event, level, fields)
+    else:
+        record = {"event": event, "level": level, "timestamp": stamp, **fields}
+        line = "{" + ", ".join(f"{_json(key)}: {_json(value)}" for key, value in record.items()) + "}"
     try:
         sys.stderr.write(line + "\n")
         sys.stderr.flush()
@@ -126,6 +133,19 @@ def _json(value: object) -> str:
     if isinstance(value, float) and abs(value) < float("inf"):
         return repr(value)
     return '"' + str(value).translate(_ESCAPES) + '"'
+
+
+def console_line(stamp: str, event: str, level: str, fields: Mapping[str, object]) -> str:
+    """The line structlog's ``ConsoleRenderer(colors=False)`` writes for the same event (keys sorted)."""
+    pairs = "".join(f" {key}={_console(fields[key])}" for key in sorted(fields))
+    return f"{stamp} [{level:<9}] {event:<30}{pairs}".rstrip()
+
+
+def _console(value: object) -> str:
+    """A value as structlog's console renderer shows it: a plain string bare, anything else as repr."""
+    if isinstance(value, str) and not set(value) & {" ", "\t", "=", "\r", "\n", '"', "'"}:
+        return value
+    return repr(value)
 
 
 def _libc() -> CDLL:
@@ -343,7 +363,7 @@ def _option(options: Mapping[str, str], name: str, parse: Callable[[str, str], T
 
 def _parse(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     options: dict[str, str] = {}
-    known = ("--stop-timeout", "--user", "--umask")
+    known = ("--stop-timeout", "--user", "--umask", "--log-format")
     index = 0
     while index < len(args):
         arg = args[index]
@@ -355,7 +375,7 @@ def _parse(args: Sequence[str]) -> tuple[dict[str, str], list[str]]:
         if name not in known:
             raise UsageError(
                 f"unknown option {arg!r}; usage: python -m pulpinit.supervise "
-                "[--stop-timeout S] [--user SPEC] [--umask 022] -- CMD ARGS..."
+                "[--stop-timeout S] [--user SPEC] [--umask 022] [--log-format json|console] -- CMD ARGS..."
             )
         if not sep:
             index += 1
@@ -371,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``python -m pulpinit.supervise`` entry point; returns the exit code."""
     try:
         options, command = _parse(sys.argv[1:] if argv is None else argv)
+        _format[0] = _option(options, "--log-format", knobs.log_format, "json")
         if "--stop-timeout" in options:
             stop_timeout = _option(options, "--stop-timeout", knobs.stop_timeout, "")
         else:  # the same knob, parsed as the settings stage parses it (78 when bad)

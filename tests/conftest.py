@@ -13,13 +13,18 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+from helpers.mongo_peers import MongoPeer
 from helpers.pki import Pki, make_pki
 from helpers.rabbitmq import RabbitMQ
 from helpers.rabbitmq import unavailable_reason as rabbitmq_unavailable
 from helpers.secantus import SecantusDB
 from helpers.secantus import unavailable_reason as secantus_unavailable
+
+if TYPE_CHECKING:  # imported by pytest as a plugin (below): importing it first would stop its rewriting
+    from pulpinit.testing.plugin import FakeServices
 
 pytest_plugins = ["pulpinit.testing.plugin"]
 
@@ -50,7 +55,7 @@ def rabbitmq() -> Iterator[RabbitMQ]:
             broker.stop()
 
 
-# -- SecantusDB (an independent MongoDB-wire server: tests/test_migration.py) ------------------------
+# -- SecantusDB (an independent MongoDB-wire server: tests/test_migration.py, tests/test_rollout.py) --
 # Installed by `make test` into .venv-peers; without it these tests skip with the reason, except
 # under CI (CI=true), where a missing peer is a failure.
 
@@ -88,3 +93,13 @@ def secantus_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secantus
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def peer(request: pytest.FixtureRequest, fakes: FakeServices) -> MongoPeer:
+    """The MongoDB peer of a run-once test: the fake (one per test) by default; ``indirect``
+    parametrization (``["fake", "secantus"]``) picks the session's SecantusDB too."""
+    if getattr(request, "param", "fake") == "secantus":
+        server = request.getfixturevalue("secantus")
+        return MongoPeer.on_server("secantus", server.hostport)
+    return MongoPeer.of_fake(fakes.mongo())

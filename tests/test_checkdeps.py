@@ -78,9 +78,9 @@ def mongo_version() -> str:
 
 def by_name(stdout: str) -> dict[str, dict]:
     report = json.loads(stdout)
-    assert set(report) == {"ok", "checks"}
+    assert set(report) == {"ok", "checks", "pulp_processes"}
     for item in report["checks"]:
-        assert set(item) == {"name", "endpoint", "ok", "latency_ms", "version", "error", "hint"}
+        assert set(item) == {"name", "endpoint", "source", "ok", "latency_ms", "version", "error", "hint"}
     return {item["name"]: item for item in report["checks"]}
 
 
@@ -96,9 +96,55 @@ def test_both_up_json_and_table(env):
     code, out, _ = check(env)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["dependency", "endpoint", "status"]
+    assert lines[0].split()[:4] == ["dependency", "endpoint", "source", "status"]
     assert [line.split()[0] for line in lines[2:4]] == ["mongodb", "broker"]
+    assert [line.split()[2] for line in lines[2:4]] == ["env:PULP_DB_SEEDS", "env:PULP_BROKER_URL"]
     assert all(" up " in line for line in lines[2:4])
+
+
+def test_each_endpoint_names_where_its_address_came_from(env, mongo, broker):
+    """The first question when an address is wrong: a Service variable, server.conf, a default?"""
+    conf = Path(env["PULPINIT_CONFIG"])
+    conf.write_text(conf.read_text().replace("# seeds: localhost:27017", f"seeds: {mongo.hostport}"))
+    del env["PULP_DB_SEEDS"], env["PULP_BROKER_URL"]
+    env.update(MSG_SERVICE_HOST="127.0.0.1", MSG_SERVICE_PORT=str(broker.port), MSG_SERVICE_PASSWORD=SECRET)
+    env["MSG_SERVICE_USER"] = "pulp"
+    code, out, _ = check(env, "--json")
+    assert code == 0, out
+    checks = by_name(out)
+    assert (checks["mongodb"]["source"], checks["broker"]["source"]) == ("server.conf", "k8s:msg")
+    # the sources are those `pulpinit settings` shows for the keys the addresses come from
+    done = subprocess.run(
+        [sys.executable, "-m", "pulpinit", "settings", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    settings = json.loads(done.stdout)["settings"]
+    assert settings["database.seeds"]["source"] == "server.conf"
+    assert settings["tasks.broker_url"]["source"] == "k8s:msg"
+
+
+def test_an_address_nothing_set_is_named_default():
+    """Pulp's built-in ``localhost`` addresses (not probed here: tests resolve no names)."""
+    from pulpinit.render import check_deps_table
+    from pulpinit.settings.resolve import from_environ
+    from pulpinit.wait.report import Report
+    from pulpinit.wait.targets import ProbeResult, address_sources, broker_target, mongo_target
+
+    settings = from_environ({"PULP_DB_SEEDS": "127.0.0.1:1"}, {})
+    sources = address_sources(settings)
+    assert sources == {"mongodb": "env:PULP_DB_SEEDS", "broker": "default"}
+    report = Report(
+        (
+            ProbeResult("mongodb", mongo_target(settings).endpoint, True, 1.0),
+            ProbeResult("broker", broker_target(settings).endpoint, True, 1.0),
+        ),
+        sources,
+    )
+    rows = check_deps_table(report).splitlines()[2:]
+    assert [row.split()[:3] for row in rows] == [
+        ["mongodb", "mongodb://127.0.0.1:1/pulp_database", "env:PULP_DB_SEEDS"],
+        ["broker", "qpid://localhost/", "default"],
+    ]
+    assert [check["source"] for check in report.as_json()["checks"]] == ["env:PULP_DB_SEEDS", "default"]
 
 
 def test_down_dependency_exit_69_with_class_and_hint(env):
@@ -315,3 +361,51 @@ def test_armed_wait_sees_a_refused_then_listening_dependency_before_its_next_pro
         assert up["attempts"] == 2 and up["knocks"] >= 1  # the refused probe, then the one the knock set off
         # the dependency saw one connection without a byte (the knock); every other one spoke its protocol
         assert proxy.quiet == 1 and proxy.accepted > proxy.quiet
+
+
+def test_pulp_processes_live_and_stale_beside_the_checks(env, mongo):
+    """check-deps lists who heartbeats in Pulp's ``workers``: what the migration waits for."""
+    import datetime as dt
+
+    import pymongo
+
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    docs = [
+        {"_id": "reserved_resource_worker-1@pulp-worker-1", "last_heartbeat": now - dt.timedelta(seconds=3)},
+        {"_id": "scheduler@pulp-beat-old", "last_heartbeat": now - dt.timedelta(seconds=500)},
+    ]
+    with pymongo.MongoClient(f"mongodb://{mongo.hostport}") as client:
+        workers = client.pulp_database.workers
+        workers.insert_many(docs)
+        try:
+            code, out, _ = check(env, "--json")
+            assert code == 0
+            by_name(out)
+            processes = json.loads(out)["pulp_processes"]
+            assert processes["threshold_s"] == 92
+            assert [p["name"] for p in processes["live"]] == ["reserved_resource_worker-1@pulp-worker-1"]
+            assert 3 <= processes["live"][0]["age_s"] < 30
+            assert [p["name"] for p in processes["stale"]] == ["scheduler@pulp-beat-old"]
+            code, out, _ = check(env)
+            rows = {line.split()[0]: line for line in out.splitlines() if "@" in line}
+            assert rows["reserved_resource_worker-1@pulp-worker-1"].endswith("live")
+            assert "stale (none for 92 s)" in rows["scheduler@pulp-beat-old"]
+            # the threshold is PULPINIT_QUIET_SECONDS: what the migrating role waits for
+            code, out, _ = check({**env, "PULPINIT_QUIET_SECONDS": "2"}, "--json")
+            assert json.loads(out)["pulp_processes"]["live"] == []
+        finally:
+            workers.delete_many({})
+    code, out, _ = check(env)
+    assert "pulp processes: none heartbeating" in out
+
+
+def test_pulp_processes_unknown_when_mongodb_is_down(env):
+    with ResetServer() as closed:
+        port = closed.port
+    env["PULP_DB_SEEDS"] = f"127.0.0.1:{port}"
+    started = time.monotonic()
+    code, out, _ = check(env, "--json", "--timeout", "0.5")
+    assert code == 69 and time.monotonic() - started < 5
+    assert set(json.loads(out)["pulp_processes"]) == {"error"}
+    code, out, _ = check(env, "--timeout", "0.5")
+    assert "pulp processes: unknown (" in out

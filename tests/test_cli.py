@@ -263,3 +263,52 @@ def test_a_usage_error_masks_url_credentials_it_echoes(capsys):
     err = capsys.readouterr().err
     assert "unexpected arguments after --" in err and "amqp://pulp:***@h//" in err
     assert "Sekr3t-pw" not in err
+
+
+@pytest.mark.parametrize(
+    ("command", "after"),
+    [("run", "-- CMD [ARG ...]"), ("beat", "[-- CELERY-ARG ...]"), ("worker", "[N] [-- CELERY-ARG ...]")],
+)
+def test_help_shows_what_goes_after_the_dashes(capsys, command, after):
+    assert main([command, "--help"]) == 0
+    usage = capsys.readouterr().out.splitlines()[0]
+    assert usage.startswith(f"usage: pulpinit {command} [-h] [--dry-run] [--init]") and usage.endswith(after)
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["run", "/bin/echo", "hi"], "the command goes after --: pulpinit run -- /bin/echo hi"),
+        (
+            ["--log-format", "json", "run", "--init", "/bin/sh", "-c", "echo 'a b'"],
+            "the command goes after --: pulpinit --log-format json run --init -- /bin/sh -c 'echo '\"'\"'a b'\"'\"''",
+        ),
+        (
+            ["worker", "3", "--maxtasksperchild=2"],
+            "extra celery arguments go after --: pulpinit worker 3 -- --maxtasksperchild=2",
+        ),
+        (["beat", "--dry-rnu"], "did you mean --dry-run?"),
+    ],
+)
+def test_arguments_that_belong_after_the_dashes_get_the_corrected_command_line(capsys, argv, hint):
+    assert main(argv) == 64
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"pulpinit {argv[argv.index('run') if 'run' in argv else 0]}: unrecognized arguments: ")
+    assert err[1:] == [f"hint: {hint}"]
+
+
+def test_the_corrected_command_line_masks_url_credentials(capsys):
+    assert main(["run", "/bin/probe", "amqp://pulp:Sekr3t-pw@h//"]) == 64
+    err = capsys.readouterr().err
+    assert "hint: the command goes after --: pulpinit run -- /bin/probe 'amqp://pulp:***@h//'" in err
+    assert "Sekr3t-pw" not in err
+
+
+def test_other_unrecognized_arguments_keep_the_plain_error(capsys):
+    assert main(["settings", "extra"]) == 64
+    assert capsys.readouterr().err.splitlines() == [
+        "pulpinit settings: unrecognized arguments: extra",
+        "Try 'pulpinit --help'.",
+    ]
+    assert main(["run", "-x", "--", "/bin/true"]) == 64  # no command starts with a dash: no corrected line
+    assert "hint:" not in capsys.readouterr().err

@@ -379,3 +379,57 @@ def test_entry_point_serves_until_sigterm() -> None:
         client.close()
         proc.proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
+
+
+# -- injected command failures (mongod's failCommand fail point) --------------------------------
+
+
+def test_fail_command_through_configure_fail_point_hits_the_next_times_commands(fake: FakeMongo) -> None:
+    """The very command a test sends to a mongod with test commands enabled."""
+    with client_for(fake, retryReads=False) as client:
+        client.admin.command(
+            "configureFailPoint", "failCommand", mode={"times": 2}, data={"failCommands": ["find"], "errorCode": 96}
+        )
+        for _ in range(2):
+            with pytest.raises(OperationFailure) as failed:
+                client.db.c.find_one({})
+            assert failed.value.code == 96 and "failCommand" in str(failed.value)
+        assert client.db.c.find_one({}) is None  # spent
+        client.db.c.insert_one({"_id": 1})  # other commands were never hit
+        client.admin.command(
+            "configureFailPoint", "failCommand", mode={"skip": 1}, data={"failCommands": ["find"], "errorCode": 2}
+        )
+        assert client.db.c.find_one({}) == {"_id": 1}  # skipped
+        with pytest.raises(OperationFailure):
+            client.db.c.find_one({})
+        client.admin.command("configureFailPoint", "failCommand", mode="off")
+        assert client.db.c.find_one({}) == {"_id": 1}
+        with pytest.raises(OperationFailure) as bad:
+            client.admin.command("configureFailPoint", "failCommand", mode={"times": 1}, data={})
+        assert bad.value.code == 2
+
+
+def test_fail_command_by_app_name_and_close_connection(fake: FakeMongo) -> None:
+    fake.fail_command("insert", close_connection=True, times=None, app_name="victim")
+    with client_for(fake, appname="bystander", retryWrites=False) as bystander:
+        bystander.db.c.insert_one({"_id": 1})
+    with client_for(fake, appname="victim", retryWrites=False) as victim:
+        for _ in range(2):  # alwaysOn until turned off
+            with pytest.raises(pymongo.errors.AutoReconnect):
+                victim.db.c.insert_one({"_id": 2})
+        fake.fail_points.off()
+        victim.db.c.insert_one({"_id": 2})
+        assert victim.db.c.count_documents({}) == 2
+
+
+def test_fail_command_blocks_the_reply(fake: FakeMongo) -> None:
+    with client_for(fake) as client:
+        client.admin.command(
+            "configureFailPoint",
+            "failCommand",
+            mode={"times": 1},
+            data={"failCommands": ["ping"], "blockConnection": True, "blockTimeMS": 300},
+        )
+        started = time.monotonic()
+        client.admin.command("ping")
+        assert time.monotonic() - started >= 0.3

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,15 +64,6 @@ def broker(module_fakes: FakeServices) -> FakeAmqpBroker:
 @pytest.fixture
 def mongo(fake_mongo: FakeMongo) -> FakeMongo:
     return fake_mongo
-
-
-@pytest.fixture
-def peer(request: pytest.FixtureRequest, fakes: FakeServices) -> MongoPeer:
-    """The fake (one per test) by default; ``indirect`` parametrization picks SecantusDB too."""
-    if getattr(request, "param", "fake") == "secantus":
-        server = request.getfixturevalue("secantus")
-        return MongoPeer.on_server("secantus", server.hostport)
-    return MongoPeer.of_fake(fakes.mongo())
 
 
 @pytest.fixture
@@ -824,3 +816,151 @@ def test_the_deadline_counts_only_time_without_a_live_holder():
 
     now[0] = 0.0
     assert migrator.poll(lambda _: Progress.FINISHED, MigrationPending) == 0.0
+
+
+# -- a quiet database and a backup point (issue 14) ---------------------------------------------
+
+
+def logged(err: str, event: str) -> list[dict]:
+    return [json.loads(line) for line in err.splitlines() if f'"event": "{event}"' in line]
+
+
+@pytest.mark.slow
+@BOTH
+def test_a_killed_process_record_holds_the_migration_until_it_is_quiet_seconds_old(workdir, peer, broker):
+    peer.put_heartbeat("reserved_resource_worker-0@gone")  # SIGKILLed right now: it never beats again
+    written = time.monotonic()
+    env = environment(workdir, peer, broker, PULPINIT_QUIET_SECONDS="2", PULPINIT_WAIT_LOG_INTERVAL="0.5")
+    code, err = finish(pulpinit(env, "migrate"))
+    assert code == 0, err[-2000:]
+    (run,) = starts(workdir)
+    assert written + 2 - 0.1 <= run.started <= written + 2 + 2.5  # the threshold, one poll and a start
+    waiting = logged(err, "migration.waiting_for_quiet")
+    assert waiting and waiting[0]["processes"][0]["name"] == "reserved_resource_worker-0@gone"
+    assert 0 <= waiting[0]["processes"][0]["age_s"] < 2 and waiting[0]["threshold_s"] == 2
+    stale = logged(err, "migration.stale_processes")
+    assert len(stale) == 1 and stale[0]["processes"][0]["name"] == "reserved_resource_worker-0@gone"
+    events = [e["event"] for e in map(json.loads, filter(lambda line: line.startswith("{"), err.splitlines()))]
+    assert events.index("migration.quiet") < events.index("migration.start")
+
+
+@pytest.mark.slow
+@BOTH
+def test_a_process_that_keeps_heartbeating_ends_the_wait_with_75_naming_it(workdir, peer, broker):
+    stop = threading.Event()
+
+    def heartbeat() -> None:  # a live Pulp process: a heartbeat every 0.5 s
+        while not stop.wait(0.5):
+            peer.put_heartbeat("scheduler@old-beat")
+
+    peer.put_heartbeat("scheduler@old-beat")
+    beating = threading.Thread(target=heartbeat, daemon=True)
+    beating.start()
+    try:
+        env = environment(workdir, peer, broker, PULPINIT_QUIET_SECONDS="5", PULPINIT_MIGRATION_TIMEOUT="2")
+        started = time.monotonic()
+        code, err = finish(pulpinit(env, "migrate"))
+    finally:
+        stop.set()
+        beating.join()
+    assert code == 75, err[-2000:]
+    (error,) = one_error_line(err)
+    assert "scheduler@old-beat (last heartbeat" in error["error"] and "PULPINIT_MIGRATION_TIMEOUT" in error["error"]
+    assert 2 <= time.monotonic() - started < 10
+    assert starts(workdir) == []  # pulp-manage-db never ran
+    assert state(peer) == {}  # nothing was migrated: no state recorded
+    assert lock_doc(peer)["owner"] is None  # released: the Job's next try takes it at once
+
+
+@pytest.mark.slow
+def test_quiet_seconds_0_does_not_wait(workdir, mongo, broker):
+    peer = MongoPeer.of_fake(mongo)
+    peer.put_heartbeat("scheduler@old-beat")
+    code, err = finish(pulpinit(environment(workdir, mongo, broker, PULPINIT_QUIET_SECONDS="0"), "migrate"))
+    assert code == 0 and "migration.waiting_for_quiet" not in err and len(starts(workdir)) == 1
+
+
+@pytest.mark.slow
+@BOTH
+def test_pre_migrate_runs_as_the_user_before_each_real_migration_and_never_on_a_skip(workdir, peer, broker):
+    backup = standins.write_pre_migrate(workdir)
+    env = environment(workdir, peer, broker, PULPINIT_PRE_MIGRATE=f"{backup} --archive 'with blank'")
+    code, err = finish(pulpinit(env, "migrate"))
+    assert code == 0, err[-2000:]
+    (backed_up,) = standins.pre_migrate_runs(workdir / "pre-migrate.log")
+    (run,) = starts(workdir)
+    assert backed_up[2] < run.started  # before pulp-manage-db
+    assert backed_up[1] == pwd_uid("nobody") or not ROOT  # as PULPINIT_USER
+    output = logged(err, "migration.pre_migrate_output")
+    assert [line["line"] for line in output] == ["dumping pulp_database to /var/lib/pulp/backup"]
+    assert logged(err, "migration.pre_migrate")[0]["command"] == [str(backup), "--archive", "with blank"]
+    # the same version again: skipped, and so is the backup
+    code, err = finish(pulpinit(env, "migrate"))
+    assert code == 0 and "migration.skipped" in err
+    assert len(standins.pre_migrate_runs(workdir / "pre-migrate.log")) == 1
+    # a new version: a real migration, a new backup
+    code, _ = finish(pulpinit({**env, "PULPINIT_MIGRATION_FINGERPRINT": "2.21.6-1"}, "migrate"))
+    assert code == 0 and len(standins.pre_migrate_runs(workdir / "pre-migrate.log")) == 2
+
+
+@pytest.mark.slow
+def test_pre_migrate_output_and_command_never_show_a_password(workdir, mongo, broker):
+    script = workdir / "backup-echo"
+    script.write_text('#!/bin/sh\necho "mongodump --uri $2"\n')
+    script.chmod(0o755)
+    env = environment(workdir, mongo, broker, PULPINIT_PRE_MIGRATE=f"{script} --uri mongodb://pulp:s3cr3t-Pw@db/")
+    code, err = finish(pulpinit(env, "migrate"))
+    assert code == 0, err[-2000:]
+    assert [e["line"] for e in logged(err, "migration.pre_migrate_output")] == [
+        "mongodump --uri mongodb://pulp:***@db/"
+    ]
+    assert logged(err, "migration.pre_migrate")[0]["command"][-1] == "mongodb://pulp:***@db/"
+    assert "s3cr3t-Pw" not in err
+
+
+@pytest.mark.slow
+def test_a_failing_pre_migrate_stops_the_migration_with_70_and_state_failed(workdir, mongo, broker):
+    backup = standins.write_pre_migrate(workdir)
+    env = environment(workdir, mongo, broker, PULPINIT_PRE_MIGRATE=str(backup), STANDIN_PRE_MIGRATE_EXIT="3")
+    code, err = finish(pulpinit(env, "migrate"))
+    assert code == 70, err[-2000:]
+    (error,) = one_error_line(err)
+    assert "PULPINIT_PRE_MIGRATE" in error["error"] and "exited with 3" in error["error"]
+    assert starts(workdir) == []  # pulp-manage-db did not run
+    doc = state(mongo)
+    assert doc["status"] == "failed" and "PULPINIT_PRE_MIGRATE" in doc["error"] and doc["fingerprint"] == "2.21.5-1"
+    assert lock_doc(mongo)["owner"] is None
+    code, err = finish(pulpinit(env, "run", "--", "/bin/true"))  # a waiting role names the failure
+    assert code == 75 and "exited with 3" in err
+
+
+@pytest.mark.slow
+def test_beat_does_not_retry_a_failed_migration_the_migrate_job_does(workdir, mongo, broker):
+    failing = environment(workdir, mongo, broker, STANDIN_EXIT="3")
+    assert finish(pulpinit(failing, "migrate"))[0] == 70
+    celery = standins.write_celery(workdir)
+    code, err = finish(pulpinit({**failing, "PULPINIT_CELERY": str(celery)}, "beat"))
+    assert code == 75, err[-2000:]
+    (error,) = one_error_line(err)
+    assert "exited with 3" in error["error"] and "pulpinit migrate" in error["error"]
+    assert len(starts(workdir)) == 1  # beat ran nothing
+    assert finish(pulpinit(environment(workdir, mongo, broker), "migrate"))[0] == 0  # the Job retries
+    assert [run.code for run in starts(workdir)] == [3, 0] and state(mongo)["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("PULPINIT_QUIET_SECONDS", "soon", "PULPINIT_QUIET_SECONDS"),
+        ("PULPINIT_QUIET_SECONDS", "-1", "PULPINIT_QUIET_SECONDS"),
+        ("PULPINIT_PRE_MIGRATE", "'unclosed", "cannot split it like a shell would"),
+        ("PULPINIT_PRE_MIGRATE", "   ", "names no command"),
+    ],
+)
+def test_bad_issue_14_knobs_are_78(variable, value, words):
+    from pulpinit.errors import EnvValueError
+    from pulpinit.settings.toolkit import toolkit_from_environ
+
+    with pytest.raises(EnvValueError, match=words) as caught:
+        toolkit_from_environ({variable: value})
+    assert caught.value.exit_code == 78 and caught.value.variable == variable

@@ -1,7 +1,9 @@
-"""A non-editable install carries the lens and finds it without any load path set."""
+"""What a non-editable install carries: the lens, found without a load path; the pytest plugin with
+the ``testing`` extra, inert without it (installed offline from wheels of this environment)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -12,21 +14,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_wheel_installs_the_lens_and_finds_it(tmp_path: Path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pulpinit's wheel, built from this tree."""
+    dist = tmp_path_factory.mktemp("dist")
     build = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path / "dist"),
-            str(ROOT),
-        ],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -35,7 +28,11 @@ def test_wheel_installs_the_lens_and_finds_it(tmp_path: Path):
     if build.returncode != 0 and "No module named" in build.stderr:
         pytest.skip(f"cannot build a wheel here: {build.stderr.strip().splitlines()[-1]}")
     assert build.returncode == 0, build.stderr
-    wheel = next((tmp_path / "dist").glob("pulpinit-*.whl"))
+    return next(dist.glob("pulpinit-*.whl"))
+
+
+@pytest.mark.slow
+def test_wheel_installs_the_lens_and_finds_it(tmp_path: Path, wheel: Path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "pulpinit/lenses/pulp.aug" in names
     assert "pulpinit/testing/sample-server.conf" in names
@@ -64,3 +61,66 @@ def test_wheel_installs_the_lens_and_finds_it(tmp_path: Path):
     module, lens_dir, _ = done.stdout.splitlines()
     assert module.startswith(str(target))  # the installed copy, not the source tree
     assert Path(lens_dir) == target / "pulpinit" / "lenses"
+
+
+def _pip(venv: Path, *args: str, wheelhouse: Path) -> None:
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-index",
+            "--find-links",
+            str(wheelhouse),
+            *args,
+        ],
+        check=True,
+        timeout=600,
+        capture_output=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))},
+    )
+
+
+def _pytest(venv: Path, project: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PULP", "PYTHON", "VIRTUAL_ENV"))}
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider", "-rs", str(project)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_the_testing_extra_installs_the_plugin_and_the_readme_example_runs(tmp_path: Path, wheel: Path):
+    """``pip install 'pulpinit[testing]'`` into a fresh venv: pytest finds the fixtures by the entry
+    point alone; without the extra the example is skipped, saying what to install; with
+    ``pytest_plugins`` in a conftest as well, nothing is registered twice."""
+    from helpers.readme import image_test_example
+    from helpers.wheelhouse import wheelhouse
+
+    wheels = tmp_path / "wheels"
+    wheelhouse(["pulpinit[testing]"], wheels, skip=["pulpinit"])
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    project = tmp_path / "image"
+    project.mkdir()
+    (project / "test_image.py").write_text(image_test_example())
+    (project / "test_other.py").write_text("def test_other():\n    assert True\n")
+
+    _pip(venv, str(wheel), "pytest", wheelhouse=wheels)  # no extra: no mongomock
+    out = _pytest(venv, project)
+    assert "1 passed, 1 skipped" in out and "pip install 'pulpinit[testing]'" in out
+
+    _pip(venv, f"{wheel}[testing]", wheelhouse=wheels)
+    assert "2 passed" in _pytest(venv, project)
+
+    (project / "conftest.py").write_text('pytest_plugins = ["pulpinit.testing.plugin"]\n')
+    assert "2 passed" in _pytest(venv, project)

@@ -27,6 +27,7 @@ from pulpinit.errors import ExecError
 from pulpinit.privileges import resolve_user
 from pulpinit.settings.preflight import locate
 from pulpinit.testing import SAMPLE_CONF, standins
+from pulpinit.testing.keys import keys_env
 from pulpinit.testing.serving import free_port
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="PULPINIT_USER is checked only when root")
@@ -108,6 +109,8 @@ def test_unknown_user_is_78(capsys, workdir, argv, user, words):
         (["beat"], ("PULPINIT_CELERY", "WORKDIR/bin"), (126, "is a directory")),
         (["beat"], ("PULPINIT_MANAGE_DB", "/nonexistent/pulp-manage-db"), (127, "(PULPINIT_MANAGE_DB)")),
         (["migrate"], ("PULPINIT_MANAGE_DB", "WORKDIR/not-executable"), (126, "(PULPINIT_MANAGE_DB)")),
+        (["migrate"], ("PULPINIT_PRE_MIGRATE", "/nonexistent/backup --all"), (127, "(PULPINIT_PRE_MIGRATE)")),
+        (["beat"], ("PULPINIT_PRE_MIGRATE", "WORKDIR/not-executable"), (126, "(PULPINIT_PRE_MIGRATE)")),
         (["beat"], ("PULPINIT_CELERY", "celery-on-path"), (127, "command not found in PATH=")),
     ],
 )
@@ -151,7 +154,7 @@ def test_a_command_root_may_run_but_the_user_may_not_is_126(capsys, workdir):
         PULPINIT_MIGRATION_FINGERPRINT="",
         PATH="/nonexistent",
     )
-    assert code == 78 and "fingerprint" in error["error"]  # the next check, not 126
+    assert code == 78 and "rsa.key: does not exist" in error["error"]  # the next check (the worker's keys), not 126
 
 
 def test_fingerprint_that_cannot_be_derived_is_78_before_anything(capsys, workdir):
@@ -169,10 +172,11 @@ def test_the_user_is_checked_before_the_commands(capsys, workdir):
     assert code == 78 and "PULPINIT_USER" in error["error"]
 
 
-def test_only_what_the_role_runs_is_checked(capsys, workdir):
+def test_only_what_the_role_runs_is_checked(capsys, workdir, pulp_keys):
     """A worker neither migrates (no PULPINIT_MANAGE_DB) nor, with waiting off, needs a fingerprint."""
     env = environment(
         workdir,
+        **keys_env(pulp_keys),
         PULPINIT_MANAGE_DB="/nonexistent/pulp-manage-db",
         PULPINIT_MIGRATION_WAIT="false",
         PULPINIT_MIGRATION_FINGERPRINT="",
@@ -233,6 +237,22 @@ def test_dry_run_with_every_check_passing_shows_the_derived_fingerprint(capsys, 
     out = capsys.readouterr().out
     assert "all passed" in out
     assert "2 installed Pulp packages" in out and "fingerprint rpm:" in out
+
+
+def test_dry_run_names_the_quiet_wait_and_the_backup(capsys, workdir):
+    backup = standins.write_pre_migrate(workdir)
+    env = environment(
+        workdir, PULPINIT_PRE_MIGRATE=f"{backup} --uri mongodb://pulp:s3cret@db/", PULPINIT_QUIET_SECONDS="30"
+    )
+    assert main(["migrate", "--dry-run"], env) == 0  # MongoDB is down: the dry-run connects to nothing
+    out = capsys.readouterr().out
+    assert "wait until no Pulp process heartbeated for 30 s (PULPINIT_QUIET_SECONDS)" in out
+    assert f"run {backup} --uri 'mongodb://pulp:***@db/' (PULPINIT_PRE_MIGRATE), then run" in out
+    assert "s3cret" not in out
+    rows = {line.split()[1]: line.split()[0] for line in out.split("## checks")[1].splitlines()[3:6]}
+    assert rows["PULPINIT_PRE_MIGRATE"] == "ok"
+    assert main(["migrate", "--dry-run"], environment(workdir, PULPINIT_QUIET_SECONDS="0")) == 0
+    assert "do not wait for a quiet database (PULPINIT_QUIET_SECONDS=0)" in capsys.readouterr().out
 
 
 def test_locate_searches_path_like_exec(tmp_path: Path):

@@ -8,6 +8,7 @@ make pytest a subreaper and block its signals).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -117,6 +118,7 @@ def test_no_stop_timeout_by_default() -> None:
         (["--stop-timeout", "soon"], 64, "--stop-timeout"),
         (["--stop-timeout=-1"], 64, "--stop-timeout"),
         (["--umask", "999"], 64, "--umask"),
+        (["--log-format", "yaml"], 64, "--log-format"),
     ],
 )
 def test_bad_options(options: list[str], code: int, text: str) -> None:
@@ -274,3 +276,40 @@ def test_a_signal_inherited_as_ignored_is_the_childs_default_again(name: str) ->
     )
     assert done.returncode == 128 + signal.Signals["SIG" + name], (done.stdout, done.stderr)
     assert "survived" not in done.stdout
+
+
+def test_console_format_is_the_line_structlog_writes() -> None:
+    """Without structlog in the resident process, the same line its console renderer writes."""
+    import structlog
+
+    from pulpinit.supervise import console_line
+
+    fields: dict[str, object] = {
+        "command": "/usr/bin/celery",
+        "pid": 12,
+        "user": None,
+        "stop_timeout": 1.5,
+        "reason": "not root: running as is",
+        "sender": 0,
+        "quoted": 'it\'s="x"',
+        "flag": True,
+    }
+    renderer = structlog.dev.ConsoleRenderer(colors=False)
+    for level in ("info", "warning", "error"):
+        expected = renderer(
+            None, level, {"timestamp": "2026-01-01T00:00:00.000000Z", "level": level, "event": "e.x", **fields}
+        )
+        assert console_line("2026-01-01T00:00:00.000000Z", "e.x", level, fields) == expected.rstrip()
+
+
+def test_log_format_console_writes_console_lines() -> None:
+    done = run(["sh", "-c", "exit 3"], options=["--log-format", "console"])
+    assert done.returncode == 3
+    lines = done.stderr.splitlines()
+    shapes = [re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z \[info +\] (\S+) ", line) for line in lines]
+    assert [shape[1] if shape else line for shape, line in zip(shapes, lines, strict=True)] == [
+        "supervise.start",
+        "supervise.exit",
+    ]
+    assert "exit_code=3" in lines[1]
+    assert run(["true"]).stderr.startswith('{"event": "supervise.start"')  # JSON by default

@@ -33,6 +33,10 @@ from typing import Any, Protocol
 class Collection(Protocol):
     """The operations of a pymongo ``Collection`` the migrate stage uses."""
 
+    @property
+    def database(self) -> Any:
+        """The database it belongs to (Pulp's: the quiet wait reads its ``workers`` collection)."""
+
     def find_one(self, filter: Mapping[str, Any], /) -> Mapping[str, Any] | None: ...
 
     def find_one_and_update(

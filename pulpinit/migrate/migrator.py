@@ -68,7 +68,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import IO, Any, Literal, TypedDict, cast
@@ -85,9 +85,11 @@ from pulpinit.errors import (
     PulpinitError,
 )
 from pulpinit.log import Logger, Throttle
+from pulpinit.migrate import quiet
 from pulpinit.migrate.lease import Collection, Holder, LeaseLock, server_clock
 from pulpinit.migrate.retry import Retrier, is_transient
 from pulpinit.privileges import identity_for
+from pulpinit.redact import mask_argv
 from pulpinit.settings.toolkit import Toolkit
 from pulpinit.wait.mongo_client import connect
 from pulpinit.wait.targets import MongoTarget
@@ -147,6 +149,8 @@ class MigrationPolicy:
     stop_timeout: float = 15.0  # PULPINIT_MANAGE_DB_STOP_TIMEOUT
     user: str = "apache"
     umask: int = 0o022
+    quiet_seconds: float = 92.0  # PULPINIT_QUIET_SECONDS (0: do not wait for a quiet database)
+    pre_migrate: tuple[str, ...] | None = None  # PULPINIT_PRE_MIGRATE
 
     @classmethod
     def from_toolkit(cls, toolkit: Toolkit) -> MigrationPolicy:
@@ -160,6 +164,8 @@ class MigrationPolicy:
             stop_timeout=toolkit.manage_db_stop_timeout,
             user=toolkit.user,
             umask=toolkit.umask,
+            quiet_seconds=toolkit.quiet_seconds,
+            pre_migrate=toolkit.pre_migrate,
         )
 
 
@@ -185,8 +191,13 @@ def migrate(
     *,
     owner: str,
     sleep: Callable[[float], None] = time.sleep,
+    retry_failed: bool = True,
 ) -> None:
-    """The migrate stage: migrate once (RUN), wait until the migrations are done (WAIT), or skip."""
+    """The migrate stage: migrate once (RUN), wait until the migrations are done (WAIT), or skip.
+
+    ``retry_failed``: whether RUN runs a migration of this fingerprint recorded as ``failed``
+    again (``pulpinit migrate``) or stops with 75 naming it (beat, see :meth:`Migrator.run`).
+    """
     if mode is Migration.SKIP:
         log.get_logger(stage="migrate").info("migration.not_waiting", reason="PULPINIT_MIGRATION_WAIT=false")
         return
@@ -206,7 +217,7 @@ def migrate(
                 sleep=sleep,
             )
             if mode is Migration.RUN:
-                migrator.run()
+                migrator.run(retry_failed=retry_failed)
             else:
                 migrator.wait()
         finally:
@@ -366,6 +377,9 @@ class Migrator:
     def is_done(self, state: StateDoc) -> bool:
         return state.get("fingerprint") == self.fingerprint and state.get("status") == "done"
 
+    def has_failed(self, state: StateDoc) -> bool:
+        return state.get("fingerprint") == self.fingerprint and state.get("status") == "failed"
+
     # -- polling -------------------------------------------------------------------------
     def poll(self, step: Callable[[float], Progress], pending: Callable[[str], PulpinitError]) -> float:
         """Call ``step(deadline)`` until it says FINISHED; returns the seconds waited.
@@ -392,13 +406,25 @@ class Migrator:
             attempt += 1
             self.sleep(min(backoff.interval(attempt), max(0.05, budget - used)))
 
-    def run(self) -> None:
-        """Migrate once under the lock, or skip when this fingerprint is done."""
+    def run(self, *, retry_failed: bool = True) -> None:
+        """Migrate once under the lock, or skip when this fingerprint is done.
+
+        A migration of this fingerprint recorded as ``failed`` runs again only with
+        ``retry_failed`` (``pulpinit migrate``, the Job); beat stops with 75 naming the failure,
+        like the waiting roles, so that a restarting beat does not run a failing migration (and
+        the backup before it) over and over.
+        """
 
         def step(deadline: float) -> Progress:
-            if self.is_done(self.state(deadline)):
+            state = self.state(deadline)
+            if self.is_done(state):
                 self.log.info("migration.skipped", reason="already done for this fingerprint")
                 return Progress.FINISHED
+            if not retry_failed and self.has_failed(state):
+                raise MigrationPending(
+                    f"the migration of {self.fingerprint} failed: {describe(state)}; it is retried only by "
+                    "`pulpinit migrate` (the Job): fix the cause, then run it again"
+                )
             sent = self.clock()
             if self.db.call(
                 self.lock.try_acquire,
@@ -434,7 +460,7 @@ class Migrator:
             state = self.state(deadline)
             if self.is_done(state):
                 return Progress.FINISHED
-            if state.get("fingerprint") == self.fingerprint and state.get("status") == "failed":
+            if self.has_failed(state):
                 raise MigrationPending(f"the migration of {self.fingerprint} failed: {describe(state)}")
             holder, now = self.holder(deadline)
             live = holder.is_live(now)
@@ -480,6 +506,8 @@ class Migrator:
                 self.log.info("migration.skipped", reason="done by another replica while we waited")
                 return
             identity = identity_for(self.policy.user)  # an unknown user: 78, the state untouched
+            self._wait_for_quiet(lease)
+            self._pre_migrate(lease, identity is not None)
             proc = self._start(identity is not None)
             started = time.monotonic()
             lease.record_running(
@@ -497,6 +525,71 @@ class Migrator:
         finally:
             idle = lease.close(FAST_KEEPER_S if fast else None)
             self._release(lease, fast or not idle)
+
+    def _keep(self, lease: Lease) -> None:
+        """Raise when the lease is gone or about to go: a long wait under the lock must end in time."""
+        if lease.fatal is not None:
+            raise lease.fatal
+        if lease.lost_to is not None:
+            raise LeaseLost(self.owner, f"the lock is now {lease.lost_to}")
+        if self.clock() >= lease.confirmed_until - margin(self.policy.lease_seconds):
+            raise LeaseLost(self.owner, f"the lease could not be renewed (lease {self.policy.lease_seconds:g} s)")
+
+    def _wait_for_quiet(self, lease: Lease) -> None:
+        """Under the lock, until no Pulp process heartbeats (:mod:`pulpinit.migrate.quiet`); 75 at the deadline."""
+        if self.policy.quiet_seconds <= 0:
+            return
+        database = self.collection.database
+        where = f"{self.target.database}.{quiet.COLLECTION}"
+
+        def read(deadline: float) -> list[dict[str, Any]]:
+            return self.db.call(
+                lambda: quiet.read_heartbeats(database),
+                what="read Pulp's heartbeats",
+                action=f"find {where}",
+                deadline=lambda: min(deadline, lease.confirmed_until),
+                give_up=MigrationPending,
+            )
+
+        quiet.QuietWait(
+            read=read,
+            threshold_s=self.policy.quiet_seconds,
+            timeout_s=self.policy.timeout,
+            log=self.log,
+            log_interval=self.policy.log_interval,
+            clock=self.clock,
+            sleep=self.sleep,
+            cap=self.poll_cap,
+            check=lambda: self._keep(lease),
+        ).wait()
+
+    def _pre_migrate(self, lease: Lease, drop: bool) -> None:
+        """``PULPINIT_PRE_MIGRATE`` (a backup) under the lock; a failure records ``failed`` and raises (70)."""
+        argv = self.policy.pre_migrate
+        if not argv:
+            return
+        started = time.monotonic()
+        self.log.info("migration.pre_migrate", command=mask_argv(argv))
+        try:
+            proc = self._start(drop, argv, "PULPINIT_PRE_MIGRATE")
+        except (ExecError, ConfigError, MigrationFailed) as exc:
+            error = f"PULPINIT_PRE_MIGRATE could not start: {exc}; pulp-manage-db was not run"
+        else:
+            outcome = self._supervise(proc, lease, "migration.pre_migrate_output")
+            if outcome.signum is not None:
+                raise Interrupted(outcome.signum, "migrate")
+            if lease.fatal is not None:
+                raise lease.fatal
+            if outcome.lost is not None:
+                raise LeaseLost(self.owner, f"{outcome.lost}; PULPINIT_PRE_MIGRATE was stopped")
+            if outcome.code == 0:
+                self.log.info("migration.pre_migrate_done", duration_s=round(time.monotonic() - started, 3))
+                return
+            error = f"PULPINIT_PRE_MIGRATE {argv[0]} exited with {outcome.code}; pulp-manage-db was not run"
+        duration = round(time.monotonic() - started, 3)
+        self._record(lease, {"status": "failed", "exit_code": None, "duration_s": duration, "error": error})
+        self.log.error("migration.failed", error=error, duration_s=duration)
+        raise MigrationFailed(f"migration failed: {error}")
 
     def heartbeat(self, lease: Lease) -> None:
         """The lease keeper's thread: renew every lease/3 (retrying transient errors), record ``running``."""
@@ -638,9 +731,12 @@ class Migrator:
             return
         self.log.info("migration.lock_released")
 
-    def _start(self, drop: bool) -> subprocess.Popen[str]:
-        """Start the command through :mod:`pulpinit.migrate.tether`; returns once it was exec'ed."""
-        command = self.policy.manage_db
+    def _start(
+        self, drop: bool, command: Sequence[str] = (), variable: str = "PULPINIT_MANAGE_DB"
+    ) -> subprocess.Popen[str]:
+        """Start ``command`` (default: pulp-manage-db) through :mod:`pulpinit.migrate.tether`; returns
+        once it was exec'ed.  ``variable`` names the knob that names the command, for errors."""
+        command = tuple(command) or (self.policy.manage_db,)
         argv = [sys.executable, "-m", "pulpinit.migrate.tether", "--parent", str(os.getpid())]
         argv += ["--umask", f"{self.policy.umask:04o}"]
         if drop:
@@ -648,7 +744,7 @@ class Migrator:
         status_r, status_w = os.pipe()
         try:
             proc = subprocess.Popen(
-                [*argv, "--status-fd", str(status_w), "--", command],
+                [*argv, "--status-fd", str(status_w), "--", *command],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -668,18 +764,20 @@ class Migrator:
         word, _, message = status.partition(" ")
         code = int(word) if word.isdigit() else int(ExitCode.MIGRATION_FAILED)
         if code in (ExitCode.NOT_FOUND, ExitCode.NOT_EXECUTABLE):
-            raise ExecError(command, f"{message} (PULPINIT_MANAGE_DB)", code)
+            raise ExecError(command[0], f"{message} ({variable})", code)
         if code == ExitCode.CONFIG:
             raise ConfigError(message)
-        raise MigrationFailed(f"cannot start {command}: {message}")
+        raise MigrationFailed(f"cannot start {command[0]}: {message}")
 
-    def _supervise(self, proc: subprocess.Popen[str], lease: Lease) -> Outcome:
-        """Wait for the command; forward signals; stop it in time when the lease cannot be kept."""
+    def _supervise(self, proc: subprocess.Popen[str], lease: Lease, event: str = "migration.output") -> Outcome:
+        """Wait for the command; forward signals; stop it in time when the lease cannot be kept.
+
+        Its output goes into the log line by line as ``event``."""
         assert proc.stdout is not None  # noqa: S101 - stdout=PIPE in _start
         child = _Child(proc, self.log, self.clock)
         lost: str | None = None
         give_back = signals.take_over(child.forward)  # every stop signal, until given back
-        reader = threading.Thread(target=self._stream, args=(proc.stdout,), daemon=True)
+        reader = threading.Thread(target=self._stream, args=(proc.stdout, event), daemon=True)
         reader.start()
         try:
             while True:
@@ -725,9 +823,9 @@ class Migrator:
             child.kill(f"did not exit within {policy.stop_timeout:g} s of SIGTERM")
         return lost
 
-    def _stream(self, pipe: IO[str]) -> None:
+    def _stream(self, pipe: IO[str], event: str) -> None:
         for line in pipe:
-            self.log.info("migration.output", line=line.rstrip("\n"))
+            self.log.info(event, line=line.rstrip("\n"))
 
 
 def _read_all(fd: int) -> str:

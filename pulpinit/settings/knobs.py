@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         "signal",
         "stop_timeout",
         "worker_number",
+        "command",
     ]
 
 #: The signals the resident supervisor forwards to the role's process; a stop signal
@@ -109,6 +110,25 @@ KNOBS: tuple[Knob, ...] = (
         optional=True,
     ),
     Knob("PULPINIT_MANAGE_DB", "text", "/usr/bin/pulp-manage-db", "the migration command"),
+    Knob("PULPINIT_HTTPD", "text", "/usr/sbin/httpd", "the httpd binary the `api` and `crane` roles exec as root"),
+    Knob(
+        "PULPINIT_HTTPD_CERT",
+        "text",
+        "/etc/pki/tls/certs/localhost.crt",
+        "httpd's TLS certificate, as its `SSLCertificateFile` names it: checked at start",
+    ),
+    Knob(
+        "PULPINIT_HTTPD_KEY",
+        "text",
+        "/etc/pki/tls/private/localhost.key",
+        "httpd's TLS key, as its `SSLCertificateKeyFile` names it: checked at start",
+    ),
+    Knob(
+        "PULPINIT_STATIC_DIR",
+        "text",
+        "/var/lib/pulp/static",
+        "Pulp's `/pulp/static/`: the `api` role links `rsa_pub.key` into it when missing",
+    ),
     Knob("PULPINIT_DB_SERVICE", "text", "db", "Kubernetes Service name of MongoDB (its *_SERVICE_HOST/PORT)"),
     Knob("PULPINIT_MSG_SERVICE", "text", "msg", "Kubernetes Service name of the broker"),
     Knob("PULPINIT_DB_AUTH_SOURCE", "text", "", "MongoDB auth database; default: the Pulp database", optional=True),
@@ -145,6 +165,19 @@ KNOBS: tuple[Knob, ...] = (
         "seconds",
         "15",
         "seconds to wait for pulp-manage-db after SIGTERM; must be below lease/3",
+    ),
+    Knob(
+        "PULPINIT_QUIET_SECONDS",
+        "seconds",
+        "92",
+        "the migrating role migrates once no Pulp process heartbeated for this long (0: do not wait)",
+    ),
+    Knob(
+        "PULPINIT_PRE_MIGRATE",
+        "command",
+        "",
+        "command run under the lock before each real migration, e.g. a backup (shell-quoted)",
+        optional=True,
     ),
     Knob("PULPINIT_INIT", "bool", "false", "stay as PID 1 and supervise the role (same as --init)"),
     Knob(

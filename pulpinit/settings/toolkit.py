@@ -8,6 +8,7 @@ settings stage parses the knobs once per run (:func:`toolkit_from_environ`) and 
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -32,6 +33,10 @@ class Toolkit:
     celery_args: str
     celery_log_dir: str | None
     manage_db: str
+    httpd: str
+    httpd_cert: str
+    httpd_key: str
+    static_dir: str
     db_service: str
     msg_service: str
     db_auth_source: str | None
@@ -47,6 +52,8 @@ class Toolkit:
     lock_collection: str
     lease_seconds: float
     manage_db_stop_timeout: float
+    quiet_seconds: float
+    pre_migrate: tuple[str, ...] | None
     init: bool
     stop_signal: str
     stop_timeout: float | None
@@ -58,6 +65,17 @@ def _positive(value: str, origin: str) -> float:
     return parse.seconds(value, origin, minimum=0.001)
 
 
+def _command(value: str, origin: str) -> tuple[str, ...]:
+    """A command line split as a shell would split it (no shell runs it); the error quotes nothing."""
+    try:
+        argv = tuple(shlex.split(value))
+    except ValueError as exc:
+        raise EnvValueError(origin, f"cannot split it like a shell would: {exc}") from None
+    if not argv:
+        raise EnvValueError(origin, "names no command")
+    return argv
+
+
 #: The parser of every kind: those of :mod:`pulpinit.settings.knobs` and the quoting ones.
 PARSERS: Mapping[str, Callable[[str, str], Any]] = {
     **knobs.PARSERS,
@@ -65,6 +83,7 @@ PARSERS: Mapping[str, Callable[[str, str], Any]] = {
     "bool": parse.boolean,
     "seconds": parse.seconds,
     "positive": _positive,
+    "command": _command,
 }
 
 FIELDS = tuple(field.name for field in fields(Toolkit))
@@ -111,4 +130,6 @@ def knob_display(toolkit: Toolkit, knob: Knob) -> str:
         return "true" if value else "false"
     if knob.kind == "umask":
         return f"{value:04o}"
+    if knob.kind == "command":
+        return shlex.join(redact.mask_argv(value))
     return f"{value:g}" if isinstance(value, float) else redact.display("", str(value))

@@ -12,7 +12,9 @@ handshake, ``ping``, ``buildInfo`` and the SASL commands answers
 ``Unauthorized`` (13) until the connection has logged in.  Authorization has
 two roles: a user may do anything (``readWrite``), or, when added with
 ``read_only``, only read — every write command answers ``Unauthorized`` (13)
-naming the action, as mongod does for a user with the ``read`` role.
+naming the action, as mongod does for a user with the ``read`` role.  Command failures are
+injected as on a mongod with test commands enabled: ``configureFailPoint`` ``failCommand``
+(:mod:`pulpinit.testing.failpoints`), or in-process :meth:`FakeMongo.fail_command`.
 
 ``lax_upserts`` imitates MongoDB-compatible servers that answer a colliding
 upsert (one whose query matches no document while its ``_id`` exists)
@@ -50,6 +52,7 @@ from bson import Binary, ObjectId, Timestamp
 from bson.errors import InvalidDocument
 
 from pulpinit.settings.parse import format_hostport
+from pulpinit.testing.failpoints import FailPointError, FailPoints
 from pulpinit.testing.mongocmds import CommandError, Doc, Engine
 from pulpinit.testing.scram import MECHANISM, MECHANISMS, AuthError, ScramConversation, ScramCredential
 from pulpinit.testing.serving import serve_until_signal
@@ -111,6 +114,7 @@ class _Connection:
     id: int
     sock: socket.socket
     authenticated: set[tuple[str, str]] = field(default_factory=set)
+    app_name: str | None = None  # from the client metadata of its first hello (failCommand's appName)
     conversations: dict[int, ScramConversation] = field(default_factory=dict)
 
 
@@ -169,6 +173,7 @@ class FakeMongo:
         self.engine = Engine(self.client, self.now)
         self.engine.lax_upserts = lax_upserts
         self.commands: collections.Counter[str] = collections.Counter()
+        self.fail_points = FailPoints()  # mongod's failCommand: see fail_command()
         self._connections: dict[int, _Connection] = {}
         self._ids = itertools.count(1)
         self._server: _Server | None = None
@@ -275,6 +280,26 @@ class FakeMongo:
         for mechanism in MECHANISMS:
             self._credentials[(database, user, mechanism)] = ScramCredential.from_password(mechanism, user, password)
 
+    def fail_command(
+        self,
+        *commands: str,
+        times: int | None = 1,
+        error_code: int | None = None,
+        close_connection: bool = False,
+        block_s: float = 0.0,
+        app_name: str | None = None,
+    ) -> None:
+        """Fail the next ``times`` (None: every) of ``commands``, as ``configureFailPoint``
+        ``failCommand`` does on mongod (see :mod:`pulpinit.testing.failpoints`)."""
+        self.fail_points.arm(
+            commands,
+            times=times,
+            error_code=error_code,
+            close_connection=close_connection,
+            block_s=block_s,
+            app_name=app_name,
+        )
+
     def command_count(self, name: str) -> int:
         with self.lock:
             return self.commands[name]
@@ -305,7 +330,19 @@ class FakeMongo:
                 if message is None:
                     break
                 command = decode_command(message)
-                reply = self._dispatch(conn, command)
+                failure = self.fail_points.take(command.name, conn.app_name)
+                if failure is not None and failure.block_s:
+                    time.sleep(failure.block_s)
+                if failure is not None and failure.close_connection:
+                    break
+                if failure is not None and failure.error_code is not None:
+                    with self.lock:
+                        self.commands[command.name] += 1
+                    reply = CommandError(
+                        failure.error_code, f"Failing command {command.name} via 'failCommand' failpoint"
+                    ).reply()
+                else:
+                    reply = self._dispatch(conn, command)
                 if command.more_to_come:
                     continue
                 if self.reply_delay_s > 0:
@@ -349,6 +386,9 @@ class FakeMongo:
 
     def _hello(self, conn: _Connection, command: Command) -> Doc:
         body = command.body
+        client = body.get("client")
+        if isinstance(client, dict) and isinstance(client.get("application"), dict):
+            conn.app_name = str(client["application"].get("name"))
         reply: Doc = {"helloOk": True} if body.get("helloOk") else {}
         reply["isWritablePrimary" if command.name == "hello" else "ismaster"] = True
         if self.replica_set:
@@ -448,6 +488,13 @@ class FakeMongo:
     def _ok(self, conn: _Connection, command: Command) -> Doc:
         return {"ok": 1.0}
 
+    def _configure_fail_point(self, conn: _Connection, command: Command) -> Doc:
+        try:
+            self.fail_points.configure(command.body)
+        except (FailPointError, TypeError, ValueError) as exc:
+            raise CommandError(2, str(exc), "BadValue") from exc
+        return {"ok": 1.0}
+
     _server_commands: ClassVar[dict[str, Callable[[FakeMongo, _Connection, Command], Doc]]] = {
         "hello": _hello,
         "isMaster": _hello,
@@ -460,6 +507,7 @@ class FakeMongo:
         "saslContinue": _sasl_continue,
         "connectionStatus": _connection_status,
         "serverStatus": _server_status,
+        "configureFailPoint": _configure_fail_point,
     }
 
 

@@ -1,31 +1,50 @@
-"""pytest fixtures of the fake services: a fake MongoDB, a fake broker, a sample server.conf, a free port.
+"""pytest fixtures of the fake services, and of pulpinit run against them.
 
-Load it with ``pytest_plugins = ["pulpinit.testing.plugin"]`` (the project's ``tests/conftest.py``
-does).  Every fake listens on 127.0.0.1 on a port of its own (bound to port 0) and is stopped
-when its fixture's scope ends:
+Installed with ``pip install 'pulpinit[testing]'``, pytest loads this plugin by itself (the
+``pytest11`` entry point ``pulpinit.testing.plugin``); the project's ``tests/conftest.py`` also
+names it in ``pytest_plugins``, which is then no second registration (same name).  Without the
+``testing`` extra the plugin stays inert: importing it imports nothing but pytest, and a test that
+asks for a fake MongoDB is skipped, saying what to install.  Every fake listens on 127.0.0.1 on a
+port of its own (bound to port 0) and is stopped when its fixture's scope ends:
 
 * ``fake_mongo`` / ``fake_broker``: a plain fake for one test;
 * ``fake_services``: a plain ``(fake_mongo, fake_broker)`` pair shared by a test module;
 * ``fakes`` (one test) and ``module_fakes`` (one module): a :class:`FakeServices` that starts
-  fakes with options (users, TLS, a replica set, …) on demand;
+  fakes with options on demand — MongoDB with ``users``, ``replica_set``, ``wire_version``,
+  ``clock_offset_s``, TLS, …, and command failures injected (``fail_command``, mongod's
+  ``failCommand``); the broker with ``users`` and with or without its Qpid-style AMQP 0-10 answer
+  (``amqp010``); TCP faults in front of either (:meth:`FakeServices.fault`);
+* ``pulpinit_sandbox``: a :class:`~pulpinit.testing.sandbox.Sandbox` on a fake MongoDB and
+  broker of its own: a work directory with a copy of the sample server.conf and stand-ins for
+  pulp-manage-db and celery, whose ``run("worker", "2", env={...})`` runs pulpinit (and
+  ``run_script([...])`` an image's entrypoint) and returns the exit code, the output, the parsed
+  log events and the celery argv;
 * ``sample_conf``: a copy of the sample server.conf in the test's ``tmp_path``;
-* ``free_port``: a loopback port nobody listens on (a connection to it is refused).
+* ``free_port``: a loopback port nobody listens on (a connection to it is refused);
+* ``pulp_keys``: the deployment's keys (``pki init``'s six files) in a directory every user may
+  enter, private keys readable by ``nobody``'s group when run as root, made once per session;
+  :func:`pulpinit.testing.keys.keys_env` gives the variables that point the roles at them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import shutil
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from pulpinit.testing import SAMPLE_CONF
-from pulpinit.testing.fakeamqp import FakeAmqpBroker
-from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.serving import free_port as _free_port
+
+if TYPE_CHECKING:  # imported when a fixture needs them: the fake MongoDB needs the testing extra
+    from pulpinit.testing.fakeamqp import FakeAmqpBroker
+    from pulpinit.testing.fakemongo import FakeMongo
+    from pulpinit.testing.sandbox import Sandbox
 
 __all__ = [
     "FakeServices",
@@ -35,8 +54,24 @@ __all__ = [
     "fakes",
     "free_port",
     "module_fakes",
+    "pulp_keys",
+    "pulpinit_sandbox",
     "sample_conf",
 ]
+
+#: The modules of the ``testing`` extra that the fakes import (setup.cfg lists the extra).
+TESTING_EXTRA = ("mongomock",)
+_Fault = TypeVar("_Fault", bound=contextlib.AbstractContextManager[Any])
+
+
+def require_testing_extra() -> None:
+    """Skip the calling test, saying what to install, when the ``testing`` extra is missing."""
+    missing = [name for name in TESTING_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(
+            f"pulpinit's fake MongoDB needs the testing extra: pip install 'pulpinit[testing]' "
+            f"({', '.join(missing)} is not installed)"
+        )
 
 
 class FakeServices:
@@ -46,12 +81,27 @@ class FakeServices:
         self._stack = contextlib.ExitStack()
 
     def mongo(self, **options: Any) -> FakeMongo:
-        """A started :class:`~pulpinit.testing.fakemongo.FakeMongo` (``options``: its keyword arguments)."""
+        """A started :class:`~pulpinit.testing.fakemongo.FakeMongo` (``options``: its keyword arguments:
+        ``users={("pulp_database", "pulp"): "pw"}``, ``replica_set``, ``wire_version``, ``clock_offset_s``, …).
+        """
+        require_testing_extra()
+        from pulpinit.testing.fakemongo import FakeMongo
+
         return self._stack.enter_context(FakeMongo(**options))
 
     def broker(self, **options: Any) -> FakeAmqpBroker:
-        """A started :class:`~pulpinit.testing.fakeamqp.FakeAmqpBroker` (``options``: its keyword arguments)."""
+        """A started :class:`~pulpinit.testing.fakeamqp.FakeAmqpBroker` (``options``: its keyword arguments:
+        ``users={"pulp": "pw"}``, ``amqp010=False`` for a broker without the Qpid-style 0-10 answer, TLS, …)."""
+        from pulpinit.testing.fakeamqp import FakeAmqpBroker
+
         return self._stack.enter_context(FakeAmqpBroker(**options))
+
+    def fault(self, kind: Callable[..., _Fault], *args: Any, **options: Any) -> _Fault:
+        """A started fault server of :mod:`pulpinit.testing.faults`, e.g.
+        ``fault(Proxy, ("127.0.0.1", mongo.port), up=False)``: a MongoDB that comes up late (``go_up()``)."""
+        fault = kind(*args, **options)
+        self._stack.enter_context(fault)  # started (__enter__ returns the server itself)
+        return fault
 
     def close(self) -> None:
         self._stack.close()
@@ -108,3 +158,33 @@ def sample_conf(tmp_path: Path) -> Path:
 def free_port() -> int:
     """A loopback port nobody listens on."""
     return _free_port()
+
+
+@pytest.fixture(scope="session")
+def pulp_keys() -> Iterator[Path]:
+    """The deployment's keys for the roles that check them (api, crane, worker), made once."""
+    from pulpinit.testing.keys import make_keys, reader_group
+
+    root = Path(tempfile.mkdtemp(prefix="pulpinit-keys-"))
+    root.chmod(0o755)
+    try:
+        yield make_keys(root / "keys", group=reader_group())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pulpinit_sandbox(fakes: FakeServices) -> Iterator[Sandbox]:
+    """pulpinit against a fake MongoDB and a fake broker of its own (no users), in a fresh work directory.
+
+    The directory is below the system's temporary directory, which the user pulpinit drops to
+    (``nobody`` when the tests run as root) can enter; it is removed after the test.
+    """
+    from pulpinit.testing.sandbox import Sandbox
+
+    mongo, broker = fakes.mongo(), fakes.broker()
+    root = Path(tempfile.mkdtemp(prefix="pulpinit-sandbox-"))
+    try:
+        yield Sandbox(root, mongo, broker)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

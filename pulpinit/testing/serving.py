@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import socket
-import threading
+import time
 from typing import Protocol
 
 
@@ -33,13 +33,29 @@ class Service(Protocol):
     def stop(self) -> None: ...
 
 
+def stop_signal() -> list[int]:
+    """A list that SIGTERM and SIGINT append to, from now on, in this process.
+
+    A plain list, not a :class:`threading.Event`: the handler runs in the main thread between
+    two bytecodes, and ``Event.set`` would take the lock that the main thread may be holding
+    inside ``Event.wait`` right then — a deadlock that leaves the process running after SIGTERM.
+    """
+    received: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, _: received.append(number))
+    return received
+
+
+def wait_for(received: list[int]) -> None:
+    """Block until a stop signal was received (in slices, so the signal handlers run)."""
+    while not received:
+        time.sleep(0.1)
+
+
 def serve_until_signal(service: Service) -> int:
     """Announce ``ready <port>``, wait for SIGTERM/SIGINT, stop the service; returns 0."""
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stop_signal()
     print(f"ready {service.port}", flush=True)
-    while not stop.wait(0.2):
-        pass
+    wait_for(stop)
     service.stop()
     return 0

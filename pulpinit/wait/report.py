@@ -3,6 +3,7 @@
 The operator's 3 a.m. tool and a Kubernetes readiness probe: with both
 dependencies up it answers well within the 1 s exec-probe timeout.  The
 :class:`Report` carries, per dependency, the endpoint (credentials masked),
+where its address came from (the source ``pulpinit settings`` shows for it),
 status, latency, server version, failure class with its error text, and a
 one-line hint; :mod:`pulpinit.render` shows it as a table, the CLI as JSON.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pulpinit import log
@@ -22,13 +23,22 @@ from pulpinit.wait.waiter import Probe, StillDown, WaitPolicy, probe_once, wait_
 @dataclass(frozen=True)
 class Report:
     checks: tuple[ProbeResult, ...]
+    #: where each endpoint's address came from (:func:`~pulpinit.wait.targets.address_sources`)
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return all(check.ok for check in self.checks)
 
+    def source(self, check: ProbeResult) -> str:
+        return self.sources.get(check.name, "-")
+
     def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checks": [check.as_json() for check in self.checks]}
+        return {"ok": self.ok, "checks": [self._json(check) for check in self.checks]}
+
+    def _json(self, check: ProbeResult) -> dict[str, object]:
+        data = check.as_json()
+        return {"name": data.pop("name"), "endpoint": data.pop("endpoint"), "source": self.source(check), **data}
 
 
 def check(
@@ -38,8 +48,12 @@ def check(
     wait: bool = False,
     timeout: float | None = None,
     stop: threading.Event | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> Report:
-    """Probe once, or wait by the wait policy (``wait``; ``stop`` ends it); ``timeout`` bounds the whole run."""
+    """Probe once, or wait by the wait policy (``wait``; ``stop`` ends it); ``timeout`` bounds the whole run.
+
+    ``sources`` names where each dependency's address came from, for the report.
+    """
     if not wait:
         # one attempt: --timeout is its budget (e.g. 5 s to see RabbitMQ's delayed auth failure)
         results = probe_once(probes, timeout if timeout is not None else policy.probe_timeout)
@@ -54,4 +68,4 @@ def check(
             results = dict(exc.results)
     for result in results.values():
         log.get_logger().debug("dep.checked", dependency=result.name, ok=result.ok, latency_ms=result.latency_ms)
-    return Report(tuple(results.values()))
+    return Report(tuple(results.values()), dict(sources or {}))

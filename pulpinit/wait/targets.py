@@ -151,6 +151,15 @@ class ProbeResult:
         }
 
 
+#: The server.conf key each dependency's address comes from: its source is the endpoint's source.
+ADDRESS_KEYS: dict[Dependency, str] = {"mongodb": "database.seeds", "broker": "tasks.broker_url"}
+
+
+def address_sources(settings: Settings) -> dict[str, str]:
+    """Where each dependency's address came from, as ``pulpinit settings`` names it (``k8s:db``, ``default``)."""
+    return {name: settings.values[key].source for name, key in ADDRESS_KEYS.items() if key in settings.values}
+
+
 def mongo_target(settings: Settings) -> MongoTarget:
     """MongoDB as server.conf's ``[database]`` section (resolved) describes it."""
 

@@ -9,6 +9,7 @@ lines as they come, so a test waits for an event instead of sleeping.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import sys
@@ -67,10 +68,23 @@ class MongoPeer:
     def env(self) -> dict[str, str]:
         return {"PULP_DB_SEEDS": self.hostport, "PULP_DB_NAME": self.database}
 
+    def client(self) -> pymongo.MongoClient[dict[str, Any]]:
+        return pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000, appname="pulpinit-tests")
+
     def document(self, _id: str) -> dict[str, Any]:
-        client: pymongo.MongoClient[dict[str, Any]]
-        with pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000, appname="pulpinit-tests") as client:
+        with self.client() as client:
             return client[self.database][COLLECTION].find_one({"_id": _id}) or {}
+
+    def put_heartbeat(self, name: str, age_s: float = 0.0) -> None:
+        """A document of Pulp's ``workers`` collection as a Pulp process writes it (naive UTC)."""
+        at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=age_s)
+        with self.client() as client:
+            client[self.database].workers.replace_one({"_id": name}, {"_id": name, "last_heartbeat": at}, upsert=True)
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Pulp's ``workers`` collection: name → document."""
+        with self.client() as client:
+            return {doc["_id"]: doc for doc in client[self.database].workers.find()}
 
     def state(self) -> dict[str, Any]:
         return self.document(STATE_ID)

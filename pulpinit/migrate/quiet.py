@@ -1,0 +1,241 @@
+"""Migrate into a quiet database: no Pulp process heartbeats when pulp-manage-db starts.
+
+Every Pulp Celery process — each ``reserved_resource_worker-N@host``,
+``resource_manager@host`` and the scheduler ``scheduler@host`` (celery beat) —
+upserts ``{_id: <name>, last_heartbeat: <UTC datetime>}`` into the ``workers``
+collection of Pulp's database every ``worker_timeout / 5`` seconds, and deletes
+its document on a clean (warm) shutdown.  Pulp >= 2.12's ``pulp-manage-db``
+refuses to migrate while any ``last_heartbeat`` is younger than
+``MIGRATION_WAIT_TIME`` (92 s): it waits out the remainder and exits 70 if any
+heartbeat is newer than the newest it saw first.  During a rolling upgrade the
+old processes keep heartbeating until they are replaced, so a migration started
+too early fails, and is retried, in a loop.
+
+So the migrating role, holding the migration lock, first reads ``workers`` and
+waits while any heartbeat is younger than ``PULPINIT_QUIET_SECONDS`` (92 by
+default, pulp-manage-db's own constant).  Ages are judged by the **local**
+clock, because that is the clock the pulp-manage-db started beside it compares
+against.  A document older than the threshold — a process that was killed and
+could not delete it — is **stale**: reported once and ignored, exactly as
+pulp-manage-db ignores it.  A heartbeat from the future (a writer's clock ahead
+of ours) counts as live, as it does for pulp-manage-db.
+
+This module is the pure part: :func:`take_census` splits documents into live and
+stale, :class:`QuietWait` waits with an injected clock, sleep and reader, and
+:func:`survey` reads the collection once for ``pulpinit check-deps``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pulpinit.errors import NotQuiet
+from pulpinit.log import Logger, Throttle
+from pulpinit.wait.waiter import Backoff
+
+if TYPE_CHECKING:
+    from pulpinit.wait.targets import MongoTarget
+
+#: The collection in Pulp's database where its processes heartbeat.
+COLLECTION = "workers"
+#: pulp-manage-db's MIGRATION_WAIT_TIME (Pulp >= 2.12), the default of PULPINIT_QUIET_SECONDS.
+MIGRATION_WAIT_TIME = 92.0
+
+Document = Mapping[str, Any]
+
+
+def local_now() -> dt.datetime:
+    """The local wall clock in UTC: what pulp-manage-db's ``datetime.utcnow()`` beside us reads."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    # Pulp writes naive UTC datetimes and pymongo returns them naive (tz_aware=False)
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """One document of ``workers``: the process's name and how old its last heartbeat is."""
+
+    name: str
+    age_s: float | None  # seconds since last_heartbeat by the local clock; None: no usable time
+
+    def describe(self) -> str:
+        if self.age_s is None:
+            return f"{self.name} (no last_heartbeat)"
+        return f"{self.name} (last heartbeat {self.age_s:.1f} s ago)"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "age_s": None if self.age_s is None else round(self.age_s, 1)}
+
+
+@dataclass(frozen=True)
+class Census:
+    """The Pulp processes found in ``workers``, split at ``threshold_s``."""
+
+    live: tuple[Heartbeat, ...]
+    stale: tuple[Heartbeat, ...]
+    threshold_s: float
+
+    @property
+    def quiet(self) -> bool:
+        return not self.live
+
+    @property
+    def youngest_s(self) -> float | None:
+        """The age of the youngest live heartbeat (None when quiet)."""
+        ages = [beat.age_s for beat in self.live if beat.age_s is not None]
+        return min(ages) if ages else None
+
+    def live_text(self) -> str:
+        return ", ".join(beat.describe() for beat in self.live) or "none"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "threshold_s": self.threshold_s,
+            "live": [beat.as_json() for beat in self.live],
+            "stale": [beat.as_json() for beat in self.stale],
+        }
+
+
+def take_census(documents: Iterable[Document], now: dt.datetime, threshold_s: float) -> Census:
+    """Split ``workers`` documents into live (heartbeat younger than ``threshold_s``) and stale."""
+    live: list[Heartbeat] = []
+    stale: list[Heartbeat] = []
+    for doc in documents:
+        value = doc.get("last_heartbeat")
+        age = (_utc(now) - _utc(value)).total_seconds() if isinstance(value, dt.datetime) else None
+        beat = Heartbeat(str(doc.get("_id")), age)
+        (live if age is not None and age < threshold_s else stale).append(beat)
+    return Census(tuple(sorted(live, key=lambda b: b.name)), tuple(sorted(stale, key=lambda b: b.name)), threshold_s)
+
+
+def read_heartbeats(database: Any) -> list[dict[str, Any]]:
+    """Every document of ``workers`` in ``database`` (a pymongo Database): name and last heartbeat."""
+    return list(database[COLLECTION].find({}, {"last_heartbeat": 1}))
+
+
+@dataclass
+class QuietWait:
+    """Wait until no Pulp process heartbeats, or raise :class:`~pulpinit.errors.NotQuiet` (exit 75).
+
+    ``read(deadline)`` returns the documents of ``workers`` (retrying transient MongoDB errors
+    until the monotonic ``deadline``); ``check()`` runs before every look and raises when the
+    wait must end (e.g. the migration lease was lost).  Logs ``migration.waiting_for_quiet``
+    (names and ages) at most every ``log_interval`` seconds, ``migration.stale_processes`` once
+    per newly seen stale document, and ``migration.quiet`` at the end.
+    """
+
+    read: Callable[[float], Sequence[Document]]
+    threshold_s: float
+    timeout_s: float
+    log: Logger
+    log_interval: float = 10.0
+    now: Callable[[], dt.datetime] = local_now
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    cap: float = 2.0
+    check: Callable[[], None] = lambda: None
+    _reported: set[str] = field(default_factory=set)
+
+    def wait(self) -> Census:
+        started = self.clock()
+        deadline = started + self.timeout_s
+        backoff = Backoff(0.1, self.cap)
+        throttle = Throttle(self.log_interval, self.clock)
+        attempt = 0
+        while True:
+            self.check()
+            census = take_census(self.read(deadline), self.now(), self.threshold_s)
+            self._report_stale(census)
+            now = self.clock()
+            if census.quiet:
+                self.log.info(
+                    "migration.quiet",
+                    waited_s=round(now - started, 3),
+                    stale=[beat.name for beat in census.stale],
+                    threshold_s=self.threshold_s,
+                )
+                return census
+            if throttle.ready():
+                self.log.info(
+                    "migration.waiting_for_quiet",
+                    processes=[beat.as_json() for beat in census.live],
+                    threshold_s=self.threshold_s,
+                    waited_s=round(now - started, 1),
+                    reason="Pulp processes still heartbeat; pulp-manage-db would refuse to migrate",
+                )
+            if now >= deadline:
+                raise NotQuiet([beat.describe() for beat in census.live], self.timeout_s)
+            attempt += 1
+            pause = min(backoff.interval(attempt), max(0.01, deadline - now))
+            youngest = census.youngest_s
+            if youngest is not None:  # wake up right when the youngest heartbeat turns stale
+                pause = min(pause, max(0.01, self.threshold_s - youngest + 0.01))
+            self.sleep(pause)
+
+    def _report_stale(self, census: Census) -> None:
+        new = [beat for beat in census.stale if beat.name not in self._reported]
+        if new:
+            self._reported.update(beat.name for beat in new)
+            self.log.warning(
+                "migration.stale_processes",
+                processes=[beat.as_json() for beat in new],
+                threshold_s=self.threshold_s,
+                action="ignored: no heartbeat for longer than the threshold (a killed process), "
+                "as pulp-manage-db ignores them",
+            )
+
+
+def survey(
+    target: MongoTarget, timeout_s: float, threshold_s: float, now: Callable[[], dt.datetime] = local_now
+) -> Census:
+    """Read ``workers`` once (``pulpinit check-deps``); pymongo's errors propagate to the caller."""
+    import pymongo
+
+    from pulpinit.wait.mongo_client import connect
+
+    client = connect(target, timeout_s, appname="pulpinit-check-deps")
+    try:
+        with pymongo.timeout(timeout_s):
+            documents = read_heartbeats(client[target.database])
+    finally:
+        client.close()
+    return take_census(documents, now(), threshold_s)
+
+
+class Survey:
+    """:func:`survey` in a thread beside the dependency probes, so ``check-deps`` takes no longer.
+
+    :meth:`result` is the ``pulp_processes`` part of the report: the census as JSON, or
+    ``{"error": …}`` (one line, secrets masked) when ``workers`` could not be read in time.
+    """
+
+    def __init__(self, target: MongoTarget, timeout_s: float, threshold_s: float) -> None:
+        import threading
+
+        self.target = target
+        self.timeout_s = timeout_s
+        self.threshold_s = threshold_s
+        self._result: dict[str, Any] = {"error": f"no answer within {timeout_s:g} s"}
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="pulpinit-survey", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from pulpinit.wait.mongo_probe import scrubbed
+
+        try:
+            self._result = survey(self.target, self.timeout_s, self.threshold_s).as_json()
+        except Exception as exc:  # any pymongo error: reported in the output, never raised
+            self._result = {"error": scrubbed(f"{type(exc).__name__}: {exc}", self.target, limit=240)}
+
+    def result(self) -> dict[str, Any]:
+        """Wait for the read (``timeout_s`` from the start, and a little) and return its report."""
+        self._thread.join(max(0.0, self._started + self.timeout_s + 0.2 - time.monotonic()))
+        return dict(self._result)
