@@ -34,10 +34,11 @@ BENCHES = (
         ["--runs", "3"],
     ),
     (
-        "Detection latency vs the fixed 5 s poll; attempts while a dependency stays down (issue 4)",
+        "Detection latency: the armed wait, the plain backoff and the fixed 5 s poll; probes and CPU "
+        "while waiting (issues 4, 16)",
         "bench_detection.py",
-        ["--trials", "12", "--down-seconds", "60"],
-        ["--trials", "2", "--down-seconds", "10"],
+        ["--trials", "30", "--minute", "60"],
+        ["--quick"],
     ),
     (
         "The resident supervisor beside tini and dumb-init: memory, signal latency, start-up (issue 6)",
@@ -51,6 +52,12 @@ BENCHES = (
         "bench_stop.py",
         ["--runs", "7"],
         ["--runs", "1"],
+    ),
+    (
+        "Start-to-exec of the httpd roles, api and crane, beside run (issue 15)",
+        "bench_httpd_roles.py",
+        ["--runs", "15"],
+        ["--runs", "3"],
     ),
     (
         "Run-once under faults: takeover after a SIGKILLed holder per lease, runs under contention (issue 10)",

@@ -29,12 +29,16 @@ from pulpinit import __version__, commands, log, signals
 from pulpinit.errors import EnvValueError, ExitCode, Interrupted, PulpinitError, UsageError
 from pulpinit.pki import command as pki
 from pulpinit.redact import mask_argv
-from pulpinit.roles import ROLES
+from pulpinit.roles import HTTPD_ROLES, ROLES
 from pulpinit.settings import knobs
 
-__all__ = ["ROLES", "build_parser", "main", "parse", "run"]
+__all__ = ["HTTPD_ROLES", "ROLES", "build_parser", "main", "parse", "run"]
 #: What follows ``--`` for the commands that take it (shown in their usage).
-_AFTER_DASHES = {**{role: "[-- CELERY-ARG ...]" for role in ROLES}, "run": "-- CMD [ARG ...]"}
+_AFTER_DASHES = {
+    **{role: "[-- CELERY-ARG ...]" for role in ROLES},
+    **{role: "[-- HTTPD-ARG ...]" for role in HTTPD_ROLES},
+    "run": "-- CMD [ARG ...]",
+}
 _ROLE_OPTIONS = ("--dry-run", "--init", "--help")
 
 
@@ -80,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         if role == "worker":
             sub.add_argument("number", nargs="?", metavar="N", help="worker number (default: see README)")
         role_options(sub, _AFTER_DASHES[role])
+    sub = subcommands.add_parser(
+        "api", help="Pulp's REST API: configure, wait, wait for migrations, then httpd as root (its args after --)"
+    )
+    role_options(sub, _AFTER_DASHES["api"])
+    sub = subcommands.add_parser(
+        "crane", help="crane: write crane.conf, then httpd as root (no database; its args after --)"
+    )
+    role_options(sub, _AFTER_DASHES["crane"])
     sub = subcommands.add_parser("migrate", help="configure, wait, migrate once, exit 0")
     sub.add_argument("--dry-run", action="store_true", help="say whether it would migrate, and why")
     sub = subcommands.add_parser("run", help="the pipeline for any command: run [options] -- CMD [ARG...]")
@@ -108,7 +120,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     args.rest = rest = argv[cut + 1 :]
     if args.command == "run" and not rest:
         raise UsageError("pulpinit run: missing command; usage: pulpinit run [options] -- CMD [ARG...]")
-    if rest and args.command not in (*ROLES, "run"):
+    if rest and args.command not in (*ROLES, *HTTPD_ROLES, "run"):
         raise UsageError(f"pulpinit {args.command}: unexpected arguments after --: {shlex.join(mask_argv(rest))}")
     if getattr(args, "timeout", None) is not None and not args.timeout > 0:
         raise UsageError("pulpinit check-deps: --timeout must be a positive number of seconds")
@@ -149,7 +161,7 @@ COMMANDS: Mapping[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] =
     "check-deps": commands.check_deps,
     "migrate": commands.migrate,
     "run": commands.run,
-    **{role: commands.role for role in ROLES},
+    **{role: commands.role for role in (*ROLES, *HTTPD_ROLES)},
 }
 
 

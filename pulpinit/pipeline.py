@@ -1,7 +1,10 @@
 """The order of the stages, and the stop signals of each: settings → configure → wait → migrate → hand-off.
 
 :func:`run` is the whole pipeline of a role (``beat``, ``resource-manager``, ``worker``, ``run``,
-``migrate``): the commands only choose the role and its options.  :func:`plan` is the settings
+``migrate``, ``api``, ``crane``): the commands only choose the role and its options.  ``api``
+adds two steps after the migrate stage — the admin password and the public key's link — and
+hands httpd over as root; ``crane`` has a pipeline of its own (:func:`run_crane`): settings
+(crane.conf's), configure (crane.conf), hand-off as root, with no wait and no migrations.  :func:`plan` is the settings
 stage of a role and the server.conf edit it would make (``--dry-run``); :func:`resolve`,
 :func:`configure` and :func:`check_deps` are the partial pipelines of ``settings``,
 ``configure`` and ``check-deps``.
@@ -19,26 +22,34 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from pulpinit import log, roles, signals
-from pulpinit.config.serverconf import Assignment, ConfigPlan, ServerConf
+from pulpinit.config import craneconf
+from pulpinit.config.serverconf import ConfigPlan, ServerConf, assignments
 from pulpinit.errors import ConfigFileChanged, ExitCode
 from pulpinit.handoff.exec import hand_off
 from pulpinit.log import Logger
 from pulpinit.migrate import fingerprint
+from pulpinit.migrate.admin import DEFAULT_LOGIN, admin_step
 from pulpinit.migrate.migrator import Migration, MigrationPolicy, owner_name
 from pulpinit.migrate.migrator import migrate as migrate_stage
+from pulpinit.pki.check import ROLE_KEYS, Published, key_paths, publish_public_key, readers_for
+from pulpinit.privileges import identity_for
 from pulpinit.redact import REDACTOR
-from pulpinit.settings.preflight import Preflight, check_role
+from pulpinit.settings import crane
+from pulpinit.settings.preflight import WARNING, Check, KeyChecker, KeyReport, Preflight, check_keys, check_role
 from pulpinit.settings.resolve import Settings, from_environ, register_secrets
 from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
 from pulpinit.wait.report import Report, check
 from pulpinit.wait.targets import ProbeResult, address_sources, mongo_target
 from pulpinit.wait.waiter import WaitPolicy, probes_for, wait_all
+
+_Conf = TypeVar("_Conf", bound=ServerConf)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,26 @@ class DryRun:
     config: ConfigPlan
 
 
+@dataclass(frozen=True)
+class CraneContext:
+    """The crane role's stages share crane.conf's settings, the loaded file and the knobs."""
+
+    environ: Mapping[str, str]
+    toolkit: Toolkit
+    settings: crane.CraneSettings
+    conf: craneconf.CraneConf
+    role: roles.Role
+    preflight: Preflight
+
+
+@dataclass(frozen=True)
+class CraneDryRun:
+    """What ``crane --dry-run`` shows: its settings stage and the crane.conf edit it would make."""
+
+    ctx: CraneContext
+    config: ConfigPlan
+
+
 @contextmanager
 def _stage(name: str, **fields: Any) -> Iterator[Logger]:
     """Run a stage: named for the stop handler, logged with ``stage.start`` and ``stage.end``."""
@@ -85,19 +116,39 @@ def run(environ: Mapping[str, str], request: roles.Request, *, init: bool = Fals
     Every other role ends in the hand-off: pulpinit is replaced by the role's process (or by the
     resident supervisor, with ``init`` or ``PULPINIT_INIT``).
     """
+    if request.name == "crane":
+        run_crane(environ, request, init=init)
     ctx, role = _settings(environ, request, dry_run=False)
     configure(ctx)
     wait(ctx)
     migrate(ctx, role.migration, retry_failed=role.name == "migrate")
+    if role.name == "api":
+        api_steps(ctx)
     if not role.argv:
         return ExitCode.OK
-    handoff(ctx, role.argv, init=init)
+    handoff(ctx, role, init=init)
 
 
-def plan(environ: Mapping[str, str], request: roles.Request) -> DryRun:
-    """The settings stage of a role with every check made, and its server.conf edit (nothing is written)."""
+def plan(environ: Mapping[str, str], request: roles.Request) -> DryRun | CraneDryRun:
+    """The settings stage of a role with every check made, and its config edit (nothing is written)."""
+    if request.name == "crane":
+        crane_ctx = _crane_settings(environ, request, dry_run=True)
+        return CraneDryRun(crane_ctx, craneconf.plan(crane_ctx.settings, crane_ctx.conf))
     ctx, role = _settings(environ, request, dry_run=True)
     return DryRun(ctx, role, plan_config(ctx))
+
+
+def run_crane(environ: Mapping[str, str], request: roles.Request, *, init: bool) -> NoReturn:
+    """crane: its settings stage, crane.conf, then httpd as root; no database, no broker, no migrations."""
+    ctx = _crane_settings(environ, request, dry_run=False)
+    with _stage("configure", path=ctx.settings.path):
+        _write_config(
+            ctx.conf,
+            lambda conf: craneconf.plan(ctx.settings, conf),
+            lambda: craneconf.load(ctx.settings.path),
+            ctx.toolkit.user,
+        )
+    _hand_over(ctx.toolkit, ctx.role, ctx.settings.secret_variables, init=init)
 
 
 # -- stage 1: settings --------------------------------------------------------------------------
@@ -129,50 +180,126 @@ def _settings(environ: Mapping[str, str], request: roles.Request, *, dry_run: bo
     with _stage("settings"):
         ctx = _load(environ, False)
         role = roles.choose(request, ctx.settings, ctx.hostname)
+        values = {key: value.value for key, value in ctx.settings.values.items()}
         report = check_role(
             ctx.toolkit,
             role.commands(ctx.toolkit),
             environ.get("PATH", os.defpath),
             fingerprint=None if role.migration is Migration.SKIP else fingerprint.derive,
             complete=dry_run,
+            as_root=role.as_root,
+            keys=_key_check(role.name, values, ctx.toolkit),
         )
+        _log_keys(role.name, report)
         if not dry_run:
             report.raise_first()
         return replace(ctx, preflight=report), role
 
 
+def _key_check(role: str, values: Mapping[str, str], toolkit: Toolkit) -> KeyChecker | None:
+    """The key check of ``role`` for :func:`check_role` (None when the role uses no key)."""
+    if not ROLE_KEYS.get(role):
+        return None
+
+    def checker() -> KeyReport:
+        report = check_keys(role, values, toolkit)
+        assert report is not None  # noqa: S101 - the role uses keys
+        return report
+
+    return checker
+
+
+def _log_keys(role: str, report: Preflight) -> None:
+    """``keys.checked`` when the role's keys passed, one ``keys.expiring`` per certificate near its end."""
+    if report.keys is None:
+        return
+    logger = log.get_logger(stage="settings")
+    for warning in report.keys.warnings:
+        logger.warning(
+            "keys.expiring", path=warning.path, problem=warning.problem, not_after=warning.not_after.isoformat()
+        )
+    if report.keys.check.status == "ok":
+        logger.info("keys.checked", role=role, files=list(report.keys.files))
+
+
+def _crane_settings(environ: Mapping[str, str], request: roles.Request, *, dry_run: bool) -> CraneContext:
+    """Stage 1 of crane: crane.conf's settings, then the user, httpd (as root), the keys and data_dir."""
+    with _stage("settings") as logger:
+        toolkit = toolkit_from_environ(environ)
+        path = crane.config_path(environ)
+        crane.register_secrets(environ, {})  # before anything parses them: no error can show a secret
+        conf = craneconf.load(path)
+        settings = crane.from_environ(environ, conf.values(), path)
+        REDACTOR.add(*settings.secrets())
+        for warning in settings.warnings:
+            logger.warning("settings.warning", warning=warning)
+        role = roles.httpd_role(request, toolkit)
+        report = check_role(
+            toolkit,
+            role.commands(toolkit),
+            environ.get("PATH", os.defpath),
+            fingerprint=None,
+            complete=dry_run,
+            as_root=True,
+            keys=_key_check("crane", {}, toolkit),
+        )
+        _log_keys("crane", report)
+        if not dry_run:
+            report.raise_first()
+        report = replace(report, checks=(*report.checks, _data_dir(settings.data_dir, toolkit, logger)))
+        return CraneContext(environ, toolkit, settings, conf, role, report)
+
+
+def _data_dir(data_dir: str, toolkit: Toolkit, logger: Logger) -> Check:
+    """Whether crane's WSGI processes (``PULPINIT_USER``) can list ``data_dir``: a warning, never a stop."""
+    problem = crane.data_dir_warning(data_dir, readers_for(toolkit.user)["pulp"])
+    if problem is None:
+        return Check("data_dir", "ok", data_dir)
+    logger.warning("crane.data_dir", path=data_dir, problem=problem)
+    return Check("data_dir", WARNING, f"{data_dir}: {problem}")
+
+
 # -- stage 2: configure -------------------------------------------------------------------------
 def plan_config(ctx: Context) -> ConfigPlan:
     """The server.conf edit the settings call for (validated; nothing written)."""
-    assignments = []
-    for key, value in ctx.settings.to_write():
-        section, name = value.option
-        assignments.append(Assignment(section, name, value.value, value.variable or key, value.secret))
-    return ctx.conf.plan(assignments)
+    return ctx.conf.plan(assignments(ctx.settings.to_write()))
 
 
-def configure(ctx: Context, attempts: int = 5) -> ConfigPlan:
-    """Stage 2: write the settings into server.conf (atomically; nothing when unchanged).
+def configure(ctx: Context) -> ConfigPlan:
+    """Stage 2: write the settings into server.conf (atomically; nothing when unchanged)."""
+    with _stage("configure", path=ctx.toolkit.config):
+        return _write_config(
+            ctx.conf,
+            lambda conf: conf.plan(assignments(ctx.settings.to_write())),
+            lambda: ServerConf.load(ctx.toolkit.config),
+            ctx.toolkit.user,
+        )
 
-    When another process (a replica sharing the volume) wrote the file between our read and
-    our write, read it again and re-plan: usually it wrote the same values and nothing is left.
+
+def _write_config(
+    conf: _Conf, plan_for: Callable[[_Conf], ConfigPlan], load: Callable[[], _Conf], user: str, attempts: int = 5
+) -> ConfigPlan:
+    """Write ``plan_for(conf)`` (atomically; nothing when unchanged).
+
+    When another process (a replica sharing the volume) wrote the file between our read and our
+    write, ``load()`` it again and re-plan: usually it wrote the same values and nothing is left.
     """
-    with _stage("configure", path=ctx.toolkit.config) as logger:
-        attempt = 0
-        while True:
-            attempt += 1
-            plan = plan_config(ctx)
-            try:
-                written = plan.write(ctx.toolkit.user)  # a stop signal removes the temporary file
-            except ConfigFileChanged:
-                if attempt == attempts:
-                    raise
-                logger.info("config.reread", reason="changed on disk by another process", attempt=attempt)
-                ctx = replace(ctx, conf=ServerConf.load(ctx.toolkit.config))
-                continue
-            plan.log_changes()  # one config.changed per key, secrets and URL passwords masked
-            logger.info("config.written" if written else "config.unchanged", changes=len(plan.changes))
-            return plan
+    logger = log.get_logger(stage="configure")
+    attempt = 0
+    while True:
+        attempt += 1
+        plan = plan_for(conf)
+        try:
+            written = plan.write(user)  # a stop signal removes the temporary file
+        except ConfigFileChanged:
+            if attempt == attempts:
+                raise
+            logger.info("config.reread", reason="changed on disk by another process", attempt=attempt)
+            conf = load()
+            continue
+        plan.log_changes()  # one config.changed per key, secrets and URL passwords masked
+        logger.info("config.written" if written else "config.unchanged", changes=len(plan.changes))
+        return plan
 
 
 # -- stage 3: wait ------------------------------------------------------------------------------
@@ -232,19 +359,60 @@ def migrate(ctx: Context, mode: Migration, *, retry_failed: bool = False) -> Non
     )
 
 
-# -- stage 5: hand-off --------------------------------------------------------------------------
-def handoff(ctx: Context, argv: Sequence[str], *, init: bool) -> NoReturn:
-    """Stage 5: exec the role's process as the unprivileged user, or exec the resident supervisor.
+# -- the api role's steps after the migrations --------------------------------------------------
+def api_steps(ctx: Context) -> None:
+    """The stage ``api``: the admin password, then the public key's link."""
+    with _stage("api") as logger:
+        admin(ctx, logger)
+        publish(ctx, logger)
 
-    Signals stay handled until the exec; the supervisor's are blocked across it (pending, not lost).
-    """
-    signals.enter("handoff")
+
+def admin(ctx: Context, logger: Logger) -> None:
+    """The admin user's password (:func:`pulpinit.migrate.admin.admin_step`): warn while it is
+    ``admin``, store ``PULP_ADMIN_PASSWORD`` when the stored hash does not verify against it."""
+    configured = ctx.settings.values.get("server.default_password")
+    password = configured.value if configured is not None and configured.from_environment else None
     toolkit = ctx.toolkit
+    admin_step(
+        mongo_target(ctx.settings),
+        ctx.settings.get("server.default_login") or DEFAULT_LOGIN,
+        password,
+        logger,
+        deadline=time.monotonic() + toolkit.wait_timeout,
+        timeout=max(toolkit.probe_timeout, 5.0),
+        clock=time.monotonic,
+        sleep=signals.sleep,
+    )
+
+
+def publish(ctx: Context, logger: Logger) -> None:
+    """Link ``rsa_pub.key`` into ``PULPINIT_STATIC_DIR`` when it is missing, as ``pulp-gen-key-pair`` does."""
+    values = {key: value.value for key, value in ctx.settings.values.items()}
+    public = key_paths(values)["rsa_pub.key"]
+    static = ctx.toolkit.static_dir
+    outcome = publish_public_key(public, static, owner=identity_for(ctx.toolkit.user))
+    link = os.path.join(static, "rsa_pub.key")
+    if outcome is Published.CREATED:
+        logger.info("keys.published", path=link, target=public)
+    elif outcome is Published.DIFFERENT:
+        logger.warning("keys.not_published", path=link, problem=f"something else is there, not {public}: left alone")
+
+
+# -- stage 5: hand-off --------------------------------------------------------------------------
+def handoff(ctx: Context, role: roles.Role, *, init: bool) -> NoReturn:
+    """Stage 5: exec the role's process as the unprivileged user (as root for httpd), or the resident supervisor."""
+    _hand_over(ctx.toolkit, role, ctx.settings.secret_variables, init=init)
+
+
+def _hand_over(toolkit: Toolkit, role: roles.Role, secrets: Iterable[str], *, init: bool) -> NoReturn:
+    """Signals stay handled until the exec; the supervisor's are blocked across it (pending, not lost)."""
+    signals.enter("handoff")
     hand_off(
-        argv,
+        role.argv,
         user=toolkit.user,
         umask=toolkit.umask,
         supervise=init or toolkit.init,
         stop_timeout=toolkit.stop_timeout,
-        drop_env=() if toolkit.keep_secret_env else ctx.settings.secret_variables,
+        drop_env=() if toolkit.keep_secret_env else secrets,
+        as_root=role.as_root,
     )

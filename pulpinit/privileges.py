@@ -25,11 +25,13 @@ import errno
 import grp
 import os
 import pwd
+import stat
 from collections.abc import MutableMapping
+from pathlib import Path
 
 from pulpinit.errors import UserError
 
-__all__ = ["Identity", "drop", "identity_for", "resolve_user", "running_as_root"]
+__all__ = ["READ", "SEARCH", "Identity", "access_problem", "drop", "identity_for", "resolve_user", "running_as_root"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,3 +147,55 @@ def drop(
     target = os.environ if environ is None else environ
     target.update(identity.environ())
     os.umask(umask)
+
+
+# -- what a user may read --------------------------------------------------------------------
+
+_CAP_DAC_OVERRIDE = 1
+_CAP_DAC_READ_SEARCH = 2
+READ, SEARCH = 4, 1
+
+
+def _root_bypasses_permissions() -> bool:
+    """True when this (root) process holds CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    caps = int(line.split()[1], 16)
+                    return bool(caps & (1 << _CAP_DAC_OVERRIDE | 1 << _CAP_DAC_READ_SEARCH))
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _allowed(st: os.stat_result, who: Identity, want: int) -> bool:
+    """Whether the owner/group/other class ``who`` falls into grants ``want`` (4 read, 1 search)."""
+    if who.uid == st.st_uid:
+        bits = st.st_mode >> 6
+    elif st.st_gid in who.groups or st.st_gid == who.gid:
+        bits = st.st_mode >> 3
+    else:
+        bits = st.st_mode
+    return bits & want == want
+
+
+def access_problem(real: Path, who: Identity, want: int = READ) -> str | None:
+    """Why ``who`` cannot read (``want`` 4; 5 to list a directory) the symlink-free path ``real``, or None.
+
+    The permission bits of ``real`` and of every directory above it (search), as the kernel
+    checks them for that uid and its groups; uid 0 passes when this root process holds the
+    capabilities that bypass them (as the process it hands over to will).  ACLs are not read.
+    """
+    if who.uid == 0 and running_as_root() and _root_bypasses_permissions():
+        return None
+    for directory in reversed(real.parents):
+        if not _allowed(os.stat(directory), who, SEARCH):
+            return f"not readable by {who.name} (uid {who.uid}): no search permission on {directory}"
+    st = os.stat(real)
+    if not _allowed(st, who, want):
+        return (
+            f"not readable by {who.name} (uid {who.uid}, gid {who.gid}): mode {stat.S_IMODE(st.st_mode):04o}, "
+            f"owner {st.st_uid}:{st.st_gid}"
+        )
+    return None

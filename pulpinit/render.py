@@ -11,9 +11,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pulpinit.migrate.migrator import Migration
-from pulpinit.pipeline import Context, DryRun
+from pulpinit.pipeline import Context, CraneDryRun, DryRun
 from pulpinit.privileges import running_as_root
 from pulpinit.redact import REDACTOR, mask_argv
+from pulpinit.settings.preflight import Preflight
 from pulpinit.settings.resolve import Settings
 from pulpinit.wait.report import Report
 from pulpinit.wait.targets import broker_target, mongo_target
@@ -105,11 +106,16 @@ def migration_decision(ctx: Context, migration: Migration) -> str:
 
 def checks(ctx: Context) -> str:
     """The settings-stage checks of the role (:mod:`pulpinit.settings.preflight`) and what a run would do."""
-    if ctx.preflight is None:
+    return preflight_rows(ctx.preflight)
+
+
+def preflight_rows(preflight: Preflight | None) -> str:
+    """The checks as a table, and the exit code a run would stop with."""
+    if preflight is None:
         return "none"
-    rows = [(check.status, check.name, check.detail) for check in ctx.preflight.checks]
+    rows = [(check.status, check.name, check.detail) for check in preflight.checks]
     text = table(("status", "check", "result"), rows)
-    problems = ctx.preflight.problems
+    problems = preflight.problems
     if not problems:
         return text + "\nall passed"
     first = problems[0].error
@@ -120,8 +126,50 @@ def checks(ctx: Context) -> str:
     )
 
 
-def plan(dry: DryRun, *, init: bool) -> str:
+def hand_off(argv: Sequence[str], as_root: bool, user: str, umask: int, supervise: bool) -> list[str]:
+    """The ``## hand-off`` section: how and as whom the role's process starts, and its argv."""
+    mode = "supervise as PID 1" if supervise else "exec"
+    if as_root:
+        how = f"{mode} as root (httpd drops its own children to User apache), umask {umask:04o}:"
+    else:
+        who = f"as {user}" if running_as_root() else "as the current user (not root)"
+        how = f"{mode} {who}, umask {umask:04o}:"
+    return ["## hand-off", how, shlex.join(mask_argv(argv))]
+
+
+def admin_step(ctx: Context) -> list[str]:
+    """The api role's steps after the migrations."""
+    configured = ctx.settings.values.get("server.default_password")
+    source = configured.source if configured is not None and configured.from_environment else None
+    set_it = f"store PULP_ADMIN_PASSWORD ({source}) when it does not verify" if source else "warn while it is admin"
+    login = ctx.settings.get("server.default_login") or "admin"
+    return [
+        "## after the migrations",
+        f"admin password: check the admin user's stored hash ({login} in "
+        f"{ctx.settings.get('database.name')}.users) and {set_it}",
+        f"public key: link rsa_pub.key into {ctx.toolkit.static_dir} when it is missing",
+        "",
+    ]
+
+
+def crane_plan(dry: CraneDryRun, *, init: bool) -> str:
+    """crane's dry-run plan: crane.conf's settings, the checks, the crane.conf diff, the final argv."""
+    ctx = dry.ctx
+    toolkit = ctx.toolkit
+    parts = ["# pulpinit crane --dry-run: nothing is changed, nothing is contacted", ""]
+    parts += ["## settings", table(("crane.conf key", "value", "source"), ctx.settings.rows()), ""]
+    parts += ["## checks", preflight_rows(ctx.preflight), ""]
+    parts += [f"## {ctx.settings.path}", dry.config.diff().rstrip("\n") or "no change", ""]
+    parts += ["## wait", "nothing: crane reads no database and no broker", ""]
+    parts += ["## migrations", "none: crane reads the published metadata only", ""]
+    parts += hand_off(ctx.role.argv, True, toolkit.user, toolkit.umask, init or toolkit.init)
+    return REDACTOR("\n".join(parts))
+
+
+def plan(dry: DryRun | CraneDryRun, *, init: bool) -> str:
     """The dry-run plan: settings, config diff, migration decision, final argv."""
+    if isinstance(dry, CraneDryRun):
+        return crane_plan(dry, init=init)
     ctx, role, config = dry.ctx, dry.role, dry.config
     toolkit = ctx.toolkit
     parts = [f"# pulpinit {role.name} --dry-run: nothing is changed, nothing is contacted", ""]
@@ -135,8 +183,8 @@ def plan(dry: DryRun, *, init: bool) -> str:
         "",
     ]
     parts += ["## migrations", migration_decision(ctx, role.migration), ""]
+    if role.name == "api":
+        parts += admin_step(ctx)
     if role.argv:
-        user = f"as {toolkit.user}" if running_as_root() else "as the current user (not root)"
-        mode = "supervise as PID 1" if init or toolkit.init else "exec"
-        parts += ["## hand-off", f"{mode} {user}, umask {toolkit.umask:04o}:", shlex.join(mask_argv(role.argv))]
+        parts += hand_off(role.argv, role.as_root, toolkit.user, toolkit.umask, init or toolkit.init)
     return REDACTOR("\n".join(parts))

@@ -8,6 +8,10 @@ The celery command lines follow Pulp 2.21's systemd units (see the README's
 table of final argv), adapted to containers: logs go to stdout/stderr unless
 ``PULPINIT_CELERY_LOG_DIR`` names a directory, and celery beat keeps no pid
 file (a stale one on a persistent volume would stop the next start).
+
+``api`` and ``crane`` exec ``httpd -DFOREGROUND`` (:func:`httpd_role`) **as root**: httpd binds
+port 443 and reads its TLS key as root, then starts its children as ``User apache`` itself, so
+pulpinit must not drop first.  ``crane`` reads no database: it neither waits nor migrates.
 """
 
 from __future__ import annotations
@@ -24,7 +28,18 @@ from pulpinit.settings import knobs
 from pulpinit.settings.resolve import Settings
 from pulpinit.settings.toolkit import Toolkit
 
-__all__ = ["ROLES", "Migration", "Request", "Role", "celery_argv", "choose", "extra_args", "worker_number"]
+__all__ = [
+    "HTTPD_ROLES",
+    "ROLES",
+    "Migration",
+    "Request",
+    "Role",
+    "celery_argv",
+    "choose",
+    "extra_args",
+    "httpd_role",
+    "worker_number",
+]
 
 BEAT_APP = "pulp.server.async.celery_instance.celery"
 WORKER_APP = "pulp.server.async.app"
@@ -32,7 +47,9 @@ SCHEDULER = "pulp.server.async.scheduler.Scheduler"
 _ORDINAL = re.compile(r"-(\d+)$")
 #: The roles that exec celery.
 ROLES = ("beat", "resource-manager", "worker")
-RoleName = Literal["beat", "resource-manager", "worker", "run", "migrate"]
+#: The roles that exec httpd, as root: it binds 443 and reads its key, then drops its own children.
+HTTPD_ROLES = ("api", "crane")
+RoleName = Literal["beat", "resource-manager", "worker", "run", "migrate", "api", "crane"]
 
 
 @dataclass(frozen=True)
@@ -51,12 +68,15 @@ class Role:
     name: str
     argv: tuple[str, ...]
     migration: Migration
+    as_root: bool = False  # hand over as root: httpd drops its own children (api, crane)
+    waits: bool = True  # waits for MongoDB and the broker (every role but crane)
 
     def commands(self, toolkit: Toolkit) -> list[tuple[str | None, str]]:
         """``(variable or None, command)`` for every program the role will start (the checks of validate first)."""
         found: list[tuple[str | None, str]] = []
         if self.argv:
-            found.append((None if self.name == "run" else "PULPINIT_CELERY", self.argv[0]))
+            variable = "PULPINIT_HTTPD" if self.as_root else "PULPINIT_CELERY"
+            found.append((None if self.name == "run" else variable, self.argv[0]))
         if self.migration is Migration.RUN:
             if toolkit.pre_migrate:
                 found.append(("PULPINIT_PRE_MIGRATE", toolkit.pre_migrate[0]))
@@ -72,6 +92,8 @@ def choose(request: Request, settings: Settings, hostname: str) -> Role:
         return Role("migrate", (), migration)
     if request.name == "run":
         return Role("run", request.rest, migration)
+    if request.name in HTTPD_ROLES:
+        return httpd_role(request, toolkit)
     argv = celery_argv(
         request.name,
         celery=toolkit.celery,
@@ -81,6 +103,14 @@ def choose(request: Request, settings: Settings, hostname: str) -> Role:
         extra=extra_args(request.rest, toolkit.celery_args),
     )
     return Role(request.name, argv, migration)
+
+
+def httpd_role(request: Request, toolkit: Toolkit) -> Role:
+    """``api`` or ``crane``: ``httpd -DFOREGROUND`` and the arguments after ``--``, handed over as root."""
+    argv = (toolkit.httpd, "-DFOREGROUND", *request.rest)
+    if request.name == "crane":
+        return Role("crane", argv, Migration.SKIP, as_root=True, waits=False)
+    return Role(request.name, argv, migration_for(request.name, toolkit.migration_wait), as_root=True)
 
 
 def worker_number(argument: str | None, configured: int | None, hostname: str) -> int:

@@ -1,11 +1,16 @@
-"""The admin user's password: Pulp's hash format, and the check/rotation against a MongoDB over TCP."""
+"""The admin user's password: Pulp's hash format, and the check/rotation over TCP against the fake MongoDB
+and SecantusDB (an independently written MongoDB-wire server)."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -14,8 +19,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from pulpinit import log as pulpinit_log
-from pulpinit.migrate.admin import AdminPassword, ensure_admin_password, hash_password, verify_password
+from pulpinit.errors import DependencyUnavailable, ExitCode, NotAuthorized
+from pulpinit.migrate.admin import AdminPassword, admin_step, ensure_admin_password, hash_password, verify_password
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.wait.targets import MongoTarget
 
 
 def independent(password: bytes, salt: bytes) -> str:
@@ -69,15 +76,19 @@ def test_python2_line_breaks_are_tolerated():
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def users(fake_mongo: FakeMongo) -> Iterator[Any]:
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-        f"mongodb://{fake_mongo.hostport}/?directConnection=true", serverSelectionTimeoutMS=5000
-    )
-    try:
-        yield client["pulp_database"]["users"]
-    finally:
-        client.close()
+@pytest.fixture(params=["fake", "secantus"])
+def users(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Pulp's ``users`` collection on the fake MongoDB, or on SecantusDB (a database of its own per test)."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "fake":
+            hostport, database = request.getfixturevalue("fake_mongo").hostport, "pulp_database"
+        else:
+            hostport, database = request.getfixturevalue("secantus").hostport, f"pulp_{uuid.uuid4().hex[:12]}"
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            f"mongodb://{hostport}/?directConnection=true", serverSelectionTimeoutMS=5000
+        )
+        stack.callback(client.close)
+        yield client[database]["users"]
 
 
 def run(users: Any, password: str | None, login: str = "admin") -> tuple[AdminPassword, list[MutableMapping[str, Any]]]:
@@ -193,3 +204,57 @@ def test_concurrent_replicas_settle_on_one_hash(users: Any):
     assert racing.updates == 1  # its compare-and-set missed; it looked again and found the password set
     assert outcome is AdminPassword.OK and logs == []
     assert verify_password(stored(users), "shared secret")
+
+
+# ------------------------------------------------------------------------------------------------
+# admin_step: the API role's step, with the migrate stage's handling of MongoDB failures
+# ------------------------------------------------------------------------------------------------
+
+
+def step(target: MongoTarget, password: str | None, deadline_s: float = 5.0) -> AdminPassword:
+    return admin_step(
+        target,
+        "admin",
+        password,
+        pulpinit_log.get_logger(),
+        deadline=time.monotonic() + deadline_s,
+        timeout=1.0,
+        clock=time.monotonic,
+        sleep=time.sleep,
+    )
+
+
+def test_admin_step_rotates_with_credentials_over_scram():
+    users_db = {("pulp_database", "pulp"): "secret"}
+    with FakeMongo(users=users_db) as fake:
+        host, port = fake.hostport.rsplit(":", 1)
+        target = MongoTarget(((host, int(port)),), username="pulp", password="secret")
+        with pymongo.MongoClient(
+            fake.hostport, directConnection=True, username="pulp", password="secret", authSource="pulp_database"
+        ) as client:
+            client["pulp_database"]["users"].insert_one({"login": "admin", "password": hash_password("admin")})
+            assert step(target, "rotated") is AdminPassword.SET
+            stored_now = client["pulp_database"]["users"].find_one({"login": "admin"})
+        assert stored_now is not None and verify_password(stored_now["password"], "rotated")
+
+
+def test_admin_step_with_a_read_only_user_is_78_naming_it():
+    with FakeMongo(read_only_users={("pulp_database", "reader"): "secret"}) as fake:
+        host, port = fake.hostport.rsplit(":", 1)
+        fake.client["pulp_database"]["users"].insert_one({"login": "admin", "password": hash_password("admin")})
+        target = MongoTarget(((host, int(port)),), username="reader", password="secret")
+        with pytest.raises(NotAuthorized) as caught:
+            step(target, "new one")
+    assert caught.value.exit_code == ExitCode.CONFIG and "reader" in str(caught.value) and "users" in str(caught.value)
+    assert "new one" not in str(caught.value)
+
+
+def test_admin_step_when_mongodb_never_answers_is_69_at_the_deadline():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connection refused
+        started = time.monotonic()
+        with pytest.raises(DependencyUnavailable) as caught:
+            step(MongoTarget((("127.0.0.1", port),)), "x", deadline_s=1.5)
+    assert caught.value.exit_code == ExitCode.UNAVAILABLE and "admin user" in str(caught.value)
+    assert 1.4 <= time.monotonic() - started < 6

@@ -335,6 +335,34 @@ def test_a_fifo_named_as_a_tls_file_is_exit_78_not_a_hang(env, tmp_path):
     assert "PULP_CONF__DATABASE__CA_PATH" in err and "not a regular file" in err
 
 
+@pytest.mark.parametrize("late", ["mongodb", "broker"])
+def test_armed_wait_sees_a_refused_then_listening_dependency_before_its_next_probe(env, mongo, broker, late):
+    """Issue 16: knocks (bare TCP connects) find the port listening; the probe runs then, not 30 s later.
+
+    The backoff is 30 s, so only a knock can explain an answer within the test's timeout; the knock
+    sends no byte and closes cleanly, and leaves nothing open on the server.
+    """
+    server = mongo if late == "mongodb" else broker
+    with Proxy(("127.0.0.1", server.port), up=False) as proxy:
+        if late == "mongodb":
+            env["PULP_DB_SEEDS"] = f"127.0.0.1:{proxy.port}"
+        else:
+            env["PULP_BROKER_URL"] = f"qpid://pulp:{SECRET}@127.0.0.1:{proxy.port}/"
+        env.update(PULPINIT_WAIT_INITIAL="30", PULPINIT_WAIT_MAX_INTERVAL="30")
+        with Spawned([sys.executable, "-m", "pulpinit", "check-deps", "--wait", "--json"], env=env) as proc:
+            down = proc.event("dep.down")
+            assert (down["dependency"], down["failure"]) == (late, "connection_refused")
+            assert proxy.accepted == 0  # refused by the kernel: the server never saw the waiter
+            proxy.go_up()
+            code, out, _ = proc.finish(timeout=20)  # well before the 30 s backoff
+        assert code == 0 and by_name(out)[late]["ok"]
+        assert proxy.wait_idle()  # nothing left half-open
+        up = next(e for e in proc.events() if e["event"] == "dep.up" and e["dependency"] == late)
+        assert up["attempts"] == 2 and up["knocks"] >= 1  # the refused probe, then the one the knock set off
+        # the dependency saw one connection without a byte (the knock); every other one spoke its protocol
+        assert proxy.quiet == 1 and proxy.accepted > proxy.quiet
+
+
 def test_pulp_processes_live_and_stale_beside_the_checks(env, mongo):
     """check-deps lists who heartbeats in Pulp's ``workers``: what the migration waits for."""
     import datetime as dt

@@ -1,7 +1,8 @@
-"""`make demo` runs the whole beat pipeline twice on the embedded fakes and says so."""
+"""`make demo` runs the whole beat pipeline twice on the embedded fakes, then the API with its keys, and says so."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -24,6 +25,16 @@ def test_demo_runs_every_stage_and_migrates_once():
         "migration.skipped",
         "handoff.exec",
         "warm shutdown",
+        "keys.checked",
+        "admin.password_set",
+        "keys.published",
+        "privileges.keep",
+        "httpd: SIGWINCH received",
     ):
         assert event in output, event
     assert output.count("migration.start") == 1
+    assert "the API's keys checked, its admin password set, httpd exec'd as root" in output
+    readable = next(line for line in output.splitlines() if "httpd can read: " in line)
+    assert readable.count(": true") == 6 and ": false" not in readable
+    if os.geteuid() == 0:
+        assert "httpd uid=0 gid=0" in output  # handed over as root

@@ -10,7 +10,10 @@ No engine and no cluster here, so everything that can be checked without one is 
   go through ``pulpinit.cli.parse``, variable names through pulpinit's own tables, and each
   container's environment -- with the Service variables Kubernetes would inject and the mounted
   Secret files -- through ``pulpinit.settings.resolve.from_environ``, which must find MongoDB, the broker
-  and the passwords.
+  and the passwords (crane's through ``pulpinit.settings.crane``);
+* the keys each role mounts are exactly its share of ``pulpinit.pki.check.ROLE_KEYS``, at the
+  directory the images link the key paths to; the content volume, the NetworkPolicy and the
+  PodDisruptionBudgets are checked against the workloads they are about.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from typing import Any
 import pytest
 from helpers.images import check_parses, instructions, stages
 
-from pulpinit.cli import ROLES, parse
+from pulpinit.cli import HTTPD_ROLES, ROLES, parse
+from pulpinit.pki.check import KEY_FILES, KEYS_DIR, ROLE_KEYS
 from pulpinit.redact import may_hold_secret
 from pulpinit.roles import worker_number
+from pulpinit.settings import crane as cranesettings
+from pulpinit.settings.confvars import generic_key
 from pulpinit.settings.discovery import env_prefix
 from pulpinit.settings.knobs import KNOBS
 from pulpinit.settings.resolve import (
@@ -70,9 +76,15 @@ ROLE_IMAGES = {
     "pulp-beat": "beat",
     "pulp-resource-manager": "resource-manager",
     "pulp-worker": "worker",
-    "pulp-api": "run",
+    "pulp-api": "api",
+    "pulp-crane": "crane",
     "pulp-base": None,
 }
+#: What httpd's readiness probe asks for, per role: Pulp's status, and crane's registry version check.
+HTTPD_READY_PATHS = {"api": "/pulp/api/v2/status/", "crane": "/v2/"}
+#: The roles that talk to MongoDB and the broker (every pulpinit command but crane's and pki's).
+DB_ROLES = {*ROLES, "migrate", "api", "run", "check-deps"}
+APACHE_GID = 48
 
 
 # ------------------------------------------------------------------------------------------------
@@ -224,6 +236,27 @@ def secret_file(workload: dict[str, Any], container: dict[str, Any], path: str) 
     raise AssertionError(f"{container['name']}: {path} is in no Secret volume mounted in the container")
 
 
+def volume_of(workload: dict[str, Any], name: str) -> dict[str, Any]:
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"].get("volumes", [])}
+    return volumes[name]
+
+
+def mounts_from(workload: dict[str, Any], container: dict[str, Any], kind: str, source: str) -> list[dict[str, Any]]:
+    """The container's mounts of volumes of ``kind`` (``secret``, ``persistentVolumeClaim``) from ``source``."""
+    field = {"secret": "secretName", "persistentVolumeClaim": "claimName"}[kind]
+    found = []
+    for mount in container.get("volumeMounts", []):
+        volume = volume_of(workload, mount["name"])
+        if kind in volume and volume[kind][field] == source:
+            found.append({**mount, "volume": volume})
+    return found
+
+
+def mount_of(workload: dict[str, Any], container: dict[str, Any], claim: str) -> dict[str, Any]:
+    [mount] = mounts_from(workload, container, "persistentVolumeClaim", claim)
+    return mount
+
+
 def secret_value(secret_name: str, key: str) -> str:
     secrets = by_kind("Secret")
     assert secret_name in secrets, f"Secret {secret_name} is not among the manifests"
@@ -244,9 +277,19 @@ SERVICE_VARIABLES.add("SERVICE_HOST")  # the 2014 fallback host for both
 OTHER_VARIABLES = {"HOSTNAME"}
 
 
+CRANE_VARIABLES = {var.name for var in cranesettings.EXPLICIT} | {cranesettings.CONFIG_VARIABLE}
+
+
 def unknown_variable(name: str) -> str | None:
     """Why pulpinit would not understand ``name``, or None when it does."""
     base = name.removesuffix("_FILE")
+    crane_key = generic_key(base, cranesettings.GENERIC_PREFIX)
+    if name.startswith(cranesettings.GENERIC_PREFIX):
+        if crane_key is None:
+            return "not CRANE_CONF__<SECTION>__<KEY>"
+        return None if name == base or may_hold_secret(crane_key) else "_FILE given for a key that is no secret"
+    if name in CRANE_VARIABLES:
+        return None
     if name.startswith(GENERIC_PREFIX):
         parts = base[len(GENERIC_PREFIX) :].lower().split("__")
         if len(parts) != 2 or not all(parts):
@@ -276,6 +319,7 @@ def test_every_image_has_a_dockerfile():
         "images/resource-manager/Dockerfile",
         "images/worker/Dockerfile",
         "images/api/Dockerfile",
+        "images/crane/Dockerfile",
     } <= names
 
 
@@ -344,7 +388,7 @@ def test_base_image_contract():
     assert any(word == "COPY" and "--from=build" in args and "/opt/pulpinit" in args for word, args in final)
 
 
-@pytest.mark.parametrize("role", ["beat", "resource-manager", "worker", "api"])
+@pytest.mark.parametrize("role", [*ROLES, *HTTPD_ROLES])
 def test_role_image(role):
     text = (ROOT / "images" / role / "Dockerfile").read_text()
     parsed = instructions(text)
@@ -352,7 +396,11 @@ def test_role_image(role):
     cmd = [json.loads(args) for word, args in parsed if word == "CMD"]
     assert len(cmd) == 1
     args = check_parses(["pulpinit", *cmd[0]], f"images/{role}")
-    assert args.command == ("run" if role == "api" else role)
+    assert args.command == role
+    env = {args.split("=", 1)[0] for word, args in parsed if word == "ENV"}
+    # httpd's roles hand over as root by themselves: PULPINIT_USER stays apache, the user the keys,
+    # server.conf and crane.conf are checked for.
+    assert "PULPINIT_USER" not in env
 
 
 def test_images_readme_documents_both_styles():
@@ -419,7 +467,7 @@ def test_services_db_and_msg_inject_variables(service, port):
 
 def test_there_are_pulpinit_containers():
     commands = sorted(check_parses(argv_of(c), container_id((w, c))).command for w, c in PULPINIT_CONTAINERS)
-    assert commands == sorted([*ROLES, "migrate"])
+    assert commands == sorted([*ROLES, *HTTPD_ROLES, "migrate"])
 
 
 @pytest.mark.parametrize("item", PULPINIT_CONTAINERS, ids=container_id)
@@ -432,6 +480,11 @@ def test_container_command_is_valid_for_its_image(item):
     assert re.fullmatch(r"[a-z0-9.-]+:[0-9][0-9.]*", container["image"]), "image should be pulp-<role>:<version>"
 
 
+def command_of(container: dict[str, Any]) -> str:
+    command: str = parse(argv_of(container)[1:]).command
+    return command
+
+
 @pytest.mark.parametrize("item", PULPINIT_CONTAINERS, ids=container_id)
 def test_readiness_probe_runs_check_deps(item):
     workload, container = item
@@ -439,6 +492,13 @@ def test_readiness_probe_runs_check_deps(item):
         assert "readinessProbe" not in container
         return
     probe = container["readinessProbe"]
+    if command_of(container) in HTTPD_ROLES:  # httpd's own answer: pulpinit is gone by then (exec)
+        get = probe["httpGet"]
+        assert get["scheme"] == "HTTPS" and get["path"] == HTTPD_READY_PATHS[command_of(container)]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports[get["port"]] == 443
+        assert "livenessProbe" not in container
+        return
     command = probe["exec"]["command"]
     args = check_parses(command, f"{container_id(item)} readinessProbe")
     assert command[:2] == PROBE and args.command == "check-deps"
@@ -455,6 +515,8 @@ def test_every_variable_is_known_to_pulpinit(item):
     problems = {name: unknown_variable(name) for name in env if unknown_variable(name)}
     assert not problems
     assert env.get("PULPINIT_LOG_FORMAT") == "json"
+    if command_of(container) == "crane":  # crane's settings: no database, no broker
+        assert not [name for name in env if name.startswith(("PULP_", "DB_", "MSG_"))]
 
 
 @pytest.mark.parametrize("item", PULPINIT_CONTAINERS, ids=container_id)
@@ -462,7 +524,14 @@ def test_every_file_variable_points_into_a_mounted_secret(item):
     workload, container = item
     env = effective_env(container, pod_name_of(workload))
     files = {name: value for name, value in env.items() if name.endswith("_FILE")}
+    if command_of(container) not in DB_ROLES:
+        assert not files
+        return
     assert {"PULP_DB_PASSWORD_FILE", "PULP_BROKER_PASSWORD_FILE"} <= files.keys()
+    # The admin password reaches server.conf where the first migration creates the user, and where
+    # the API rotates it.
+    if command_of(container) in ("migrate", "beat", "api"):
+        assert "PULP_ADMIN_PASSWORD_FILE" in files
     for value in files.values():
         secret_name, key = secret_file(workload, container, value)
         assert secret_value(secret_name, key)
@@ -493,6 +562,12 @@ def test_pulpinit_resolves_the_deployment(item, tmp_path):
     workload, container = item
     pod = pod_name_of(workload, ordinal=3)
     env = effective_env(container, pod)
+    if command_of(container) == "crane":
+        crane = cranesettings.from_environ(env, {}, cranesettings.config_path(env))
+        assert crane.data_dir == cranesettings.PULP_DATA_DIR
+        mount = mount_of(workload, container, "pulp-storage")
+        assert mount["readOnly"] is True and crane.data_dir.startswith(mount["mountPath"].rstrip("/") + "/")
+        return
     injected, addresses = simulated_service_variables()
     environ = {**injected, **env}
     passwords = {}
@@ -512,23 +587,30 @@ def test_pulpinit_resolves_the_deployment(item, tmp_path):
     assert user == f"amqp://pulp:{broker_password}@{addresses['msg']}//"
     assert settings.get("messaging.url") == f"tcp://{addresses['msg']}"
     assert settings.toolkit.log_format == "json"
+    if "PULP_ADMIN_PASSWORD" in passwords:
+        assert settings.get("server.default_password") == passwords["PULP_ADMIN_PASSWORD"]
 
 
 @pytest.mark.parametrize("item", PULPINIT_CONTAINERS, ids=container_id)
 def test_pod_is_set_up_for_pulpinit(item):
     workload, container = item
     pod = workload["spec"]["template"]["spec"]
-    # Service links on: that is how pulpinit finds db and msg.
-    assert pod.get("enableServiceLinks", True) is True
+    command = command_of(container)
+    # Service links on: that is how pulpinit finds db and msg (crane finds neither).
+    assert pod.get("enableServiceLinks", True) is (command in DB_ROLES)
     # Root, for pulpinit's own privilege drop; no way to regain more than it starts with.
     security = container["securityContext"]
     assert security["runAsUser"] == 0 and security["allowPrivilegeEscalation"] is False
-    assert {"SETUID", "SETGID"} <= set(security["capabilities"]["add"])
+    added = set(security["capabilities"]["add"])
+    assert {"SETUID", "SETGID"} <= added
     assert security["capabilities"]["drop"] == ["ALL"]
+    # httpd binds 443 as root, then drops its children itself: NET_BIND_SERVICE only there.
+    assert ("NET_BIND_SERVICE" in added) is (command in HTTPD_ROLES)
+    if command in HTTPD_ROLES:
+        assert {"CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL", "SETGID", "SETUID"} <= added
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     grace = pod["terminationGracePeriodSeconds"]
     assert grace >= GRACE_FLOOR
-    command = parse(argv_of(container)[1:]).command
     if command in ("beat", "migrate"):  # the migrating roles: pulp-manage-db may be running
         assert grace > MANAGE_DB_STOP_TIMEOUT + 10
         owner = next(e for e in container["env"] if e["name"] == "HOSTNAME")
@@ -574,6 +656,130 @@ def test_workers_take_their_number_from_the_ordinal():
 
 
 # ------------------------------------------------------------------------------------------------
+# Kubernetes: the whole service (API, crane, keys, content, network, disruptions)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("item", PULPINIT_CONTAINERS, ids=container_id)
+def test_each_role_mounts_exactly_its_keys_where_the_image_links_them(item):
+    workload, container = item
+    role = command_of(container)
+    mounts = mounts_from(workload, container, "secret", "pulp-keys")
+    needed = {key.name for key in ROLE_KEYS[role]}
+    if not needed:
+        assert mounts == [], f"{role} needs no key"
+        return
+    [mount] = mounts
+    assert mount["mountPath"] == KEYS_DIR and mount["readOnly"] is True and "subPath" not in mount
+    secret = mount["volume"]["secret"]
+    assert {item["key"] for item in secret["items"]} == needed
+    assert all(item["path"] == item["key"] for item in secret["items"])  # the names the links point to
+    assert set(needed) <= KEY_FILES.keys()
+    # root:apache 0440 through fsGroup: the private keys pass the start-up check (group read, nothing for
+    # others), Pulp as apache reads them through its group, httpd's parent as root.
+    assert secret["defaultMode"] == 0o440
+    assert workload["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == APACHE_GID
+
+
+@pytest.mark.parametrize("item", PULPINIT_CONTAINERS, ids=container_id)
+def test_the_content_volume_is_shared_read_write_where_pulp_writes_and_read_only_for_crane(item):
+    workload, container = item
+    role = command_of(container)
+    mounts = mounts_from(workload, container, "persistentVolumeClaim", "pulp-storage")
+    if role == "resource-manager":  # hands tasks to workers; touches no content
+        assert mounts == []
+        return
+    [mount] = mounts
+    assert mount["mountPath"] == "/var/lib/pulp"
+    assert mount.get("readOnly", False) is (role == "crane")
+    claim = by_kind("PersistentVolumeClaim")["pulp-storage"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # several pods, several nodes
+
+
+@pytest.mark.parametrize("role", HTTPD_ROLES)
+def test_httpd_roles_behind_a_tls_passthrough_load_balancer(role):
+    [(workload, container)] = [(w, c) for w, c in PULPINIT_CONTAINERS if command_of(c) == role]
+    assert workload["kind"] == "Deployment" and workload["spec"]["replicas"] >= 2
+    labels = workload["spec"]["template"]["metadata"]["labels"]
+    services = [s for s in by_kind("Service").values() if s["spec"]["selector"].items() <= labels.items()]
+    [service] = [s for s in services if s["spec"].get("clusterIP") != "None"]
+    # TLS ends at httpd (client certificates): TCP 443 straight through, no Ingress in between.
+    assert service["spec"]["type"] == "LoadBalancer"
+    [port] = service["spec"]["ports"]
+    assert port["port"] == 443 and port["targetPort"] == "https"
+    assert not by_kind("Ingress")
+    # Kubernetes sends SIGTERM (httpd's immediate stop): SIGWINCH, the image's STOPSIGNAL, comes first.
+    image = (ROOT / "images" / role / "Dockerfile").read_text()
+    assert ("STOPSIGNAL", "SIGWINCH") in instructions(image)
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["/bin/sh", "-c"] and command[2].startswith("kill -WINCH 1;")
+    assert workload["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > int(command[2].split("sleep ")[1])
+
+
+def test_the_api_is_replaced_not_rolled():
+    """The API uses the database without heartbeating: no old API may serve while an upgrade migrates."""
+    [(workload, _)] = [(w, c) for w, c in PULPINIT_CONTAINERS if command_of(c) == "api"]
+    assert workload["spec"]["strategy"]["type"] == "Recreate"
+
+
+def pods_selected(selector: dict[str, str]) -> list[str]:
+    return sorted(
+        w["metadata"]["name"]
+        for w in workloads()
+        if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+@pytest.mark.parametrize(("service", "port"), [("db", 27017), ("msg", 5672)])
+def test_only_pulps_pods_reach_mongodb_and_the_broker(service, port):
+    target = by_kind("Service")[service]
+    selected = selected_pods(target)
+    policies = [
+        p
+        for p in by_kind("NetworkPolicy").values()
+        if p["spec"]["podSelector"]["matchLabels"].items() <= target["spec"]["selector"].items()
+    ]
+    [policy] = policies
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert pods_selected(policy["spec"]["podSelector"]["matchLabels"]) == [w["metadata"]["name"] for w in selected]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+    [source] = rule["from"]
+    assert set(source) == {"podSelector"}  # pods of this namespace only: no namespaceSelector, no ipBlock
+    allowed = set(pods_selected(source["podSelector"]["matchLabels"]))
+    talkers = {w["metadata"]["name"] for w, c in PULPINIT_CONTAINERS if command_of(c) in DB_ROLES}
+    assert allowed == talkers, "exactly the pulpinit pods that wait for MongoDB and the broker"
+
+
+def test_disruption_budgets_for_the_multi_replica_workloads_only():
+    budgets = by_kind("PodDisruptionBudget")
+    covered = {name for b in budgets.values() for name in pods_selected(b["spec"]["selector"]["matchLabels"])}
+    replicated = {w["metadata"]["name"] for w in workloads() if w["kind"] != "Job" and w["spec"].get("replicas", 1) > 1}
+    assert covered == replicated
+    assert {"pulp-api", "pulp-worker"} <= covered and not {"pulp-beat", "pulp-resource-manager"} & covered
+    for budget in budgets.values():
+        spec = budget["spec"]
+        assert spec.get("minAvailable", 0) >= 1 or spec.get("maxUnavailable") == 1
+
+
+def test_everything_goes_into_the_namespace():
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    [namespace] = by_kind("Namespace")
+    assert kustomization["namespace"] == namespace
+    assert all("namespace" not in doc["metadata"] for doc in MANIFESTS)  # kustomize sets it
+
+
+def test_the_keys_secret_is_made_by_the_operator_not_shipped():
+    assert "pulp-keys" not in by_kind("Secret")
+    mounted = {
+        m["volume"]["secret"]["secretName"]
+        for w, c in PULPINIT_CONTAINERS
+        for m in mounts_from(w, c, "secret", "pulp-keys")
+    }
+    assert mounted == {"pulp-keys"}
+
+
+# ------------------------------------------------------------------------------------------------
 # docker-compose.yml
 # ------------------------------------------------------------------------------------------------
 
@@ -589,10 +795,16 @@ def compose_duration(text: str) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
+def compose_command(name: str) -> str:
+    command: str = check_parses(["pulpinit", *COMPOSE_SERVICES[name]["command"]], name).command
+    return command
+
+
 def test_compose_has_db_msg_and_every_role():
     assert {"db", "msg"} <= COMPOSE_SERVICES.keys()
-    commands = sorted(check_parses(["pulpinit", *COMPOSE_SERVICES[n]["command"]], n).command for n in COMPOSE_PULPINIT)
-    assert sorted(set(commands)) == sorted([*ROLES, "migrate"]) and commands.count("worker") >= 2
+    commands = sorted(compose_command(n) for n in COMPOSE_PULPINIT)
+    assert sorted(set(commands)) == sorted([*ROLES, *HTTPD_ROLES, "migrate", "pki"])
+    assert commands.count("worker") >= 2
 
 
 def test_compose_migrate_is_a_one_shot_the_roles_wait_for():
@@ -600,22 +812,42 @@ def test_compose_migrate_is_a_one_shot_the_roles_wait_for():
     assert migrate == ["migrate"]
     assert COMPOSE_SERVICES["migrate"]["restart"] == "no"
     for name in COMPOSE_PULPINIT:
-        if name == "migrate":
+        if compose_command(name) not in DB_ROLES or name == "migrate":
             continue
         depends = COMPOSE_SERVICES[name]["depends_on"]
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
+    assert "migrate" not in COMPOSE_SERVICES["crane"]["depends_on"]  # crane reads no database
 
 
-@pytest.mark.parametrize("name", COMPOSE_PULPINIT)
+def interpolated(value: object) -> str:
+    """A compose value after Compose's ``${VAR:-default}`` interpolation with nothing set."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+
+
+COMPOSE_ROLES = [n for n in COMPOSE_PULPINIT if compose_command(n) != "pki"]
+
+
+@pytest.mark.parametrize("name", COMPOSE_ROLES)
 def test_compose_role(name, tmp_path):
     service = COMPOSE_SERVICES[name]
     args = check_parses(["pulpinit", *service["command"]], name)
     role = ROLE_IMAGES[image_name(service["image"])]
     assert role is None or args.command == role
-    env = {k: str(v) for k, v in service["environment"].items()}
+    env = {k: interpolated(v) for k, v in service["environment"].items()}
     problems = {k: unknown_variable(k) for k in env if unknown_variable(k)}
     assert not problems
     assert env["PULPINIT_LOG_FORMAT"] == "json"
+    if args.command in HTTPD_ROLES:
+        assert "NET_BIND_SERVICE" in service["cap_add"] and service["stop_signal"] == "SIGWINCH"
+        probe = service["healthcheck"]["test"]
+        assert probe[:2] == ["CMD", "curl"] and probe[-1] == f"https://localhost{HTTPD_READY_PATHS[args.command]}"
+    else:
+        assert "NET_BIND_SERVICE" not in service["cap_add"]
+    if args.command == "crane":
+        crane = cranesettings.from_environ(env, {}, cranesettings.config_path(env))
+        assert crane.data_dir == cranesettings.PULP_DATA_DIR
+        assert "pulp-storage:/var/lib/pulp:ro" in service["volumes"]
+        return
     # Secrets as files: /run/secrets/<name>, a secret the service has and the project defines.
     environ = dict(env)
     for variable, path in env.items():
@@ -637,7 +869,7 @@ def test_compose_role(name, tmp_path):
     assert grace > MANAGE_DB_STOP_TIMEOUT + 10
     if args.command == "worker":
         assert grace >= WORKER_GRACE_FLOOR
-    if name != "migrate":
+    if name != "migrate" and args.command not in HTTPD_ROLES:
         probe = service["healthcheck"]["test"]
         assert probe[0] == "CMD"
         assert check_parses(probe[1:], f"{name} healthcheck").command == "check-deps"
@@ -652,6 +884,23 @@ def test_compose_workers_have_unique_numbers():
         configured = worker["environment"].get("PULP_WORKER_NUMBER")
         numbers.append(worker_number(args.number, int(configured) if configured else None, worker["hostname"]))
     assert len(workers) >= 2 and len(set(numbers)) == len(numbers)
+
+
+def test_compose_pki_fills_the_keys_volume_once_before_the_roles_that_use_keys():
+    [pki] = [n for n in COMPOSE_PULPINIT if compose_command(n) == "pki"]
+    service = COMPOSE_SERVICES[pki]
+    args = parse(service["command"])
+    assert args.directory == KEYS_DIR and args.group == str(APACHE_GID)
+    assert service["volumes"] == [f"pulp-keys:{KEYS_DIR}"] and service["restart"] == "no"
+    assert "pulp-keys" in COMPOSE_DOC["volumes"]
+    for name in COMPOSE_ROLES:
+        role = compose_command(name)
+        volumes = COMPOSE_SERVICES[name].get("volumes", [])
+        if ROLE_KEYS[role]:
+            assert f"pulp-keys:{KEYS_DIR}:ro" in volumes, name
+            assert COMPOSE_SERVICES[name]["depends_on"][pki]["condition"] == "service_completed_successfully"
+        else:
+            assert not [v for v in volumes if v.startswith("pulp-keys:")], name
 
 
 def test_compose_secret_files_exist():

@@ -22,6 +22,13 @@ def test_every_explicit_variable_is_documented():
         assert f"| `{var.name}` | `{var.key}` |" in README, var.name
 
 
+def test_every_crane_variable_is_documented():
+    from pulpinit.settings.crane import EXPLICIT as CRANE
+
+    for var in CRANE:
+        assert f"| `{var.name}` | `{var.key}` | {var.meaning} |" in README, var.name
+
+
 def test_every_exit_code_is_documented():
     for code in ExitCode:
         assert f"| {code.value} |" in README or f"{code.value} /" in README or f"/ {code.value}" in README, code

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from helpers.images import check_parses, instructions, stages
 
-from pulpinit.pki.check import KEY_FILES, STATIC_DIR
+from pulpinit.pki.check import KEY_FILES, KEYS_DIR, STATIC_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,6 +44,16 @@ def test_base_image_deletes_every_key_after_the_last_install():
     assert re.search(r"test -z \"\$\(find [^)]*/etc/pki/pulp[^)]*/etc/pki/tls/private", guard), guard
 
 
+def test_every_key_path_links_into_the_keys_directory_after_the_guard():
+    """The roles mount their keys at KEYS_DIR; the image links every path Pulp and httpd read to it."""
+    final = stages((ROOT / "Dockerfile.base").read_text())[-1]
+    guard = next(args for word, args in final if word == "RUN" and removed_paths(args))
+    after_guard = guard[guard.index("test -z") :]
+    links = [words[2:] for words in map(shlex.split, re.split(r"&&|;", after_guard)) if words[:2] == ["ln", "-s"]]
+    assert sorted(links) == sorted([f"{KEYS_DIR}/{name}", spec.default_path] for name, spec in KEY_FILES.items())
+    assert f"mkdir -p {KEYS_DIR}" in after_guard
+
+
 def test_base_image_installs_the_docker_plugin():
     final = stages((ROOT / "Dockerfile.base").read_text())[-1]
     installs = " ".join(args for word, args in final if word == "RUN" and "yum install" in args)
@@ -58,8 +68,12 @@ def test_crane_image():
     assert '"python-crane-${CRANE_VERSION}"' in run
     deleted = removed_paths(run)
     assert "/etc/httpd/conf.d/pulp*.conf" in deleted  # Pulp's WSGI apps do not run beside crane
-    for name in ("server.key", "server.crt"):  # should the install have brought mod_ssl's again
-        assert KEY_FILES[name].default_path in deleted
-    assert ("ENV", "PULPINIT_USER=root") in parsed  # httpd starts as root and drops its children itself
+    for name in ("server.key", "server.crt"):  # httpd's pair is still linked to where crane mounts it
+        assert f'test "$(readlink {KEY_FILES[name].default_path})" = {KEYS_DIR}/{name}' in run
+    # The role hands httpd over as root by itself; PULPINIT_USER stays apache, crane's WSGI user.
+    assert not [args for word, args in parsed if word == "ENV" and args.startswith("PULPINIT_USER")]
+    assert ("COPY", "httpd-crane.conf /etc/httpd/conf.d/crane.conf") in parsed
+    httpd_conf = (ROOT / "images" / "crane" / "httpd-crane.conf").read_text()
+    assert "WSGIScriptAlias / /usr/share/crane/crane.wsgi" in httpd_conf  # python-crane's WSGI file
     [cmd] = [json.loads(args) for word, args in parsed if word == "CMD"]
     check_parses(["pulpinit", *cmd], "images/crane")

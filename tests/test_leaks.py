@@ -33,6 +33,7 @@ from pulpinit.redact import REDACTOR, forms
 from pulpinit.testing import SAMPLE_CONF
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.keys import keys_env
 from pulpinit.testing.plugin import FakeServices
 
 SAMPLE = SAMPLE_CONF
@@ -156,10 +157,11 @@ def services(module_fakes: FakeServices) -> tuple[FakeMongo, FakeAmqpBroker]:
 
 
 @pytest.fixture
-def live_env(services, workdir: Path) -> dict[str, str]:
+def live_env(services, workdir: Path, pulp_keys: Path) -> dict[str, str]:
     mongo, broker = services
     (workdir / "db-password").write_text("SEKmongoRET\n")
     return {
+        **keys_env(pulp_keys),  # the worker checks its message-signing pair
         "PULP_DB_SEEDS": mongo.hostport,
         "PULP_DB_USERNAME": "pulp",
         "PULP_DB_PASSWORD_FILE": str(workdir / "db-password"),

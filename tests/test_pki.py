@@ -38,6 +38,7 @@ from pulpinit.errors import ExitCode, KeyFileError
 from pulpinit.pki.check import (
     KEY_FILES,
     ROLE_KEYS,
+    STATIC_DIR,
     Published,
     Reader,
     check_keys,
@@ -800,3 +801,13 @@ def test_check_module_does_not_import_cryptography():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_the_knobs_default_to_the_paths_of_the_key_table():
+    """httpd's pair and Pulp's static directory: the knobs' defaults are the paths the key table knows."""
+    from pulpinit.settings.knobs import KNOBS
+
+    defaults = {knob.name: knob.default for knob in KNOBS}
+    assert defaults["PULPINIT_HTTPD_CERT"] == KEY_FILES["server.crt"].default_path
+    assert defaults["PULPINIT_HTTPD_KEY"] == KEY_FILES["server.key"].default_path
+    assert defaults["PULPINIT_STATIC_DIR"] == STATIC_DIR

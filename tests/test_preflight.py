@@ -27,6 +27,7 @@ from pulpinit.errors import ExecError
 from pulpinit.privileges import resolve_user
 from pulpinit.settings.preflight import locate
 from pulpinit.testing import SAMPLE_CONF, standins
+from pulpinit.testing.keys import keys_env
 from pulpinit.testing.serving import free_port
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="PULPINIT_USER is checked only when root")
@@ -153,7 +154,7 @@ def test_a_command_root_may_run_but_the_user_may_not_is_126(capsys, workdir):
         PULPINIT_MIGRATION_FINGERPRINT="",
         PATH="/nonexistent",
     )
-    assert code == 78 and "fingerprint" in error["error"]  # the next check, not 126
+    assert code == 78 and "rsa.key: does not exist" in error["error"]  # the next check (the worker's keys), not 126
 
 
 def test_fingerprint_that_cannot_be_derived_is_78_before_anything(capsys, workdir):
@@ -171,10 +172,11 @@ def test_the_user_is_checked_before_the_commands(capsys, workdir):
     assert code == 78 and "PULPINIT_USER" in error["error"]
 
 
-def test_only_what_the_role_runs_is_checked(capsys, workdir):
+def test_only_what_the_role_runs_is_checked(capsys, workdir, pulp_keys):
     """A worker neither migrates (no PULPINIT_MANAGE_DB) nor, with waiting off, needs a fingerprint."""
     env = environment(
         workdir,
+        **keys_env(pulp_keys),
         PULPINIT_MANAGE_DB="/nonexistent/pulp-manage-db",
         PULPINIT_MIGRATION_WAIT="false",
         PULPINIT_MIGRATION_FINGERPRINT="",

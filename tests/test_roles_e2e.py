@@ -20,6 +20,7 @@ from helpers.supervision import rss_kb
 from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.keys import keys_env
 from pulpinit.testing.processes import Spawned, children, pid_namespaces_reason
 from pulpinit.testing.serving import free_port
 
@@ -27,7 +28,7 @@ HEAVY = ("pymongo", "bson", "proton", "augeas", "_cffi_backend")
 
 
 @pytest.fixture
-def env(fake_services: tuple[FakeMongo, FakeAmqpBroker]) -> Iterator[dict[str, str]]:
+def env(fake_services: tuple[FakeMongo, FakeAmqpBroker], pulp_keys: Path) -> Iterator[dict[str, str]]:
     mongo, broker = fake_services
     root = Path(tempfile.mkdtemp(prefix="pulpinit-e2e-"))
     root.chmod(0o777)
@@ -47,6 +48,7 @@ def env(fake_services: tuple[FakeMongo, FakeAmqpBroker]) -> Iterator[dict[str, s
             "PULP_BROKER_URL": broker.url(),
             "PULP_SERVER_NAME": "pulp.test",
             "STANDIN_SECONDS": "0.1",
+            **keys_env(pulp_keys),  # the worker checks its message-signing pair
         }
     )
     yield environ

@@ -118,9 +118,8 @@ def test_singletons_and_the_api_are_recreated_workers_roll_one_by_one():
     """Recreate: the old pod is gone (its heartbeat deleted, its database use ended) before the
     new one starts; the workers' rolling update waits for each updated pod to be Ready."""
     workloads = pulp_workloads(render(K8S))
-    for role in ("beat", "resource-manager", "run"):  # `run`: the API (httpd) when its manifest exists
-        if role in workloads:
-            assert workloads[role]["spec"]["strategy"]["type"] == "Recreate", role
+    for role in ("beat", "resource-manager", "api"):  # the API: httpd with Pulp's WSGI app, no heartbeat
+        assert workloads[role]["spec"]["strategy"]["type"] == "Recreate", role
     workers = workloads["worker"]["spec"]
     assert workers["updateStrategy"] == {"type": "RollingUpdate"}  # no partition, no maxUnavailable
     probe = workers["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]["command"]

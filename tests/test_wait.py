@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
+import socket
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
 from pulpinit import log
 from pulpinit.errors import DependencyUnavailable, ExitCode
+from pulpinit.wait.armed import Knock
 from pulpinit.wait.targets import Dependency, Failure, ProbeResult
 from pulpinit.wait.waiter import WaitPolicy, wait_all
 
@@ -134,4 +140,138 @@ def test_stop_event_ends_the_wait_at_once():
     start = time.monotonic()
     with pytest.raises(DependencyUnavailable):
         wait_all({"mongodb": lambda timeout: down()}, WaitPolicy(timeout=60, initial=1.0, max_interval=30), stop=stop)
+    assert time.monotonic() - start < 1.0
+
+
+# --- the armed wait (issue 16): knocks while refused, on the injected clock ------------------------
+
+ADDRESS = (socket.AF_INET, ("127.0.0.1", 27017))
+
+
+def refused(name: Dependency = "mongodb") -> ProbeResult:
+    return replace(down(name), refused=(ADDRESS,))
+
+
+def failing(failure: Failure, name: Dependency = "mongodb") -> ProbeResult:
+    return ProbeResult(name, "mongodb://db:27017/pulp", False, 1.0, failure=failure, error="no")
+
+
+Outcome = Callable[[float], ProbeResult]  # the probe's answer at a fake time
+Verdict = Callable[[float], Knock]  # a knock's answer at a fake time
+
+
+class LateServer:
+    """Refuses until ``up_at`` on the fake clock, then answers; ``outcome``/``verdict`` override the answers."""
+
+    def __init__(
+        self, t: FakeTime, up_at: float = 1e9, outcome: Outcome | None = None, verdict: Verdict | None = None
+    ) -> None:
+        self.t = t
+        self.outcome = outcome or (lambda now: up() if now >= up_at else refused())
+        self.verdict = verdict or (lambda now: Knock.ACCEPTED if now >= up_at else Knock.REFUSED)
+        self.probes: list[float] = []  # fake times of the protocol probes
+        self.knocks: list[tuple[float, tuple]] = []
+
+    def probe(self, timeout: float) -> ProbeResult:
+        self.probes.append(self.t.clock())
+        return self.outcome(self.t.clock())
+
+    def knock(self, addresses: tuple, timeout: float) -> Knock:
+        self.knocks.append((self.t.clock(), addresses))
+        return self.verdict(self.t.clock())
+
+
+def run(dep: LateServer, policy: WaitPolicy, seed: int = 7) -> dict[str, ProbeResult]:
+    random.seed(seed)  # the same jitter for the armed and the plain run
+    return wait_all({"mongodb": dep.probe}, policy, clock=dep.t.clock, sleep=dep.t.sleep, knocker=dep.knock)
+
+
+def never_up(outcome: Outcome | None = None, verdict: Verdict | None = None, timeout: float = 60):
+    """The same dependency waited for until the deadline with knocks and without: (armed, plain)."""
+    armed, plain = (LateServer(FakeTime(), outcome=outcome, verdict=verdict) for _ in range(2))
+    for dep, interval in ((armed, 0.05), (plain, 0.0)):
+        with pytest.raises(DependencyUnavailable):
+            run(dep, WaitPolicy(timeout=timeout, armed_interval=interval))
+    return armed, plain
+
+
+def test_armed_wait_knocks_while_refused_and_probes_the_moment_it_accepts(logs):
+    armed, plain = LateServer(FakeTime(), 30.0), LateServer(FakeTime(), 30.0)
+    assert run(armed, WaitPolicy(timeout=60))["mongodb"].ok
+    assert run(plain, WaitPolicy(timeout=60, armed_interval=0))["mongodb"].ok
+    # while refused, the protocol probes run on the plain backoff schedule, no more often
+    assert [p for p in armed.probes if p < 30] == [p for p in plain.probes if p < 30]
+    # the probe runs at the first knock after it listens: within one knock interval, not a 2 s cap
+    assert 30.0 <= armed.probes[-1] <= 30.05 + 1e-9 and len(armed.probes) == len(plain.probes)
+    assert plain.probes[-1] > 30.05 and not plain.knocks
+    # knocks go to the addresses the probe resolved, every 50 ms, and are not counted as probes
+    assert {addresses for _, addresses in armed.knocks} == {(ADDRESS,)}
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(armed.knocks)]
+    assert min(gaps) >= 0.05 - 1e-9 and len(armed.knocks) > 500
+    up_line = next(e for e in logs() if e["event"] == "dep.up")
+    assert up_line["attempts"] == len(armed.probes) and up_line["knocks"] == len(armed.knocks)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [Failure.AUTH, Failure.STALLED, Failure.TLS, Failure.PROTOCOL, Failure.VERSION, Failure.REPLICA_SET, Failure.RESET],
+)
+def test_a_server_that_is_up_but_failing_is_probed_as_often_as_without_knocks(failure):
+    armed, plain = never_up(lambda now: failing(failure))
+    assert armed.probes == plain.probes and len(armed.probes) <= 40
+    assert not armed.knocks
+
+
+@pytest.mark.parametrize("failure", [Failure.DNS, Failure.TIMEOUT])
+def test_a_name_that_does_not_resolve_or_a_silent_network_keeps_the_plain_backoff(failure):
+    armed, plain = never_up(lambda now: failing(failure))
+    assert armed.probes == plain.probes and not armed.knocks
+
+
+def test_refused_then_a_name_that_stops_resolving_disarms():
+    armed, _ = never_up(lambda now: refused() if now < 10 else failing(Failure.DNS), timeout=30)
+    assert armed.knocks and max(when for when, _ in armed.knocks) < 12  # no knock after the DNS failure
+
+
+def test_a_port_that_accepts_knocks_but_refuses_probes_gets_a_plain_pause_between():
+    """A flapping listener: every knock accepted, every probe refused — probes stay bounded."""
+    armed, plain = never_up(verdict=lambda now: Knock.ACCEPTED)
+    # at most one extra (refused) probe per backoff interval, never one per knock interval
+    assert len(armed.probes) <= 2 * len(plain.probes) + 1
+    assert len(armed.knocks) <= len(armed.probes)
+
+
+def test_a_crash_looping_server_gets_no_more_probes_that_reach_it_than_without_knocks():
+    """Down (refused) and up-but-resetting in turn, every knock accepted: the probes that reach
+    the server (not refused) come at most one per backoff interval, as without knocks."""
+    answers = itertools.cycle([refused(), failing(Failure.RESET)])
+    armed, plain = never_up(lambda now: next(answers), lambda now: Knock.ACCEPTED)
+    reached = armed.probes[1::2]  # every other probe was answered by the server (a reset)
+    assert len(reached) <= len(plain.probes)
+    # once the backoff sits at its 2 s cap, the server sees a probe at most every 2 s, as without knocks
+    assert all(b - a >= 2.0 for a, b in itertools.pairwise(r for r in reached if r > 20))
+
+
+def test_knock_timeout_or_unreachable_stops_knocking_for_the_rest_of_the_pause():
+    armed, plain = never_up(verdict=lambda now: Knock.OTHER)
+    assert armed.probes == plain.probes  # the schedule is untouched
+    assert len(armed.knocks) <= len(armed.probes)  # one knock per pause, then it sleeps
+
+
+def test_stop_ends_an_armed_pause_at_once():
+    """Real time and real knocks on a closed loopback port: a stop is not held up by knocking."""
+    import time
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        address = (socket.AF_INET, closed.getsockname())
+        stop = threading.Event()
+        threading.Timer(0.2, stop.set).start()
+        start = time.monotonic()
+        with pytest.raises(DependencyUnavailable):
+            wait_all(
+                {"mongodb": lambda timeout: replace(down(), refused=(address,))},
+                WaitPolicy(timeout=60, initial=5.0, max_interval=30),
+                stop=stop,
+            )
     assert time.monotonic() - start < 1.0

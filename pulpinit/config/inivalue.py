@@ -9,6 +9,11 @@ last character); a value of exactly ``""`` is empty; each continuation line
 stripped text.  ``#`` inside a value is literal.
 Python 3's ``configparser.ConfigParser()`` agrees on every value that
 :func:`value_problem` accepts (it has no inline comments by default).
+
+crane reads crane.conf with Python 2.7's plain ``ConfigParser``, which interpolates only a
+value that holds ``%(``: any other ``%`` is literal and ``%%`` stays ``%%``.  :data:`SAFE` and
+:data:`BASIC` are the two ways of reading (:class:`Dialect`); the module-level functions are
+:data:`SAFE`'s, Pulp's.
 """
 
 from __future__ import annotations
@@ -75,3 +80,51 @@ def reads_exactly(raw: str | None, wanted: str, continued: Sequence[str] = ()) -
 def escape(value: str) -> str:
     """The raw text that Pulp reads as ``value``: ``%`` doubled (SafeConfigParser interpolates)."""
     return value.replace("%", "%%")
+
+
+class Dialect:
+    """How a Python 2.7 ``ConfigParser`` class reads values: this one is ``SafeConfigParser`` (Pulp)."""
+
+    name = "SafeConfigParser"
+
+    def problem(self, value: str, *, crlf: bool = False) -> str | None:
+        """Why ``value`` cannot be written so that it is read back unchanged (:func:`value_problem`)."""
+        return value_problem(value, crlf=crlf)
+
+    def reads(self, raw: str | None, continued: Sequence[str] = ()) -> str:
+        """The value the program gets for an entry (:func:`pulp_reads`)."""
+        return pulp_reads(raw, continued)
+
+    def reads_exactly(self, raw: str | None, wanted: str, continued: Sequence[str] = ()) -> bool:
+        """True when the entry reads as ``wanted`` with nothing left to interpolate."""
+        return reads_exactly(raw, wanted, continued)
+
+    def escape(self, value: str) -> str:
+        """The raw text that reads as ``value``."""
+        return escape(value)
+
+
+class _Basic(Dialect):
+    """Plain ``ConfigParser`` (crane): ``%`` is literal unless the value holds ``%(``."""
+
+    name = "ConfigParser"
+
+    def problem(self, value: str, *, crlf: bool = False) -> str | None:
+        if "%(" in value:
+            return "contains '%(', which ConfigParser reads as the start of an interpolation"
+        return value_problem(value, crlf=crlf)
+
+    def reads(self, raw: str | None, continued: Sequence[str] = ()) -> str:
+        return "\n".join([_first_line(raw or ""), *continued])
+
+    def reads_exactly(self, raw: str | None, wanted: str, continued: Sequence[str] = ()) -> bool:
+        return self.reads(raw, continued) == wanted and "%(" not in "\n".join([raw or "", *continued])
+
+    def escape(self, value: str) -> str:
+        return value
+
+
+#: ``SafeConfigParser``: Pulp's server.conf.
+SAFE = Dialect()
+#: ``ConfigParser``: crane's crane.conf.
+BASIC: Dialect = _Basic()

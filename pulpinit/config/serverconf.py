@@ -46,11 +46,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pulpinit import redact
 from pulpinit.config.atomicfile import check_unchanged_readable, remove_stale_temps, replace_file
-from pulpinit.config.inivalue import escape, pulp_reads, reads_exactly, value_problem
+from pulpinit.config.inivalue import SAFE, Dialect
 from pulpinit.config.lens import COMMENT, CONTINUED, EMPTY, ORIGINAL, SPECIAL, LensTree, Node, newline_of
 from pulpinit.errors import ConfigFileError, EnvValueError, UserError
 from pulpinit.privileges import Identity, identity_for
@@ -59,6 +59,7 @@ from pulpinit.regularfile import FileProblem, read_regular
 
 if TYPE_CHECKING:
     from pulpinit.log import Logger
+    from pulpinit.settings.resolve import Value
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _KEY_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]*\Z")
@@ -66,6 +67,7 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 _COMMENTED_KEY = re.compile(r"([A-Za-z0-9_.-]+)[ \t]*[:=]")
 _TAG_BASE = 0xF0000  # Unicode private use plane 15: tags that tell masked values apart in a diff
 _TAGS = re.compile(re.escape(MASK) + "[\U000f0000-\U000f0fff]")
+_Conf = TypeVar("_Conf", bound="ServerConf")
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,15 @@ class KeyChange:
 
     def _shown(self, value: str) -> str:
         return REDACTOR(redact.display(f"{self.section}.{self.key}", value, secret=self.secret))
+
+
+def assignments(to_write: Sequence[tuple[str, Value]]) -> list[Assignment]:
+    """The edits for ``(section.key, value)`` pairs (:meth:`Settings.to_write`), each naming its variable."""
+    found = []
+    for key, value in to_write:
+        section, name = value.option
+        found.append(Assignment(section, name, value.value, value.variable or key, value.secret))
+    return found
 
 
 def option_name(label: str) -> str:
@@ -180,7 +191,13 @@ class _Section:
 
 
 class ServerConf:
-    """One parsed server.conf (or the empty file it will become)."""
+    """One parsed server.conf (or the empty file it will become).
+
+    ``dialect`` is how the program reads the file's values (Pulp: ``SafeConfigParser``); a
+    subclass for another INI file read by Python 2.7 sets its own (crane.conf).
+    """
+
+    dialect: Dialect = SAFE
 
     def __init__(self, path: Path, data: bytes | None, tree: LensTree, text: str) -> None:
         self.path = path
@@ -216,7 +233,7 @@ class ServerConf:
         return self._tree.newline == "\r\n"
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, create: bool = False) -> ServerConf:
+    def load(cls: type[_Conf], path: str | os.PathLike[str], *, create: bool = False) -> _Conf:
         """Read and parse ``path``; with ``create``, a missing file reads as empty.
 
         Only a regular file (after symlinks) of at most 1 MiB is read: a FIFO, a device or a
@@ -256,7 +273,7 @@ class ServerConf:
         result: dict[tuple[str, str], str] = {}
         for sec in self._sections if root == ORIGINAL else self._read_sections(root):
             for _, node, continued in sec.entries():
-                result[(sec.node.label, option_name(node.label))] = pulp_reads(node.value, continued)
+                result[(sec.node.label, option_name(node.label))] = self.dialect.reads(node.value, continued)
         return result
 
     def values(self) -> dict[str, str]:
@@ -267,7 +284,7 @@ class ServerConf:
         """Validate ``assignments`` and compute the new text; nothing is written."""
         seen: dict[tuple[str, str], str] = {}
         for item in assignments:
-            problem = value_problem(item.value, crlf=self.crlf)
+            problem = self.dialect.problem(item.value, crlf=self.crlf)
             if problem:
                 raise EnvValueError(item.variable, problem)
             where = (item.section, item.key)
@@ -289,18 +306,18 @@ class ServerConf:
 
     def _apply(self, work: str, item: Assignment, created: set[str], warnings: dict[str, str]) -> KeyChange | None:
         sections = self._read_sections(work, item.section)
-        raw = escape(item.value) or None
+        raw = self.dialect.escape(item.value) or None
         how: Placement
         old: str | None
         live = [(s, found) for s, found in ((s, s.live(item.key)) for s in sections) if found is not None]
         if live:
             section, (index, node, continued) = live[-1]
-            if reads_exactly(node.value, item.value, continued):
+            if self.dialect.reads_exactly(node.value, item.value, continued):
                 return None
             for extra in reversed(section.continuations(index)):
                 self._tree.remove(extra.path)  # part of the old value
             self._tree.set(node.path, raw)
-            how, old = "updated", pulp_reads(node.value, continued)
+            how, old = "updated", self.dialect.reads(node.value, continued)
         elif sections:
             how, old = "appended", None
             found = next(((s, i) for s in sections if (i := s.commented_default(item.key)) is not None), None)

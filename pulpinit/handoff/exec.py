@@ -36,17 +36,26 @@ def hand_off(
     supervise: bool,
     stop_timeout: float | None,
     drop_env: Iterable[str],
+    as_root: bool = False,
 ) -> NoReturn:
     """Exec ``argv`` as ``user`` (when root), or the resident supervisor around it (``supervise``).
 
     ``drop_env`` names the variables the role's process does not get (the secrets pulpinit
-    consumed).  Raises :class:`~pulpinit.errors.ExecError` (127/126) or
+    consumed).  ``as_root``: keep root for ``argv`` (httpd, which drops its own children), logged
+    as ``privileges.keep``.  Raises :class:`~pulpinit.errors.ExecError` (127/126) or
     :class:`~pulpinit.errors.UserError` (78) when the exec or the drop fails.
     """
     logger = log.get_logger(stage="handoff")
     env = child_environ(None, drop=drop_env)
-    identity = identity_for(user)  # None when not root (OpenShift's arbitrary UID)
-    if identity is None:
+    identity = None if as_root else identity_for(user)  # None when not root (OpenShift's arbitrary UID)
+    if as_root and os.geteuid() == 0:
+        logger.info(
+            "privileges.keep",
+            uid=os.getuid(),
+            gid=os.getgid(),
+            reason="httpd binds 443 and reads its key as root, then drops its own children (User apache)",
+        )
+    elif identity is None:
         logger.info(
             "privileges.as_is", uid=os.getuid(), gid=os.getgid(), reason="not root: running as the current user"
         )

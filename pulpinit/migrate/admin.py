@@ -15,6 +15,11 @@ configured that the stored hash does not verify against, store it (a rotation). 
 a compare-and-set on the old hash, so API replicas starting together settle on one value.
 
 The password never appears in a log line or an error: only the outcome does.
+
+:func:`admin_step` is the API role's step after the migrations: it connects the way the migrate
+stage does and runs :func:`ensure_admin_password` with every MongoDB failure handled like the
+migrate stage's (:class:`~pulpinit.migrate.retry.Retrier`): transient ones retried until the
+deadline (then exit 69), a user that may not read or write ``users`` → 78, anything else → 70.
 """
 
 from __future__ import annotations
@@ -25,14 +30,20 @@ import enum
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pulpinit.wait.targets import MongoTarget
 
 __all__ = [
+    "DEFAULT_LOGIN",
     "DEFAULT_PASSWORD",
     "ITERATIONS",
     "SALT_BYTES",
+    "USERS",
     "AdminPassword",
+    "admin_step",
     "ensure_admin_password",
     "hash_password",
     "verify_password",
@@ -42,6 +53,12 @@ ITERATIONS = 5000
 SALT_BYTES = 8
 #: Pulp's built-in ``[server] default_password``.
 DEFAULT_PASSWORD = "admin"  # noqa: S105 (Pulp's well-known default, which this module warns about)
+#: Pulp's ``[server] default_login``.
+DEFAULT_LOGIN = "admin"
+#: Pulp's collection of users.
+USERS = "users"
+#: The client name of the step's MongoDB connection (server logs, currentOp).
+APPNAME = "pulpinit-admin"
 _ATTEMPTS = 3
 
 
@@ -153,3 +170,40 @@ def _warn_default(stored: str, login: str, log: Any) -> bool:
         )
         return True
     return False
+
+
+def admin_step(
+    target: MongoTarget,
+    login: str,
+    password: str | None,
+    log: Any,
+    *,
+    deadline: float,
+    timeout: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> AdminPassword:
+    """Check (and rotate) the admin password in ``target``'s database, retrying until ``deadline``.
+
+    ``timeout`` bounds one attempt (server selection, connect, each operation); ``deadline`` is
+    on ``clock``.  Raises :class:`~pulpinit.errors.DependencyUnavailable` (69) when MongoDB does
+    not answer in time, :class:`~pulpinit.errors.NotAuthorized` (78) when the user may not do it,
+    :class:`~pulpinit.errors.MigrationFailed` (70) for any other refusal.
+    """
+    from pulpinit.errors import DependencyUnavailable
+    from pulpinit.migrate.retry import Retrier
+    from pulpinit.wait.mongo_client import connect
+
+    client = connect(target, timeout, heartbeatFrequencyMS=1000, appname=APPNAME)
+    try:
+        users = client[target.database][USERS]
+        retrier = Retrier(target, clock=clock, sleep=sleep, log=log)
+        return retrier.call(
+            lambda: ensure_admin_password(users, login, password, log),
+            what="check the admin user's password",
+            action=f"find and update on {USERS}",
+            deadline=deadline,
+            give_up=lambda why: DependencyUnavailable([f"mongodb: {why}"]),
+        )
+    finally:
+        client.close()

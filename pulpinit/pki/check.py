@@ -41,13 +41,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pulpinit.errors import KeyFileError
-from pulpinit.privileges import Identity, resolve_user, running_as_root
+from pulpinit.privileges import Identity, access_problem, resolve_user, running_as_root
 
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 
 __all__ = [
+    "KEYS_DIR",
     "KEY_FILES",
     "ROLE_KEYS",
     "STATIC_DIR",
@@ -70,6 +71,11 @@ Reader = Literal["pulp", "root"]
 WARN_WITHIN = datetime.timedelta(days=30)
 #: Where Pulp serves ``/pulp/static/`` from; ``pulp-gen-key-pair`` links ``rsa_pub.key`` into it.
 STATIC_DIR = "/var/lib/pulp/static"
+#: The one directory the images link every key path to (``/etc/pki/pulp/ca.key`` →
+#: ``KEYS_DIR/ca.key``, …) and where a role mounts its keys: a Kubernetes Secret with only the
+#: role's items, or the Compose volume ``pulp-keys``.  A role started without it finds dangling
+#: links, which the check names.
+KEYS_DIR = "/etc/pki/pulp-keys"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,9 +201,18 @@ def role_key_table() -> str:
     return "\n".join(lines) + "\n"
 
 
-def key_paths(conf: Mapping[str, str]) -> dict[str, str]:
-    """File name → path: the server.conf value when ``conf`` (``section.key`` → value) sets one."""
-    return {f.name: (conf.get(f.conf) or f.default_path) if f.conf else f.default_path for f in KEY_FILES.values()}
+def key_paths(
+    conf: Mapping[str, str], *, httpd_cert: str | None = None, httpd_key: str | None = None
+) -> dict[str, str]:
+    """File name → path: the server.conf value when ``conf`` (``section.key`` → value) sets one.
+
+    httpd's pair is where its configuration names it: ``httpd_cert``/``httpd_key``
+    (``PULPINIT_HTTPD_CERT``/``PULPINIT_HTTPD_KEY``), by default mod_ssl's paths.
+    """
+    paths = {f.name: (conf.get(f.conf) or f.default_path) if f.conf else f.default_path for f in KEY_FILES.values()}
+    paths["server.crt"] = httpd_cert or paths["server.crt"]
+    paths["server.key"] = httpd_key or paths["server.key"]
+    return paths
 
 
 def current_identity() -> Identity:
@@ -234,49 +249,6 @@ class KeyWarning:
 
 # -- files -----------------------------------------------------------------------------------
 
-_CAP_DAC_OVERRIDE = 1
-_CAP_DAC_READ_SEARCH = 2
-
-
-def _root_bypasses_permissions() -> bool:
-    """True when this (root) process holds CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH, as httpd will."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("CapEff:"):
-                    caps = int(line.split()[1], 16)
-                    return bool(caps & (1 << _CAP_DAC_OVERRIDE | 1 << _CAP_DAC_READ_SEARCH))
-    except (OSError, ValueError):
-        pass
-    return False
-
-
-def _allowed(st: os.stat_result, who: Identity, want: int) -> bool:
-    """Whether the owner/group/other class ``who`` falls into grants ``want`` (4 read, 1 search)."""
-    if who.uid == st.st_uid:
-        bits = st.st_mode >> 6
-    elif st.st_gid in who.groups or st.st_gid == who.gid:
-        bits = st.st_mode >> 3
-    else:
-        bits = st.st_mode
-    return bits & want == want
-
-
-def _unreadable_by(real: Path, who: Identity) -> str | None:
-    """Why ``who`` cannot read the (symlink-free) path ``real``, or None when it can."""
-    if who.uid == 0 and running_as_root() and _root_bypasses_permissions():
-        return None
-    for directory in reversed(real.parents):
-        if not _allowed(os.stat(directory), who, 1):
-            return f"not readable by {who.name} (uid {who.uid}): no search permission on {directory}"
-    st = os.stat(real)
-    if not _allowed(st, who, 4):
-        return (
-            f"not readable by {who.name} (uid {who.uid}, gid {who.gid}): mode {stat.S_IMODE(st.st_mode):04o}, "
-            f"owner {st.st_uid}:{st.st_gid}"
-        )
-    return None
-
 
 def _read_checked(path: str, kind: Kind, readers: Sequence[Identity]) -> bytes:
     """Existence, type, mode and readability of one file; returns its content."""
@@ -303,7 +275,7 @@ def _read_checked(path: str, kind: Kind, readers: Sequence[Identity]) -> bytes:
         raise KeyFileError(path, f"mode {mode:04o}: writable by the group or others")
     real = Path(os.path.realpath(path))
     for who in readers:
-        problem = _unreadable_by(real, who)
+        problem = access_problem(real, who)
         if problem:
             raise KeyFileError(path, problem)
     try:

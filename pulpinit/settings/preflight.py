@@ -10,9 +10,15 @@ settings stage instead, in this order:
   searched in ``PATH`` the way the exec will;
 * ``PULPINIT_PRE_MIGRATE`` (when set) and ``PULPINIT_MANAGE_DB`` for the migrating roles (beat,
   migrate): the same;
+* the keys of the role (:data:`pulpinit.pki.check.ROLE_KEYS`: ``api``, ``crane``, ``worker``),
+  each usable by who reads it (:func:`check_keys`): 78 naming the file; a certificate near its
+  end is a warning, logged by the caller;
 * the migration fingerprint for every role that migrates or waits for migrations: 78 when it
   cannot be derived (``rpm -qa`` finds no Pulp packages and ``PULPINIT_MIGRATION_FINGERPRINT``
   is not set).
+
+``api`` and ``crane`` hand httpd over as root: their command is found and judged executable for
+root, not for ``PULPINIT_USER``.
 
 The role itself is not known here (roles are chosen above the stages): the checks get the
 commands to find, as ``(variable, command)`` pairs, and the function that derives the
@@ -32,18 +38,22 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pulpinit.errors import ConfigError, ExecError, PulpinitError, UserError, exec_failure
+from pulpinit.errors import ConfigError, ExecError, KeyFileError, PulpinitError, UserError, exec_failure
 from pulpinit.privileges import Identity, resolve_user, running_as_root
 from pulpinit.settings.toolkit import Toolkit
 
-Status = Literal["ok", "problem", "unknown"]
+if TYPE_CHECKING:
+    from pulpinit.pki.check import KeyWarning
+
+Status = Literal["ok", "problem", "unknown", "warning"]
 OK: Status = "ok"
 PROBLEM: Status = "problem"
 UNKNOWN: Status = "unknown"  # a fingerprint that cannot be derived
+WARNING: Status = "warning"  # worth a line, not a stop (crane's data_dir)
 #: Derives the migration fingerprint from ``PULPINIT_MIGRATION_FINGERPRINT`` (or rpm).
 Fingerprinter = Callable[[str | None], tuple[str, str]]
 
@@ -64,6 +74,7 @@ class Preflight:
 
     checks: tuple[Check, ...]
     fingerprint: tuple[str, str] | None = None  # (fingerprint, how it was derived)
+    keys: KeyReport | None = None  # the key check, when the role uses keys and it ran
 
     @property
     def problems(self) -> tuple[Check, ...]:
@@ -76,6 +87,19 @@ class Preflight:
             raise check.error
 
 
+@dataclass(frozen=True)
+class KeyReport:
+    """What the key check of a role found: its row, the files it checked, the warnings to log."""
+
+    check: Check
+    files: tuple[str, ...] = ()
+    warnings: tuple[KeyWarning, ...] = ()
+
+
+#: The key check of a role (:func:`check_keys` with the role's name and settings bound).
+KeyChecker = Callable[[], KeyReport]
+
+
 def check_role(
     toolkit: Toolkit,
     commands: Sequence[tuple[str | None, str]],
@@ -83,22 +107,52 @@ def check_role(
     *,
     fingerprint: Fingerprinter | None,
     complete: bool = False,
+    as_root: bool = False,
+    keys: KeyChecker | None = None,
 ) -> Preflight:
     """Check a role in order: the user, ``commands`` (``(variable or None, command)`` for every
-    program it starts), then the fingerprint (unless ``fingerprint`` is None); stop at the first
-    problem unless ``complete`` (``--dry-run``)."""
+    program it starts; the first one as root when ``as_root``), the keys (``keys``), then the
+    fingerprint (unless ``fingerprint`` is None); stop at the first problem unless ``complete``
+    (``--dry-run``)."""
     checks: list[Check] = []
     user, identity = check_user(toolkit)
     checks.append(user)
-    for variable, command in commands:
+    for index, (variable, command) in enumerate(commands):
         if checks[-1].error is not None and not complete:
             return Preflight(tuple(checks))
-        checks.append(check_command(variable, command, search_path, identity))
+        who = resolve_user("0") if as_root and index == 0 and running_as_root() else identity
+        checks.append(check_command(variable, command, search_path, who))
+    report = None
+    if keys is not None and (complete or checks[-1].error is None):
+        report = keys()
+        checks.append(report.check)
     derived = None
     if fingerprint is not None and (complete or checks[-1].error is None):
         found, derived = check_fingerprint(toolkit, fingerprint)
         checks.append(found)
-    return Preflight(tuple(checks), derived)
+    return Preflight(tuple(checks), derived, report)
+
+
+def check_keys(role: str, conf: Mapping[str, str], toolkit: Toolkit) -> KeyReport | None:
+    """The key check of ``role`` (:func:`pulpinit.pki.check.check_keys`); None when it uses no key.
+
+    ``conf`` is server.conf's effective ``{section.key: value}`` (where Pulp reads its keys);
+    httpd's pair is where ``PULPINIT_HTTPD_CERT``/``PULPINIT_HTTPD_KEY`` say.
+    """
+    from pulpinit.pki import check
+
+    needed = check.ROLE_KEYS.get(role, ())
+    if not needed:
+        return None
+    paths = check.key_paths(conf, httpd_cert=toolkit.httpd_cert, httpd_key=toolkit.httpd_key)
+    files = tuple(paths[key.name] for key in needed)
+    try:
+        warnings = check.check_keys(role, paths, check.readers_for(toolkit.user))
+    except KeyFileError as exc:
+        return KeyReport(Check("keys", PROBLEM, str(exc), exc), files)
+    except UserError as exc:  # the user check above reports it; the keys cannot be judged for it
+        return KeyReport(Check("keys", UNKNOWN, f"not checked: {exc}"), files)
+    return KeyReport(Check("keys", OK, f"{len(files)} files of the {role} role"), files, tuple(warnings))
 
 
 def check_user(toolkit: Toolkit) -> tuple[Check, Identity | None]:

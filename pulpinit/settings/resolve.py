@@ -31,7 +31,6 @@ when ``messaging.transport`` is ``rabbitmq``).
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from pulpinit.errors import EnvValueError
 from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
 from pulpinit.regularfile import unreadable
 from pulpinit.settings import parse, secretfile
+from pulpinit.settings.confvars import generic_key, read_variables
 from pulpinit.settings.discovery import Endpoint, find_service, looked_for
 from pulpinit.settings.knobs import KNOBS
 from pulpinit.settings.toolkit import Toolkit, knob_display, knob_sources, toolkit_from_environ
@@ -106,13 +106,17 @@ EXPLICIT: tuple[Var, ...] = (
     Var("PULP_BROKER_URL", "tasks.broker_url", "Celery broker URL (`qpid://…` or `amqp://…`)"),
     Var("PULP_MESSAGING_URL", "messaging.url", "messaging URL (`tcp://host:port` or `ssl://…`)"),
     Var("PULP_SERVER_NAME", "server.server_name", "server name; also the celery node name"),
+    Var(
+        "PULP_ADMIN_PASSWORD",
+        "server.default_password",
+        "the admin user's password: the first migration creates the user with it, the API role rotates it",
+    ),
 )
 
 #: Inputs of the broker URL derivation (layer 2/3), highest first.
 BROKER_USER_VARS = ("PULP_BROKER_USER", "MSG_SERVICE_USER")
 BROKER_PASSWORD_VARS = ("PULP_BROKER_PASSWORD", "MSG_SERVICE_PASSWORD")
 GENERIC_PREFIX = "PULP_CONF__"
-_GENERIC_PART = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 #: The secret variables and the key that decides how secret they are (the broker password has none).
 _SECRET_VARS = {v.name: v.key for v in EXPLICIT if v.secret} | {
     n: "tasks.broker_password" for n in BROKER_PASSWORD_VARS
@@ -143,6 +147,15 @@ class Value:
     def from_environment(self) -> bool:
         """True when pulpinit must write it into server.conf (layers 1-3)."""
         return self.kind in ("env", "file", "k8s")
+
+
+def secrets_of(values: Mapping[str, Value]) -> set[str]:
+    """Every secret string among ``values`` (passwords whole, URLs by their passwords)."""
+    found: set[str] = set()
+    for key, value in values.items():
+        if value.secret and value.value:
+            found.update(redact.secrets_in(value.value, whole=is_secret_key(key) or "://" not in value.value))
+    return found
 
 
 def _value(
@@ -182,11 +195,7 @@ class Settings:
 
     def secrets(self) -> set[str]:
         """Every secret string (passwords, URL passwords) to register with the redactor."""
-        found: set[str] = set()
-        for key, value in self.values.items():
-            if value.secret and value.value:
-                found.update(redact.secrets_in(value.value, whole=is_secret_key(key) or "://" not in value.value))
-        return found
+        return secrets_of(self.values)
 
     def boolean(self, key: str) -> bool:
         """A boolean key, read as Pulp reads it (validated by :func:`from_environ` already)."""
@@ -245,7 +254,7 @@ def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str] = Mappi
     consumed: set[str] = set()
     for name, raw in environ.items():
         base = name.removesuffix("_FILE")
-        key = _SECRET_VARS.get(base) or _generic_key(base)
+        key = _SECRET_VARS.get(base) or generic_key(base, GENERIC_PREFIX)
         if key is None:
             if name in ("PULPINIT_CELERY_ARGS", "PULPINIT_PRE_MIGRATE"):  # command lines may hold a URL
                 REDACTOR.add_value(raw, whole=False)
@@ -265,54 +274,16 @@ def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str] = Mappi
     return frozenset(consumed)
 
 
-def _generic_key(name: str) -> str | None:
-    """``PULP_CONF__TASKS__BROKER_URL`` → ``tasks.broker_url``; None for other names or bad shapes."""
-    if not name.startswith(GENERIC_PREFIX):
-        return None
-    parts = name[len(GENERIC_PREFIX) :].lower().split("__")
-    return ".".join(parts) if len(parts) == 2 else None
-
-
 def _explicit_values(environ: Mapping[str, str]) -> dict[str, Value]:
+    """Layer 1: the explicit variables and ``PULP_CONF__<SECTION>__<KEY>`` (:mod:`pulpinit.settings.confvars`)."""
+    explicit = ((var.name, var.key, var.secret) for var in EXPLICIT)
     found: dict[str, Value] = {}
-    for var in EXPLICIT:
-        raw = secretfile.lookup(environ, var.name, allow_file=var.secret)
-        if raw is not None:
-            found[var.key] = _from_variable(environ, var.key, var.name, raw)
-    explicit_vars = {var.key: var.name for var in EXPLICIT if var.key in found}
-    generic_vars: dict[str, str] = {}
-    for name in sorted(environ):
-        if not name.startswith(GENERIC_PREFIX):
-            continue
-        base = name.removesuffix("_FILE")
-        parts = base[len(GENERIC_PREFIX) :].lower().split("__")
-        if len(parts) != 2 or not all(_GENERIC_PART.match(p) for p in parts):
-            raise EnvValueError(
-                name, "expected PULP_CONF__<SECTION>__<KEY> (split at '__' only), e.g. PULP_CONF__TASKS__CACERT"
-            )
-        section, option = parts
-        key = f"{section}.{option}"
-        if base != name and not may_hold_secret(key):
-            raise EnvValueError(name, f"_FILE is only read for secrets (passwords, URLs); set {base} instead")
-        other = explicit_vars.get(key) or generic_vars.get(key)
-        if other is not None and other != base:
-            raise EnvValueError(
-                name, f"sets [{section}] {option}, which {other} sets too: ambiguous, set only one of them"
-            )
-        raw = secretfile.lookup(environ, base, allow_file=may_hold_secret(key))
-        if raw is not None:
-            generic_vars[key] = base
-            found[key] = _from_variable(environ, key, base, raw, (section, option))
+    for key, assigned in read_variables(environ, explicit, GENERIC_PREFIX, "PULP_CONF__TASKS__CACERT").items():
+        source = f"file:{assigned.origin}" if assigned.from_file else f"env:{assigned.name}"
+        found[key] = _value(
+            key, assigned.raw, source, assigned.origin, from_file=assigned.from_file, option=assigned.option
+        )
     return found
-
-
-def _from_variable(
-    environ: Mapping[str, str], key: str, name: str, raw: str, option: tuple[str, str] | None = None
-) -> Value:
-    origin = secretfile.origin(environ, name)
-    from_file = origin != name
-    source = f"file:{origin}" if from_file else f"env:{name}"
-    return _value(key, raw, source, origin, from_file=from_file, option=option)
 
 
 def _endpoint(

@@ -33,12 +33,17 @@ class Toolkit:
     celery_args: str
     celery_log_dir: str | None
     manage_db: str
+    httpd: str
+    httpd_cert: str
+    httpd_key: str
+    static_dir: str
     db_service: str
     msg_service: str
     db_auth_source: str | None
     wait_timeout: float
     wait_initial: float
     wait_max_interval: float
+    wait_armed_interval: float
     probe_timeout: float
     wait_log_interval: float
     migration_wait: bool

@@ -6,8 +6,11 @@ and runs real pulpinit processes against them: ``settings``, ``configure
 --dry-run``, ``check-deps``, then ``beat`` — configure, wait, migrate once
 under the lock (a stand-in pulp-manage-db), privilege drop (to ``nobody``
 when run as root), exec of a stand-in celery that prints its argv and exits on
-SIGTERM — and ``beat`` again, which skips the migration.  Exit 0 when every
-step behaved as it should.
+SIGTERM — and ``beat`` again, which skips the migration.  Then the REST API: the deployment's
+keys made once by ``pki init``, and ``api`` — the key check, the admin password (the stored
+``admin`` replaced by ``PULP_ADMIN_PASSWORD``), ``rsa_pub.key`` published, and a stand-in httpd
+exec'd as root that says which keys it can read, stopped gracefully with SIGWINCH.  Exit 0 when
+every step behaved as it should.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.keys import keys_env
 from pulpinit.testing.serving import free_port
 
 SAMPLE = SAMPLE_CONF
@@ -39,17 +43,53 @@ def _pulpinit(env: dict[str, str], *argv: str) -> int:
     return subprocess.run([sys.executable, "-m", "pulpinit", *argv], env=env, check=False).returncode
 
 
-def _start_role(env: dict[str, str], *argv: str) -> int:
-    """Run a role until the stand-in celery is up, then stop it the way Kubernetes does (SIGTERM)."""
+def _start_role(
+    env: dict[str, str], *argv: str, ready: str = "celery uid=", stop: signal.Signals = signal.SIGTERM
+) -> int:
+    """Run a role until its stand-in says ``ready``, then stop it the way Kubernetes does (SIGTERM)."""
     print("$ pulpinit " + " ".join(argv), flush=True)
     proc = subprocess.Popen([sys.executable, "-m", "pulpinit", *argv], env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None  # noqa: S101 - stdout=PIPE
     for line in proc.stdout:
         print("  | " + line.rstrip(), flush=True)
-        if line.startswith("celery uid="):
-            print("  (the demo sends SIGTERM, as `kubectl delete pod` would)", flush=True)
-            proc.send_signal(signal.SIGTERM)
+        if line.startswith(ready):
+            why = (
+                "as `kubectl delete pod` would" if stop is signal.SIGTERM else "httpd's graceful stop, as preStop sends"
+            )
+            print(f"  (the demo sends {stop.name}: {why})", flush=True)
+            proc.send_signal(stop)
     return proc.wait(timeout=30)
+
+
+def _api(env: dict[str, str], root: Path, mongo: FakeMongo) -> list[str]:
+    """Keys made once, then the api role up to a stand-in httpd exec'd as root; the failures seen."""
+    from pulpinit.migrate.admin import hash_password, verify_password
+
+    failures = []
+    keys, admin_password = root / "pulp-keys", "demo-admin-s3cret"
+    group = ["--group", "nogroup"] if os.geteuid() == 0 else []
+    _banner("6. The deployment's keys, made once (never in an image)")
+    if _pulpinit(env, "pki", "init", str(keys), "--server-name", "pulp.demo.example", *group) != 0:
+        failures.append("pki init")
+    (root / "admin-password").write_text(admin_password + "\n")
+    env = {
+        **env,
+        "PULPINIT_HTTPD": str(standins.write_httpd(root / "bin")),
+        **keys_env(keys),
+        "PULPINIT_STATIC_DIR": str(root / "static"),
+        "PULP_ADMIN_PASSWORD_FILE": str(root / "admin-password"),
+        "STANDIN_HTTPD_FILES": os.pathsep.join(str(path) for path in sorted(keys.iterdir())),
+    }
+    users = mongo.client["pulp_database"]["users"]
+    users.insert_one({"login": "admin", "password": hash_password("admin")})  # what Pulp's default gave it
+    _banner("7. The REST API: keys checked, admin password set, rsa_pub.key published, httpd exec'd as root")
+    if _start_role(env, "api", ready="httpd can read:", stop=signal.SIGWINCH) != 0:
+        failures.append("api")
+    if not verify_password(users.find_one({"login": "admin"})["password"], admin_password):
+        failures.append("the admin password was not set")
+    if not (root / "static" / "rsa_pub.key").is_symlink():
+        failures.append("rsa_pub.key was not published")
+    return failures
 
 
 def main() -> int:
@@ -113,6 +153,7 @@ def main() -> int:
         runs = standins.parsed_runs(bindir)
         if len(runs) != 1:
             failures.append(f"the second start ran pulp-manage-db again ({len(runs)} runs)")
+        failures += _api(env, root, mongo)
     finally:
         late.cancel()
         broker.stop()
@@ -122,7 +163,10 @@ def main() -> int:
     if failures:
         print("demo FAILED: " + "; ".join(failures))
         return 1
-    print("demo ok: one migration across two starts, celery exec'd and stopped cleanly")
+    print(
+        "demo ok: one migration across two starts, celery exec'd and stopped cleanly; "
+        "the API's keys checked, its admin password set, httpd exec'd as root"
+    )
     return 0
 
 

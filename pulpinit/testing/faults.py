@@ -21,7 +21,8 @@ conveniences for the demo.
 * :class:`Proxy` – forwards to a real server; ``first_answer_delay`` holds the
   server's first answer back by that many seconds (a slow server); combined
   with ``up=False`` it is a late server, with ``go_down()``/``go_up()`` a
-  flapping one.
+  flapping one.  It counts the connections whose client hung up (FIN) without sending
+  a byte (:attr:`Proxy.quiet`): what the armed wait's knocks cost the server behind it.
 
 Example::
 
@@ -149,6 +150,11 @@ class FaultServer:
         with self._changed:
             return self._changed.wait_for(lambda: self.accepted >= count, timeout)
 
+    def wait_idle(self, timeout: float = 5.0) -> bool:
+        """Block until no accepted connection is open any more (every one was closed)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._conns, timeout)
+
     def stop(self) -> None:
         """Refuse, reset every connection, end every thread, release the port."""
         self._stopped.set()
@@ -216,8 +222,9 @@ class FaultServer:
         except OSError:
             pass
         finally:
-            with self._lock:
+            with self._changed:
                 self._conns.discard(conn)
+                self._changed.notify_all()
             conn.close()
             self._threads.discard(threading.current_thread())
 
@@ -376,6 +383,7 @@ class Proxy(FaultServer):
         super().__init__(host, port, up=up)
         self.target = target
         self.first_answer_delay = first_answer_delay
+        self.quiet = 0  # connections the client closed cleanly without sending a byte
 
     def handle(self, conn: socket.socket) -> None:
         try:
@@ -389,14 +397,19 @@ class Proxy(FaultServer):
         back = threading.Thread(target=self._pump, args=(upstream, conn, self.first_answer_delay), daemon=True)
         back.start()
         try:
-            self._pump(conn, upstream, 0.0)
+            sent = self._pump(conn, upstream, 0.0)
         finally:
             back.join()
             with self._lock:
                 self._conns.discard(upstream)
             upstream.close()
+        if sent == 0:
+            with self._lock:
+                self.quiet += 1
 
-    def _pump(self, src: socket.socket, dst: socket.socket, first_delay: float) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, first_delay: float) -> int | None:
+        """Copy until ``src`` ends; the bytes copied, None when it ended with an error (a reset)."""
+        sent: int | None = 0
         try:
             while data := src.recv(65536):
                 if first_delay > 0:
@@ -404,8 +417,10 @@ class Proxy(FaultServer):
                         break
                     first_delay = 0.0
                 dst.sendall(data)
+                sent = (sent or 0) + len(data)
         except OSError:
-            pass
+            sent = None
         finally:
             with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
+        return sent

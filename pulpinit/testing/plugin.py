@@ -20,7 +20,10 @@ port of its own (bound to port 0) and is stopped when its fixture's scope ends:
   ``run_script([...])`` an image's entrypoint) and returns the exit code, the output, the parsed
   log events and the celery argv;
 * ``sample_conf``: a copy of the sample server.conf in the test's ``tmp_path``;
-* ``free_port``: a loopback port nobody listens on (a connection to it is refused).
+* ``free_port``: a loopback port nobody listens on (a connection to it is refused);
+* ``pulp_keys``: the deployment's keys (``pki init``'s six files) in a directory every user may
+  enter, private keys readable by ``nobody``'s group when run as root, made once per session;
+  :func:`pulpinit.testing.keys.keys_env` gives the variables that point the roles at them.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ __all__ = [
     "fakes",
     "free_port",
     "module_fakes",
+    "pulp_keys",
     "pulpinit_sandbox",
     "sample_conf",
 ]
@@ -154,6 +158,19 @@ def sample_conf(tmp_path: Path) -> Path:
 def free_port() -> int:
     """A loopback port nobody listens on."""
     return _free_port()
+
+
+@pytest.fixture(scope="session")
+def pulp_keys() -> Iterator[Path]:
+    """The deployment's keys for the roles that check them (api, crane, worker), made once."""
+    from pulpinit.testing.keys import make_keys, reader_group
+
+    root = Path(tempfile.mkdtemp(prefix="pulpinit-keys-"))
+    root.chmod(0o755)
+    try:
+        yield make_keys(root / "keys", group=reader_group())
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
-"""The stand-in program for Pulp's ``celery`` processes and ``pulp-manage-db`` (one source, two names).
+"""The stand-in program for Pulp's ``celery`` processes, ``pulp-manage-db`` and ``httpd`` (one source).
 
-:mod:`pulpinit.testing.standins` writes this file, with a shebang, as ``celery`` and as
-``pulp-manage-db``; the name it is started under chooses the program.  It imports nothing of
+:mod:`pulpinit.testing.standins` writes this file, with a shebang, as ``celery``,
+``pulp-manage-db`` and ``httpd``; the name it is started under chooses the program.  It imports nothing of
 pulpinit: it runs as the unprivileged user, with the system's Python, from a directory that
 user can read; pymongo and bson come from ``LIBS`` (a copy the writer makes, because the
 project's venv may sit below a private directory).  Like Pulp, both read the database from
@@ -33,6 +33,11 @@ Then, in Pulp's order:
    newer than this code: exit 65;
 3. it "migrates" for ``STANDIN_SECONDS`` (default 0.2); ``STANDIN_EXIT=N`` (not 0) fails
    without changing anything; else, with ``STANDIN_SCHEMA``, it records version N.
+
+**httpd** prints its argv as JSON, its uid/gid/groups, which of the files named in
+``STANDIN_HTTPD_FILES`` (``os.pathsep``-separated) it can open for reading, and the names of the
+``PULP*``/``CRANE*`` variables it got; then waits.  SIGWINCH (httpd's graceful stop), SIGTERM or
+SIGINT makes it print the signal and exit 0; ``STANDIN_EXIT_AT_ONCE=N`` exits N instead of waiting.
 """
 
 import configparser
@@ -223,5 +228,31 @@ def manage_db() -> int:
     return code
 
 
+def httpd(argv: list[str]) -> int:
+    def stop(signum: int, frame: Any) -> None:
+        print(f"httpd: {signal.Signals(signum).name} received: stopping", flush=True)
+        sys.exit(0)
+
+    for name in ("SIGWINCH", "SIGTERM", "SIGINT"):
+        signal.signal(getattr(signal, name), stop)
+    print("httpd argv: " + json.dumps(argv), flush=True)
+    print(f"httpd uid={os.getuid()} gid={os.getgid()} groups={sorted(os.getgroups())} pid={os.getpid()}", flush=True)
+    readable = {}
+    for path in filter(None, os.environ.get("STANDIN_HTTPD_FILES", "").split(os.pathsep)):
+        try:
+            with open(path, "rb"):
+                readable[path] = True
+        except OSError:
+            readable[path] = False
+    print("httpd can read: " + json.dumps(readable), flush=True)
+    print("httpd environ: " + json.dumps(sorted(k for k in os.environ if k.startswith(("PULP", "CRANE")))), flush=True)
+    if os.environ.get("STANDIN_EXIT_AT_ONCE"):
+        return int(os.environ["STANDIN_EXIT_AT_ONCE"])
+    while True:
+        time.sleep(3600)
+
+
 if __name__ == "__main__":
-    sys.exit(celery(sys.argv) if os.path.basename(sys.argv[0]) == "celery" else manage_db())
+    PROGRAMS = {"celery": celery, "httpd": httpd}
+    program = PROGRAMS.get(os.path.basename(sys.argv[0]))
+    sys.exit(program(sys.argv) if program else manage_db())

@@ -1,11 +1,13 @@
 """A place to run pulpinit against the fakes: a writable server.conf, the stand-ins, the variables.
 
-:func:`prepare` fills a directory with a copy of the sample server.conf and the stand-ins for
-``pulp-manage-db`` and ``celery`` (:mod:`pulpinit.testing.standins`), readable and runnable by
-the user pulpinit drops to; :func:`variables` gives the environment that points pulpinit at that
-directory and at the fake services — the five variables pulpinit needs outside a Pulp image
-(``PULPINIT_CONFIG``, ``PULPINIT_USER``, ``PULPINIT_MIGRATION_FINGERPRINT``,
-``PULPINIT_MANAGE_DB``, ``PULPINIT_CELERY``) plus the addresses and credentials of the fakes.
+:func:`prepare` fills a directory with a copy of the sample server.conf, the stand-ins for
+``pulp-manage-db``, ``celery`` and ``httpd`` (:mod:`pulpinit.testing.standins`), readable and
+runnable by the user pulpinit drops to, and the deployment's keys as ``pulpinit pki init`` makes
+them (:mod:`pulpinit.testing.keys`; the worker, api and crane roles check theirs);
+:func:`variables` gives the environment that points pulpinit at that directory and at the fake
+services — the five variables pulpinit needs outside a Pulp image (``PULPINIT_CONFIG``,
+``PULPINIT_USER``, ``PULPINIT_MIGRATION_FINGERPRINT``, ``PULPINIT_MANAGE_DB``,
+``PULPINIT_CELERY``), the key paths and the addresses and credentials of the fakes.
 ``python -m pulpinit.testing.tryit`` (the README's "Try it by hand") uses them; :class:`Sandbox`
 (the pytest plugin's ``pulpinit_sandbox``) adds the runs of a test: pulpinit's commands or an
 image's entrypoint script, each a :class:`~pulpinit.testing.runner.Result`.
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pulpinit.testing import SAMPLE_CONF, runner, standins
+from pulpinit.testing.keys import keys_env, make_keys, reader_group
 from pulpinit.testing.runner import Result
 
 if TYPE_CHECKING:  # the fakes need the testing extra (mongomock): not imported to use this module
@@ -35,7 +38,7 @@ SERVER_NAME = "pulp.example.com"
 
 @dataclass(frozen=True)
 class Workdir:
-    """A prepared directory: ``server.conf`` and ``bin/`` with the stand-ins."""
+    """A prepared directory: ``server.conf``, ``bin/`` with the stand-ins and ``keys/``."""
 
     root: Path
 
@@ -56,9 +59,18 @@ class Workdir:
     def celery(self) -> Path:
         return self.bindir / "celery"
 
+    @property
+    def httpd(self) -> Path:
+        return self.bindir / "httpd"
+
+    @property
+    def keys(self) -> Path:
+        """The six files of ``pulpinit pki init`` (private keys readable by the user's group)."""
+        return self.root / "keys"
+
 
 def prepare(root: str | os.PathLike[str], sample: str | os.PathLike[str] = SAMPLE_CONF) -> Workdir:
-    """Fill ``root`` (created when missing) with a copy of ``sample`` and the stand-ins.
+    """Fill ``root`` (created when missing) with a copy of ``sample``, the stand-ins and the keys.
 
     ``root`` becomes ``0755`` and ``bin/`` ``0777``: running as root, pulpinit checks that the
     user it drops to can read server.conf, and the manage-db stand-in writes its runs file as
@@ -74,6 +86,9 @@ def prepare(root: str | os.PathLike[str], sample: str | os.PathLike[str] = SAMPL
     workdir.bindir.chmod(0o777)
     standins.write_manage_db(workdir.bindir)
     standins.write_celery(workdir.bindir)
+    standins.write_httpd(workdir.bindir)
+    if not workdir.keys.exists():
+        make_keys(workdir.keys, server_name=SERVER_NAME, group=reader_group(user()))
     return workdir
 
 
@@ -112,6 +127,7 @@ def variables(
         "PULPINIT_MIGRATION_FINGERPRINT": fingerprint,
         "PULPINIT_MANAGE_DB": str(workdir.manage_db),
         "PULPINIT_CELERY": str(workdir.celery),
+        **keys_env(workdir.keys),
     }
 
 

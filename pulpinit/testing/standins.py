@@ -1,8 +1,8 @@
-"""Stand-ins for Pulp's programs: ``pulp-manage-db``, ``celery``, and a backup command.
+"""Stand-ins for Pulp's programs: ``pulp-manage-db``, ``celery``, ``httpd``, and a backup command.
 
 Real executables (a shebang to the system's Python), written into a directory of the
 caller's, so pulpinit runs, streams, signals and execs them exactly as it
-would the real ones.  ``celery`` and ``pulp-manage-db`` are one program,
+would the real ones.  ``celery``, ``pulp-manage-db`` and ``httpd`` are one program,
 :mod:`pulpinit.testing.pulpstandin` (its docstring is their full contract):
 
 * manage-db: appends one line ``<pid> <uid> start <t>`` / ``<pid> end <code> <t>``
@@ -25,6 +25,10 @@ would the real ones.  ``celery`` and ``pulp-manage-db`` are one program,
   deletes its document on the warm shutdown; ``STANDIN_CELERY_RUNS`` records its life.
 * pre-migrate: records ``<pid> <uid> backup <t>`` in ``STANDIN_PRE_MIGRATE_RUNS`` and
   exits ``STANDIN_PRE_MIGRATE_EXIT`` (default 0).
+* httpd: prints its argv as JSON, its uid/gid/groups, which of the files named in
+  ``STANDIN_HTTPD_FILES`` (``os.pathsep``-separated) it can open for reading, and the names of
+  the ``PULP*``/``CRANE*`` variables it got; then waits.  SIGWINCH (httpd's graceful stop) or
+  SIGTERM makes it print the signal and exit 0.
 """
 
 from __future__ import annotations
@@ -113,6 +117,11 @@ def write_pre_migrate(directory: str | os.PathLike[str]) -> Path:
     path.write_text(_PRE_MIGRATE.format(python=interpreter()))
     path.chmod(0o755)
     return path
+
+
+def write_httpd(directory: str | os.PathLike[str]) -> Path:
+    """Write the httpd stand-in into ``directory``; returns its path."""
+    return _write_program(Path(directory), "httpd", None)
 
 
 def runs(directory: str | os.PathLike[str]) -> list[str]:

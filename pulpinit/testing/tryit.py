@@ -2,8 +2,8 @@
 
 Starts the fake MongoDB (user ``pulp``, password ``secret``, database ``pulp_database``) and the
 fake Qpid-like broker (the same user) on free loopback ports, prepares a work directory
-(:mod:`pulpinit.testing.sandbox`: a writable copy of the sample server.conf and stand-ins for
-pulp-manage-db and celery) and prints the ``export`` lines that point pulpinit at all of it.
+(:mod:`pulpinit.testing.sandbox`: a writable copy of the sample server.conf, stand-ins for
+pulp-manage-db, celery and httpd, and a set of keys) and prints the ``export`` lines that point pulpinit at all of it.
 
 * ``python -m pulpinit.testing.tryit`` serves in the foreground until Ctrl-C (or SIGTERM): paste
   the lines it prints into a second terminal.
@@ -67,7 +67,7 @@ def describe(variables: Mapping[str, str], root: Path, how_to_stop: str) -> list
     return [
         f"# fake MongoDB on {variables['PULP_DB_SEEDS']} and fake Qpid broker on {broker} "
         f"(user {USER}, password {PASSWORD})",
-        f"# work directory {root}: server.conf, and bin/ with stand-ins for pulp-manage-db and celery",
+        f"# work directory {root}: server.conf, bin/ with stand-ins for pulp-manage-db, celery and httpd, keys/",
         f"# {how_to_stop}",
     ]
 

@@ -48,7 +48,7 @@ from urllib.parse import unquote, urlsplit
 from pulpinit.redact import MASK, mask_url
 from pulpinit.wait import amqp010, amqp091, amqp10, tls
 from pulpinit.wait.net import Deadline, ProbeFailed, Resolver, connect, one_line, speaks_tls
-from pulpinit.wait.targets import BrokerTarget, Failure, ProbeResult
+from pulpinit.wait.targets import Address, BrokerTarget, Failure, ProbeResult
 
 #: The protocols Celery speaks to a broker, by the name in messages.
 Protocol = Literal["AMQP 0-10", "AMQP 0-9-1", "AMQP 1.0"]
@@ -127,7 +127,8 @@ def probe_broker(target: BrokerTarget, timeout_s: float = 1.0, *, resolver: Reso
         password = endpoint.password
         version = _handshake(endpoint, target, Deadline(timeout_s), resolver)
     except ProbeFailed as exc:
-        return _result(target, started, failure=exc.failure, error=_scrub(exc.message, password))
+        error = _scrub(exc.message, password)
+        return _result(target, started, failure=exc.failure, error=error, refused=exc.refused)
     except (struct.error, ValueError, IndexError, UnicodeError) as exc:
         error = f"malformed answer from the broker: {one_line(str(exc))}"
         return _result(target, started, failure=Failure.PROTOCOL, error=_scrub(error, password))
@@ -193,6 +194,7 @@ def _result(
     version: str | None = None,
     failure: Failure | None = None,
     error: str | None = None,
+    refused: tuple[Address, ...] = (),
 ) -> ProbeResult:
     return ProbeResult(
         name="broker",
@@ -202,4 +204,5 @@ def _result(
         version=version,
         failure=failure,
         error=error,
+        refused=refused,
     )

@@ -20,7 +20,9 @@ seeds beside pymongo: refused, a timeout before the TCP connection, a TLS
 port for a plain client or a plain one for a TLS client, and a server that is
 not MongoDB at all are named from its answer (pymongo would say reset,
 timeout or "Got response id …").  A pymongo timeout after the preflight got
-its answer is ``handshake_timeout``: the server answered, then stalled.
+its answer is ``handshake_timeout``: the server answered, then stalled.  A
+``connection_refused`` result, whichever side saw it, carries the addresses the
+seeds resolved to: the armed wait (:mod:`pulpinit.wait.armed`) knocks on them.
 
 To answer fast in both directions the probe watches pymongo's own server
 heartbeats (a ``ServerHeartbeatListener``) instead of sitting in server
@@ -57,7 +59,7 @@ from pulpinit.redact import REDACTOR, Redactor, mask_url
 from pulpinit.wait import mongo_wire, net
 from pulpinit.wait.mongo_client import connect
 from pulpinit.wait.net import ProbeFailed, one_line
-from pulpinit.wait.targets import Dependency, Failure, MongoTarget, ProbeResult
+from pulpinit.wait.targets import Address, Dependency, Failure, MongoTarget, ProbeResult
 
 NAME: Dependency = "mongodb"
 UNAUTHORIZED = 13
@@ -242,8 +244,9 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *, resolver: net.
     failure: Failure | None = None
     error: str | None = None
     version: str | None = None
+    resolved: tuple[Address, ...] = ()
     try:
-        reachable = mongo_wire.resolve_seeds(target, net.Deadline(timeout_s), resolver)
+        reachable, resolved = mongo_wire.resolve_seeds(target, net.Deadline(timeout_s), resolver)
         version = _race(reachable, timeout_s, started + timeout_s, resolver)
     except ProbeFailed as exc:
         failure, error = exc.failure, str(exc)
@@ -263,6 +266,7 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *, resolver: net.
         version=version,
         failure=failure,
         error=None if error is None else scrubbed(error, target),
+        refused=resolved if failure is Failure.REFUSED else (),
     )
 
 

@@ -50,7 +50,7 @@ from pulpinit.wait.net import (
     send,
     speaks_tls,
 )
-from pulpinit.wait.targets import Failure, MongoTarget
+from pulpinit.wait.targets import Address, Failure, MongoTarget
 
 OP_REPLY, OP_QUERY, OP_MSG = 1, 2004, 2013
 HEADER = struct.Struct("<iiii")  # messageLength, requestID, responseTo, opCode
@@ -138,23 +138,28 @@ def _tls_policy(target: MongoTarget) -> tls.TlsPolicy:
     )
 
 
-def resolve_seeds(target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None) -> MongoTarget:
-    """``target`` with the seeds that resolve; the first seed's DNS failure when none does.
+def resolve_seeds(
+    target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None
+) -> tuple[MongoTarget, tuple[Address, ...]]:
+    """``target`` with the seeds that resolve, and their addresses; the first seed's DNS failure when none does.
 
     pymongo then never looks up a name that does not resolve (it would ask the system resolver
-    again, and tests must not).
+    again, and tests must not).  The addresses are for the armed wait, when pymongo is refused.
     """
-    seeds, failures = [], []
+    seeds, failures, addresses = [], [], []
     for host, port in target.seeds:
         try:
-            resolve(host, port, deadline, resolver)
+            infos = resolve(host, port, deadline, resolver)
         except ProbeFailed as exc:
             failures.append(exc)
         else:
             seeds.append((host, port))
+            addresses += [(family, tuple(addr)) for family, _kind, _proto, _name, addr in infos]
     if not seeds:
         raise failures[0]
-    return target if len(seeds) == len(target.seeds) else dataclasses.replace(target, seeds=tuple(seeds))
+    if len(seeds) < len(target.seeds):
+        target = dataclasses.replace(target, seeds=tuple(seeds))
+    return target, tuple(dict.fromkeys(addresses))
 
 
 def preflight(target: MongoTarget, deadline: Deadline, resolver: Resolver | None = None) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pulpinit.settings.parse import format_hostport
-from pulpinit.wait.targets import Failure
+from pulpinit.wait.targets import Address, Failure
 
 #: ``getaddrinfo``'s signature: ``resolver(host, port, type=socket.SOCK_STREAM)``.
 Resolver = Callable[..., list[tuple[Any, ...]]]
@@ -59,12 +59,17 @@ _AMQP_HEADERS = {
 
 
 class ProbeFailed(Exception):
-    """A classified probe failure; ``str()`` is the one-line error."""
+    """A classified probe failure; ``str()`` is the one-line error.
 
-    def __init__(self, failure: Failure, message: str) -> None:
+    ``refused`` lists the resolved addresses that refused the connection (with
+    :attr:`Failure.REFUSED`): the probe result passes them on to the armed wait.
+    """
+
+    def __init__(self, failure: Failure, message: str, refused: tuple[Address, ...] = ()) -> None:
         super().__init__(message)
         self.failure = failure
         self.message = message
+        self.refused = refused
 
     def __str__(self) -> str:
         return self.message
@@ -120,8 +125,12 @@ def resolve(host: str, port: int, deadline: Deadline, resolver: Resolver | None 
 
 
 def connect(host: str, port: int, deadline: Deadline, resolver: Resolver | None = None) -> socket.socket:
-    """A connected TCP socket to the first address of ``host`` that answers; marks the deadline connected."""
+    """A connected TCP socket to the first address of ``host`` that answers; marks the deadline connected.
+
+    When the last address refused, the failure carries every address that refused.
+    """
     last: ProbeFailed | None = None
+    refused: list[Address] = []
     for family, kind, proto, _name, addr in resolve(host, port, deadline, resolver):
         sock = socket.socket(family, kind, proto)
         try:
@@ -130,12 +139,16 @@ def connect(host: str, port: int, deadline: Deadline, resolver: Resolver | None 
         except OSError as exc:
             sock.close()
             last = classify_os_error(exc, f"connecting to {format_hostport(host, port)}", deadline)
+            if last.failure is Failure.REFUSED:
+                refused.append((family, tuple(addr)))
             if last.failure is Failure.TIMEOUT:
                 break  # the deadline is spent: no time for the other addresses
             continue
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         deadline.connected = True
         return sock
+    if last is not None and last.failure is Failure.REFUSED:
+        raise ProbeFailed(Failure.REFUSED, last.message, tuple(refused))
     raise last or ProbeFailed(Failure.DNS, f"{host} has no address")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pulpinit.redact import MASK, mask_url
 from pulpinit.settings.parse import format_hostport, seeds
@@ -20,6 +20,8 @@ from pulpinit.settings.resolve import Settings
 
 #: The dependencies pulpinit waits for, by the name in logs and in the check-deps output.
 Dependency = Literal["mongodb", "broker"]
+#: A resolved TCP address: ``(family, sockaddr)`` as ``getaddrinfo`` gives them.
+Address = tuple[int, tuple[Any, ...]]
 
 
 class Failure(str, enum.Enum):
@@ -129,6 +131,9 @@ class ProbeResult:
     version: str | None = None
     failure: Failure | None = None
     error: str | None = None  # one line, secrets masked
+    #: With ``connection_refused``: the resolved addresses that refused, for the armed wait
+    #: (:mod:`pulpinit.wait.armed`) to knock on without resolving the name again. Not in the JSON.
+    refused: tuple[Address, ...] = ()
 
     @property
     def hint(self) -> str | None:

@@ -6,13 +6,16 @@ signal stops every waiter at once.  The interval starts near
 ``PULPINIT_WAIT_INITIAL`` (0.1 s), grows 1.5× per attempt plus up to 0.1 s of jitter, and is
 capped at ``PULPINIT_WAIT_MAX_INTERVAL`` (2 s); the whole wait ends at
 ``PULPINIT_WAIT_TIMEOUT``.  The total wait is the slower dependency's, not the
-sum.  A failure that waiting cannot cure (:data:`PERMANENT`: a MongoDB user that
-may log in but not write Pulp's database) ends the whole wait at once with exit 78.
+sum.  While a dependency refuses connections the wait is *armed* (:mod:`pulpinit.wait.armed`): the
+pause knocks on the refused addresses every ``PULPINIT_WAIT_ARMED_INTERVAL`` (0.05 s; 0 turns
+it off) and the probe runs the moment one accepts; other failures keep the plain backoff.
+A failure that waiting cannot cure (:data:`PERMANENT`: a MongoDB user that may log in but not
+write Pulp's database) ends the whole wait at once with exit 78.
 
 Log lines (stable event names): ``dep.down`` when a dependency is first found
 down (with its failure class), ``dep.still_down`` at most every
 ``PULPINIT_WAIT_LOG_INTERVAL`` seconds, ``dep.up`` when it answers (total wait,
-attempts, version).
+attempts — protocol probes —, knocks, version).
 
 tenacity is imported only when a wait runs (it costs ~50 ms): ``check-deps`` without ``--wait``
 and the commands that wait for nothing never load it.
@@ -31,6 +34,7 @@ from pulpinit import log
 from pulpinit.errors import ConfigError, DependencyUnavailable
 from pulpinit.settings.resolve import Settings
 from pulpinit.settings.toolkit import Toolkit
+from pulpinit.wait.armed import ArmedPause, Knocker, knock
 from pulpinit.wait.broker_probe import probe_broker
 from pulpinit.wait.mongo_probe import probe_mongodb
 from pulpinit.wait.targets import Failure, ProbeResult, broker_target, mongo_target
@@ -60,6 +64,7 @@ class WaitPolicy:
     max_interval: float = 2.0
     probe_timeout: float = 1.0
     log_interval: float = 10.0
+    armed_interval: float = 0.05  # 0: never knock (the plain backoff, as before issue 16)
 
     @classmethod
     def from_toolkit(cls, toolkit: Toolkit) -> WaitPolicy:
@@ -69,6 +74,7 @@ class WaitPolicy:
             max_interval=toolkit.wait_max_interval,
             probe_timeout=toolkit.probe_timeout,
             log_interval=toolkit.wait_log_interval,
+            armed_interval=toolkit.wait_armed_interval,
         )
 
     def backoff(self) -> Backoff:
@@ -117,6 +123,7 @@ class _Waiter:
     stop: threading.Event
     clock: Callable[[], float]
     sleep: Callable[[float], None]
+    knocker: Knocker = knock
     result: ProbeResult | None = None
     attempts: int = 0
 
@@ -126,11 +133,28 @@ class _Waiter:
         logger = log.get_logger(dependency=self.name)
         started = self.clock()
         throttle = log.Throttle(self.policy.log_interval, self.clock, since=started)
+        armed = ArmedPause(self.policy.armed_interval, self.clock, self.sleep, self.stop, self.knocker)
+        knocked_in = False  # the last pause ended because a knock was accepted
 
         def attempt() -> ProbeResult:
             self.attempts += 1
             budget = max(0.05, min(self.policy.probe_timeout, self.deadline - self.clock()))
-            return self.probe(budget)
+            self.result = self.probe(budget)
+            return self.result
+
+        def pause(seconds: float) -> None:
+            nonlocal knocked_in
+            last, flapping, knocked_in = self.result, knocked_in, False
+            if (
+                armed.interval > 0
+                and not flapping
+                and last is not None
+                and last.failure is Failure.REFUSED
+                and last.refused
+            ):
+                knocked_in = armed(seconds, last.refused, self.policy.probe_timeout)
+            else:  # a failure that involves the server, a name that does not resolve, or a flapping port
+                self.sleep(seconds)
 
         def after(state: tenacity.RetryCallState) -> None:
             res = state.outcome.result() if state.outcome else None
@@ -153,7 +177,7 @@ class _Waiter:
             wait=self.policy.backoff(),
             retry=tenacity.retry_if_result(lambda r: not r.ok and r.failure not in PERMANENT),
             after=after,
-            sleep=self.sleep,
+            sleep=pause,
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         )
         self.result = retrying(attempt)
@@ -166,6 +190,7 @@ class _Waiter:
                 version=self.result.version,
                 waited_s=round(self.clock() - started, 3),
                 attempts=self.attempts,
+                knocks=armed.knocks,
                 latency_ms=round(self.result.latency_ms, 1),
             )
 
@@ -177,11 +202,13 @@ def wait_all(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] | None = None,
     stop: threading.Event | None = None,
+    knocker: Knocker = knock,
 ) -> dict[str, ProbeResult]:
     """Wait until every probe answers ok; raise :class:`StillDown` (69) at the deadline.
 
     ``stop`` ends every waiter early (set by a signal handler); ``sleep`` defaults to
-    waiting on ``stop`` so that a stop interrupts a backoff interval at once.
+    waiting on ``stop`` so that a stop interrupts a backoff interval at once.  ``knocker``
+    is the armed wait's TCP connect (tests inject one that follows their clock).
     """
     stop = stop or threading.Event()
 
@@ -189,7 +216,9 @@ def wait_all(
         stop.wait(seconds)  # a stop (signal, deadline elsewhere) ends the backoff interval at once
 
     deadline = clock() + policy.timeout
-    waiters = [_Waiter(name, probe, policy, deadline, stop, clock, sleep or nap) for name, probe in probes.items()]
+    waiters = [
+        _Waiter(name, probe, policy, deadline, stop, clock, sleep or nap, knocker) for name, probe in probes.items()
+    ]
     threads = [threading.Thread(target=w.run, name=f"wait-{w.name}", daemon=True) for w in waiters]
     for thread in threads:
         thread.start()

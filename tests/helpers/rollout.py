@@ -51,6 +51,7 @@ from typing import Any
 from helpers.mongo_peers import MongoPeer, environ_without_pulp, wait_for
 from helpers.workdirs import reachable
 from pulpinit.testing import SAMPLE_CONF, standins
+from pulpinit.testing.keys import keys_env, make_keys, reader_group
 from pulpinit.testing.processes import children
 
 WORKERS = 3
@@ -344,6 +345,7 @@ class Cluster:
         standins.write_celery(self.bin, libs)
         standins.write_manage_db(self.bin, libs)
         standins.write_pre_migrate(self.bin)
+        self.keys = make_keys(self.root / "keys", group=reader_group())  # the Secret pulp-keys
         self.records = self.root / "records"
         self.records.mkdir()
         self.records.chmod(0o777)
@@ -404,6 +406,7 @@ class Cluster:
                 "STANDIN_SECONDS": f"{timing.migration_s:g}",
                 "STANDIN_EXIT": str(version.manage_db_exit),
                 "STANDIN_PRE_MIGRATE_RUNS": str(self.pre_migrate_runs_file),
+                **keys_env(self.keys),  # the workers check their message-signing pair
                 **self.knobs,
             }
         )
