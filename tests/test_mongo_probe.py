@@ -198,6 +198,27 @@ def test_importing_the_probe_does_not_import_pymongo() -> None:
     assert out.strip() == "False"
 
 
+def test_pymongo_skips_at_once_a_pyopenssl_layer_it_could_not_load() -> None:
+    """cryptography is a dependency (keys); pymongo's pyOpenSSL layer imports it and then fails
+    without pyOpenSSL or service_identity: pulpinit spares every start that import."""
+    code = (
+        "import importlib.util, sys, pulpinit.wait.mongo_client, pymongo.ssl_support as s;"
+        " usable = all(importlib.util.find_spec(n) for n in ('OpenSSL', 'service_identity'));"
+        " print(usable, s.HAVE_SSL, s._ssl.__name__, 'cryptography.x509' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    ).stdout.split()
+    if out[0] == "True":  # pyOpenSSL can load: pymongo keeps it (and its OCSP support)
+        assert out[1:] == ["True", "pymongo.pyopenssl_context", "True"]
+    else:
+        assert out[1:] == ["True", "pymongo.ssl_context", "False"]
+
+
 def _check(result: ProbeResult, failure: Failure, timeout_s: float = 1.0) -> None:
     assert not result.ok and result.version is None
     assert result.failure is failure, result

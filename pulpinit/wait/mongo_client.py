@@ -21,13 +21,23 @@ exactly the way server.conf says Pulp does:
 Every timeout (server selection, connect, socket) is the per-attempt
 ``timeout_s``.  pymongo is imported inside :func:`connect` only: it costs
 ~100 ms, which pulpinit's start-up path must not pay unless MongoDB is used.
+
+pymongo first tries its pyOpenSSL TLS layer, whose module imports
+``cryptography.x509`` (~30 ms) before it finds pyOpenSSL or ``service_identity``
+missing and falls back to the standard ``ssl`` module.  pulpinit depends on
+cryptography (for Pulp's keys), so every start would pay that for nothing: when
+either is missing, importing this module marks pymongo's pyOpenSSL module as
+unimportable (:func:`spare_unusable_pyopenssl`), and pymongo falls back at once,
+exactly as it would have.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
@@ -39,10 +49,22 @@ if TYPE_CHECKING:
     import pymongo
 
 APPNAME = "pulpinit"
+#: pymongo's TLS layer over pyOpenSSL, and what it needs besides cryptography.
+_PYOPENSSL_CONTEXT, _PYOPENSSL_NEEDS = "pymongo.pyopenssl_context", ("OpenSSL", "service_identity")
 
 _combined: dict[tuple[str, str, float, float], str] = {}
 _combined_lock = threading.Lock()
 _keep_fds: list[int] = []
+
+
+def spare_unusable_pyopenssl() -> bool:
+    """Make pymongo skip its pyOpenSSL layer at once when it could not load; True when it will."""
+    if _PYOPENSSL_CONTEXT not in sys.modules and not all(map(importlib.util.find_spec, _PYOPENSSL_NEEDS)):
+        sys.modules[_PYOPENSSL_CONTEXT] = None  # type: ignore[assignment]  # import raises ImportError
+    return sys.modules.get(_PYOPENSSL_CONTEXT, 0) is None
+
+
+spare_unusable_pyopenssl()
 
 
 def hosts(target: MongoTarget) -> list[str]:
