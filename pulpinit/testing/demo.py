@@ -32,6 +32,8 @@ from pulpinit.testing.keys import keys_env
 from pulpinit.testing.serving import free_port
 
 SAMPLE = SAMPLE_CONF
+#: No step of the demo may take longer (each takes seconds): a step past it is killed and reported.
+STEP_TIMEOUT = 60.0
 
 
 def _banner(text: str) -> None:
@@ -40,7 +42,12 @@ def _banner(text: str) -> None:
 
 def _pulpinit(env: dict[str, str], *argv: str) -> int:
     print("$ pulpinit " + " ".join(argv), flush=True)
-    return subprocess.run([sys.executable, "-m", "pulpinit", *argv], env=env, check=False).returncode
+    try:
+        argv_ = [sys.executable, "-m", "pulpinit", *argv]
+        return subprocess.run(argv_, env=env, check=False, timeout=STEP_TIMEOUT).returncode
+    except subprocess.TimeoutExpired:
+        print(f"  (no exit within {STEP_TIMEOUT:g} s: killed)", flush=True)
+        return -1
 
 
 def _start_role(
@@ -50,15 +57,25 @@ def _start_role(
     print("$ pulpinit " + " ".join(argv), flush=True)
     proc = subprocess.Popen([sys.executable, "-m", "pulpinit", *argv], env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None  # noqa: S101 - stdout=PIPE
-    for line in proc.stdout:
-        print("  | " + line.rstrip(), flush=True)
-        if line.startswith(ready):
-            why = (
-                "as `kubectl delete pod` would" if stop is signal.SIGTERM else "httpd's graceful stop, as preStop sends"
-            )
-            print(f"  (the demo sends {stop.name}: {why})", flush=True)
-            proc.send_signal(stop)
-    return proc.wait(timeout=30)
+    watchdog = threading.Timer(STEP_TIMEOUT, proc.kill)  # a role that never gets ready, or never stops
+    watchdog.start()
+    try:
+        for line in proc.stdout:
+            print("  | " + line.rstrip(), flush=True)
+            if line.startswith(ready):
+                why = (
+                    "as `kubectl delete pod` would"
+                    if stop is signal.SIGTERM
+                    else "httpd's graceful stop, as preStop sends"
+                )
+                print(f"  (the demo sends {stop.name}: {why})", flush=True)
+                proc.send_signal(stop)
+        code = proc.wait()
+    finally:
+        watchdog.cancel()
+    if code == -signal.SIGKILL:
+        print(f"  (no clean stop within {STEP_TIMEOUT:g} s: killed)", flush=True)
+    return code
 
 
 def _api(env: dict[str, str], root: Path, mongo: FakeMongo) -> list[str]:
@@ -104,7 +121,16 @@ def main() -> int:
     broker_port = free_port()
     mongo = FakeMongo().start()
     broker = FakeAmqpBroker(port=broker_port)
-    late = threading.Timer(1.0, broker.start)
+    late_failure: list[str] = []
+
+    def start_broker_late() -> None:
+        try:
+            broker.start()
+        except Exception as exc:  # e.g. the free port was taken meanwhile: say so, do not wait blind
+            late_failure.append(f"the fake broker could not start on port {broker_port}: {exc}")
+            print(f"  ({late_failure[-1]})", flush=True)
+
+    late = threading.Timer(1.0, start_broker_late)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULP", "DB_", "MSG_"))}
     env.update(
         {
@@ -115,6 +141,7 @@ def main() -> int:
             "PULPINIT_MIGRATION_FINGERPRINT": "pulp-2.21.5-demo",
             "PULPINIT_USER": "nobody",
             "PULPINIT_WAIT_TIMEOUT": "30",
+            "PULPINIT_MIGRATION_TIMEOUT": "30",
             "DB_SERVICE_HOST": "127.0.0.1",
             "DB_SERVICE_PORT": str(mongo.port),
             "MSG_SERVICE_HOST": "127.0.0.1",
@@ -154,6 +181,7 @@ def main() -> int:
         if len(runs) != 1:
             failures.append(f"the second start ran pulp-manage-db again ({len(runs)} runs)")
         failures += _api(env, root, mongo)
+        failures += late_failure
     finally:
         late.cancel()
         broker.stop()
