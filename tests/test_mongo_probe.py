@@ -186,16 +186,20 @@ def test_fresh_process_answers_within_a_second(fake: FakeMongo) -> None:
     assert time.monotonic() - started < 1.0
 
 
-def test_importing_the_probe_does_not_import_pymongo() -> None:
-    code = "import sys, pulpinit.wait.mongo_probe, pulpinit.wait.mongo_client; print('pymongo' in sys.modules)"
-    out = subprocess.run(
+def in_fresh_python(code: str) -> str:
+    """What ``code`` prints in a new interpreter (imports from this checkout)."""
+    return subprocess.run(
         [sys.executable, "-c", code],
         check=True,
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     ).stdout
-    assert out.strip() == "False"
+
+
+def test_importing_the_probe_does_not_import_pymongo() -> None:
+    code = "import sys, pulpinit.wait.mongo_probe, pulpinit.wait.mongo_client; print('pymongo' in sys.modules)"
+    assert in_fresh_python(code).strip() == "False"
 
 
 def test_pymongo_skips_at_once_a_pyopenssl_layer_it_could_not_load() -> None:
@@ -206,13 +210,7 @@ def test_pymongo_skips_at_once_a_pyopenssl_layer_it_could_not_load() -> None:
         " usable = all(importlib.util.find_spec(n) for n in ('OpenSSL', 'service_identity'));"
         " print(usable, s.HAVE_SSL, s._ssl.__name__, 'cryptography.x509' in sys.modules)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    ).stdout.split()
+    out = in_fresh_python(code).split()
     if out[0] == "True":  # pyOpenSSL can load: pymongo keeps it (and its OCSP support)
         assert out[1:] == ["True", "pymongo.pyopenssl_context", "True"]
     else:
