@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, TypeVar
@@ -31,7 +31,7 @@ from typing import Any, NoReturn, TypeVar
 from pulpinit import log, roles, signals
 from pulpinit.config import craneconf
 from pulpinit.config.serverconf import ConfigPlan, ServerConf, assignments
-from pulpinit.errors import ConfigFileChanged, ExitCode
+from pulpinit.errors import ConfigError, ConfigFileChanged, ExitCode
 from pulpinit.handoff.exec import hand_off
 from pulpinit.log import Logger
 from pulpinit.migrate import fingerprint
@@ -41,9 +41,9 @@ from pulpinit.migrate.migrator import migrate as migrate_stage
 from pulpinit.pki.check import ROLE_KEYS, Published, key_paths, publish_public_key, readers_for
 from pulpinit.privileges import identity_for
 from pulpinit.redact import REDACTOR
-from pulpinit.settings import crane
+from pulpinit.settings import crane, knobs
 from pulpinit.settings.preflight import WARNING, Check, KeyChecker, KeyReport, Preflight, check_keys, check_role
-from pulpinit.settings.resolve import Settings, from_environ, register_secrets
+from pulpinit.settings.resolve import Settings, from_environ, register_early, register_secrets
 from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
 from pulpinit.wait.report import Report, check
 from pulpinit.wait.targets import ProbeResult, address_sources, mongo_target
@@ -152,6 +152,30 @@ def run_crane(environ: Mapping[str, str], request: roles.Request, *, init: bool)
 
 
 # -- stage 1: settings --------------------------------------------------------------------------
+#: The warning for a secret that is a word of the log lines' vocabulary (``settings.weak_secret``).
+LOG_WORD_WARNING = (
+    "its secret is a word pulpinit's log lines are made of (a level, an event name or a key), which they show "
+    "as it is; it is masked in every value, but change it"
+)
+
+
+def secrets_first(environ: Mapping[str, str], command: str, rest: Sequence[str] = ()) -> None:
+    """Register every secret before the first line is written (even the settings stage's
+    ``stage.start``): the environment's, the ``_FILE``s', server.conf's (crane.conf's for
+    ``crane``), leniently, and the URL passwords of the arguments after ``--`` (``rest``); the
+    settings stage reports what it cannot read."""
+    for arg in rest:
+        REDACTOR.add_value(arg, whole=False)
+    crane.register_secrets(environ, {})
+    try:
+        config = (
+            crane.config_path(environ) if command == "crane" else knobs.raw(environ, knobs.BY_NAME["PULPINIT_CONFIG"])
+        )
+    except ConfigError:
+        return
+    register_early(environ, config or "")
+
+
 def _load(environ: Mapping[str, str], create: bool) -> Context:
     register_secrets(environ)  # before anything parses them: no error can show a secret
     toolkit = toolkit_from_environ(environ)  # the knobs, parsed once per run
@@ -159,8 +183,11 @@ def _load(environ: Mapping[str, str], create: bool) -> Context:
     hostname = socket.gethostname()
     settings = from_environ(environ, conf.values(), hostname=hostname, toolkit=toolkit)
     REDACTOR.add(*settings.secrets())
+    logger = log.get_logger(stage="settings")
     for warning in settings.warnings:
-        log.get_logger(stage="settings").warning("settings.warning", warning=warning)
+        logger.warning("settings.warning", warning=warning)
+    for variable in settings.weak_secrets:
+        logger.warning("settings.weak_secret", variable=variable, warning=LOG_WORD_WARNING)
     return Context(environ, settings, conf, hostname)
 
 
