@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import cast
 
 from pulpinit import pipeline, render
-from pulpinit.errors import ExitCode
+from pulpinit.errors import ExitCode, PulpinitError
+from pulpinit.redact import REDACTOR
 from pulpinit.roles import Request, RoleName
 
 Args = argparse.Namespace
@@ -42,12 +43,22 @@ def configure(args: Args, environ: Mapping[str, str]) -> int:
 
 
 def check_deps(args: Args, environ: Mapping[str, str]) -> int:
-    report, processes = pipeline.check_deps(environ, wait=args.wait, timeout=args.timeout)
+    """The report and its exit code (:attr:`pulpinit.wait.report.Report.exit_code`); with ``--json``
+    one JSON document whatever happens, a failure before the report included (its ``error``)."""
+    try:
+        report, processes = pipeline.check_deps(environ, wait=args.wait, timeout=args.timeout)
+    except Exception as exc:
+        if args.json:  # the error itself is logged by the CLI, as always
+            code = exc.exit_code if isinstance(exc, PulpinitError) else ExitCode.SOFTWARE
+            error = str(exc) if isinstance(exc, PulpinitError) else f"unexpected {type(exc).__name__}: {exc}"
+            document = {"ok": False, "exit_code": int(code), "error": error, "checks": []}
+            print(json.dumps(REDACTOR.deep({**document, "pulp_processes": {"error": "not read"}}), indent=2))
+        raise
     if args.json:
-        print(json.dumps({**report.as_json(), "pulp_processes": processes}, indent=2))
+        print(json.dumps(REDACTOR.deep({**report.as_json(), "pulp_processes": processes}), indent=2))
     else:
         print(render.check_deps_table(report) + "\n\n" + render.processes(processes))
-    return ExitCode.OK if report.ok else ExitCode.UNAVAILABLE
+    return report.exit_code
 
 
 def role(args: Args, environ: Mapping[str, str]) -> int:

@@ -344,21 +344,27 @@ def check_deps(
 ) -> tuple[Report, dict[str, Any]]:
     """``check-deps``: the settings stage, then one probe of each dependency (or the wait policy),
     and the Pulp processes heartbeating in Pulp's ``workers`` (``pulp_processes``: read beside the
-    probes, within the same budget; it does not change the exit code)."""
+    probes, within the same budget; it does not change the exit code).
+
+    The whole run — settings, probes or wait, and the census — ends by one deadline: ``timeout``
+    after the start, or without it the probe timeout (one probe) or the wait timeout (``wait``).
+    """
     from pulpinit.migrate.quiet import MIGRATION_WAIT_TIME, Survey
 
+    started = time.monotonic()
     ctx = resolve(environ)
     probes, policy = probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit)
-    budget = timeout if timeout is not None else policy.probe_timeout
+    budget = timeout if timeout is not None else policy.timeout if wait else policy.probe_timeout
+    left = max(0.05, started + budget - time.monotonic())
     target, threshold = mongo_target(ctx.settings), ctx.toolkit.quiet_seconds or MIGRATION_WAIT_TIME
     sources = address_sources(ctx.settings)
+    survey = Survey(target, left, threshold)  # beside the probes (pymongo waits for a server that comes up)
     if not wait:
-        survey = Survey(target, budget, threshold)
-        return check(probes, policy, timeout=timeout, sources=sources), survey.result()
+        return check(probes, policy, timeout=left, sources=sources), survey.result()
     signals.enter("check-deps")
     with signals.linked() as stop:
-        report = check(probes, policy, wait=True, timeout=timeout, stop=stop, sources=sources)
-    return report, Survey(target, budget, threshold).result()
+        report = check(probes, policy, wait=True, timeout=left, stop=stop, sources=sources)
+    return report, survey.result()
 
 
 # -- stage 4: migrate ---------------------------------------------------------------------------

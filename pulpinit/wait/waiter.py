@@ -64,7 +64,7 @@ class WaitPolicy:
     max_interval: float = 2.0
     probe_timeout: float = 1.0
     log_interval: float = 10.0
-    armed_interval: float = 0.05  # 0: never knock (the plain backoff, as before issue 16)
+    armed_interval: float = 0.05  # 0: never knock (the plain backoff)
 
     @classmethod
     def from_toolkit(cls, toolkit: Toolkit) -> WaitPolicy:
@@ -86,6 +86,14 @@ class StillDown(DependencyUnavailable):
 
     def __init__(self, down: Sequence[str], results: Mapping[str, ProbeResult]) -> None:
         super().__init__(down)
+        self.results = dict(results)
+
+
+class Refused(ConfigError):
+    """A dependency refused in a way no wait cures (:data:`PERMANENT`, 78), with the last result of each."""
+
+    def __init__(self, message: str, results: Mapping[str, ProbeResult]) -> None:
+        super().__init__(message)
         self.results = dict(results)
 
 
@@ -231,7 +239,7 @@ def wait_all(
     results = {w.name: w.result for w in waiters if w.result is not None}
     refused = [f"{name} ({describe(r)}); {r.hint}" for name, r in results.items() if r.failure in PERMANENT]
     if refused:
-        raise ConfigError("; ".join(refused))
+        raise Refused("; ".join(refused), results)
     down = [f"{w.name} ({describe(w.result)})" for w in waiters if w.result is None or not w.result.ok]
     if down:
         raise StillDown(down, results)
