@@ -33,10 +33,12 @@ def settings(args: Args, environ: Mapping[str, str]) -> int:
 
 
 def configure(args: Args, environ: Mapping[str, str]) -> int:
-    ctx = pipeline.resolve(environ, create=args.create)
+    """Write server.conf (``--dry-run``: print the diff, and make the checks a write makes)."""
+    ctx = pipeline.resolve(environ, create=args.create, user=True)
     if args.dry_run:
         plan = pipeline.plan_config(ctx)
         sys.stdout.write(plan.diff() or f"# {ctx.toolkit.config}: no change\n")
+        plan.check(ctx.toolkit.user)
         return ExitCode.OK
     pipeline.configure(ctx)
     return ExitCode.OK
@@ -66,8 +68,9 @@ def role(args: Args, environ: Mapping[str, str]) -> int:
     request = Request(cast(RoleName, args.command), getattr(args, "number", None), tuple(args.rest))
     init = getattr(args, "init", False)
     if args.dry_run:
-        print(render.plan(pipeline.plan(environ, request), init=init))
-        return ExitCode.OK
+        dry = pipeline.plan(environ, request)
+        print(render.plan(dry, init=init))
+        return dry.exit_code  # what the run would end with at its first local problem
     return pipeline.run(environ, request, init=init)
 
 

@@ -42,7 +42,17 @@ from pulpinit.pki.check import ROLE_KEYS, Published, key_paths, publish_public_k
 from pulpinit.privileges import identity_for
 from pulpinit.redact import REDACTOR
 from pulpinit.settings import crane, knobs
-from pulpinit.settings.preflight import WARNING, Check, KeyChecker, KeyReport, Preflight, check_keys, check_role
+from pulpinit.settings.preflight import (
+    PROBLEM,
+    WARNING,
+    Check,
+    KeyChecker,
+    KeyReport,
+    Preflight,
+    check_keys,
+    check_role,
+    check_user,
+)
 from pulpinit.settings.resolve import Settings, from_environ, register_early, register_secrets
 from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
 from pulpinit.wait.report import Report, check
@@ -80,6 +90,11 @@ class DryRun:
     role: roles.Role
     config: ConfigPlan
 
+    @property
+    def exit_code(self) -> int:
+        """What a run would end with at its first local problem (0: every local check passed)."""
+        return _first_exit_code(self.ctx.preflight)
+
 
 @dataclass(frozen=True)
 class CraneContext:
@@ -99,6 +114,16 @@ class CraneDryRun:
 
     ctx: CraneContext
     config: ConfigPlan
+
+    @property
+    def exit_code(self) -> int:
+        """What a run would end with at its first local problem (0: every local check passed)."""
+        return _first_exit_code(self.ctx.preflight)
+
+
+def _first_exit_code(preflight: Preflight | None) -> int:
+    problems = preflight.problems if preflight is not None else ()
+    return int(problems[0].error.exit_code) if problems and problems[0].error is not None else int(ExitCode.OK)
 
 
 @contextmanager
@@ -133,9 +158,23 @@ def plan(environ: Mapping[str, str], request: roles.Request) -> DryRun | CraneDr
     """The settings stage of a role with every check made, and its config edit (nothing is written)."""
     if request.name == "crane":
         crane_ctx = _crane_settings(environ, request, dry_run=True)
-        return CraneDryRun(crane_ctx, craneconf.plan(crane_ctx.settings, crane_ctx.conf))
+        crane_plan = craneconf.plan(crane_ctx.settings, crane_ctx.conf)
+        checked = with_config_check(crane_ctx.preflight, crane_plan, crane_ctx.toolkit.user, "crane.conf")
+        return CraneDryRun(replace(crane_ctx, preflight=checked), crane_plan)
     ctx, role = _settings(environ, request, dry_run=True)
-    return DryRun(ctx, role, plan_config(ctx))
+    config = plan_config(ctx)
+    assert ctx.preflight is not None  # noqa: S101 - a role's settings stage made its checks
+    return DryRun(replace(ctx, preflight=with_config_check(ctx.preflight, config, ctx.toolkit.user)), role, config)
+
+
+def with_config_check(preflight: Preflight, config: ConfigPlan, user: str, name: str = "server.conf") -> Preflight:
+    """``preflight`` and the configure stage's own check (:meth:`ConfigPlan.check`), as a run makes them."""
+    try:
+        config.check(user)
+    except ConfigError as exc:
+        return replace(preflight, checks=(*preflight.checks, Check(name, PROBLEM, str(exc), exc)))
+    done = "written" if config.changed else "left as it is"
+    return replace(preflight, checks=(*preflight.checks, Check(name, "ok", f"{config.conf.path}: {done}")))
 
 
 def run_crane(environ: Mapping[str, str], request: roles.Request, *, init: bool) -> NoReturn:
@@ -191,10 +230,19 @@ def _load(environ: Mapping[str, str], create: bool) -> Context:
     return Context(environ, settings, conf, hostname)
 
 
-def resolve(environ: Mapping[str, str], *, create: bool = False) -> Context:
-    """Stage 1: read server.conf and resolve the settings (nothing is written)."""
+def resolve(environ: Mapping[str, str], *, create: bool = False, user: bool = False) -> Context:
+    """Stage 1: read server.conf and resolve the settings (nothing is written).
+
+    ``user``: check ``PULPINIT_USER`` too, as the roles do (``configure``: the file's group and the
+    check that the user can read it depend on it; when root, an unknown user is 78).
+    """
     with _stage("settings"):
-        return _load(environ, create)
+        ctx = _load(environ, create)
+        if user:
+            found, _ = check_user(ctx.toolkit)
+            if found.error is not None:
+                raise found.error
+        return ctx
 
 
 def _settings(environ: Mapping[str, str], request: roles.Request, *, dry_run: bool) -> tuple[Context, roles.Role]:

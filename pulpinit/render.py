@@ -123,6 +123,11 @@ def preflight_rows(preflight: Preflight | None) -> str:
         return text + "\nall passed"
     first = problems[0].error
     assert first is not None  # noqa: S101 - problems have errors
+    if problems[0].name in ("server.conf", "crane.conf"):
+        return text + (
+            f"\na run would stop in the configure stage with exit {int(first.exit_code)}, "
+            f"before {problems[0].name} is written or anything is waited for"
+        )
     return text + (
         f"\na run would stop in the settings stage with exit {int(first.exit_code)}, "
         "before server.conf is touched or anything is waited for"

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pulpinit import redact
-from pulpinit.config.atomicfile import check_unchanged_readable, remove_stale_temps, replace_file
+from pulpinit.config.atomicfile import check_replace, check_unchanged_readable, remove_stale_temps, replace_file
 from pulpinit.config.inivalue import SAFE, Dialect
 from pulpinit.config.lens import COMMENT, CONTINUED, EMPTY, ORIGINAL, SPECIAL, LensTree, Node, newline_of
 from pulpinit.errors import ConfigFileError, EnvValueError, UserError
@@ -500,6 +500,15 @@ class ConfigPlan:
         if in_place:
             _logger().warning("config.in_place", path=str(self.conf.path), reason=in_place)
         return True
+
+    def check(self, user: str | None = None) -> None:
+        """The checks :meth:`write` makes, without writing (``--dry-run``): raises what a write would."""
+        reader = _reader(user)
+        if not self.changed:
+            if reader is not None:
+                check_unchanged_readable(self.conf.path, reader)
+            return
+        check_replace(self.conf.path, private=self.private, reader=reader)
 
     def log_changes(self) -> None:
         """Log the plan's warnings, then one ``config.changed`` event per changed key, secret values masked."""
