@@ -47,7 +47,7 @@ EVENTS = (
     *("migration.renew_failed", "migration.signal", "migration.skipped", "migration.stale_processes"),
     *("migration.start", "migration.waiting", "migration.waiting_for_quiet"),
     *("privileges.as_is", "privileges.drop", "privileges.keep", "pulpinit.error", "pulpinit.interrupted"),
-    *("settings.warning", "settings.weak_secret", "stage.end", "stage.start"),
+    *("settings.warning", "settings.log_word", "stage.end", "stage.start"),
     *("supervise.error", "supervise.exit", "supervise.forward", "supervise.kill", "supervise.start"),
 )
 #: Every key of pulpinit's lines, the ones every line has first.

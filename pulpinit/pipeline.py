@@ -191,10 +191,10 @@ def run_crane(environ: Mapping[str, str], request: roles.Request, *, init: bool)
 
 
 # -- stage 1: settings --------------------------------------------------------------------------
-#: The warning for a secret that is a word of the log lines' vocabulary (``settings.weak_secret``).
+#: The warning for a secret that is a word of the log lines' vocabulary (``settings.log_word``).
 LOG_WORD_WARNING = (
-    "its secret is a word pulpinit's log lines are made of (a level, an event name or a key), which they show "
-    "as it is; it is masked in every value, but change it"
+    "holds a word pulpinit's log lines are made of (a level, an event name or a key), which they show as "
+    "it is; it is masked in every value, but choose another"
 )
 
 
@@ -225,8 +225,8 @@ def _load(environ: Mapping[str, str], create: bool) -> Context:
     logger = log.get_logger(stage="settings")
     for warning in settings.warnings:
         logger.warning("settings.warning", warning=warning)
-    for variable in settings.weak_secrets:
-        logger.warning("settings.weak_secret", variable=variable, warning=LOG_WORD_WARNING)
+    for variable in settings.log_word_secrets:
+        logger.warning("settings.log_word", variable=variable, warning=LOG_WORD_WARNING)
     return Context(environ, settings, conf, hostname)
 
 

@@ -421,7 +421,7 @@ def check_word(word: str, placement: str, argv: list[str]) -> None:
         document = json.loads(out)
         assert "***" not in json.dumps(list(document["settings"]) + list(document["pulpinit"]))
         assert [v for v in values_of(document) if leaks(v, word)] == []
-    warned = [r for r in records if r["event"] == "settings.weak_secret"]
+    warned = [r for r in records if r["event"] == "settings.log_word"]
     if code == 0 and placement in RESOLVED:
         assert len(warned) == (1 if is_log_word(word) else 0), (word, warned)
 

@@ -186,7 +186,7 @@ class Settings:
     knob_sources: Mapping[str, str]
     warnings: tuple[str, ...] = ()  # one line each, logged as settings.warning
     secret_variables: frozenset[str] = frozenset()  # consumed secrets: kept out of the child's environment
-    weak_secrets: tuple[str, ...] = ()  # variables whose secret is a word of the log's vocabulary
+    log_word_secrets: tuple[str, ...] = ()  # variables whose secret is a word of the log's vocabulary
 
     def get(self, key: str) -> str:
         return self.values[key].value if key in self.values else DEFAULTS.get(key, "")
@@ -253,11 +253,11 @@ def from_environ(
         MappingProxyType(knob_sources(environ)),
         tuple(warnings),
         secret_vars,
-        weak_secrets(resolved, environ),
+        log_word_secrets(resolved, environ),
     )
 
 
-def weak_secrets(resolved: Mapping[str, Value], environ: Mapping[str, str]) -> tuple[str, ...]:
+def log_word_secrets(resolved: Mapping[str, Value], environ: Mapping[str, str]) -> tuple[str, ...]:
     """The variables (or server.conf keys) whose secret is a word of the log lines' own vocabulary
     (:func:`pulpinit.log.is_log_word`): masked in every value, but shown by every key, event name
     or level that is that word."""
