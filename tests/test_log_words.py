@@ -46,7 +46,7 @@ def used() -> tuple[set[str], set[str]]:
                 named = node.args.args[len(node.args.args) - len(node.args.defaults) :]
                 events |= {
                     d.value
-                    for a, d in zip(named, node.args.defaults)
+                    for a, d in zip(named, node.args.defaults, strict=True)
                     if a.arg == "event" and isinstance(d, ast.Constant)
                 }
     return events, keys
