@@ -41,11 +41,11 @@ def used() -> tuple[set[str], set[str]]:
                 if _name(node.func) not in ("bind", "get_logger", "stage", "_stage") and isinstance(
                     first, ast.Constant
                 ):
-                    events.add(first.value)
+                    events.add(str(first.value))
             if isinstance(node, ast.FunctionDef):
                 named = node.args.args[len(node.args.args) - len(node.args.defaults) :]
                 events |= {
-                    d.value
+                    str(d.value)
                     for a, d in zip(named, node.args.defaults, strict=True)
                     if a.arg == "event" and isinstance(d, ast.Constant)
                 }
