@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 Probe = Callable[[float], ProbeResult]
 #: Failures that waiting does not cure: the wait ends at once with exit 78 (bad configuration).
 PERMANENT = frozenset({Failure.NOT_AUTHORIZED})
+#: Failures of a probe whose time ran out: when the deadline cut that time short ("no answer within
+#: 0.0497 s"), the wait reports the attempt before, which had its whole ``PULPINIT_PROBE_TIMEOUT``.
+CLIPPED = frozenset({Failure.TIMEOUT, Failure.STALLED})
 
 
 def probes_for(settings: Settings) -> dict[str, Probe]:
@@ -147,8 +150,10 @@ class _Waiter:
         def attempt() -> ProbeResult:
             self.attempts += 1
             budget = max(0.05, min(self.policy.probe_timeout, self.deadline - self.clock()))
-            self.result = self.probe(budget)
-            return self.result
+            result = self.probe(budget)
+            if not (budget < self.policy.probe_timeout and result.failure in CLIPPED and self.result is not None):
+                self.result = result  # a time-out of a probe cut short by the deadline tells nothing new
+            return result
 
         def pause(seconds: float) -> None:
             nonlocal knocked_in
@@ -165,7 +170,7 @@ class _Waiter:
                 self.sleep(seconds)
 
         def after(state: tenacity.RetryCallState) -> None:
-            res = state.outcome.result() if state.outcome else None
+            res = self.result  # what the wait reports: not a time-out cut short by the deadline
             if res is None or res.ok:
                 return
             fields = {
@@ -188,7 +193,7 @@ class _Waiter:
             sleep=pause,
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         )
-        self.result = retrying(attempt)
+        retrying(attempt)
         if self.result is not None and self.result.failure in PERMANENT:
             self.stop.set()  # no point waiting for the others: this one will not come good
         if self.result is not None and self.result.ok:
