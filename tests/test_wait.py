@@ -293,9 +293,8 @@ def test_the_last_line_reports_the_last_whole_probe_not_one_the_deadline_cut_sho
         )
 
     with pytest.raises(DependencyUnavailable) as err:
-        wait_all(
-            {"mongodb": silent}, WaitPolicy(timeout=4.3, probe_timeout=1.0, log_interval=0), clock=t.clock, sleep=t.sleep
-        )
+        policy = WaitPolicy(timeout=4.3, probe_timeout=1.0, log_interval=0)
+        wait_all({"mongodb": silent}, policy, clock=t.clock, sleep=t.sleep)
     assert "no answer within 1 s" in str(err.value)
     lines = [e for e in logs() if e["event"] in ("dep.down", "dep.still_down")]
     assert lines and all(line["error"] == "no answer within 1 s" for line in lines)
