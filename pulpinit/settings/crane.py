@@ -93,6 +93,14 @@ def _integer(minimum: int) -> Parser:
 
 
 def _endpoint(value: str, origin: str) -> str:
+    """``host[:port]``: crane sends it as the ``X-Docker-Endpoints`` header, to which Docker adds the
+    scheme itself; a URL there is refused as a URL (not as a malformed IPv6 address)."""
+    url = redact.split_url(value)
+    if url is not None:
+        raise EnvValueError(
+            origin,
+            f"{parse.quoted(value)} is a URL; crane wants host[:port] (Docker adds the scheme), e.g. {url.hostport!r}",
+        )
     if value:
         parse.hostport(value, origin, 443)
     return value
