@@ -220,7 +220,7 @@ def _load(environ: Mapping[str, str], create: bool) -> Context:
     toolkit = toolkit_from_environ(environ)  # the knobs, parsed once per run
     conf = ServerConf.load(toolkit.config, create=create or toolkit.create_config)
     hostname = socket.gethostname()
-    settings = from_environ(environ, conf.values(), hostname=hostname, toolkit=toolkit)
+    settings = from_environ(environ, conf.values(), hostname=hostname, toolkit=toolkit, unreadable=conf.unreadable())
     REDACTOR.add(*settings.secrets())
     logger = log.get_logger(stage="settings")
     for warning in settings.warnings:
@@ -304,7 +304,7 @@ def _crane_settings(environ: Mapping[str, str], request: roles.Request, *, dry_r
         path = crane.config_path(environ)
         crane.register_secrets(environ, {})  # before anything parses them: no error can show a secret
         conf = craneconf.load(path)
-        settings = crane.from_environ(environ, conf.values(), path)
+        settings = crane.from_environ(environ, conf.values(), path, conf.unreadable())
         REDACTOR.add(*settings.secrets())
         for warning in settings.warnings:
             logger.warning("settings.warning", warning=warning)

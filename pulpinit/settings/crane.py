@@ -246,8 +246,11 @@ def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str]) -> fro
     return frozenset(consumed)
 
 
-def from_environ(environ: Mapping[str, str], conf: Mapping[str, str], path: str) -> CraneSettings:
-    """Resolve crane.conf's values (module docstring); ``conf`` is the file's ``{section.key: value}``."""
+def from_environ(
+    environ: Mapping[str, str], conf: Mapping[str, str], path: str, unreadable: Mapping[str, str] | None = None
+) -> CraneSettings:
+    """Resolve crane.conf's values (module docstring); ``conf`` is the file's ``{section.key: value}``,
+    ``unreadable`` the file's values crane's ``ConfigParser`` raises on (an error unless replaced)."""
     consumed = register_secrets(environ, conf)
     resolved: dict[str, Value] = {
         key: _value(key, raw, "crane.conf", f"{path} [{key.replace('.', '] ', 1)}") for key, raw in conf.items()
@@ -260,6 +263,8 @@ def from_environ(environ: Mapping[str, str], conf: Mapping[str, str], path: str)
     warnings = []
     for key, value in sorted(resolved.items()):
         origin = value.variable or key
+        if value.source == "crane.conf" and key in (unreadable or {}):
+            raise EnvValueError(origin, (unreadable or {})[key])
         parse.text(value.value, origin, secret=value.secret)
         known = CRANE_KEYS.get(key)
         if known is None:

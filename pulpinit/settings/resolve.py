@@ -227,11 +227,14 @@ def from_environ(
     *,
     hostname: str = "localhost",
     toolkit: Toolkit | None = None,
+    unreadable: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve every value (see the module docstring for the precedence). Raises EnvValueError (78).
 
     ``toolkit`` is the parsed knobs when the caller parsed them already (the pipeline does,
-    to find server.conf): they are parsed once per run.
+    to find server.conf): they are parsed once per run.  ``unreadable`` names the values of
+    server.conf that Pulp's parser raises on (``section.key``: why): one that the environment does
+    not replace is an error, since Pulp would fail reading it.
     """
     conf = conf or {}
     secret_vars = register_secrets(environ, conf)
@@ -246,7 +249,7 @@ def from_environ(
     for key, default in DEFAULTS.items():
         resolved.setdefault(key, _value(key, default, "default"))
     resolved.setdefault("server.server_name", _value("server.server_name", hostname, "default"))
-    _validate(resolved)
+    _validate(resolved, unreadable or {})
     return Settings(
         MappingProxyType(resolved),
         toolkit,
@@ -433,8 +436,10 @@ _NOT_EMPTY: Mapping[str, str] = MappingProxyType(
 )
 
 
-def _validate(resolved: Mapping[str, Value]) -> None:
+def _validate(resolved: Mapping[str, Value], unreadable: Mapping[str, str]) -> None:
     for key, value in resolved.items():
+        if value.kind == "server.conf" and key in unreadable:
+            raise EnvValueError(value.variable or key, unreadable[key])
         if value.kind == "server.conf" and key not in _VALIDATORS and key not in _NOT_EMPTY:
             continue  # keys pulpinit neither writes nor uses are Pulp's business
         origin = value.variable or key
