@@ -44,7 +44,6 @@ _SECRET_NAME = re.compile(r"password|passwd|passphrase|secret", re.IGNORECASE)
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _SCHEME_CHARS = re.compile(r"[A-Za-z0-9+.-]*")
 _LETTER = re.compile(r"[A-Za-z]")
-_NETLOC_END = re.compile(r"[/?#]")
 _BLANK = re.compile(r"\s")
 #: The scheme-less ``user:password@host`` form, one blank-free word at a time (a value: the whole of it).
 #: The user ends at the first ``:``; the password runs to the word's last ``@``, as kombu reads it.
@@ -100,15 +99,20 @@ class UrlParts:
         return f"{head}{self.userinfo}@{self.hostport}{self.rest}"
 
 
+def _netloc_end(text: str) -> int:
+    """Where the netloc ends: at the first ``/``, ``?`` or ``#`` (the length when none): three ``find``s,
+    each a C-level scan, faster than a character class over a long text."""
+    found = [at for at in (text.find("/"), text.find("?"), text.find("#")) if at >= 0]
+    return min(found) if found else len(text)
+
+
 def _split_after(scheme: str, after: str) -> UrlParts:
     """Split what follows ``scheme://`` (or a whole scheme-less value) into the kombu parts."""
-    end_match = _NETLOC_END.search(after)
-    end = end_match.start() if end_match else len(after)
+    end = _netloc_end(after)
     last_at = after.rfind("@")
     if last_at >= end:  # the '@' is beyond the netloc's end: no parser reads this as meant
         tail = after[last_at + 1 :]
-        tail_end = _NETLOC_END.search(tail)
-        cut = tail_end.start() if tail_end else len(tail)
+        cut = _netloc_end(tail)
         userinfo = after[:last_at]
         user, _, password = userinfo.partition(":")
         return UrlParts(
@@ -136,8 +140,7 @@ def split_bare(text: str) -> UrlParts | None:
     if "@" not in text:
         return None
     colon = text.find(":")
-    stop = _NETLOC_END.search(text)
-    if colon < 0 or (stop is not None and stop.start() < colon):
+    if colon < 0 or _netloc_end(text[:colon]) < colon:
         return None
     parts = _split_after("", text)
     return parts if parts.password is not None else None
@@ -163,9 +166,12 @@ def _run_start(text: str, end: int, reverse: list[str]) -> int:
 def url_starts(text: str) -> list[int] | None:
     """Where each ``scheme://`` in ``text`` starts, in linear time (what ``_SCHEME.finditer`` finds);
     None when ``text`` holds more than :data:`MAX_URLS` ``://``: such a text is masked whole."""
-    if text.count("://") > MAX_URLS:
+    urls = text.count("://")
+    if urls > MAX_URLS:
         return None
     starts: list[int] = []
+    if not urls:
+        return starts
     reverse: list[str] = []
     found = text.find("://")
     while found >= 0:
@@ -317,10 +323,13 @@ def unquote(text: str) -> str:
     return codecs.escape_decode(data.replace(b"%", b"\\x"))[0].decode("utf-8", "replace")
 
 
+_PRINTABLE = bytes(range(0x20, 0x7F))
+
+
 def _escaped(text: str) -> set[str]:
     """``text`` JSON-escaped (ASCII and not) and repr-escaped: itself when it is printable ASCII
     without quotes and backslashes (checked without a step per character)."""
-    if text.isascii() and not any(c in text for c in "\"'\\") and text.isprintable():
+    if text.isascii() and not any(c in text for c in "\"'\\") and not text.encode().translate(None, _PRINTABLE):
         return {text}
     return {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], repr(text)[1:-1]}
 
