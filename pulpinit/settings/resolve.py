@@ -338,7 +338,9 @@ def register_early(environ: Mapping[str, str], config: str) -> None:
     except FileProblem:
         return
     for match in _INI_LINE.finditer(text):
-        REDACTOR.add_value(match.group(2), whole=is_secret_key(f".{match.group(1).strip()}"))
+        whole = is_secret_key(f".{match.group(1).strip()}")
+        if whole or "@" in match.group(2):  # a password by its key's name, or a URL (or user:pass@host)
+            REDACTOR.add_value(match.group(2), whole=whole)
 
 
 def _explicit_values(environ: Mapping[str, str]) -> dict[str, Value]:
