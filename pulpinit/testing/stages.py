@@ -177,7 +177,7 @@ def hold(
         environ["PULP_DB_SEEDS"] = f"127.0.0.1:{free_port()}"
     elif point == "lock-wait":
         args = ["migrate"]
-        before = lambda: _hold_lock(mongo, database)  # noqa: E731
+        before = lambda: hold_lock(mongo, database)  # noqa: E731
     elif point == "migration-run":
         args = ["migrate"]
     environ.update(env or {})
@@ -223,7 +223,7 @@ def _stage_started(lines: list[str], stage: str) -> bool:
     return any('"event": "stage.start"' in line and f'"stage": "{stage}"' in line for line in list(lines))
 
 
-def _hold_lock(mongo: FakeMongo, database: str) -> None:
+def hold_lock(mongo: FakeMongo, database: str) -> None:
     """Another replica's live lease: the lock document as a holder writes it, valid for an hour."""
     import pymongo
 
