@@ -86,7 +86,7 @@ def keys(images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Pa
     directory = tmp_path_factory.mktemp("pulp-keys")
     directory.chmod(0o755)  # as a volume's root: apache may search it (the private keys are 0640 root:apache)
     podman.podman(
-        "run", "--rm", "--network", "none", "-v", f"{directory}:/etc/pki/pulp-keys",
+        "run", "--rm", "--network", "none", "-e", "PULP_SERVER_NAME=localhost", "-v", f"{directory}:/etc/pki/pulp-keys",
         images["base"], "pki", "init", "/etc/pki/pulp-keys", "--group", "48",
     )  # fmt: skip
     return directory

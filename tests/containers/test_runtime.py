@@ -13,8 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml  # type: ignore[import-untyped]  # (PyYAML comes with kubernetes-validate, without stubs)
-from helpers.podman import Container, podman
+from helpers.podman import Container, podman, security_context, security_options
 
 ROOT = Path(__file__).resolve().parents[2]
 ORPHANS = ROOT / "tests" / "helpers" / "orphans.py"
@@ -32,25 +31,6 @@ def status(pid: int) -> dict[str, str]:
     """``/proc/PID/status`` as a mapping."""
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
-
-
-def security_context(manifest: str) -> dict:
-    """The securityContext of the pulpinit container in ``deploy/kubernetes/MANIFEST``."""
-    docs = [doc for doc in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / manifest).read_text()) if doc]
-    [workload] = [doc for doc in docs if doc["kind"] in ("Deployment", "StatefulSet", "Job")]
-    [container] = workload["spec"]["template"]["spec"]["containers"]
-    return dict(container["securityContext"])
-
-
-def podman_security(context: dict) -> list[str]:
-    """The podman options that give a container this securityContext (capabilities, escalation)."""
-    capabilities = context["capabilities"]
-    options = [f"--cap-drop={','.join(capabilities['drop'])}", f"--cap-add={','.join(capabilities['add'])}"]
-    if context.get("allowPrivilegeEscalation") is False:
-        options.append("--security-opt=no-new-privileges")
-    if "runAsUser" in context:
-        options.append(f"--user={context['runAsUser']}")
-    return options
 
 
 def capability_names(mask: str) -> set[str]:
@@ -154,7 +134,7 @@ def test_the_manifest_s_capabilities_with_no_new_privileges(images, role_env, co
     as apache with no capability left and no_new_privs set."""
     context = security_context("beat.yaml")
     env = role_env(PULP_SERVER_NAME="pulp.capabilities.example.com")
-    container = Container.run(images["beat"], env=env, options=podman_security(context))
+    container = Container.run(images["beat"], env=env, options=security_options(context))
     containers.append(container)
     identity = celery_identity(container)
     assert identity["uid"] == "48"

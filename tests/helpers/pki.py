@@ -126,6 +126,20 @@ def _leaf(
     return builder.sign(ca[1], hashes.SHA256()), key
 
 
+def issue_client(directory: Path, name: str, ca_cert: Path, ca_key: Path) -> tuple[Path, Path]:
+    """A client certificate for ``name`` signed by the CA of ``ca_cert``/``ca_key`` (PEM files, any key
+    type: Pulp's CA from ``pulpinit pki init`` is RSA), written into ``directory``: ``(certificate, key)``."""
+    ca = (
+        x509.load_pem_x509_certificate(ca_cert.read_bytes()),
+        serialization.load_pem_private_key(ca_key.read_bytes(), password=None),
+    )
+    cert, key = _leaf(name, [], ca, client=True)  # type: ignore[arg-type]  # an RSA CA key signs as well
+    paths = directory / f"{name}.crt", directory / f"{name}.key"
+    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(_pem_key(key))
+    return paths
+
+
 def make_pki(directory: Path) -> Pki:
     """Write every file of the table above into ``directory`` (~50 ms)."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -91,6 +91,27 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def security_context(manifest: str) -> dict[str, Any]:
+    """The securityContext of the pulpinit container in ``deploy/kubernetes/MANIFEST``."""
+    import yaml  # type: ignore[import-untyped]  # (PyYAML comes with kubernetes-validate, without stubs)
+
+    docs = [doc for doc in yaml.safe_load_all((ROOT / "deploy" / "kubernetes" / manifest).read_text()) if doc]
+    [workload] = [doc for doc in docs if doc["kind"] in ("Deployment", "StatefulSet", "Job")]
+    [container] = workload["spec"]["template"]["spec"]["containers"]
+    return dict(container["securityContext"])
+
+
+def security_options(context: Mapping[str, Any]) -> list[str]:
+    """The podman options that give a container this securityContext (capabilities, escalation, user)."""
+    capabilities = context["capabilities"]
+    options = [f"--cap-drop={','.join(capabilities['drop'])}", f"--cap-add={','.join(capabilities['add'])}"]
+    if context.get("allowPrivilegeEscalation") is False:
+        options.append("--security-opt=no-new-privileges")
+    if "runAsUser" in context:
+        options.append(f"--user={context['runAsUser']}")
+    return options
+
+
 def wait_for(what: str, ready: Callable[[], Any], timeout: float = 30, interval: float = 0.02) -> Any:
     """Poll ``ready`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -122,7 +143,7 @@ class Container:
     ) -> Container:
         """``podman run -d`` on the host's network (every listener of the tests is on 127.0.0.1)."""
         name = name or f"pulpinit-test-{uuid.uuid4().hex[:10]}"
-        args = ["run", "-d", "--name", name, "--network", network, "--log-driver", "k8s-file"]
+        args = ["run", "-d", "--pull=never", "--name", name, "--network", network, "--log-driver", "k8s-file"]
         for key, value in (env or {}).items():
             args += ["--env", f"{key}={value}"]
         podman(*args, *options, image, *command)
