@@ -60,13 +60,13 @@ print(answer.decode().split("\\r\\n", 1)[0], tls.version())
 
 
 def podman_compose() -> Path:
-    """podman-compose, as ``make test-containers`` installs it (PODMAN_COMPOSE names it)."""
-    path = Path(
-        os.environ.get("PODMAN_COMPOSE") or testimages.cache_dir() / "podman-compose" / "bin" / "podman-compose"
-    )
-    if not path.exists():
-        pytest.fail(f"podman-compose is not installed at {path}: run `make test-containers`")
-    return path
+    """podman-compose, as ``make test-containers`` installs it (PODMAN_COMPOSE names it; else the newest
+    one in the tier's cache directory)."""
+    named = os.environ.get("PODMAN_COMPOSE")
+    found = [Path(named)] if named else sorted(testimages.cache_dir().glob("podman-compose-*/bin/podman-compose"))
+    if not found or not found[-1].exists():
+        pytest.fail(f"podman-compose is not installed ({named or testimages.cache_dir()}): run `make test-containers`")
+    return found[-1]
 
 
 class Deployment:
