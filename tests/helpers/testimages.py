@@ -92,14 +92,15 @@ def _digest(*parts: bytes | str) -> str:
 
 
 def _files(directory: Path, prefix: str = "") -> Context:
-    """Every file below ``directory`` (``__pycache__`` left out), keyed ``prefix/relative path``."""
+    """Every file below ``directory`` (``__pycache__`` left out), keyed ``prefix/relative path``.
+
+    Modes are what git keeps (executable or not: 0755 or 0644), so that a clone made under another
+    umask has the same key."""
     found: Context = {}
     for path in sorted(directory.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
-            found[f"{prefix}{path.relative_to(directory).as_posix()}"] = (
-                path.read_bytes(),
-                path.stat().st_mode & 0o777,
-            )
+            mode = 0o755 if path.stat().st_mode & 0o100 else 0o644
+            found[f"{prefix}{path.relative_to(directory).as_posix()}"] = (path.read_bytes(), mode)
     return found
 
 
