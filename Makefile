@@ -36,7 +36,7 @@ test: lint $(PEERS_STAMP)
 	$(BIN)/pytest
 
 # pulpinit's images under podman; the images are built once and cached by content. A test's
-# timeout covers the first build (about a minute and a half, the root filesystem included).
+# timeout covers the first build (about a minute here, the root filesystem included).
 test-containers: $(STAMP) $(PEERS_STAMP) $(PODMAN_COMPOSE)
 	PODMAN_COMPOSE=$(PODMAN_COMPOSE) $(BIN)/pytest -o timeout=900 tests/containers
 
