@@ -28,8 +28,8 @@ signal goes to it, and neither the exception nor :data:`STOP` happens.
 The resident supervisor handles no signal with this module (it blocks the signals and takes
 them with ``sigwaitinfo``): :func:`block_for_handoff` keeps a signal that arrives while the
 supervisor's interpreter starts pending until it is ready to take it.  :func:`install` is the one
-way dispositions are set and put back (the handler, a stage's takeover, and the defaults a
-program gets at its exec, :func:`defaults_for_exec`, which the supervisor's child uses too).
+way pulpinit sets and puts back its own dispositions (the handler, a stage's takeover); the
+defaults a program gets at its exec are :func:`pulpinit.spawn.default_dispositions`.
 
 Standard library only (and :mod:`pulpinit.errors`).
 """
@@ -55,9 +55,6 @@ STOP = threading.Event()
 Delegate = Callable[[int, "FrameType | None"], None]
 #: What :func:`signal.signal` takes: a handler, ``SIG_DFL`` or ``SIG_IGN``.
 Disposition = Callable[[int, "FrameType | None"], object] | int | signal.Handlers | None
-#: Signals Python ignores; an ignored disposition survives ``execve``, so a program pulpinit
-#: execs gets them back as the default (``subprocess`` does the same with ``restore_signals``).
-PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class _State:
@@ -87,14 +84,6 @@ def install(numbers: Iterable[int], disposition: Disposition) -> Callable[[], No
             signal.signal(number, old)
 
     return restore
-
-
-def defaults_for_exec(*extra: int) -> Callable[[], None]:
-    """Give the next program the dispositions a shell would (:data:`PYTHON_IGNORES` and ``extra`` to default).
-
-    Returns the function that puts the previous ones back, for an exec that failed.
-    """
-    return install((*PYTHON_IGNORES, *extra), signal.SIG_DFL)
 
 
 def for_child(signum: int) -> int:

@@ -16,13 +16,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "pulpinit"
 
 #: Shared leaves: every stage may use them; they use only each other.
-LEAVES = {"errors", "log", "redact", "signals", "privileges", "regularfile"}
+LEAVES = {"errors", "log", "redact", "signals", "privileges", "regularfile", "spawn"}
 #: The stages, in the order the pipeline runs them: each imports only earlier ones.
 STAGES = ("settings", "config", "wait", "migrate", "handoff")
 #: Above the stages, in order: each imports only earlier ones (and anything below).
 TOP = ("roles", "pipeline", "render", "commands", "cli", "__main__")
 #: What the resident supervisor may import of pulpinit (all standard library only).
-SUPERVISOR_MAY_IMPORT = {"errors", "privileges", "signals", "settings.knobs", "settings"}
+SUPERVISOR_MAY_IMPORT = {"errors", "privileges", "spawn", "settings.knobs", "settings"}
 
 
 def module_name(path: Path) -> str:

@@ -197,12 +197,13 @@ def test_killed_holder_takes_its_run_along_and_is_replaced_after_the_lease(workd
 @pytest.mark.slow
 @BOTH
 def test_paused_holder_kills_its_run_on_resume_exits_70_and_the_other_completes(workdir, peer, broker):
-    """The holder's whole process group is SIGSTOPped for twice the lease (a frozen cgroup or VM).
+    """The holder's whole process group — pulpinit, its watchdog and pulp-manage-db — is SIGSTOPped for
+    twice the lease (a frozen cgroup or VM).
 
-    A lease cannot fence a frozen process (README): the paused run is still alive, though it
+    Nothing can fence a group frozen as a whole (README): the paused run is still alive, though it
     executes nothing, while the second one runs — so the second run sees it (``overlapped``).
-    What pulpinit guarantees: on SIGCONT the resumed holder kills its run within 1 s, records
-    nothing over the new holder's state and exits 70."""
+    What pulpinit guarantees: on SIGCONT the resumed watchdog kills its run within 1 s, the holder
+    records nothing over the new holder's state and exits 70."""
     lease = 2.0
     env = environment(workdir, peer, broker, STANDIN_SECONDS="30", **short_lease(lease))
     holder = Pulpinit(env, "migrate", session=True)
@@ -236,6 +237,45 @@ def test_paused_holder_kills_its_run_on_resume_exits_70_and_the_other_completes(
     print(
         f"\n[figure] {peer.kind}: lease {lease:g} s, paused {2 * lease:g} s: resumed holder's run killed "
         f"{kill_s:.3f} s after SIGCONT"
+    )
+
+
+@pytest.mark.slow
+@BOTH
+def test_a_frozen_pulpinit_cannot_let_its_run_outlive_the_lease(workdir, peer, broker):
+    """SIGSTOP of the holding pulpinit alone, past its lease: its watchdog stops pulp-manage-db before the
+    lease ends, a contender takes over, and the two runs never overlap; the resumed holder writes nothing."""
+    lease = 3.0
+    env = environment(workdir, peer, broker, STANDIN_SECONDS="30", **short_lease(lease, stop=0.5))
+    holder = Pulpinit(env, "migrate")
+    owner = holder.expect("migration.start")["owner"]
+    wait_for(lambda: len(starts(workdir)) == 1 and state(peer).get("status") == "running", what="running")
+    frozen = starts(workdir)[0]
+    holder.proc.send_signal(signal.SIGSTOP)  # pulpinit only: its watchdog and pulp-manage-db run on
+    stopped_at = time.monotonic()
+    contender = Pulpinit(environment(workdir, peer, broker, STANDIN_SECONDS="0.5", **short_lease(lease)), "migrate")
+    try:
+        code, err = contender.finish(timeout=30)
+    finally:
+        time.sleep(max(0.0, stopped_at + 3 * lease - time.monotonic()))  # frozen three leases in all
+        holder.proc.send_signal(signal.SIGCONT)
+    assert code == 0, err[-2000:]
+    runs = starts(workdir)
+    assert len(runs) == 2 and runs[0].pid == frozen.pid and runs[0].code == 143  # stopped by its watchdog
+    assert_no_overlap(runs)
+    assert runs[0].ended is not None and runs[0].ended < runs[1].started
+    done = state(peer)
+    assert done["status"] == "done" and done["owner"] != owner
+    code, err = holder.finish(timeout=20)
+    assert code == 70, err[-2000:]
+    assert "migration.lease_lost" in err
+    (error,) = one_error_line(err)
+    assert "lease" in error["error"]
+    assert state(peer) == done  # the new holder's record stands
+    print(
+        f"\n[figure] {peer.kind}: lease {lease:g} s, pulpinit frozen {3 * lease:g} s: "
+        f"{sum(run.overlapped for run in runs)} overlapping runs of {len(runs)}; the frozen holder's run ended "
+        f"{runs[0].ended - stopped_at:.2f} s after the SIGSTOP"
     )
 
 
@@ -544,18 +584,36 @@ def test_a_waiter_names_a_gone_holder_and_waits_to_its_deadline(workdir, mongo, 
 
 
 @pytest.mark.slow
-def test_sigterm_during_migration_is_forwarded_recorded_and_released(workdir, mongo, broker):
-    env = environment(workdir, mongo, broker, STANDIN_SECONDS="30")
-    proc = pulpinit(env, "migrate")
-    wait_for(lambda: len(starts(workdir)) == 1 and state(mongo).get("status") == "running")
-    proc.send_signal(signal.SIGTERM)
-    code, err = finish(proc, timeout=15)
-    assert code == 143
-    assert "migration.signal" in err
-    doc = state(mongo)
-    assert doc["status"] == "failed" and "SIGTERM" in doc["error"]
-    assert lock_doc(mongo)["owner"] is None
+@BOTH
+def test_sigterm_during_migration_is_an_interruption_that_the_next_beat_resumes(workdir, peer, broker):
+    """A drain: SIGTERM to beat mid-migration is forwarded and recorded as ``interrupted``, not failed; a
+    waiting role keeps waiting; the next beat runs the backup and pulp-manage-db again and hands over."""
+    backup = standins.write_pre_migrate(workdir)
+    celery = standins.write_celery(workdir)
+    knobs = {"PULPINIT_PRE_MIGRATE": str(backup), "PULPINIT_CELERY": str(celery), "PULPINIT_WAIT_LOG_INTERVAL": "1"}
+    beat = Pulpinit(environment(workdir, peer, broker, STANDIN_SECONDS="30", **knobs), "beat")
+    wait_for(lambda: len(starts(workdir)) == 1 and state(peer).get("status") == "running", what="running")
+    waiter = Pulpinit(environment(workdir, peer, broker, PULPINIT_MIGRATION_TIMEOUT="60"), "run", "--", "/bin/true")
+    waiter.expect("migration.waiting")
+    beat.proc.send_signal(signal.SIGTERM)
+    code, err = beat.finish(timeout=15)
+    assert code == 143, err[-2000:]
+    assert "migration.signal" in err and "migration.interrupted" in err
+    doc = state(peer)
+    assert doc["status"] == "interrupted" and "SIGTERM" in doc["error"] and doc["exit_code"] == 143
+    assert lock_doc(peer)["owner"] is None
     assert starts(workdir)[0].code == 143  # the stand-in's own SIGTERM handler ran
+    assert waiter.proc.poll() is None  # an interruption is no failure: the waiting role waits on
+
+    again = Pulpinit(environment(workdir, peer, broker, **knobs), "beat")
+    again.expect("migration.resume")
+    again.expect("handoff.exec")
+    code, err = waiter.finish()
+    assert code == 0, err[-2000:]
+    runs = starts(workdir)
+    assert [run.code for run in runs] == [143, 0] and state(peer)["status"] == "done"
+    assert len(standins.pre_migrate_runs(workdir / "pre-migrate.log")) == 2  # the backup ran again first
+    again.kill()
 
 
 def test_a_stop_timeout_that_does_not_fit_the_lease_is_rejected():
@@ -692,78 +750,6 @@ def test_fingerprint_from_the_rpm_database(tmp_path: Path):
         os.environ.pop("PACKAGES", None)
     explicit = toolkit_from_environ({"PULPINIT_MIGRATION_FINGERPRINT": "2.21.5"})
     assert derive(explicit.migration_fingerprint, rpm=str(rpm)) == ("2.21.5", "PULPINIT_MIGRATION_FINGERPRINT")
-
-
-def tether(*argv: str, parent: int | None = None) -> tuple[int, str]:
-    """Run pulpinit.migrate.tether; returns (exit code, what it wrote to its status pipe)."""
-    read, write = os.pipe()
-    try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pulpinit.migrate.tether",
-                "--parent",
-                str(parent or os.getpid()),
-                "--status-fd",
-                str(write),
-                "--",
-                *argv,
-            ],
-            pass_fds=(write,),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    finally:
-        os.close(write)
-    with os.fdopen(read) as status:
-        return done.returncode, status.read()
-
-
-def test_tether_reports_exec_failures_and_refuses_an_orphaned_start(tmp_path: Path):
-    marker = tmp_path / "ran"
-    assert tether("sh", "-c", f"touch {marker}") == (0, "")  # exec'ed: the status pipe just closed
-    assert marker.exists()
-    marker.unlink()
-    assert tether(str(tmp_path / "missing")) == (127, "127 not found")
-    plain = tmp_path / "plain"
-    plain.write_text("#!/bin/sh\n")
-    assert tether(str(plain)) == (126, "126 not executable")
-    code, status = tether("sh", "-c", f"touch {marker}", parent=1 if os.getppid() != 1 else 2)
-    assert code == 70 and "is gone" in status and not marker.exists()
-
-
-def test_tether_sets_the_parent_death_signal_after_the_privilege_drop():
-    """PR_GET_PDEATHSIG (2) in the exec'ed command: set, and kept past the drop to `nobody`."""
-    argv = [sys.executable, "-m", "pulpinit.migrate.tether", *(["--user", "nobody"] if ROOT else [])]
-    read, write = os.pipe()
-    done = subprocess.run(
-        [
-            *argv,
-            "--parent",
-            str(os.getpid()),
-            "--status-fd",
-            str(write),
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            "import ctypes, os; libc = ctypes.CDLL(None); "
-            "sig = ctypes.c_int(); libc.prctl(2, ctypes.byref(sig)); print(sig.value, os.getuid())",
-        ],
-        pass_fds=(write,),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    os.close(write)
-    os.close(read)
-    assert done.returncode == 0, done.stderr
-    signum, uid = done.stdout.split()
-    assert int(signum) == signal.SIGKILL  # PR_GET_PDEATHSIG in the exec'ed command
-    assert int(uid) == (pwd_uid("nobody") if ROOT else os.getuid())
 
 
 def test_the_fake_knows_read_only_users():
