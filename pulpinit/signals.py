@@ -3,6 +3,9 @@
 SIGTERM, SIGINT and the image's own stop signal (``PULPINIT_STOP_SIGNAL``, e.g. SIGWINCH, httpd's
 graceful stop, in the API image) get a handler as soon as :func:`pulpinit.cli.main` starts
 (:func:`handling`; the CLI reads the knob with :func:`pulpinit.settings.knobs.stop_signal_number`).
+Before that, from the entry point's first statements (:mod:`pulpinit.__main__`, which the console
+script runs too), :func:`early` notes a stop signal that comes while the interpreter imports the
+rest, and :func:`handling` raises it as soon as it takes over.
 The PID 1 of a PID namespace receives only the signals it handles: without a
 handler a ``docker stop`` or a pod deletion is dropped and ends in SIGKILL after the grace period.
 The extra signal is explicit because SIGWINCH also means "the terminal was resized": an
@@ -73,6 +76,8 @@ class _State:
 
 
 _state = _State()
+#: The first stop signal that arrived before :func:`handling` took over (see :func:`early`).
+_early: list[int] = []
 
 
 def install(numbers: Iterable[int], disposition: Disposition) -> Callable[[], None]:
@@ -84,6 +89,23 @@ def install(numbers: Iterable[int], disposition: Disposition) -> Callable[[], No
             signal.signal(number, old)
 
     return restore
+
+
+def early(extra: int | None = None) -> None:
+    """The entry point's first statement: note stop signals until :func:`handling` takes over.
+
+    The PID 1 of a PID namespace drops every signal it has no handler for, so a stop that comes
+    while the interpreter imports pulpinit's modules (a few hundred milliseconds with pymongo,
+    structlog and the rest) would be lost.  This handler only notes the first one; :func:`handling`
+    raises it as :class:`Interrupted` (stage ``start``) as soon as it is installed.
+    """
+    for number in (*ALWAYS, *([extra] if extra else [])):
+        signal.signal(number, _note_early)
+
+
+def _note_early(signum: int, _frame: FrameType | None) -> None:
+    if not _early:
+        _early.append(signum)
 
 
 def for_child(signum: int) -> int:
@@ -150,8 +172,12 @@ def handling(extra: int | None = None) -> Iterator[None]:
     STOP.clear()
     restore = install(numbers, _handler)
     try:
+        if _early:  # a stop signal came while pulpinit was starting (see early())
+            _state.received = _early[0]
+            raise Interrupted(_early[0], _state.stage)
         yield
     finally:
+        _early.clear()
         restore()
         signal.set_wakeup_fd(previous_fd)
         os.close(write_fd)  # the watcher reads EOF and ends
