@@ -905,6 +905,42 @@ def test_pre_migrate_output_and_command_never_show_a_password(workdir, mongo, br
 
 
 @pytest.mark.slow
+def test_manage_db_gets_no_secret_variable_and_the_backup_keeps_the_database_credentials(workdir, broker):
+    """One child-environment policy: pulp-manage-db reads server.conf; a mongodump needs the database's."""
+    with FakeMongo(users={("pulp_database", "pulp"): "SEKdbRET"}) as mongo:
+        recorder = "#!/bin/sh\nenv > \"$0.env\"\n"
+        for name in ("manage-db", "backup"):
+            (workdir / name).write_text(recorder)
+            (workdir / name).chmod(0o755)
+        (workdir / "db-password").write_text("SEKdbRET\n")
+        (workdir / "db-password").chmod(0o644)
+        env = environment(
+            workdir,
+            mongo,
+            broker,
+            PULPINIT_MANAGE_DB=str(workdir / "manage-db"),
+            PULPINIT_PRE_MIGRATE=str(workdir / "backup"),
+            PULP_DB_USERNAME="pulp",
+            PULP_DB_PASSWORD_FILE=str(workdir / "db-password"),
+            PULP_ADMIN_PASSWORD="SEKadminRET",
+            PULP_BROKER_URL=broker.url().replace("://", "://guest:SEKbrokerRET@", 1),
+            PULPINIT_CELERY_ARGS="--broker=amqp://x:SEKargsRET@h//",
+            PULPINIT_KEEP_SECRET_ENV="1",  # about the role's process only
+        )
+        code, err = finish(pulpinit(env, "migrate"))
+        assert code == 0, err[-2000:]
+
+    def names(name: str) -> set[str]:
+        return {line.split("=", 1)[0] for line in (workdir / f"{name}.env").read_text().splitlines() if "=" in line}
+
+    secrets = {"PULP_DB_PASSWORD_FILE", "PULP_ADMIN_PASSWORD", "PULP_BROKER_URL", "PULPINIT_CELERY_ARGS"}
+    assert not names("manage-db") & secrets, names("manage-db") & secrets
+    assert {"PULP_DB_USERNAME", "PULP_DB_SEEDS", "PULPINIT_CONFIG"} <= names("manage-db")
+    assert names("backup") & secrets == {"PULP_DB_PASSWORD_FILE"}  # the database's credentials only
+    assert "SEK" not in (workdir / "manage-db.env").read_text()
+
+
+@pytest.mark.slow
 def test_a_failing_pre_migrate_stops_the_migration_with_70_and_state_failed(workdir, mongo, broker):
     backup = standins.write_pre_migrate(workdir)
     env = environment(workdir, mongo, broker, PULPINIT_PRE_MIGRATE=str(backup), STANDIN_PRE_MIGRATE_EXIT="3")
