@@ -908,7 +908,7 @@ def test_pre_migrate_output_and_command_never_show_a_password(workdir, mongo, br
 def test_manage_db_gets_no_secret_variable_and_the_backup_keeps_the_database_credentials(workdir, broker):
     """One child-environment policy: pulp-manage-db reads server.conf; a mongodump needs the database's."""
     with FakeMongo(users={("pulp_database", "pulp"): "SEKdbRET"}) as mongo:
-        recorder = "#!/bin/sh\nenv > \"$0.env\"\n"
+        recorder = '#!/bin/sh\nenv > "$0.env"\n'
         for name in ("manage-db", "backup"):
             (workdir / name).write_text(recorder)
             (workdir / name).chmod(0o755)
