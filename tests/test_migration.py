@@ -986,3 +986,104 @@ def test_bad_issue_14_knobs_are_78(variable, value, words):
     with pytest.raises(EnvValueError, match=words) as caught:
         toolkit_from_environ({variable: value})
     assert caught.value.exit_code == 78 and caught.value.variable == variable
+
+
+# -- documents of an unexpected shape (tests/test_odd_documents.py reads them without processes) ----
+
+ODD_FINGERPRINT = "2.21.5-1"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def put(peer: MongoPeer, collection: str, doc: dict[str, Any]) -> None:
+    """A document written straight into the peer, as a server with looser types would give it back."""
+    with peer.client() as client:
+        client[peer.database][collection].replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+
+def odd_env(workdir: Path, peer: MongoPeer, broker: FakeAmqpBroker, **extra: str) -> dict[str, str]:
+    return environment(
+        workdir, peer, broker, **{"PULPINIT_WAIT_LOG_INTERVAL": "0.2", "STANDIN_SECONDS": "0.2", **extra}
+    )
+
+
+@pytest.mark.slow
+@BOTH
+def test_a_lock_with_odd_dates_is_waited_for_then_taken(workdir, peer, broker):
+    """Held by another owner: first with a string expiry an hour ahead, then an unreadable one (held all
+    along, whatever PULPINIT_MIGRATION_TIMEOUT says); freed, it is taken and the migration runs."""
+    put(peer, COLLECTION, {"_id": LOCK_ID, "owner": "other:1:abc", "acquired_at": str(utcnow()),
+                           "expires_at": str(utcnow() + dt.timedelta(hours=1))})  # fmt: skip
+    contender = Pulpinit(odd_env(workdir, peer, broker, PULPINIT_MIGRATION_TIMEOUT="1"), "migrate")
+    held = contender.expect("migration.lock_held")
+    assert "held by other:1:abc" in held["lock"] and "lease expires in 3600 s" in held["lock"]
+    put(peer, COLLECTION, {"_id": LOCK_ID, "owner": "other:1:abc", "expires_at": "when pigs fly"})
+    odd = contender.expect("migration.odd_document")
+    assert odd["field"] == "expires_at" and odd["document"] == LOCK_ID
+    wait_for(lambda: logged("\n".join(contender.lines), "migration.lock_held")[-1]["lock"].endswith("taken as held)"))
+    put(peer, COLLECTION, {"_id": LOCK_ID, "owner": None, "expires_at": None})
+    code, err = contender.finish()
+    assert code == 0, err[-2000:]
+    assert one_error_line(err) == [] and len(logged(err, "migration.odd_document")) == 1
+    assert len(starts(workdir)) == 1 and peer.state()["status"] == "done"
+
+
+@pytest.mark.slow
+@BOTH
+def test_a_waiting_role_reads_an_odd_state_and_lock(workdir, peer, broker):
+    odd = {"started_at": "2026-12-06 18:07:00.499000", "exit_code": "none", "duration_s": "?"}
+    put(
+        peer,
+        COLLECTION,
+        {"_id": STATE_ID, "fingerprint": ODD_FINGERPRINT, "status": "running", "owner": "other:1:abc", **odd},
+    )
+    put(peer, COLLECTION, {"_id": LOCK_ID, "owner": "other:1:abc", "expires_at": "when pigs fly"})
+    waiter = Pulpinit(odd_env(workdir, peer, broker, PULPINIT_MIGRATION_TIMEOUT="1"), "run", "--", "/bin/true")
+    waiting = waiter.expect("migration.waiting")
+    assert waiting["state"].startswith("running (fingerprint 2.21.5-1, by other:1:abc")
+    assert "taken as held" in waiting["lock"]
+    put(peer, COLLECTION, {"_id": STATE_ID, "fingerprint": ODD_FINGERPRINT, "status": "done", "finished_at": "today"})
+    code, err = waiter.finish()
+    assert code == 0, err[-2000:]
+    assert one_error_line(err) == []
+
+
+@pytest.mark.slow
+@BOTH
+def test_an_odd_heartbeat_keeps_the_database_from_being_quiet_and_is_named(workdir, peer, broker):
+    put(peer, "workers", {"_id": "reserved_resource_worker-1@old", "last_heartbeat": "not a date"})
+    put(peer, "workers", {"_id": "resource_manager@old", "last_heartbeat": str(utcnow() - dt.timedelta(hours=1))})
+    env = odd_env(workdir, peer, broker, PULPINIT_QUIET_SECONDS="5", PULPINIT_MIGRATION_TIMEOUT="1.5")
+    code, err = finish(pulpinit(env, "migrate"))
+    assert code == 75, err[-2000:]
+    (error,) = one_error_line(err)
+    assert "reserved_resource_worker-1@old (last heartbeat unreadable, taken as live)" in error["error"]
+    assert starts(workdir) == []  # pulp-manage-db never ran under a process that may be alive
+    [odd] = logged(err, "migration.odd_document")
+    assert odd["document"] == "reserved_resource_worker-1@old" and odd["taken_as"] == "a live process"
+    stale = logged(err, "migration.stale_processes")
+    assert stale[0]["processes"][0]["name"] == "resource_manager@old"  # a readable string: an hour old
+    # the census of check-deps reads them the same way
+    report = json.loads(pulpinit_run(env, "check-deps", "--json", "--timeout", "5").stdout or "{}")
+    live = report["pulp_processes"]["live"]
+    assert live == [{"name": "reserved_resource_worker-1@old", "age_s": None, "unreadable": True}]
+
+
+# -- a server that returns every $set date as a string, throughout ----------------------------------
+
+
+@pytest.mark.slow
+def test_run_once_on_a_server_that_returns_set_dates_as_strings(workdir, broker):
+    with FakeMongo(dates_as_strings=True) as fake:
+        peer = MongoPeer.of_fake(fake)
+        env = odd_env(workdir, peer, broker, STANDIN_SECONDS="1")
+        waiter = Pulpinit(env, "run", "--", "/bin/true")
+        contenders = [Pulpinit(env, "migrate") for _ in range(4)]
+        results = [c.finish() for c in contenders] + [waiter.finish()]
+        assert [code for code, _ in results] == [0] * 5, [err[-1500:] for _, err in results]
+        assert all(one_error_line(err) == [] for _, err in results)
+        assert len(starts(workdir)) == 1 and peer.state()["status"] == "done"
+        assert isinstance(peer.lock()["released_at"], str)  # the server really gave the dates back as strings
+        assert any('"migration.lock_held"' in err for _, err in results)  # contenders read the held lease
