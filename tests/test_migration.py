@@ -336,6 +336,34 @@ def test_mongodb_gone_for_8_s_during_the_wait_and_the_run_is_waited_out(workdir,
 
 
 @pytest.mark.slow
+@BOTH
+def test_recording_gives_up_within_a_lease_and_the_next_start_resumes(workdir, peer, broker):
+    """MongoDB gone for good as the result is recorded: 70 after about one lease (6 s), not after
+    PULPINIT_MIGRATION_TIMEOUT (600 s); the ``running`` left behind is an interruption the next start resumes."""
+    lease = 6.0
+    target = ("127.0.0.1", int(peer.hostport.rsplit(":", 1)[1]))
+    with Proxy(target) as proxy:
+        proxied = MongoPeer(peer.kind, f"127.0.0.1:{proxy.port}", peer.database)
+        knobs = {**short_lease(lease, stop=1.0), "PULPINIT_MIGRATION_TIMEOUT": "600", "STANDIN_SECONDS": "2"}
+        holder = Pulpinit(environment(workdir, proxied, broker, **knobs), "migrate")
+        wait_for(lambda: len(starts(workdir)) == 1 and state(peer).get("status") == "running", what="running")
+        proxy.go_down()
+        down_at = time.monotonic()
+        code, err = holder.finish(timeout=60)
+        took = time.monotonic() - down_at
+    assert code == 70, err[-2000:]
+    (error,) = one_error_line(err)
+    assert "result not recorded within one lease" in error["error"]
+    assert took < 2 + lease + 5, err  # the run's 2 s, one lease, and room for a loaded machine
+    assert starts(workdir)[0].code == 0 and state(peer)["status"] == "running"
+    code, err = finish(pulpinit(environment(workdir, peer, broker, **short_lease(lease, stop=1.0)), "migrate"))
+    assert code == 0, err[-2000:]
+    assert "its holder is gone" in logged(err, "migration.resume")[0]["reason"]
+    assert len(starts(workdir)) == 2 and state(peer)["status"] == "done"
+    print(f"\n[figure] {peer.kind}: lease {lease:g} s: MongoDB gone while recording, exit 70 after {took:.1f} s")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fake", "secantus"])
 def test_a_read_only_user_is_not_authorized(workdir, broker, request, kind):
     """check-deps tells "can log in" from "can work"; migrate stops with 78 and one line."""

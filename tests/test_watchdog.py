@@ -289,3 +289,21 @@ def test_the_watch_keeps_its_deadlines_on_an_injected_clock() -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_watch_resumed_past_its_deadline_kills_without_a_graceful_stop() -> None:
+    """A frozen container resumed: no SIGTERM (the command could act on it beside the new holder), SIGKILL."""
+    now = [100.0]
+    reports: list[str] = []
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        watch = Watch(
+            sleeper.pid, deadline=110.0, stop_timeout=2.0, margin=1.0, report=reports.append, clock=lambda: now[0]
+        )
+        now[0] = 130.0
+        watch.tick()
+        assert reports == ["fence -20.000", "kill lease"]
+        assert sleeper.wait(5) == -signal.SIGKILL
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pulpinit.errors import (
     ConfigError,
@@ -55,6 +55,7 @@ EXIT_MEANINGS = {
 #: When a signal stops us: wait for the keeper's operation in flight, make one attempt at recording
 #: the interruption and one at releasing the lock, at most this long each (seconds; 1 s in all).
 FAST_KEEPER_S, FAST_RECORD_S, FAST_RELEASE_S = 0.2, 0.3, 0.5
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -242,19 +243,24 @@ class Holding:
     def record(self, lease: Lease, fields: StateDoc, fast: bool = False) -> None:
         """Write the final state after a renewal that proves the lease is still ours.
 
-        Retried for at most one lease (one attempt of 0.3 s when ``fast``): a result that cannot be
-        recorded by then leaves ``running`` behind, which the next migrating start treats as an
-        interruption.  When the renewal finds another owner nothing is written and
-        :class:`LeaseLost` is raised: the state belongs to the new holder.
+        Retried for at most one lease (one attempt of 0.3 s when ``fast``), no attempt running past
+        that: a result that cannot be recorded by then leaves ``running`` behind, which the next
+        migrating start treats as an interruption.  When the renewal finds another owner nothing is
+        written and :class:`LeaseLost` is raised: the state belongs to the new holder.
         """
         import pymongo
 
-        if not lease.close(FAST_KEEPER_S if fast else None):
-            return  # an operation of the keeper still hangs (fast path only): let the lease expire
+        deadline = self.clock() + (FAST_RECORD_S if fast else self.policy.lease_seconds)
+        if not lease.close(FAST_KEEPER_S if fast else max(0.0, deadline - self.clock())):
+            if fast:
+                return  # an operation of the keeper still hangs: let the lease expire
+            raise MigrationFailed("result not recorded within one lease: a renewal of the lease still hangs")
 
         def attempt() -> bool:
+            sent = self.clock()
             if not self.lock.renew():
                 return False
+            lease.confirmed_until = max(lease.confirmed_until, sent + lease.lease_s)
             now = self.now()
             started_at = lease.started_at or now - dt.timedelta(seconds=fields.get("duration_s") or 0.0)
             self.store.write({**fields, "started_at": started_at, "finished_at": now})
@@ -262,22 +268,31 @@ class Holding:
 
         if fast:
             try:
-                with pymongo.timeout(FAST_RECORD_S):
-                    attempt()
+                self._within(attempt, deadline)()
             except pymongo.errors.PyMongoError as exc:
                 self.log.warning("migration.record_failed", error=self.db.describe(exc))
             return
         ours = self.db.call(
-            attempt,
+            self._within(attempt, deadline),
             what="record the migration result",
             action=f"update {self.store.where}",
-            deadline=self.clock() + self.policy.lease_seconds,
-            give_up=lambda why: MigrationFailed(f"result not recorded: {why}"),
+            deadline=deadline,
+            give_up=lambda why: MigrationFailed(f"result not recorded within one lease: {why}"),
         )
         if not ours:
             holder = self.lock_text()
             self.log.error("migration.lease_lost", lock=holder, action="result not recorded")
             raise LeaseLost(self.lock.owner, f"the lock is now {holder}; the result of this run was not recorded")
+
+    def _within(self, fn: Callable[[], T], deadline: float) -> Callable[[], T]:
+        """``fn`` bounded so that no attempt runs past ``deadline`` (monotonic): pymongo's own timeouts are longer."""
+        import pymongo
+
+        def bounded() -> T:
+            with pymongo.timeout(max(0.1, deadline - self.clock())):
+                return fn()
+
+        return bounded
 
     def _release(self, lease: Lease, fast: bool) -> None:
         import pymongo
@@ -286,11 +301,10 @@ class Holding:
             return  # not ours any more: nothing to release
         try:
             if fast:
-                with pymongo.timeout(FAST_RELEASE_S):
-                    self.lock.release()
-            else:
+                self._within(self.lock.release, self.clock() + FAST_RELEASE_S)()
+            else:  # until the lease would end anyway
                 self.db.call(
-                    self.lock.release,
+                    self._within(self.lock.release, lease.confirmed_until),
                     what="release the migration lock",
                     action=f"update {self.store.where}",
                     deadline=lease.confirmed_until,

@@ -144,7 +144,10 @@ def migrate(
             else:
                 migrator.wait()
         finally:
-            client.close()
+            import pymongo
+
+            with pymongo.timeout(1.0):  # MongoDB gone: ending the sessions must not wait for server selection
+                client.close()
 
 
 class Progress(enum.Enum):

@@ -16,7 +16,8 @@ small stdlib-only program, which stays resident as the command's parent:
    shares) that pulpinit last confirmed.  pulpinit writes ``renew T`` on ``R`` after every
    confirmed renewal.  When no renewal has moved the deadline by ``T − S − M``, the watchdog
    sends the command SIGTERM and reports ``fence SECONDS_LEFT``; at ``T − M`` it SIGKILLs the
-   command's process group (``kill lease``).  So the command is gone before the lease can pass
+   command's process group (``kill lease``) — at once, without the SIGTERM, when it finds itself
+   past that already (the whole container was frozen and resumed).  So the command is gone before the lease can pass
    to anyone else **even when pulpinit itself is frozen** (SIGSTOP, a stuck interpreter): only a
    frozen machine or cgroup, which freezes the watchdog too, escapes the fence;
 4. ``stop N`` on ``R`` forwards signal N to the command (pulpinit received a stop signal) and
@@ -97,8 +98,9 @@ class Watch:
         if not self.fenced and now >= term_at:
             self.fenced = True
             self.report(f"fence {self.deadline - now:.3f}")
-            self._signal(signal.SIGTERM)
             self._kill_by(self.deadline - self.margin, "lease")
+            if now < self.kill_at:  # late (resumed from a freeze): no time for a graceful stop, SIGKILL below
+                self._signal(signal.SIGTERM)
         if now >= self.kill_at:
             self.kill(self.kill_reason)
         upcoming = [t for t in (term_at if not self.fenced else math.inf, self.kill_at) if t > now]
