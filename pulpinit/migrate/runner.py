@@ -15,7 +15,8 @@ carries what pulpinit decides (the protocol is the watchdog's).
 * a permanent MongoDB error in the keeper: ``stop SIGTERM``;
 * a stop signal (SIGTERM, SIGINT, the image's stop signal) is forwarded (``stop N``: SIGINT
   stays SIGINT, any other is SIGTERM) and the command is SIGKILLed by the watchdog
-  ``PULPINIT_MANAGE_DB_STOP_TIMEOUT`` later if it is still there;
+  ``PULPINIT_MANAGE_DB_STOP_TIMEOUT`` later if it is still there — from the moment the watchdog
+  exists until :meth:`Running.close`, so none is lost between the start and the wait;
 * the command's output (stdout and stderr) goes into the log line by line.
 
 The environment is the caller's: :mod:`pulpinit.settings.childenv` says which one each command gets.
@@ -99,6 +100,7 @@ class Runner:
             os.close(status_w)
             os.close(control_r)
         running = Running(proc, status_r, control_w, self.log, event)
+        running.give_back = signals.take_over(running.forward)  # from now on a stop signal goes to the command
         try:
             running.started(command[0], variable)
         except BaseException:
@@ -123,6 +125,7 @@ class Running:
         self._eof = False
         self.code: int | None = None
         self.fenced: str | None = None
+        self.give_back: Callable[[], None] = lambda: None
 
     # -- the status pipe ------------------------------------------------------------------
     def _read(self, timeout: float) -> None:
@@ -177,7 +180,6 @@ class Running:
         assert self.proc.stdout is not None  # noqa: S101 - stdout=PIPE in start
         reader = threading.Thread(target=self._stream, args=(self.proc.stdout,), daemon=True)
         reader.start()
-        give_back = signals.take_over(self.forward)  # every stop signal, until given back
         sent, lost, stopped = lease.confirmed_until, None, False
         try:
             while self.code is None and not self._eof:
@@ -195,7 +197,6 @@ class Running:
                 while self._lines:
                     self._status(self._lines.pop(0), lease, clock)
         finally:
-            give_back()
             self.close()
             reader.join(timeout=2)
         code = self.code if self.code is not None else 128 + signal.SIGKILL
@@ -220,7 +221,9 @@ class Running:
             self.log.error("migration.kill", reason=_KILL_REASONS.get(rest, rest))
 
     def close(self) -> None:
-        """Close the pipes and reap the watchdog (it ends once its command has; closing ``control`` kills it)."""
+        """Give the stop signals back, close the pipes and reap the watchdog (closing ``control`` kills the command)."""
+        self.give_back()
+        self.give_back = lambda: None
         for fd in (self.control, self.status):
             try:
                 os.close(fd)
