@@ -167,3 +167,14 @@ def test_no_test_module_imports_another() -> None:
                 f"{path.name} imports {name}" for name in names if name.split(".")[-1].startswith(("test_", "conftest"))
             ]
     assert not wrong, wrong
+
+
+def test_one_module_starts_long_lived_children() -> None:
+    """Only :mod:`pulpinit.spawn` forks and sets a parent-death signal; the others start children through it."""
+    found = {
+        short(name)
+        for name, path in MODULES.items()
+        if component(name) != "testing"
+        and any(word in path.read_text(encoding="utf-8") for word in ("os.fork(", "_PR_SET_PDEATHSIG =", "preexec_fn"))
+    }
+    assert found == {"spawn"}, found
