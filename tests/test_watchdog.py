@@ -34,8 +34,15 @@ PROBE = (
 SIGNALS = ("grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status")
 
 
+#: The bits of the signals a program can set (the C library reserves 32 and 33 for itself: an
+#: ignored one there can be neither reset nor used, and is left out).
+SETTABLE = sum(1 << (number - 1) for number in signal.valid_signals())
+
+
 def masks(output: str) -> dict[str, int]:
-    return {line.split(":")[0]: int(line.split()[1], 16) for line in output.splitlines() if line.startswith("Sig")}
+    """SigIgn and SigBlk of a /proc status, as far as they concern the signals a program can set."""
+    lines = [line for line in output.splitlines() if line.startswith("Sig")]
+    return {line.split(":")[0]: int(line.split()[1], 16) & SETTABLE for line in lines}
 
 
 class Watchdog:
