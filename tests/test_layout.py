@@ -133,9 +133,10 @@ def test_imports_go_down_the_pipeline_only(name: str) -> None:
     assert not wrong, wrong
 
 
-def test_the_supervisor_and_what_it_imports_are_standard_library_only() -> None:
-    """The resident supervisor (``python -m pulpinit.supervise``) must stay small: no third-party module."""
-    seen, todo = set(), ["pulpinit.supervise"]
+@pytest.mark.parametrize("program", ["pulpinit.supervise", "pulpinit.migrate.watchdog"])
+def test_the_resident_programs_and_what_they_import_are_standard_library_only(program: str) -> None:
+    """The resident supervisor and the migration watchdog must stay small: no third-party module."""
+    seen, todo = set(), [program]
     while todo:
         name = todo.pop()
         if name in seen or name not in MODULES:
@@ -143,7 +144,7 @@ def test_the_supervisor_and_what_it_imports_are_standard_library_only() -> None:
         seen.add(name)
         assert not third_party_imports(name), (name, third_party_imports(name))
         todo += [target for target, _ in imports(name)]
-    assert {short(name) for name in seen} - {"supervise"} <= SUPERVISOR_MAY_IMPORT | {"", "settings"}
+    assert {short(name) for name in seen} - {short(program)} <= SUPERVISOR_MAY_IMPORT | {"", "settings", "migrate"}
 
 
 def test_stage_packages_import_nothing_on_their_own() -> None:

@@ -274,43 +274,45 @@ def test_a_sigkilled_pulpinit_takes_watchdog_and_command_along() -> None:
         parent.kill()
 
 
-def test_the_watch_keeps_its_deadlines_on_an_injected_clock() -> None:
+@pytest.fixture
+def watch() -> Iterator[tuple[Watch, list[float], list[str], subprocess.Popen[bytes]]]:
+    """A :class:`Watch` over a real ``sleep`` (deadline 110, stop timeout 2, margin 1) on an injected clock."""
+    now = [100.0]
+    reports: list[str] = []
+    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        yield (
+            Watch(
+                sleeper.pid, deadline=110.0, stop_timeout=2.0, margin=1.0, report=reports.append, clock=lambda: now[0]
+            ),
+            now,
+            reports,
+            sleeper,
+        )
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_the_watch_keeps_its_deadlines_on_an_injected_clock(watch) -> None:
     """The fence's arithmetic: renewals move the deadline until the fence, and not after it."""
-    now = [100.0]
-    reports: list[str] = []
-    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    try:
-        watch = Watch(
-            sleeper.pid, deadline=110.0, stop_timeout=2.0, margin=1.0, report=reports.append, clock=lambda: now[0]
-        )
-        assert watch.tick() == pytest.approx(7.0)  # SIGTERM due at 110 - 2 - 1
-        watch.message("renew 120.0")
-        assert watch.tick() == pytest.approx(17.0)
-        watch.message("renew 90.0")  # an older deadline never shortens the lease
-        now[0] = 117.0
-        assert watch.tick() == pytest.approx(2.0) and reports == ["fence 3.000"]  # SIGKILL due at 119
-        watch.message("renew 200.0")  # too late: once fenced, the deadline stands
-        now[0] = 119.0
-        assert watch.tick() == math.inf and reports[-1] == "kill lease"
-        assert sleeper.wait(5) == -signal.SIGTERM  # the fence's SIGTERM (sleep's default: exit)
-    finally:
-        sleeper.kill()
-        sleeper.wait()
+    dog, now, reports, sleeper = watch
+    assert dog.tick() == pytest.approx(7.0)  # SIGTERM due at 110 - 2 - 1
+    dog.message("renew 120.0")
+    assert dog.tick() == pytest.approx(17.0)
+    dog.message("renew 90.0")  # an older deadline never shortens the lease
+    now[0] = 117.0
+    assert dog.tick() == pytest.approx(2.0) and reports == ["fence 3.000"]  # SIGKILL due at 119
+    dog.message("renew 200.0")  # too late: once fenced, the deadline stands
+    now[0] = 119.0
+    assert dog.tick() == math.inf and reports[-1] == "kill lease"
+    assert sleeper.wait(5) == -signal.SIGTERM  # the fence's SIGTERM (sleep's default: exit)
 
 
-def test_a_watch_resumed_past_its_deadline_kills_without_a_graceful_stop() -> None:
+def test_a_watch_resumed_past_its_deadline_kills_without_a_graceful_stop(watch) -> None:
     """A frozen container resumed: no SIGTERM (the command could act on it beside the new holder), SIGKILL."""
-    now = [100.0]
-    reports: list[str] = []
-    sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
-    try:
-        watch = Watch(
-            sleeper.pid, deadline=110.0, stop_timeout=2.0, margin=1.0, report=reports.append, clock=lambda: now[0]
-        )
-        now[0] = 130.0
-        watch.tick()
-        assert reports == ["fence -20.000", "kill lease"]
-        assert sleeper.wait(5) == -signal.SIGKILL
-    finally:
-        sleeper.kill()
-        sleeper.wait()
+    dog, now, reports, sleeper = watch
+    now[0] = 130.0
+    dog.tick()
+    assert reports == ["fence -20.000", "kill lease"]
+    assert sleeper.wait(5) == -signal.SIGKILL

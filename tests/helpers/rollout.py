@@ -612,6 +612,11 @@ def measure_upgrade(
     """Install ``old``, apply ``new`` and measure until every role runs it (or ``timeout``)."""
     cluster.install(old)
     applied = cluster.apply(new, kill_ordinal=kill_ordinal)
+    return _until_all_on(cluster, new, applied, timeout)
+
+
+def _until_all_on(cluster: Cluster, new: Version, applied: float, timeout: float) -> Outcome:
+    """The outcome once every role runs ``new`` (seconds from ``applied``) or at ``timeout``, controllers settled."""
     try:
         seconds: float | None = cluster.wait_all_on(new, timeout) - applied
     except AssertionError:
@@ -636,12 +641,7 @@ def measure_drain(cluster: Cluster, old: Version, new: Version, *, timeout: floa
         cluster.diagnosis,
     )
     cluster.evict("beat")
-    try:
-        seconds: float | None = cluster.wait_all_on(new, timeout) - applied
-    except AssertionError:
-        seconds = None
-    cluster.settle(30)
-    return Outcome.of(cluster, new, seconds)
+    return _until_all_on(cluster, new, applied, timeout)
 
 
 def wait_until(
