@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, TypeVar
@@ -42,6 +42,7 @@ from pulpinit.pki.check import ROLE_KEYS, Published, key_paths, publish_public_k
 from pulpinit.privileges import identity_for
 from pulpinit.redact import REDACTOR
 from pulpinit.settings import crane
+from pulpinit.settings.childenv import Purpose, child_environ
 from pulpinit.settings.preflight import WARNING, Check, KeyChecker, KeyReport, Preflight, check_keys, check_role
 from pulpinit.settings.resolve import Settings, from_environ, register_secrets
 from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
@@ -148,7 +149,7 @@ def run_crane(environ: Mapping[str, str], request: roles.Request, *, init: bool)
             lambda: craneconf.load(ctx.settings.path),
             ctx.toolkit.user,
         )
-    _hand_over(ctx.toolkit, ctx.role, ctx.settings.secret_variables, init=init)
+    _hand_over(ctx.environ, ctx.toolkit, ctx.role, init=init)
 
 
 # -- stage 1: settings --------------------------------------------------------------------------
@@ -356,6 +357,7 @@ def migrate(ctx: Context, mode: Migration, *, retry_failed: bool = False) -> Non
         owner=owner_name(ctx.environ),
         sleep=signals.sleep,
         retry_failed=retry_failed,
+        environ=ctx.environ,
     )
 
 
@@ -401,11 +403,14 @@ def publish(ctx: Context, logger: Logger) -> None:
 # -- stage 5: hand-off --------------------------------------------------------------------------
 def handoff(ctx: Context, role: roles.Role, *, init: bool) -> NoReturn:
     """Stage 5: exec the role's process as the unprivileged user (as root for httpd), or the resident supervisor."""
-    _hand_over(ctx.toolkit, role, ctx.settings.secret_variables, init=init)
+    _hand_over(ctx.environ, ctx.toolkit, role, init=init)
 
 
-def _hand_over(toolkit: Toolkit, role: roles.Role, secrets: Iterable[str], *, init: bool) -> NoReturn:
-    """Signals stay handled until the exec; the supervisor's are blocked across it (pending, not lost)."""
+def _hand_over(environ: Mapping[str, str], toolkit: Toolkit, role: roles.Role, *, init: bool) -> NoReturn:
+    """Signals stay handled until the exec; the supervisor's are blocked across it (pending, not lost).
+
+    The role's environment is the one child-environment policy's (:mod:`pulpinit.settings.childenv`).
+    """
     signals.enter("handoff")
     hand_off(
         role.argv,
@@ -413,6 +418,6 @@ def _hand_over(toolkit: Toolkit, role: roles.Role, secrets: Iterable[str], *, in
         umask=toolkit.umask,
         supervise=init or toolkit.init,
         stop_timeout=toolkit.stop_timeout,
-        drop_env=() if toolkit.keep_secret_env else secrets,
+        env=child_environ(environ, Purpose.ROLE, keep_secret_env=toolkit.keep_secret_env),
         as_root=role.as_root,
     )

@@ -90,7 +90,7 @@ def migration_decision(ctx: Context, migration: Migration) -> str:
         return (
             f"wait: start once {where} records {fingerprint} as done; "
             f"exit 75 after {toolkit.migration_timeout:g} s without a live lease holder, "
-            "or at once if it is recorded as failed"
+            "or at once if it is recorded as failed (an interrupted one is waited through)"
         )
     quiet = (
         f"wait until no Pulp process heartbeated for {toolkit.quiet_seconds:g} s (PULPINIT_QUIET_SECONDS), "
