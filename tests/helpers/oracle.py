@@ -1,0 +1,269 @@
+"""The differential tier's machinery: a case, pulpinit's verdict on it, Pulp's client's, the table.
+
+A :class:`Case` is a server.conf (``section.key`` → value) and, optionally, the environment
+pulpinit resolves its settings from (Kubernetes service variables, ``PULP_BROKER_*``).  For each
+case:
+
+* **pulpinit's verdict** (:func:`verdict`): the settings stage on that environment and file
+  (a :class:`~pulpinit.errors.ConfigError` is a verdict too: exit 78, down), then the probe of
+  the dependency the case names, once, as ``check-deps --timeout`` does;
+* **the client's outcome** (:func:`run_clients`): Pulp 2.21's own client (``pulp_clients27.py``
+  under Python 2.7 with :mod:`helpers.py27stack`) on the server.conf pulpinit would have
+  written, batches of cases in a few concurrent processes;
+* **the comparison** (:class:`Row`): up/down must agree; when both fail, the client's error is
+  sorted into pulpinit's failure classes (:func:`client_class`) and a differing class must be
+  explained by the case (``why``).
+
+:func:`table` renders the rows for ``docs/oracle.md`` (``make oracle`` rewrites it there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from helpers.py27stack import Stack
+from pulpinit.config.inivalue import escape
+from pulpinit.errors import ConfigError
+from pulpinit.settings.resolve import from_environ
+from pulpinit.wait.broker_probe import probe_broker
+from pulpinit.wait.mongo_probe import probe_mongodb
+from pulpinit.wait.targets import broker_target, mongo_target
+
+DRIVER = Path(__file__).with_name("pulp_clients27.py")
+CONFIG = "config_error"  # pulpinit's class for a refused configuration (exit 78)
+#: Which dependency a client connects to (pulpinit's probe of it).
+DEPENDENCY = {"celery": "broker", "mongodb": "mongodb"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One server.conf (and environment) and the client to judge it with."""
+
+    id: str
+    group: str  # rabbitmq | fake010 | secantus | url (login methods and URL forms)
+    client: str  # a key of pulp_clients27.CLIENTS
+    conf: Mapping[str, str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: why pulpinit's class is the better diagnosis, where the classes are expected to differ
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    failure: str | None = None
+    error: str = ""
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    outcome: str  # connected | failed | hung
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Row:
+    case: Case
+    verdict: Verdict
+    outcome: Outcome
+
+    @property
+    def client_ok(self) -> bool:
+        return self.outcome.outcome == "connected"
+
+    @property
+    def client_class(self) -> str | None:
+        return None if self.client_ok else client_class(self.outcome)
+
+    @property
+    def agree(self) -> str:
+        """``yes``; ``class`` (both down, other classes); ``NO`` (up against down)."""
+        if self.verdict.ok != self.client_ok:
+            return "NO"
+        if self.verdict.ok or self.verdict.failure == self.client_class:
+            return "yes"
+        return "class"
+
+
+def server_conf(values: Mapping[str, str]) -> str:
+    """A server.conf from which Pulp reads ``values`` (``section.key`` → value; ``%`` doubled)."""
+    sections: dict[str, list[str]] = {}
+    for key, value in values.items():
+        section, _, option = key.partition(".")
+        sections.setdefault(section, []).append(f"{option}: {escape(value)}")
+    return "".join(f"[{s}]\n" + "\n".join(lines) + "\n\n" for s, lines in sections.items())
+
+
+def verdict(case: Case, workdir: Path, timeout: float) -> tuple[Verdict, Path]:
+    """pulpinit's verdict, and the server.conf it would leave for Pulp (written into ``workdir``)."""
+    written = dict(case.conf)
+    path = workdir / f"{case.id}.conf"
+    try:
+        settings = from_environ(case.env, case.conf)
+    except ConfigError as exc:
+        path.write_text(server_conf(written))
+        return Verdict(False, CONFIG, str(exc)), path
+    for key, value in settings.to_write():
+        written[key] = value.value
+    path.write_text(server_conf(written))
+    if DEPENDENCY[case.client] == "broker":
+        result = probe_broker(broker_target(settings), timeout)
+    else:
+        result = probe_mongodb(mongo_target(settings), timeout)
+    failure = result.failure.value if result.failure else None
+    return Verdict(result.ok, failure, result.error or "", tuple(getattr(result, "warnings", ()))), path
+
+
+def run_clients(stack: Stack, jobs: Sequence[dict[str, object]], processes: int = 4) -> dict[str, Outcome]:
+    """Run the driver on ``jobs`` (``{"id", "client", "conf", "timeout"}``) in ``processes`` batches."""
+    batches = [list(jobs[i::processes]) for i in range(processes)]
+    outcomes: dict[str, Outcome] = {}
+    lock = threading.Lock()
+    launcher = f"import runpy; runpy.run_path({str(DRIVER)!r}, run_name='__main__')"
+
+    def run(batch: list[dict[str, object]]) -> None:
+        if not batch:
+            return
+        budget = sum(float(str(job["timeout"])) + 3 for job in batch) + 30
+        done = subprocess.run(
+            [stack.python, "-c", launcher],
+            input=json.dumps(batch),
+            capture_output=True,
+            text=True,
+            env=stack.env(),
+            cwd=str(stack.site),  # not the driver's directory: tests/helpers holds a dns.py
+            timeout=budget,
+            check=False,
+        )
+        for line in done.stdout.splitlines():
+            data = json.loads(line)
+            with lock:
+                outcomes[data["id"]] = Outcome(data["outcome"], data.get("error", ""), data.get("seconds", 0.0))
+        missing = {str(job["id"]) for job in batch} - set(outcomes)
+        if missing:
+            raise RuntimeError(f"the Python 2.7 driver gave no answer for {sorted(missing)}: {done.stderr[-3000:]}")
+
+    with ThreadPoolExecutor(processes) as pool:
+        list(pool.map(run, batches))
+    return outcomes
+
+
+def judge(stack: Stack, cases: Sequence[Case], workdir: Path, *, timeout: float = 5.0, processes: int = 4) -> list[Row]:
+    """Every case's verdict and outcome (pulpinit's probes run while the clients run)."""
+    ids = [case.id for case in cases]
+    if len(set(ids)) != len(ids):
+        raise ValueError("case ids must be unique")
+    with ThreadPoolExecutor(8) as pool:
+        verdicts = dict(zip(ids, pool.map(lambda c: verdict(c, workdir, timeout), cases), strict=True))
+    jobs: list[dict[str, object]] = [
+        {"id": c.id, "client": c.client, "conf": str(verdicts[c.id][1]), "timeout": timeout} for c in cases
+    ]
+    outcomes = run_clients(stack, jobs, processes)
+    return [Row(c, verdicts[c.id][0], outcomes[c.id]) for c in cases]
+
+
+# -- the client's error, in pulpinit's failure classes -------------------------------------------
+
+#: (pattern over "<exception class>: <text>", pulpinit's class), first match wins.
+CLIENT_CLASSES: tuple[tuple[str, str], ...] = (
+    (r"^hung", "handshake_timeout"),
+    (r"Connection refused|Errno 111", "connection_refused"),
+    (r"Name or service not known|nodename nor servname|gaierror", "dns_failure"),
+    (r"WRONG_VERSION_NUMBER|wrong version number|UNKNOWN_PROTOCOL|unknown protocol|http request", "tls_mismatch"),
+    (r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|doesn't match|does not match|hostname", "tls_failure"),
+    (r"SSL|TLS|certificate|alert", "tls_failure"),
+    (r"auth mechanism|no mechanism|mechanism .* not|sasl negotiation", "sasl_mismatch"),
+    (r"NotAllowed.*vhost .* not found|vhost '.*' not found|not found.*vhost", "vhost_not_found"),
+    (
+        r"AccessRefused|ACCESS_REFUSED|access to vhost|AuthenticationFailure|Authentication failed"
+        r"|authentication failed|auth failed|code 18|UserNotFound",
+        "authentication_failed",
+    ),
+    (r"not authorized|Unauthorized|code 13", "not_authorized"),
+    (r"replica set|replicaSet|ReplicaSet", "replica_set_mismatch"),
+    (
+        r"Connection reset|Errno 104|Broken pipe|Socket closed|connection closed|Server unexpectedly closed"
+        r"|ConnectionClosed|ConnectionForced|EOF",
+        "connection_reset",
+    ),
+    (r"timed out|Timeout|timeout", "timeout"),
+    (r"Username configured but no password|unexpected keyword argument|string indices|ValueError|PLP00", CONFIG),
+)
+
+
+def client_class(outcome: Outcome) -> str:
+    """pulpinit's class for the client's error (``error`` when none fits)."""
+    text = f"{outcome.outcome}: {outcome.error}" if outcome.outcome == "hung" else outcome.error
+    for pattern, failure in CLIENT_CLASSES:
+        if re.search(pattern, text):
+            return failure
+    return "error"
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+_PORT = re.compile(r"(?<=[\w\]]):\d{4,5}\b")
+
+
+def stable(text: str) -> str:
+    """``text`` without what changes between runs (ports), for the docs."""
+    return _PORT.sub(":PORT", text).replace("|", "\\|")
+
+
+def table(rows: Sequence[Row]) -> str:
+    """The Markdown table of ``docs/oracle.md``."""
+    lines = [
+        "| case | pulpinit | Pulp's client (raw error) | agree |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        v, o = row.verdict, row.outcome
+        mine = "up" if v.ok else f"down: {v.failure}"
+        if v.warnings:
+            mine += " (warning: unverified TLS)"
+        theirs = "connected" if row.client_ok else f"{o.outcome} ({row.client_class}): {o.error}"
+        why = f" — {row.case.why}" if row.agree == "class" and row.case.why else ""
+        lines.append(f"| `{row.case.id}` | {mine} | {stable(theirs)} | {row.agree}{why} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(rows: Sequence[Row]) -> dict[str, int]:
+    counts = {"cases": len(rows), "agree": 0, "class": 0, "NO": 0}
+    for row in rows:
+        counts["agree" if row.agree == "yes" else row.agree] += 1
+    return counts
+
+
+BEGIN, END = "<!-- oracle:begin -->", "<!-- oracle:end -->"
+
+
+def rewrite_docs(path: Path, rows: Sequence[Row], header: str) -> None:
+    """Replace the table between the markers of ``path`` (``make oracle``)."""
+    text = path.read_text() if path.exists() else f"{BEGIN}\n{END}\n"
+    before, _, rest = text.partition(BEGIN)
+    _, _, after = rest.partition(END)
+    path.write_text(f"{before}{BEGIN}\n{header}\n{table(rows)}{END}{after}")
+
+
+def docs_rows(path: Path) -> dict[str, tuple[str, str]]:
+    """The table in ``path``: case id → (pulpinit's verdict, agree) as written there."""
+    found: dict[str, tuple[str, str]] = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            found[cells[0].strip("`")] = (cells[1], cells[3].split(" ", 1)[0])
+    return found
+
+
+def environ_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
