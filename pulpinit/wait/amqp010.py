@@ -294,8 +294,8 @@ class Framer:
         self.reader = reader
         self.partial: dict[tuple[int, int], bytes] = {}
 
-    def next_control(self, stage: str) -> Control:
-        """The next complete control on any channel (commands, headers and bodies are skipped)."""
+    def next_segment(self, stage: str) -> tuple[int, int, bytes]:
+        """The next complete segment on any channel: ``(segment type, channel, payload)``."""
         while True:
             head = self.reader.read(FRAME_HEADER.size, stage)
             flags, segment, size, track, channel = FRAME_HEADER.unpack(head)
@@ -307,6 +307,12 @@ class Framer:
             if not flags & LAST_FRAME:
                 self.partial[key] = payload
                 continue
+            return segment, channel, payload
+
+    def next_control(self, stage: str) -> Control:
+        """The next complete control on any channel (commands, headers and bodies are skipped)."""
+        while True:
+            segment, _channel, payload = self.next_segment(stage)
             if segment == CONTROL:
                 return decode_control(payload)
 
