@@ -40,7 +40,7 @@ def test_settings_json_shape_and_sources(run):
     settings = data["settings"]
     assert settings["database.seeds"] == {"value": "10.0.0.5:27017", "source": "k8s:db"}
     assert settings["messaging.url"] == {"value": "tcp://10.9.9.9:5672", "source": "env:SERVICE_HOST"}
-    assert settings["tasks.broker_url"] == {"value": "qpid://guest@10.9.9.9:5672/", "source": "env:SERVICE_HOST"}
+    assert settings["tasks.broker_url"] == {"value": "qpid://10.9.9.9:5672/", "source": "env:SERVICE_HOST"}
     assert settings["server.server_name"] == {"value": "pulp.example.com", "source": "env:PULP_SERVER_NAME"}
     assert settings["database.name"] == {"value": "pulp_database", "source": "default"}
     assert all(set(v) == {"value", "source"} for v in settings.values())

@@ -36,7 +36,7 @@ def test_service_host_beats_server_conf():
     assert s.values["database.seeds"].value == "10.1.1.1:27017"
     assert s.values["database.seeds"].source == "env:SERVICE_HOST"
     assert s.values["messaging.url"].value == "tcp://10.1.1.1:5672"
-    assert s.values["tasks.broker_url"].value == "qpid://guest@10.1.1.1:5672/"
+    assert s.values["tasks.broker_url"].value == "qpid://10.1.1.1:5672/"
 
 
 def test_kubernetes_service_beats_service_host():
@@ -51,7 +51,7 @@ def test_kubernetes_service_beats_service_host():
     assert s.values["database.seeds"].value == "10.2.2.2:27018"
     assert s.values["database.seeds"].source == "k8s:db"
     assert s.values["messaging.url"].value == "tcp://10.3.3.3:5673"
-    assert s.values["tasks.broker_url"].value == "qpid://guest@10.3.3.3:5673/"
+    assert s.values["tasks.broker_url"].value == "qpid://10.3.3.3:5673/"
     assert s.values["tasks.broker_url"].source == "k8s:msg"
 
 
@@ -144,11 +144,11 @@ def test_replica_set_from_server_conf_counts():
 
 def test_mongo_target_from_settings():
     s = resolve(
-        {"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD": "pw", "PULPINIT_DB_AUTH_SOURCE": "admin"},
+        {"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD": "pw", "PULPINIT_DB_AUTH_SOURCE": "pulp_database"},
         {"database.ssl": "True", "database.verify_ssl": "no"},
     )
     t = mongo_target(s)
-    assert (t.username, t.password, t.auth_source, t.ssl, t.verify_ssl) == ("pulp", "pw", "admin", True, False)
+    assert (t.username, t.password, t.auth_source, t.ssl, t.verify_ssl) == ("pulp", "pw", "pulp_database", True, False)
     assert "pw" not in t.endpoint and "***" in t.endpoint
 
 
@@ -253,13 +253,35 @@ def test_one_rule_for_secrets():
         {
             "PULP_CONF__SERVER__KEY_URL": "/pulp/gpg",
             "PULP_CONF__SERVER__DEFAULT_PASSWORD": "admin2",
-            "PULP_BROKER_URL": "qpid://guest@h/",
+            "PULP_BROKER_URL": "amqp://guest@h//",
             "PULP_MESSAGING_URL": "tcp://u:pw-1@h:5672",
         }
     )
     shown = {k: (v.secret, v.display) for k, v in s.values.items()}
     assert shown["server.key_url"] == (False, "/pulp/gpg")
     assert shown["server.default_password"] == (True, "***")
-    assert shown["tasks.broker_url"] == (False, "qpid://guest@h/")  # a user name is no secret
+    assert shown["tasks.broker_url"] == (False, "amqp://guest@h//")  # a user name is no secret
     assert shown["messaging.url"] == (True, "tcp://u:***@h:5672")
     assert s.secret_variables == frozenset({"PULP_CONF__SERVER__DEFAULT_PASSWORD", "PULP_MESSAGING_URL"})
+
+
+@pytest.mark.parametrize(
+    ("env", "conf", "variable"),
+    [
+        ({"PULPINIT_DB_AUTH_SOURCE": "admin"}, {}, "PULPINIT_DB_AUTH_SOURCE"),
+        ({"PULP_BROKER_URL": "qpid://[::1]:5672/"}, {}, "PULP_BROKER_URL"),
+        ({"PULP_BROKER_URL": "qpid://pulp@h:5672/"}, {}, "PULP_BROKER_URL"),
+        ({"PULP_BROKER_URL": "amqp://h//?frobnicate=1"}, {}, "PULP_BROKER_URL"),
+        ({}, {"database.write_concern": "1"}, "server.conf [database] write_concern"),
+        ({"PULP_DB_REPLICA_SET": ""}, {}, "PULP_DB_REPLICA_SET"),
+    ],
+)
+def test_what_pulps_clients_refuse_is_a_configuration_error(env, conf, variable):
+    with pytest.raises(EnvValueError) as caught:
+        resolve(env, conf)
+    assert str(caught.value).startswith(variable)
+
+
+def test_a_qpid_user_without_password_is_fine_with_a_login_method():
+    s = resolve({"PULP_BROKER_URL": "qpid://pulp@h:5672/"}, {"tasks.login_method": "ANONYMOUS"})
+    assert s.get("tasks.broker_url") == "qpid://pulp@h:5672/"
