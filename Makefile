@@ -16,7 +16,7 @@ SECANTUSDB  := secantusdb==0.7.0b3
 APT_PACKAGES := python3-venv gcc libaugeas-dev augeas-lenses augeas-tools libsasl2-dev \
 	libsasl2-modules sasl2-bin libssl-dev util-linux passwd procps rabbitmq-server tini dumb-init faketime openssl
 
-.PHONY: demo test lint bench venv system-deps clean
+.PHONY: demo test lint bench venv system-deps clean oracle
 
 # The virtual environment alone (README: "Try it by hand").
 venv: $(STAMP)
@@ -26,6 +26,10 @@ demo: $(STAMP)
 
 test: lint $(PEERS_STAMP)
 	$(BIN)/pytest
+
+# The differential tier alone (it is part of `make test` too), rewriting docs/oracle.md's table.
+oracle: $(STAMP) $(PEERS_STAMP)
+	PULPINIT_ORACLE_WRITE=1 $(BIN)/pytest -m oracle tests/test_oracle.py
 
 # The same checks as .pre-commit-config.yaml: ruff (complexity included), ruff-format, mypy --strict
 # on the package, and mypy (default rules) on the tests and benchmarks.

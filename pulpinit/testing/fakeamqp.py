@@ -329,6 +329,7 @@ class _Amqp010Session:
             )
             if broker.users and (user is None or broker.users.get(user) != password):
                 self.send(amqp010.CLOSE, {"reply-code": amqp010.CLOSE_FORCED, "reply-text": "Authentication failed"})
+                self._await_close_ok()  # as qpidd: the client reads the reason before the socket closes
                 return
         self.send(
             amqp010.TUNE, {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0, "heartbeat-max": 120}
@@ -379,6 +380,9 @@ class _Amqp010Session:
             amqp010.CLOSE,
             {"reply-code": NOT_IMPLEMENTED, "reply-text": f"{PRODUCT} does not implement {what}"},
         )
+        self._await_close_ok()
+
+    def _await_close_ok(self) -> None:
         with contextlib.suppress(EOFError, ProbeFailed, ValueError, OSError):
             while self.next().code != amqp010.CLOSE_OK:
                 pass

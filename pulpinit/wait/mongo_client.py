@@ -9,7 +9,8 @@ exactly the way server.conf says Pulp does:
 * ``username``/``password`` → SCRAM with ``authSource`` = ``auth_source`` or,
   as in Pulp, the Pulp database itself;
 * ``ssl`` → ``tls``; ``ca_path`` → ``tlsCAFile``; ``verify_ssl = false`` →
-  ``tlsAllowInvalidCertificates`` and ``tlsAllowInvalidHostnames``;
+  ``tlsAllowInvalidCertificates``; the host name is left to the preflight
+  (:mod:`pulpinit.wait.mongo_wire`), which checks it as Pulp's pymongo on Python 2 does;
 * ``ssl_certfile`` → ``tlsCertificateKeyFile``.  pymongo wants the certificate
   and its private key in one PEM file, while server.conf (like Pulp's
   ``ssl.wrap_socket``) may name them separately.  When ``ssl_keyfile`` is a
@@ -138,7 +139,9 @@ def client_options(target: MongoTarget, timeout_s: float) -> dict[str, Any]:
             )
         if not target.verify_ssl:
             options["tlsAllowInvalidCertificates"] = True
-            options["tlsAllowInvalidHostnames"] = True
+        # The host name is checked by the preflight (mongo_wire) with the rule of Pulp's own pymongo
+        # on Python 2, which differs from this pymongo's (an IP subjectAltName never matches there).
+        options["tlsAllowInvalidHostnames"] = True
     return options
 
 

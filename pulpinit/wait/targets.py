@@ -114,6 +114,7 @@ class BrokerTarget:
     cacert: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    login_method: str = ""  # tasks.login_method ("": not set, as Pulp tests it)
 
     @property
     def endpoint(self) -> str:
@@ -134,6 +135,8 @@ class ProbeResult:
     #: With ``connection_refused``: the resolved addresses that refused, for the armed wait
     #: (:mod:`pulpinit.wait.armed`) to knock on without resolving the name again. Not in the JSON.
     refused: tuple[Address, ...] = ()
+    #: Up, but with a caveat the operator should know (e.g. TLS that verifies nothing); one line each.
+    warnings: tuple[str, ...] = ()
 
     @property
     def hint(self) -> str | None:
@@ -148,6 +151,7 @@ class ProbeResult:
             "version": self.version,
             "error": None if self.ok else f"{self.failure.value if self.failure else 'error'}: {self.error}",
             "hint": self.hint,
+            "warnings": list(self.warnings),
         }
 
 
@@ -189,4 +193,5 @@ def broker_target(settings: Settings) -> BrokerTarget:
         cacert=settings.get("tasks.cacert") or None,
         certfile=settings.get("tasks.certfile") or None,
         keyfile=settings.get("tasks.keyfile") or None,
+        login_method=settings.get("tasks.login_method"),
     )

@@ -69,6 +69,7 @@ class Outcome:
     outcome: str  # connected | failed | hung
     error: str = ""
     seconds: float = 0.0
+    where: str = ""  # the client's innermost frame (a reset in its TLS handshake is a TLS failure)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,9 @@ def run_clients(stack: Stack, jobs: Sequence[dict[str, object]], processes: int 
         for line in done.stdout.splitlines():
             data = json.loads(line)
             with lock:
-                outcomes[data["id"]] = Outcome(data["outcome"], data.get("error", ""), data.get("seconds", 0.0))
+                outcomes[data["id"]] = Outcome(
+                    data["outcome"], data.get("error", ""), data.get("seconds", 0.0), data.get("where", "")
+                )
         missing = {str(job["id"]) for job in batch} - set(outcomes)
         if missing:
             raise RuntimeError(f"the Python 2.7 driver gave no answer for {sorted(missing)}: {done.stderr[-3000:]}")
@@ -178,6 +181,13 @@ def judge(stack: Stack, cases: Sequence[Case], workdir: Path, *, timeout: float 
 CLIENT_CLASSES: tuple[tuple[str, str], ...] = (
     (r"^hung", "handshake_timeout"),
     (r"Connection refused|Errno 111", "connection_refused"),
+    (r"^VersionError|server: 9-1|server: 0-10", "protocol_mismatch"),
+    (
+        r"Authentication to MongoDB|requires authentication|AuthenticationFailure: Authentication failed",
+        "authentication_failed",
+    ),
+    (r"PLP0041|replica set named ''", "config_error"),
+    (r"(reset|Socket closed|EOF).*\[in TLS\]", "tls_failure"),
     (r"Name or service not known|nodename nor servname|gaierror", "dns_failure"),
     (r"WRONG_VERSION_NUMBER|wrong version number|UNKNOWN_PROTOCOL|unknown protocol|http request", "tls_mismatch"),
     (r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|doesn't match|does not match|hostname", "tls_failure"),
@@ -204,6 +214,8 @@ CLIENT_CLASSES: tuple[tuple[str, str], ...] = (
 def client_class(outcome: Outcome) -> str:
     """pulpinit's class for the client's error (``error`` when none fits)."""
     text = f"{outcome.outcome}: {outcome.error}" if outcome.outcome == "hung" else outcome.error
+    if re.search(r"ssl\.py|do_handshake|wrap_socket", outcome.where):
+        text += " [in TLS]"  # the server hung up during the client's TLS handshake
     for pattern, failure in CLIENT_CLASSES:
         if re.search(pattern, text):
             return failure
