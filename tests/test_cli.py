@@ -76,6 +76,7 @@ def test_no_secret_in_any_output(run, tmp_path: Path, argv):
     secret_file.write_text(SECRET + "\n")
     code, out, err = run(
         *argv,
+        PULP_DB_USERNAME="pulp",
         PULP_DB_PASSWORD=SECRET,
         MSG_SERVICE_HOST="q",
         PULP_BROKER_PASSWORD_FILE=str(secret_file),

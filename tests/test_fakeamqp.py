@@ -243,3 +243,40 @@ def test_amqp010_commands_it_does_not_implement_are_closed_with_a_reason() -> No
             assert close.code == amqp010.CLOSE
             assert close.fields["reply-code"] == 540
             assert "does not implement execution command 1" in close.fields["reply-text"]
+
+
+def test_a_refused_client_certificate_reaches_a_tls13_client_as_the_alert_not_a_reset(pki: Any) -> None:
+    """Under TLS 1.3 the client's handshake ends before the server checks its certificate and the client
+    speaks first; the fake still lets its "certificate required" alert through, every time."""
+    import ssl
+
+    client = ssl.create_default_context(cafile=str(pki.ca))
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    with FakeAmqpBroker(tls_certfile=str(pki.dns), tls_client_ca=str(pki.ca)) as broker:
+        for _ in range(5):
+            with (
+                socket.create_connection(("127.0.0.1", broker.port), timeout=5) as raw,
+                client.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                tls.sendall(amqp010.PROTOCOL_HEADER)
+                with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
+                    tls.recv(8)
+
+
+def test_after_refusing_a_login_the_fake_leaves_the_hang_up_to_the_client() -> None:
+    """python-qpid reports the reason of a close only if the socket is still open when it looks."""
+    with (
+        FakeAmqpBroker(users={"alice": "s3cret"}) as broker,
+        socket.create_connection(("127.0.0.1", broker.port), timeout=5) as sock,
+    ):
+        sock.sendall(amqp010.PROTOCOL_HEADER + start_ok("PLAIN", b"\x00alice\x00wrong"))
+        reader = Reader(sock, Deadline(5, connected=True))
+        assert reader.read(8, "header") == amqp010.PROTOCOL_HEADER
+        framer = amqp010.Framer(reader)
+        assert framer.next_control("start").code == amqp010.START
+        close = framer.next_control("close")
+        assert (close.code, close.fields["reply-code"]) == (amqp010.CLOSE, 320)
+        sock.sendall(amqp010.control_frame(amqp010.CLOSE_OK))
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)  # still open: the fake waits for us

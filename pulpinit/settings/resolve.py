@@ -241,6 +241,7 @@ def from_environ(
     resolved.setdefault("server.server_name", _value("server.server_name", hostname, "default"))
     _validate(resolved)
     _check_auth_source(toolkit, resolved)
+    warnings += _client_warnings(resolved)
     return Settings(
         MappingProxyType(resolved), toolkit, MappingProxyType(knob_sources(environ)), tuple(warnings), secret_vars
     )
@@ -411,25 +412,49 @@ def _check_auth_source(toolkit: Toolkit, resolved: Mapping[str, Value]) -> None:
 
 def _check_as_pulp_connects(resolved: Mapping[str, Value]) -> None:
     """What Pulp's own clients refuse whatever the servers say (the differential tier proves each):
-    a broker URL kombu cannot use (:mod:`pulpinit.settings.brokerurl`), a write concern other than
-    ``majority``/``all`` (connection.py raises PLP0043), and a live but empty ``replica_set`` (Pulp
-    passes ``replicaSet=''`` and pymongo then finds no member of a set named '')."""
+    a broker URL kombu cannot use (:mod:`pulpinit.settings.brokerurl`), a database password without
+    a user (connection.py raises), and a write concern other than ``majority``/``all`` (connection.py
+    raises PLP0043)."""
     url, method = resolved["tasks.broker_url"], resolved.get("tasks.login_method")
     why = brokerurl.refusal(url.value, method.value if method else "")
     if why:
         raise EnvValueError(url.variable or "tasks.broker_url", f"{parse.quoted(url.value)}: {why}")
+    user, password = resolved["database.username"], resolved["database.password"]
+    if password.value and not user.value:
+        raise EnvValueError(
+            password.variable or "database.password",
+            "is set without database.username: Pulp refuses to start with a password but no user; "
+            "set the user or remove the password",
+        )
     concern = resolved.get("database.write_concern")
     if concern is not None and concern.value not in ("majority", "all"):
         raise EnvValueError(
             concern.variable or "database.write_concern",
             f"{parse.quoted(concern.value)}: Pulp accepts only majority or all",
         )
+
+
+def _client_warnings(resolved: Mapping[str, Value]) -> list[str]:
+    """What Pulp's MongoDB client does silently that the operator should know (the differential tier
+    shows both): mongoengine (Pulp's ``get_db``) logs in only with a user *and* a password, so a user
+    alone means no login at all; a ``replica_set`` line left empty is passed on as ``replicaSet=''``,
+    which the pymongo Pulp 2.21 ships (3.2) takes for no replica set, but newer 3.x releases (3.13)
+    take for a set named '' that no server belongs to."""
+    found = []
+    user, password = resolved["database.username"], resolved["database.password"]
+    if user.value and not password.value:
+        found.append(
+            f"the MongoDB user {user.value!r} is not used: without database.password Pulp connects "
+            "without logging in (set the password to log in as that user)"
+        )
     replica_set = resolved["database.replica_set"]
     if replica_set.kind != "default" and not replica_set.value:
-        raise EnvValueError(
-            replica_set.variable or "database.replica_set",
-            "is empty: Pulp would ask for a replica set named '' and find no server; name the set or remove the line",
+        found.append(
+            f"{replica_set.variable or 'database.replica_set'} is empty: Pulp's pymongo 3.2 then uses no replica "
+            "set, but a newer pymongo (3.13) looks for a set named '' and finds no server; name the set or "
+            "remove the line"
         )
+    return found
 
 
 def _check_tls_files(resolved: Mapping[str, Value]) -> None:

@@ -67,6 +67,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,10 +241,17 @@ class _Front(FaultServer):
             self._dispatch(conn)
             return
         conn.settimeout(10)
+        spare = conn.dup()  # the TLS socket closes the connection itself when its handshake fails
         try:
             secure = self.broker.tls.wrap_socket(conn, server_side=True)
-        except (OSError, ValueError):
+        except ssl.SSLError as exc:
+            if "CERTIFICATE" in str(exc.reason or ""):
+                _let_the_alert_through(spare)
             return  # a client that does not speak TLS, or whose certificate the CA refuses
+        except (OSError, ValueError):
+            return
+        finally:
+            spare.close()
         with self._lock:
             self._conns.add(secure)
         try:
@@ -278,6 +286,24 @@ class _Front(FaultServer):
                 backend.close()
         elif header:
             conn.sendall(amqp010.PROTOCOL_HEADER)  # the version we speak; then hang up
+
+
+def _let_the_alert_through(conn: socket.socket, linger_s: float = 2.0) -> None:
+    """After refusing a client's certificate: hang up so that the TLS alert reaches the client.
+
+    With TLS 1.3 the client's handshake ends before the server checks its certificate, so the
+    client has already sent its first bytes; closing with them unread would reset the connection
+    and the alert would be lost (the client would see a reset).  Like RabbitMQ, stop sending, read
+    what the client sends until it hangs up (at most ``linger_s``), then close.
+    """
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(linger_s)
+        end = time.monotonic() + linger_s
+        while time.monotonic() < end and conn.recv(65536):
+            pass
+    except OSError:
+        pass
 
 
 class _Amqp010Session:
@@ -382,9 +408,19 @@ class _Amqp010Session:
         )
         self._await_close_ok()
 
-    def _await_close_ok(self) -> None:
+    def _await_close_ok(self, linger_s: float = 1.0) -> None:
+        """Wait for ``close-ok``, then leave the hang-up to the client (at most ``linger_s``).
+
+        python-qpid records the reason of a ``close`` and reports it when its caller next looks;
+        if the socket ends before that, it replaces the reason by "connection aborted".  A client
+        hangs up at once after reading a ``close``, so waiting for it costs nothing and makes what
+        the client reports not depend on thread scheduling.
+        """
         with contextlib.suppress(EOFError, ProbeFailed, ValueError, OSError):
             while self.next().code != amqp010.CLOSE_OK:
+                pass
+            self.conn.settimeout(linger_s)
+            while self.conn.recv(4096):
                 pass
 
 

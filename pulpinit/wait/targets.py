@@ -170,11 +170,15 @@ def mongo_target(settings: Settings) -> MongoTarget:
     def optional(key: str) -> str | None:
         return settings.get(key) or None
 
+    # Pulp logs in only with a user and a password (mongoengine's get_db): a user alone connects
+    # without logging in, and so does pulpinit (the settings stage warns about it).
+    username, password = optional("database.username"), optional("database.password")
+    logs_in = bool(username and password)
     return MongoTarget(
         seeds=seeds(settings.get("database.seeds"), "database.seeds"),
         database=settings.get("database.name"),
-        username=optional("database.username"),
-        password=optional("database.password"),
+        username=username if logs_in else None,
+        password=password if logs_in else None,
         replica_set=optional("database.replica_set"),
         auth_source=settings.toolkit.db_auth_source,
         ssl=settings.boolean("database.ssl"),

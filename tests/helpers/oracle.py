@@ -122,7 +122,7 @@ def verdict(case: Case, workdir: Path, timeout: float) -> tuple[Verdict, Path]:
     else:
         result = probe_mongodb(mongo_target(settings), timeout)
     failure = result.failure.value if result.failure else None
-    return Verdict(result.ok, failure, result.error or "", tuple(getattr(result, "warnings", ()))), path
+    return Verdict(result.ok, failure, result.error or "", settings.warnings + result.warnings), path
 
 
 def run_clients(stack: Stack, jobs: Sequence[dict[str, object]], processes: int = 4) -> dict[str, Outcome]:
@@ -161,18 +161,40 @@ def run_clients(stack: Stack, jobs: Sequence[dict[str, object]], processes: int 
     return outcomes
 
 
-def judge(stack: Stack, cases: Sequence[Case], workdir: Path, *, timeout: float = 5.0, processes: int = 4) -> list[Row]:
-    """Every case's verdict and outcome (pulpinit's probes run while the clients run)."""
+def judge(
+    stack: Stack,
+    cases: Sequence[Case],
+    workdir: Path,
+    *,
+    timeout: float = 5.0,
+    processes: int = 4,
+    alternates: Mapping[str, tuple[Stack, str]] | None = None,
+) -> tuple[list[Row], dict[str, dict[str, Outcome]]]:
+    """Every case's verdict and outcome; and, for information, the outcomes of ``alternates``.
+
+    ``alternates`` maps a name (e.g. ``amqp==2.1.4``) to another stack and the client whose cases
+    it runs (``celery`` or ``mongodb``); they run beside the judged stack, on the same server.conf.
+    """
     ids = [case.id for case in cases]
     if len(set(ids)) != len(ids):
         raise ValueError("case ids must be unique")
     with ThreadPoolExecutor(8) as pool:
         verdicts = dict(zip(ids, pool.map(lambda c: verdict(c, workdir, timeout), cases), strict=True))
-    jobs: list[dict[str, object]] = [
-        {"id": c.id, "client": c.client, "conf": str(verdicts[c.id][1]), "timeout": timeout} for c in cases
-    ]
-    outcomes = run_clients(stack, jobs, processes)
-    return [Row(c, verdicts[c.id][0], outcomes[c.id]) for c in cases]
+
+    def jobs(client: str | None = None) -> list[dict[str, object]]:
+        return [
+            {"id": c.id, "client": c.client, "conf": str(verdicts[c.id][1]), "timeout": timeout}
+            for c in cases
+            if client in (None, c.client)
+        ]
+
+    others = alternates or {}
+    with ThreadPoolExecutor(1 + len(others)) as pool:
+        judged = pool.submit(run_clients, stack, jobs(), processes)
+        more = {name: pool.submit(run_clients, alt, jobs(client), 2) for name, (alt, client) in others.items()}
+        outcomes = judged.result()
+        informational = {name: future.result() for name, future in more.items()}
+    return [Row(c, verdicts[c.id][0], outcomes[c.id]) for c in cases], informational
 
 
 # -- the client's error, in pulpinit's failure classes -------------------------------------------
@@ -180,19 +202,23 @@ def judge(stack: Stack, cases: Sequence[Case], workdir: Path, *, timeout: float 
 #: (pattern over "<exception class>: <text>", pulpinit's class), first match wins.
 CLIENT_CLASSES: tuple[tuple[str, str], ...] = (
     (r"^hung", "handshake_timeout"),
+    # the only files Pulp's clients open are their TLS files (CA, certificate, key)
+    (r"No such file or directory: '", "tls_failure"),
     (r"Connection refused|Errno 111", "connection_refused"),
     (r"^VersionError|server: 9-1|server: 0-10", "protocol_mismatch"),
     (
         r"Authentication to MongoDB|requires authentication|AuthenticationFailure: Authentication failed",
         "authentication_failed",
     ),
-    (r"PLP0041|replica set named ''", "config_error"),
+    (r"PLP0041|replica set named ''|missing a database username", "config_error"),
     (r"(reset|Socket closed|EOF).*\[in TLS\]", "tls_failure"),
     (r"Name or service not known|nodename nor servname|gaierror", "dns_failure"),
     (r"WRONG_VERSION_NUMBER|wrong version number|UNKNOWN_PROTOCOL|unknown protocol|http request", "tls_mismatch"),
     (r"CERTIFICATE_VERIFY_FAILED|certificate verify failed|doesn't match|does not match|hostname", "tls_failure"),
     (r"SSL|TLS|certificate|alert", "tls_failure"),
-    (r"auth mechanism|no mechanism|mechanism .* not|sasl negotiation", "sasl_mismatch"),
+    # python-qpid (driver.py, do_connection_start) says "Anonymous connections disabled" exactly when
+    # SASL negotiation failed, the broker does not offer ANONYMOUS and the URL names no user.
+    (r"auth mechanism|no mechanism|mechanism .* not|sasl negotiation|Anonymous connections disabled", "sasl_mismatch"),
     (r"NotAllowed.*vhost .* not found|vhost '.*' not found|not found.*vhost", "vhost_not_found"),
     (
         r"AccessRefused|ACCESS_REFUSED|access to vhost|AuthenticationFailure|Authentication failed"
@@ -224,12 +250,13 @@ def client_class(outcome: Outcome) -> str:
 
 # -- the table -----------------------------------------------------------------------------------
 
-_PORT = re.compile(r"(?<=[\w\]]):\d{4,5}\b")
+_PORT = re.compile(r"(?<=[\w\]]):\d{4,5}\b|(?<=', )\d{4,5}(?=\))")  # host:port, ('host', port)
+_OBJECT_ID = re.compile(r"\b(id: )[0-9a-f]{24}\b")  # pymongo's TopologyDescription ids
 
 
 def stable(text: str) -> str:
-    """``text`` without what changes between runs (ports), for the docs."""
-    return _PORT.sub(":PORT", text).replace("|", "\\|")
+    """``text`` without what changes between runs (ports, pymongo's object ids), for the docs."""
+    return _OBJECT_ID.sub(r"\1ID", _PORT.sub(lambda m: ":PORT" if m[0][0] == ":" else "PORT", text)).replace("|", "\\|")
 
 
 def table(rows: Sequence[Row]) -> str:
@@ -239,13 +266,11 @@ def table(rows: Sequence[Row]) -> str:
         "|---|---|---|---|",
     ]
     for row in rows:
-        v, o = row.verdict, row.outcome
+        v = row.verdict
         mine = "up" if v.ok else f"down: {v.failure}"
-        if v.warnings:
-            mine += " (warning: unverified TLS)"
-        theirs = "connected" if row.client_ok else f"{o.outcome} ({row.client_class}): {o.error}"
+        mine += "".join(f" (warning: {warning})" for warning in v.warnings)
         why = f" — {row.case.why}" if row.agree == "class" and row.case.why else ""
-        lines.append(f"| `{row.case.id}` | {mine} | {stable(theirs)} | {row.agree}{why} |")
+        lines.append(f"| `{row.case.id}` | {stable(mine)} | {stable(answer(row.outcome))} | {row.agree}{why} |")
     return "\n".join(lines) + "\n"
 
 
@@ -259,22 +284,88 @@ def summary(rows: Sequence[Row]) -> dict[str, int]:
 BEGIN, END = "<!-- oracle:begin -->", "<!-- oracle:end -->"
 
 
+def markers(block: str = "") -> tuple[str, str]:
+    """The comments around a generated block of ``docs/oracle.md`` ("" is the judged table)."""
+    return (BEGIN, END) if not block else (f"<!-- oracle:{block}:begin -->", f"<!-- oracle:{block}:end -->")
+
+
 def rewrite_docs(path: Path, rows: Sequence[Row], header: str) -> None:
     """Replace the table between the markers of ``path`` (``make oracle``)."""
-    text = path.read_text() if path.exists() else f"{BEGIN}\n{END}\n"
-    before, _, rest = text.partition(BEGIN)
-    _, _, after = rest.partition(END)
-    path.write_text(f"{before}{BEGIN}\n{header}\n{table(rows)}{END}{after}")
+    rewrite_block(path, "", f"{header}\n{table(rows)}")
+
+
+def rewrite_block(path: Path, block: str, body: str) -> None:
+    """Replace the generated ``block`` of ``path`` with ``body`` (appended when the file has none)."""
+    begin, end = markers(block)
+    text = path.read_text() if path.exists() else ""
+    if begin not in text:
+        text = f"{text.rstrip()}\n\n{begin}\n{end}\n"
+    before, _, rest = text.partition(begin)
+    _, _, after = rest.partition(end)
+    path.write_text(f"{before}{begin}\n{body}{end}{after}")
+
+
+def read_block(path: Path, block: str) -> str:
+    begin, end = markers(block)
+    return path.read_text().partition(begin)[2].partition(end)[0]
 
 
 def docs_rows(path: Path) -> dict[str, tuple[str, str]]:
-    """The table in ``path``: case id → (pulpinit's verdict, agree) as written there."""
+    """The judged table in ``path``: case id → (pulpinit's verdict, agree) as written there."""
     found: dict[str, tuple[str, str]] = {}
-    for line in path.read_text().splitlines():
+    for line in read_block(path, "").splitlines():
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
         if len(cells) == 4 and cells[0].startswith("`"):
             found[cells[0].strip("`")] = (cells[1], cells[3].split(" ", 1)[0])
     return found
+
+
+# -- other versions, for information ------------------------------------------------------------
+
+
+def answer(outcome: Outcome) -> str:
+    """An outcome as the tables show it: ``connected``, or ``failed (class): raw error``."""
+    if outcome.outcome == "connected":
+        return "connected"
+    return f"{outcome.outcome} ({client_class(outcome)}): {outcome.error}"
+
+
+def differences(rows: Sequence[Row], outcomes: Mapping[str, Outcome]) -> list[tuple[Row, Outcome]]:
+    """The rows whose client answers otherwise (up/down or class) with another stack's ``outcomes``."""
+    found = []
+    for row in rows:
+        other = outcomes.get(row.case.id)
+        if other is None:
+            continue
+        mine = (row.client_ok, row.client_class)
+        theirs = (other.outcome == "connected", None if other.outcome == "connected" else client_class(other))
+        if mine != theirs:
+            found.append((row, other))
+    return found
+
+
+def alternate_table(name: str, judged: str, rows: Sequence[Row], outcomes: Mapping[str, Outcome]) -> str:
+    """The informational block for stack ``name`` (``judged``: the pin it replaces)."""
+    differing = differences(rows, outcomes)
+    ran = len(outcomes)
+    if not differing:
+        return f"With {name} instead of {judged}, none of the {ran} cases it ran answers otherwise.\n"
+    lines = [
+        f"With {name} instead of {judged}, {len(differing)} of the {ran} cases it ran "
+        f"{'answers' if len(differing) == 1 else 'answer'} otherwise:",
+        "",
+        f"| case | with {judged} (judged) | with {name} |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| `{row.case.id}` | {stable(answer(row.outcome))} | {stable(answer(other))} |" for row, other in differing
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def docs_alternate_ids(path: Path, block: str) -> set[str]:
+    """The case ids listed in the informational ``block`` of ``path``."""
+    return set(re.findall(r"^\| `([^`]+)` \|", read_block(path, block), re.M))
 
 
 def environ_flag(name: str) -> bool:

@@ -36,6 +36,27 @@ try:
 except ImportError:  # pragma: no cover - linters run this file's syntax under Python 3
     from configparser import ConfigParser as SafeConfigParser
 
+
+def tls_as_on_el7():
+    """TLS as Pulp 2.21's platform did it: EL7's OpenSSL (1.0.2) stops at TLS 1.2.
+
+    The Python 2.7 that runs this links a newer OpenSSL, which would offer TLS 1.3.  That matters:
+    under TLS 1.3 a server refuses a missing client certificate only after the client's handshake
+    ended, and whether the client then reads the server's alert or a reset is a race; under TLS
+    1.2 the refusal ends the handshake, as it did for Pulp.  Every TLS context of py-amqp,
+    python-qpid and pymongo is an ``ssl.SSLContext`` (``ssl.wrap_socket`` and ``ssl.SSLSocket``
+    make theirs too), so capping it here caps them all.
+    """
+    make = ssl.SSLContext.__new__
+
+    def el7_context(cls, *args, **kwargs):
+        context = make(cls, *args, **kwargs)
+        context.options |= ssl.OP_NO_TLSv1_3
+        return context
+
+    ssl.SSLContext.__new__ = staticmethod(el7_context)
+
+
 #: server/pulp/server/config.py, ``_default_values`` (lines 49-150): the keys the clients read.
 PULP_DEFAULTS = {
     "database": {
@@ -125,8 +146,12 @@ class PulpCodedException(Exception):
     """pulp.server.exceptions.PulpCodedException, for the codes initialize() raises."""
 
 
-def _connect_to_one_of_seeds(connection_kwargs, seeds_list, db_name):
-    """connection.py lines 189-212: mongoengine.connect per seed; a ConnectionError tries the next."""
+def _connect_to_one_of_seeds(connection_kwargs, seeds_list, db_name, logged):
+    """connection.py lines 189-212: mongoengine.connect per seed; a ConnectionError tries the next.
+
+    What Pulp logs for each seed that failed (line 211-212, at INFO, Pulp's default level) is
+    appended to ``logged``: it is the only place Pulp shows why.
+    """
     import mongoengine
 
     try:
@@ -139,16 +164,18 @@ def _connect_to_one_of_seeds(connection_kwargs, seeds_list, db_name):
         connection_kwargs.update({"host": seed.strip()})
         try:
             return mongoengine.connect(db_name, **connection_kwargs)
-        except MongoEngineConnectionError:
-            continue
+        except MongoEngineConnectionError as e:
+            logged.append("Could not connect to MongoDB at %s: %s" % (seed, e))
     return None
 
 
 def pulp_database(config, timeout):
     """connection.py ``initialize()`` (lines 43-186), one round of its wait loop, then a heartbeat.
 
-    One deviation, for time only: ``serverSelectionTimeoutMS`` is the case's timeout (Pulp leaves
-    pymongo's 30 s), so a server that does not answer fails the case instead of hanging it.
+    One deviation, for time only: Pulp leaves pymongo's timeouts at their defaults (connect 20 s,
+    server selection 30 s); here both are scaled down to the case's timeout, in the same ratio, so a
+    server that does not answer fails the case instead of hanging it, with the error Pulp would
+    log first (e.g. a TLS handshake that times out, rather than server selection giving up first).
     """
     import mongoengine
     from mongoengine.connection import disconnect
@@ -193,14 +220,16 @@ def pulp_database(config, timeout):
         raise Exception("The server config specified a database password, but is missing a database username.")
 
     connection_kwargs["serverSelectionTimeoutMS"] = int(timeout * 1000)  # the deviation (docstring)
+    connection_kwargs["connectTimeoutMS"] = int(timeout * 1000 * 20 / 30)
     if seeds == "":  # lines 121, 156-157
         raise PulpCodedException("PLP0040: no seeds")
     if len(seeds_list) > 1 and not replica_set:  # lines 122-123
         raise PulpCodedException("PLP0041: several seeds need a replica set")
     while True:  # lines 124-155, one round: Pulp would sleep and try again where this gives up
-        connection = _connect_to_one_of_seeds(connection_kwargs, seeds_list, name)
-        if not connection:
-            raise Exception("Could not connect to any of MongoDB seeds at %s" % seeds)
+        logged = []
+        connection = _connect_to_one_of_seeds(connection_kwargs, seeds_list, name, logged)
+        if not connection:  # lines 150-155: Pulp logs this, sleeps and tries again; the logged reasons
+            raise Exception("Could not connect to any of MongoDB seeds at %s (%s)" % (seeds, "; ".join(logged)))
         db_version = connection.server_info()["version"]  # line 127
         if tuple(int(p) for p in db_version.split(".")[:2]) < (2, 4):  # lines 128-131
             raise RuntimeError("Pulp requires Mongo version 2.4.0, but DB is reporting version %s" % db_version)
@@ -281,6 +310,7 @@ def _text(exc):
 
 
 def main():
+    tls_as_on_el7()
     cases = json.loads(sys.stdin.read())
     for case in cases:
         sys.stdout.write(json.dumps(run_case(case)) + "\n")

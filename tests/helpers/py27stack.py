@@ -8,9 +8,12 @@ repositories with (``pulp/pulp-packaging``, branch ``2.21``: ``python-celery`` 4
 
 * ``qpid-python``/``qpid-tools`` 1.36.0.post1: PyPI's newest (Pulp's repositories carried Qpid's
   own 1.37 builds; the connection code kombu drives is the same);
-* ``pymongo`` 3.13.0, the last 3.x: Pulp shipped 3.2, which has no SCRAM-SHA-256, and SecantusDB
-  (the MongoDB the tests run) speaks only that (see :data:`OLDEST_PYMONGO` for the oldest 3.x
-  that logs in to it);
+* ``pymongo`` 3.7.0: Pulp shipped 3.2 (``python-pymongo`` 3.2, patched only in ``bson.objectid``),
+  which cannot log in to SecantusDB (the MongoDB the tests run offers SCRAM-SHA-256 only, which
+  came with pymongo 3.7; the MongoDB servers of Pulp's day offered SCRAM-SHA-1 too).  3.7.0 is the
+  oldest 3.x that logs in there, and it answers every case of the corpus as 3.2 does wherever 3.2
+  can log in; 3.13.0, the last 3.x, does not (an empty ``replica_set`` line).  Both run beside it
+  for information (:data:`ALTERNATES`);
 * ``pytz``: any (celery imports it; nothing of it touches a connection).
 
 kombu 4.0.2's patches in Pulp's build (durable qpid messages, a FIPS-safe uuid, two qpid
@@ -45,11 +48,26 @@ PINS: tuple[str, ...] = (
     "qpid-python==1.36.0.post1",
     "qpid-tools==1.36.0.post1",
     "mongoengine==0.10.5",
-    "pymongo==3.13.0",
+    "pymongo==3.7.0",
 )
-#: The oldest pymongo 3.x that logs in to SecantusDB (SCRAM-SHA-256 came with 3.7); the tier runs
-#: the MongoDB cases with it too and reports any case where it answers otherwise than 3.13.0.
-OLDEST_PYMONGO = "pymongo==3.7.0"
+
+
+def pinned(project: str, pins: tuple[str, ...] = PINS) -> str:
+    """The pin of ``project`` in ``pins`` (``amqp`` → ``amqp==2.2.2``)."""
+    return next(p for p in pins if p.partition("==")[0] == project)
+
+
+def with_pin(pin: str, pins: tuple[str, ...] = PINS) -> tuple[str, ...]:
+    """``pins`` with ``pin`` in place of the same project's pin."""
+    project = pin.partition("==")[0]
+    return tuple(pin if p.partition("==")[0] == project else p for p in pins)
+
+
+#: Other versions the tier runs beside the judged stack, for information (never judged): pin → the
+#: client whose cases it runs.  py-amqp 2.1.4 is the version the issue measured (Pulp's packaging
+#: ships 2.2.2); pymongo 3.2 is the one Pulp shipped (it cannot log in to SecantusDB), 3.13.0 the
+#: last 3.x (what a Pulp installed with pip may have).
+ALTERNATES: dict[str, str] = {"amqp==2.1.4": "celery", "pymongo==3.2": "mongodb", "pymongo==3.13.0": "mongodb"}
 
 
 @dataclass(frozen=True)
