@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.dns import resolver
@@ -98,6 +99,24 @@ def test_tls_server_certificates(pki: Pki, cert: str, host: str, failure: Failur
             _check(result, failure)
             assert words in (result.error or "")
             assert probe_mongodb(target_for((host, fake.port), ssl=True, ca_path=str(pki.ca), verify_ssl=False)).ok
+
+
+def test_the_host_name_check_holds_when_pymongo_answers_first(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the preflight checks the host name as Pulp's pymongo on Python 2 does: however late it
+    answers, pymongo's success does not make the probe "up" before it."""
+    from pulpinit.wait import mongo_wire
+
+    preflight = mongo_wire.preflight
+
+    def late(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)  # pymongo's whole probe of the fake takes well under that
+        return preflight(*args, **kwargs)
+
+    monkeypatch.setattr(mongo_wire, "preflight", late)
+    with FakeMongo(tls_certfile=str(pki.ip)) as fake:
+        result = probe_mongodb(target_for(("127.0.0.1", fake.port), ssl=True, ca_path=str(pki.ca)), timeout_s=3)
+    _check(result, Failure.TLS, timeout_s=3)
+    assert "does not name 127.0.0.1" in (result.error or "")
 
 
 def test_plain_client_at_a_tls_port(pki: Pki) -> None:
