@@ -169,11 +169,9 @@ def test_up_reports_version_and_runs_ping(fake: FakeMongo) -> None:
     assert_no_secret(result)
 
 
-def test_up_in_replica_set_with_auth_source() -> None:
-    with FakeMongo(replica_set="rs0", users={("admin", "root"): PASSWORD}, wire_version=6) as fake:
-        result = probe_mongodb(
-            target_for(fake, username="root", password=PASSWORD, auth_source="admin", replica_set="rs0")
-        )
+def test_up_in_replica_set() -> None:
+    with FakeMongo(replica_set="rs0", users={("pulp_database", "pulp"): PASSWORD}, wire_version=6) as fake:
+        result = probe_mongodb(target_for(fake, username="pulp", password=PASSWORD, replica_set="rs0"))
         assert result.ok and result.version is not None and result.version.startswith("3.6.")
 
 
@@ -306,8 +304,12 @@ def test_no_credentials_against_a_server_that_requires_them(fake: FakeMongo) -> 
     assert fake.command_count("listCollections") >= 1
 
 
-def test_wrong_auth_source(fake: FakeMongo) -> None:
-    _check(probe_mongodb(target_for(fake, username="pulp", password=PASSWORD, auth_source="admin")), Failure.AUTH)
+def test_a_user_of_another_database_cannot_log_in() -> None:
+    """Pulp logs in against its own database: a user created in ``admin`` is refused there."""
+    with FakeMongo(users={("admin", "root"): PASSWORD}) as fake:
+        result = probe_mongodb(target_for(fake, username="root", password=PASSWORD))
+        _check(result, Failure.AUTH)
+        assert "'pulp_database'" in (result.error or "")
 
 
 @pytest.mark.parametrize(("wire", "minimum"), [(5, 0), (2, 0), (30, 26)])
@@ -389,8 +391,8 @@ def test_client_options_replica_set_auth_and_tls(tmp_path: Path) -> None:
     assert options["tls"] and options["tlsCAFile"] == "/ca.pem"
     assert options["tlsCertificateKeyFile"] == "/both.pem"
     assert options["tlsAllowInvalidCertificates"] and options["tlsAllowInvalidHostnames"]
-    several = client_options(MongoTarget(seeds=(("a", 1), ("b", 2)), auth_source="admin", username="x"), 1)
-    assert "directConnection" not in several and several["authSource"] == "admin"
+    several = client_options(MongoTarget(seeds=(("a", 1), ("b", 2)), database="pulp2", username="x"), 1)
+    assert "directConnection" not in several and several["authSource"] == "pulp2"
 
 
 def test_separate_key_file_is_combined_in_memory(tmp_path: Path) -> None:

@@ -145,11 +145,11 @@ def test_replica_set_from_server_conf_counts():
 
 def test_mongo_target_from_settings():
     s = resolve(
-        {"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD": "pw", "PULPINIT_DB_AUTH_SOURCE": "pulp_database"},
+        {"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD": "pw"},
         {"database.ssl": "True", "database.verify_ssl": "no"},
     )
     t = mongo_target(s)
-    assert (t.username, t.password, t.auth_source, t.ssl, t.verify_ssl) == ("pulp", "pw", "pulp_database", True, False)
+    assert (t.username, t.password, t.database, t.ssl, t.verify_ssl) == ("pulp", "pw", "pulp_database", True, False)
     assert "pw" not in t.endpoint and "***" in t.endpoint
 
 
@@ -269,7 +269,6 @@ def test_one_rule_for_secrets():
 @pytest.mark.parametrize(
     ("env", "conf", "variable"),
     [
-        ({"PULPINIT_DB_AUTH_SOURCE": "admin"}, {}, "PULPINIT_DB_AUTH_SOURCE"),
         ({"PULP_BROKER_URL": "qpid://[::1]:5672/"}, {}, "PULP_BROKER_URL"),
         ({"PULP_BROKER_URL": "qpid://pulp@h:5672/"}, {}, "PULP_BROKER_URL"),
         ({"PULP_BROKER_URL": "amqp://h//?frobnicate=1"}, {}, "PULP_BROKER_URL"),

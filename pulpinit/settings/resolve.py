@@ -240,7 +240,6 @@ def from_environ(
         resolved.setdefault(key, _value(key, default, "default"))
     resolved.setdefault("server.server_name", _value("server.server_name", hostname, "default"))
     _validate(resolved)
-    _check_auth_source(toolkit, resolved)
     warnings += _client_warnings(resolved)
     return Settings(
         MappingProxyType(resolved), toolkit, MappingProxyType(knob_sources(environ)), tuple(warnings), secret_vars
@@ -395,18 +394,6 @@ def _validate(resolved: Mapping[str, Value]) -> None:
         raise EnvValueError(
             seeds.variable or "database.seeds",
             f"{count} seeds need a replica set name: set PULP_DB_REPLICA_SET",
-        )
-
-
-def _check_auth_source(toolkit: Toolkit, resolved: Mapping[str, Value]) -> None:
-    """Pulp 2 logs in to MongoDB against its own database (mongoengine's ``get_db`` with no
-    authentication source) and has no setting for another: a user defined elsewhere cannot log in."""
-    name = resolved["database.name"].value
-    if toolkit.db_auth_source and toolkit.db_auth_source != name:
-        raise EnvValueError(
-            "PULPINIT_DB_AUTH_SOURCE",
-            f"{parse.quoted(toolkit.db_auth_source)}: Pulp logs in against its own database {name!r} "
-            "and cannot use another; create the user in it",
         )
 
 

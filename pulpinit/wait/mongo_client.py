@@ -6,8 +6,8 @@ exactly the way server.conf says Pulp does:
 * seeds → the host list; ``replica_set`` → ``replicaSet`` (and discovery);
   a single seed without a replica set → ``directConnection=True`` (talk to that
   server whatever its role, as Pulp 2 does); several seeds → discovery;
-* ``username``/``password`` → SCRAM with ``authSource`` = ``auth_source`` or,
-  as in Pulp, the Pulp database itself;
+* ``username``/``password`` → SCRAM with ``authSource`` = the Pulp database
+  itself, as in Pulp (mongoengine logs in against the database it connects to);
 * ``ssl`` → ``tls``; ``ca_path`` → ``tlsCAFile``; ``verify_ssl = false`` →
   ``tlsAllowInvalidCertificates``; the host name is left to the preflight
   (:mod:`pulpinit.wait.mongo_wire`), which checks it as Pulp's pymongo on Python 2 does;
@@ -126,7 +126,7 @@ def client_options(target: MongoTarget, timeout_s: float) -> dict[str, Any]:
     if target.username:
         options["username"] = target.username
         options["password"] = target.password or ""
-        options["authSource"] = target.auth_source or target.database
+        options["authSource"] = target.database
     if target.ssl:
         options["tls"] = True
         if target.ca_path:

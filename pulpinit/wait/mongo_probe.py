@@ -254,8 +254,7 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *, resolver: net.
     except Exception as exc:  # every pymongo error is a classified dependency failure
         failure, error = classify(exc), str(exc)
         if failure is Failure.AUTH and target.username:
-            source = target.auth_source or target.database
-            error = f"user {target.username!r} on {source!r}: {error}"
+            error = f"user {target.username!r} on {target.database!r}: {error}"
         elif failure is Failure.AUTH:
             error = f"the server requires authentication and no credentials are configured: {error}"
     latency_ms = (time.monotonic() - started) * 1000

@@ -89,7 +89,6 @@ class MongoTarget:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     replica_set: str | None = None
-    auth_source: str | None = None
     ssl: bool = False
     ca_path: str | None = None
     ssl_certfile: str | None = None
@@ -180,7 +179,6 @@ def mongo_target(settings: Settings) -> MongoTarget:
         username=username if logs_in else None,
         password=password if logs_in else None,
         replica_set=optional("database.replica_set"),
-        auth_source=settings.toolkit.db_auth_source,
         ssl=settings.boolean("database.ssl"),
         ca_path=optional("database.ca_path"),
         ssl_certfile=optional("database.ssl_certfile"),
