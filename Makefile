@@ -24,7 +24,7 @@ CONTAINER_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pulpinit/containers
 PODMAN_COMPOSE_VERSION := 1.6.0
 PODMAN_COMPOSE := $(CONTAINER_CACHE)/podman-compose-$(PODMAN_COMPOSE_VERSION)/bin/podman-compose
 
-.PHONY: demo test test-containers lint bench venv system-deps container-deps clean
+.PHONY: demo test test-containers oracle lint bench venv system-deps container-deps clean
 
 # The virtual environment alone (README: "Try it by hand").
 venv: $(STAMP)
@@ -39,6 +39,10 @@ test: lint $(PEERS_STAMP)
 # timeout covers the first build (about a minute here, the root filesystem included).
 test-containers: $(STAMP) $(PEERS_STAMP) $(PODMAN_COMPOSE)
 	PODMAN_COMPOSE=$(PODMAN_COMPOSE) $(BIN)/pytest -o timeout=900 tests/containers
+
+# The differential tier alone (it is part of `make test` too), rewriting docs/oracle.md's table.
+oracle: $(STAMP) $(PEERS_STAMP)
+	PULPINIT_ORACLE_WRITE=1 $(BIN)/pytest -m oracle tests/test_oracle.py
 
 # The same checks as .pre-commit-config.yaml: ruff (complexity included), ruff-format, mypy --strict
 # on the package, and mypy (default rules) on the tests and benchmarks.

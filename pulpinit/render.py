@@ -56,6 +56,7 @@ def check_deps_table(report: Report) -> str:
         )
     text = table(("dependency", "endpoint", "source", "status", "latency", "version", "error"), rows)
     hints = [f"hint ({c.name}): {c.hint}" for c in report.checks if c.hint]
+    hints += [f"warning ({c.name}): {w}" for c in report.checks for w in c.warnings]
     return "\n".join([text, *(["", *hints] if hints else [])])
 
 

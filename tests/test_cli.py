@@ -40,7 +40,7 @@ def test_settings_json_shape_and_sources(run):
     settings = data["settings"]
     assert settings["database.seeds"] == {"value": "10.0.0.5:27017", "source": "k8s:db"}
     assert settings["messaging.url"] == {"value": "tcp://10.9.9.9:5672", "source": "env:SERVICE_HOST"}
-    assert settings["tasks.broker_url"] == {"value": "qpid://guest@10.9.9.9:5672/", "source": "env:SERVICE_HOST"}
+    assert settings["tasks.broker_url"] == {"value": "qpid://10.9.9.9:5672/", "source": "env:SERVICE_HOST"}
     assert settings["server.server_name"] == {"value": "pulp.example.com", "source": "env:PULP_SERVER_NAME"}
     assert settings["database.name"] == {"value": "pulp_database", "source": "default"}
     assert all(set(v) == {"value", "source"} for v in settings.values())
@@ -76,6 +76,7 @@ def test_no_secret_in_any_output(run, tmp_path: Path, argv):
     secret_file.write_text(SECRET + "\n")
     code, out, err = run(
         *argv,
+        PULP_DB_USERNAME="pulp",
         PULP_DB_PASSWORD=SECRET,
         MSG_SERVICE_HOST="q",
         PULP_BROKER_PASSWORD_FILE=str(secret_file),

@@ -14,6 +14,7 @@ file                what it is
 ``foreign.pem``     server for ``IP:127.0.0.1``, signed by ``other-ca.pem``
 ``qpid.pem``        server for 127.0.0.1 as python-qpid checks it: ``DNS:127.0.0.1`` and CN
 ``client.crt/.key`` a client certificate from ``ca.pem``, certificate and key apart
+``stranger.crt/.key`` a client certificate from ``other-ca.pem`` (the "foreign client" case)
 ==================  =====================================================================
 
 Server files hold the certificate and its key (what the fake servers and RabbitMQ's
@@ -160,7 +161,8 @@ def make_pki(directory: Path) -> Pki:
         (directory / f"{name}.pem").write_bytes(cert_pem + key_pem)
         (directory / f"{name}.crt").write_bytes(cert_pem)
         (directory / f"{name}.key").write_bytes(key_pem)
-    cert, key = _leaf("pulp", [x509.DNSName("pulp")], ca, client=True)
-    (directory / "client.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "client.key").write_bytes(_pem_key(key))
+    for name, issuer in (("client", ca), ("stranger", other)):
+        cert, key = _leaf("pulp", [x509.DNSName("pulp")], issuer, client=True)
+        (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (directory / f"{name}.key").write_bytes(_pem_key(key))
     return Pki(directory)
