@@ -16,7 +16,15 @@ SECANTUSDB  := secantusdb==0.7.0b3
 APT_PACKAGES := python3-venv gcc libaugeas-dev augeas-lenses augeas-tools libsasl2-dev \
 	libsasl2-modules sasl2-bin libssl-dev util-linux passwd procps rabbitmq-server tini dumb-init faketime openssl
 
-.PHONY: demo test lint bench venv system-deps clean
+# The container tier (`make test-containers`, tests/containers): rootful podman with runc, a Debian
+# root filesystem made by mmdebstrap, network namespaces (ip), and podman-compose from PyPI in a
+# venv of the tier's cache directory (outside the work tree, with the images' other caches).
+CONTAINER_APT_PACKAGES := podman runc mmdebstrap iproute2
+CONTAINER_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pulpinit/containers
+PODMAN_COMPOSE_VERSION := 1.6.0
+PODMAN_COMPOSE := $(CONTAINER_CACHE)/podman-compose-$(PODMAN_COMPOSE_VERSION)/bin/podman-compose
+
+.PHONY: demo test test-containers oracle lint bench venv system-deps container-deps clean
 
 # The virtual environment alone (README: "Try it by hand").
 venv: $(STAMP)
@@ -26,6 +34,15 @@ demo: $(STAMP)
 
 test: lint $(PEERS_STAMP)
 	$(BIN)/pytest
+
+# pulpinit's images under podman; the images are built once and cached by content. A test's
+# timeout covers the first build (about a minute here, the root filesystem included).
+test-containers: $(STAMP) $(PEERS_STAMP) $(PODMAN_COMPOSE)
+	PODMAN_COMPOSE=$(PODMAN_COMPOSE) $(BIN)/pytest -o timeout=900 tests/containers
+
+# The differential tier alone (it is part of `make test` too), rewriting docs/oracle.md's table.
+oracle: $(STAMP) $(PEERS_STAMP)
+	PULPINIT_ORACLE_WRITE=1 $(BIN)/pytest -m oracle tests/test_oracle.py
 
 # The same checks as .pre-commit-config.yaml: ruff (complexity included), ruff-format, mypy --strict
 # on the package, and mypy (default rules) on the tests and benchmarks.
@@ -48,6 +65,13 @@ system-deps:
 	else \
 		echo "missing Debian packages (install them as root):" $$missing >&2; \
 	fi
+
+container-deps:
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(CONTAINER_APT_PACKAGES)"
+
+$(PODMAN_COMPOSE): | container-deps
+	$(PYTHON) -m venv $(dir $(@D))
+	$(dir $@)pip install -q 'podman-compose==$(PODMAN_COMPOSE_VERSION)'
 
 $(STAMP): setup.cfg pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)

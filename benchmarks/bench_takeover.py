@@ -6,7 +6,10 @@ is SIGKILLed (it is not PID 1).  Measured on the machine's monotonic clock: how 
 pulp-manage-db outlives it (PR_SET_PDEATHSIG), and how long after the kill the second one's
 run starts (the lease must run out first: expected ≈ the lease left plus one poll).  Then
 ``--concurrent`` simultaneous ``pulpinit migrate`` and how many runs of the stand-in they make
-(must be 1) and whether any two overlapped.  Servers: the project's fake MongoDB, and
+(must be 1) and whether any two overlapped.  Last, per lease and server, the holding
+``pulpinit`` alone is SIGSTOPped for three leases while its run goes on (a frozen or stuck
+interpreter): its watchdog must stop the run before the lease ends, so that the contender's run
+never overlaps it — counted over every trial.  Servers: the project's fake MongoDB, and
 SecantusDB when ``.venv-peers`` has it (``make .venv-peers/.installed-stamp``).
 
     .venv/bin/python benchmarks/bench_takeover.py --leases 2 4 8 --trials 3 --concurrent 12
@@ -67,6 +70,26 @@ def takeover(peer: MongoPeer, broker: FakeAmqpBroker, lease: float) -> tuple[flo
         return orphan, runs[1].started - killed
 
 
+def frozen(peer: MongoPeer, broker: FakeAmqpBroker, lease: float) -> tuple[int, float, int]:
+    """(overlapping runs, seconds from the SIGSTOP to the end of the frozen holder's run, the holder's exit code)."""
+    with migration_workdir() as work:
+        holder = Pulpinit(environment(work, peer, broker, lease, 60), "migrate")
+        holder.expect("migration.start")
+        wait_for(lambda: len(standins.parsed_runs(work)) == 1)
+        holder.proc.send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        contender = Pulpinit(environment(work, peer, broker, lease, 0.1), "migrate")
+        code, _ = contender.finish()
+        time.sleep(max(0.0, stopped + 3 * lease - time.monotonic()))
+        holder.proc.send_signal(signal.SIGCONT)
+        held, _ = holder.finish()
+        runs = standins.parsed_runs(work)
+        if code != 0 or len(runs) != 2 or runs[0].ended is None:
+            raise SystemExit(f"frozen trial failed: contender exit {code}, runs {runs}")
+        overlapping = sum(run.overlapped for run in runs) + (runs[0].ended > runs[1].started)
+        return overlapping, runs[0].ended - stopped, held
+
+
 def concurrent(peer: MongoPeer, broker: FakeAmqpBroker, count: int) -> tuple[int, int, int]:
     """(runs of the stand-in, overlapping runs, processes that exited 0)."""
     with migration_workdir() as work:
@@ -102,6 +125,11 @@ def main() -> int:
         "| server | concurrent `pulpinit migrate` | runs of pulp-manage-db | overlapping | exit 0 |",
         "|---|---|---|---|---|",
     ]
+    freezes = [
+        "| server | lease | pulpinit frozen for | overlapping runs (all trials) | frozen holder's run ended after "
+        "the SIGSTOP (median) | resumed holder's exit |",
+        "|---|---|---|---|---|---|",
+    ]
     with FakeAmqpBroker() as broker, peers("pulp_bench") as servers:
         for peer in servers:
             for lease in args.leases:
@@ -118,12 +146,28 @@ def main() -> int:
             one = MongoPeer(peer.kind, peer.hostport, "pulp_bench_concurrent")
             made, overlapped, ok = concurrent(one, broker, args.concurrent)
             contention.append(f"| {peer.kind} | {args.concurrent} | {made} | {overlapped} | {ok} |")
+            for lease in args.leases:
+                results = [
+                    frozen(
+                        MongoPeer(peer.kind, peer.hostport, f"pulp_bench_frozen_{int(lease * 10)}_{n}"), broker, lease
+                    )
+                    for n in range(args.trials)
+                ]
+                ended = statistics.median(r[1] for r in results)
+                exits = sorted({r[2] for r in results})
+                freezes.append(
+                    f"| {peer.kind} | {lease:g} s | {3 * lease:g} s | {sum(r[0] for r in results)} of "
+                    f"{len(results)} trials | {ended:.2f} s | {', '.join(map(str, exits))} |"
+                )
     print("\n".join(rows))
     print()
     print("\n".join(contention))
+    print()
+    print("\n".join(freezes))
     print(
         "\nThe takeover waits for the killed holder's lease to run out (the contender polls at most every "
-        "lease/3, 2 s at most); the killed holder's pulp-manage-db dies with it (PR_SET_PDEATHSIG)."
+        "lease/3, 2 s at most); the killed holder's pulp-manage-db dies with it (PR_SET_PDEATHSIG). The frozen "
+        "holder's watchdog stops its run at lease − stop timeout (lease/6 here) − margin after the last renewal."
     )
     return 0
 

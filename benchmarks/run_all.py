@@ -54,6 +54,12 @@ BENCHES = (
         ["--runs", "1"],
     ),
     (
+        "The PID-1 window: from the start of pulpinit to its SIGTERM handler (issue 22)",
+        "bench_pid1_window.py",
+        ["--runs", "15"],
+        ["--runs", "3"],
+    ),
+    (
         "Start-to-exec of the httpd roles, api and crane, beside run (issue 15)",
         "bench_httpd_roles.py",
         ["--runs", "15"],

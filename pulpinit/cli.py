@@ -189,8 +189,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     Stop signals are handled from here until the hand-off (:mod:`pulpinit.signals`).
     """
     environ = os.environ if environ is None else environ
-    with signals.handling(knobs.stop_signal_number(environ)):
-        return _main(sys.argv[1:] if argv is None else argv, environ)
+    try:
+        with signals.handling(knobs.stop_signal_number(environ)):
+            return _main(sys.argv[1:] if argv is None else argv, environ)
+    except Interrupted as exc:  # a stop that came before the handler was in place (signals.early), or as it went
+        signals.finishing()
+        return _report(exc)
 
 
 def _main(argv: Sequence[str], environ: Mapping[str, str]) -> int:

@@ -2,7 +2,7 @@
 
 The core raises; only the entry points turn an exception into an exit code:
 :mod:`pulpinit.cli` (pulpinit itself), and the small programs it starts, the resident
-supervisor (:mod:`pulpinit.supervise`) and the tether (:mod:`pulpinit.migrate.tether`).
+supervisor (:mod:`pulpinit.supervise`) and the migration watchdog (:mod:`pulpinit.migrate.watchdog`).
 Every leaf error carries the data that explains it (the variable, the file, the
 dependency) and renders a one-line message that never contains a secret: callers put
 masked values into these errors, never raw ones.

@@ -42,6 +42,7 @@ from pulpinit.pki.check import ROLE_KEYS, Published, key_paths, publish_public_k
 from pulpinit.privileges import identity_for
 from pulpinit.redact import REDACTOR
 from pulpinit.settings import crane, knobs
+from pulpinit.settings.childenv import Purpose, child_environ
 from pulpinit.settings.preflight import (
     PROBLEM,
     WARNING,
@@ -187,7 +188,7 @@ def run_crane(environ: Mapping[str, str], request: roles.Request, *, init: bool)
             lambda: craneconf.load(ctx.settings.path),
             ctx.toolkit.user,
         )
-    _hand_over(ctx.toolkit, ctx.role, ctx.settings.secret_variables, init=init)
+    _hand_over(ctx.environ, ctx.toolkit, ctx.role, init=init)
 
 
 # -- stage 1: settings --------------------------------------------------------------------------
@@ -437,6 +438,7 @@ def migrate(ctx: Context, mode: Migration, *, retry_failed: bool = False) -> Non
         owner=owner_name(ctx.environ),
         sleep=signals.sleep,
         retry_failed=retry_failed,
+        environ=ctx.environ,
     )
 
 
@@ -482,11 +484,14 @@ def publish(ctx: Context, logger: Logger) -> None:
 # -- stage 5: hand-off --------------------------------------------------------------------------
 def handoff(ctx: Context, role: roles.Role, *, init: bool) -> NoReturn:
     """Stage 5: exec the role's process as the unprivileged user (as root for httpd), or the resident supervisor."""
-    _hand_over(ctx.toolkit, role, ctx.settings.secret_variables, init=init)
+    _hand_over(ctx.environ, ctx.toolkit, role, init=init)
 
 
-def _hand_over(toolkit: Toolkit, role: roles.Role, secrets: Iterable[str], *, init: bool) -> NoReturn:
-    """Signals stay handled until the exec; the supervisor's are blocked across it (pending, not lost)."""
+def _hand_over(environ: Mapping[str, str], toolkit: Toolkit, role: roles.Role, *, init: bool) -> NoReturn:
+    """Signals stay handled until the exec; the supervisor's are blocked across it (pending, not lost).
+
+    The role's environment is the one child-environment policy's (:mod:`pulpinit.settings.childenv`).
+    """
     signals.enter("handoff")
     hand_off(
         role.argv,
@@ -494,6 +499,6 @@ def _hand_over(toolkit: Toolkit, role: roles.Role, secrets: Iterable[str], *, in
         umask=toolkit.umask,
         supervise=init or toolkit.init,
         stop_timeout=toolkit.stop_timeout,
-        drop_env=() if toolkit.keep_secret_env else secrets,
+        env=child_environ(environ, Purpose.ROLE, keep_secret_env=toolkit.keep_secret_env),
         as_root=role.as_root,
     )

@@ -59,6 +59,7 @@ def check_deps_table(report: Report) -> str:
         )
     text = table(("dependency", "endpoint", "source", "status", "latency", "version", "error"), rows)
     hints = [f"hint ({c.name}): {c.hint}" for c in report.checks if c.hint]
+    hints += [f"warning ({c.name}): {w}" for c in report.checks for w in c.warnings]
     return "\n".join([text, *(["", *hints] if hints else [])])
 
 
@@ -93,7 +94,7 @@ def migration_decision(ctx: Context, migration: Migration) -> str:
         return (
             f"wait: start once {where} records {fingerprint} as done; "
             f"exit 75 after {toolkit.migration_timeout:g} s without a live lease holder, "
-            "or at once if it is recorded as failed"
+            "or at once if it is recorded as failed (an interrupted one is waited through)"
         )
     quiet = (
         f"wait until no Pulp process heartbeated for {toolkit.quiet_seconds:g} s (PULPINIT_QUIET_SECONDS), "

@@ -3,6 +3,9 @@
 SIGTERM, SIGINT and the image's own stop signal (``PULPINIT_STOP_SIGNAL``, e.g. SIGWINCH, httpd's
 graceful stop, in the API image) get a handler as soon as :func:`pulpinit.cli.main` starts
 (:func:`handling`; the CLI reads the knob with :func:`pulpinit.settings.knobs.stop_signal_number`).
+Before that, from the entry point's first statements (:mod:`pulpinit.__main__`, which the console
+script runs too), :func:`early` notes a stop signal that comes while the interpreter imports the
+rest, and :func:`handling` raises it as soon as it takes over.
 The PID 1 of a PID namespace receives only the signals it handles: without a
 handler a ``docker stop`` or a pod deletion is dropped and ends in SIGKILL after the grace period.
 The extra signal is explicit because SIGWINCH also means "the terminal was resized": an
@@ -28,8 +31,8 @@ signal goes to it, and neither the exception nor :data:`STOP` happens.
 The resident supervisor handles no signal with this module (it blocks the signals and takes
 them with ``sigwaitinfo``): :func:`block_for_handoff` keeps a signal that arrives while the
 supervisor's interpreter starts pending until it is ready to take it.  :func:`install` is the one
-way dispositions are set and put back (the handler, a stage's takeover, and the defaults a
-program gets at its exec, :func:`defaults_for_exec`, which the supervisor's child uses too).
+way pulpinit sets and puts back its own dispositions (the handler, a stage's takeover); the
+defaults a program gets at its exec are :func:`pulpinit.spawn.default_dispositions`.
 
 Standard library only (and :mod:`pulpinit.errors`).
 """
@@ -55,9 +58,6 @@ STOP = threading.Event()
 Delegate = Callable[[int, "FrameType | None"], None]
 #: What :func:`signal.signal` takes: a handler, ``SIG_DFL`` or ``SIG_IGN``.
 Disposition = Callable[[int, "FrameType | None"], object] | int | signal.Handlers | None
-#: Signals Python ignores; an ignored disposition survives ``execve``, so a program pulpinit
-#: execs gets them back as the default (``subprocess`` does the same with ``restore_signals``).
-PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class _State:
@@ -76,6 +76,8 @@ class _State:
 
 
 _state = _State()
+#: The first stop signal that arrived before :func:`handling` took over (see :func:`early`).
+_early: list[int] = []
 
 
 def install(numbers: Iterable[int], disposition: Disposition) -> Callable[[], None]:
@@ -89,12 +91,21 @@ def install(numbers: Iterable[int], disposition: Disposition) -> Callable[[], No
     return restore
 
 
-def defaults_for_exec(*extra: int) -> Callable[[], None]:
-    """Give the next program the dispositions a shell would (:data:`PYTHON_IGNORES` and ``extra`` to default).
+def early(extra: int | None = None) -> None:
+    """The entry point's first statement: note stop signals until :func:`handling` takes over.
 
-    Returns the function that puts the previous ones back, for an exec that failed.
+    The PID 1 of a PID namespace drops every signal it has no handler for, so a stop that comes
+    while the interpreter imports pulpinit's modules (a few hundred milliseconds with pymongo,
+    structlog and the rest) would be lost.  This handler only notes the first one; :func:`handling`
+    raises it as :class:`Interrupted` (stage ``start``) as soon as it is installed.
     """
-    return install((*PYTHON_IGNORES, *extra), signal.SIG_DFL)
+    for number in (*ALWAYS, *([extra] if extra else [])):
+        signal.signal(number, _note_early)
+
+
+def _note_early(signum: int, _frame: FrameType | None) -> None:
+    if not _early:
+        _early.append(signum)
 
 
 def for_child(signum: int) -> int:
@@ -161,8 +172,12 @@ def handling(extra: int | None = None) -> Iterator[None]:
     STOP.clear()
     restore = install(numbers, _handler)
     try:
+        if _early:  # a stop signal came while pulpinit was starting (see early())
+            _state.received = _early[0]
+            raise Interrupted(_early[0], _state.stage)
         yield
     finally:
+        _early.clear()
         restore()
         signal.set_wakeup_fd(previous_fd)
         os.close(write_fd)  # the watcher reads EOF and ends

@@ -5,10 +5,10 @@
 The main pulpinit process ``os.execv``\\ s into this module once its pipeline is
 done, so pymongo, proton, augeas and structlog are not in the resident
 process: this module and everything it imports are stdlib only (tested), and
-of pulpinit it imports only :mod:`pulpinit.errors` and the knob table
+of pulpinit it imports only :mod:`pulpinit.errors`, :mod:`pulpinit.spawn` and the knob table
 (:mod:`pulpinit.settings.knobs`: ``PULPINIT_STOP_TIMEOUT``, ``--umask`` and
 ``--stop-timeout`` are parsed as the settings stage parses them), and, in the
-child after the fork, :mod:`pulpinit.privileges` and :mod:`pulpinit.signals`.
+child after the fork, :mod:`pulpinit.privileges`.
 
 Design (race-free, no Python signal handlers):
 
@@ -21,22 +21,12 @@ Design (race-free, no Python signal handlers):
 * When not PID 1 the supervisor becomes a child subreaper
   (``PR_SET_CHILD_SUBREAPER``), so orphans of the role are reparented to it and
   reaped here, like ``tini -s``.  No warning is logged for that: it is normal.
-* The child calls ``setsid`` (own session and process group), restores the
-  signal mask (without the signals pulpinit blocked across its exec of this
-  module, so that none is lost while the interpreter starts) and dispositions,
-  drops privileges, sets the umask and execs.
-  Any failure before the exec goes back through a close-on-exec pipe: the
-  parent reads EOF when the exec succeeded, or the reason when it did not,
-  and ends with 127 (not found), 126 (not executable) or 78 (privilege drop).
-* The child dies when the supervisor dies, however it dies (SIGKILL, OOM) and even when the
-  supervisor is not PID 1: it sets ``PR_SET_PDEATHSIG`` to SIGKILL after the privilege drop
-  (a change of credentials clears it) and then checks ``getppid`` (a supervisor that died
-  before that would go unnoticed).  SIGKILL because it is the only signal certain to end the
-  child, and nobody is left to follow up: Celery answers SIGTERM with a warm shutdown that
-  waits for the running tasks, httpd's graceful stop waits for its requests, any child may
-  ignore or block a catchable signal — and no supervisor remains to enforce a stop timeout or
-  to reap.  It is also what the kernel does to every process of a PID namespace whose PID 1
-  dies, so both modes end alike.
+* The child is started by :func:`pulpinit.spawn.start`, the one way pulpinit's programs start a
+  long-lived child (the migration watchdog uses it too): its own session and process group,
+  every signal disposition and the signal mask back to their defaults, the privilege drop, then
+  ``PR_SET_PDEATHSIG`` = SIGKILL (it dies with the supervisor however the supervisor dies, even
+  when it is not PID 1), then the exec.  A failure before the exec ends the supervisor with 127
+  (not found), 126 (not executable) or 78 (privilege drop).
 * SIGCHLD → ``waitpid(-1, WNOHANG)`` until nothing is left: every zombie is
   reaped, the main child's status is kept.  Once the main child is gone the
   supervisor exits with its code, or 128+signal.
@@ -70,13 +60,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from pulpinit.errors import EnvValueError, ExecError, ExitCode, PulpinitError, UsageError, UserError, exec_failure
+from pulpinit import spawn
+from pulpinit.errors import EnvValueError, PulpinitError, UsageError
 from pulpinit.settings import knobs
 from pulpinit.settings.knobs import FORWARDED
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~0.5 MB resident
 if TYPE_CHECKING:
-    from ctypes import CDLL
     from typing import TypeVar
 
     from pulpinit.privileges import Identity
@@ -86,7 +76,6 @@ if TYPE_CHECKING:
 __all__ = ["FORWARDED", "main", "supervise"]
 
 _WAITED = frozenset((*FORWARDED, signal.SIGCHLD))
-_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -148,120 +137,10 @@ def _console(value: object) -> str:
     return repr(value)
 
 
-def _libc() -> CDLL:
+def _become_subreaper() -> bool:
     import ctypes
 
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _prctl(option: int, value: int, libc: CDLL | None = None) -> bool:
-    return bool((libc or _libc()).prctl(option, value, 0, 0, 0) == 0)
-
-
-def _become_subreaper() -> bool:
-    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
-
-
-def _die_with(parent: int, libc: CDLL) -> None:
-    """In the child: be SIGKILLed when the supervisor dies, whatever kills it (SIGKILL included).
-
-    Set after the privilege drop: a change of credentials clears the parent-death signal.  A
-    supervisor that died before this line is caught by the ``getppid`` check that follows.
-    ``libc`` is loaded before the drop: the dropped user may not be able to read the
-    interpreter's standard library (a virtual environment under /root).
-    """
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, libc)
-    if os.getppid() != parent:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _child(
-    argv: Sequence[str],
-    *,
-    identity: Identity | str | None,
-    umask: int,
-    env: dict[str, str],
-    mask: set[int],
-    report: int,
-    parent: int,
-) -> None:
-    """In the forked child: new session, drop, die with the parent, exec; any failure goes to *report*.
-
-    The privilege helpers are imported here, after the fork and only when
-    needed, so that they (and ``dataclasses``) never occupy the resident
-    supervisor's memory.
-    """
-    stage = "exec"
-    try:
-        os.setsid()
-        if os.isatty(0):  # best effort: keep the terminal for an interactive shell
-            try:
-                import fcntl
-                import termios
-
-                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-            except OSError:
-                pass
-        from pulpinit.signals import defaults_for_exec
-
-        # Python's dispositions are not the command's, and the signals the supervisor forwards must
-        # reach a child that acts on them: default, even when pulpinit inherited them ignored (nohup).
-        defaults_for_exec(*FORWARDED)
-        libc = _libc()
-        if identity is not None:
-            stage = "user"
-            from pulpinit.privileges import drop, resolve_user
-
-            drop(resolve_user(identity) if isinstance(identity, str) else identity, umask, environ=env)
-            stage = "exec"
-        else:
-            os.umask(umask)
-        _die_with(parent, libc)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        os.execvpe(argv[0], list(argv), env)  # noqa: S606 - argv as given, no shell
-    except UserError as err:
-        os.write(report, f"user\0{err.user}\0{err.problem}".encode())
-    except OSError as err:
-        os.write(report, f"{stage}\0{err.errno or 0}\0{err.strerror or err}".encode())
-    except BaseException as err:  # the child must never return into the parent's code
-        os.write(report, f"{stage}\0{0}\0{err}".encode())
-    finally:
-        os._exit(ExitCode.NOT_FOUND)
-
-
-def _read_report(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    os.close(fd)
-    return b"".join(chunks)
-
-
-def _start(
-    argv: Sequence[str],
-    identity: Identity | str | None,
-    umask: int,
-    env: dict[str, str],
-    mask: set[int],
-) -> int:
-    """Fork and exec the child; return its pid once the exec succeeded, else raise."""
-    read_end, write_end = os.pipe()  # both close-on-exec
-    parent = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        _child(argv, identity=identity, umask=umask, env=env, mask=mask, report=write_end, parent=parent)
-    os.close(write_end)
-    report = _read_report(read_end)
-    if not report:
-        return pid
-    os.waitpid(pid, 0)
-    stage, number, problem = report.decode(errors="replace").split("\0", 2)
-    if stage == "user":
-        raise UserError(number, problem)
-    if not int(number):
-        raise ExecError(argv[0], problem, ExitCode.NOT_EXECUTABLE)
-    raise exec_failure(argv[0], OSError(int(number), problem), env.get("PATH"))
+    return bool(ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 def _reap(main_pid: int) -> int | None:
@@ -276,14 +155,6 @@ def _reap(main_pid: int) -> int | None:
             return status
         if pid == main_pid:
             status = raw
-
-
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def supervise(
@@ -310,10 +181,7 @@ def supervise(
     mode = "pid1" if os.getpid() == 1 else ("subreaper" if _become_subreaper() else "plain")
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _WAITED)
     try:
-        environ = dict(os.environ if env is None else env)
-        # The child gets the mask we started with, minus the signals we wait for: pulpinit blocks
-        # those across its exec of this supervisor (so none is lost while it starts).
-        pid = _start(argv, identity, umask, environ, set(old_mask) - _WAITED)
+        pid = spawn.start(argv, env=os.environ if env is None else env, identity=identity, umask=umask)
         user = identity if identity is None or isinstance(identity, str) else identity.name
         log("supervise.start", command=argv[0], pid=pid, mode=mode, user=user, stop_timeout=stop_timeout)
         status: int | None = None
@@ -326,7 +194,7 @@ def supervise(
                 remaining = kill_at - time.monotonic()
                 if remaining <= 0:
                     log("supervise.kill", level="warning", pid=pid, stop_timeout=stop_timeout)
-                    _kill_group(pid)
+                    spawn.kill_group(pid)
                     kill_at = None
                     continue
                 info = signal.sigtimedwait(_WAITED, remaining)

@@ -354,7 +354,20 @@ def test_a_stalled_verdict_names_the_step(scripted: Callable[..., ScriptedBroker
 
 
 def test_login_rule_is_kombus() -> None:
-    assert amqp010.login_for("u", "p").mechanism == "PLAIN"
-    assert amqp010.login_for("u", "").response == b"\x00u\x00"
-    assert amqp010.login_for("u", None).mechanism == "ANONYMOUS"
-    assert amqp010.login_for(None, None).response is None
+    def mechanism(user: str | None, password: str | None) -> tuple[str, bytes | None]:
+        login = amqp010.login_for(user, password)
+        assert login is not None
+        return login.mechanism, login.response
+
+    assert mechanism("u", "p") == ("PLAIN", b"\x00u\x00p")
+    assert mechanism("u", "") == ("ANONYMOUS", None)  # kombu reads an empty password as none
+    assert mechanism("u", None) == ("ANONYMOUS", None)
+    assert mechanism(None, None) == ("ANONYMOUS", None)
+
+
+def test_login_method_drops_the_password_as_kombu_does() -> None:
+    plain = amqp010.login_for("u", "p", "PLAIN", ["PLAIN", "ANONYMOUS"])
+    assert plain is not None and plain.response == b"\x00u\x00None" and plain.dropped
+    anonymous = amqp010.login_for("u", "p", "ANONYMOUS", ["PLAIN", "ANONYMOUS"])
+    assert anonymous is not None and anonymous.mechanism == "ANONYMOUS"
+    assert amqp010.login_for("u", "p", "AMQPLAIN", ["PLAIN", "ANONYMOUS"]) is None  # no mechanism agreed

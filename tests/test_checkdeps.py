@@ -80,7 +80,7 @@ def by_name(stdout: str) -> dict[str, dict]:
     report = json.loads(stdout)
     assert set(report) == {"ok", "exit_code", "checks", "pulp_processes"}
     for item in report["checks"]:
-        assert set(item) == {"name", "endpoint", "source", "ok", "latency_ms", "version", "error", "hint"}
+        assert set(item) == {"name", "endpoint", "source", "ok", "latency_ms", "version", "error", "hint", "warnings"}
     return {item["name"]: item for item in report["checks"]}
 
 

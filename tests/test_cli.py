@@ -45,7 +45,7 @@ def test_settings_json_shape_and_sources(run):
     settings = data["settings"]
     assert settings["database.seeds"] == {"value": "10.0.0.5:27017", "source": "k8s:db"}
     assert settings["messaging.url"] == {"value": "tcp://10.9.9.9:5672", "source": "env:SERVICE_HOST"}
-    assert settings["tasks.broker_url"] == {"value": "qpid://guest@10.9.9.9:5672/", "source": "env:SERVICE_HOST"}
+    assert settings["tasks.broker_url"] == {"value": "qpid://10.9.9.9:5672/", "source": "env:SERVICE_HOST"}
     assert settings["server.server_name"] == {"value": "pulp.example.com", "source": "env:PULP_SERVER_NAME"}
     assert settings["database.name"] == {"value": "pulp_database", "source": "default"}
     assert all(set(v) == {"value", "source"} for v in settings.values())
@@ -82,6 +82,7 @@ def test_no_secret_in_any_output(run, tmp_path: Path, argv, pulp_keys: Path):
     code, out, err = run(
         *argv,
         **keys_env(pulp_keys),  # the worker checks its message-signing pair
+        PULP_DB_USERNAME="pulp",
         PULP_DB_PASSWORD=SECRET,
         MSG_SERVICE_HOST="q",
         PULP_BROKER_PASSWORD_FILE=str(secret_file),

@@ -314,6 +314,7 @@ DOCKERFILES = dockerfiles()
 def test_every_image_has_a_dockerfile():
     names = {p.relative_to(ROOT).as_posix() for p in DOCKERFILES}
     assert {
+        "Dockerfile.el7",
         "Dockerfile.base",
         "images/beat/Dockerfile",
         "images/resource-manager/Dockerfile",
@@ -357,27 +358,43 @@ def test_the_reason_check_rejects_a_bare_ignore():
 
 
 def test_base_image_contract():
-    text = (ROOT / "Dockerfile.base").read_text()
+    """Dockerfile.base is the pulpinit part only: it installs pulpinit from the base's wheels on any base."""
+    parsed = instructions((ROOT / "Dockerfile.base").read_text())
+    assert len(stages((ROOT / "Dockerfile.base").read_text())) == 1
+    assert parsed[0] == ("ARG", "BASE_IMAGE=pulp-el7:2.21")
+    assert parsed[1] == ("FROM", "${BASE_IMAGE}")
+    text = " ".join(args for _, args in parsed)
+    assert ("ENTRYPOINT", '["pulpinit"]') in parsed
+    assert ("STOPSIGNAL", "SIGTERM") in parsed
+    assert any(word == "USER" and args in ("root", "0") for word, args in parsed)
+    # pulpinit on PATH, from its own venv, installed from wheels only (nothing downloaded, nothing built).
+    assert "/usr/local/bin/pulpinit" in text
+    assert re.search(r"pip install\b[^&]*--no-index\b[^&]*--find-links /opt/pulpinit-wheels\b[^&]*\bpulpinit\b", text)
+    assert not re.search(r"\b(yum|apt-get|dnf|gcc)\b", text), "the pulpinit part installs no package of a distribution"
+    assert [args for word, args in parsed if word == "ARG"] == [
+        "BASE_IMAGE=pulp-el7:2.21",
+        "PYTHON=/opt/python/current/bin/python3",
+    ]
+
+
+def test_el7_base_contract():
+    """Dockerfile.el7 gives Dockerfile.base what it needs: Pulp, a Python, pulpinit's wheels built on EL7."""
+    text = (ROOT / "Dockerfile.el7").read_text()
     all_stages = stages(text)
     final = all_stages[-1]
     build_stages = all_stages[:-1]
     final_text = " ".join(args for _, args in final)
-    assert ("ENTRYPOINT", '["pulpinit"]') in final
-    assert ("STOPSIGNAL", "SIGTERM") in final
-    assert any(word == "USER" and args in ("root", "0") for word, args in final)
-    # pulpinit on PATH, from its own venv.
-    assert "/usr/local/bin/pulpinit" in final_text
     # The run-time libraries pulpinit's extensions load, and no compiler.
     for package in ("augeas-libs", "cyrus-sasl-plain", "cyrus-sasl", "openssl"):
         assert re.search(rf"\b{package}-\d", final_text), f"final stage lacks {package}"
     assert not re.search(r"\bgcc\b|-devel\b", final_text), "build dependencies leaked into the final stage"
     assert re.search(r"\bpulp-server-", final_text) and re.search(r"\bpulp-rpm-plugins-", final_text)
-    # The venv is built elsewhere (with a compiler), from a non-editable install of the package and
+    # The wheels are built elsewhere (with a compiler), from a non-editable build of the package and
     # its lens directory, on a Python that satisfies python_requires.
     build_text = " ".join(args for stage in build_stages for _, args in stage)
     assert re.search(r"\bgcc-\d", build_text)
-    assert re.search(r"pip install\b[^&]*/src\b", build_text)
-    assert not re.search(r"pip install\b[^&]*(-e|--editable)\b", build_text)
+    assert re.search(r"pip wheel\b[^&]*--wheel-dir /opt/pulpinit-wheels\b[^&]*/src\b", build_text)
+    assert not re.search(r"pip (install|wheel)\b[^&]*(-e|--editable)\b", build_text)
     copied = [args for stage in build_stages for word, args in stage if word == "COPY"]
     assert any(args.startswith("lenses ") for args in copied), "the lens directory is not copied in"
     setup_cfg = (ROOT / "setup.cfg").read_text()
@@ -385,14 +402,21 @@ def test_base_image_contract():
     assert needed
     python = re.search(r"\bPYTHON_VERSION=3\.(\d+)", build_text)
     assert python and int(python.group(1)) >= int(needed.group(1))
-    assert any(word == "COPY" and "--from=build" in args and "/opt/pulpinit" in args for word, args in final)
+    # Dockerfile.base's PYTHON and wheel directory are where this base puts them.
+    assert "/opt/python/current" in build_text
+    for path in ("/opt/python", "/opt/pulpinit-wheels"):
+        assert ("COPY", f"--from=build {path} {path}") in final
+    assert not [word for word, _ in final if word in ("ENTRYPOINT", "USER", "STOPSIGNAL")], (
+        "those are the pulpinit part's"
+    )
 
 
 @pytest.mark.parametrize("role", [*ROLES, *HTTPD_ROLES])
 def test_role_image(role):
     text = (ROOT / "images" / role / "Dockerfile").read_text()
     parsed = instructions(text)
-    assert parsed[0][0] == "FROM" and parsed[0][1].startswith("pulp-base:")
+    # Built on pulp-base by default; the container tier gives it its own base (BASE_IMAGE).
+    assert parsed[:2] == [("ARG", "BASE_IMAGE=pulp-base:2.21"), ("FROM", "${BASE_IMAGE}")]
     cmd = [json.loads(args) for word, args in parsed if word == "CMD"]
     assert len(cmd) == 1
     args = check_parses(["pulpinit", *cmd[0]], f"images/{role}")
@@ -407,6 +431,7 @@ def test_images_readme_documents_both_styles():
     text = (ROOT / "images" / "README.md").read_text()
     assert 'CMD ["beat"]' in text
     assert 'ENTRYPOINT ["pulpinit", "worker"]' in text or 'ENTRYPOINT ["pulpinit", "beat"]' in text
+    assert "docker build -f Dockerfile.el7 -t pulp-el7" in text
     assert "docker build -f Dockerfile.base -t pulp-base" in text
 
 

@@ -14,8 +14,18 @@ import pytest
 from proton import ConnectionException, Message
 from proton.utils import BlockingConnection
 
-from pulpinit.testing.fakeamqp import FakeAmqpBroker
+from pulpinit.testing.fakeamqp import (
+    SESSION,
+    SESSION_ATTACH,
+    SESSION_ATTACHED,
+    SESSION_DETACH,
+    SESSION_DETACHED,
+    FakeAmqpBroker,
+    session_control,
+)
 from pulpinit.testing.processes import Spawned
+from pulpinit.wait import amqp010
+from pulpinit.wait.net import Deadline, Reader
 
 
 def connect(broker: FakeAmqpBroker, user: str | None = None, password: str | None = None) -> BlockingConnection:
@@ -187,3 +197,86 @@ def test_command_line_amqp10_only() -> None:
     with fake_process("--amqp10-only") as port:
         assert converse(port, b"AMQP\x01\x01\x00\x0a")[:4] == b"AMQP"
         assert converse(port, b"AMQP\x01\x01\x00\x0a")[:8] != b"AMQP\x01\x01\x00\x0a"
+
+
+def _opened_010(port: int) -> tuple[socket.socket, amqp010.Framer]:
+    """A raw AMQP 0-10 connection to the fake, anonymous, up to ``open-ok``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(amqp010.PROTOCOL_HEADER)
+    reader = Reader(sock, Deadline(5, connected=True))
+    assert reader.read(8, "header") == amqp010.PROTOCOL_HEADER
+    framer = amqp010.Framer(reader)
+    assert framer.next_control("start").code == amqp010.START
+    sock.sendall(amqp010.control_frame(amqp010.START_OK, {"mechanism": "ANONYMOUS", "locale": "en_US"}))
+    assert framer.next_control("tune").code == amqp010.TUNE
+    sock.sendall(amqp010.control_frame(amqp010.TUNE_OK, {"channel-max": 1}) + amqp010.control_frame(amqp010.OPEN))
+    assert framer.next_control("open-ok").code == amqp010.OPEN_OK
+    return sock, framer
+
+
+def test_amqp010_sessions_attach_and_detach_as_python_qpid_expects() -> None:
+    with FakeAmqpBroker() as broker:
+        sock, framer = _opened_010(broker.port)
+        with sock:
+            sock.sendall(session_control(SESSION_ATTACH, 1, b"pulp-session"))
+            assert framer.next_segment("attached") == (
+                amqp010.CONTROL,
+                1,
+                session_control(SESSION_ATTACHED, 1, b"pulp-session")[12:],
+            )
+            sock.sendall(session_control(SESSION_DETACH, 1, b"pulp-session"))
+            segment, channel, payload = framer.next_segment("detached")
+            assert (segment, channel, payload[:2]) == (amqp010.CONTROL, 1, bytes([SESSION, SESSION_DETACHED]))
+            sock.sendall(amqp010.control_frame(amqp010.CLOSE, {"reply-code": 200}))
+            assert framer.next_control("close-ok").code == amqp010.CLOSE_OK
+
+
+def test_amqp010_commands_it_does_not_implement_are_closed_with_a_reason() -> None:
+    with FakeAmqpBroker() as broker:
+        sock, framer = _opened_010(broker.port)
+        with sock:
+            sock.sendall(session_control(SESSION_ATTACH, 1, b"s"))
+            framer.next_segment("attached")
+            sync = bytes([3, 1, 0, 0])  # execution.sync, no fields
+            sock.sendall(amqp010.frame(sync, segment=amqp010.COMMAND, track=1, channel=1))
+            close = framer.next_control("close")
+            assert close.code == amqp010.CLOSE
+            assert close.fields["reply-code"] == 540
+            assert "does not implement execution command 1" in close.fields["reply-text"]
+
+
+def test_a_refused_client_certificate_reaches_a_tls13_client_as_the_alert_not_a_reset(pki: Any) -> None:
+    """Under TLS 1.3 the client's handshake ends before the server checks its certificate and the client
+    speaks first; the fake still lets its "certificate required" alert through, every time."""
+    import ssl
+
+    client = ssl.create_default_context(cafile=str(pki.ca))
+    client.minimum_version = ssl.TLSVersion.TLSv1_3
+    with FakeAmqpBroker(tls_certfile=str(pki.dns), tls_client_ca=str(pki.ca)) as broker:
+        for _ in range(5):
+            with (
+                socket.create_connection(("127.0.0.1", broker.port), timeout=5) as raw,
+                client.wrap_socket(raw, server_hostname="localhost") as tls,
+            ):
+                tls.sendall(amqp010.PROTOCOL_HEADER)
+                with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
+                    tls.recv(8)
+
+
+def test_after_refusing_a_login_the_fake_leaves_the_hang_up_to_the_client() -> None:
+    """python-qpid reports the reason of a close only if the socket is still open when it looks."""
+    with (
+        FakeAmqpBroker(users={"alice": "s3cret"}) as broker,
+        socket.create_connection(("127.0.0.1", broker.port), timeout=5) as sock,
+    ):
+        sock.sendall(amqp010.PROTOCOL_HEADER + start_ok("PLAIN", b"\x00alice\x00wrong"))
+        reader = Reader(sock, Deadline(5, connected=True))
+        assert reader.read(8, "header") == amqp010.PROTOCOL_HEADER
+        framer = amqp010.Framer(reader)
+        assert framer.next_control("start").code == amqp010.START
+        close = framer.next_control("close")
+        assert (close.code, close.fields["reply-code"]) == (amqp010.CLOSE, 320)
+        sock.sendall(amqp010.control_frame(amqp010.CLOSE_OK))
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)  # still open: the fake waits for us

@@ -439,6 +439,26 @@ def test_crane_writes_crane_conf_and_execs_httpd_as_root_without_waiting(pod: Po
 @pytest.mark.slow
 @pytest.mark.root
 @ROOT_ONLY
+def test_crane_hands_httpd_none_of_pulps_secrets(pod: Pod):
+    """httpd runs as root: the one child-environment policy removes Pulp's secrets too, not only crane's."""
+    env = {
+        **crane_env(pod),
+        "PULP_DB_PASSWORD": "SEKdbRET",
+        "PULP_BROKER_URL": "qpid://pulp:SEKbrokerRET@msg:5672/",
+        "PULPINIT_CELERY_ARGS": "--broker=amqp://x:SEKargsRET@h//",
+    }
+    run = Run(pulpinit("crane"), env)
+    environ = set(json.loads(run.wait_for("httpd environ: ")))
+    assert run.stop() == 0
+    secret = {"PULP_DB_PASSWORD", "PULP_BROKER_URL", "PULP_ADMIN_PASSWORD_FILE", "PULPINIT_CELERY_ARGS"}
+    assert not environ & secret, environ & secret
+    assert {"PULP_DB_SEEDS", "PULPINIT_HTTPD"} <= environ  # no secrets: passed on
+    assert not [line for line in run.out + run.err if "SEK" in line]
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@ROOT_ONLY
 def test_crane_with_a_readable_data_dir_does_not_warn(pod: Pod):
     env = crane_env(pod)
     app = pod.root / "published" / "docker" / "v2" / "app"

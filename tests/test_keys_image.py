@@ -32,10 +32,14 @@ def removed_paths(run: str) -> list[str]:
 
 
 def test_base_image_deletes_every_key_after_the_last_install():
-    final = stages((ROOT / "Dockerfile.base").read_text())[-1]
-    runs = [args for word, args in final if word == "RUN"]
-    last_install = max(i for i, run in enumerate(runs) if "yum install" in run)
-    after = runs[last_install + 1 :]
+    """The base (Dockerfile.el7) installs every package; the pulpinit part on top of it deletes the keys."""
+    el7 = (ROOT / "Dockerfile.el7").read_text()
+    assert "yum install" in " ".join(args for word, args in stages(el7)[-1] if word == "RUN")
+    assert not any(removed_paths(args) for word, args in stages(el7)[-1] if word == "RUN")
+    [pulpinit_part] = stages((ROOT / "Dockerfile.base").read_text())
+    runs = [args for word, args in pulpinit_part if word == "RUN"]
+    assert not any("yum install" in run or "apt-get" in run for run in runs)
+    after = runs
     deleted = [path for run in after for path in removed_paths(run)]
     for spec in KEY_FILES.values():
         assert any(fnmatch.fnmatch(spec.default_path, pattern) for pattern in deleted), spec.default_path
@@ -55,7 +59,7 @@ def test_every_key_path_links_into_the_keys_directory_after_the_guard():
 
 
 def test_base_image_installs_the_docker_plugin():
-    final = stages((ROOT / "Dockerfile.base").read_text())[-1]
+    final = stages((ROOT / "Dockerfile.el7").read_text())[-1]
     installs = " ".join(args for word, args in final if word == "RUN" and "yum install" in args)
     assert re.search(r'"pulp-docker-plugins-\$\{PULP_DOCKER_VERSION\}"', installs)
     assert any(word == "ARG" and args.startswith("PULP_DOCKER_VERSION=3.") for word, args in final)
@@ -63,7 +67,7 @@ def test_base_image_installs_the_docker_plugin():
 
 def test_crane_image():
     parsed = instructions((ROOT / "images" / "crane" / "Dockerfile").read_text())
-    assert parsed[0] == ("FROM", "pulp-base:2.21")
+    assert parsed[:2] == [("ARG", "BASE_IMAGE=pulp-base:2.21"), ("FROM", "${BASE_IMAGE}")]
     [run] = [args for word, args in parsed if word == "RUN"]
     assert '"python-crane-${CRANE_VERSION}"' in run
     deleted = removed_paths(run)

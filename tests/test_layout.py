@@ -16,13 +16,13 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "pulpinit"
 
 #: Shared leaves: every stage may use them; they use only each other.
-LEAVES = {"errors", "log", "redact", "signals", "privileges", "regularfile"}
+LEAVES = {"errors", "log", "redact", "signals", "privileges", "regularfile", "spawn"}
 #: The stages, in the order the pipeline runs them: each imports only earlier ones.
 STAGES = ("settings", "config", "wait", "migrate", "handoff")
 #: Above the stages, in order: each imports only earlier ones (and anything below).
 TOP = ("roles", "pipeline", "render", "commands", "cli", "__main__")
 #: What the resident supervisor may import of pulpinit (all standard library only).
-SUPERVISOR_MAY_IMPORT = {"errors", "privileges", "signals", "settings.knobs", "settings"}
+SUPERVISOR_MAY_IMPORT = {"errors", "privileges", "spawn", "settings.knobs", "settings"}
 
 
 def module_name(path: Path) -> str:
@@ -133,9 +133,10 @@ def test_imports_go_down_the_pipeline_only(name: str) -> None:
     assert not wrong, wrong
 
 
-def test_the_supervisor_and_what_it_imports_are_standard_library_only() -> None:
-    """The resident supervisor (``python -m pulpinit.supervise``) must stay small: no third-party module."""
-    seen, todo = set(), ["pulpinit.supervise"]
+@pytest.mark.parametrize("program", ["pulpinit.supervise", "pulpinit.migrate.watchdog"])
+def test_the_resident_programs_and_what_they_import_are_standard_library_only(program: str) -> None:
+    """The resident supervisor and the migration watchdog must stay small: no third-party module."""
+    seen, todo = set(), [program]
     while todo:
         name = todo.pop()
         if name in seen or name not in MODULES:
@@ -143,7 +144,7 @@ def test_the_supervisor_and_what_it_imports_are_standard_library_only() -> None:
         seen.add(name)
         assert not third_party_imports(name), (name, third_party_imports(name))
         todo += [target for target, _ in imports(name)]
-    assert {short(name) for name in seen} - {"supervise"} <= SUPERVISOR_MAY_IMPORT | {"", "settings"}
+    assert {short(name) for name in seen} - {short(program)} <= SUPERVISOR_MAY_IMPORT | {"", "settings", "migrate"}
 
 
 def test_stage_packages_import_nothing_on_their_own() -> None:
@@ -167,3 +168,14 @@ def test_no_test_module_imports_another() -> None:
                 f"{path.name} imports {name}" for name in names if name.split(".")[-1].startswith(("test_", "conftest"))
             ]
     assert not wrong, wrong
+
+
+def test_one_module_starts_long_lived_children() -> None:
+    """Only :mod:`pulpinit.spawn` forks and sets a parent-death signal; the others start children through it."""
+    found = {
+        short(name)
+        for name, path in MODULES.items()
+        if component(name) != "testing"
+        and any(word in path.read_text(encoding="utf-8") for word in ("os.fork(", "_PR_SET_PDEATHSIG =", "preexec_fn"))
+    }
+    assert found == {"spawn"}, found

@@ -197,12 +197,13 @@ def test_killed_holder_takes_its_run_along_and_is_replaced_after_the_lease(workd
 @pytest.mark.slow
 @BOTH
 def test_paused_holder_kills_its_run_on_resume_exits_70_and_the_other_completes(workdir, peer, broker):
-    """The holder's whole process group is SIGSTOPped for twice the lease (a frozen cgroup or VM).
+    """The holder's whole process group — pulpinit, its watchdog and pulp-manage-db — is SIGSTOPped for
+    twice the lease (a frozen cgroup or VM).
 
-    A lease cannot fence a frozen process (README): the paused run is still alive, though it
+    Nothing can fence a group frozen as a whole (README): the paused run is still alive, though it
     executes nothing, while the second one runs — so the second run sees it (``overlapped``).
-    What pulpinit guarantees: on SIGCONT the resumed holder kills its run within 1 s, records
-    nothing over the new holder's state and exits 70."""
+    What pulpinit guarantees: on SIGCONT the resumed watchdog kills its run within 1 s, the holder
+    records nothing over the new holder's state and exits 70."""
     lease = 2.0
     env = environment(workdir, peer, broker, STANDIN_SECONDS="30", **short_lease(lease))
     holder = Pulpinit(env, "migrate", session=True)
@@ -236,6 +237,45 @@ def test_paused_holder_kills_its_run_on_resume_exits_70_and_the_other_completes(
     print(
         f"\n[figure] {peer.kind}: lease {lease:g} s, paused {2 * lease:g} s: resumed holder's run killed "
         f"{kill_s:.3f} s after SIGCONT"
+    )
+
+
+@pytest.mark.slow
+@BOTH
+def test_a_frozen_pulpinit_cannot_let_its_run_outlive_the_lease(workdir, peer, broker):
+    """SIGSTOP of the holding pulpinit alone, past its lease: its watchdog stops pulp-manage-db before the
+    lease ends, a contender takes over, and the two runs never overlap; the resumed holder writes nothing."""
+    lease = 3.0
+    env = environment(workdir, peer, broker, STANDIN_SECONDS="30", **short_lease(lease, stop=0.5))
+    holder = Pulpinit(env, "migrate")
+    owner = holder.expect("migration.start")["owner"]
+    wait_for(lambda: len(starts(workdir)) == 1 and state(peer).get("status") == "running", what="running")
+    frozen = starts(workdir)[0]
+    holder.proc.send_signal(signal.SIGSTOP)  # pulpinit only: its watchdog and pulp-manage-db run on
+    stopped_at = time.monotonic()
+    contender = Pulpinit(environment(workdir, peer, broker, STANDIN_SECONDS="0.5", **short_lease(lease)), "migrate")
+    try:
+        code, err = contender.finish(timeout=30)
+    finally:
+        time.sleep(max(0.0, stopped_at + 3 * lease - time.monotonic()))  # frozen three leases in all
+        holder.proc.send_signal(signal.SIGCONT)
+    assert code == 0, err[-2000:]
+    runs = starts(workdir)
+    assert len(runs) == 2 and runs[0].pid == frozen.pid and runs[0].code == 143  # stopped by its watchdog
+    assert_no_overlap(runs)
+    assert runs[0].ended is not None and runs[0].ended < runs[1].started
+    done = state(peer)
+    assert done["status"] == "done" and done["owner"] != owner
+    code, err = holder.finish(timeout=20)
+    assert code == 70, err[-2000:]
+    assert "migration.lease_lost" in err
+    (error,) = one_error_line(err)
+    assert "lease" in error["error"]
+    assert state(peer) == done  # the new holder's record stands
+    print(
+        f"\n[figure] {peer.kind}: lease {lease:g} s, pulpinit frozen {3 * lease:g} s: "
+        f"{sum(run.overlapped for run in runs)} overlapping runs of {len(runs)}; the frozen holder's run ended "
+        f"{runs[0].ended - stopped_at:.2f} s after the SIGSTOP"
     )
 
 
@@ -293,6 +333,34 @@ def test_mongodb_gone_for_8_s_during_the_wait_and_the_run_is_waited_out(workdir,
         assert one_error_line(err) == []
     assert any("migration.db_retry" in err or "migration.renew_failed" in err for _, err in results)
     assert len(starts(workdir)) == 1 and state(peer)["status"] == "done"
+
+
+@pytest.mark.slow
+@BOTH
+def test_recording_gives_up_within_a_lease_and_the_next_start_resumes(workdir, peer, broker):
+    """MongoDB gone for good as the result is recorded: 70 after about one lease (6 s), not after
+    PULPINIT_MIGRATION_TIMEOUT (600 s); the ``running`` left behind is an interruption the next start resumes."""
+    lease = 6.0
+    target = ("127.0.0.1", int(peer.hostport.rsplit(":", 1)[1]))
+    with Proxy(target) as proxy:
+        proxied = MongoPeer(peer.kind, f"127.0.0.1:{proxy.port}", peer.database)
+        knobs = {**short_lease(lease, stop=1.0), "PULPINIT_MIGRATION_TIMEOUT": "600", "STANDIN_SECONDS": "2"}
+        holder = Pulpinit(environment(workdir, proxied, broker, **knobs), "migrate")
+        wait_for(lambda: len(starts(workdir)) == 1 and state(peer).get("status") == "running", what="running")
+        proxy.go_down()
+        down_at = time.monotonic()
+        code, err = holder.finish(timeout=60)
+        took = time.monotonic() - down_at
+    assert code == 70, err[-2000:]
+    (error,) = one_error_line(err)
+    assert "result not recorded within one lease" in error["error"]
+    assert took < 2 + lease + 5, err  # the run's 2 s, one lease, and room for a loaded machine
+    assert starts(workdir)[0].code == 0 and state(peer)["status"] == "running"
+    code, err = finish(pulpinit(environment(workdir, peer, broker, **short_lease(lease, stop=1.0)), "migrate"))
+    assert code == 0, err[-2000:]
+    assert "its holder is gone" in logged(err, "migration.resume")[0]["reason"]
+    assert len(starts(workdir)) == 2 and state(peer)["status"] == "done"
+    print(f"\n[figure] {peer.kind}: lease {lease:g} s: MongoDB gone while recording, exit 70 after {took:.1f} s")
 
 
 @pytest.mark.slow
@@ -544,18 +612,36 @@ def test_a_waiter_names_a_gone_holder_and_waits_to_its_deadline(workdir, mongo, 
 
 
 @pytest.mark.slow
-def test_sigterm_during_migration_is_forwarded_recorded_and_released(workdir, mongo, broker):
-    env = environment(workdir, mongo, broker, STANDIN_SECONDS="30")
-    proc = pulpinit(env, "migrate")
-    wait_for(lambda: len(starts(workdir)) == 1 and state(mongo).get("status") == "running")
-    proc.send_signal(signal.SIGTERM)
-    code, err = finish(proc, timeout=15)
-    assert code == 143
-    assert "migration.signal" in err
-    doc = state(mongo)
-    assert doc["status"] == "failed" and "SIGTERM" in doc["error"]
-    assert lock_doc(mongo)["owner"] is None
+@BOTH
+def test_sigterm_during_migration_is_an_interruption_that_the_next_beat_resumes(workdir, peer, broker):
+    """A drain: SIGTERM to beat mid-migration is forwarded and recorded as ``interrupted``, not failed; a
+    waiting role keeps waiting; the next beat runs the backup and pulp-manage-db again and hands over."""
+    backup = standins.write_pre_migrate(workdir)
+    celery = standins.write_celery(workdir)
+    knobs = {"PULPINIT_PRE_MIGRATE": str(backup), "PULPINIT_CELERY": str(celery), "PULPINIT_WAIT_LOG_INTERVAL": "1"}
+    beat = Pulpinit(environment(workdir, peer, broker, STANDIN_SECONDS="30", **knobs), "beat")
+    wait_for(lambda: len(starts(workdir)) == 1 and state(peer).get("status") == "running", what="running")
+    waiter = Pulpinit(environment(workdir, peer, broker, PULPINIT_MIGRATION_TIMEOUT="60"), "run", "--", "/bin/true")
+    waiter.expect("migration.waiting")
+    beat.proc.send_signal(signal.SIGTERM)
+    code, err = beat.finish(timeout=15)
+    assert code == 143, err[-2000:]
+    assert "migration.signal" in err and "migration.interrupted" in err
+    doc = state(peer)
+    assert doc["status"] == "interrupted" and "SIGTERM" in doc["error"] and doc["exit_code"] == 143
+    assert lock_doc(peer)["owner"] is None
     assert starts(workdir)[0].code == 143  # the stand-in's own SIGTERM handler ran
+    assert waiter.proc.poll() is None  # an interruption is no failure: the waiting role waits on
+
+    again = Pulpinit(environment(workdir, peer, broker, **knobs), "beat")
+    again.expect("migration.resume")
+    again.expect("handoff.exec")
+    code, err = waiter.finish()
+    assert code == 0, err[-2000:]
+    runs = starts(workdir)
+    assert [run.code for run in runs] == [143, 0] and state(peer)["status"] == "done"
+    assert len(standins.pre_migrate_runs(workdir / "pre-migrate.log")) == 2  # the backup ran again first
+    again.kill()
 
 
 def test_a_stop_timeout_that_does_not_fit_the_lease_is_rejected():
@@ -692,78 +778,6 @@ def test_fingerprint_from_the_rpm_database(tmp_path: Path):
         os.environ.pop("PACKAGES", None)
     explicit = toolkit_from_environ({"PULPINIT_MIGRATION_FINGERPRINT": "2.21.5"})
     assert derive(explicit.migration_fingerprint, rpm=str(rpm)) == ("2.21.5", "PULPINIT_MIGRATION_FINGERPRINT")
-
-
-def tether(*argv: str, parent: int | None = None) -> tuple[int, str]:
-    """Run pulpinit.migrate.tether; returns (exit code, what it wrote to its status pipe)."""
-    read, write = os.pipe()
-    try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pulpinit.migrate.tether",
-                "--parent",
-                str(parent or os.getpid()),
-                "--status-fd",
-                str(write),
-                "--",
-                *argv,
-            ],
-            pass_fds=(write,),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    finally:
-        os.close(write)
-    with os.fdopen(read) as status:
-        return done.returncode, status.read()
-
-
-def test_tether_reports_exec_failures_and_refuses_an_orphaned_start(tmp_path: Path):
-    marker = tmp_path / "ran"
-    assert tether("sh", "-c", f"touch {marker}") == (0, "")  # exec'ed: the status pipe just closed
-    assert marker.exists()
-    marker.unlink()
-    assert tether(str(tmp_path / "missing")) == (127, "127 not found")
-    plain = tmp_path / "plain"
-    plain.write_text("#!/bin/sh\n")
-    assert tether(str(plain)) == (126, "126 not executable")
-    code, status = tether("sh", "-c", f"touch {marker}", parent=1 if os.getppid() != 1 else 2)
-    assert code == 70 and "is gone" in status and not marker.exists()
-
-
-def test_tether_sets_the_parent_death_signal_after_the_privilege_drop():
-    """PR_GET_PDEATHSIG (2) in the exec'ed command: set, and kept past the drop to `nobody`."""
-    argv = [sys.executable, "-m", "pulpinit.migrate.tether", *(["--user", "nobody"] if ROOT else [])]
-    read, write = os.pipe()
-    done = subprocess.run(
-        [
-            *argv,
-            "--parent",
-            str(os.getpid()),
-            "--status-fd",
-            str(write),
-            "--",
-            "/usr/bin/python3",
-            "-c",
-            "import ctypes, os; libc = ctypes.CDLL(None); "
-            "sig = ctypes.c_int(); libc.prctl(2, ctypes.byref(sig)); print(sig.value, os.getuid())",
-        ],
-        pass_fds=(write,),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    os.close(write)
-    os.close(read)
-    assert done.returncode == 0, done.stderr
-    signum, uid = done.stdout.split()
-    assert int(signum) == signal.SIGKILL  # PR_GET_PDEATHSIG in the exec'ed command
-    assert int(uid) == (pwd_uid("nobody") if ROOT else os.getuid())
 
 
 def test_the_fake_knows_read_only_users():
@@ -919,6 +933,42 @@ def test_pre_migrate_output_and_command_never_show_a_password(workdir, mongo, br
 
 
 @pytest.mark.slow
+def test_manage_db_gets_no_secret_variable_and_the_backup_keeps_the_database_credentials(workdir, broker):
+    """One child-environment policy: pulp-manage-db reads server.conf; a mongodump needs the database's."""
+    with FakeMongo(users={("pulp_database", "pulp"): "SEKdbRET"}) as mongo:
+        recorder = '#!/bin/sh\nenv > "$0.env"\n'
+        for name in ("manage-db", "backup"):
+            (workdir / name).write_text(recorder)
+            (workdir / name).chmod(0o755)
+        (workdir / "db-password").write_text("SEKdbRET\n")
+        (workdir / "db-password").chmod(0o644)
+        env = environment(
+            workdir,
+            mongo,
+            broker,
+            PULPINIT_MANAGE_DB=str(workdir / "manage-db"),
+            PULPINIT_PRE_MIGRATE=str(workdir / "backup"),
+            PULP_DB_USERNAME="pulp",
+            PULP_DB_PASSWORD_FILE=str(workdir / "db-password"),
+            PULP_ADMIN_PASSWORD="SEKadminRET",
+            PULP_BROKER_URL=broker.url().replace("://", "://guest:SEKbrokerRET@", 1),
+            PULPINIT_CELERY_ARGS="--broker=amqp://x:SEKargsRET@h//",
+            PULPINIT_KEEP_SECRET_ENV="1",  # about the role's process only
+        )
+        code, err = finish(pulpinit(env, "migrate"))
+        assert code == 0, err[-2000:]
+
+    def names(name: str) -> set[str]:
+        return {line.split("=", 1)[0] for line in (workdir / f"{name}.env").read_text().splitlines() if "=" in line}
+
+    secrets = {"PULP_DB_PASSWORD_FILE", "PULP_ADMIN_PASSWORD", "PULP_BROKER_URL", "PULPINIT_CELERY_ARGS"}
+    assert not names("manage-db") & secrets, names("manage-db") & secrets
+    assert {"PULP_DB_USERNAME", "PULP_DB_SEEDS", "PULPINIT_CONFIG"} <= names("manage-db")
+    assert names("backup") & secrets == {"PULP_DB_PASSWORD_FILE"}  # the database's credentials only
+    assert "SEK" not in (workdir / "manage-db.env").read_text()
+
+
+@pytest.mark.slow
 def test_a_failing_pre_migrate_stops_the_migration_with_70_and_state_failed(workdir, mongo, broker):
     backup = standins.write_pre_migrate(workdir)
     env = environment(workdir, mongo, broker, PULPINIT_PRE_MIGRATE=str(backup), STANDIN_PRE_MIGRATE_EXIT="3")
@@ -964,3 +1014,104 @@ def test_bad_issue_14_knobs_are_78(variable, value, words):
     with pytest.raises(EnvValueError, match=words) as caught:
         toolkit_from_environ({variable: value})
     assert caught.value.exit_code == 78 and caught.value.variable == variable
+
+
+# -- documents of an unexpected shape (tests/test_odd_documents.py reads them without processes) ----
+
+ODD_FINGERPRINT = "2.21.5-1"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def put(peer: MongoPeer, collection: str, doc: dict[str, Any]) -> None:
+    """A document written straight into the peer, as a server with looser types would give it back."""
+    with peer.client() as client:
+        client[peer.database][collection].replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+
+def odd_env(workdir: Path, peer: MongoPeer, broker: FakeAmqpBroker, **extra: str) -> dict[str, str]:
+    return environment(
+        workdir, peer, broker, **{"PULPINIT_WAIT_LOG_INTERVAL": "0.2", "STANDIN_SECONDS": "0.2", **extra}
+    )
+
+
+@pytest.mark.slow
+@BOTH
+def test_a_lock_with_odd_dates_is_waited_for_then_taken(workdir, peer, broker):
+    """Held by another owner: first with a string expiry an hour ahead, then an unreadable one (held all
+    along, whatever PULPINIT_MIGRATION_TIMEOUT says); freed, it is taken and the migration runs."""
+    put(peer, COLLECTION, {"_id": LOCK_ID, "owner": "other:1:abc", "acquired_at": str(utcnow()),
+                           "expires_at": str(utcnow() + dt.timedelta(hours=1))})  # fmt: skip
+    contender = Pulpinit(odd_env(workdir, peer, broker, PULPINIT_MIGRATION_TIMEOUT="1"), "migrate")
+    held = contender.expect("migration.lock_held")
+    assert "held by other:1:abc" in held["lock"] and "lease expires in 3600 s" in held["lock"]
+    put(peer, COLLECTION, {"_id": LOCK_ID, "owner": "other:1:abc", "expires_at": "when pigs fly"})
+    odd = contender.expect("migration.odd_document")
+    assert odd["field"] == "expires_at" and odd["document"] == LOCK_ID
+    wait_for(lambda: logged("\n".join(contender.lines), "migration.lock_held")[-1]["lock"].endswith("taken as held)"))
+    put(peer, COLLECTION, {"_id": LOCK_ID, "owner": None, "expires_at": None})
+    code, err = contender.finish()
+    assert code == 0, err[-2000:]
+    assert one_error_line(err) == [] and len(logged(err, "migration.odd_document")) == 1
+    assert len(starts(workdir)) == 1 and peer.state()["status"] == "done"
+
+
+@pytest.mark.slow
+@BOTH
+def test_a_waiting_role_reads_an_odd_state_and_lock(workdir, peer, broker):
+    odd = {"started_at": "2026-12-06 18:07:00.499000", "exit_code": "none", "duration_s": "?"}
+    put(
+        peer,
+        COLLECTION,
+        {"_id": STATE_ID, "fingerprint": ODD_FINGERPRINT, "status": "running", "owner": "other:1:abc", **odd},
+    )
+    put(peer, COLLECTION, {"_id": LOCK_ID, "owner": "other:1:abc", "expires_at": "when pigs fly"})
+    waiter = Pulpinit(odd_env(workdir, peer, broker, PULPINIT_MIGRATION_TIMEOUT="1"), "run", "--", "/bin/true")
+    waiting = waiter.expect("migration.waiting")
+    assert waiting["state"].startswith("running (fingerprint 2.21.5-1, by other:1:abc")
+    assert "taken as held" in waiting["lock"]
+    put(peer, COLLECTION, {"_id": STATE_ID, "fingerprint": ODD_FINGERPRINT, "status": "done", "finished_at": "today"})
+    code, err = waiter.finish()
+    assert code == 0, err[-2000:]
+    assert one_error_line(err) == []
+
+
+@pytest.mark.slow
+@BOTH
+def test_an_odd_heartbeat_keeps_the_database_from_being_quiet_and_is_named(workdir, peer, broker):
+    put(peer, "workers", {"_id": "reserved_resource_worker-1@old", "last_heartbeat": "not a date"})
+    put(peer, "workers", {"_id": "resource_manager@old", "last_heartbeat": str(utcnow() - dt.timedelta(hours=1))})
+    env = odd_env(workdir, peer, broker, PULPINIT_QUIET_SECONDS="5", PULPINIT_MIGRATION_TIMEOUT="1.5")
+    code, err = finish(pulpinit(env, "migrate"))
+    assert code == 75, err[-2000:]
+    (error,) = one_error_line(err)
+    assert "reserved_resource_worker-1@old (last heartbeat unreadable, taken as live)" in error["error"]
+    assert starts(workdir) == []  # pulp-manage-db never ran under a process that may be alive
+    [odd] = logged(err, "migration.odd_document")
+    assert odd["document"] == "reserved_resource_worker-1@old" and odd["taken_as"] == "a live process"
+    stale = logged(err, "migration.stale_processes")
+    assert stale[0]["processes"][0]["name"] == "resource_manager@old"  # a readable string: an hour old
+    # the census of check-deps reads them the same way
+    report = json.loads(pulpinit_run(env, "check-deps", "--json", "--timeout", "5").stdout or "{}")
+    live = report["pulp_processes"]["live"]
+    assert live == [{"name": "reserved_resource_worker-1@old", "age_s": None, "unreadable": True}]
+
+
+# -- a server that returns every $set date as a string, throughout ----------------------------------
+
+
+@pytest.mark.slow
+def test_run_once_on_a_server_that_returns_set_dates_as_strings(workdir, broker):
+    with FakeMongo(dates_as_strings=True) as fake:
+        peer = MongoPeer.of_fake(fake)
+        env = odd_env(workdir, peer, broker, STANDIN_SECONDS="1")
+        waiter = Pulpinit(env, "run", "--", "/bin/true")
+        contenders = [Pulpinit(env, "migrate") for _ in range(4)]
+        results = [c.finish() for c in contenders] + [waiter.finish()]
+        assert [code for code, _ in results] == [0] * 5, [err[-1500:] for _, err in results]
+        assert all(one_error_line(err) == [] for _, err in results)
+        assert len(starts(workdir)) == 1 and peer.state()["status"] == "done"
+        assert isinstance(peer.lock()["released_at"], str)  # the server really gave the dates back as strings
+        assert any('"migration.lock_held"' in err for _, err in results)  # contenders read the held lease

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.dns import resolver
@@ -59,7 +60,7 @@ def resetting_server() -> Iterator[tuple[str, int]]:
 
 
 def test_tls_up_with_client_certificate_in_separate_files(pki: Pki) -> None:
-    with FakeMongo(tls_certfile=str(pki.ip), tls_client_ca=str(pki.ca), users=USERS) as fake:
+    with FakeMongo(tls_certfile=str(pki.qpid), tls_client_ca=str(pki.ca), users=USERS) as fake:
         target = target_for(
             fake,
             ssl=True,
@@ -79,10 +80,12 @@ def test_tls_up_with_client_certificate_in_separate_files(pki: Pki) -> None:
 @pytest.mark.parametrize(
     ("cert", "host", "failure", "words"),
     [
-        ("ip", "127.0.0.1", None, ""),  # a Service IP in an IP subjectAltName
+        # Pulp's pymongo on Python 2 never matches an IP subjectAltName (tests/test_oracle.py: s3-tls-ip)
+        ("ip", "127.0.0.1", Failure.TLS, "does not name 127.0.0.1"),
+        ("qpid", "127.0.0.1", None, ""),  # the IP as a DNS subjectAltName: text, as Python 2 compares it
         ("dns", "localhost", None, ""),  # /etc/hosts: no DNS query leaves the machine
-        ("dns", "127.0.0.1", Failure.TLS, "IP address mismatch"),
-        ("wrong", "127.0.0.1", Failure.TLS, "IP address mismatch"),
+        ("dns", "127.0.0.1", Failure.TLS, "does not name 127.0.0.1"),
+        ("wrong", "127.0.0.1", Failure.TLS, "does not name 127.0.0.1"),
         ("foreign", "127.0.0.1", Failure.TLS, "unable to get local issuer certificate"),
         ("expired", "127.0.0.1", Failure.TLS, "certificate has expired"),
     ],
@@ -96,6 +99,24 @@ def test_tls_server_certificates(pki: Pki, cert: str, host: str, failure: Failur
             _check(result, failure)
             assert words in (result.error or "")
             assert probe_mongodb(target_for((host, fake.port), ssl=True, ca_path=str(pki.ca), verify_ssl=False)).ok
+
+
+def test_the_host_name_check_holds_when_pymongo_answers_first(pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the preflight checks the host name as Pulp's pymongo on Python 2 does: however late it
+    answers, pymongo's success does not make the probe "up" before it."""
+    from pulpinit.wait import mongo_wire
+
+    preflight = mongo_wire.preflight
+
+    def late(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.5)  # pymongo's whole probe of the fake takes well under that
+        return preflight(*args, **kwargs)
+
+    monkeypatch.setattr(mongo_wire, "preflight", late)
+    with FakeMongo(tls_certfile=str(pki.ip)) as fake:
+        result = probe_mongodb(target_for(("127.0.0.1", fake.port), ssl=True, ca_path=str(pki.ca)), timeout_s=3)
+    _check(result, Failure.TLS, timeout_s=3)
+    assert "does not name 127.0.0.1" in (result.error or "")
 
 
 def test_plain_client_at_a_tls_port(pki: Pki) -> None:
@@ -148,11 +169,9 @@ def test_up_reports_version_and_runs_ping(fake: FakeMongo) -> None:
     assert_no_secret(result)
 
 
-def test_up_in_replica_set_with_auth_source() -> None:
-    with FakeMongo(replica_set="rs0", users={("admin", "root"): PASSWORD}, wire_version=6) as fake:
-        result = probe_mongodb(
-            target_for(fake, username="root", password=PASSWORD, auth_source="admin", replica_set="rs0")
-        )
+def test_up_in_replica_set() -> None:
+    with FakeMongo(replica_set="rs0", users={("pulp_database", "pulp"): PASSWORD}, wire_version=6) as fake:
+        result = probe_mongodb(target_for(fake, username="pulp", password=PASSWORD, replica_set="rs0"))
         assert result.ok and result.version is not None and result.version.startswith("3.6.")
 
 
@@ -285,8 +304,12 @@ def test_no_credentials_against_a_server_that_requires_them(fake: FakeMongo) -> 
     assert fake.command_count("listCollections") >= 1
 
 
-def test_wrong_auth_source(fake: FakeMongo) -> None:
-    _check(probe_mongodb(target_for(fake, username="pulp", password=PASSWORD, auth_source="admin")), Failure.AUTH)
+def test_a_user_of_another_database_cannot_log_in() -> None:
+    """Pulp logs in against its own database: a user created in ``admin`` is refused there."""
+    with FakeMongo(users={("admin", "root"): PASSWORD}) as fake:
+        result = probe_mongodb(target_for(fake, username="root", password=PASSWORD))
+        _check(result, Failure.AUTH)
+        assert "'pulp_database'" in (result.error or "")
 
 
 @pytest.mark.parametrize(("wire", "minimum"), [(5, 0), (2, 0), (30, 26)])
@@ -368,8 +391,8 @@ def test_client_options_replica_set_auth_and_tls(tmp_path: Path) -> None:
     assert options["tls"] and options["tlsCAFile"] == "/ca.pem"
     assert options["tlsCertificateKeyFile"] == "/both.pem"
     assert options["tlsAllowInvalidCertificates"] and options["tlsAllowInvalidHostnames"]
-    several = client_options(MongoTarget(seeds=(("a", 1), ("b", 2)), auth_source="admin", username="x"), 1)
-    assert "directConnection" not in several and several["authSource"] == "admin"
+    several = client_options(MongoTarget(seeds=(("a", 1), ("b", 2)), database="pulp2", username="x"), 1)
+    assert "directConnection" not in several and several["authSource"] == "pulp2"
 
 
 def test_separate_key_file_is_combined_in_memory(tmp_path: Path) -> None:

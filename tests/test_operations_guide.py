@@ -523,8 +523,9 @@ def test_tls_to_mongodb_as_the_guide_configures_it(tmp_path: Path):
     files = {"ca.crt": pki.ca, "client.crt": pki.client_cert, "client.key": pki.client_key}
     block = local_paths(tls_block("PULP_CONF__DATABASE__"), "/etc/pki/pulp-db-tls", files)
     assert block.pop("PULP_DB_SEEDS") == "db.pulp.svc:27017"
-    with FakeMongo(tls_certfile=str(pki.ip), tls_client_ca=str(pki.ca)) as mongo, FakeAmqpBroker() as broker:
-        env = {**block, "PULP_DB_SEEDS": mongo.hostport, "PULP_BROKER_URL": broker.url()}
+    # the certificate names the host by DNS name, as the guide says it must (localhost stands in for db.pulp.svc)
+    with FakeMongo(tls_certfile=str(pki.dns), tls_client_ca=str(pki.ca)) as mongo, FakeAmqpBroker() as broker:
+        env = {**block, "PULP_DB_SEEDS": f"localhost:{mongo.port}", "PULP_BROKER_URL": broker.url()}
         assert check_deps(env, tmp_path)["mongodb"]["ok"] is True
         without_client = {k: v for k, v in env.items() if "SSL_CERTFILE" not in k and "SSL_KEYFILE" not in k}
         refused = check_deps(without_client, tmp_path)["mongodb"]

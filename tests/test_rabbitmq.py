@@ -119,21 +119,35 @@ def test_rabbitmq_answers_an_unknown_header_with_its_own(rabbitmq: RabbitMQ) -> 
 # --- TLS listener ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", ["amqps", "ssl"])
+@pytest.mark.parametrize("scheme", ["amqp", "ssl"])
 def test_tls_to_the_ip_address_in_an_ip_subject_alt_name(rabbitmq: RabbitMQ, scheme: str) -> None:
     result = probe_broker(tls_target(rabbitmq, scheme))
     assert result.ok, result.error
     assert result.version is not None and result.version.startswith("RabbitMQ 3.")
 
 
-@pytest.mark.parametrize("scheme", ["amqps", "ssl"])
+@pytest.mark.parametrize("scheme", ["amqp", "ssl"])
 def test_tls_bad_certificate_cases(rabbitmq: RabbitMQ, scheme: str) -> None:
     assert rabbitmq.pki is not None
     wrong_ca = tls_target(rabbitmq, scheme, cacert=str(rabbitmq.pki.other_ca))
     check(probe_broker(wrong_ca), Failure.TLS, "certificate is not accepted")
-    wrong_host = tls_target(rabbitmq, scheme, host="localhost")
-    check(probe_broker(wrong_host, resolver=resolver({"localhost": "127.0.0.1"})), Failure.TLS, "Hostname mismatch")
     check(probe_broker(tls_target(rabbitmq, scheme, client_cert=False)), Failure.TLS, "client certificate")
+
+
+def test_a_host_name_the_certificate_does_not_name(rabbitmq: RabbitMQ) -> None:
+    """AMQP 1.0 checks it; amqp:// with celery_require_ssl does not, because Pulp gives py-amqp no server name."""
+    localhost = resolver({"localhost": "127.0.0.1"})
+    wrong_host = tls_target(rabbitmq, "ssl", host="localhost")
+    check(probe_broker(wrong_host, resolver=localhost), Failure.TLS, "Hostname mismatch")
+    assert probe_broker(tls_target(rabbitmq, "amqp", host="localhost"), resolver=localhost).ok
+
+
+def test_amqps_verifies_nothing_and_sends_no_client_certificate(rabbitmq: RabbitMQ) -> None:
+    """kombu replaces BROKER_USE_SSL by ssl=True for amqps://: a listener that requires a client
+    certificate refuses it even when tasks.certfile names one, whatever CA tasks.cacert names."""
+    assert rabbitmq.pki is not None
+    for target in (tls_target(rabbitmq), tls_target(rabbitmq, cacert=str(rabbitmq.pki.other_ca))):
+        check(probe_broker(target), Failure.TLS, "client certificate")
 
 
 def test_qpid_url_over_tls_is_still_told_to_use_amqp(rabbitmq: RabbitMQ) -> None:

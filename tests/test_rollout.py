@@ -18,7 +18,7 @@ import shutil
 from typing import Any
 
 import pytest
-from helpers.rollout import Cluster, Timing, Version, overlaps, wait_until
+from helpers.rollout import Cluster, Timing, Version, measure_drain, overlaps, wait_until
 
 from pulpinit.testing import standins
 from pulpinit.testing.processes import pid_namespaces_reason
@@ -153,3 +153,27 @@ def test_a_failed_migration_stops_every_new_pod_with_75_and_the_old_version_come
         assert standins.schema_version(peer.uri, peer.database) == OLD.schema
         runs = standins.parsed_runs_file(cluster.manage_db_runs_file(OLD.tag))
         assert [r.code for r in runs] == [0, 0]  # the install's, and the old beat's (nothing to do)
+
+
+@BOTH
+def test_a_drained_beat_mid_migration_is_resumed_by_its_replacement_with_no_manual_step(peer, fake_broker):
+    """A node drain evicts beat while its pulp-manage-db runs (a deployment without the Job: beat migrates).
+
+    The interruption is recorded as such, the waiting pods wait on (none exits 75), and the
+    replacement beat runs the backup and the migration again on its own."""
+    with Cluster(peer, fake_broker.url(), timing=Timing(migration_s=3.0), job=False) as cluster:
+        cluster.knobs["PULPINIT_PRE_MIGRATE"] = str(cluster.bin / "pre-migrate")
+        outcome = measure_drain(cluster, OLD, NEW, timeout=BOUND_S + 30)
+        assert outcome.seconds is not None, cluster.diagnosis()
+        print(
+            f"drain of beat mid-migration on {peer.kind}: every role on {NEW.tag} {outcome.seconds:.1f} s after apply"
+        )
+        runs = standins.parsed_runs_file(cluster.manage_db_runs_file(NEW.tag))
+        assert [run.code for run in runs] == [143, 0] and not any(run.overlapped for run in runs)
+        assert outcome.migrated and outcome.pending == 0, cluster.diagnosis()
+        assert cluster.failed_starts() == [], cluster.diagnosis()  # the drained beat was stopped, not failed
+        drained = [c for c in cluster.containers() if c.role == "beat" and c.version == NEW.tag]
+        assert len(drained) == 2 and drained[0].stopped and drained[0].code == 143
+        assert any(e.get("event") == "migration.resume" for e in drained[1].events())
+        assert len(standins.pre_migrate_runs(cluster.pre_migrate_runs_file)) == 3  # old install, new, resumed
+        assert cluster.all_on(NEW)

@@ -36,7 +36,7 @@ def test_service_host_beats_server_conf():
     assert s.values["database.seeds"].value == "10.1.1.1:27017"
     assert s.values["database.seeds"].source == "env:SERVICE_HOST"
     assert s.values["messaging.url"].value == "tcp://10.1.1.1:5672"
-    assert s.values["tasks.broker_url"].value == "qpid://guest@10.1.1.1:5672/"
+    assert s.values["tasks.broker_url"].value == "qpid://10.1.1.1:5672/"
 
 
 def test_kubernetes_service_beats_service_host():
@@ -51,7 +51,7 @@ def test_kubernetes_service_beats_service_host():
     assert s.values["database.seeds"].value == "10.2.2.2:27018"
     assert s.values["database.seeds"].source == "k8s:db"
     assert s.values["messaging.url"].value == "tcp://10.3.3.3:5673"
-    assert s.values["tasks.broker_url"].value == "qpid://guest@10.3.3.3:5673/"
+    assert s.values["tasks.broker_url"].value == "qpid://10.3.3.3:5673/"
     assert s.values["tasks.broker_url"].source == "k8s:msg"
 
 
@@ -123,7 +123,8 @@ def test_password_from_file_strips_one_newline(tmp_path: Path):
     assert err.value.variable == "PULP_DB_PASSWORD_FILE"
     assert "hunter22" not in str(err.value)
     secret.write_text("hunter22\n")
-    assert resolve({"PULP_DB_PASSWORD_FILE": str(secret)}).values["database.password"].value == "hunter22"
+    with_user = {"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD_FILE": str(secret)}
+    assert resolve(with_user).values["database.password"].value == "hunter22"
 
 
 def test_server_name_from_env_is_written():
@@ -144,11 +145,11 @@ def test_replica_set_from_server_conf_counts():
 
 def test_mongo_target_from_settings():
     s = resolve(
-        {"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD": "pw", "PULPINIT_DB_AUTH_SOURCE": "admin"},
+        {"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD": "pw"},
         {"database.ssl": "True", "database.verify_ssl": "no"},
     )
     t = mongo_target(s)
-    assert (t.username, t.password, t.auth_source, t.ssl, t.verify_ssl) == ("pulp", "pw", "admin", True, False)
+    assert (t.username, t.password, t.database, t.ssl, t.verify_ssl) == ("pulp", "pw", "pulp_database", True, False)
     assert "pw" not in t.endpoint and "***" in t.endpoint
 
 
@@ -238,14 +239,14 @@ def test_the_warning_is_logged_once(tmp_path: Path, capsys):
 
 def test_file_borne_values_say_so(tmp_path: Path):
     (tmp_path / "pw").write_text("s3cret\n")
-    s = resolve({"PULP_DB_PASSWORD_FILE": str(tmp_path / "pw")})
+    s = resolve({"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD_FILE": str(tmp_path / "pw")})
     value = s.values["database.password"]
     assert (value.source, value.variable, value.display) == (
         "file:PULP_DB_PASSWORD_FILE",
         "PULP_DB_PASSWORD_FILE",
         "***",
     )
-    assert [k for k, _ in s.to_write()] == ["database.password"]
+    assert [k for k, _ in s.to_write()] == ["database.password", "database.username"]
 
 
 def test_one_rule_for_secrets():
@@ -253,13 +254,58 @@ def test_one_rule_for_secrets():
         {
             "PULP_CONF__SERVER__KEY_URL": "/pulp/gpg",
             "PULP_CONF__SERVER__DEFAULT_PASSWORD": "admin2",
-            "PULP_BROKER_URL": "qpid://guest@h/",
+            "PULP_BROKER_URL": "amqp://guest@h//",
             "PULP_MESSAGING_URL": "tcp://u:pw-1@h:5672",
         }
     )
     shown = {k: (v.secret, v.display) for k, v in s.values.items()}
     assert shown["server.key_url"] == (False, "/pulp/gpg")
     assert shown["server.default_password"] == (True, "***")
-    assert shown["tasks.broker_url"] == (False, "qpid://guest@h/")  # a user name is no secret
+    assert shown["tasks.broker_url"] == (False, "amqp://guest@h//")  # a user name is no secret
     assert shown["messaging.url"] == (True, "tcp://u:***@h:5672")
     assert s.secret_variables == frozenset({"PULP_CONF__SERVER__DEFAULT_PASSWORD", "PULP_MESSAGING_URL"})
+
+
+@pytest.mark.parametrize(
+    ("env", "conf", "variable"),
+    [
+        ({"PULP_BROKER_URL": "qpid://[::1]:5672/"}, {}, "PULP_BROKER_URL"),
+        ({"PULP_BROKER_URL": "qpid://pulp@h:5672/"}, {}, "PULP_BROKER_URL"),
+        ({"PULP_BROKER_URL": "amqp://h//?frobnicate=1"}, {}, "PULP_BROKER_URL"),
+        ({}, {"database.write_concern": "1"}, "server.conf [database] write_concern"),
+        ({"PULP_DB_PASSWORD": "pw"}, {}, "PULP_DB_PASSWORD"),
+        ({}, {"database.password": "pw"}, "server.conf [database] password"),
+    ],
+)
+def test_what_pulps_clients_refuse_is_a_configuration_error(env, conf, variable):
+    with pytest.raises(EnvValueError) as caught:
+        resolve(env, conf)
+    assert str(caught.value).startswith(variable)
+
+
+def test_a_qpid_user_without_password_is_fine_with_a_login_method():
+    s = resolve({"PULP_BROKER_URL": "qpid://pulp@h:5672/"}, {"tasks.login_method": "ANONYMOUS"})
+    assert s.get("tasks.broker_url") == "qpid://pulp@h:5672/"
+
+
+def test_a_mongodb_user_without_password_does_not_log_in_as_in_pulp():
+    """mongoengine logs in only with a user and a password: pulpinit connects as Pulp does, and says so."""
+    s = resolve({"PULP_DB_USERNAME": "pulp"})
+    target = mongo_target(s)
+    assert (target.username, target.password) == (None, None)
+    assert any("'pulp' is not used" in w and "database.password" in w for w in s.warnings)
+    assert not resolve({"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD": "pw"}).warnings
+
+
+@pytest.mark.parametrize(
+    ("env", "conf", "named"),
+    [
+        ({"PULP_DB_REPLICA_SET": ""}, {}, "PULP_DB_REPLICA_SET"),
+        ({}, {"database.replica_set": ""}, "server.conf [database] replica_set"),
+    ],
+)
+def test_an_empty_replica_set_line_means_none_as_for_pulps_pymongo_with_a_warning(env, conf, named):
+    s = resolve(env, conf)
+    assert mongo_target(s).replica_set is None
+    assert [w for w in s.warnings if w.startswith(f"{named} is empty")]
+    assert not resolve({}, {"database.replica_set": "rs0"}).warnings

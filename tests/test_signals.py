@@ -26,7 +26,7 @@ from helpers.orphans import state
 from pulpinit.settings.knobs import stop_signal as parse_signal
 from pulpinit.settings.knobs import stop_signal_number as configured
 from pulpinit.testing.processes import pid_namespaces_reason
-from pulpinit.testing.stages import POINTS, SAMPLE, Held, hold, lock_owner
+from pulpinit.testing.stages import IMPORT_HOLD_S, POINTS, SAMPLE, Held, hold, lock_owner
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_NAMESPACES = pid_namespaces_reason()
@@ -45,7 +45,9 @@ def assert_stopped(held: Held, signum: int, code: int, elapsed: float) -> None:
     assert not [e for e in events if e["event"] == "pulpinit.error"]
     own = [line for line in held.lines if '"migration.output"' not in line]  # pulp-manage-db's lines are its own
     assert not [line for line in own if "Traceback" in line]
-    assert elapsed < 1.0, f"{held.point}: {elapsed:.3f} s from the signal to the exit"
+    # at the start the import still completes (the handler only notes the signal): it is held that long
+    limit = 1.0 + (IMPORT_HOLD_S if held.point == "start" else 0.0)
+    assert elapsed < limit, f"{held.point}: {elapsed:.3f} s from the signal to the exit"
 
 
 def cases() -> Iterator[object]:

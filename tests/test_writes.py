@@ -192,6 +192,7 @@ def test_sigterm_during_configure_leaves_no_temporary_file(etc: Path) -> None:
         "PULPINIT_CONFIG": str(conf),
         "PULPINIT_LOG_FORMAT": "json",
         "PULPINIT_USER": "nobody",
+        "PULP_DB_USERNAME": "pulp",
         "PULP_DB_PASSWORD": "s3cr3t-pw",
     }
     proc = subprocess.Popen(
@@ -247,7 +248,12 @@ def test_openshift_recipe_as_an_arbitrary_uid(etc: Path) -> None:
     os.chown(conf, 0, 0)
     conf.chmod(0o660)
     prefix = as_arbitrary_uid()
-    env = {"PULPINIT_CONFIG": str(conf), "PULP_DB_PASSWORD": "s3cr3t-pw", "PULP_DB_SEEDS": "db:27017"}
+    env = {
+        "PULPINIT_CONFIG": str(conf),
+        "PULP_DB_USERNAME": "pulp",
+        "PULP_DB_PASSWORD": "s3cr3t-pw",
+        "PULP_DB_SEEDS": "db:27017",
+    }
     inode = conf.stat().st_ino
     done = pulpinit(["configure"], env, prefix=prefix)
     assert done.returncode == 0, done.stderr[-1000:]
@@ -354,7 +360,7 @@ def test_a_file_secret_must_be_a_regular_bounded_file(etc: Path, kind: str) -> N
 
 def test_a_bom_in_a_file_secret_is_not_part_of_the_password(etc: Path) -> None:
     (etc / "pw").write_bytes("\ufeffs3cr3t-pw\r\n".encode())
-    settings = from_environ({"PULP_DB_PASSWORD_FILE": str(etc / "pw")}, {}, hostname="h")
+    settings = from_environ({"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD_FILE": str(etc / "pw")}, {}, hostname="h")
     assert settings.values["database.password"].value == "s3cr3t-pw"
     assert settings.values["database.password"].source == "file:PULP_DB_PASSWORD_FILE"
 

@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from pulpinit import log, signals
+from pulpinit import log, signals, spawn
 from pulpinit.errors import UsageError, exec_failure
 from pulpinit.privileges import Identity, drop, identity_for
 from pulpinit.redact import mask_argv
 from pulpinit.settings.knobs import FORWARDED
 
-__all__ = ["child_environ", "exec_command", "hand_off"]
+__all__ = ["exec_command", "hand_off"]
 
 
 def hand_off(
@@ -35,18 +35,17 @@ def hand_off(
     umask: int,
     supervise: bool,
     stop_timeout: float | None,
-    drop_env: Iterable[str],
+    env: Mapping[str, str],
     as_root: bool = False,
 ) -> NoReturn:
     """Exec ``argv`` as ``user`` (when root), or the resident supervisor around it (``supervise``).
 
-    ``drop_env`` names the variables the role's process does not get (the secrets pulpinit
-    consumed).  ``as_root``: keep root for ``argv`` (httpd, which drops its own children), logged
+    ``env`` is the role's environment (:func:`pulpinit.settings.childenv.child_environ`: without
+    the secrets pulpinit consumed).  ``as_root``: keep root for ``argv`` (httpd, which drops its own children), logged
     as ``privileges.keep``.  Raises :class:`~pulpinit.errors.ExecError` (127/126) or
     :class:`~pulpinit.errors.UserError` (78) when the exec or the drop fails.
     """
     logger = log.get_logger(stage="handoff")
-    env = child_environ(None, drop=drop_env)
     identity = None if as_root else identity_for(user)  # None when not root (OpenShift's arbitrary UID)
     if as_root and os.geteuid() == 0:
         logger.info(
@@ -80,18 +79,6 @@ def hand_off(
     exec_command(list(argv), identity=identity, umask=umask, env=env)
 
 
-def child_environ(env: Mapping[str, str] | None, drop: Iterable[str] = ()) -> dict[str, str]:
-    """A private copy of *env* (default ``os.environ``) for ``execve``, without the variables in *drop*.
-
-    pulpinit drops the secret variables it consumed (they are in server.conf now) unless
-    ``PULPINIT_KEEP_SECRET_ENV`` is set.
-    """
-    environ = dict(os.environ if env is None else env)
-    for name in drop:
-        environ.pop(name, None)
-    return environ
-
-
 def exec_command(
     argv: Sequence[str],
     *,
@@ -108,12 +95,12 @@ def exec_command(
     """
     if not argv:
         raise UsageError("no command to execute")
-    environ = child_environ(env)
+    environ = dict(os.environ if env is None else env)  # a private copy: the drop sets HOME, USER, LOGNAME
     if identity is not None:
         drop(identity, umask, environ=environ)
     else:
         os.umask(umask)
-    restore = signals.defaults_for_exec()
+    restore = spawn.default_dispositions()  # an ignored signal would stay ignored in the command
     try:
         os.execvpe(argv[0], list(argv), environ)  # noqa: S606 - argv as given, no shell
     except OSError as err:

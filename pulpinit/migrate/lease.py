@@ -17,7 +17,10 @@ Clock-skew assumption: every time (``acquired_at``, ``expires_at``, and the
 (``hello.localTime``), never from the client.  Replicas whose own clocks
 disagree therefore still agree on who holds the lease; only the server's
 clock matters, and it is one clock.  What a lease cannot fence is told in
-:mod:`pulpinit.migrate.migrator` (a holder paused for longer than its lease).
+:mod:`pulpinit.migrate.migrator` (a machine or cgroup frozen for longer than the lease).
+
+A document's times are read whatever shape the server gives them
+(:mod:`pulpinit.migrate.documents`); a lease whose expiry cannot be read is held.
 
 :class:`Collection` is what the lock and the migrator need of pymongo's ``Collection``.
 """
@@ -28,6 +31,8 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from pulpinit.migrate import documents
 
 
 class Collection(Protocol):
@@ -58,20 +63,47 @@ class Collection(Protocol):
 
 @dataclass(frozen=True)
 class Holder:
-    """Who holds the lock, as recorded in the document."""
+    """Who holds the lock, as recorded in the document.
+
+    ``unreadable`` names the time field the server gave back in a form no reader knows (see
+    :mod:`pulpinit.migrate.documents`): such a lease counts as held, never as expired.
+    """
 
     owner: str | None
     acquired_at: dt.datetime | None
     expires_at: dt.datetime | None
+    unreadable: str | None = None
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any], where: str = "lock") -> Holder:
+        """The holder a lock document names, whatever shape the server gave its fields."""
+        owner = documents.text(doc.get("owner")) or None
+        times: dict[str, dt.datetime | None] = {}
+        unreadable = None
+        for field in ("acquired_at", "expires_at"):
+            try:
+                times[field] = documents.read_time(doc.get(field))
+            except documents.Unreadable:
+                times[field] = None
+                if field == "expires_at" and owner:
+                    unreadable = repr(doc.get(field))[:60]
+                    documents.warn_once(where, doc.get("_id"), field, doc.get(field), "a lease that is held")
+        return cls(owner, times["acquired_at"], times["expires_at"], unreadable)
 
     def is_live(self, now: dt.datetime) -> bool:
-        """True while someone holds a lease that has not expired at ``now`` (server time)."""
-        return bool(self.owner) and self.expires_at is not None and self.expires_at > now
+        """True while someone holds a lease not expired at ``now`` (server time), or one whose expiry is unreadable."""
+        if not self.owner:
+            return False
+        if self.unreadable is not None:
+            return True
+        return self.expires_at is not None and self.expires_at > now
 
     def describe(self, now: dt.datetime) -> str:
-        if not self.owner or self.expires_at is None:
+        if not self.owner or (self.expires_at is None and self.unreadable is None):
             return "free"
         since = f" since {self.acquired_at:%Y-%m-%dT%H:%M:%SZ}" if self.acquired_at else ""
+        if self.expires_at is None:
+            return f"held by {self.owner}{since} (lease expiry unreadable: {self.unreadable}; taken as held)"
         left = (self.expires_at - now).total_seconds()
         state = f"lease expires in {left:.0f} s" if left >= 0 else f"lease expired {-left:.0f} s ago"
         return f"held by {self.owner}{since} ({state})"
@@ -81,6 +113,7 @@ def server_clock(database: Any) -> Callable[[], dt.datetime]:
     """``now()`` as the MongoDB server sees it (``hello.localTime``, naive UTC, ms precision).
 
     MongoDB before 4.4.2 has no ``hello`` (CommandNotFound, 59): ``isMaster`` answers the same.
+    A server whose ``localTime`` is missing or unreadable leaves this machine's clock (one warning).
     """
     from pymongo.errors import OperationFailure
 
@@ -91,8 +124,15 @@ def server_clock(database: Any) -> Callable[[], dt.datetime]:
             if exc.code != 59:
                 raise
             reply = database.client.admin.command("isMaster")
-        local_time: dt.datetime = reply["localTime"]
-        return local_time.replace(tzinfo=None)
+        value = reply.get("localTime")
+        try:
+            local_time = documents.read_time(value)
+        except documents.Unreadable:
+            local_time = None
+        if local_time is None:
+            documents.warn_once("hello", "reply", "localTime", value, "this machine's clock")
+            return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        return local_time
 
     return now
 
@@ -147,4 +187,8 @@ class LeaseLock:
 
     def holder(self) -> Holder:
         doc = self.collection.find_one({"_id": self.name}) or {}
-        return Holder(doc.get("owner"), doc.get("acquired_at"), doc.get("expires_at"))
+        return Holder.of(doc, self.collection_name)
+
+    @property
+    def collection_name(self) -> str:
+        return str(getattr(self.collection, "name", "lock"))

@@ -18,7 +18,9 @@ clock, because that is the clock the pulp-manage-db started beside it compares
 against.  A document older than the threshold — a process that was killed and
 could not delete it — is **stale**: reported once and ignored, exactly as
 pulp-manage-db ignores it.  A heartbeat from the future (a writer's clock ahead
-of ours) counts as live, as it does for pulp-manage-db.
+of ours) counts as live, as it does for pulp-manage-db.  Dates are read in every
+form MongoDB-compatible servers return them (:mod:`pulpinit.migrate.documents`);
+a heartbeat that cannot be read is live.
 
 This module is the pure part: :func:`take_census` splits documents into live and
 stale, :class:`QuietWait` waits with an injected clock, sleep and reader, and
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from pulpinit.errors import NotQuiet
 from pulpinit.log import Logger, Throttle
+from pulpinit.migrate.documents import Unreadable, read_time, warn_once
 from pulpinit.wait.waiter import Backoff
 
 if TYPE_CHECKING:
@@ -64,14 +67,20 @@ class Heartbeat:
 
     name: str
     age_s: float | None  # seconds since last_heartbeat by the local clock; None: no usable time
+    unreadable: bool = False  # a last_heartbeat in no form a server returns dates in: taken as live
 
     def describe(self) -> str:
+        if self.unreadable:
+            return f"{self.name} (last heartbeat unreadable, taken as live)"
         if self.age_s is None:
             return f"{self.name} (no last_heartbeat)"
         return f"{self.name} (last heartbeat {self.age_s:.1f} s ago)"
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, "age_s": None if self.age_s is None else round(self.age_s, 1)}
+        found: dict[str, Any] = {"name": self.name, "age_s": None if self.age_s is None else round(self.age_s, 1)}
+        if self.unreadable:
+            found["unreadable"] = True
+        return found
 
 
 @dataclass(frozen=True)
@@ -103,15 +112,32 @@ class Census:
         }
 
 
+def heartbeat(doc: Document, now: dt.datetime, threshold_s: float) -> tuple[Heartbeat, bool]:
+    """One ``workers`` document as a :class:`Heartbeat`, and whether it is live.
+
+    The time is read in every form servers return it (:mod:`pulpinit.migrate.documents`); a
+    ``last_heartbeat`` that cannot be read is live (the safe side: do not migrate under a process
+    that may run), with one warning naming the document.  A document without one is stale, as
+    pulp-manage-db's own query does not match it.
+    """
+    name = str(doc.get("_id"))
+    value = doc.get("last_heartbeat")
+    try:
+        at = read_time(value)
+    except Unreadable:
+        warn_once(COLLECTION, name, "last_heartbeat", value, "a live process")
+        return Heartbeat(name, None, unreadable=True), True
+    age = None if at is None else (_utc(now) - _utc(at)).total_seconds()
+    return Heartbeat(name, age), age is not None and age < threshold_s
+
+
 def take_census(documents: Iterable[Document], now: dt.datetime, threshold_s: float) -> Census:
-    """Split ``workers`` documents into live (heartbeat younger than ``threshold_s``) and stale."""
+    """Split ``workers`` documents into live (heartbeat younger than ``threshold_s``, or unreadable) and stale."""
     live: list[Heartbeat] = []
     stale: list[Heartbeat] = []
     for doc in documents:
-        value = doc.get("last_heartbeat")
-        age = (_utc(now) - _utc(value)).total_seconds() if isinstance(value, dt.datetime) else None
-        beat = Heartbeat(str(doc.get("_id")), age)
-        (live if age is not None and age < threshold_s else stale).append(beat)
+        beat, is_live = heartbeat(doc, now, threshold_s)
+        (live if is_live else stale).append(beat)
     return Census(tuple(sorted(live, key=lambda b: b.name)), tuple(sorted(stale, key=lambda b: b.name)), threshold_s)
 
 

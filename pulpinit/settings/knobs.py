@@ -131,7 +131,6 @@ KNOBS: tuple[Knob, ...] = (
     ),
     Knob("PULPINIT_DB_SERVICE", "text", "db", "Kubernetes Service name of MongoDB (its *_SERVICE_HOST/PORT)"),
     Knob("PULPINIT_MSG_SERVICE", "text", "msg", "Kubernetes Service name of the broker"),
-    Knob("PULPINIT_DB_AUTH_SOURCE", "text", "", "MongoDB auth database; default: the Pulp database", optional=True),
     Knob("PULPINIT_WAIT_TIMEOUT", "seconds", "300", "seconds to wait for MongoDB and the broker before exit 69"),
     Knob(
         "PULPINIT_WAIT_INITIAL",

@@ -136,7 +136,7 @@ def url(value: str, origin: str, schemes: tuple[str, ...]) -> str:
         shown = f" {quoted(value)}" if "@" not in value else ""
         raise EnvValueError(origin, f"unknown URL scheme (none) in{shown or ' the URL'}; {expected}")
     shown = parts.masked
-    if parts.scheme not in schemes:
+    if parts.scheme.lower() not in schemes:
         raise EnvValueError(origin, f"unknown URL scheme {quoted(parts.scheme)} in {quoted(shown)}; {expected}")
     if parts.ambiguous or (parts.userinfo and set(parts.userinfo) & set("[]")):
         raise EnvValueError(

@@ -25,8 +25,8 @@ process-wide redactor *before* anything parses it, so that no error can show it.
 
 Layers 2 and 3 give host and port; from them pulpinit derives
 ``database.seeds``, ``messaging.url`` (``tcp://host:port``) and
-``tasks.broker_url`` (``qpid://user[:password]@host:port/``, or ``amqp://…//``
-when ``messaging.transport`` is ``rabbitmq``).
+``tasks.broker_url`` (``qpid://user:password@host:port/``, ``qpid://host:port/`` without a
+password, or ``amqp://…//`` when ``messaging.transport`` is ``rabbitmq``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from pulpinit import log, redact
 from pulpinit.errors import EnvValueError
 from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
 from pulpinit.regularfile import FileProblem, read_regular, unreadable
-from pulpinit.settings import parse, secretfile
+from pulpinit.settings import brokerurl, parse, secretfile
 from pulpinit.settings.confvars import generic_key, read_variables
 from pulpinit.settings.discovery import Endpoint, find_service, looked_for
 from pulpinit.settings.knobs import KNOBS
@@ -250,6 +250,7 @@ def from_environ(
         resolved.setdefault(key, _value(key, default, "default"))
     resolved.setdefault("server.server_name", _value("server.server_name", hostname, "default"))
     _validate(resolved, unreadable or {})
+    warnings += _client_warnings(resolved)
     return Settings(
         MappingProxyType(resolved),
         toolkit,
@@ -391,16 +392,34 @@ def _discovered_values(
         found["messaging.url"] = _value("messaging.url", f"tcp://{msg.hostport}", _source(msg), msg.variable)
         transport = explicit.get("messaging.transport") or conf.get("messaging.transport")
         rabbit = transport is not None and transport.value.strip().lower() == "rabbitmq"
-        cred = urllib.parse.quote(user, safe="")
-        if password:
-            cred += ":" + urllib.parse.quote(password, safe="")
-        url = f"amqp://{cred}@{msg.hostport}//" if rabbit else f"qpid://{cred}@{msg.hostport}/"
+        url = _derived_broker_url(rabbit, msg.hostport, user, password, warnings)
         found["tasks.broker_url"] = _value("tasks.broker_url", url, _source(msg), msg.variable)
     return found, warnings
 
 
-def _broker_credentials(environ: Mapping[str, str]) -> tuple[str, str | None]:
-    """User (default ``guest``, as in 2014) and password for the derived broker URL."""
+def _derived_broker_url(
+    rabbit: bool, hostport: str, user: str | None, password: str | None, warnings: list[str]
+) -> str:
+    """A URL kombu accepts: ``amqp://user[:password]@h:p//`` (py-amqp fills in guest for what is
+    missing); ``qpid://user:password@h:p/``, or anonymous ``qpid://h:p/`` without a password (kombu's
+    qpid transport refuses a user without one)."""
+    cred = urllib.parse.quote(user or "guest", safe="")
+    if password:
+        cred += ":" + urllib.parse.quote(password, safe="")
+    if rabbit:
+        return f"amqp://{cred}@{hostport}//"
+    if password:
+        return f"qpid://{cred}@{hostport}/"
+    if user:
+        warnings.append(
+            f"the broker user {user!r} is not used: without a password Celery's qpid:// transport "
+            "logs in anonymously (set PULP_BROKER_PASSWORD to log in as that user)"
+        )
+    return f"qpid://{hostport}/"
+
+
+def _broker_credentials(environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """User and password for the derived broker URL (None: not set)."""
 
     def first(names: tuple[str, ...], secret: bool) -> str | None:
         for name in names:
@@ -412,7 +431,7 @@ def _broker_credentials(environ: Mapping[str, str]) -> tuple[str, str | None]:
                 return parse.text(raw, origin, secret=secret)
         return None
 
-    return first(BROKER_USER_VARS, secret=False) or "guest", first(BROKER_PASSWORD_VARS, secret=True)
+    return first(BROKER_USER_VARS, secret=False), first(BROKER_PASSWORD_VARS, secret=True)
 
 
 _VALIDATORS: Mapping[str, Callable[[str, str], object]] = {
@@ -452,6 +471,7 @@ def _validate(resolved: Mapping[str, Value], unreadable: Mapping[str, str]) -> N
         if check:
             check(value.value, origin)
     _check_tls_files(resolved)
+    _check_as_pulp_connects(resolved)
     seeds = resolved["database.seeds"]
     count = len(parse.seeds(seeds.value, seeds.variable or "database.seeds"))
     if count > 1 and not resolved["database.replica_set"].value:
@@ -459,6 +479,53 @@ def _validate(resolved: Mapping[str, Value], unreadable: Mapping[str, str]) -> N
             seeds.variable or "database.seeds",
             f"{count} seeds need a replica set name: set PULP_DB_REPLICA_SET",
         )
+
+
+def _check_as_pulp_connects(resolved: Mapping[str, Value]) -> None:
+    """What Pulp's own clients refuse whatever the servers say (the differential tier proves each):
+    a broker URL kombu cannot use (:mod:`pulpinit.settings.brokerurl`), a database password without
+    a user (connection.py raises), and a write concern other than ``majority``/``all`` (connection.py
+    raises PLP0043)."""
+    url, method = resolved["tasks.broker_url"], resolved.get("tasks.login_method")
+    why = brokerurl.refusal(url.value, method.value if method else "")
+    if why:
+        raise EnvValueError(url.variable or "tasks.broker_url", f"{parse.quoted(url.value)}: {why}")
+    user, password = resolved["database.username"], resolved["database.password"]
+    if password.value and not user.value:
+        raise EnvValueError(
+            password.variable or "database.password",
+            "is set without database.username: Pulp refuses to start with a password but no user; "
+            "set the user or remove the password",
+        )
+    concern = resolved.get("database.write_concern")
+    if concern is not None and concern.value not in ("majority", "all"):
+        raise EnvValueError(
+            concern.variable or "database.write_concern",
+            f"{parse.quoted(concern.value)}: Pulp accepts only majority or all",
+        )
+
+
+def _client_warnings(resolved: Mapping[str, Value]) -> list[str]:
+    """What Pulp's MongoDB client does silently that the operator should know (the differential tier
+    shows both): mongoengine (Pulp's ``get_db``) logs in only with a user *and* a password, so a user
+    alone means no login at all; a ``replica_set`` line left empty is passed on as ``replicaSet=''``,
+    which the pymongo Pulp 2.21 ships (3.2) takes for no replica set, but newer 3.x releases (3.13)
+    take for a set named '' that no server belongs to."""
+    found = []
+    user, password = resolved["database.username"], resolved["database.password"]
+    if user.value and not password.value:
+        found.append(
+            f"the MongoDB user {user.value!r} is not used: without database.password Pulp connects "
+            "without logging in (set the password to log in as that user)"
+        )
+    replica_set = resolved["database.replica_set"]
+    if replica_set.kind != "default" and not replica_set.value:
+        found.append(
+            f"{replica_set.variable or 'database.replica_set'} is empty: Pulp's pymongo 3.2 then uses no replica "
+            "set, but a newer pymongo (3.13) looks for a set named '' and finds no server; name the set or "
+            "remove the line"
+        )
+    return found
 
 
 def _check_tls_files(resolved: Mapping[str, Value]) -> None:

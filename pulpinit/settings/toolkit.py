@@ -39,7 +39,6 @@ class Toolkit:
     static_dir: str
     db_service: str
     msg_service: str
-    db_auth_source: str | None
     wait_timeout: float
     wait_initial: float
     wait_max_interval: float

@@ -7,7 +7,12 @@ connection, as qpidd does:
   (:mod:`pulpinit.wait.amqp010`'s codec): the 0-10 header, ``connection.start``
   (server properties, SASL mechanisms, ``en_US``), then ``start-ok`` is
   accepted with ``tune`` or refused with ``close`` 320 "Authentication
-  failed"; ``tune-ok``, ``open`` → ``open-ok``; ``close`` → ``close-ok``.
+  failed"; ``tune-ok``, ``open`` → ``open-ok``; then sessions
+  (``session.attach`` → ``attached``, ``detach`` → ``detached``,
+  ``request-timeout`` → ``timeout``: what kombu's qpid transport does right
+  after ``open-ok``); ``close`` → ``close-ok``.  Any command, and any other
+  control that asks for something, gets ``close`` 540 "does not implement …":
+  a real client is refused, never left waiting.
   A mechanism that was not offered is answered by closing the socket (the
   specification's rule).  This is what Celery's ``qpid://`` transport
   (python-qpid) talks to.
@@ -57,10 +62,12 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,10 +241,17 @@ class _Front(FaultServer):
             self._dispatch(conn)
             return
         conn.settimeout(10)
+        spare = conn.dup()  # the TLS socket closes the connection itself when its handshake fails
         try:
             secure = self.broker.tls.wrap_socket(conn, server_side=True)
-        except (OSError, ValueError):
+        except ssl.SSLError as exc:
+            if "CERTIFICATE" in str(exc.reason or ""):
+                _let_the_alert_through(spare)
             return  # a client that does not speak TLS, or whose certificate the CA refuses
+        except (OSError, ValueError):
+            return
+        finally:
+            spare.close()
         with self._lock:
             self._conns.add(secure)
         try:
@@ -272,6 +286,24 @@ class _Front(FaultServer):
                 backend.close()
         elif header:
             conn.sendall(amqp010.PROTOCOL_HEADER)  # the version we speak; then hang up
+
+
+def _let_the_alert_through(conn: socket.socket, linger_s: float = 2.0) -> None:
+    """After refusing a client's certificate: hang up so that the TLS alert reaches the client.
+
+    With TLS 1.3 the client's handshake ends before the server checks its certificate, so the
+    client has already sent its first bytes; closing with them unread would reset the connection
+    and the alert would be lost (the client would see a reset).  Like RabbitMQ, stop sending, read
+    what the client sends until it hangs up (at most ``linger_s``), then close.
+    """
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(linger_s)
+        end = time.monotonic() + linger_s
+        while time.monotonic() < end and conn.recv(65536):
+            pass
+    except OSError:
+        pass
 
 
 class _Amqp010Session:
@@ -323,6 +355,7 @@ class _Amqp010Session:
             )
             if broker.users and (user is None or broker.users.get(user) != password):
                 self.send(amqp010.CLOSE, {"reply-code": amqp010.CLOSE_FORCED, "reply-text": "Authentication failed"})
+                self._await_close_ok()  # as qpidd: the client reads the reason before the socket closes
                 return
         self.send(
             amqp010.TUNE, {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0, "heartbeat-max": 120}
@@ -333,9 +366,103 @@ class _Amqp010Session:
             return
         self.send(amqp010.OPEN_OK, {"known-hosts": []})
         broker.connections.append(ConnectionInfo(user, str(mechanism), None, protocol="AMQP 0-10"))
-        while (control := self.next()).code != amqp010.CLOSE:
-            pass
-        self.send(amqp010.CLOSE_OK)
+        self._serve()
+
+    def _serve(self) -> None:
+        """After ``open-ok``: sessions attach and detach; anything else is closed, saying what it was."""
+        while True:
+            segment, channel, payload = self.framer.next_segment("serving AMQP 0-10")
+            if len(payload) < 2:
+                raise ValueError("truncated AMQP 0-10 segment")
+            class_code, code = payload[0], payload[1]
+            if segment == amqp010.CONTROL and class_code == amqp010.CONNECTION:
+                if code == amqp010.CLOSE:
+                    self.send(amqp010.CLOSE_OK)
+                    return
+                if code == amqp010.HEARTBEAT:
+                    continue
+            elif segment == amqp010.CONTROL and class_code == SESSION:
+                self._session(channel, code, payload)
+                continue
+            elif segment != amqp010.COMMAND:
+                continue  # a header or body of a command refused below
+            self._not_implemented(segment, class_code, code)
+            return
+
+    def _session(self, channel: int, code: int, payload: bytes) -> None:
+        """``session.attach`` → ``attached``, ``detach`` → ``detached``, ``request-timeout`` → ``timeout 0``;
+        the bookkeeping controls (command-point, flush, completed …) need no answer here."""
+        if code == SESSION_ATTACH:
+            self.conn.sendall(session_control(SESSION_ATTACHED, channel, _session_name(payload)))
+        elif code == SESSION_DETACH:
+            self.conn.sendall(session_control(SESSION_DETACHED, channel, _session_name(payload), b"\x00"))
+        elif code == SESSION_REQUEST_TIMEOUT:
+            self.conn.sendall(session_control(SESSION_TIMEOUT, channel, None, struct.pack(">I", 0)))
+
+    def _not_implemented(self, segment: int, class_code: int, code: int) -> None:
+        kind = "command" if segment == amqp010.COMMAND else "control"
+        what = f"{CLASSES.get(class_code, f'class {class_code}')} {kind} {code}"
+        self.send(
+            amqp010.CLOSE,
+            {"reply-code": NOT_IMPLEMENTED, "reply-text": f"{PRODUCT} does not implement {what}"},
+        )
+        self._await_close_ok()
+
+    def _await_close_ok(self, linger_s: float = 1.0) -> None:
+        """Wait for ``close-ok``, then leave the hang-up to the client (at most ``linger_s``).
+
+        python-qpid records the reason of a ``close`` and reports it when its caller next looks;
+        if the socket ends before that, it replaces the reason by "connection aborted".  A client
+        hangs up at once after reading a ``close``, so waiting for it costs nothing and makes what
+        the client reports not depend on thread scheduling.
+        """
+        with contextlib.suppress(EOFError, ProbeFailed, ValueError, OSError):
+            while self.next().code != amqp010.CLOSE_OK:
+                pass
+            self.conn.settimeout(linger_s)
+            while self.conn.recv(4096):
+                pass
+
+
+#: AMQP 0-10 class codes (specification), for "does not implement" messages.
+CLASSES = {
+    1: "connection",
+    2: "session",
+    3: "execution",
+    4: "message",
+    5: "tx",
+    6: "dtx",
+    7: "exchange",
+    8: "queue",
+    9: "file",
+    10: "stream",
+}
+SESSION = 2
+SESSION_ATTACH, SESSION_ATTACHED, SESSION_DETACH, SESSION_DETACHED = 1, 2, 3, 4
+SESSION_REQUEST_TIMEOUT, SESSION_TIMEOUT = 5, 6
+NOT_IMPLEMENTED = 540  # connection.close-code: not-implemented
+
+
+def _session_name(payload: bytes) -> bytes:
+    """The ``name`` (vbin16, the first field) of a session control, or empty when absent."""
+    flags = payload[2] | payload[3] << 8
+    if not flags & 1 or len(payload) < 6:
+        return b""
+    (size,) = struct.unpack_from(">H", payload, 4)
+    return payload[6 : 6 + size]
+
+
+def session_control(code: int, channel: int, name: bytes | None, rest: bytes = b"") -> bytes:
+    """A ``session`` control frame: the name (vbin16) when given, then ``rest`` (the next field)."""
+    fields, flags = b"", 0
+    if name is not None:
+        fields += struct.pack(">H", len(name)) + name
+        flags |= 1
+    if rest:
+        fields += rest
+        flags |= 2 if name is not None else 1
+    payload = struct.pack(">BB", SESSION, code) + bytes([flags & 0xFF, flags >> 8]) + fields
+    return amqp010.frame(payload, channel=channel)
 
 
 class FakeAmqpBroker:

@@ -19,7 +19,9 @@ injected as on a mongod with test commands enabled: ``configureFailPoint`` ``fai
 ``lax_upserts`` imitates MongoDB-compatible servers that answer a colliding
 upsert (one whose query matches no document while its ``_id`` exists)
 without an error: ``findAndModify`` then returns no document instead of
-``E11000``.
+``E11000``.  ``dates_as_strings`` imitates servers with looser types: a date
+written with ``$set`` is stored, and returned, as ``str(datetime)``
+(``'2026-12-06 18:07:00.499000'``).
 
 Run it on its own (the demo and subprocess tests do)::
 
@@ -151,6 +153,7 @@ class FakeMongo:
         tls_client_ca: str | None = None,
         read_only_users: Mapping[tuple[str, str], str] | None = None,
         lax_upserts: bool = False,
+        dates_as_strings: bool = False,
     ) -> None:
         self.host = host
         self.wire_version = wire_version
@@ -172,6 +175,7 @@ class FakeMongo:
         self.lock = threading.RLock()
         self.engine = Engine(self.client, self.now)
         self.engine.lax_upserts = lax_upserts
+        self.engine.dates_as_strings = dates_as_strings
         self.commands: collections.Counter[str] = collections.Counter()
         self.fail_points = FailPoints()  # mongod's failCommand: see fail_command()
         self._connections: dict[int, _Connection] = {}

@@ -77,6 +77,7 @@ class Engine:
         self._cursors: dict[int, tuple[str, list[Doc]]] = {}
         self._cursor_ids = itertools.count(1_000_001)
         self.lax_upserts = False  # a colliding findAndModify upsert answers "no document", not E11000
+        self.dates_as_strings = False  # a date written with $set is stored as str(datetime)
         self.handlers: dict[str, Handler] = {
             "find": self.find,
             "getMore": self.get_more,
@@ -143,7 +144,9 @@ class Engine:
         return value
 
     def _with_clock(self, update: Any) -> Any:
-        """``$currentDate`` → ``$set`` with the fake's clock (mongomock would use its own)."""
+        """``$currentDate`` → ``$set`` with the fake's clock (mongomock would use its own); with
+        ``dates_as_strings``, the dates of ``$set`` become ``str(datetime)`` (a looser server)."""
+        update = self._loosen(update)
         if not isinstance(update, dict) or "$currentDate" not in update:
             return update
         update = dict(update)
@@ -155,6 +158,12 @@ class Engine:
         }
         update["$set"] = {**update.get("$set", {}), **dates}
         return update
+
+    def _loosen(self, update: Any) -> Any:
+        if not self.dates_as_strings or not isinstance(update, dict) or not isinstance(update.get("$set"), dict):
+            return update
+        dates = {k: str(v) if isinstance(v, datetime.datetime) else v for k, v in update["$set"].items()}
+        return {**update, "$set": dates}
 
     # -- queries -------------------------------------------------------------------------
     def find(self, db: str, body: Doc) -> Doc:

@@ -8,6 +8,9 @@ outside, the way it happens in a cluster:
 ==================  =========  ==================================================================
 point               stage      how pulpinit is held there
 ==================  =========  ==================================================================
+``start``           start      its imports are slow: a ``sitecustomize`` on ``PYTHONPATH`` holds
+                               the import of ``pulpinit.cli`` for :data:`IMPORT_HOLD_S` (a cold
+                               page cache on a slow disk), after the entry point's first statements
 ``settings-rpm``    settings   a stand-in ``rpm`` first on ``PATH`` that never answers, while the
                                migration fingerprint is derived (``rpm -qa``)
 ``configure``       configure  another writer (a replica sharing the volume) holds the ``flock``
@@ -50,6 +53,7 @@ SAMPLE = SAMPLE_CONF
 
 #: Every blocking point and the stage a stop there must name.
 POINTS: Mapping[str, str] = {
+    "start": "start",
     "settings-rpm": "settings",
     "configure": "configure",
     "wait": "wait",
@@ -59,6 +63,23 @@ POINTS: Mapping[str, str] = {
 }
 
 _RPM = '#!/bin/sh\necho $$ > "$0.pid"\nexec sleep 600\n'
+#: How long the ``start`` point holds the import of ``pulpinit.cli``.
+IMPORT_HOLD_S = 2.0
+_SLOW_IMPORT = """\
+import os, sys, time
+
+
+class _Slow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pulpinit.cli":
+            sys.meta_path.remove(self)
+            open(os.environ["HOLD_IMPORT_MARKER"], "w").close()
+            time.sleep(float(os.environ["HOLD_IMPORT_S"]))
+        return None
+
+
+sys.meta_path.insert(0, _Slow())
+"""
 
 
 def _poll(what: str, ready: Callable[[], bool], spawned: Spawned, timeout: float = 30) -> None:
@@ -173,11 +194,17 @@ def hold(
         (bindir / "rpm").chmod(0o755)
         environ["PATH"] = f"{bindir}{os.pathsep}{environ.get('PATH', os.defpath)}"
         del environ["PULPINIT_MIGRATION_FINGERPRINT"]
+    elif point == "start":
+        site = workdir / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(_SLOW_IMPORT)
+        environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), environ.get("PYTHONPATH")]))
+        environ.update(HOLD_IMPORT_MARKER=str(workdir / "importing"), HOLD_IMPORT_S=f"{IMPORT_HOLD_S:g}")
     elif point == "wait":
         environ["PULP_DB_SEEDS"] = f"127.0.0.1:{free_port()}"
     elif point == "lock-wait":
         args = ["migrate"]
-        before = lambda: _hold_lock(mongo, database)  # noqa: E731
+        before = lambda: hold_lock(mongo, database)  # noqa: E731
     elif point == "migration-run":
         args = ["migrate"]
     environ.update(env or {})
@@ -193,7 +220,9 @@ def hold(
 
 def _wait_until_held(held: Held, conf: Path) -> None:
     point, workdir, spawned, lines = held.point, held.workdir, held.spawned, held.lines
-    if point == "settings-rpm":
+    if point == "start":
+        _poll("importing pulpinit.cli", (workdir / "importing").exists, spawned)
+    elif point == "settings-rpm":
         pid_file = workdir / "bin" / "rpm.pid"
         _poll("running rpm", lambda: pid_file.exists() and bool(pid_file.read_text().strip()), spawned)
     elif point == "configure":
@@ -223,7 +252,7 @@ def _stage_started(lines: list[str], stage: str) -> bool:
     return any('"event": "stage.start"' in line and f'"stage": "{stage}"' in line for line in list(lines))
 
 
-def _hold_lock(mongo: FakeMongo, database: str) -> None:
+def hold_lock(mongo: FakeMongo, database: str) -> None:
     """Another replica's live lease: the lock document as a holder writes it, valid for an hour."""
     import pymongo
 

@@ -294,8 +294,8 @@ class Framer:
         self.reader = reader
         self.partial: dict[tuple[int, int], bytes] = {}
 
-    def next_control(self, stage: str) -> Control:
-        """The next complete control on any channel (commands, headers and bodies are skipped)."""
+    def next_segment(self, stage: str) -> tuple[int, int, bytes]:
+        """The next complete segment on any channel: ``(segment type, channel, payload)``."""
         while True:
             head = self.reader.read(FRAME_HEADER.size, stage)
             flags, segment, size, track, channel = FRAME_HEADER.unpack(head)
@@ -307,6 +307,12 @@ class Framer:
             if not flags & LAST_FRAME:
                 self.partial[key] = payload
                 continue
+            return segment, channel, payload
+
+    def next_control(self, stage: str) -> Control:
+        """The next complete control on any channel (commands, headers and bodies are skipped)."""
+        while True:
+            segment, _channel, payload = self.next_segment(stage)
             if segment == CONTROL:
                 return decode_control(payload)
 
@@ -339,13 +345,36 @@ class Login:
     mechanism: str
     response: bytes | None
     who: str  # for messages: "login as 'alice'" / "anonymous login"
+    #: the URL's password that kombu drops because ``tasks.login_method`` is set: the hint to give
+    dropped: bool = False
 
 
-def login_for(user: str | None, password: str | None) -> Login:
-    """kombu's rule for qpid://: PLAIN with user and password, ANONYMOUS otherwise."""
-    if user and password is not None:
-        return Login("PLAIN", b"\x00" + user.encode() + b"\x00" + password.encode(), f"login as {user!r}")
-    return Login("ANONYMOUS", None, "anonymous login (no password in the URL)")
+DROPPED = "kombu's qpid:// transport drops the URL's password when tasks.login_method is set: unset tasks.login_method"
+
+
+def login_for(
+    user: str | None, password: str | None, login_method: str | None = None, offered: Sequence[str] | None = None
+) -> Login | None:
+    """The login of kombu's qpid transport and python-qpid's own SASL client (``qpid/sasl.py``).
+
+    kombu permits one mechanism: ``login_method`` when set (and passes the user only: the password
+    is dropped), else PLAIN with user and password, ANONYMOUS without.  python-qpid keeps the
+    offered mechanisms (``offered``; None: all) that are permitted and takes PLAIN when it has a
+    user (a dropped password is sent as ``None``, python-qpid formats it with ``%s``), else
+    ANONYMOUS, else EXTERNAL.  None: no mechanism agreed.
+    """
+    permitted = (login_method or ("PLAIN" if user and password else "ANONYMOUS")).split()
+    usable = [m for m in (permitted if offered is None else offered) if m in permitted]
+    dropped = bool(login_method and password)
+    if user and "PLAIN" in usable:
+        sent = "None" if login_method else str(password)
+        who = f"login as {user!r}" + (" without its password" if dropped else "")
+        return Login("PLAIN", b"\x00" + user.encode() + b"\x00" + sent.encode(), who, dropped)
+    if "ANONYMOUS" in usable:
+        return Login("ANONYMOUS", None, "anonymous login (no password in the URL)", dropped)
+    if "EXTERNAL" in usable:
+        return Login("EXTERNAL", str(user).encode(), "EXTERNAL login", dropped)
+    return None
 
 
 def handshake(
@@ -356,6 +385,7 @@ def handshake(
     port: int,
     user: str | None,
     password: str | None,
+    login_method: str | None = None,
     tls: bool = False,
     speaks_tls: Callable[[], bool] | None = None,
 ) -> str | None:
@@ -365,7 +395,7 @@ def handshake(
     completes a TLS handshake, the failure is a TLS mismatch rather than a protocol one.
     """
     reader = Reader(sock, deadline)
-    login = login_for(user, password)
+    login = login_for(user, password, login_method) or Login(str(login_method), None, f"{login_method} login")
 
     def send(data: bytes, stage: str) -> None:
         send_all(sock, data, deadline, stage)
@@ -382,7 +412,7 @@ def handshake(
     product, version = props.get("product"), props.get("version")
     server_version = " ".join(str(v) for v in (product, version) if v) or None
     mechanisms = [str(m) for m in start.fields.get("mechanisms") or []]
-    _check_mechanism(login, mechanisms, user)
+    login = _agreed(user, password, login_method, mechanisms)
 
     client = {"product": "pulpinit", "qpid.client_process": "pulpinit check-deps"}
     send(
@@ -450,9 +480,9 @@ def _check_header(header: bytes, host: str, port: int, tls: bool, speaks_tls: Ca
             f"completes a TLS handshake: it speaks TLS; {TLS_ADVICE}",
         )
     raise ProbeFailed(
-        Failure.PROTOCOL,
-        "the server closed the connection without answering the AMQP 0-10 "
-        "protocol header: it does not speak AMQP 0-10 (Celery's qpid:// transport needs it)",
+        Failure.RESET,
+        "the server closed the connection without answering the AMQP 0-10 protocol header "
+        "(a server that does not speak AMQP 0-10, or one still starting)",
     )
 
 
@@ -465,7 +495,8 @@ def _next(framer: Framer, stage: str, login: Login) -> Control:
             if "connection.tune" in stage:
                 raise ProbeFailed(
                     Failure.AUTH,
-                    f"the broker hung up after the {login.who} ({login.mechanism}): credentials or mechanism refused",
+                    f"the broker hung up after the {login.who} ({login.mechanism}): credentials or mechanism refused"
+                    + (f"; {DROPPED}" if login.dropped else ""),
                 ) from None
             raise ProbeFailed(Failure.RESET, f"the broker closed the connection ({stage})") from None
         if control.class_code == CONNECTION and control.code == HEARTBEAT:
@@ -473,11 +504,18 @@ def _next(framer: Framer, stage: str, login: Login) -> Control:
         return control
 
 
-def _check_mechanism(login: Login, mechanisms: Sequence[str], user: str | None) -> None:
-    if login.mechanism in mechanisms:
-        return
+def _agreed(user: str | None, password: str | None, login_method: str | None, mechanisms: Sequence[str]) -> Login:
+    login = login_for(user, password, login_method, mechanisms)
+    if login is not None:
+        return login
     offered = " ".join(mechanisms) or "none"
-    if login.mechanism == "PLAIN":
+    if login_method:
+        raise ProbeFailed(
+            Failure.SASL,
+            f"the broker offers {offered}, tasks.login_method allows only {login_method} (python-qpid: "
+            "sasl negotiation failed): change tasks.login_method, or unset it",
+        )
+    if user and password:
         raise ProbeFailed(
             Failure.SASL,
             f"the broker does not offer SASL PLAIN for the user and password in the URL (it offers: {offered})",
@@ -497,7 +535,7 @@ def _refusal(close: Control, login: Login) -> ProbeFailed:
             Failure.TLS_MISMATCH,
             f"the broker requires TLS: {code} {text}; set tasks.celery_require_ssl: true (TLS port, usually 5671)",
         )
-    return ProbeFailed(Failure.AUTH, f"{login.who} refused: {code} {text}")
+    return ProbeFailed(Failure.AUTH, f"{login.who} refused: {code} {text}" + (f"; {DROPPED}" if login.dropped else ""))
 
 
 def _close_ok(send: Callable[[bytes, str], None]) -> None:

@@ -6,7 +6,8 @@ these credentials for this virtual host?":
 1. send the protocol header ``AMQP 0 0 9 1``;
 2. read ``Connection.Start`` (class 10, method 10): server properties
    (``product``, ``version``) and the offered SASL mechanisms;
-3. ``Start-Ok`` with PLAIN and the client capability
+3. ``Start-Ok`` with AMQPLAIN, or PLAIN when the broker offers only that (as
+   py-amqp 2.2 chooses, :func:`login_for`), and the client capability
    ``authentication_failure_close`` so a bad password is answered with
    ``Connection.Close`` (403) instead of a bare disconnect;
 4. ``Tune`` → ``Tune-Ok`` and ``Connection.Open`` for the virtual host;
@@ -14,8 +15,8 @@ these credentials for this virtual host?":
 
 A server that answers with another protocol header (a Qpid broker answers
 ``AMQP 0-10``, an AMQP-1.0-only one its 1.0 header) is a protocol mismatch;
-TLS bytes on a plain connection are a TLS mismatch.  A broker without SASL
-PLAIN is a SASL mismatch; ``Connection.Close`` 530 "vhost … not found" on
+TLS bytes on a plain connection are a TLS mismatch.  A broker with neither
+AMQPLAIN nor PLAIN is a SASL mismatch; ``Connection.Close`` 530 "vhost … not found" on
 ``Open`` is a missing virtual host (RabbitMQ), 530 "access to vhost …
 refused" a user without permission on it.  Without credentials in the URL,
 ``guest``/``guest`` is used, as Celery's default transport (py-amqp via
@@ -46,7 +47,7 @@ FRAME_METHOD, FRAME_HEARTBEAT, FRAME_END = 1, 8, 0xCE
 START, START_OK, TUNE, TUNE_OK = (10, 10), (10, 11), (10, 30), (10, 31)
 OPEN, OPEN_OK, CLOSE, CLOSE_OK = (10, 40), (10, 41), (10, 50), (10, 51)
 MAX_FRAME = 1 << 20
-NOT_ALLOWED = 530
+NOT_ALLOWED, INVALID_PATH = 530, 402
 TLS_ADVICE = "use amqps:// or set tasks.celery_require_ssl: true (with tasks.cacert), or use the plain port"
 
 # Failures while closing are ignored: the probe's answer is already known.
@@ -200,12 +201,28 @@ def _close_reason(args: bytes) -> tuple[int, str]:
 
 
 def _vhost_refusal(vhost: str, user: str, code: int, text: str) -> ProbeFailed:
-    """RabbitMQ: 530 "vhost x not found" (missing) or "access to vhost 'x' refused for user 'u'"."""
-    if code == NOT_ALLOWED and "not found" in text:
+    """RabbitMQ: 530 "vhost x not found" (missing) or "access to vhost 'x' refused for user 'u'";
+    402 (invalid-path) for a missing one elsewhere (garagemq)."""
+    if code == INVALID_PATH or (code == NOT_ALLOWED and "not found" in text):  # 402: garagemq
         return ProbeFailed(Failure.VHOST, f"virtual host {vhost!r} does not exist on the broker: {code} {text}")
     if code in (NOT_ALLOWED, 403) and ("access" in text or "refused" in text.lower()):
         return ProbeFailed(Failure.AUTH, f"user {user!r} may not use virtual host {vhost!r}: {code} {text}")
     return ProbeFailed(Failure.OTHER, f"virtual host {vhost!r} refused: {code} {text}")
+
+
+def login_for(offered: list[bytes], user: str, password: str) -> tuple[str, bytes]:
+    """py-amqp 2.2's choice: the first of AMQPLAIN and PLAIN the broker offers (``login_method`` plays
+    no part), with its response; no common mechanism is a SASL mismatch."""
+    if b"AMQPLAIN" in offered:  # a field table without its length: LOGIN, PASSWORD
+        return "AMQPLAIN", _table({"LOGIN": user, "PASSWORD": password})[4:]
+    if b"PLAIN" in offered:
+        return "PLAIN", b"\x00" + user.encode() + b"\x00" + password.encode()
+    shown = b" ".join(offered).decode(errors="replace").strip() or "none"
+    raise ProbeFailed(
+        Failure.SASL,
+        f"the broker offers neither AMQPLAIN nor PLAIN, the mechanisms Celery's amqp:// transport "
+        f"(py-amqp) logs in with (it offers: {shown}); enable one of them on the broker",
+    )
 
 
 def handshake(
@@ -238,18 +255,10 @@ def handshake(
     mechanisms, _ = _read_longstr(args, pos)
     product, version = props.get("product"), props.get("version")
     server_version = " ".join(str(v) for v in (product, version) if v) or None
-    if b"PLAIN" not in mechanisms.split():
-        offered = mechanisms.decode(errors="replace").strip() or "none"
-        raise ProbeFailed(
-            Failure.SASL,
-            f"the broker does not offer SASL PLAIN, which Celery's amqp:// transport "
-            f"logs in with (it offers: {offered})",
-        )
-
+    mechanism, response = login_for(mechanisms.split(), user, password)
     client = {"product": "pulpinit", "capabilities": {"authentication_failure_close": True}}
-    response = b"\x00" + user.encode() + b"\x00" + password.encode()
     send(
-        method_frame(START_OK, _table(client) + _shortstr("PLAIN") + _longstr(response) + _shortstr("en_US")),
+        method_frame(START_OK, _table(client) + _shortstr(mechanism) + _longstr(response) + _shortstr("en_US")),
         "sending Connection.Start-Ok",
     )
     try:

@@ -16,20 +16,26 @@ scheme          protocol      TLS                                       servers
 ``tcp://`` and ``ssl://`` are the ``[messaging] url`` form; check-deps does not
 probe that URL, the library accepts it for AMQP 1.0 brokers.
 
-The default port is 5672, or 5671 with TLS.  TLS is done with Python's
-``ssl`` on our own socket (:mod:`pulpinit.wait.tls`).  With
-``celery_require_ssl`` (``BrokerTarget.ssl``), as Pulp configures Celery
-(``BROKER_USE_SSL`` with ``cert_reqs = CERT_REQUIRED``), the chain is verified
-against ``tasks.cacert``, ``tasks.certfile``/``tasks.keyfile`` are the client
-certificate, and the host name is checked: for ``qpid://`` with
-python-qpid's rule (DNS subjectAltNames and CN only), otherwise with
-Python's (an IP address matches an IP subjectAltName).  A scheme that forces
-TLS without ``celery_require_ssl`` (``amqps://``) connects without
-verification, as Celery then does (``ssl=True``).
+Everything below is what Pulp 2.21's client stack does (the differential tier,
+``tests/test_oracle.py``, checks it against that stack; the URL is read as kombu
+reads it, :mod:`pulpinit.settings.brokerurl`).  The default port is 5672; for
+``amqp://`` with TLS on, 5671.  TLS is done with Python's ``ssl`` on our own
+socket (:mod:`pulpinit.wait.tls`).  With ``celery_require_ssl``
+(``BrokerTarget.ssl``) Pulp gives Celery ``BROKER_USE_SSL`` with
+``cert_reqs = CERT_REQUIRED`` and no server name: the chain is verified against
+``tasks.cacert`` and ``tasks.certfile``/``tasks.keyfile`` are the client
+certificate; ``qpid://`` then checks the host name with python-qpid's rule (DNS
+subjectAltNames and CN only), ``amqp://`` does not check it at all.
+``amqps://`` and a ``?ssl=`` query option replace ``BROKER_USE_SSL`` by "TLS,
+verify nothing, no client certificate": the probe does the same and its result
+carries a warning saying so.
 
-Logins, as kombu's transports do them: ``qpid://`` uses PLAIN when the URL
-has a user *and* a password, ANONYMOUS otherwise; ``amqp://`` uses PLAIN with
-the URL's credentials, ``guest``/``guest`` for missing ones, and the URL's path
+Logins, as the clients do them: ``qpid://`` as kombu's qpid transport and
+python-qpid (:func:`pulpinit.wait.amqp010.login_for`: PLAIN with user and
+password, ANONYMOUS without; with ``tasks.login_method`` that mechanism, and
+kombu drops the password); ``amqp://`` as py-amqp 2.2: AMQPLAIN when the broker
+offers it, else PLAIN (``tasks.login_method`` is not used), with the URL's
+credentials and ``guest`` for a missing or empty user or password; the URL's path
 is the virtual host (``/`` when empty; ``amqp://h//`` is ``/``).
 
 :func:`probe_broker` never raises for a broker problem: it returns a
@@ -43,9 +49,9 @@ import struct
 import time
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 
 from pulpinit.redact import MASK, mask_url
+from pulpinit.settings import brokerurl
 from pulpinit.wait import amqp010, amqp091, amqp10, tls
 from pulpinit.wait.net import Deadline, ProbeFailed, Resolver, connect, one_line, speaks_tls
 from pulpinit.wait.targets import Address, BrokerTarget, Failure, ProbeResult
@@ -69,7 +75,7 @@ SCHEMES: dict[str, tuple[Protocol, bool]] = {
 
 @dataclass(frozen=True)
 class BrokerEndpoint:
-    """A parsed broker URL: where to connect, with which protocol and credentials."""
+    """A parsed broker URL: where to connect, with which protocol and credentials, as kombu reads it."""
 
     protocol: Protocol
     host: str
@@ -78,32 +84,42 @@ class BrokerEndpoint:
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     vhost: str = "/"
+    #: TLS that verifies nothing: ``amqps://`` or ``?ssl=`` (kombu then drops BROKER_USE_SSL)
+    unverified: bool = False
+    login_method: str | None = None  # the effective one (the URL's, else tasks.login_method)
 
 
-def parse_broker_url(url: str, *, ssl: bool = False) -> BrokerEndpoint:
-    """Parse a ``tasks.broker_url``; raises :class:`ProbeFailed` (class OTHER) when unusable."""
+def parse_broker_url(url: str, *, ssl: bool = False, login_method: str = "") -> BrokerEndpoint:
+    """Parse a ``tasks.broker_url`` as kombu does; raises :class:`ProbeFailed` (class OTHER) when unusable."""
     shown = mask_url(url)
     try:
-        parts = urlsplit(url)
-        port = parts.port
+        kombu = brokerurl.read(url)
     except ValueError as exc:
         raise ProbeFailed(Failure.OTHER, f"invalid broker URL {shown}: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in SCHEMES:
+    if kombu.scheme not in SCHEMES:
         known = ", ".join(f"{s}://" for s in SCHEMES)
         raise ProbeFailed(Failure.OTHER, f"unsupported broker URL scheme in {shown} (known: {known})")
-    protocol, forced_tls = SCHEMES[scheme]
-    use_tls = forced_tls or ssl
-    host = parts.hostname or "localhost"
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    return BrokerEndpoint(protocol, host, port or (5671 if use_tls else 5672), use_tls, user, password, vhost)
+    protocol, forced_tls = SCHEMES[kombu.scheme]
+    unverified = protocol == AMQP091 and (forced_tls or kombu.ssl_option)
+    use_tls = forced_tls or ssl or unverified
+    # kombu's pyamqp transport defaults the port to 5671 whenever TLS is on; its qpid transport to 5672
+    default_port = 5671 if use_tls and protocol != AMQP010 else 5672
+    return BrokerEndpoint(
+        protocol,
+        kombu.host or "localhost",
+        kombu.port or default_port,
+        use_tls,
+        kombu.user,
+        kombu.password,
+        kombu.vhost or "/",
+        unverified,
+        brokerurl.login_method(kombu, login_method),
+    )
 
 
 def tls_policy(endpoint: BrokerEndpoint, target: BrokerTarget) -> tls.TlsPolicy:
     """How Celery does TLS for this URL (see the module docstring)."""
-    if not target.ssl:
+    if endpoint.unverified or not target.ssl:
         return tls.TlsPolicy(verify=False)
     key, cert, ca = target.keyfile, target.certfile, target.cacert
     return tls.TlsPolicy(
@@ -111,8 +127,15 @@ def tls_policy(endpoint: BrokerEndpoint, target: BrokerTarget) -> tls.TlsPolicy:
         cafile=tls.TlsFile("tasks.cacert", ca) if ca else None,
         certfile=tls.TlsFile("tasks.certfile", cert) if cert else None,
         keyfile=tls.TlsFile("tasks.keyfile", key) if key and key != cert else None,
-        host_rule=tls.HostRule.QPID if endpoint.protocol == AMQP010 else tls.HostRule.X509,
+        host_rule={AMQP010: tls.HostRule.QPID, AMQP091: tls.HostRule.NONE}.get(endpoint.protocol, tls.HostRule.X509),
     )
+
+
+UNVERIFIED = (
+    "the broker connection is encrypted but not verified: with amqps:// or ?ssl= kombu drops "
+    "BROKER_USE_SSL and checks no certificate (and sends none); to verify, use amqp:// with "
+    "tasks.celery_require_ssl: true and tasks.cacert"
+)
 
 
 def probe_broker(target: BrokerTarget, timeout_s: float = 1.0, *, resolver: Resolver | None = None) -> ProbeResult:
@@ -122,9 +145,11 @@ def probe_broker(target: BrokerTarget, timeout_s: float = 1.0, *, resolver: Reso
     """
     started = time.perf_counter()
     password: str | None = None
+    warnings: tuple[str, ...] = ()
     try:
-        endpoint = parse_broker_url(target.url, ssl=target.ssl)
+        endpoint = parse_broker_url(target.url, ssl=target.ssl, login_method=target.login_method)
         password = endpoint.password
+        warnings = (UNVERIFIED,) if endpoint.unverified else ()
         version = _handshake(endpoint, target, Deadline(timeout_s), resolver)
     except ProbeFailed as exc:
         error = _scrub(exc.message, password)
@@ -135,7 +160,7 @@ def probe_broker(target: BrokerTarget, timeout_s: float = 1.0, *, resolver: Reso
     except Exception as exc:  # a probe must answer, whatever happens
         error = f"{type(exc).__name__}: {one_line(str(exc))}"
         return _result(target, started, failure=Failure.OTHER, error=_scrub(error, password))
-    return _result(target, started, version=version)
+    return _result(target, started, version=version, warnings=warnings)
 
 
 def _handshake(
@@ -156,15 +181,16 @@ def _handshake(
                 port=endpoint.port,
                 user=endpoint.user,
                 password=endpoint.password,
+                login_method=endpoint.login_method,
                 tls=endpoint.tls,
                 speaks_tls=tls_probe,
             )
         if endpoint.protocol == AMQP091:
-            return amqp091.handshake(
+            return amqp091.handshake(  # py-amqp: guest for a missing (or empty) user or password
                 sock,
                 deadline,
                 endpoint.user or "guest",
-                endpoint.password if endpoint.password is not None else "guest",
+                endpoint.password or "guest",
                 endpoint.vhost,
                 tls=endpoint.tls,
                 speaks_tls=tls_probe,
@@ -195,6 +221,7 @@ def _result(
     failure: Failure | None = None,
     error: str | None = None,
     refused: tuple[Address, ...] = (),
+    warnings: tuple[str, ...] = (),
 ) -> ProbeResult:
     return ProbeResult(
         name="broker",
@@ -205,4 +232,5 @@ def _result(
         failure=failure,
         error=error,
         refused=refused,
+        warnings=warnings,
     )

@@ -6,10 +6,11 @@ exactly the way server.conf says Pulp does:
 * seeds → the host list; ``replica_set`` → ``replicaSet`` (and discovery);
   a single seed without a replica set → ``directConnection=True`` (talk to that
   server whatever its role, as Pulp 2 does); several seeds → discovery;
-* ``username``/``password`` → SCRAM with ``authSource`` = ``auth_source`` or,
-  as in Pulp, the Pulp database itself;
+* ``username``/``password`` → SCRAM with ``authSource`` = the Pulp database
+  itself, as in Pulp (mongoengine logs in against the database it connects to);
 * ``ssl`` → ``tls``; ``ca_path`` → ``tlsCAFile``; ``verify_ssl = false`` →
-  ``tlsAllowInvalidCertificates`` and ``tlsAllowInvalidHostnames``;
+  ``tlsAllowInvalidCertificates``; the host name is left to the preflight
+  (:mod:`pulpinit.wait.mongo_wire`), which checks it as Pulp's pymongo on Python 2 does;
 * ``ssl_certfile`` → ``tlsCertificateKeyFile``.  pymongo wants the certificate
   and its private key in one PEM file, while server.conf (like Pulp's
   ``ssl.wrap_socket``) may name them separately.  When ``ssl_keyfile`` is a
@@ -125,7 +126,7 @@ def client_options(target: MongoTarget, timeout_s: float) -> dict[str, Any]:
     if target.username:
         options["username"] = target.username
         options["password"] = target.password or ""
-        options["authSource"] = target.auth_source or target.database
+        options["authSource"] = target.database
     if target.ssl:
         options["tls"] = True
         if target.ca_path:
@@ -138,7 +139,9 @@ def client_options(target: MongoTarget, timeout_s: float) -> dict[str, Any]:
             )
         if not target.verify_ssl:
             options["tlsAllowInvalidCertificates"] = True
-            options["tlsAllowInvalidHostnames"] = True
+        # The host name is checked by the preflight (mongo_wire) with the rule of Pulp's own pymongo
+        # on Python 2, which differs from this pymongo's (an IP subjectAltName never matches there).
+        options["tlsAllowInvalidHostnames"] = True
     return options
 
 

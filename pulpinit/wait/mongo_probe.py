@@ -235,8 +235,9 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *, resolver: net.
     The seeds are resolved first (``resolver`` replaces :func:`socket.getaddrinfo`; tests
     simulate DNS failures with it, and a name that does not resolve never reaches pymongo).
     Then the raw hello of :mod:`pulpinit.wait.mongo_wire` and pymongo run side by side, so the
-    preflight costs no time: pymongo's success is the answer; when pymongo fails, the
-    preflight's failure (which names what is on the port) is preferred to pymongo's.
+    preflight costs no time: pymongo's success is the answer (with TLS verified, once the
+    preflight, which alone checks the host name as Pulp's client does, agrees); when pymongo
+    fails, the preflight's failure (which names what is on the port) is preferred to pymongo's.
     """
     import pymongo  # noqa: F401  (pay the import before the clock starts)
 
@@ -253,8 +254,7 @@ def probe_mongodb(target: MongoTarget, timeout_s: float = 1.0, *, resolver: net.
     except Exception as exc:  # every pymongo error is a classified dependency failure
         failure, error = classify(exc), str(exc)
         if failure is Failure.AUTH and target.username:
-            source = target.auth_source or target.database
-            error = f"user {target.username!r} on {source!r}: {error}"
+            error = f"user {target.username!r} on {target.database!r}: {error}"
         elif failure is Failure.AUTH:
             error = f"the server requires authentication and no credentials are configured: {error}"
     latency_ms = (time.monotonic() - started) * 1000
@@ -284,7 +284,12 @@ def _race(target: MongoTarget, timeout_s: float, deadline: float, resolver: net.
     for name, work in (("preflight", preflight), ("pymongo", lambda: _run(target, timeout_s, deadline))):
         threading.Thread(target=run, args=(name, work), name=f"pulpinit-mongo-{name}", daemon=True).start()
     results: dict[str, object] = {}
-    while "pymongo" not in results or ("preflight" not in results and isinstance(results["pymongo"], Exception)):
+    # With TLS verified, only the preflight checks the host name (as Pulp's pymongo on Python 2 does):
+    # pymongo's success is then the answer only once the preflight agrees.
+    needs_preflight = target.ssl and target.verify_ssl
+    while "pymongo" not in results or (
+        "preflight" not in results and (needs_preflight or isinstance(results["pymongo"], Exception))
+    ):
         name, value = outcomes.get(timeout=max(0.05, deadline - time.monotonic() + 1.0))
         results[name] = value
         if name == "preflight" and isinstance(value, Exception):

@@ -135,6 +135,7 @@ def _tls_policy(target: MongoTarget) -> tls.TlsPolicy:
         cafile=tls.TlsFile("database.ca_path", target.ca_path) if target.ca_path else None,
         certfile=tls.TlsFile("database.ssl_certfile", cert) if cert else None,
         keyfile=tls.TlsFile("database.ssl_keyfile", key) if cert and key and key != cert else None,
+        host_rule=tls.HostRule.PYMONGO2,
     )
 
 

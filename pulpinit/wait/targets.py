@@ -89,7 +89,6 @@ class MongoTarget:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     replica_set: str | None = None
-    auth_source: str | None = None
     ssl: bool = False
     ca_path: str | None = None
     ssl_certfile: str | None = None
@@ -114,6 +113,7 @@ class BrokerTarget:
     cacert: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    login_method: str = ""  # tasks.login_method ("": not set, as Pulp tests it)
 
     @property
     def endpoint(self) -> str:
@@ -134,6 +134,8 @@ class ProbeResult:
     #: With ``connection_refused``: the resolved addresses that refused, for the armed wait
     #: (:mod:`pulpinit.wait.armed`) to knock on without resolving the name again. Not in the JSON.
     refused: tuple[Address, ...] = ()
+    #: Up, but with a caveat the operator should know (e.g. TLS that verifies nothing); one line each.
+    warnings: tuple[str, ...] = ()
 
     @property
     def hint(self) -> str | None:
@@ -148,6 +150,7 @@ class ProbeResult:
             "version": self.version,
             "error": None if self.ok else f"{self.failure.value if self.failure else 'error'}: {self.error}",
             "hint": self.hint,
+            "warnings": list(self.warnings),
         }
 
 
@@ -166,13 +169,16 @@ def mongo_target(settings: Settings) -> MongoTarget:
     def optional(key: str) -> str | None:
         return settings.get(key) or None
 
+    # Pulp logs in only with a user and a password (mongoengine's get_db): a user alone connects
+    # without logging in, and so does pulpinit (the settings stage warns about it).
+    username, password = optional("database.username"), optional("database.password")
+    logs_in = bool(username and password)
     return MongoTarget(
         seeds=seeds(settings.get("database.seeds"), "database.seeds"),
         database=settings.get("database.name"),
-        username=optional("database.username"),
-        password=optional("database.password"),
+        username=username if logs_in else None,
+        password=password if logs_in else None,
         replica_set=optional("database.replica_set"),
-        auth_source=settings.toolkit.db_auth_source,
         ssl=settings.boolean("database.ssl"),
         ca_path=optional("database.ca_path"),
         ssl_certfile=optional("database.ssl_certfile"),
@@ -189,4 +195,5 @@ def broker_target(settings: Settings) -> BrokerTarget:
         cacert=settings.get("tasks.cacert") or None,
         certfile=settings.get("tasks.certfile") or None,
         keyfile=settings.get("tasks.keyfile") or None,
+        login_method=settings.get("tasks.login_method"),
     )

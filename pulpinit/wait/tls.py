@@ -18,6 +18,13 @@ real client makes:
   subject's common name only, ``*`` as a label wildcard; IP subjectAltNames are
   not looked at, so an IP address must appear as a DNS name or the CN.
 
+* ``PYMONGO2`` — pymongo 3 on Python 2, as Pulp runs it (``ssl_match_hostname`` without the
+  ``ipaddress`` backport): the host is compared, as text, with the DNS subjectAltNames; IP
+  subjectAltNames never match; the common name counts only in a certificate without any
+  subjectAltName.
+* ``NONE`` — py-amqp with Pulp's ``BROKER_USE_SSL`` (``amqp://`` and ``celery_require_ssl``): it
+  passes no server name, so the chain is verified and the name is not checked at all.
+
 (The settings stage checks beforehand that a TLS file the configuration names
 can be read: exit 78 before anything connects.)
 """
@@ -38,6 +45,8 @@ from pulpinit.wait.targets import Failure
 class HostRule(enum.Enum):
     X509 = "x509"
     QPID = "qpid"
+    PYMONGO2 = "pymongo2"
+    NONE = "none"
 
 
 @dataclass(frozen=True)
@@ -105,18 +114,27 @@ def handshake(
     except OSError as exc:
         sock.close()
         raise classify_os_error(exc, "TLS handshake", deadline) from None
-    if policy.verify and policy.host_rule is HostRule.QPID:
-        names = qpid_names(tls.getpeercert() or {})
+    if policy.verify and policy.host_rule in _TEXT_RULES:
+        client, read = _TEXT_RULES[policy.host_rule]
+        names = read(tls.getpeercert() or {})
         if not any(qpid_name_matches(host, name) for name in names):
             tls.close()
             shown = ", ".join(names) or "none"
             raise ProbeFailed(
                 Failure.TLS,
-                f"the server's certificate does not name {host} the way Celery's "
-                f"qpid:// transport checks it (DNS subjectAltNames and common name: {shown}; "
-                "an IP address must appear there as text, IP subjectAltNames are not read)",
+                f"the server's certificate does not name {host} the way {client} checks it "
+                f"(names compared: {shown}; an IP address must appear there as text, "
+                "IP subjectAltNames are not read)",
             )
     return tls
+
+
+def pymongo2_names(cert: dict[str, Any]) -> list[str]:
+    """The names pymongo 3 on Python 2 compares the host with: DNS subjectAltNames, or the CN without any."""
+    sans = cert.get("subjectAltName", ())
+    if sans:
+        return [value.lower() for kind, value in sans if kind == "DNS"]
+    return [value.lower() for rdn in cert.get("subject", ()) for attr, value in rdn if attr == "commonName"]
 
 
 def qpid_names(cert: dict[str, Any]) -> list[str]:
@@ -143,3 +161,10 @@ def qpid_name_matches(host: str, pattern: str) -> bool:
         elif not (label.startswith(prefix) and label.endswith(suffix)):
             return False
     return True
+
+
+#: Host-name rules that compare text: the client's name for messages, and the names it reads.
+_TEXT_RULES = {
+    HostRule.QPID: ("Celery's qpid:// transport", qpid_names),
+    HostRule.PYMONGO2: ("Pulp's pymongo (Python 2)", pymongo2_names),
+}

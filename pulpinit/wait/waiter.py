@@ -206,6 +206,8 @@ class _Waiter:
                 knocks=armed.knocks,
                 latency_ms=round(self.result.latency_ms, 1),
             )
+            for warning in self.result.warnings:
+                logger.warning("dep.warning", endpoint=self.result.endpoint, warning=warning)
 
 
 def wait_all(

@@ -14,6 +14,7 @@ file                what it is
 ``foreign.pem``     server for ``IP:127.0.0.1``, signed by ``other-ca.pem``
 ``qpid.pem``        server for 127.0.0.1 as python-qpid checks it: ``DNS:127.0.0.1`` and CN
 ``client.crt/.key`` a client certificate from ``ca.pem``, certificate and key apart
+``stranger.crt/.key`` a client certificate from ``other-ca.pem`` (the "foreign client" case)
 ==================  =====================================================================
 
 Server files hold the certificate and its key (what the fake servers and RabbitMQ's
@@ -126,6 +127,20 @@ def _leaf(
     return builder.sign(ca[1], hashes.SHA256()), key
 
 
+def issue_client(directory: Path, name: str, ca_cert: Path, ca_key: Path) -> tuple[Path, Path]:
+    """A client certificate for ``name`` signed by the CA of ``ca_cert``/``ca_key`` (PEM files, any key
+    type: Pulp's CA from ``pulpinit pki init`` is RSA), written into ``directory``: ``(certificate, key)``."""
+    ca = (
+        x509.load_pem_x509_certificate(ca_cert.read_bytes()),
+        serialization.load_pem_private_key(ca_key.read_bytes(), password=None),
+    )
+    cert, key = _leaf(name, [], ca, client=True)  # type: ignore[arg-type]  # an RSA CA key signs as well
+    paths = directory / f"{name}.crt", directory / f"{name}.key"
+    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(_pem_key(key))
+    return paths
+
+
 def make_pki(directory: Path) -> Pki:
     """Write every file of the table above into ``directory`` (~50 ms)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -146,7 +161,8 @@ def make_pki(directory: Path) -> Pki:
         (directory / f"{name}.pem").write_bytes(cert_pem + key_pem)
         (directory / f"{name}.crt").write_bytes(cert_pem)
         (directory / f"{name}.key").write_bytes(key_pem)
-    cert, key = _leaf("pulp", [x509.DNSName("pulp")], ca, client=True)
-    (directory / "client.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "client.key").write_bytes(_pem_key(key))
+    for name, issuer in (("client", ca), ("stranger", other)):
+        cert, key = _leaf("pulp", [x509.DNSName("pulp")], issuer, client=True)
+        (directory / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (directory / f"{name}.key").write_bytes(_pem_key(key))
     return Pki(directory)

@@ -15,7 +15,12 @@ of the broker and of rabbitmqctl through ``-kernel inet_dist_use_interface
 
 With a :class:`~helpers.pki.Pki` the broker also has a TLS listener (``tls_port``)
 whose certificate names 127.0.0.1 as an IP subjectAltName only, and which requires
-a client certificate from the same CA (``verify_peer``, ``fail_if_no_peer_cert``).
+a client certificate from the same CA (``verify_peer``, ``fail_if_no_peer_cert``);
+``tls_cert`` picks another of the PKI's server certificates (``dns``: localhost only) and
+``client_cert`` what is asked of clients (``required``, ``optional``, ``none``).
+``settings`` adds rabbitmq.conf lines (e.g. ``auth_mechanisms.1 = PLAIN``) and
+``definitions`` (users, virtual hosts, permissions; see :func:`definitions`) are loaded at
+boot, which costs nothing where each ``rabbitmqctl`` call costs an Erlang start.
 
 To stay out of the way of any other Erlang node on the machine, each harness
 uses its own node name, AMQP port, distribution port, epmd port and ``HOME``
@@ -24,7 +29,10 @@ uses its own node name, AMQP port, distribution port, epmd port and ``HOME``
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -58,15 +66,29 @@ def unavailable_reason() -> str | None:
 class RabbitMQ:
     """One broker: ``start()`` blocks until it accepts connections, ``stop()`` ends it and epmd."""
 
-    def __init__(self, workdir: Path, pki: Pki | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        pki: Pki | None = None,
+        *,
+        name: str = "",
+        tls_cert: str = "ip",
+        client_cert: str = "required",
+        settings: tuple[str, ...] = (),
+        definitions: dict[str, object] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.pki = pki
+        self.tls_cert = tls_cert
+        self.client_cert = client_cert
+        self.settings = settings
+        self.definitions = definitions
         self.host = "127.0.0.1"
         self.port = free_port()
         self.tls_port = free_port() if pki else None
         self.dist_port = free_port()
         self.epmd_port = free_port()
-        self.node = f"pulpinit{os.getpid()}@localhost"
+        self.node = f"pulpinit{os.getpid()}{name}@localhost"
         self.pidfile = workdir / "rabbit.pid"
         self.logfile = workdir / "server.out"
         self.startup_s: float | None = None
@@ -100,12 +122,14 @@ class RabbitMQ:
             lines += [
                 f"listeners.ssl.1 = {self.host}:{self.tls_port}",
                 f"ssl_options.cacertfile = {self.pki.ca}",
-                f"ssl_options.certfile = {self.pki.directory / 'ip.crt'}",
-                f"ssl_options.keyfile = {self.pki.directory / 'ip.key'}",
-                "ssl_options.verify = verify_peer",
-                "ssl_options.fail_if_no_peer_cert = true",
+                f"ssl_options.certfile = {self.pki.directory / (self.tls_cert + '.crt')}",
+                f"ssl_options.keyfile = {self.pki.directory / (self.tls_cert + '.key')}",
+                f"ssl_options.verify = {'verify_none' if self.client_cert == 'none' else 'verify_peer'}",
+                f"ssl_options.fail_if_no_peer_cert = {str(self.client_cert == 'required').lower()}",
             ]
-        return "\n".join(lines) + "\n"
+        if self.definitions is not None:
+            lines.append(f"load_definitions = {self.workdir / 'definitions.json'}")
+        return "\n".join([*lines, *self.settings]) + "\n"
 
     def listening(self) -> set[str]:
         """``address:port`` of every TCP socket the broker's processes listen on, and every one on our epmd port."""
@@ -160,6 +184,8 @@ class RabbitMQ:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         (self.workdir / "enabled_plugins").write_text("[rabbitmq_amqp1_0].\n")
         (self.workdir / "rabbitmq.conf").write_text(self.config())
+        if self.definitions is not None:
+            (self.workdir / "definitions.json").write_text(json.dumps(self.definitions))
         (self.workdir / "advanced.config").write_text("[].\n")
         (self.workdir / "rabbitmq-env.conf").write_text("")
         started = time.monotonic()
@@ -215,6 +241,35 @@ class RabbitMQ:
                 proc.wait(timeout=10)
         # epmd outlives the broker; this one listens on our private port only.
         subprocess.run(["epmd", "-kill"], env=self.env, capture_output=True, timeout=10, check=False)
+
+
+def password_hash(password: str) -> str:
+    """RabbitMQ's ``rabbit_password_hashing_sha256``: base64(salt + sha256(salt + password))."""
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
+def definitions(
+    users: dict[str, str], vhosts: tuple[str, ...], permissions: dict[tuple[str, str], tuple[str, str, str]]
+) -> dict[str, object]:
+    """A definitions document: ``users`` (name → password), ``vhosts``, and ``permissions``
+    ((user, vhost) → (configure, write, read) patterns).  Loading it replaces the default user: list
+    ``guest`` to keep it."""
+    return {
+        "users": [
+            {
+                "name": u,
+                "password_hash": password_hash(p),
+                "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "tags": "",
+            }
+            for u, p in users.items()
+        ],
+        "vhosts": [{"name": v} for v in vhosts],
+        "permissions": [
+            {"user": u, "vhost": v, "configure": c, "write": w, "read": r} for (u, v), (c, w, r) in permissions.items()
+        ],
+    }
 
 
 def _address(hex_address: str, width: int) -> str:

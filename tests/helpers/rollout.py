@@ -20,7 +20,10 @@ No cluster here, so the harness plays Kubernetes as closely as one machine allow
   starts); the workers a StatefulSet's rolling update (ordinal descending, the next pod only
   once the updated one is Ready); the migration a new Job per version (``pulp-migrate-<tag>``,
   ``restartPolicy: Never``, retried with a doubling back-off up to ``backoffLimit``, failed at
-  once on exit 64 or 78 as the manifest's ``podFailurePolicy`` says).
+  once on exit 64 or 78 as the manifest's ``podFailurePolicy`` says) — or no Job at all
+  (``job=False``: beat migrates);
+* a **drain** (:meth:`Cluster.evict`) evicts a pod from its node: SIGTERM to its PID 1, SIGKILL
+  after the grace period, and its controller creates a replacement elsewhere.
 
 The ``2014`` mode runs the same controllers with the 2014 images' entrypoint instead of
 pulpinit: beat runs pulp-manage-db (exit code unchecked) and then celery beat, every other role
@@ -328,8 +331,10 @@ class Cluster:
         mode: str = "pulpinit",
         timing: Timing | None = None,
         knobs: dict[str, str] | None = None,
+        job: bool = True,
     ) -> None:
         assert mode in ("pulpinit", "2014")
+        self.job = job and mode == "pulpinit"  # a migration Job per version (else beat migrates)
         self.peer = peer
         self.broker_url = broker_url
         self.mode = mode
@@ -483,7 +488,7 @@ class Cluster:
         """
         applied = time.monotonic()
         deadline = applied + timeout
-        if self.mode == "pulpinit" and version.tag not in self.jobs:
+        if self.job and version.tag not in self.jobs:
             self.jobs[version.tag] = Job(self, version)
         threads = [
             threading.Thread(target=self._recreate, args=("beat", "beat", version), daemon=True),
@@ -496,6 +501,11 @@ class Cluster:
             thread.start()
         self._controllers = threads
         return applied
+
+    def evict(self, slot: str) -> None:
+        """A node drain: the pod in ``slot`` is deleted (SIGTERM, grace period) and its controller replaces it."""
+        pod = self.pods[slot]
+        self._recreate(slot, pod.role, pod.version)
 
     def settle(self, timeout: float = 120) -> None:
         """Wait until the controllers of the last :meth:`apply` are through (the rollout is done)."""
@@ -512,7 +522,8 @@ class Cluster:
             for n in range(WORKERS):
                 self._new_pod(f"worker-{n}", "worker", version)
         else:
-            self.jobs[version.tag] = Job(self, version)
+            if self.job:
+                self.jobs[version.tag] = Job(self, version)
             for slot, role in self.slots():
                 self._new_pod(slot, role, version)
         wait_until(lambda: self.all_on(version), timeout, f"every role running {version.tag}")
@@ -580,6 +591,7 @@ class Outcome:
     refused: int  # pulp-manage-db runs of the new version that ended 70 (workers still heartbeating)
     runs: int  # pulp-manage-db runs of the new version
     migrated: bool  # the database is at the new schema
+    pending: int = 0  # containers that exited 75 (migrations not done: a manual step was needed)
 
     @classmethod
     def of(cls, cluster: Cluster, new: Version, seconds: float | None) -> Outcome:
@@ -590,6 +602,7 @@ class Outcome:
             sum(1 for run in runs if run.code == 70),
             len(runs),
             standins.schema_version(cluster.peer.uri, cluster.peer.database) == new.schema,
+            sum(1 for c in cluster.containers() if c.code == 75),
         )
 
 
@@ -599,12 +612,36 @@ def measure_upgrade(
     """Install ``old``, apply ``new`` and measure until every role runs it (or ``timeout``)."""
     cluster.install(old)
     applied = cluster.apply(new, kill_ordinal=kill_ordinal)
+    return _until_all_on(cluster, new, applied, timeout)
+
+
+def _until_all_on(cluster: Cluster, new: Version, applied: float, timeout: float) -> Outcome:
+    """The outcome once every role runs ``new`` (seconds from ``applied``) or at ``timeout``, controllers settled."""
     try:
         seconds: float | None = cluster.wait_all_on(new, timeout) - applied
     except AssertionError:
         seconds = None
     cluster.settle(30)
     return Outcome.of(cluster, new, seconds)
+
+
+def measure_drain(cluster: Cluster, old: Version, new: Version, *, timeout: float = 180) -> Outcome:
+    """Install ``old``, apply ``new``, and drain beat's node while its pulp-manage-db of ``new`` runs.
+
+    Measured as :func:`measure_upgrade`: from "applied" until every role runs ``new``, with no
+    manual step in between (the replacement beat resumes the interrupted migration on its own).
+    """
+    cluster.install(old)
+    applied = cluster.apply(new)
+    runs = cluster.manage_db_runs_file(new.tag)
+    wait_until(
+        lambda: any(run.ended is None for run in standins.parsed_runs_file(runs)),
+        timeout,
+        f"beat's pulp-manage-db of {new.tag} running",
+        cluster.diagnosis,
+    )
+    cluster.evict("beat")
+    return _until_all_on(cluster, new, applied, timeout)
 
 
 def wait_until(

@@ -47,8 +47,14 @@ class SecantusDB:
         auth: bool = False,
         test_commands: bool = False,
         log: Path | None = None,
+        args: tuple[str, ...] = (),
+        client_options: dict[str, Any] | None = None,
     ) -> None:
+        """``args`` are more ``secantusd-py`` options (``--tls-cert-file`` …); ``client_options``
+        what a client needs to reach it then (``tls``, ``tlsCAFile`` …), for :meth:`client`."""
         self.storage = str(storage)
+        self.args = args
+        self.client_options = client_options or {}
         self.auth = auth
         self.test_commands = test_commands
         self.port = free_port()
@@ -64,7 +70,9 @@ class SecantusDB:
         return f"mongodb://{self.hostport}/?directConnection=true"
 
     def client(self, **options: Any) -> pymongo.MongoClient[dict[str, Any]]:
-        return pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000, appname="pulpinit-tests", **options)
+        return pymongo.MongoClient(
+            self.uri, serverSelectionTimeoutMS=5000, appname="pulpinit-tests", **{**self.client_options, **options}
+        )
 
     def start(self, timeout: float = 30) -> SecantusDB:
         argv = [
@@ -78,7 +86,7 @@ class SecantusDB:
             "--log-level",
             "WARNING",
         ]
-        argv += ["--auth"] * self.auth + ["--enable-test-commands"] * self.test_commands
+        argv += ["--auth"] * self.auth + ["--enable-test-commands"] * self.test_commands + list(self.args)
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - closed by the child's end
         self.proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -89,7 +97,7 @@ class SecantusDB:
                 raise RuntimeError(f"secantusd-py exited with {self.proc.returncode}; see {self.log}")
             try:
                 probe: pymongo.MongoClient[dict[str, Any]]
-                with pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=200) as probe:
+                with pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=200, **self.client_options) as probe:
                     probe.admin.command("ping")
                 return self
             except pymongo.errors.PyMongoError:

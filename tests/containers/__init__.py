@@ -1,0 +1,1 @@
+"""The container tier (``make test-containers``): see conftest.py."""
