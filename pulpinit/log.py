@@ -38,9 +38,11 @@ EVENTS = (
     "admin.password_unreadable",
     *("config.changed", "config.in_place", "config.reread", "config.section_ignored", "config.unchanged"),
     "config.written",
-    *("crane.data_dir", "dep.checked", "dep.down", "dep.still_down", "dep.up", "handoff.exec", "handoff.supervise"),
+    *("crane.data_dir", "dep.checked", "dep.down", "dep.still_down", "dep.up", "dep.warning"),
+    *("handoff.exec", "handoff.supervise"),
     *("keys.checked", "keys.expiring", "keys.not_published", "keys.published"),
-    *("migration.db_retry", "migration.done", "migration.failed", "migration.holder_gone", "migration.kill"),
+    *("migration.db_retry", "migration.done", "migration.failed", "migration.holder_gone", "migration.interrupted"),
+    *("migration.kill", "migration.odd_document", "migration.resume"),
     *("migration.lease_lost", "migration.lock_held", "migration.lock_not_released", "migration.lock_released"),
     *("migration.not_waiting", "migration.output", "migration.pre_migrate", "migration.pre_migrate_done"),
     *("migration.pre_migrate_output", "migration.quiet", "migration.ready", "migration.record_failed"),
@@ -52,12 +54,13 @@ EVENTS = (
 )
 #: Every key of pulpinit's lines, the ones every line has first.
 KEYS = (
-    *("event", "level", "timestamp", "traceback", "action", "argv", "attempt", "attempts", "changes"),
-    *("command", "dependency", "duration_ms", "duration_s", "endpoint", "error", "exit_code", "failure"),
-    *("files", "fingerprint", "gid", "groups", "hint", "how", "key", "knocks", "latency_ms", "lease_left_s"),
-    *("line", "lock", "login", "message", "mode", "new", "not_after", "ok", "old", "operation", "owner"),
+    *("event", "level", "timestamp", "traceback", "action", "argv", "attempt", "attempts", "changes", "collection"),
+    *("command", "dependency", "document", "duration_ms", "duration_s", "endpoint", "error", "exit_code", "failure"),
+    *("field", "files", "fingerprint", "gid", "groups", "hint", "how", "key", "knocks", "latency_ms", "lease_left_s"),
+    *("line", "lock", "login", "message", "mode", "new", "not_after", "ok", "old", "operation", "owner", "previous"),
     *("path", "pid", "problem", "processes", "reason", "requested", "role", "sender", "signal", "since"),
-    *("stage", "stale", "state", "stop_timeout", "target", "threshold_s", "uid", "user", "variable"),
+    *("stage", "stale", "state", "stop_timeout", "taken_as", "target", "threshold_s", "uid", "user", "value"),
+    "variable",
     *("version", "waited_s", "warning"),
 )
 _UNMASKED = frozenset(("event", "level"))
