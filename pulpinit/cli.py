@@ -23,8 +23,6 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
-import structlog
-
 from pulpinit import __version__, commands, log, pipeline, signals
 from pulpinit.errors import EnvValueError, ExitCode, Interrupted, PulpinitError, UsageError
 from pulpinit.pki import command as pki
@@ -238,7 +236,7 @@ def _report(exc: Exception) -> int:
 
 
 def _logger() -> log.Logger:
-    if not structlog.is_configured():  # a failure before the logging was set up
+    if not log.is_configured():  # a failure before the logging was set up
         log.configure()
     return log.get_logger()
 

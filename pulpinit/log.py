@@ -14,6 +14,10 @@ such a secret, which it asks the operator to change.
 repeated line ("still down", "still waiting", a retry) is logged at most once per interval.
 The format and level names are those of the knob table (``PULPINIT_LOG_FORMAT``,
 ``PULPINIT_LOG_LEVEL``); the CLI checks them before calling :func:`configure`.
+
+structlog's package imports its asyncio integration, which pulpinit never uses, and asyncio (with
+ssl) is about a fifth of a ``configure``'s time: :func:`defer` puts a stand-in in its place
+before structlog is imported, and the real module is imported the first time anything uses it.
 """
 
 from __future__ import annotations
@@ -22,13 +26,46 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import time
+import types
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import IO, Any, Protocol, TextIO, cast
 
-import structlog
 
-from pulpinit.redact import REDACTOR
+def defer(name: str) -> types.ModuleType | None:
+    """Put a stand-in for the top-level module ``name`` into ``sys.modules`` until something uses it.
+
+    ``import name`` gives the stand-in; its first attribute access — a name, ``from name import
+    x``, a submodule import — imports the real module (which then replaces it in ``sys.modules``),
+    and every access through the stand-in reads the real module.  Nothing happens when ``name`` is
+    already imported.  Returns the stand-in (None when there is none).
+    """
+    if name in sys.modules:
+        return None
+    stand_in = types.ModuleType(name, f"{name}, imported on first use (pulpinit.log.defer)")
+    stand_in.__spec__ = None  # the import system reads it: no import yet
+    lock = threading.Lock()
+
+    def real() -> types.ModuleType:
+        with lock:
+            if sys.modules.get(name) is stand_in:
+                del sys.modules[name]
+            return __import__(name)
+
+    def __getattr__(attribute: str) -> Any:  # a module's __getattr__ (PEP 562): only for what it lacks
+        return getattr(real(), attribute)
+
+    stand_in.__getattr__ = __getattr__  # type: ignore[method-assign]
+    sys.modules[name] = stand_in
+    return stand_in
+
+
+defer("asyncio")  # before structlog, which imports it: see the module's docstring
+
+import structlog  # noqa: E402 - after the stand-in, on purpose
+
+from pulpinit.redact import REDACTOR  # noqa: E402
 
 #: The levels of pulpinit's lines (a line's ``level``).
 LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -169,6 +206,11 @@ def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | Non
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),
         cache_logger_on_first_use=False,
     )
+
+
+def is_configured() -> bool:
+    """Whether :func:`configure` (or structlog's own) ran in this process."""
+    return bool(structlog.is_configured())
 
 
 def current_format() -> str:

@@ -13,42 +13,40 @@ Each stage is named once, by :func:`_stage`: for the ``stage.start`` / ``stage.e
 (with ``duration_ms``) and for the stop handler (:mod:`pulpinit.signals`: a SIGTERM in any stage
 ends pulpinit with one ``pulpinit.interrupted`` line naming it).  The stages get plain inputs
 from here (the settings, the knobs, a target, a policy); none of them knows the others.
-Heavy modules are imported by the stage modules where they are used: pymongo only when waiting
-or migrating, augeas only when server.conf is read, tenacity only when waiting, and none of
-them survives the hand-off.
+**Imports follow the command.**  The settings and configure stages, which every command runs,
+are imported with this module; the wait, migrate and hand-off stages are imported here only,
+by the function that enters each of them, and nowhere else: ``configure`` and ``settings``
+load neither the wait nor the migrate stage, ``check-deps`` loads the probes and the census of
+Pulp's processes (:mod:`pulpinit.wait.workers`) but not the migrate stage.  Heavy modules are
+imported by the stage modules where they are used: pymongo only when waiting or migrating,
+augeas only when server.conf is read, tenacity only when waiting, and none of them survives
+the hand-off.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from pulpinit import log, roles, signals
 from pulpinit.config import craneconf
 from pulpinit.config.serverconf import ConfigPlan, ServerConf, assignments
 from pulpinit.errors import ConfigError, ConfigFileChanged, ExitCode
-from pulpinit.handoff.exec import hand_off
 from pulpinit.log import Logger
-from pulpinit.migrate import fingerprint
-from pulpinit.migrate.admin import DEFAULT_LOGIN, admin_step
-from pulpinit.migrate.migrator import Migration, MigrationPolicy, owner_name
-from pulpinit.migrate.migrator import migrate as migrate_stage
-from pulpinit.pki.check import ROLE_KEYS, Published, key_paths, publish_public_key, readers_for
 from pulpinit.privileges import identity_for
 from pulpinit.redact import REDACTOR
-from pulpinit.settings import crane, knobs
+from pulpinit.settings import crane, fingerprint, knobs
 from pulpinit.settings.childenv import Purpose, child_environ
 from pulpinit.settings.preflight import (
     PROBLEM,
     WARNING,
     Check,
-    KeyChecker,
-    KeyReport,
     Preflight,
     check_keys,
     check_role,
@@ -56,9 +54,11 @@ from pulpinit.settings.preflight import (
 )
 from pulpinit.settings.resolve import Settings, from_environ, register_early, register_secrets
 from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
-from pulpinit.wait.report import Report, check
-from pulpinit.wait.targets import ProbeResult, address_sources, mongo_target
-from pulpinit.wait.waiter import WaitPolicy, probes_for, wait_all
+
+if TYPE_CHECKING:
+    from pulpinit.settings.preflight import KeyReport
+    from pulpinit.wait.report import Report
+    from pulpinit.wait.targets import ProbeResult
 
 _Conf = TypeVar("_Conf", bound=ServerConf)
 
@@ -90,6 +90,7 @@ class DryRun:
     ctx: Context
     role: roles.Role
     config: ConfigPlan
+    endpoints: tuple[str, str]  # what the wait stage would wait for: MongoDB's and the broker's (masked)
 
     @property
     def exit_code(self) -> int:
@@ -127,6 +128,16 @@ def _first_exit_code(preflight: Preflight | None) -> int:
     return int(problems[0].error.exit_code) if problems and problems[0].error is not None else int(ExitCode.OK)
 
 
+def long_running() -> None:
+    """pulpinit may run for minutes from here on: collect garbage (the entry point switched it off).
+
+    What the start-up made is frozen first: it lives until the exit, and no collection looks at it again.
+    """
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 @contextmanager
 def _stage(name: str, **fields: Any) -> Iterator[Logger]:
     """Run a stage: named for the stop handler, logged with ``stage.start`` and ``stage.end``."""
@@ -147,7 +158,10 @@ def run(environ: Mapping[str, str], request: roles.Request, *, init: bool = Fals
     ctx, role = _settings(environ, request, dry_run=False)
     configure(ctx)
     wait(ctx)
-    migrate(ctx, role.migration, retry_failed=role.name == "migrate")
+    if role.migration is roles.Migration.SKIP:
+        log.get_logger(stage="migrate").info("migration.not_waiting", reason="PULPINIT_MIGRATION_WAIT=false")
+    else:
+        migrate(ctx, role.migration, retry_failed=role.name == "migrate")
     if role.name == "api":
         api_steps(ctx)
     if not role.argv:
@@ -156,16 +170,22 @@ def run(environ: Mapping[str, str], request: roles.Request, *, init: bool = Fals
 
 
 def plan(environ: Mapping[str, str], request: roles.Request) -> DryRun | CraneDryRun:
-    """The settings stage of a role with every check made, and its config edit (nothing is written)."""
+    """The settings stage of a role with every check made, and its config edit (nothing is written).
+
+    The later stages are not entered: the plan shows the endpoints the wait stage would wait for.
+    """
+    from pulpinit.wait.targets import broker_target, mongo_target
+
     if request.name == "crane":
         crane_ctx = _crane_settings(environ, request, dry_run=True)
         crane_plan = craneconf.plan(crane_ctx.settings, crane_ctx.conf)
-        checked = with_config_check(crane_ctx.preflight, crane_plan, crane_ctx.toolkit.user, "crane.conf")
-        return CraneDryRun(replace(crane_ctx, preflight=checked), crane_plan)
+        crane_checked = with_config_check(crane_ctx.preflight, crane_plan, crane_ctx.toolkit.user, "crane.conf")
+        return CraneDryRun(replace(crane_ctx, preflight=crane_checked), crane_plan)
     ctx, role = _settings(environ, request, dry_run=True)
     config = plan_config(ctx)
     assert ctx.preflight is not None  # noqa: S101 - a role's settings stage made its checks
-    return DryRun(replace(ctx, preflight=with_config_check(ctx.preflight, config, ctx.toolkit.user)), role, config)
+    checked = replace(ctx, preflight=with_config_check(ctx.preflight, config, ctx.toolkit.user))
+    return DryRun(checked, role, config, (mongo_target(ctx.settings).endpoint, broker_target(ctx.settings).endpoint))
 
 
 def with_config_check(preflight: Preflight, config: ConfigPlan, user: str, name: str = "server.conf") -> Preflight:
@@ -261,7 +281,7 @@ def _settings(environ: Mapping[str, str], request: roles.Request, *, dry_run: bo
             ctx.toolkit,
             role.commands(ctx.toolkit),
             environ.get("PATH", os.defpath),
-            fingerprint=None if role.migration is Migration.SKIP else fingerprint.derive,
+            fingerprint=None if role.migration is roles.Migration.SKIP else fingerprint.derive,
             complete=dry_run,
             as_root=role.as_root,
             keys=_key_check(role.name, values, ctx.toolkit),
@@ -272,17 +292,9 @@ def _settings(environ: Mapping[str, str], request: roles.Request, *, dry_run: bo
         return replace(ctx, preflight=report), role
 
 
-def _key_check(role: str, values: Mapping[str, str], toolkit: Toolkit) -> KeyChecker | None:
-    """The key check of ``role`` for :func:`check_role` (None when the role uses no key)."""
-    if not ROLE_KEYS.get(role):
-        return None
-
-    def checker() -> KeyReport:
-        report = check_keys(role, values, toolkit)
-        assert report is not None  # noqa: S101 - the role uses keys
-        return report
-
-    return checker
+def _key_check(role: str, values: Mapping[str, str], toolkit: Toolkit) -> Callable[[], KeyReport | None]:
+    """The key check of ``role`` for :func:`check_role` (it reports None when the role uses no key)."""
+    return lambda: check_keys(role, values, toolkit)
 
 
 def _log_keys(role: str, report: Preflight) -> None:
@@ -328,6 +340,8 @@ def _crane_settings(environ: Mapping[str, str], request: roles.Request, *, dry_r
 
 def _data_dir(data_dir: str, toolkit: Toolkit, logger: Logger) -> Check:
     """Whether crane's WSGI processes (``PULPINIT_USER``) can list ``data_dir``: a warning, never a stop."""
+    from pulpinit.pki.check import readers_for
+
     problem = crane.data_dir_warning(data_dir, readers_for(toolkit.user)["pulp"])
     if problem is None:
         return Check("data_dir", "ok", data_dir)
@@ -384,6 +398,9 @@ def wait(ctx: Context) -> dict[str, ProbeResult]:
 
     A stop signal ends every waiting thread at once (the event of :func:`pulpinit.signals.linked`).
     """
+    from pulpinit.wait.waiter import WaitPolicy, probes_for, wait_all
+
+    long_running()
     with _stage("wait"), signals.linked() as stop:
         return wait_all(probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit), stop=stop)
 
@@ -398,7 +415,10 @@ def check_deps(
     The whole run — settings, probes or wait, and the census — ends by one deadline: ``timeout``
     after the start, or without it the probe timeout (one probe) or the wait timeout (``wait``).
     """
-    from pulpinit.migrate.quiet import MIGRATION_WAIT_TIME, Survey
+    from pulpinit.wait.report import check
+    from pulpinit.wait.targets import address_sources, mongo_target
+    from pulpinit.wait.waiter import WaitPolicy, probes_for
+    from pulpinit.wait.workers import MIGRATION_WAIT_TIME, Survey
 
     started = time.monotonic()
     ctx = resolve(environ)
@@ -411,14 +431,15 @@ def check_deps(
     if not wait:
         return check(probes, policy, timeout=left, sources=sources), survey.result()
     signals.enter("check-deps")
+    long_running()
     with signals.linked() as stop:
         report = check(probes, policy, wait=True, timeout=left, stop=stop, sources=sources)
     return report, survey.result()
 
 
 # -- stage 4: migrate ---------------------------------------------------------------------------
-def migrate(ctx: Context, mode: Migration, *, retry_failed: bool = False) -> None:
-    """Stage 4: migrate once (beat, migrate), wait until the migrations are done, or skip.
+def migrate(ctx: Context, mode: roles.Migration, *, retry_failed: bool = False) -> None:
+    """Stage 4: migrate once (beat, migrate) or wait until the migrations are done (``mode`` RUN or WAIT).
 
     Only ``pulpinit migrate`` (``retry_failed``) runs a migration recorded as failed again.
 
@@ -426,14 +447,17 @@ def migrate(ctx: Context, mode: Migration, *, retry_failed: bool = False) -> Non
     signal's exception was swallowed on the way; running pulp-manage-db, it takes the stop
     signals over to forward them (:func:`pulpinit.signals.take_over`).
     """
+    from pulpinit.migrate.migrator import MigrationPolicy, owner_name
+    from pulpinit.migrate.migrator import migrate as migrate_stage
+    from pulpinit.wait.targets import mongo_target
+
     signals.enter("migrate")
-    derived = ctx.fingerprint  # derived in the settings stage (validate first)
-    if derived is None and mode is not Migration.SKIP:
-        derived = fingerprint.derive(ctx.toolkit.migration_fingerprint)
+    long_running()
+    derived = ctx.fingerprint or fingerprint.derive(ctx.toolkit.migration_fingerprint)  # validate first: derived
     migrate_stage(
-        mode,
+        "run" if mode is roles.Migration.RUN else "wait",
         mongo_target(ctx.settings),
-        derived[0] if derived else "",
+        derived[0],
         MigrationPolicy.from_toolkit(ctx.toolkit),
         owner=owner_name(ctx.environ),
         sleep=signals.sleep,
@@ -445,31 +469,32 @@ def migrate(ctx: Context, mode: Migration, *, retry_failed: bool = False) -> Non
 # -- the api role's steps after the migrations --------------------------------------------------
 def api_steps(ctx: Context) -> None:
     """The stage ``api``: the admin password, then the public key's link."""
+    from pulpinit.migrate.admin import DEFAULT_LOGIN, admin_step
+    from pulpinit.wait.targets import mongo_target
+
     with _stage("api") as logger:
-        admin(ctx, logger)
+        configured = ctx.settings.values.get("server.default_password")
+        password = configured.value if configured is not None and configured.from_environment else None
+        toolkit = ctx.toolkit
+        # the admin user's password: warn while it is ``admin``, store PULP_ADMIN_PASSWORD when the
+        # stored hash does not verify against it
+        admin_step(
+            mongo_target(ctx.settings),
+            ctx.settings.get("server.default_login") or DEFAULT_LOGIN,
+            password,
+            logger,
+            deadline=time.monotonic() + toolkit.wait_timeout,
+            timeout=max(toolkit.probe_timeout, 5.0),
+            clock=time.monotonic,
+            sleep=signals.sleep,
+        )
         publish(ctx, logger)
-
-
-def admin(ctx: Context, logger: Logger) -> None:
-    """The admin user's password (:func:`pulpinit.migrate.admin.admin_step`): warn while it is
-    ``admin``, store ``PULP_ADMIN_PASSWORD`` when the stored hash does not verify against it."""
-    configured = ctx.settings.values.get("server.default_password")
-    password = configured.value if configured is not None and configured.from_environment else None
-    toolkit = ctx.toolkit
-    admin_step(
-        mongo_target(ctx.settings),
-        ctx.settings.get("server.default_login") or DEFAULT_LOGIN,
-        password,
-        logger,
-        deadline=time.monotonic() + toolkit.wait_timeout,
-        timeout=max(toolkit.probe_timeout, 5.0),
-        clock=time.monotonic,
-        sleep=signals.sleep,
-    )
 
 
 def publish(ctx: Context, logger: Logger) -> None:
     """Link ``rsa_pub.key`` into ``PULPINIT_STATIC_DIR`` when it is missing, as ``pulp-gen-key-pair`` does."""
+    from pulpinit.pki.check import Published, key_paths, publish_public_key
+
     values = {key: value.value for key, value in ctx.settings.values.items()}
     public = key_paths(values)["rsa_pub.key"]
     static = ctx.toolkit.static_dir
@@ -492,6 +517,8 @@ def _hand_over(environ: Mapping[str, str], toolkit: Toolkit, role: roles.Role, *
 
     The role's environment is the one child-environment policy's (:mod:`pulpinit.settings.childenv`).
     """
+    from pulpinit.handoff.exec import hand_off
+
     signals.enter("handoff")
     hand_off(
         role.argv,

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pulpinit.migrate.migrator import Migration
 from pulpinit.pipeline import Context, CraneDryRun, DryRun
 from pulpinit.privileges import running_as_root
 from pulpinit.redact import REDACTOR, mask_argv
+from pulpinit.roles import Migration
 from pulpinit.settings.preflight import Preflight
 from pulpinit.settings.resolve import Settings
-from pulpinit.wait.report import Report
-from pulpinit.wait.targets import broker_target, mongo_target
+
+if TYPE_CHECKING:
+    from pulpinit.wait.report import Report
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -188,10 +189,8 @@ def plan(dry: DryRun | CraneDryRun, *, init: bool) -> str:
     parts += ["## settings", settings_table(ctx.settings), ""]
     parts += ["## checks", checks(ctx), ""]
     parts += [f"## {REDACTOR(toolkit.config)}", REDACTOR(config.diff().rstrip("\n")) or "no change", ""]
-    wait = (
-        f"mongodb at {mongo_target(ctx.settings).endpoint}, broker at "
-        f"{broker_target(ctx.settings).endpoint}; deadline {toolkit.wait_timeout:g} s"
-    )
+    mongodb, broker = dry.endpoints
+    wait = f"mongodb at {mongodb}, broker at {broker}; deadline {toolkit.wait_timeout:g} s"
     parts += ["## wait", REDACTOR(wait), ""]
     parts += ["## migrations", REDACTOR(migration_decision(ctx, role.migration)), ""]
     if role.name == "api":

@@ -16,6 +16,7 @@ pulpinit must not drop first.  ``crane`` reads no database: it neither waits nor
 
 from __future__ import annotations
 
+import enum
 import re
 import shlex
 from collections.abc import Sequence
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pulpinit.errors import EnvValueError, UsageError
-from pulpinit.migrate.migrator import Migration
 from pulpinit.settings import knobs
 from pulpinit.settings.resolve import Settings
 from pulpinit.settings.toolkit import Toolkit
@@ -50,6 +50,14 @@ ROLES = ("beat", "resource-manager", "worker")
 #: The roles that exec httpd, as root: it binds 443 and reads its key, then drops its own children.
 HTTPD_ROLES = ("api", "crane")
 RoleName = Literal["beat", "resource-manager", "worker", "run", "migrate", "api", "crane"]
+
+
+class Migration(enum.Enum):
+    """What a role does about database migrations before it starts."""
+
+    RUN = "run"  # take the lock and migrate unless this version is done (beat, migrate)
+    WAIT = "wait"  # wait until this version's migrations are done (other roles)
+    SKIP = "skip"  # neither (PULPINIT_MIGRATION_WAIT=false): the migrate stage is not entered
 
 
 @dataclass(frozen=True)

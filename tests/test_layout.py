@@ -153,6 +153,71 @@ def test_stage_packages_import_nothing_on_their_own() -> None:
         assert not list(imports(f"pulpinit.{stage}")), stage
 
 
+def _run_time_imports(name: str) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """pulpinit modules ``name`` imports at run time: ``(at module level, inside functions)``.
+
+    Imports under ``if TYPE_CHECKING:`` are left out: they are never executed.
+    """
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    skipped: set[int] = set()
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            skipped |= {id(child) for child in ast.walk(node)}
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            inside |= {id(child) for child in ast.walk(node)}
+    top: list[tuple[str, int]] = []
+    lazy: list[tuple[str, int]] = []
+    for node in ast.walk(tree):
+        if id(node) in skipped or not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif node.module and not node.level:
+            targets = [
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in MODULES else node.module
+                for alias in node.names
+            ]
+        else:
+            continue
+        found = [(t, node.lineno) for t in targets if t == "pulpinit" or t.startswith("pulpinit.")]
+        (lazy if id(node) in inside else top).extend(found)
+    return top, lazy
+
+
+#: The stages a command may not need: the pipeline imports them where it enters them.
+ENTERED = ("wait", "migrate", "handoff")
+
+
+def test_a_stage_is_imported_where_the_pipeline_enters_it() -> None:
+    """Only the pipeline imports a stage inside a function, and the later stages only there.
+
+    The settings and configure stages, which every command runs, load with the pipeline; the wait,
+    migrate and hand-off stages load in the pipeline's function that enters them, so ``configure``
+    never loads them (nor the key checks of ``pki``, which only the roles make).  No other module
+    reaches into a stage from inside a function, and nothing above the stages imports one of the
+    later stages at run time.
+    """
+    wrong = []
+    for name in MODULES:
+        if component(name) == "testing":
+            continue
+        top, lazy = _run_time_imports(name)
+        if short(name) != "pipeline":
+            wrong += [
+                f"{short(name)}:{line} imports {short(t)} in a function" for t, line in lazy if component(t) in STAGES
+            ]
+        if component(name) in TOP:
+            wrong += [f"{short(name)}:{line} imports {short(t)}" for t, line in top if component(t) in ENTERED]
+        if short(name) == "pipeline":
+            wrong += [
+                f"pipeline:{line} imports {short(t)} in a function"
+                for t, line in lazy
+                if component(t) not in (*ENTERED, "pki")
+            ]
+    assert not wrong, wrong
+
+
 def test_no_test_module_imports_another() -> None:
     """Shared fixtures live in conftest.py and pulpinit.testing.plugin, shared functions in tests/helpers."""
     tests = Path(__file__).resolve().parent

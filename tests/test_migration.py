@@ -755,7 +755,7 @@ def test_fingerprint_from_the_rpm_database(tmp_path: Path):
     answers the query as rpm would; the order of its lines must not matter.
     """
     from pulpinit.errors import ConfigError
-    from pulpinit.migrate.fingerprint import derive
+    from pulpinit.settings.fingerprint import derive
     from pulpinit.settings.toolkit import toolkit_from_environ
 
     rpm = tmp_path / "rpm"

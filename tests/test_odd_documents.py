@@ -13,10 +13,10 @@ import datetime as dt
 import pytest
 import structlog
 
-from pulpinit.migrate import documents
 from pulpinit.migrate.lease import Holder
-from pulpinit.migrate.quiet import take_census
 from pulpinit.migrate.state import STATE_ID, describe, normalized
+from pulpinit.wait import documents
+from pulpinit.wait.workers import take_census
 
 NOW = dt.datetime(2026, 12, 6, 18, 7, 0, 499000)
 

@@ -305,7 +305,7 @@ def _may(path: Path, who) -> bool:
 )
 def test_an_rpm_that_hangs_or_cannot_run_is_78_or_unknown_in_a_dry_run(tmp_path: Path, program: str, words: str):
     from pulpinit.errors import ConfigError
-    from pulpinit.migrate import fingerprint
+    from pulpinit.settings import fingerprint
     from pulpinit.settings.preflight import check_fingerprint
     from pulpinit.settings.toolkit import toolkit_from_environ
 

@@ -14,7 +14,8 @@ import structlog
 import structlog.testing
 
 from pulpinit.errors import ExitCode, MigrationPending, NotQuiet
-from pulpinit.migrate.quiet import Census, Heartbeat, QuietWait, take_census
+from pulpinit.migrate.quiet import QuietWait
+from pulpinit.wait.workers import Census, Heartbeat, take_census
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)

@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from helpers.workdirs import reachable
@@ -149,10 +148,10 @@ def test_the_temporary_file_is_0600_and_gone_after_a_failed_rename(etc: Path, mo
     conf = etc / "server.conf"
     created: list[int] = []
     renamed: list[int] = []
-    real_mkstemp = atomicfile.tempfile.mkstemp
+    real_temporary = atomicfile._temporary
 
-    def observed_mkstemp(**kwargs: Any) -> tuple[int, str]:
-        fd, name = real_mkstemp(**kwargs)
+    def observed_temporary(target: Path) -> tuple[int, str]:
+        fd, name = real_temporary(target)
         created.append(mode(Path(name)))
         return fd, name
 
@@ -160,7 +159,7 @@ def test_the_temporary_file_is_0600_and_gone_after_a_failed_rename(etc: Path, mo
         renamed.append(mode(Path(src)))
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(atomicfile.tempfile, "mkstemp", observed_mkstemp)
+    monkeypatch.setattr(atomicfile, "_temporary", observed_temporary)
     monkeypatch.setattr(atomicfile.os, "replace", failing_replace)
     before = conf.read_bytes()
     with pytest.raises(ConfigFileError, match="cannot write it: Input/output error"):

@@ -39,7 +39,6 @@ import glob
 import os
 import signal
 import stat
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -266,7 +265,7 @@ def _replace_locked(
     if reader is not None:
         check_readable(path, target, attrs, before, reader)
     try:
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=_SUFFIX)
+        fd, tmp = _temporary(target)
     except OSError as exc:
         if exc.errno in _NO_DIRECTORY and lock is not None:
             why = f"cannot create a file in {target.parent} ({exc.strerror})"
@@ -294,6 +293,22 @@ def _replace_locked(
         raise
     _fsync_directory(target.parent)
     return None
+
+
+def _temporary(target: Path) -> tuple[int, str]:
+    """A new private file beside ``target`` (``.NAME.RANDOM.pulpinit``, 0600), open for writing.
+
+    What :func:`tempfile.mkstemp` does (``O_EXCL``, no symlink followed, close-on-exec), without
+    the ~4 ms its module costs every start.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(100):
+        tmp = os.path.join(target.parent, f".{target.name}.{os.urandom(6).hex()}{_SUFFIX}")
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, f"no free temporary name beside {target}")
 
 
 def _current(path: Path, target: Path, expected: bytes | None) -> os.stat_result | None:

@@ -31,10 +31,12 @@ import hashlib
 import hmac
 import os
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pulpinit.wait.targets import MongoTarget
+from pulpinit.errors import DependencyUnavailable
+from pulpinit.migrate.retry import Retrier
+from pulpinit.wait.mongo_client import connect
+from pulpinit.wait.targets import MongoTarget
 
 __all__ = [
     "DEFAULT_LOGIN",
@@ -190,10 +192,6 @@ def admin_step(
     not answer in time, :class:`~pulpinit.errors.NotAuthorized` (78) when the user may not do it,
     :class:`~pulpinit.errors.MigrationFailed` (70) for any other refusal.
     """
-    from pulpinit.errors import DependencyUnavailable
-    from pulpinit.migrate.retry import Retrier
-    from pulpinit.wait.mongo_client import connect
-
     client = connect(target, timeout, heartbeatFrequencyMS=1000, appname=APPNAME)
     try:
         users = client[target.database][USERS]

@@ -30,16 +30,17 @@ from pulpinit.errors import (
     PulpinitError,
 )
 from pulpinit.log import Logger
-from pulpinit.migrate import quiet
 from pulpinit.migrate.keeper import Keeper, Lease, margin
 from pulpinit.migrate.lease import LeaseLock
 from pulpinit.migrate.policy import MigrationPolicy
+from pulpinit.migrate.quiet import QuietWait
 from pulpinit.migrate.retry import Retrier
 from pulpinit.migrate.runner import Outcome, Runner
 from pulpinit.migrate.state import StateDoc, StateStore, describe
 from pulpinit.privileges import identity_for
 from pulpinit.redact import mask_argv
 from pulpinit.settings.childenv import Purpose, child_environ
+from pulpinit.wait import workers
 from pulpinit.wait.targets import MongoTarget
 
 __all__ = ["EXIT_MEANINGS", "FAST_KEEPER_S", "FAST_RECORD_S", "FAST_RELEASE_S", "Holding"]
@@ -157,18 +158,18 @@ class Holding:
         if self.policy.quiet_seconds <= 0:
             return
         database = self.store.collection.database
-        where = f"{self.target.database}.{quiet.COLLECTION}"
+        where = f"{self.target.database}.{workers.COLLECTION}"
 
         def read(deadline: float) -> list[dict[str, Any]]:
             return self.db.call(
-                lambda: quiet.read_heartbeats(database),
+                lambda: workers.read_heartbeats(database),
                 what="read Pulp's heartbeats",
                 action=f"find {where}",
                 deadline=lambda: min(deadline, lease.confirmed_until),
                 give_up=MigrationPending,
             )
 
-        quiet.QuietWait(
+        QuietWait(
             read=read,
             threshold_s=self.policy.quiet_seconds,
             timeout_s=self.policy.timeout,

@@ -20,7 +20,7 @@ clock matters, and it is one clock.  What a lease cannot fence is told in
 :mod:`pulpinit.migrate.migrator` (a machine or cgroup frozen for longer than the lease).
 
 A document's times are read whatever shape the server gives them
-(:mod:`pulpinit.migrate.documents`); a lease whose expiry cannot be read is held.
+(:mod:`pulpinit.wait.documents`); a lease whose expiry cannot be read is held.
 
 :class:`Collection` is what the lock and the migrator need of pymongo's ``Collection``.
 """
@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pulpinit.migrate import documents
+from pulpinit.wait import documents
 
 
 class Collection(Protocol):
@@ -66,7 +66,7 @@ class Holder:
     """Who holds the lock, as recorded in the document.
 
     ``unreadable`` names the time field the server gave back in a form no reader knows (see
-    :mod:`pulpinit.migrate.documents`): such a lease counts as held, never as expired.
+    :mod:`pulpinit.wait.documents`): such a lease counts as held, never as expired.
     """
 
     owner: str | None

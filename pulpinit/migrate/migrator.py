@@ -61,6 +61,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
+from typing import Literal
 
 from pulpinit import log
 from pulpinit.errors import MigrationPending, PulpinitError
@@ -74,18 +75,16 @@ from pulpinit.wait.mongo_client import connect
 from pulpinit.wait.targets import MongoTarget
 from pulpinit.wait.waiter import Backoff
 
-__all__ = ["APPNAME", "LOCK_ID", "STATE_ID", "Migration", "MigrationPolicy", "Migrator", "migrate", "owner_name"]
+__all__ = ["APPNAME", "LOCK_ID", "STATE_ID", "MigrationPolicy", "Migrator", "Mode", "migrate", "owner_name"]
 
 #: The client name the migrate stage's MongoDB connections carry (server logs, currentOp).
 APPNAME = "pulpinit-migrate"
 
 
-class Migration(enum.Enum):
-    """What a role does about database migrations before it starts."""
-
-    RUN = "run"  # take the lock and migrate unless this version is done (beat, migrate)
-    WAIT = "wait"  # wait until this version's migrations are done (other roles)
-    SKIP = "skip"  # neither (PULPINIT_MIGRATION_WAIT=false)
+#: What the stage does: ``run`` takes the lock and migrates unless this version is done (beat,
+#: migrate); ``wait`` waits until this version's migrations are done (the other roles).  A role
+#: that does neither (``PULPINIT_MIGRATION_WAIT=false``) does not enter the stage.
+Mode = Literal["run", "wait"]
 
 
 #: A random token drawn once per process: two processes never share an owner, whatever their
@@ -103,7 +102,7 @@ def owner_name(environ: Mapping[str, str]) -> str:
 
 
 def migrate(
-    mode: Migration,
+    mode: Mode,
     target: MongoTarget,
     fingerprint: str,
     policy: MigrationPolicy,
@@ -113,17 +112,14 @@ def migrate(
     retry_failed: bool = True,
     environ: Mapping[str, str] | None = None,
 ) -> None:
-    """The migrate stage: migrate once (RUN), wait until the migrations are done (WAIT), or skip.
+    """The migrate stage: migrate once (``run``) or wait until the migrations are done (``wait``).
 
     ``retry_failed``: whether RUN runs a migration of this fingerprint recorded as ``failed``
     again (``pulpinit migrate``) or stops with 75 naming it (beat, see :meth:`Migrator.run`).
     ``environ``: the environment the commands under the lock get their own from
     (:mod:`pulpinit.settings.childenv`; default ``os.environ``).
     """
-    if mode is Migration.SKIP:
-        log.get_logger(stage="migrate").info("migration.not_waiting", reason="PULPINIT_MIGRATION_WAIT=false")
-        return
-    with log.stage("migrate", mode=mode.value):
+    with log.stage("migrate", mode=mode):
         # a heartbeat every second: after a failover or a NotPrimary answer the client finds the
         # server again within a second instead of pymongo's default 10 s
         client = connect(target, policy.connect_timeout, heartbeatFrequencyMS=1000, appname=APPNAME)
@@ -139,7 +135,7 @@ def migrate(
                 sleep=sleep,
                 environ=os.environ if environ is None else environ,
             )
-            if mode is Migration.RUN:
+            if mode == "run":
                 migrator.run(retry_failed=retry_failed)
             else:
                 migrator.wait()

@@ -96,13 +96,25 @@ class Retrier:
         ``what`` says what the operation is for ("read the migration state"), ``action`` what it
         does on which collection ("find on pulpinit_locks") — both end up in the one-line errors.
         """
-        import tenacity
         from pymongo.errors import PyMongoError
 
         def until() -> float:
             return deadline() if callable(deadline) else deadline
 
         started = self.clock()
+        try:
+            return fn()  # the usual case: no retry, and tenacity is not even imported
+        except PyMongoError as exc:
+            if not is_transient(exc):
+                raise self.permanent(exc, what, action) from None
+            replay = [exc]  # tenacity's first attempt: the retries go on from it
+
+        import tenacity
+
+        def again() -> T:
+            if replay:
+                raise replay.pop()
+            return fn()
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
@@ -124,7 +136,7 @@ class Retrier:
             reraise=True,
         )
         try:
-            return retrying(fn)
+            return retrying(again)
         except PyMongoError as exc:
             if is_transient(exc):
                 raise give_up(f"MongoDB did not answer ({what}) within the deadline: {self.describe(exc)}") from None

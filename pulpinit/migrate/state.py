@@ -17,7 +17,7 @@ could record anything) is an interruption too: the next migrating start takes th
 
 Only the lease's holder writes the state, and only right after a renewal proved the lease is
 still its own (:meth:`StateStore.record`): a holder whose lease was taken over writes nothing.
-Documents are read whatever shape the server gives their fields (:mod:`pulpinit.migrate.documents`).
+Documents are read whatever shape the server gives their fields (:mod:`pulpinit.wait.documents`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
 
 from pulpinit.errors import MigrationPending, PulpinitError
-from pulpinit.migrate import documents
 from pulpinit.migrate.lease import Collection
 from pulpinit.migrate.retry import Retrier
+from pulpinit.wait import documents
 
 __all__ = ["LOCK_ID", "STATE_ID", "StateDoc", "StateStore", "describe", "iso", "normalized"]
 

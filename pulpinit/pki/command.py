@@ -1,7 +1,8 @@
 """``pulpinit pki init DIR``: make the deployment's keys, then say how to store them.
 
-The CLI builds its parser with :func:`add_parser` and calls :func:`run`; this module imports
-nothing heavy (:mod:`cryptography` loads only when ``pki init`` runs).
+The CLI builds its parser with :func:`add_parser` on every start and calls :func:`run`; this module
+imports nothing heavy: :mod:`pulpinit.pki.generate` (and :mod:`cryptography`) load only when
+``pki init`` runs.
 
 Exit codes: 0 when the files are there afterwards (made now or kept: like Pulp's scripts,
 existing files are never overwritten and a complete set is "nothing generated"), 64 for a bad
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pulpinit.errors import ConfigError, EnvValueError, UsageError
-from pulpinit.pki.generate import CA_DAYS, SERVER_DAYS, generate, server_name_problem
+from pulpinit.pki import CA_DAYS, SERVER_DAYS
 
 __all__ = ["add_parser", "run"]
 
@@ -56,6 +57,8 @@ def add_parser(commands: Any) -> None:
 
 
 def _server_names(args: argparse.Namespace, environ: Mapping[str, str]) -> list[str]:
+    from pulpinit.pki.generate import server_name_problem
+
     if args.server_names:
         for name in args.server_names:
             problem = server_name_problem(name)
@@ -86,6 +89,8 @@ def run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     """Run ``pulpinit pki ACTION``; returns the exit code (errors raise, the CLI maps them)."""
     if not 1 <= args.days <= CA_DAYS:
         raise UsageError(f"pulpinit pki init: --days must be between 1 and {CA_DAYS}")
+    from pulpinit.pki.generate import generate
+
     names = _server_names(args, environ)
     directory = Path(args.directory).absolute()
     result = generate(directory, names, days=args.days, group=_group(args.group))

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pulpinit.errors import KeyFileError
+from pulpinit.pki import CA_DAYS, SERVER_DAYS
 from pulpinit.pki.check import KEY_FILES, ROLE_KEYS, load_certificate, load_private_key, load_public_key, public_der
 
 if TYPE_CHECKING:
@@ -53,8 +54,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CA_DAYS", "SERVER_DAYS", "Result", "generate", "server_name_problem"]
 
-CA_DAYS = 7035  # pulp-gen-ca-certificate's
-SERVER_DAYS = 825
 CA_BITS = 4096
 SIGNING_BITS = 2048
 SERVER_BITS = 2048

@@ -22,7 +22,7 @@ root, not for ``PULPINIT_USER``.
 
 The role itself is not known here (roles are chosen above the stages): the checks get the
 commands to find, as ``(variable, command)`` pairs, and the function that derives the
-fingerprint (:func:`pulpinit.migrate.fingerprint.derive`), or None when the role neither
+fingerprint (:func:`pulpinit.settings.fingerprint.derive`), or None when the role neither
 migrates nor waits.  A run stops at the first problem, with its exit code and one line naming
 the variable.
 ``--dry-run`` makes every check and reports each in the plan; a fingerprint that cannot be
@@ -96,8 +96,8 @@ class KeyReport:
     warnings: tuple[KeyWarning, ...] = ()
 
 
-#: The key check of a role (:func:`check_keys` with the role's name and settings bound).
-KeyChecker = Callable[[], KeyReport]
+#: The key check of a role (:func:`check_keys` with the role's name and settings bound; None: no key).
+KeyChecker = Callable[[], "KeyReport | None"]
 
 
 def check_role(
@@ -125,7 +125,8 @@ def check_role(
     report = None
     if keys is not None and (complete or checks[-1].error is None):
         report = keys()
-        checks.append(report.check)
+        if report is not None:
+            checks.append(report.check)
     derived = None
     if fingerprint is not None and (complete or checks[-1].error is None):
         found, derived = check_fingerprint(toolkit, fingerprint)

@@ -17,8 +17,9 @@ down (with its failure class), ``dep.still_down`` at most every
 ``PULPINIT_WAIT_LOG_INTERVAL`` seconds, ``dep.up`` when it answers (total wait,
 attempts — protocol probes —, knocks, version).
 
-tenacity is imported only when a wait runs (it costs ~50 ms): ``check-deps`` without ``--wait``
-and the commands that wait for nothing never load it.
+tenacity is imported only when a first attempt failed and the wait really begins: a start whose
+dependencies are up, ``check-deps`` without ``--wait`` and the commands that wait for nothing
+never load it.
 """
 
 from __future__ import annotations
@@ -139,8 +140,6 @@ class _Waiter:
     attempts: int = 0
 
     def run(self) -> None:
-        import tenacity
-
         logger = log.get_logger(dependency=self.name)
         started = self.clock()
         throttle = log.Throttle(self.policy.log_interval, self.clock, since=started)
@@ -185,15 +184,7 @@ class _Waiter:
             elif throttle.ready():
                 logger.warning("dep.still_down", waited_s=round(self.clock() - started, 1), **fields)
 
-        retrying = tenacity.Retrying(
-            stop=lambda _: self.stop.is_set() or self.clock() >= self.deadline,
-            wait=self.policy.backoff(),
-            retry=tenacity.retry_if_result(lambda r: not r.ok and r.failure not in PERMANENT),
-            after=after,
-            sleep=pause,
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-        )
-        retrying(attempt)
+        self._keep_trying(attempt(), attempt, after, pause)
         if self.result is not None and self.result.failure in PERMANENT:
             self.stop.set()  # no point waiting for the others: this one will not come good
         if self.result is not None and self.result.ok:
@@ -208,6 +199,29 @@ class _Waiter:
             )
             for warning in self.result.warnings:
                 logger.warning("dep.warning", endpoint=self.result.endpoint, warning=warning)
+
+    def _keep_trying(
+        self,
+        first: ProbeResult,
+        attempt: Callable[[], ProbeResult],
+        after: Callable[[tenacity.RetryCallState], None],
+        pause: Callable[[float], None],
+    ) -> None:
+        """The wait proper, when the ``first`` attempt failed (tenacity's first attempt is that one)."""
+        if first.ok or first.failure in PERMANENT:
+            return
+        import tenacity
+
+        replay = [first]
+        retrying = tenacity.Retrying(
+            stop=lambda _: self.stop.is_set() or self.clock() >= self.deadline,
+            wait=self.policy.backoff(),
+            retry=tenacity.retry_if_result(lambda r: not r.ok and r.failure not in PERMANENT),
+            after=after,
+            sleep=pause,
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+        )
+        retrying(lambda: replay.pop() if replay else attempt())
 
 
 def wait_all(

@@ -12,7 +12,6 @@ checks of :mod:`pulpinit.settings.preflight`.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 
@@ -50,6 +49,8 @@ def derive(configured: str | None, rpm: str = "rpm", timeout: float = RPM_TIMEOU
             ) from None
         packages = sorted(line.strip() for line in done.stdout.splitlines() if line.strip())
         if done.returncode == 0 and packages:
+            import hashlib  # only here: a start with PULPINIT_MIGRATION_FINGERPRINT set does not load it
+
             digest = hashlib.sha256("\n".join(packages).encode()).hexdigest()[:16]
             return f"rpm:{digest}", f"{len(packages)} installed Pulp packages"
     raise ConfigError(f"cannot derive the migration fingerprint: no Pulp packages in an rpm database; {_SET_IT}")

@@ -1,6 +1,7 @@
-"""Reading the migrate stage's documents whatever shape a MongoDB-compatible server gives them.
+"""Reading documents of MongoDB whatever shape a MongoDB-compatible server gives their fields.
 
-The lock, the state and Pulp's ``workers`` heartbeats are written with BSON dates, but servers
+The migrate stage's lock and state and Pulp's ``workers`` heartbeats (read by the migrate stage
+and by ``check-deps``, :mod:`pulpinit.wait.workers`) are written with BSON dates, but servers
 that speak MongoDB's wire protocol do not all give them back as such: some return a date written
 with ``$set`` as a string — ISO-8601 with or without a zone, or Python's ``str(datetime)``
 (``'2026-12-06 18:07:00.499000'``: a space, no zone) — or as extended JSON (``{"$date": …}``).
