@@ -212,6 +212,25 @@ def take_over(delegate: Delegate) -> Callable[[], None]:
 
 
 @contextmanager
+def deferred() -> Iterator[None]:
+    """Hold the stop signals for the block; one that came is raised (:class:`Interrupted`) as it ends.
+
+    For starting a child: an exception in the middle of :class:`subprocess.Popen` (while it waits
+    for the exec) leaves a child that nothing owns yet, so nothing kills it.  Around the ``Popen``
+    call only: the caller kills the child when the signal is raised after it.
+    """
+    held: list[int] = []
+    give_back = take_over(lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        give_back()
+    if held:
+        _stop_all()
+        raise Interrupted(held[0], _state.stage)
+
+
+@contextmanager
 def linked() -> Iterator[threading.Event]:
     """A fresh event that is set as soon as a stop signal arrives (for code that sets it itself too)."""
     event = threading.Event()

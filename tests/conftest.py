@@ -5,6 +5,8 @@
 * Here: the real peers the integration tests run against — RabbitMQ and SecantusDB — and a
   test PKI.  A fixture that two test modules need belongs here or in the plugin, never in a
   test module (and no test module imports another).
+* A test that needs root (PID namespaces, other users, chown, the privilege drop) is marked
+  ``root``: run as another user, it is skipped, and the run ends with one line saying how many.
 """
 
 from __future__ import annotations
@@ -27,6 +29,29 @@ if TYPE_CHECKING:  # imported by pytest as a plugin (below): importing it first 
     from pulpinit.testing.plugin import FakeServices
 
 pytest_plugins = ["pulpinit.testing.plugin"]
+
+#: The reason of every test skipped for want of root (counted at the end of the run).
+NEEDS_ROOT = "needs root (marked root): run the suite as root to include it"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    for item in items:
+        if item.get_closest_marker("root"):
+            item.add_marker(pytest.mark.skip(reason=NEEDS_ROOT))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line: how many tests needed root and were skipped (read from the reports: with
+    pytest-xdist the workers collect, and this process only sees what they report)."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if isinstance(report.longrepr, tuple) and NEEDS_ROOT in str(report.longrepr[-1])
+    ]
+    if skipped:
+        terminalreporter.write_line(f"{len(skipped)} tests need root and were skipped (this run is not root)")
 
 
 @pytest.fixture(scope="module")

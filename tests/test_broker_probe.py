@@ -121,7 +121,7 @@ def test_no_tcp_connection_in_time_is_a_network_timeout() -> None:
             result = probe_broker(BrokerTarget(url(scheme, hole.port)), timeout_s=0.2)
             check(result, Failure.TIMEOUT, "connecting to 127.0.0.1")
             assert "NetworkPolicies" in (result.hint or "")
-            assert 150 < result.latency_ms < 700
+            assert 150 < result.latency_ms < 5000  # the 0.2 s budget, not the silence (room for a loaded machine)
 
 
 def test_a_silent_server_is_a_stalled_handshake_naming_the_step() -> None:
@@ -130,7 +130,7 @@ def test_a_silent_server_is_a_stalled_handshake_naming_the_step() -> None:
         for scheme, step in steps.items():
             result = probe_broker(BrokerTarget(url(scheme, silent.port)), timeout_s=0.3)
             check(result, Failure.STALLED, "connected, but no answer within 0.3 s", step)
-            assert 250 < result.latency_ms < 800
+            assert 250 < result.latency_ms < 5000  # the 0.3 s budget, not the silence (room for a loaded machine)
 
 
 def test_reset_mid_handshake() -> None:

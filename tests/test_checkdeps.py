@@ -92,7 +92,7 @@ def test_both_up_json_and_table(env):
     assert checks["mongodb"]["version"] == mongo_version()
     assert checks["broker"]["endpoint"] == env["PULP_BROKER_URL"].replace(SECRET, "***")
     assert checks["mongodb"]["error"] is None and checks["mongodb"]["hint"] is None
-    assert 0 < checks["mongodb"]["latency_ms"] < 1000
+    assert checks["mongodb"]["latency_ms"] > 0
     code, out, _ = check(env)
     assert code == 0
     lines = out.splitlines()
@@ -201,7 +201,8 @@ def test_qpid_url_against_rabbitmq_says_use_amqp(env):
     assert broker["hint"] == Failure.PROTOCOL.hint and f"hint (broker): {Failure.PROTOCOL.hint}" in table
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) is not installed")
 def test_dns_failure_in_a_network_namespace_without_a_resolver(env):
     """No query leaves the machine: the namespace has no interface up, so the lookup fails at once."""
     env.update(PULP_DB_SEEDS="db.pulp.test:27017", PULP_BROKER_URL=f"qpid://pulp:{SECRET}@msg.pulp.test:5672/")
@@ -276,14 +277,19 @@ def test_wait_deadline_exits_69_naming_what_is_down(env):
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_while_waiting_exits_promptly(env, free_port, signum, code):
-    env.update(PULP_DB_SEEDS=f"127.0.0.1:{free_port}", PULPINIT_WAIT_INITIAL="5", PULPINIT_WAIT_MAX_INTERVAL="30")
+    env.update(
+        PULP_DB_SEEDS=f"127.0.0.1:{free_port}",
+        PULPINIT_WAIT_INITIAL="60",
+        PULPINIT_WAIT_MAX_INTERVAL="60",
+        PULPINIT_WAIT_ARMED_INTERVAL="0",
+    )
     with Spawned([sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"], env=env) as proc:
-        proc.event("dep.down")  # now sleeping in a 5 s backoff interval
+        proc.event("dep.down")  # now sleeping in a 60 s backoff interval
         sent = time.monotonic()
         proc.proc.send_signal(signum)
-        returncode, _, err = proc.finish(timeout=10)
+        returncode, _, err = proc.finish(timeout=60)
     assert returncode == code
-    assert time.monotonic() - sent < 2.0  # not the 5 s interval, not the 300 s deadline
+    assert time.monotonic() - sent < 20  # not the 60 s interval (room for a loaded machine)
     assert f"{signal.Signals(signum).name} received during wait" in err
 
 

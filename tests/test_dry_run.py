@@ -10,7 +10,6 @@ error line, word for word.  The dry run contacts nothing (the fake MongoDB count
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.keys import keys_env
 from pulpinit.testing.plugin import FakeServices
 
-ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="PULPINIT_USER is used only when root")
+ROOT_ONLY = pytest.mark.root  # PULPINIT_USER is used only when root
 
 
 @pytest.fixture(scope="module")

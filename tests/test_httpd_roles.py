@@ -40,7 +40,7 @@ from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.keys import keys_env
 
 ADMIN_PASSWORD = "n3w-admin%pass word"
-ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="httpd is handed over as root: the test runs as root")
+ROOT_ONLY = pytest.mark.root  # httpd is handed over as root: the test runs as root
 
 
 def pulp_user() -> str:

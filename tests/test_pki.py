@@ -55,7 +55,7 @@ from pulpinit.privileges import Identity, resolve_user
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["pulp.example.test", "127.0.0.1"]
 NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, other users)")
+as_root = pytest.mark.root  # chown, other users
 
 
 class KeyPool:

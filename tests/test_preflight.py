@@ -30,7 +30,7 @@ from pulpinit.testing import standins
 from pulpinit.testing.keys import keys_env
 from pulpinit.testing.serving import free_port
 
-ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="PULPINIT_USER is checked only when root")
+ROOT_ONLY = pytest.mark.root  # PULPINIT_USER is checked only when root
 
 
 @pytest.fixture

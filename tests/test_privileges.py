@@ -25,7 +25,7 @@ from pulpinit.errors import ExecError, UserError
 from pulpinit.handoff.exec import exec_command
 from pulpinit.privileges import Identity, identity_for, resolve_user
 
-root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create users and switch to them")
+root = pytest.mark.root  # creates users and switches to them
 
 CHECK = r"""
 import json, os

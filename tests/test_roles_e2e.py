@@ -73,8 +73,7 @@ def migrate_first(env: dict[str, str]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.root
-@pytest.mark.skipif(os.geteuid() != 0, reason="the privilege drop needs root")
+@pytest.mark.root  # the privilege drop
 def test_worker_execs_celery_as_the_unprivileged_user(env):
     migrate_first(env)
     run = Spawned(pulpinit_argv("worker", "3", "--", "--maxtasksperchild=2"), env=env)
@@ -122,14 +121,19 @@ def test_beat_init_supervises_as_pid1_without_heavy_modules(env):
 @pytest.mark.slow
 @pytest.mark.root
 def test_sigterm_to_pid1_while_waiting_exits_143(env):
-    env.update(PULP_DB_SEEDS=f"127.0.0.1:{free_port()}", PULPINIT_WAIT_INITIAL="5", PULPINIT_WAIT_MAX_INTERVAL="30")
+    env.update(
+        PULP_DB_SEEDS=f"127.0.0.1:{free_port()}",
+        PULPINIT_WAIT_INITIAL="60",
+        PULPINIT_WAIT_MAX_INTERVAL="60",
+        PULPINIT_WAIT_ARMED_INTERVAL="0",
+    )
     run = in_pid_namespace(env, "beat")
     run.event("dep.down")
     pid1 = children(run.proc.pid)[0]
     sent = time.monotonic()
     os.kill(pid1, signal.SIGTERM)  # as PID 1 it gets it only because pulpinit installed a handler
-    assert run.wait(timeout=10) == 143
-    assert time.monotonic() - sent < 2.0
+    assert run.wait(timeout=60) == 143
+    assert time.monotonic() - sent < 20  # not the 60 s backoff interval (room for a loaded machine)
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ BOUND_S = 45.0
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.root,  # PID namespaces
     pytest.mark.skipif(bool(pid_namespaces_reason()), reason=str(pid_namespaces_reason())),
     pytest.mark.skipif(shutil.which("nsenter") is None, reason="nsenter (util-linux) is not installed"),
 ]

@@ -45,8 +45,10 @@ def assert_stopped(held: Held, signum: int, code: int, elapsed: float) -> None:
     assert not [e for e in events if e["event"] == "pulpinit.error"]
     own = [line for line in held.lines if '"migration.output"' not in line]  # pulp-manage-db's lines are its own
     assert not [line for line in own if "Traceback" in line]
-    # at the start the import still completes (the handler only notes the signal): it is held that long
-    limit = 1.0 + (IMPORT_HOLD_S if held.point == "start" else 0.0)
+    # at the start the import still completes (the handler only notes the signal): it is held that long;
+    # every other point blocks for 600 s: 10 s is prompt with room for a loaded machine (bench_stop.py
+    # measures the real figures: milliseconds)
+    limit = 10.0 + (IMPORT_HOLD_S if held.point == "start" else 0.0)
     assert elapsed < limit, f"{held.point}: {elapsed:.3f} s from the signal to the exit"
 
 
@@ -59,12 +61,11 @@ def cases() -> Iterator[object]:
 
 
 @pytest.mark.slow
+@pytest.mark.root  # the stand-ins run as the user pulpinit drops to
 @pytest.mark.parametrize(("point", "name", "pid1"), list(cases()))
 def test_stop_signal_ends_every_stage_promptly(fake_services, point: str, name: str, pid1: bool) -> None:
     if pid1 and NO_NAMESPACES:
         pytest.skip(NO_NAMESPACES)
-    if os.geteuid() != 0:
-        pytest.skip("the stand-ins run as the user pulpinit drops to: needs root")
     mongo, broker = fake_services
     signum = SIGNALS[name]
     extra = {"PULPINIT_STOP_SIGNAL": "SIGWINCH"} if name == "WINCH" else {}
@@ -104,10 +105,9 @@ def test_sigwinch_does_not_stop_pulpinit_unless_it_is_the_stop_signal(fake_servi
 
 
 @pytest.mark.slow
+@pytest.mark.root  # the stand-ins run as the user pulpinit drops to
 def test_a_second_signal_is_not_a_second_stop(fake_services) -> None:
     """A SIGINT after the SIGTERM that pulpinit is handling neither changes the exit nor cuts it short."""
-    if os.geteuid() != 0:
-        pytest.skip("the stand-ins run as the user pulpinit drops to: needs root")
     mongo, broker = fake_services
     with hold("migration-run", mongo, broker) as held:
         sent = time.monotonic()

@@ -215,11 +215,10 @@ def _gone(pid: int, timeout: float = 5) -> bool:
     return True
 
 
-@pytest.mark.parametrize("user", [None, "nobody"])
+# the privilege drop (which clears PDEATHSIG unless set after it) needs root
+@pytest.mark.parametrize("user", [None, pytest.param("nobody", marks=pytest.mark.root)])
 def test_child_dies_with_a_sigkilled_supervisor_that_is_not_pid1(user: str | None) -> None:
     """No orphan: SIGKILL leaves the supervisor no chance to act, so the kernel must (PDEATHSIG)."""
-    if user and os.geteuid() != 0:
-        pytest.skip("the privilege drop (which clears PDEATHSIG unless set after it) needs root")
     options = ["--user", user] if user else []
     with Supervised([SYSTEM_PYTHON if user else PYTHON, PRINT_SIGNALS], options=options, stdin=True) as sup:
         sup.expect("ready")  # stdin stays open: on its own the child would run forever

@@ -30,7 +30,7 @@ from pulpinit.testing.processes import pid_namespaces_reason
 
 PASSWORD = Assignment("database", "password", "s3cr3t-pw", "PULP_DB_PASSWORD", secret=True)
 SEEDS = Assignment("database", "seeds", "db:27017", "PULP_DB_SEEDS")
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, setpriv, mount namespaces)")
+root_only = pytest.mark.root  # chown, setpriv, mount namespaces
 
 
 @pytest.fixture

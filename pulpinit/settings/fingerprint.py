@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from pulpinit import signals
 from pulpinit.errors import ConfigError
 
 RPM_PATTERNS = ("pulp-*", "python-pulp-*", "python2-pulp-*")
@@ -30,27 +31,41 @@ def derive(configured: str | None, rpm: str = "rpm", timeout: float = RPM_TIMEOU
         return configured, "PULPINIT_MIGRATION_FINGERPRINT"
     found = shutil.which(rpm)
     if found:
-        try:
-            done = subprocess.run(
-                [found, "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}\\n", *RPM_PATTERNS],
-                capture_output=True,
-                text=True,
-                errors="replace",
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise ConfigError(
-                f"cannot derive the migration fingerprint: {found} -qa did not finish within {timeout:g} s; {_SET_IT}"
-            ) from None
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot derive the migration fingerprint: {found} cannot be run ({exc.strerror or exc}); {_SET_IT}"
-            ) from None
-        packages = sorted(line.strip() for line in done.stdout.splitlines() if line.strip())
-        if done.returncode == 0 and packages:
+        returncode, stdout = _query(found, timeout)
+        packages = sorted(line.strip() for line in stdout.splitlines() if line.strip())
+        if returncode == 0 and packages:
             import hashlib  # only here: a start with PULPINIT_MIGRATION_FINGERPRINT set does not load it
 
             digest = hashlib.sha256("\n".join(packages).encode()).hexdigest()[:16]
             return f"rpm:{digest}", f"{len(packages)} installed Pulp packages"
     raise ConfigError(f"cannot derive the migration fingerprint: no Pulp packages in an rpm database; {_SET_IT}")
+
+
+def _query(rpm: str, timeout: float) -> tuple[int, str]:
+    """``rpm -qa`` of the Pulp packages: its exit code and output.
+
+    A stop signal never leaves rpm behind: it is held while rpm starts (a signal in the middle of
+    ``Popen`` would leave a child that nothing kills yet), and rpm is killed when the signal's
+    exception (or any other) passes through.
+    """
+    argv = [rpm, "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}\\n", *RPM_PATTERNS]
+    process: subprocess.Popen[str] | None = None
+    try:
+        with signals.deferred():
+            process = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, errors="replace"
+            )
+        stdout, _ = process.communicate(timeout=timeout)
+        return process.returncode, stdout
+    except subprocess.TimeoutExpired:
+        raise ConfigError(
+            f"cannot derive the migration fingerprint: {rpm} -qa did not finish within {timeout:g} s; {_SET_IT}"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot derive the migration fingerprint: {rpm} cannot be run ({exc.strerror or exc}); {_SET_IT}"
+        ) from None
+    finally:
+        if process is not None and process.poll() is None:  # a time-out, a stop signal: rpm goes too
+            process.kill()
+            process.wait()
