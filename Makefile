@@ -1,10 +1,17 @@
 # The two commands of the README: `make demo` and `make test`.
-# Both create what they need: Debian packages (when root and missing) and a venv in .venv.
+# Both create what they need: Debian packages (when root and missing) and a venv in .venv; the
+# demo installs only pulpinit and the fakes' mongomock, the tests the whole test extra.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
+# Test processes: the suite waits on real processes and servers much of the time, so three share
+# two cores well. Tests are dealt out one by one, except the groups that must share a worker: the
+# differential tier and the RabbitMQ tests start their brokers once (xdist_group).
+JOBS   ?= 3
+PYTEST_PARALLEL := -n $(JOBS) --dist loadgroup
 # SecantusDB, the independent MongoDB-wire server the tests run against, needs a newer pymongo
 # than pulpinit supports: it gets its own venv (tests/secantus.py finds it there).
 PEERS       := .venv-peers
@@ -24,16 +31,27 @@ CONTAINER_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pulpinit/containers
 PODMAN_COMPOSE_VERSION := 1.6.0
 PODMAN_COMPOSE := $(CONTAINER_CACHE)/podman-compose-$(PODMAN_COMPOSE_VERSION)/bin/podman-compose
 
-.PHONY: demo test test-containers oracle lint bench venv system-deps container-deps clean
+.PHONY: demo test test-fast test-containers oracle lint bench venv system-deps container-deps clean
 
 # The virtual environment alone (README: "Try it by hand").
 venv: $(STAMP)
 
-demo: $(STAMP)
+# What the demo needs of APT_PACKAGES: the build dependencies of python-augeas and python-qpid-proton.
+DEMO_APT_PACKAGES := python3-venv gcc libaugeas-dev augeas-lenses libsasl2-dev libsasl2-modules sasl2-bin \
+	libssl-dev util-linux passwd procps
+
+demo: $(DEMO_STAMP)
 	$(BIN)/python -m pulpinit.testing.demo
 
+# Lint, then every tier but the container one: the unit tests, the fakes, PID namespaces, SecantusDB,
+# RabbitMQ and the differential tier.
 test: lint $(PEERS_STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
+
+# For developers: the unit tier only (no real peers, no PID namespaces or other users, no RabbitMQ,
+# nothing that takes seconds).
+test-fast: $(STAMP)
+	$(BIN)/pytest $(PYTEST_PARALLEL) -m "not (slow or root or rabbitmq or oracle or peers)"
 
 # pulpinit's images under podman; the images are built once and cached by content. A test's
 # timeout covers the first build (about a minute here, the root filesystem included).
@@ -77,6 +95,13 @@ $(STAMP): setup.cfg pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(DEMO_STAMP)
+
+# The demo's venv: pulpinit and the demo extra only (a venv made for the tests has them already).
+$(DEMO_STAMP): setup.cfg pyproject.toml
+	@$(MAKE) --no-print-directory system-deps APT_PACKAGES="$(DEMO_APT_PACKAGES)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[demo]'
 	touch $@
 
 $(PEERS_STAMP): Makefile | system-deps

@@ -34,11 +34,18 @@ pytest_plugins = ["pulpinit.testing.plugin"]
 NEEDS_ROOT = "needs root (marked root): run the suite as root to include it"
 
 
+#: The fixtures of the real peers: a test that uses one is marked ``peers`` (``make test-fast`` leaves it out).
+PEER_FIXTURES = frozenset({"secantus", "secantus_auth", "rabbitmq"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by the markers added here
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.geteuid() == 0:
-        return
     for item in items:
-        if item.get_closest_marker("root"):
+        callspec = getattr(item, "callspec", None)
+        on_secantus = callspec is not None and callspec.params.get("peer") == "secantus"
+        if on_secantus or PEER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.peers)
+        if os.geteuid() != 0 and item.get_closest_marker("root"):
             item.add_marker(pytest.mark.skip(reason=NEEDS_ROOT))
 
 

@@ -269,6 +269,7 @@ def test_admin_step_with_a_read_only_user_is_78_naming_it():
     assert "new one" not in str(caught.value)
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_admin_step_when_mongodb_never_answers_is_69_at_the_deadline():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -124,6 +124,7 @@ def test_no_tcp_connection_in_time_is_a_network_timeout() -> None:
             assert 150 < result.latency_ms < 5000  # the 0.2 s budget, not the silence (room for a loaded machine)
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_a_silent_server_is_a_stalled_handshake_naming_the_step() -> None:
     steps = {"qpid": "AMQP 0-10 protocol header", "amqp": "Connection.Start", "tcp": "AMQP 1.0 header"}
     with SilentServer() as silent:

@@ -147,6 +147,7 @@ def test_an_address_nothing_set_is_named_default():
     assert [check["source"] for check in report.as_json()["checks"]] == ["env:PULP_DB_SEEDS", "default"]
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_down_dependency_exit_69_with_class_and_hint(env):
     with ResetServer() as closed:
         port = closed.port
@@ -170,6 +171,7 @@ def test_down_dependency_exit_69_with_class_and_hint(env):
         (BlackHole, "timeout"),
     ],
 )
+@pytest.mark.slow  # real processes: seconds
 def test_faults_are_classified(env, fault, failure):
     with fault() as server:
         env["PULP_DB_SEEDS"] = f"127.0.0.1:{server.port}"
@@ -228,6 +230,7 @@ def test_unsupported_server_version(env):
     assert code == 69 and by_name(out)["mongodb"]["error"].startswith("unsupported_server_version: ")
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_slow_answer_beyond_the_probe_timeout_is_a_timeout(env, mongo):
     with Proxy(("127.0.0.1", mongo.port), first_answer_delay=3.0) as slow:
         env["PULP_DB_SEEDS"] = f"127.0.0.1:{slow.port}"
@@ -248,6 +251,7 @@ def test_wait_until_a_late_dependency_comes_up(env, mongo):
     assert {event["dependency"] for event in up} == {"mongodb", "broker"}
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_flapping_dependency_is_reported_as_it_is(env, mongo):
     with Proxy(("127.0.0.1", mongo.port)) as flappy:
         env["PULP_DB_SEEDS"] = f"127.0.0.1:{flappy.port}"
@@ -258,6 +262,7 @@ def test_flapping_dependency_is_reported_as_it_is(env, mongo):
         assert check(env)[0] == 0
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_wait_deadline_exits_69_naming_what_is_down(env):
     with SilentServer() as silent:
         env.update(PULP_DB_SEEDS=f"127.0.0.1:{silent.port}", PULPINIT_WAIT_TIMEOUT="1.5")
@@ -293,6 +298,7 @@ def test_signal_while_waiting_exits_promptly(env, free_port, signum, code):
     assert f"{signal.Signals(signum).name} received during wait" in err
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_timeout_is_the_budget_of_a_single_check(env, mongo):
     """Without --wait, --timeout gives the one attempt longer than the 1 s default (a slow server)."""
     with Proxy(("127.0.0.1", mongo.port), first_answer_delay=1.5) as slow:
@@ -369,6 +375,7 @@ def test_armed_wait_sees_a_refused_then_listening_dependency_before_its_next_pro
         assert proxy.quiet == 1 and proxy.accepted > proxy.quiet
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_pulp_processes_live_and_stale_beside_the_checks(env, mongo):
     """check-deps lists who heartbeats in Pulp's ``workers``: what the migration waits for."""
     import datetime as dt
@@ -405,6 +412,7 @@ def test_pulp_processes_live_and_stale_beside_the_checks(env, mongo):
     assert "pulp processes: none heartbeating" in out
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_pulp_processes_unknown_when_mongodb_is_down(env):
     with ResetServer() as closed:
         port = closed.port
@@ -427,6 +435,7 @@ def timed(env: dict[str, str], *args: str) -> tuple[float, int, str, str]:
 
 
 @pytest.mark.parametrize("wait", [False, True])
+@pytest.mark.slow  # real processes: seconds
 def test_the_whole_run_census_included_ends_within_the_timeout(env, wait):
     """The census of ``workers`` once came after the wait with a budget of its own: 2.3 × --timeout.
 
@@ -443,6 +452,7 @@ def test_the_whole_run_census_included_ends_within_the_timeout(env, wait):
     assert budget - 0.5 < elapsed < budget + 2.0, elapsed
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_the_census_of_a_wait_reads_mongodb_while_the_broker_is_still_down(env, free_port):
     env["PULP_BROKER_URL"] = f"qpid://pulp:{SECRET}@127.0.0.1:{free_port}/"  # refused to the end
     elapsed, code, out, _ = timed(env, "--json", "--wait", "--timeout", "3")

@@ -76,6 +76,7 @@ def test_settings_table(run):
         ["migrate", "--dry-run"],
     ],
 )
+@pytest.mark.slow  # real processes: seconds
 def test_no_secret_in_any_output(run, tmp_path: Path, argv, pulp_keys: Path):
     secret_file = tmp_path / "broker-password"
     secret_file.write_text(SECRET + "\n")

@@ -260,6 +260,7 @@ def test_write_keeps_mode_owner_group_and_replaces_the_inode(tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["server.conf"]
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_concurrent_reader_sees_whole_files_only(tmp_path: Path) -> None:
     path = copy_of(DATA / "live-keys.conf", tmp_path)
     contents = {path.read_bytes()}
@@ -414,6 +415,7 @@ def pulp_read(path: Path) -> dict[str, str]:
     return values
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_python2_safeconfigparser_reads_every_accepted_value_exactly(tmp_path: Path) -> None:
     alphabet = "ab z#;%\"'=:[]\\\t{}()/@é€😀"
     rng = random.Random(2014)
@@ -442,6 +444,7 @@ def test_python2_really_reads_refused_values_differently(raw: str, tmp_path: Pat
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ini_file(), st.data())
+@pytest.mark.slow  # real processes: seconds
 def test_any_edit_reads_back_or_is_refused_naming_the_variable(
     generated: tuple[str, dict[str, str]], data: st.DataObject
 ) -> None:

@@ -20,7 +20,8 @@ def test_demo_runs_every_stage_and_migrates_once():
         partial = "".join(p.decode(errors="replace") if isinstance(p, bytes) else (p or "") for p in parts)
         pytest.fail(f"the demo did not end within {exc.timeout} s; its output so far:\n{partial[-5000:]}")
     output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-3000:]
+    verdict = [line for line in output.splitlines() if line.startswith(("demo ok", "demo FAILED"))]
+    assert done.returncode == 0, "\n".join([*verdict, "--- the end of its output:", output[-3000:]])
     assert "demo ok: one migration across two starts" in output
     for event in (
         "dep.down",

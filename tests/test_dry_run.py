@@ -113,6 +113,7 @@ def error_line(done: subprocess.CompletedProcess[str]) -> str | None:
 
 
 @pytest.mark.parametrize(("argv", "fault"), list(FAULTS.values()), ids=list(FAULTS))
+@pytest.mark.slow  # real processes: seconds
 def test_a_dry_run_ends_as_the_run_would(argv, fault, workdir, services, pulp_keys):
     env = environment(workdir, services, pulp_keys)
     extra = fault(workdir) if callable(fault) else fault

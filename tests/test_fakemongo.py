@@ -409,6 +409,7 @@ def test_fail_command_through_configure_fail_point_hits_the_next_times_commands(
         assert bad.value.code == 2
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_fail_command_by_app_name_and_close_connection(fake: FakeMongo) -> None:
     fake.fail_command("insert", close_connection=True, times=None, app_name="victim")
     with client_for(fake, appname="bystander", retryWrites=False) as bystander:

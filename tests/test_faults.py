@@ -91,6 +91,7 @@ def test_reset_mid_handshake_after_some_bytes() -> None:
             sock.recv(1)
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_slow_first_answer_only(echo: EchoServer) -> None:
     with (
         Proxy(("127.0.0.1", echo.port), first_answer_delay=1.0) as slow,

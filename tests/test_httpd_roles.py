@@ -349,6 +349,7 @@ def refused_port() -> str:
 
 
 @pytest.mark.parametrize("how", ["missing", "mismatch", "mode", "directory", "expired"])
+@pytest.mark.slow  # real processes: seconds
 def test_a_bad_key_is_78_naming_the_file_before_any_wait(pod: Pod, how: str):
     path = damage(pod, how)
     pod.env["PULP_DB_SEEDS"] = refused_port()  # a wait would take PULPINIT_WAIT_TIMEOUT (30 s)
@@ -365,6 +366,7 @@ def test_a_bad_key_is_78_naming_the_file_before_any_wait(pod: Pod, how: str):
     assert pod.conf.read_bytes() == before  # server.conf untouched
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_a_certificate_near_its_end_is_a_warning_and_the_role_goes_on(pod: Pod):
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -484,6 +486,7 @@ def test_crane_without_its_certificate_is_78_naming_it(pod: Pod):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_api_dry_run(pod: Pod, fakes: tuple[FakeMongo, FakeAmqpBroker]):
     mongo, _ = fakes
     before, conf = sum(mongo.commands.values()), pod.conf.read_bytes()
@@ -500,6 +503,7 @@ def test_api_dry_run(pod: Pod, fakes: tuple[FakeMongo, FakeAmqpBroker]):
     assert not (pod.root / "static").exists()
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_crane_dry_run(pod: Pod):
     env = crane_env(pod)
     done = finished(pulpinit("crane", "--dry-run"), env)
@@ -515,6 +519,7 @@ def test_crane_dry_run(pod: Pod):
     assert not (pod.root / "crane.conf").exists()
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_a_bad_key_in_the_dry_run_is_reported_with_the_exit_code_a_run_would_have(pod: Pod):
     path = damage(pod, "mode")
     done = finished(pulpinit("api", "--dry-run"), pod.env)

@@ -122,6 +122,7 @@ def loaded(sandbox: Sandbox, argv: list[str]) -> tuple[set[str], set[str]]:
 
 
 @pytest.mark.parametrize("command", sorted(EXPECTED))
+@pytest.mark.slow  # real processes: seconds
 def test_each_command_loads_only_what_it_uses(pulpinit_sandbox: Sandbox, command: str) -> None:
     if command == "run":  # a warm start: the migrations are recorded as done, server.conf is written
         assert pulpinit_sandbox.run("migrate").exit_code == 0

@@ -202,6 +202,7 @@ def test_argv_credentials_are_masked_in_settings_dry_run_and_plan(workdir: Path)
 
 
 @pytest.mark.parametrize(("env", "secret", "pieces", "code"), [ISSUE_CASES[0], ISSUE_CASES[3], ISSUE_CASES[9]])
+@pytest.mark.slow  # real processes: seconds
 def test_issue_leak_cases_as_real_processes(env, secret, pieces, code, workdir: Path) -> None:
     for argv in (["settings", "--json"], ["beat", "--dry-run"], ["configure"]):
         got, output = run_process(argv, env, workdir)
@@ -259,6 +260,7 @@ def child_environment(output: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("init", [False, True])
+@pytest.mark.slow  # real processes: seconds
 def test_consumed_secret_variables_do_not_reach_the_child(live_env, workdir: Path, init: bool) -> None:
     env = {**live_env, "MSG_SERVICE_PASSWORD": "SEKmsgRET", "PULP_CONF__X__PLAIN": "visible"}
     argv = ["run", *(["--init"] if init else []), "--", "/usr/bin/env"]
@@ -357,6 +359,7 @@ def check_no_leak(secret: str, markers: tuple[str, ...], placement: str, argv: l
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(marked_secrets(), st.sampled_from(sorted(PLACEMENTS)), st.sampled_from(COMMANDS))
+@pytest.mark.slow  # real processes: seconds
 def test_no_random_secret_leaks_whatever_the_exit_code(
     marked: tuple[str, tuple[str, ...]], placement: str, argv: list[str]
 ) -> None:
@@ -428,6 +431,7 @@ def check_word(word: str, placement: str, argv: list[str]) -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(WORDS), st.sampled_from(sorted(PLACEMENTS)), st.sampled_from(COMMANDS))
+@pytest.mark.slow  # real processes: seconds
 def test_a_secret_that_is_a_common_word_leaves_every_line_whole(word: str, placement: str, argv: list[str]) -> None:
     """The issue's ``{"***": …, "event": "pulpinit.***", "level": "***"}``: never again."""
     check_word(word, placement, argv)

@@ -83,6 +83,7 @@ def test_lens_dir_holds_the_lens() -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ini_file())
+@pytest.mark.slow  # real processes: seconds
 def test_generated_files_round_trip_and_read_like_configparser(generated: tuple[str, dict[str, str]]) -> None:
     text, expected = generated
     assert round_trip(text) == text

@@ -236,6 +236,7 @@ def test_openssl(command: Command):
     assert re.fullmatch(r"[0-9a-f]{48}\n", done.stdout)
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_pki_init_as_the_guide_runs_it(keys: Path):
     inits = [c for c in COMMANDS if c.argv[:3] == ["pulpinit", "pki", "init"]]
     assert inits
@@ -518,6 +519,7 @@ def check_deps(env: dict[str, str], root: Path) -> dict[str, Any]:
     return {c["name"]: c for c in report["checks"]}
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_tls_to_mongodb_as_the_guide_configures_it(tmp_path: Path):
     pki = make_pki(tmp_path / "pki")
     files = {"ca.crt": pki.ca, "client.crt": pki.client_cert, "client.key": pki.client_key}

@@ -50,7 +50,11 @@ from helpers.secantus import unavailable_reason as secantus_unavailable
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.serving import free_port
 
-pytestmark = [pytest.mark.oracle, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.oracle,
+    pytest.mark.slow,
+    pytest.mark.xdist_group("oracle"),
+]  # one worker: its peers start once
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "oracle.md"

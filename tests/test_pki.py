@@ -136,6 +136,7 @@ def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_generate_makes_what_pulps_scripts_make(keydir: Path, pool: KeyPool):
     assert sorted(p.name for p in keydir.iterdir()) == sorted(KEY_FILES)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in keydir.iterdir()}
@@ -169,6 +170,7 @@ def test_generate_makes_what_pulps_scripts_make(keydir: Path, pool: KeyPool):
     ca.verify_directly_issued_by(ca)
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_server_certificate_is_signed_by_the_ca_for_every_name(keydir: Path):
     ca, server = cert(keydir, "ca.crt"), cert(keydir, "server.crt")
     assert server.subject != ca.subject  # else OpenSSL takes the leaf for self-signed
@@ -231,6 +233,7 @@ def handshake(server: TlsServer, cafile: Path, server_hostname: str) -> bytes:
 
 
 @pytest.mark.parametrize("name", NAMES, ids=["dns-san", "ip-san"])
+@pytest.mark.slow  # real processes: seconds
 def test_python_ssl_verifies_the_server_against_the_ca(keydir: Path, tls_server: TlsServer, name: str):
     assert handshake(tls_server, keydir / "ca.crt", name) == b"ok"
 
@@ -365,6 +368,7 @@ def test_a_group_makes_the_private_keys_pulp_reads_0640_in_that_group(tmp_path: 
     }
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_pki_init_into_a_directory_it_cannot_write_is_78(tmp_path: Path):
     """Root may write anywhere: as root the directory is a read-only bind mount in a mount namespace of
     its own; otherwise it is 0555.  The error names the directory."""

@@ -51,6 +51,7 @@ def test_importing_the_plugin_imports_no_fake_and_no_heavy_module():
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_without_the_testing_extra_a_fake_mongo_test_is_skipped_saying_what_to_install(tmp_path: Path):
     (tmp_path / "conftest.py").write_text(
         "import sys\nsys.modules['mongomock'] = None  # as if the testing extra were not installed\n"
@@ -82,6 +83,7 @@ def test_an_entrypoint_script_runs_against_the_sandbox(pulpinit_sandbox: Sandbox
     assert len(pulpinit_sandbox.migrations()) == 1  # the migrate above; beat skipped it
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_a_bad_variable_is_the_documented_exit_and_error(pulpinit_sandbox: Sandbox):
     result = pulpinit_sandbox.run("worker", env={"PULPINIT_WAIT_TIMEOUT": "soon"})
     assert result.exit_code == 78

@@ -303,6 +303,7 @@ def _may(path: Path, who) -> bool:
         ("\x7fELF but not one\n", "cannot be run (Exec format error)"),
     ],
 )
+@pytest.mark.slow  # real processes: seconds
 def test_an_rpm_that_hangs_or_cannot_run_is_78_or_unknown_in_a_dry_run(tmp_path: Path, program: str, words: str):
     from pulpinit.errors import ConfigError
     from pulpinit.settings import fingerprint

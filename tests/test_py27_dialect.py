@@ -117,6 +117,7 @@ def py27_reads(text: str) -> dict[tuple[str, str], str] | None:
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(py27_file())
+@pytest.mark.slow  # real processes: seconds
 def test_the_lens_accepts_exactly_what_python27_accepts_and_reads_the_same(text: str) -> None:
     expected = py27_reads(text)
     accepted, read, rendered = lens_reads(text)
@@ -155,6 +156,7 @@ def real_py27_reads(texts: list[str]) -> list[dict[tuple[str, str], str] | None]
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.lists(py27_file(), min_size=20, max_size=20))
+@pytest.mark.slow  # real processes: seconds
 def test_the_oracle_reads_like_a_real_python27(texts: list[str]) -> None:
     assert real_py27_reads(texts) == [py27_reads(t) for t in texts]
 
@@ -180,6 +182,7 @@ def key_of(ln: str) -> str | None:
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(py27_file(), st.data())
+@pytest.mark.slow  # real processes: seconds
 def test_edits_of_python27_files_are_lossless_and_read_back_by_python27(text: str, data: st.DataObject) -> None:
     before = py27_reads(text)
     assume(before is not None)
@@ -276,6 +279,7 @@ def verdicts(got: list[dict[str, list[str]]]) -> list[dict[str, list[str]]]:
 @given(
     values=st.lists(st.lists(st.sampled_from(PIECES), min_size=1, max_size=5).map("".join), min_size=40, max_size=40)
 )
+@pytest.mark.slow  # real processes: seconds
 def test_percent_is_read_and_refused_exactly_as_python27_does(parser: str, conf_class: type[ServerConf], values):
     """server.conf: SafeConfigParser raises on a lone '%'; crane.conf: ConfigParser only on a '%(' it
     cannot interpolate.  pulpinit reads the same value, or refuses where the parser raises."""

@@ -18,7 +18,8 @@ from pulpinit.testing.faults import Proxy
 from pulpinit.wait.broker_probe import probe_broker
 from pulpinit.wait.targets import BrokerTarget, Failure, ProbeResult
 
-pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.root]  # the harness runs the broker as root
+# the harness runs the broker as root; one worker starts it (once per session)
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.root, pytest.mark.xdist_group("rabbitmq")]
 
 BAD = "not-the-password"
 

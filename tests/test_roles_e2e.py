@@ -143,6 +143,7 @@ def test_sigterm_to_pid1_while_waiting_exits_143(env):
         ("/etc/hostname", 126, ""),
     ],
 )
+@pytest.mark.slow  # real processes: seconds
 def test_missing_or_unexecutable_command(env, command, code, words):
     migrate_first(env)
     done = subprocess.run(

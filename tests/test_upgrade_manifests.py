@@ -92,6 +92,7 @@ def test_a_new_tag_is_a_new_job_and_renames_nothing_else(tmp_path):
                     assert image_tag(container["image"]) == "2.21.6"
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_the_rendered_manifests_validate_strictly():
     kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate")
     docs = render(K8S)

@@ -175,6 +175,7 @@ def test_the_supervisors_child_is_started_the_same_way() -> None:
     assert masks(outputs[1]) == {"SigBlk": 0, "SigIgn": 0}, outputs[1]
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_without_renewals_the_command_is_stopped_then_killed_before_the_deadline(watchdogs) -> None:
     """The fence: SIGTERM at deadline − stop timeout − margin, SIGKILL of the group at deadline − margin."""
     stubborn = (
@@ -194,6 +195,7 @@ def test_without_renewals_the_command_is_stopped_then_killed_before_the_deadline
     assert float(fence.split()[1]) == pytest.approx(2.0, abs=0.5)  # 2 s left when SIGTERM was sent
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_renewals_keep_the_command_running(watchdogs) -> None:
     dog = Watchdog("sh", "-c", "sleep 2; exit 3", deadline_in=1.5, stop_timeout=0.5, margin=0.2)
     watchdogs.append(dog)
@@ -206,6 +208,7 @@ def test_renewals_keep_the_command_running(watchdogs) -> None:
     assert code == 3 and not any(text.startswith(("fence", "kill")) for text in lines), lines
 
 
+@pytest.mark.slow  # real processes: seconds
 def test_a_forwarded_stop_then_sigkill_after_the_stop_timeout(watchdogs) -> None:
     printer = (
         "import signal, sys, time\n"

@@ -1,8 +1,9 @@
 """``make demo``: the whole pipeline of ``pulpinit beat`` on embedded fake services.
 
-Starts the fake MongoDB at once and the fake Qpid-like broker (AMQP 0-10 and 1.0) a second later
-(to show the backoff), copies the sample server.conf into a temporary root,
-and runs real pulpinit processes against them: ``settings``, ``configure
+Starts the fake MongoDB and the fake Qpid-like broker (AMQP 0-10 and 1.0) at once, each on a port
+of its own (port 0), the broker behind a proxy that refuses connections for a second (to show the
+backoff; its port is held from the start, so nothing can take it meanwhile), copies the sample
+server.conf into a temporary root, and runs real pulpinit processes against them: ``settings``, ``configure
 --dry-run``, ``check-deps``, then ``beat`` — configure, wait, migrate once
 under the lock (a stand-in pulp-manage-db), privilege drop (to ``nobody``
 when run as root), exec of a stand-in celery that prints its argv and exits on
@@ -28,8 +29,8 @@ from pathlib import Path
 from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
+from pulpinit.testing.faults import Proxy
 from pulpinit.testing.keys import keys_env
-from pulpinit.testing.serving import free_port
 
 SAMPLE = SAMPLE_CONF
 #: No step of the demo may take longer (each takes seconds): a step past it is killed and reported.
@@ -118,19 +119,11 @@ def main() -> int:
     bindir.mkdir()
     bindir.chmod(0o777)  # the stand-in manage-db records its runs here as the unprivileged user
     manage_db, celery = standins.write_manage_db(bindir), standins.write_celery(bindir)
-    broker_port = free_port()
     mongo = FakeMongo().start()
-    broker = FakeAmqpBroker(port=broker_port)
-    late_failure: list[str] = []
-
-    def start_broker_late() -> None:
-        try:
-            broker.start()
-        except Exception as exc:  # e.g. the free port was taken meanwhile: say so, do not wait blind
-            late_failure.append(f"the fake broker could not start on port {broker_port}: {exc}")
-            print(f"  ({late_failure[-1]})", flush=True)
-
-    late = threading.Timer(1.0, start_broker_late)
+    broker = FakeAmqpBroker().start()
+    gate = Proxy(("127.0.0.1", broker.port), up=False).start()  # refuses connections until it goes up
+    broker_port = gate.port
+    late = threading.Timer(1.0, gate.go_up)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PULP", "DB_", "MSG_"))}
     env.update(
         {
@@ -181,9 +174,9 @@ def main() -> int:
         if len(runs) != 1:
             failures.append(f"the second start ran pulp-manage-db again ({len(runs)} runs)")
         failures += _api(env, root, mongo)
-        failures += late_failure
     finally:
         late.cancel()
+        gate.stop()
         broker.stop()
         mongo.stop()
         shutil.rmtree(root, ignore_errors=True)

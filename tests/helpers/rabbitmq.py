@@ -84,15 +84,19 @@ class RabbitMQ:
         self.settings = settings
         self.definitions = definitions
         self.host = "127.0.0.1"
-        self.port = free_port()
-        self.tls_port = free_port() if pki else None
-        self.dist_port = free_port()
-        self.epmd_port = free_port()
+        self._choose_ports()
         self.node = f"pulpinit{os.getpid()}{name}@localhost"
         self.pidfile = workdir / "rabbit.pid"
         self.logfile = workdir / "server.out"
         self.startup_s: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def _choose_ports(self) -> None:
+        """Free loopback ports for every listener: RabbitMQ must be told them (see :meth:`start`)."""
+        self.port = free_port()
+        self.tls_port = free_port() if self.pki else None
+        self.dist_port = free_port()
+        self.epmd_port = free_port()
 
     @property
     def env(self) -> dict[str, str]:
@@ -179,7 +183,19 @@ class RabbitMQ:
             check=False,
         )
 
-    def start(self, timeout: float = 90) -> RabbitMQ:
+    def start(self, timeout: float = 90, attempts: int = 3) -> RabbitMQ:
+        """Start the broker; when one of its ports was taken between choosing and binding it (another
+        test process chose it too), choose new ones and start again."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start(timeout)
+            except RuntimeError as exc:
+                if attempt == attempts or "eaddrinuse" not in str(exc).lower():
+                    raise
+                self._choose_ports()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> RabbitMQ:
         for sub in ("mnesia", "log"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         (self.workdir / "enabled_plugins").write_text("[rabbitmq_amqp1_0].\n")
