@@ -28,7 +28,7 @@ BENCHES = (
         ["--runs", "3"],
     ),
     (
-        "Start-to-exec overhead and the readiness probe, vs the 2014 scripts, tini and dumb-init (issues 6, 7)",
+        "Start-up against the earlier code (e99491c), the 2014 scripts and the floor; peak memory (issues 6, 7, 24)",
         "bench_startup.py",
         ["--runs", "15"],
         ["--runs", "3"],

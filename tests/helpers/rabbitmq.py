@@ -184,15 +184,24 @@ class RabbitMQ:
         )
 
     def start(self, timeout: float = 90, attempts: int = 3) -> RabbitMQ:
-        """Start the broker; when one of its ports was taken between choosing and binding it (another
-        test process chose it too), choose new ones and start again."""
+        """Start the broker on ports chosen now; when one of them was taken between choosing and
+        binding it (another server of the suite got it from the kernel meanwhile: the broker then
+        fails, or starts without that listener), choose new ones and start again."""
         for attempt in range(1, attempts + 1):
+            self._choose_ports()
             try:
-                return self._start(timeout)
+                self._start(timeout)
             except RuntimeError as exc:
                 if attempt == attempts or "eaddrinuse" not in str(exc).lower():
                     raise
-                self._choose_ports()
+                continue
+            wanted = {f"{self.host}:{port}" for port in (self.port, self.tls_port, self.dist_port) if port}
+            missing = wanted - self.listening()
+            if not missing:
+                return self
+            self.stop()
+            if attempt == attempts:
+                raise RuntimeError(f"RabbitMQ started without listening on {sorted(missing)}")
         raise AssertionError("unreachable")
 
     def _start(self, timeout: float) -> RabbitMQ:

@@ -14,6 +14,7 @@ pulpinit connects to one seed without a replica-set name directly, as Pulp does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,6 +36,29 @@ def unavailable_reason() -> str | None:
     if not SERVER.exists():
         return f"SecantusDB is not installed ({SERVER} missing): run `make .venv-peers/.installed-stamp`"
     return None
+
+
+class PortTaken(RuntimeError):
+    """The chosen port was taken by another server before this one bound it."""
+
+
+def listening_ports(pid: int | None) -> set[int]:
+    """The loopback TCP ports ``pid`` listens on (every process's when ``pid`` is None)."""
+    inodes: set[str] | None = None
+    if pid is not None:
+        inodes = set()
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and (inodes is None or fields[9] in inodes):  # LISTEN
+            found.add(int(fields[1].split(":")[1], 16))
+    return found
 
 
 class SecantusDB:
@@ -74,7 +98,19 @@ class SecantusDB:
             self.uri, serverSelectionTimeoutMS=5000, appname="pulpinit-tests", **{**self.client_options, **options}
         )
 
-    def start(self, timeout: float = 30) -> SecantusDB:
+    def start(self, timeout: float = 30, attempts: int = 3) -> SecantusDB:
+        """Start the server on its port; when that port was taken between choosing and binding it
+        (another server of the suite got it from the kernel meanwhile), choose another and start again."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start(timeout)
+            except PortTaken:
+                if attempt == attempts:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> SecantusDB:
         argv = [
             str(SERVER),
             "--host",
@@ -94,11 +130,16 @@ class SecantusDB:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"secantusd-py exited with {self.proc.returncode}; see {self.log}")
+                if self.port not in listening_ports(None):  # it could not bind: who holds the port has gone
+                    raise RuntimeError(f"secantusd-py exited with {self.proc.returncode}; see {self.log}")
+                raise PortTaken(self.port)
             try:
                 probe: pymongo.MongoClient[dict[str, Any]]
                 with pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=200, **self.client_options) as probe:
                     probe.admin.command("ping")
+                if self.port not in listening_ports(self.proc.pid):  # another server answered on the port
+                    self.stop()
+                    raise PortTaken(self.port)
                 return self
             except pymongo.errors.PyMongoError:
                 if time.monotonic() > deadline:
