@@ -82,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     for role in ROLES:
         sub = subcommands.add_parser(role, help=f"run Pulp's {role} (extra celery arguments after --)")
         if role == "worker":
-            sub.add_argument("number", nargs="?", metavar="N", help="worker number (default: see README)")
+            sub.add_argument(
+                "number",
+                nargs="?",
+                metavar="N",
+                help="worker number (default: PULP_WORKER_NUMBER, else the host name's -N, else 0)",
+            )
         role_options(sub, _AFTER_DASHES[role])
     sub = subcommands.add_parser(
         "api", help="Pulp's REST API: configure, wait, wait for migrations, then httpd as root (its args after --)"

@@ -16,6 +16,7 @@ from pulpinit.migrate.migrator import Migration
 from pulpinit.pipeline import Context, CraneDryRun, DryRun
 from pulpinit.privileges import running_as_root
 from pulpinit.redact import REDACTOR, mask_argv
+from pulpinit.settings.knobs import LOCK_COLLECTION
 from pulpinit.settings.preflight import Preflight
 from pulpinit.settings.resolve import Settings
 from pulpinit.wait.report import Report
@@ -86,7 +87,7 @@ def _fingerprint(ctx: Context) -> str:
 
 def migration_decision(ctx: Context, migration: Migration) -> str:
     toolkit = ctx.toolkit
-    where = f"{ctx.settings.get('database.name')}.{toolkit.lock_collection}"
+    where = f"{ctx.settings.get('database.name')}.{LOCK_COLLECTION}"
     if migration is Migration.SKIP:
         return "skip: PULPINIT_MIGRATION_WAIT=false, this role neither migrates nor waits"
     fingerprint = _fingerprint(ctx)

@@ -4,7 +4,7 @@ A command of the CLI asks for a role (:class:`Request`: its name and options); o
 settings are resolved, :func:`choose` makes it a :class:`Role` (its final argv and what it does
 about migrations) from the settings, the knobs and the host name.
 
-The celery command lines follow Pulp 2.21's systemd units (see the README's
+The celery command lines follow Pulp 2.21's systemd units (see docs/roles.md's
 table of final argv), adapted to containers: logs go to stdout/stderr unless
 ``PULPINIT_CELERY_LOG_DIR`` names a directory, and celery beat keeps no pid
 file (a stale one on a persistent volume would stop the next start).

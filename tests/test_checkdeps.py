@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import pace
 from helpers.workdirs import reachable
 
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
@@ -276,8 +277,8 @@ def test_wait_deadline_exits_69_naming_what_is_down(env):
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_while_waiting_exits_promptly(env, free_port, signum, code):
-    env.update(PULP_DB_SEEDS=f"127.0.0.1:{free_port}", PULPINIT_WAIT_INITIAL="5", PULPINIT_WAIT_MAX_INTERVAL="30")
-    with Spawned([sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"], env=env) as proc:
+    env["PULP_DB_SEEDS"] = f"127.0.0.1:{free_port}"
+    with Spawned([*pace.argv(initial=5, max_interval=30), "run", "--", "/bin/true"], env=env) as proc:
         proc.event("dep.down")  # now sleeping in a 5 s backoff interval
         sent = time.monotonic()
         proc.proc.send_signal(signum)
@@ -348,8 +349,7 @@ def test_armed_wait_sees_a_refused_then_listening_dependency_before_its_next_pro
             env["PULP_DB_SEEDS"] = f"127.0.0.1:{proxy.port}"
         else:
             env["PULP_BROKER_URL"] = f"qpid://pulp:{SECRET}@127.0.0.1:{proxy.port}/"
-        env.update(PULPINIT_WAIT_INITIAL="30", PULPINIT_WAIT_MAX_INTERVAL="30")
-        with Spawned([sys.executable, "-m", "pulpinit", "check-deps", "--wait", "--json"], env=env) as proc:
+        with Spawned([*pace.argv(initial=30, max_interval=30), "check-deps", "--wait", "--json"], env=env) as proc:
             down = proc.event("dep.down")
             assert (down["dependency"], down["failure"]) == (late, "connection_refused")
             assert proxy.accepted == 0  # refused by the kernel: the server never saw the waiter
@@ -469,7 +469,7 @@ def test_json_is_one_document_when_a_stop_signal_ends_the_wait(env, free_port):
 
 @pytest.mark.parametrize("wait", [False, True])
 def test_a_user_that_may_not_write_is_78_with_the_report_with_or_without_wait(env, mongo, wait):
-    """One exit-code rule (README): 0 up, 78 a refusal no wait cures, 69 down; the report either way."""
+    """One exit-code rule (docs/waiting.md): 0 up, 78 a refusal no wait cures, 69 down; the report either way."""
     mongo.add_user("pulp_database", "reader", "r3ader-pw", read_only=True)
     env.update(PULP_DB_USERNAME="reader", PULP_DB_PASSWORD="r3ader-pw")
     code, out, _ = check(env, "--json", *(["--wait"] if wait else []))

@@ -7,7 +7,7 @@ configuration names (which must be readable, see :data:`TLS_FILES`), and
 changes nothing.
 
 Precedence, highest first, for every server.conf key (this is the only place
-it is written down in code; the README repeats it):
+it is written down in code; docs/configuration.md repeats it):
 
 1. explicit variables: ``PULP_DB_SEEDS``, ``PULP_BROKER_URL``, … (:data:`EXPLICIT`)
    and ``PULP_CONF__<SECTION>__<KEY>`` for any key, each also as ``*_FILE``
@@ -46,7 +46,7 @@ from pulpinit.regularfile import FileProblem, read_regular, unreadable
 from pulpinit.settings import brokerurl, parse, secretfile
 from pulpinit.settings.confvars import generic_key, read_variables
 from pulpinit.settings.discovery import Endpoint, find_service, looked_for
-from pulpinit.settings.knobs import KNOBS
+from pulpinit.settings.knobs import KNOBS, removed_warnings
 from pulpinit.settings.toolkit import Toolkit, knob_display, knob_sources, toolkit_from_environ
 
 __all__ = ["DEFAULTS", "EXPLICIT", "Settings", "Value", "from_environ", "is_secret_key"]
@@ -100,7 +100,7 @@ class Var:
 
 
 EXPLICIT: tuple[Var, ...] = (
-    Var("PULP_DB_SEEDS", "database.seeds", "MongoDB seeds, `h1:27017,h2:27017`"),
+    Var("PULP_DB_SEEDS", "database.seeds", "MongoDB seeds, `h1:27017,h2:27017` (IPv6 as `[::1]:27017`)"),
     Var("PULP_DB_NAME", "database.name", "database name"),
     Var("PULP_DB_USERNAME", "database.username", "MongoDB user (empty: no authentication)"),
     Var("PULP_DB_PASSWORD", "database.password", "MongoDB password"),
@@ -250,7 +250,7 @@ def from_environ(
         resolved.setdefault(key, _value(key, default, "default"))
     resolved.setdefault("server.server_name", _value("server.server_name", hostname, "default"))
     _validate(resolved, unreadable or {})
-    warnings += _client_warnings(resolved)
+    warnings += _client_warnings(resolved) + removed_warnings(environ)
     return Settings(
         MappingProxyType(resolved),
         toolkit,
