@@ -203,3 +203,17 @@ def test_the_usage_hint_example_is_what_pulpinit_prints(capsys: pytest.CaptureFi
     example = text.split("```\n$ pulpinit run /bin/echo hi\n", 1)[1].split("```", 1)[0]
     assert main(["run", "/bin/echo", "hi"], {}) == ExitCode.USAGE
     assert capsys.readouterr().err == example
+
+
+def test_the_wait_s_pace_is_the_one_the_code_uses():
+    from pulpinit.wait.waiter import PACING
+
+    text = (DOCS / "waiting.md").read_text().split("## `check-deps`", 1)[0]
+    for words in (
+        f"again after {PACING.initial:g} s",
+        f"capped at {PACING.max_interval:g} s",
+        f"a `dep.still_down` line comes every {PACING.log_interval:g} s",
+        f"every {PACING.armed_interval:g} s. The moment",
+        f"`PULPINIT_PROBE_TIMEOUT`\n({PACING.probe_timeout:g} s)",
+    ):
+        assert words in text, words
