@@ -131,7 +131,7 @@ def test_an_address_nothing_set_is_named_default():
 
     settings = from_environ({"PULP_DB_SEEDS": "127.0.0.1:1"}, {})
     sources = address_sources(settings)
-    assert sources == {"mongodb": "env:PULP_DB_SEEDS", "broker": "default"}
+    assert sources == {"mongodb": "env:PULP_DB_SEEDS", "broker": "default", "messaging": "default"}
     report = Report(
         (
             ProbeResult("mongodb", mongo_target(settings).endpoint, True, 1.0),

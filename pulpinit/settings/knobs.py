@@ -148,6 +148,13 @@ KNOBS: tuple[Knob, ...] = (
     ),
     Knob("PULPINIT_PROBE_TIMEOUT", "positive", "1", "timeout of one connection attempt (seconds)"),
     Knob("PULPINIT_WAIT_LOG_INTERVAL", "seconds", "10", "seconds between 'still down' log lines"),
+    Knob(
+        "PULPINIT_WAIT_MESSAGING",
+        "bool",
+        "false",
+        "`api` and `worker` also wait for `[messaging]`, the broker of the consumer agents, and check-deps "
+        "counts it in its exit code; off because Pulp starts without it (only agent requests fail)",
+    ),
     Knob("PULPINIT_MIGRATION_WAIT", "bool", "true", "non-migrating roles wait until migrations are done"),
     Knob("PULPINIT_MIGRATION_TIMEOUT", "seconds", "600", "seconds a waiting role waits for migrations before exit 75"),
     Knob(

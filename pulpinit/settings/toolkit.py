@@ -45,6 +45,7 @@ class Toolkit:
     wait_armed_interval: float
     probe_timeout: float
     wait_log_interval: float
+    wait_messaging: bool
     migration_wait: bool
     migration_timeout: float
     migration_fingerprint: str | None
