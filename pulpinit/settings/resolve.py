@@ -106,7 +106,11 @@ EXPLICIT: tuple[Var, ...] = (
     Var("PULP_DB_PASSWORD", "database.password", "MongoDB password"),
     Var("PULP_DB_REPLICA_SET", "database.replica_set", "replica set name (required with several seeds)"),
     Var("PULP_BROKER_URL", "tasks.broker_url", "Celery broker URL (`qpid://…` or `amqp://…`)"),
-    Var("PULP_MESSAGING_URL", "messaging.url", "messaging URL (`tcp://host:port` or `ssl://…`)"),
+    Var(
+        "PULP_MESSAGING_URL",
+        "messaging.url",
+        "the consumer agents' broker (gofer): `tcp://`, `ssl://`, `amqp://`, `amqps://`",
+    ),
     Var("PULP_SERVER_NAME", "server.server_name", "server name; also the celery node name"),
     Var(
         "PULP_ADMIN_PASSWORD",
