@@ -72,6 +72,12 @@ BENCHES = (
         ["--leases", "2", "--trials", "1", "--concurrent", "4"],
     ),
     (
+        "Masking a 1 MiB adversarial value: linear, not quadratic (issue 23)",
+        "bench_masking.py",
+        ["--runs", "7"],
+        ["--runs", "2"],
+    ),
+    (
         "A whole-deployment upgrade, applied → every role on the new version: pulpinit vs 2014 (issue 14)",
         "bench_upgrade.py",
         ["--trials", "3", "--scale", "10"],

@@ -25,7 +25,7 @@ from typing import NoReturn
 
 import structlog
 
-from pulpinit import __version__, commands, log, signals
+from pulpinit import __version__, commands, log, pipeline, signals
 from pulpinit.errors import EnvValueError, ExitCode, Interrupted, PulpinitError, UsageError
 from pulpinit.pki import command as pki
 from pulpinit.redact import mask_argv
@@ -208,6 +208,7 @@ def _main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         except UsageError as exc:
             sys.stderr.write(f"{exc}\n" + (f"hint: {exc.hint}\n" if exc.hint else "Try 'pulpinit --help'.\n"))
             return int(ExitCode.USAGE)
+        pipeline.secrets_first(environ, args.command, args.rest)  # before the first line
         _logging_setup(args, environ)
         code = COMMANDS[args.command](args, environ)
         sys.stdout.flush()  # an output that cannot be written is an error, not a silent exit 0

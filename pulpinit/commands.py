@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import cast
 
 from pulpinit import pipeline, render
-from pulpinit.errors import ExitCode
+from pulpinit.errors import ExitCode, PulpinitError
+from pulpinit.redact import REDACTOR
 from pulpinit.roles import Request, RoleName
 
 Args = argparse.Namespace
@@ -32,22 +33,34 @@ def settings(args: Args, environ: Mapping[str, str]) -> int:
 
 
 def configure(args: Args, environ: Mapping[str, str]) -> int:
-    ctx = pipeline.resolve(environ, create=args.create)
+    """Write server.conf (``--dry-run``: print the diff, and make the checks a write makes)."""
+    ctx = pipeline.resolve(environ, create=args.create, user=True)
     if args.dry_run:
         plan = pipeline.plan_config(ctx)
         sys.stdout.write(plan.diff() or f"# {ctx.toolkit.config}: no change\n")
+        plan.check(ctx.toolkit.user)
         return ExitCode.OK
     pipeline.configure(ctx)
     return ExitCode.OK
 
 
 def check_deps(args: Args, environ: Mapping[str, str]) -> int:
-    report, processes = pipeline.check_deps(environ, wait=args.wait, timeout=args.timeout)
+    """The report and its exit code (:attr:`pulpinit.wait.report.Report.exit_code`); with ``--json``
+    one JSON document whatever happens, a failure before the report included (its ``error``)."""
+    try:
+        report, processes = pipeline.check_deps(environ, wait=args.wait, timeout=args.timeout)
+    except Exception as exc:
+        if args.json:  # the error itself is logged by the CLI, as always
+            code = exc.exit_code if isinstance(exc, PulpinitError) else ExitCode.SOFTWARE
+            error = str(exc) if isinstance(exc, PulpinitError) else f"unexpected {type(exc).__name__}: {exc}"
+            document = {"ok": False, "exit_code": int(code), "error": error, "checks": []}
+            print(json.dumps(REDACTOR.deep({**document, "pulp_processes": {"error": "not read"}}), indent=2))
+        raise
     if args.json:
-        print(json.dumps({**report.as_json(), "pulp_processes": processes}, indent=2))
+        print(json.dumps(REDACTOR.deep({**report.as_json(), "pulp_processes": processes}), indent=2))
     else:
         print(render.check_deps_table(report) + "\n\n" + render.processes(processes))
-    return ExitCode.OK if report.ok else ExitCode.UNAVAILABLE
+    return report.exit_code
 
 
 def role(args: Args, environ: Mapping[str, str]) -> int:
@@ -55,8 +68,9 @@ def role(args: Args, environ: Mapping[str, str]) -> int:
     request = Request(cast(RoleName, args.command), getattr(args, "number", None), tuple(args.rest))
     init = getattr(args, "init", False)
     if args.dry_run:
-        print(render.plan(pipeline.plan(environ, request), init=init))
-        return ExitCode.OK
+        dry = pipeline.plan(environ, request)
+        print(render.plan(dry, init=init))
+        return dry.exit_code  # what the run would end with at its first local problem
     return pipeline.run(environ, request, init=init)
 
 

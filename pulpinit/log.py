@@ -1,10 +1,14 @@
 """Structured logging: JSON lines for containers, a readable console otherwise.
 
 Every record goes to stderr with an ISO-8601 UTC timestamp, a level and a
-stable event name (see the README's table of events).  The event's fields
-(strings, and strings inside lists and dicts such as an argv) and then the
-rendered line go through the process-wide :data:`~pulpinit.redact.REDACTOR`,
-so a secret that slipped into an event is still masked, in any encoding.
+stable event name (see the README's table of events).  The event's values
+(strings, and strings inside lists and dicts such as an argv) go through the
+process-wide :data:`~pulpinit.redact.REDACTOR`, so a secret that slipped into
+an event is still masked, in any encoding.  The line's own vocabulary — its
+keys, the event name and the level (:data:`EVENTS`, :data:`KEYS`, :data:`LEVELS`)
+— is never masked: a secret that is one of those words would otherwise turn
+every line into ``{"***": …}``.  :func:`is_log_word` tells the settings stage
+such a secret, which it asks the operator to change.
 
 :class:`Logger` is the type every module logs through; :class:`Throttle` is the one way a
 repeated line ("still down", "still waiting", a retry) is logged at most once per interval.
@@ -25,6 +29,53 @@ from typing import IO, Any, Protocol, TextIO, cast
 import structlog
 
 from pulpinit.redact import REDACTOR
+
+#: The levels of pulpinit's lines (a line's ``level``).
+LEVELS = ("debug", "info", "warning", "error", "critical")
+#: Every event name pulpinit and its resident supervisor log (the README's table of events).
+EVENTS = (
+    *("admin.absent", "admin.default_password", "admin.password_contended", "admin.password_set"),
+    "admin.password_unreadable",
+    *("config.changed", "config.in_place", "config.reread", "config.section_ignored", "config.unchanged"),
+    "config.written",
+    *("crane.data_dir", "dep.checked", "dep.down", "dep.still_down", "dep.up", "dep.warning"),
+    *("handoff.exec", "handoff.supervise"),
+    *("keys.checked", "keys.expiring", "keys.not_published", "keys.published"),
+    *("migration.db_retry", "migration.done", "migration.failed", "migration.holder_gone", "migration.interrupted"),
+    *("migration.kill", "migration.odd_document", "migration.resume"),
+    *("migration.lease_lost", "migration.lock_held", "migration.lock_not_released", "migration.lock_released"),
+    *("migration.not_waiting", "migration.output", "migration.pre_migrate", "migration.pre_migrate_done"),
+    *("migration.pre_migrate_output", "migration.quiet", "migration.ready", "migration.record_failed"),
+    *("migration.renew_failed", "migration.signal", "migration.skipped", "migration.stale_processes"),
+    *("migration.start", "migration.waiting", "migration.waiting_for_quiet"),
+    *("privileges.as_is", "privileges.drop", "privileges.keep", "pulpinit.error", "pulpinit.interrupted"),
+    *("settings.warning", "settings.log_word", "stage.end", "stage.start"),
+    *("supervise.error", "supervise.exit", "supervise.forward", "supervise.kill", "supervise.start"),
+)
+#: Every key of pulpinit's lines, the ones every line has first.
+KEYS = (
+    *("event", "level", "timestamp", "traceback", "action", "argv", "attempt", "attempts", "changes", "collection"),
+    *("command", "dependency", "document", "duration_ms", "duration_s", "endpoint", "error", "exit_code", "failure"),
+    *("field", "files", "fingerprint", "gid", "groups", "hint", "how", "key", "knocks", "latency_ms", "lease_left_s"),
+    *("line", "lock", "login", "message", "mode", "new", "not_after", "ok", "old", "operation", "owner", "previous"),
+    *("path", "pid", "problem", "processes", "reason", "requested", "role", "sender", "signal", "since"),
+    *("stage", "stale", "state", "stop_timeout", "taken_as", "target", "threshold_s", "uid", "user", "value"),
+    "variable",
+    *("version", "waited_s", "warning"),
+)
+_UNMASKED = frozenset(("event", "level"))
+
+
+def _words() -> frozenset[str]:
+    names = (*LEVELS, *EVENTS, *KEYS)
+    return frozenset((*names, *(w for name in names for w in name.replace("_", ".").split(".") if w)))
+
+
+def is_log_word(secret: str) -> bool:
+    """Whether ``secret`` is a word of the lines' own vocabulary (a level, an event name, a key, or one
+    of their parts between ``.`` and ``_``), which the log shows unmasked."""
+    return secret in _words()
+
 
 _level = [logging.INFO]  # the level of the last configure()
 _format = ["json"]  # the format the last configure() chose
@@ -75,14 +126,12 @@ def choose_format(requested: str | None, stream: IO[str]) -> str:
 
 
 def _redact_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Mask the secrets in every value, the event name and the level excepted; keys are never touched."""
     if REDACTOR:
         for key, value in event_dict.items():
-            event_dict[key] = REDACTOR.deep(value)
+            if key not in _UNMASKED:
+                event_dict[key] = REDACTOR.deep(value)
     return event_dict
-
-
-def _redact_line(_: Any, __: str, line: Any) -> Any:
-    return REDACTOR(line) if REDACTOR and isinstance(line, str) else line
 
 
 class _CurrentStderr:
@@ -115,7 +164,6 @@ def configure(fmt: str | None = None, level: str = "info", stream: IO[str] | Non
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact_event,
             renderer,
-            _redact_line,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_level[0]),
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, out)),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn, TypeVar
@@ -31,7 +31,7 @@ from typing import Any, NoReturn, TypeVar
 from pulpinit import log, roles, signals
 from pulpinit.config import craneconf
 from pulpinit.config.serverconf import ConfigPlan, ServerConf, assignments
-from pulpinit.errors import ConfigFileChanged, ExitCode
+from pulpinit.errors import ConfigError, ConfigFileChanged, ExitCode
 from pulpinit.handoff.exec import hand_off
 from pulpinit.log import Logger
 from pulpinit.migrate import fingerprint
@@ -41,10 +41,20 @@ from pulpinit.migrate.migrator import migrate as migrate_stage
 from pulpinit.pki.check import ROLE_KEYS, Published, key_paths, publish_public_key, readers_for
 from pulpinit.privileges import identity_for
 from pulpinit.redact import REDACTOR
-from pulpinit.settings import crane
+from pulpinit.settings import crane, knobs
 from pulpinit.settings.childenv import Purpose, child_environ
-from pulpinit.settings.preflight import WARNING, Check, KeyChecker, KeyReport, Preflight, check_keys, check_role
-from pulpinit.settings.resolve import Settings, from_environ, register_secrets
+from pulpinit.settings.preflight import (
+    PROBLEM,
+    WARNING,
+    Check,
+    KeyChecker,
+    KeyReport,
+    Preflight,
+    check_keys,
+    check_role,
+    check_user,
+)
+from pulpinit.settings.resolve import Settings, from_environ, register_early, register_secrets
 from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
 from pulpinit.wait.report import Report, check
 from pulpinit.wait.targets import ProbeResult, address_sources, mongo_target
@@ -81,6 +91,11 @@ class DryRun:
     role: roles.Role
     config: ConfigPlan
 
+    @property
+    def exit_code(self) -> int:
+        """What a run would end with at its first local problem (0: every local check passed)."""
+        return _first_exit_code(self.ctx.preflight)
+
 
 @dataclass(frozen=True)
 class CraneContext:
@@ -100,6 +115,16 @@ class CraneDryRun:
 
     ctx: CraneContext
     config: ConfigPlan
+
+    @property
+    def exit_code(self) -> int:
+        """What a run would end with at its first local problem (0: every local check passed)."""
+        return _first_exit_code(self.ctx.preflight)
+
+
+def _first_exit_code(preflight: Preflight | None) -> int:
+    problems = preflight.problems if preflight is not None else ()
+    return int(problems[0].error.exit_code) if problems and problems[0].error is not None else int(ExitCode.OK)
 
 
 @contextmanager
@@ -134,9 +159,23 @@ def plan(environ: Mapping[str, str], request: roles.Request) -> DryRun | CraneDr
     """The settings stage of a role with every check made, and its config edit (nothing is written)."""
     if request.name == "crane":
         crane_ctx = _crane_settings(environ, request, dry_run=True)
-        return CraneDryRun(crane_ctx, craneconf.plan(crane_ctx.settings, crane_ctx.conf))
+        crane_plan = craneconf.plan(crane_ctx.settings, crane_ctx.conf)
+        checked = with_config_check(crane_ctx.preflight, crane_plan, crane_ctx.toolkit.user, "crane.conf")
+        return CraneDryRun(replace(crane_ctx, preflight=checked), crane_plan)
     ctx, role = _settings(environ, request, dry_run=True)
-    return DryRun(ctx, role, plan_config(ctx))
+    config = plan_config(ctx)
+    assert ctx.preflight is not None  # noqa: S101 - a role's settings stage made its checks
+    return DryRun(replace(ctx, preflight=with_config_check(ctx.preflight, config, ctx.toolkit.user)), role, config)
+
+
+def with_config_check(preflight: Preflight, config: ConfigPlan, user: str, name: str = "server.conf") -> Preflight:
+    """``preflight`` and the configure stage's own check (:meth:`ConfigPlan.check`), as a run makes them."""
+    try:
+        config.check(user)
+    except ConfigError as exc:
+        return replace(preflight, checks=(*preflight.checks, Check(name, PROBLEM, str(exc), exc)))
+    done = "written" if config.changed else "left as it is"
+    return replace(preflight, checks=(*preflight.checks, Check(name, "ok", f"{config.conf.path}: {done}")))
 
 
 def run_crane(environ: Mapping[str, str], request: roles.Request, *, init: bool) -> NoReturn:
@@ -153,22 +192,58 @@ def run_crane(environ: Mapping[str, str], request: roles.Request, *, init: bool)
 
 
 # -- stage 1: settings --------------------------------------------------------------------------
+#: The warning for a secret that is a word of the log lines' vocabulary (``settings.log_word``).
+LOG_WORD_WARNING = (
+    "holds a word pulpinit's log lines are made of (a level, an event name or a key), which they show as "
+    "it is; it is masked in every value, but choose another"
+)
+
+
+def secrets_first(environ: Mapping[str, str], command: str, rest: Sequence[str] = ()) -> None:
+    """Register every secret before the first line is written (even the settings stage's
+    ``stage.start``): the environment's, the ``_FILE``s', server.conf's (crane.conf's for
+    ``crane``), leniently, and the URL passwords of the arguments after ``--`` (``rest``); the
+    settings stage reports what it cannot read."""
+    for arg in rest:
+        REDACTOR.add_value(arg, whole=False)
+    crane.register_secrets(environ, {})
+    try:
+        config = (
+            crane.config_path(environ) if command == "crane" else knobs.raw(environ, knobs.BY_NAME["PULPINIT_CONFIG"])
+        )
+    except ConfigError:
+        return
+    register_early(environ, config or "")
+
+
 def _load(environ: Mapping[str, str], create: bool) -> Context:
     register_secrets(environ)  # before anything parses them: no error can show a secret
     toolkit = toolkit_from_environ(environ)  # the knobs, parsed once per run
     conf = ServerConf.load(toolkit.config, create=create or toolkit.create_config)
     hostname = socket.gethostname()
-    settings = from_environ(environ, conf.values(), hostname=hostname, toolkit=toolkit)
+    settings = from_environ(environ, conf.values(), hostname=hostname, toolkit=toolkit, unreadable=conf.unreadable())
     REDACTOR.add(*settings.secrets())
+    logger = log.get_logger(stage="settings")
     for warning in settings.warnings:
-        log.get_logger(stage="settings").warning("settings.warning", warning=warning)
+        logger.warning("settings.warning", warning=warning)
+    for variable in settings.log_word_secrets:
+        logger.warning("settings.log_word", variable=variable, warning=LOG_WORD_WARNING)
     return Context(environ, settings, conf, hostname)
 
 
-def resolve(environ: Mapping[str, str], *, create: bool = False) -> Context:
-    """Stage 1: read server.conf and resolve the settings (nothing is written)."""
+def resolve(environ: Mapping[str, str], *, create: bool = False, user: bool = False) -> Context:
+    """Stage 1: read server.conf and resolve the settings (nothing is written).
+
+    ``user``: check ``PULPINIT_USER`` too, as the roles do (``configure``: the file's group and the
+    check that the user can read it depend on it; when root, an unknown user is 78).
+    """
     with _stage("settings"):
-        return _load(environ, create)
+        ctx = _load(environ, create)
+        if user:
+            found, _ = check_user(ctx.toolkit)
+            if found.error is not None:
+                raise found.error
+        return ctx
 
 
 def _settings(environ: Mapping[str, str], request: roles.Request, *, dry_run: bool) -> tuple[Context, roles.Role]:
@@ -230,7 +305,7 @@ def _crane_settings(environ: Mapping[str, str], request: roles.Request, *, dry_r
         path = crane.config_path(environ)
         crane.register_secrets(environ, {})  # before anything parses them: no error can show a secret
         conf = craneconf.load(path)
-        settings = crane.from_environ(environ, conf.values(), path)
+        settings = crane.from_environ(environ, conf.values(), path, conf.unreadable())
         REDACTOR.add(*settings.secrets())
         for warning in settings.warnings:
             logger.warning("settings.warning", warning=warning)
@@ -325,23 +400,29 @@ def check_deps(
     """``check-deps``: the settings stage, then one probe of each dependency (or the wait policy),
     and the Pulp processes heartbeating in Pulp's ``workers`` (``pulp_processes``: read beside the
     probes, within the same budget; it does not change the exit code).  ``[messaging]`` is probed
-    too; it counts in the exit code (and ``--wait`` waits for it) only with ``PULPINIT_WAIT_MESSAGING``."""
+    too; it counts in the exit code (and ``--wait`` waits for it) only with ``PULPINIT_WAIT_MESSAGING``.
+
+    The whole run — settings, probes or wait, and the census — ends by one deadline: ``timeout``
+    after the start, or without it the probe timeout (one probe) or the wait timeout (``wait``).
+    """
     from pulpinit.migrate.quiet import MIGRATION_WAIT_TIME, Survey
 
+    started = time.monotonic()
     ctx = resolve(environ)
     counted = ctx.toolkit.wait_messaging
     probes, policy = probes_for(ctx.settings, messaging=counted), WaitPolicy.from_toolkit(ctx.toolkit)
     aside = {} if counted else {"messaging": messaging_probe(ctx.settings)}
-    budget = timeout if timeout is not None else policy.probe_timeout
+    budget = timeout if timeout is not None else policy.timeout if wait else policy.probe_timeout
+    left = max(0.05, started + budget - time.monotonic())
     target, threshold = mongo_target(ctx.settings), ctx.toolkit.quiet_seconds or MIGRATION_WAIT_TIME
     sources = address_sources(ctx.settings)
+    survey = Survey(target, left, threshold)  # beside the probes (pymongo waits for a server that comes up)
     if not wait:
-        survey = Survey(target, budget, threshold)
-        return check(probes, policy, timeout=timeout, sources=sources, uncounted=aside), survey.result()
+        return check(probes, policy, timeout=left, sources=sources, uncounted=aside), survey.result()
     signals.enter("check-deps")
     with signals.linked() as stop:
-        report = check(probes, policy, wait=True, timeout=timeout, stop=stop, sources=sources, uncounted=aside)
-    return report, Survey(target, budget, threshold).result()
+        report = check(probes, policy, wait=True, timeout=left, stop=stop, sources=sources, uncounted=aside)
+    return report, survey.result()
 
 
 # -- stage 4: migrate ---------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Human-readable output: the settings table, the check-deps table and the dry-run plan.
 
 Only display values are ever rendered (:attr:`pulpinit.settings.resolve.Value.display`),
-so a password or URL credential cannot reach stdout from here.
+so a password or URL credential cannot reach stdout from here; every value then goes through
+the redactor as the last line of defence.  Keys, headings and column titles are pulpinit's own
+vocabulary and are never masked (a secret equal to one of them would otherwise hide them).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def settings_table(settings: Settings) -> str:
-    rows = [(key, value.display, value.source) for key, value in sorted(settings.values.items())]
-    knob_values = settings.as_json()["pulpinit"]
-    knobs = [(name, knob_values[name]["value"], source) for name, source in settings.knob_sources.items()]
-    return REDACTOR(
+    """Every server.conf value and knob with its source; values and sources redacted, keys not."""
+    data = settings.as_json()
+    rows = [(key, item["value"], item["source"]) for key, item in data["settings"].items()]
+    knobs = [(name, item["value"], item["source"]) for name, item in data["pulpinit"].items()]
+    return (
         table(("server.conf key", "value", "source"), rows)
         + "\n\n"
         + table(("pulpinit knob", "value", "source"), knobs)
@@ -46,12 +49,12 @@ def check_deps_table(report: Report) -> str:
         rows.append(
             (
                 c.name,
-                c.endpoint,
-                report.source(c),
+                REDACTOR(c.endpoint),
+                REDACTOR(report.source(c)),
                 "up" if c.ok else "DOWN",
                 f"{c.latency_ms:.0f} ms",
-                c.version or "-",
-                str(data["error"] or "-"),
+                REDACTOR(c.version or "-"),
+                REDACTOR(str(data["error"] or "-")),
             )
         )
     text = table(("dependency", "endpoint", "source", "status", "latency", "version", "error"), rows)
@@ -68,10 +71,10 @@ def check_deps_table(report: Report) -> str:
 def processes(report: Mapping[str, Any]) -> str:
     """The ``pulp_processes`` of ``check-deps``: who heartbeats in Pulp's ``workers`` collection."""
     if "error" in report:
-        return f"pulp processes: unknown ({report['error']})"
+        return f"pulp processes: unknown ({REDACTOR(report['error'])})"
     threshold = report["threshold_s"]
     rows = [
-        (beat["name"], "-" if beat["age_s"] is None else f"{beat['age_s']:.1f} s ago", state)
+        (REDACTOR(beat["name"]), "-" if beat["age_s"] is None else f"{beat['age_s']:.1f} s ago", state)
         for state, key in (("live", "live"), (f"stale (none for {threshold:g} s)", "stale"))
         for beat in report[key]
     ]
@@ -119,13 +122,18 @@ def preflight_rows(preflight: Preflight | None) -> str:
     """The checks as a table, and the exit code a run would stop with."""
     if preflight is None:
         return "none"
-    rows = [(check.status, check.name, check.detail) for check in preflight.checks]
+    rows = [(check.status, check.name, REDACTOR(check.detail)) for check in preflight.checks]
     text = table(("status", "check", "result"), rows)
     problems = preflight.problems
     if not problems:
         return text + "\nall passed"
     first = problems[0].error
     assert first is not None  # noqa: S101 - problems have errors
+    if problems[0].name in ("server.conf", "crane.conf"):
+        return text + (
+            f"\na run would stop in the configure stage with exit {int(first.exit_code)}, "
+            f"before {problems[0].name} is written or anything is waited for"
+        )
     return text + (
         f"\na run would stop in the settings stage with exit {int(first.exit_code)}, "
         "before server.conf is touched or anything is waited for"
@@ -140,7 +148,7 @@ def hand_off(argv: Sequence[str], as_root: bool, user: str, umask: int, supervis
     else:
         who = f"as {user}" if running_as_root() else "as the current user (not root)"
         how = f"{mode} {who}, umask {umask:04o}:"
-    return ["## hand-off", how, shlex.join(mask_argv(argv))]
+    return ["## hand-off", REDACTOR(how), REDACTOR(shlex.join(mask_argv(argv)))]
 
 
 def admin_step(ctx: Context) -> list[str]:
@@ -151,9 +159,11 @@ def admin_step(ctx: Context) -> list[str]:
     login = ctx.settings.get("server.default_login") or "admin"
     return [
         "## after the migrations",
-        f"admin password: check the admin user's stored hash ({login} in "
-        f"{ctx.settings.get('database.name')}.users) and {set_it}",
-        f"public key: link rsa_pub.key into {ctx.toolkit.static_dir} when it is missing",
+        REDACTOR(
+            f"admin password: check the admin user's stored hash ({login} in "
+            f"{ctx.settings.get('database.name')}.users) and {set_it}"
+        ),
+        REDACTOR(f"public key: link rsa_pub.key into {ctx.toolkit.static_dir} when it is missing"),
         "",
     ]
 
@@ -163,13 +173,14 @@ def crane_plan(dry: CraneDryRun, *, init: bool) -> str:
     ctx = dry.ctx
     toolkit = ctx.toolkit
     parts = ["# pulpinit crane --dry-run: nothing is changed, nothing is contacted", ""]
-    parts += ["## settings", table(("crane.conf key", "value", "source"), ctx.settings.rows()), ""]
+    rows = [(key, value, REDACTOR(source)) for key, value, source in ctx.settings.rows()]
+    parts += ["## settings", table(("crane.conf key", "value", "source"), rows), ""]
     parts += ["## checks", preflight_rows(ctx.preflight), ""]
-    parts += [f"## {ctx.settings.path}", dry.config.diff().rstrip("\n") or "no change", ""]
+    parts += [f"## {REDACTOR(ctx.settings.path)}", REDACTOR(dry.config.diff().rstrip("\n")) or "no change", ""]
     parts += ["## wait", "nothing: crane reads no database and no broker", ""]
     parts += ["## migrations", "none: crane reads the published metadata only", ""]
     parts += hand_off(ctx.role.argv, True, toolkit.user, toolkit.umask, init or toolkit.init)
-    return REDACTOR("\n".join(parts))
+    return "\n".join(parts)
 
 
 def plan(dry: DryRun | CraneDryRun, *, init: bool) -> str:
@@ -181,21 +192,20 @@ def plan(dry: DryRun | CraneDryRun, *, init: bool) -> str:
     parts = [f"# pulpinit {role.name} --dry-run: nothing is changed, nothing is contacted", ""]
     parts += ["## settings", settings_table(ctx.settings), ""]
     parts += ["## checks", checks(ctx), ""]
-    parts += [f"## {toolkit.config}", config.diff().rstrip("\n") or "no change", ""]
+    parts += [f"## {REDACTOR(toolkit.config)}", REDACTOR(config.diff().rstrip("\n")) or "no change", ""]
     agents = (
         f", messaging at {messaging_target(ctx.settings).endpoint} (PULPINIT_WAIT_MESSAGING)"
         if toolkit.wait_messaging and role.talks_to_agents
         else ""
     )
-    parts += [
-        "## wait",
+    wait = (
         f"mongodb at {mongo_target(ctx.settings).endpoint}, broker at "
-        f"{broker_target(ctx.settings).endpoint}{agents}; deadline {toolkit.wait_timeout:g} s",
-        "",
-    ]
-    parts += ["## migrations", migration_decision(ctx, role.migration), ""]
+        f"{broker_target(ctx.settings).endpoint}{agents}; deadline {toolkit.wait_timeout:g} s"
+    )
+    parts += ["## wait", REDACTOR(wait), ""]
+    parts += ["## migrations", REDACTOR(migration_decision(ctx, role.migration)), ""]
     if role.name == "api":
         parts += admin_step(ctx)
     if role.argv:
         parts += hand_off(role.argv, role.as_root, toolkit.user, toolkit.umask, init or toolkit.init)
-    return REDACTOR("\n".join(parts))
+    return "\n".join(parts)

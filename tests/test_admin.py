@@ -7,6 +7,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import json
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ from structlog.testing import capture_logs
 from pulpinit import log as pulpinit_log
 from pulpinit.errors import DependencyUnavailable, ExitCode, NotAuthorized
 from pulpinit.migrate.admin import AdminPassword, admin_step, ensure_admin_password, hash_password, verify_password
+from pulpinit.redact import REDACTOR
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.wait.targets import MongoTarget
 
@@ -172,6 +174,24 @@ def test_the_password_never_appears_in_the_logs(users: Any, capsys: pytest.Captu
     assert "admin.password_set" in err
     for form in (secret, secret.encode().hex(), base64.b64encode(secret.encode()).decode(), stored(users)):
         assert form not in err
+
+
+def test_a_password_that_is_admin_keeps_the_warning_line_whole(users: Any, capsys: pytest.CaptureFixture[str]):
+    """``PULP_ADMIN_PASSWORD=admin`` once hid ``admin.default_password`` behind ``***.default_password``."""
+    users.insert_one({"login": "admin", "password": hash_password("something")})
+    REDACTOR.reset()
+    REDACTOR.add("admin")  # what the settings stage registers for PULP_ADMIN_PASSWORD=admin
+    try:
+        pulpinit_log.configure("json", "debug")
+        ensure_admin_password(users, "admin", "admin", pulpinit_log.get_logger())
+    finally:
+        REDACTOR.reset()
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(line["level"], line["event"]) for line in lines] == [
+        ("info", "admin.password_set"),
+        ("warning", "admin.default_password"),
+    ]
+    assert not [value for line in lines for key, value in line.items() if "admin" in str(value) and key != "event"]
 
 
 class RacingCollection:

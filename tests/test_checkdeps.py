@@ -80,7 +80,7 @@ def mongo_version() -> str:
 
 def by_name(stdout: str) -> dict[str, dict]:
     report = json.loads(stdout)
-    assert set(report) == {"ok", "checks", "pulp_processes"}
+    assert set(report) == {"ok", "exit_code", "checks", "pulp_processes"}
     for item in report["checks"]:
         assert set(item) == {"name", "endpoint", "source", "ok", "latency_ms", "version", "error", "hint", "warnings"}
     return {item["name"]: item for item in report["checks"]}
@@ -454,3 +454,73 @@ def test_what_gofer_cannot_use_is_exit_78_only_when_the_roles_wait_for_it(env):
 def _closed_port() -> int:
     with ResetServer() as closed:
         return closed.port
+
+
+# -- one deadline, one document, one exit-code rule -------------------------------------------------
+
+
+def timed(env: dict[str, str], *args: str) -> tuple[float, int, str, str]:
+    started = time.monotonic()
+    code, out, err = check(env, *args)
+    return time.monotonic() - started, code, out, err
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_the_whole_run_census_included_ends_within_the_timeout(env, wait):
+    """The census of ``workers`` once came after the wait with a budget of its own: 2.3 × --timeout.
+
+    MongoDB accepts and never answers: the probes and the census both run into the deadline.
+    The margin covers the interpreter's start and the imports (about 0.5 s).
+    """
+    budget = 4.0
+    with SilentServer() as silent:
+        env["PULP_DB_SEEDS"] = f"127.0.0.1:{silent.port}"
+        elapsed, code, out, _ = timed(env, "--json", "--timeout", str(budget), *(["--wait"] if wait else []))
+    assert code == 69
+    assert by_name(out)["mongodb"]["error"].startswith("handshake_timeout: ")
+    assert set(json.loads(out)["pulp_processes"]) == {"error"}
+    assert budget - 0.5 < elapsed < budget + 2.0, elapsed
+
+
+def test_the_census_of_a_wait_reads_mongodb_while_the_broker_is_still_down(env, free_port):
+    env["PULP_BROKER_URL"] = f"qpid://pulp:{SECRET}@127.0.0.1:{free_port}/"  # refused to the end
+    elapsed, code, out, _ = timed(env, "--json", "--wait", "--timeout", "3")
+    assert code == 69 and elapsed < 5.0
+    assert by_name(out)["mongodb"]["ok"] and json.loads(out)["pulp_processes"]["live"] == []
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_json_is_one_document_even_when_the_settings_fail(env, wait):
+    env["PULP_BROKER_URL"] = "http://h/"
+    code, out, err = check(env, "--json", *(["--wait"] if wait else []))
+    assert code == 78
+    document = json.loads(out)  # one document, nothing else on stdout
+    assert document["ok"] is False and document["exit_code"] == 78 and document["checks"] == []
+    assert document["error"].startswith("PULP_BROKER_URL: unknown URL scheme 'http'")
+    assert json.loads(err.splitlines()[-1])["error"] == document["error"]  # and the usual line on stderr
+
+
+def test_json_is_one_document_when_a_stop_signal_ends_the_wait(env, free_port):
+    env["PULP_DB_SEEDS"] = f"127.0.0.1:{free_port}"
+    with Spawned([sys.executable, "-m", "pulpinit", "check-deps", "--wait", "--json"], env=env) as proc:
+        proc.event("dep.down")
+        proc.proc.send_signal(signal.SIGTERM)
+        code, out, _ = proc.finish(timeout=10)
+    assert code == 143
+    document = json.loads(out)
+    assert (document["ok"], document["exit_code"]) == (False, 143)
+    assert document["error"] == "SIGTERM received during check-deps"
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_a_user_that_may_not_write_is_78_with_the_report_with_or_without_wait(env, mongo, wait):
+    """One exit-code rule (README): 0 up, 78 a refusal no wait cures, 69 down; the report either way."""
+    mongo.add_user("pulp_database", "reader", "r3ader-pw", read_only=True)
+    env.update(PULP_DB_USERNAME="reader", PULP_DB_PASSWORD="r3ader-pw")
+    code, out, _ = check(env, "--json", *(["--wait"] if wait else []))
+    assert code == 78
+    report = json.loads(out)
+    assert report["exit_code"] == 78 and report["ok"] is False
+    assert by_name(out)["mongodb"]["error"].startswith("not_authorized: ")
+    code, out, _ = check(env, *(["--wait"] if wait else []))
+    assert code == 78 and "not_authorized" in out and "hint (mongodb):" in out

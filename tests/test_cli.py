@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pulpinit.cli import main
+from pulpinit.testing.keys import keys_env
 
 SECRET = "Tr0ub4dor-and-3"
 
@@ -20,10 +21,14 @@ def conf(sample_conf: Path) -> Path:
     return sample_conf
 
 
+#: What the checks of configure and of a role's dry run pass here: a user who may read the 0700 tmp_path, commands.
+PASSING = {"PULPINIT_USER": "root", "PULPINIT_CELERY": "/bin/true", "PULPINIT_MANAGE_DB": "/bin/true"}
+
+
 @pytest.fixture
 def run(capsys, conf: Path):
     def invoke(*argv: str, **env: str):
-        environ = {"PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json", **env}
+        environ = {"PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json", **PASSING, **env}
         code = main(list(argv), environ)
         out, err = capsys.readouterr()
         return code, out, err
@@ -44,7 +49,7 @@ def test_settings_json_shape_and_sources(run):
     assert settings["server.server_name"] == {"value": "pulp.example.com", "source": "env:PULP_SERVER_NAME"}
     assert settings["database.name"] == {"value": "pulp_database", "source": "default"}
     assert all(set(v) == {"value", "source"} for v in settings.values())
-    assert data["pulpinit"]["PULPINIT_USER"] == {"value": "apache", "source": "default"}
+    assert data["pulpinit"]["PULPINIT_UMASK"] == {"value": "0022", "source": "default"}
 
 
 def test_settings_reads_server_conf_values(run, conf: Path):
@@ -71,11 +76,12 @@ def test_settings_table(run):
         ["migrate", "--dry-run"],
     ],
 )
-def test_no_secret_in_any_output(run, tmp_path: Path, argv):
+def test_no_secret_in_any_output(run, tmp_path: Path, argv, pulp_keys: Path):
     secret_file = tmp_path / "broker-password"
     secret_file.write_text(SECRET + "\n")
     code, out, err = run(
         *argv,
+        **keys_env(pulp_keys),  # the worker checks its message-signing pair
         PULP_DB_USERNAME="pulp",
         PULP_DB_PASSWORD=SECRET,
         MSG_SERVICE_HOST="q",
@@ -139,7 +145,7 @@ def test_error_line_names_the_variable(run):
     assert error["error"] == "DB_SERVICE_PORT: port 'http' is not a number"
 
 
-def test_role_dry_run_shows_plan_and_changes_nothing(run, conf: Path):
+def test_role_dry_run_shows_plan_and_changes_nothing(run, conf: Path, pulp_keys: Path):
     before = conf.read_bytes()
     code, out, _ = run(
         "worker",
@@ -147,6 +153,7 @@ def test_role_dry_run_shows_plan_and_changes_nothing(run, conf: Path):
         "--dry-run",
         "--",
         "--maxtasksperchild=2",
+        **keys_env(pulp_keys),
         PULP_SERVER_NAME="pulp.example.com",
         PULPINIT_MIGRATION_FINGERPRINT="2.21.5",
         PULP_DB_SEEDS="mongo:27017",
@@ -249,7 +256,7 @@ def test_a_reader_that_went_away_is_70_with_one_line(conf: Path):
 
 def test_output_that_cannot_be_flushed_is_not_a_silent_success(conf: Path):
     """A short output sits in the buffer until the end: its failed flush must still be an error."""
-    env = {**os.environ, "PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json", "PULP_DB_SEEDS": "m:1"}
+    env = {**os.environ, "PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json", "PULP_DB_SEEDS": "m:1", **PASSING}
     with open("/dev/full", "w") as full:
         done = subprocess.run(
             [sys.executable, "-m", "pulpinit", "configure", "--dry-run"],

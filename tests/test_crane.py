@@ -122,6 +122,15 @@ def test_bad_values_are_78_naming_the_variable(tmp_path: Path, environ: dict[str
     assert str(caught.value).startswith(named)
 
 
+@pytest.mark.parametrize("url", ["https://h:443", "https://registry.example.com/", "http://[::1]:5000"])
+def test_an_endpoint_given_as_a_url_is_refused_as_a_url_not_as_ipv6(tmp_path: Path, url: str):
+    with pytest.raises(EnvValueError) as caught:
+        resolve(tmp_path, {"CRANE_ENDPOINT": url})
+    message = str(caught.value)
+    assert message.startswith(f"CRANE_ENDPOINT: {url!r} is a URL; crane wants host[:port] (Docker adds the scheme)")
+    assert "IPv6" not in message and "brackets" not in message
+
+
 def test_a_bad_value_already_in_the_file_is_named_by_file_and_key(tmp_path: Path):
     with pytest.raises(EnvValueError) as caught:
         resolve(tmp_path, {}, "[general]\ndebug: maybe\n")

@@ -1,9 +1,16 @@
 """No secret in any output: every captured output (stdout, stderr, diffs, JSON) is searched for it.
 
-Secrets are searched for in every form they can take (:func:`pulpinit.redact.forms`: raw,
-URL-encoded and -decoded, ``%%``-escaped, JSON- and repr-escaped) and, for the generated ones,
-by the unique markers at their start, middle and end, so that a piece of a secret counts too.
-User names are not secrets and stay visible.
+Secrets are searched for in every encoding they can take (:func:`encodings`, made with the
+standard library, not with pulpinit's own :func:`pulpinit.redact.forms`: raw, percent-decoded,
+percent-encoded three ways, each as is or ``%%``-escaped, each as is, JSON-escaped (ASCII and
+UTF-8) or repr-escaped: 40 encodings) and, for the generated ones, by the unique markers at their
+start, middle and end, so that a piece of a secret counts too.  Every secret is put in each of
+:data:`PLACEMENTS` (20 places: variables, ``_FILE``s, URLs with and without a scheme, command
+lines, server.conf).  User names are not secrets and stay visible.
+
+Secrets that are common words — the log's own vocabulary among them (``error``, ``info``,
+``event``, ``admin``) — are masked in every value, and the log lines keep their keys, event names
+and levels (:func:`test_a_secret_that_is_a_common_word_leaves_every_line_whole`).
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pulpinit.cli import main
-from pulpinit.redact import REDACTOR, forms
+from pulpinit.log import EVENTS, KEYS, LEVELS, is_log_word
+from pulpinit.redact import MIN_LENGTH, REDACTOR
 from pulpinit.testing import SAMPLE_CONF
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
@@ -43,6 +51,8 @@ BASE = {
     "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5",
     "PULPINIT_LOG_LEVEL": "debug",
     "PULPINIT_USER": "nobody",
+    "PULPINIT_CELERY": "/bin/true",  # found: the dry run's checks pass
+    "PULPINIT_MANAGE_DB": "/bin/true",
 }
 
 
@@ -53,13 +63,47 @@ def workdir() -> Iterator[Path]:
         yield path
 
 
+URL_ENCODINGS: dict[str, Callable[[str], str]] = {
+    "raw": lambda s: s,
+    "percent-decoded": urllib.parse.unquote,
+    "percent-encoded": lambda s: urllib.parse.quote(s, safe=""),
+    "percent-encoded, / kept": urllib.parse.quote,
+    "form-encoded": urllib.parse.quote_plus,
+}
+CONF_ENCODINGS: dict[str, Callable[[str], str]] = {"": lambda s: s, ", %%-escaped": lambda s: s.replace("%", "%%")}
+STRING_ENCODINGS: dict[str, Callable[[str], str]] = {
+    "": lambda s: s,
+    ", JSON": lambda s: json.dumps(s)[1:-1],
+    ", JSON (UTF-8)": lambda s: json.dumps(s, ensure_ascii=False)[1:-1],
+    ", repr": lambda s: repr(s)[1:-1],
+}
+
+
+def encodings(secret: str) -> dict[str, str]:
+    """Every encoding of ``secret`` in output, by name (40 of them), from the standard library."""
+    return {
+        f"{u}{c}{t}": to_text(to_conf(to_url(secret)))
+        for u, to_url in URL_ENCODINGS.items()
+        for c, to_conf in CONF_ENCODINGS.items()
+        for t, to_text in STRING_ENCODINGS.items()
+    }
+
+
 def leaks(output: str, secret: str, pieces: tuple[str, ...] = ()) -> list[str]:
-    """The forms of ``secret`` (and the ``pieces`` of it) found in ``output``."""
-    return sorted(f for f in forms(secret) | set(pieces) if f in output)
+    """The encodings of ``secret`` (and the ``pieces`` of it) found in ``output`` (none shorter than the
+    redactor's MIN_LENGTH: a 1-2 character string is ordinary text)."""
+    found = set(encodings(secret).values()) | set(pieces)
+    return sorted(f for f in found if len(f) >= MIN_LENGTH and f in output)
 
 
 def run_main(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[int, str]:
     """``pulpinit ARGV`` in this process (a fresh redactor, as in a new process): exit code, all output."""
+    code, out, err = run_main_apart(argv, env, workdir)
+    return code, out + err
+
+
+def run_main_apart(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[int, str, str]:
+    """:func:`run_main` with stdout and stderr apart."""
     conf = workdir / "server.conf"
     if not conf.exists():
         shutil.copy(SAMPLE, conf)
@@ -67,7 +111,7 @@ def run_main(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[int, 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(argv, {**BASE, "PULPINIT_CONFIG": str(conf), **env})
-    return code, out.getvalue() + err.getvalue()
+    return code, out.getvalue(), err.getvalue()
 
 
 def run_process(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[int, str]:
@@ -96,6 +140,7 @@ ISSUE_CASES = [
     ({"PULPINIT_CELERY_ARGS": "--broker=amqp://x:SEKargsRET99@h//"}, "SEKargsRET99", (), 0),
     ({"PULP_CONF__PULPINIT__BACKUP_URL": "amqp://u:SEKurl RET99@h//"}, "SEKurl RET99", (), 0),
     ({"MSG_SERVICE_HOST": "10.0.0.1", "MSG_SERVICE_PASSWORD": "SEK p@ss/w%rd RET99"}, "SEK p@ss/w%rd RET99", (), 0),
+    ({"PULP_CONF__X__BROKER_URL": "pulp:SEKnoschemeRET99@h:5672"}, "SEKnoschemeRET99", (), 0),  # no scheme
 ]
 
 
@@ -106,6 +151,31 @@ def test_issue_leak_cases_show_nothing_in_any_command(env, secret, pieces, code,
         assert got == code, (argv, output[-500:])
         assert leaks(output, secret, pieces) == [], (argv, output)
         assert "Traceback" not in output
+
+
+def test_the_no_scheme_url_shows_masked_in_settings_the_diff_and_config_changed(workdir: Path) -> None:
+    env = {"PULP_CONF__X__BROKER_URL": "pulp:SEKnoschemeRET99@h:5672"}
+    _, output = run_main(["settings"], env, workdir)
+    assert "pulp:***@h:5672" in output
+    _, output = run_main(["configure", "--dry-run"], env, workdir)
+    assert "+broker_url: pulp:***@h:5672" in output
+    _, output = run_main(["configure"], env, workdir)
+    [changed] = [json.loads(x) for x in output.splitlines() if '"config.changed"' in x]
+    assert changed["new"] == "pulp:***@h:5672"
+    assert (workdir / "server.conf").stat().st_mode & 0o007 == 0  # it holds a password: private
+
+
+def test_an_error_line_keeps_its_structure_when_the_password_is_error(workdir: Path) -> None:
+    """The issue's ``{"***": …, "event": "pulpinit.***", "level": "***"}`` for PULP_DB_PASSWORD=error."""
+    code, _, err = run_main_apart(["settings"], {"PULP_DB_PASSWORD": "error", "PULP_BROKER_URL": "http://h/"}, workdir)
+    last = json.loads(err.splitlines()[-1])
+    assert code == 78
+    assert (last["event"], last["level"], set(last)) == (
+        "pulpinit.error",
+        "error",
+        {"error", "exit_code", "event", "level", "timestamp"},
+    )
+    assert last["error"].startswith("PULP_BROKER_URL: unknown URL scheme")
 
 
 def test_user_names_stay_visible(workdir: Path) -> None:
@@ -252,6 +322,18 @@ PLACEMENTS: dict[str, Placement] = {
     ),
     "argv after --": lambda s, t: ({}, [f"--broker=amqp://pulp:{s}@10.0.0.3//"]),
     "server.conf password": _conf_password,
+    "PULP_ADMIN_PASSWORD": lambda s, t: ({"PULP_ADMIN_PASSWORD": s}, []),
+    "PULP_ADMIN_PASSWORD_FILE": lambda s, t: ({"PULP_ADMIN_PASSWORD_FILE": _file(s, t)}, []),
+    "PULP_MESSAGING_URL_FILE": lambda s, t: (
+        {"PULP_MESSAGING_URL_FILE": _file(f"ssl://pulp:{s}@10.0.0.1:5671", t)},
+        [],
+    ),
+    "PULP_CONF__ password_FILE": lambda s, t: ({"PULP_CONF__PULPINIT__PASSWORD_FILE": _file(s, t)}, []),
+    "PULP_CONF__ url without a scheme": lambda s, t: ({"PULP_CONF__X__BROKER_URL": f"pulp:{s}@10.0.0.2:5672"}, []),
+    "PULPINIT_PRE_MIGRATE": lambda s, t: (
+        {"PULPINIT_PRE_MIGRATE": "/bin/true " + shlex.quote(f"--uri=mongodb://pulp:{s}@10.0.0.4/")},
+        [],
+    ),
 }
 
 
@@ -289,3 +371,69 @@ NASTY = "p@ss/w?rd#x;y %41 z:é\"'\\\t"
 def test_a_nasty_secret_in_every_place_and_command(placement: str) -> None:
     for argv in COMMANDS:
         check_no_leak(f"MkNaStyA{NASTY}MkNaStyB", ("MkNaStyA", "MkNaStyB"), placement, argv)
+
+
+# -- property: secrets that are common words ---------------------------------------------------------
+
+#: Words as secrets: the log lines' own vocabulary (levels, event names, keys, their parts) and words
+#: pulpinit prints in values (none shorter than MIN_LENGTH: the masking threshold stays where it is).
+WORDS = sorted(
+    word
+    for word in {
+        *LEVELS,
+        *EVENTS,
+        *KEYS,
+        *(part for name in (*EVENTS, *KEYS) for part in name.replace("_", ".").split(".")),
+        *("admin", "pulp", "guest", "true", "false", "database", "server", "settings", "json", "localhost"),
+        *("celery", "apache", "nobody", "default", "file", "env", "qpid", "amqp", "conf", "none", "value"),
+    }
+    if len(word) >= MIN_LENGTH
+)
+#: The placements of a secret that the settings resolve (the arguments after -- come later).
+RESOLVED = sorted(set(PLACEMENTS) - {"argv after --"})
+
+
+def values_of(record: object) -> list[str]:
+    """Every string value inside a parsed JSON document (dict keys excluded)."""
+    if isinstance(record, dict):
+        return [v for value in record.values() for v in values_of(value)]
+    if isinstance(record, list):
+        return [v for value in record for v in values_of(value)]
+    return [record] if isinstance(record, str) else []
+
+
+def check_word(word: str, placement: str, argv: list[str]) -> None:
+    if placement == "argv after --" and argv[0] != "beat":
+        return  # only a role takes arguments after --: here the word is no secret
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp).chmod(0o755)
+        env, extra = PLACEMENTS[placement](word, Path(tmp))
+        argv = [*argv, *(["--", *extra] if extra and argv[0] == "beat" else [])]
+        code, out, err = run_main_apart(argv, env, Path(tmp))
+    assert code in (0, 78), err[-2000:]
+    records = [json.loads(line) for line in err.splitlines()]  # every line stays JSON
+    for record in records:
+        assert set(record) <= set(KEYS), record  # its keys intact
+        assert record["event"] in EVENTS and record["level"] in LEVELS, record
+        shown = [v for key, value in record.items() if key not in ("event", "level") for v in values_of(value)]
+        assert [v for v in shown if leaks(v, word)] == [], record
+    if argv[:2] == ["settings", "--json"] and code == 0:
+        document = json.loads(out)
+        assert "***" not in json.dumps(list(document["settings"]) + list(document["pulpinit"]))
+        assert [v for v in values_of(document) if leaks(v, word)] == []
+    warned = [r for r in records if r["event"] == "settings.log_word"]
+    if code == 0 and placement in RESOLVED:
+        assert len(warned) == (1 if is_log_word(word) else 0), (word, warned)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(WORDS), st.sampled_from(sorted(PLACEMENTS)), st.sampled_from(COMMANDS))
+def test_a_secret_that_is_a_common_word_leaves_every_line_whole(word: str, placement: str, argv: list[str]) -> None:
+    """The issue's ``{"***": …, "event": "pulpinit.***", "level": "***"}``: never again."""
+    check_word(word, placement, argv)
+
+
+@pytest.mark.parametrize("word", ["error", "info", "event", "admin", "level", "stage"])
+def test_the_issues_words_in_every_place(word: str) -> None:
+    for placement in sorted(PLACEMENTS):
+        check_word(word, placement, ["settings", "--json"])

@@ -42,7 +42,7 @@ from pulpinit.cli import parse
 from pulpinit.pki.check import KEY_FILES, KEYS_DIR
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.testing.keys import keys_env
+from pulpinit.testing.keys import keys_env, reader_group
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (it comes with kubernetes-validate)")
 
@@ -345,7 +345,10 @@ def check_exec(rest: list[str], keys: Path, services: tuple[FakeMongo, FakeAmqpB
     if inner[0] == "pulpinit":
         with reachable("guide-exec") as root:
             done = run_pulpinit(inner, prepare(workload, root, keys, services), root)
-        assert done.returncode == 0, f"{shlex.join(inner)} in {rest[1]}: {done.stdout[-1500:]}{done.stderr[-1500:]}"
+        checks = done.stdout.partition("## checks")[2][:1500]  # a dry run's problems are listed there
+        assert done.returncode == 0, (
+            f"{shlex.join(inner)} in {rest[1]}: {checks or done.stdout[-1500:]}{done.stderr[-1500:]}"
+        )
         return
     text = " ".join(inner)
     for path in re.findall(r"/run/secrets/pulp/([\w-]+)", text):  # the Secret file the script reads
@@ -361,6 +364,19 @@ def check_exec(rest: list[str], keys: Path, services: tuple[FakeMongo, FakeAmqpB
         assert container["image"].startswith("rabbitmq:")
     else:
         assert inner[:2] == ["sh", "-c"] and container["image"].startswith("mongo:"), inner
+
+
+def mounted(keys: Path, mount: Path) -> Path:
+    """The keys as the pod sees the Secret: ``defaultMode: 0440``, the group ``fsGroup`` (here the group of
+    the user pulpinit checks them for, when root)."""
+    mount.mkdir()
+    group = reader_group()
+    for key in keys.iterdir():
+        shutil.copyfile(key, mount / key.name)
+        if group is not None:
+            os.chown(mount / key.name, -1, group)
+        (mount / key.name).chmod(0o440)
+    return mount
 
 
 def prepare(
@@ -384,7 +400,7 @@ def prepare(
             check=True,
             capture_output=True,
         )
-    env.update(keys_env(keys / "pulp-keys"))
+    env.update(keys_env(mounted(keys / "pulp-keys", root / "pulp-keys")))
     env.update(
         {
             "PULPINIT_MIGRATION_FINGERPRINT": "guide",
@@ -535,4 +551,5 @@ def test_tls_to_the_broker_as_the_guide_configures_it(rabbitmq: Any, tmp_path: P
         }
         broker = check_deps(env, tmp_path)["broker"]
     assert broker["ok"] is True, broker
-    assert broker["endpoint"].startswith(f"amqp://guest:***@127.0.0.1:{rabbitmq.tls_port}")
+    # guest's password is guest: the user name is masked too, as every form of a secret is
+    assert broker["endpoint"].startswith(f"amqp://***:***@127.0.0.1:{rabbitmq.tls_port}")

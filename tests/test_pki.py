@@ -350,14 +350,49 @@ def test_the_target_must_be_a_directory(tmp_path: Path, pool: KeyPool):
 
 
 @as_root
-def test_a_group_makes_private_keys_0640_in_that_group(tmp_path: Path, pool: KeyPool):
+def test_a_group_makes_the_private_keys_pulp_reads_0640_in_that_group(tmp_path: Path, pool: KeyPool):
+    """ca.key and rsa.key are read by Pulp's processes; server.key only by root's httpd: it stays 0600."""
     directory = tmp_path / "keys"
     generate(directory, NAMES, now=NOW, group=4242, new_key=pool)
-    for path in directory.iterdir():
-        st = path.stat()
-        assert st.st_gid == 4242, path
-        private = KEY_FILES[path.name].kind == "private-key"
-        assert stat.S_IMODE(st.st_mode) == (0o640 if private else 0o644), path
+    modes = {path.name: (stat.S_IMODE(path.stat().st_mode), path.stat().st_gid) for path in directory.iterdir()}
+    assert modes == {
+        "ca.key": (0o640, 4242),
+        "rsa.key": (0o640, 4242),
+        "server.key": (0o600, os.getegid()),
+        "ca.crt": (0o644, 4242),
+        "rsa_pub.key": (0o644, 4242),
+        "server.crt": (0o644, 4242),
+    }
+
+
+def test_pki_init_into_a_directory_it_cannot_write_is_78(tmp_path: Path):
+    """Root may write anywhere: as root the directory is a read-only bind mount in a mount namespace of
+    its own; otherwise it is 0555.  The error names the directory."""
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    as_root = os.geteuid() == 0
+    if as_root and shutil.which("unshare") is None:
+        pytest.skip("needs unshare to make a read-only mount")
+    if not as_root:
+        parent.chmod(0o555)
+    for target in (parent / "keys", parent):  # a directory to make, and one to write in
+        command = [sys.executable, "-m", "pulpinit", "pki", "init", str(target), "--server-name", "pulp.example.test"]
+        if as_root:
+            ro = f'mount --bind "{parent}" "{parent}" && mount -o remount,bind,ro "{parent}" && exec "$@"'
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", ro, "sh", *command]
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PULPINIT_LOG_FORMAT": "json"},
+            check=False,
+        )
+        assert done.returncode == 78, done.stderr
+        [line] = error_lines(done.stderr)
+        assert str(line["error"]).startswith(f"{target if target == parent else parent / 'keys'}: "), line
+        assert ("Read-only file system" if as_root else "Permission denied") in str(line["error"])
+    assert list(parent.iterdir()) == []
 
 
 def test_no_temporary_file_is_left(keydir: Path):
@@ -811,3 +846,25 @@ def test_the_knobs_default_to_the_paths_of_the_key_table():
     assert defaults["PULPINIT_HTTPD_CERT"] == KEY_FILES["server.crt"].default_path
     assert defaults["PULPINIT_HTTPD_KEY"] == KEY_FILES["server.key"].default_path
     assert defaults["PULPINIT_STATIC_DIR"] == STATIC_DIR
+
+
+@pytest.mark.parametrize("role", ["worker", "api"])
+def test_an_ec_message_signing_pair_is_refused(keydir: Path, role: str):
+    """Pulp signs messages to consumers with M2Crypto's RSA: an EC pair would fail only at the first signature."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    (keydir / "rsa.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+    )
+    (keydir / "rsa_pub.key").write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(KeyFileError, match="is not an RSA key: Pulp signs messages") as caught:
+        check_keys(role, paths(keydir), me())
+    assert caught.value.path == str(keydir / "rsa_pub.key")  # the public half is read first
+    assert caught.value.exit_code == 78
+    check_keys("crane", paths(keydir), me())  # httpd's pair is not the signing pair

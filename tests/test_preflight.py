@@ -15,18 +15,18 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.workdirs import with_standins
 
 from pulpinit.cli import main
 from pulpinit.errors import ExecError
 from pulpinit.privileges import resolve_user
 from pulpinit.settings.preflight import locate
-from pulpinit.testing import SAMPLE_CONF, standins
+from pulpinit.testing import standins
 from pulpinit.testing.keys import keys_env
 from pulpinit.testing.serving import free_port
 
@@ -36,15 +36,8 @@ ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="PULPINIT_USER is check
 @pytest.fixture
 def workdir() -> Iterator[Path]:
     """Searchable by the user pulpinit drops to (pytest's tmp_path is below a 0700 directory)."""
-    path = Path(tempfile.mkdtemp(prefix="pulpinit-preflight-"))
-    path.chmod(0o755)
-    shutil.copy(SAMPLE_CONF, path / "server.conf")
-    standins.write_celery(path)
-    standins.write_manage_db(path)
-    (path / "not-executable").write_text("#!/bin/sh\ntrue\n")
-    (path / "bin").mkdir()  # an empty PATH directory: no rpm, no commands
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with with_standins("preflight") as path:
+        yield path
 
 
 def environment(workdir: Path, **extra: str) -> dict[str, str]:
@@ -206,7 +199,7 @@ def test_dry_run_reports_every_check_and_an_unknown_fingerprint(capsys, workdir)
     """No rpm database here: the plan is shown anyway, the fingerprint marked unknown with the reason."""
     env = environment(workdir, PULPINIT_MIGRATION_FINGERPRINT="", PULPINIT_CELERY="/nonexistent/celery")
     before = digest(workdir / "server.conf")
-    assert main(["beat", "--dry-run"], env) == 0
+    assert main(["beat", "--dry-run"], env) == 127  # what the run would end with
     out = capsys.readouterr().out
     assert digest(workdir / "server.conf") == before
     rows = {
@@ -220,6 +213,7 @@ def test_dry_run_reports_every_check_and_an_unknown_fingerprint(capsys, workdir)
         "PULPINIT_CELERY": "problem",
         "PULPINIT_MANAGE_DB": "ok",
         "fingerprint": "unknown",
+        "server.conf": "ok",
     }
     assert "/nonexistent/celery: command not found (PULPINIT_CELERY)" in out
     assert "no Pulp packages in an rpm database; set PULPINIT_MIGRATION_FINGERPRINT" in out
@@ -300,3 +294,40 @@ def _may(path: Path, who) -> bool:
     except ExecError:
         return False
     return True
+
+
+@pytest.mark.parametrize(
+    ("program", "words"),
+    [
+        ("#!/bin/sh\nexec sleep 30\n", "-qa did not finish within 0.5 s"),  # a hung rpm database lock
+        ("\x7fELF but not one\n", "cannot be run (Exec format error)"),
+    ],
+)
+def test_an_rpm_that_hangs_or_cannot_run_is_78_or_unknown_in_a_dry_run(tmp_path: Path, program: str, words: str):
+    from pulpinit.errors import ConfigError
+    from pulpinit.migrate import fingerprint
+    from pulpinit.settings.preflight import check_fingerprint
+    from pulpinit.settings.toolkit import toolkit_from_environ
+
+    rpm = tmp_path / "rpm"
+    rpm.write_text(program)
+    rpm.chmod(0o755)
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as failed:
+        fingerprint.derive(None, rpm=str(rpm), timeout=0.5)
+    assert time.monotonic() - started < 10  # the hung rpm was killed at its timeout
+    assert failed.value.exit_code == 78
+    assert f"{rpm} {words}" in str(failed.value) and "set PULPINIT_MIGRATION_FINGERPRINT" in str(failed.value)
+    check, derived = check_fingerprint(
+        toolkit_from_environ({}), lambda configured: fingerprint.derive(configured, rpm=str(rpm), timeout=0.5)
+    )
+    assert (check.status, derived) == ("unknown", None) and words in check.detail
+
+
+@ROOT_ONLY
+@pytest.mark.parametrize("argv", [["configure"], ["configure", "--dry-run"]])
+def test_configure_checks_the_user_as_the_roles_do(capsys, workdir, argv):
+    """The file's group and the check that the user can read it depend on the user: an unknown one is 78."""
+    code, error, _ = run_checked(capsys, workdir, argv, PULPINIT_USER="no-such-user")
+    assert code == 78
+    assert error["error"].startswith("PULPINIT_USER=no-such-user: no such user")

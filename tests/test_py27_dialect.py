@@ -20,6 +20,7 @@ from helpers import py27_configparser as py27
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from pulpinit.config.craneconf import CraneConf
 from pulpinit.config.inivalue import escape, value_problem
 from pulpinit.config.lens import ORIGINAL, SPECIAL, LensTree
 from pulpinit.config.serverconf import Assignment, ServerConf, option_name
@@ -135,15 +136,21 @@ def python27() -> str:
     return found
 
 
-def real_py27_reads(texts: list[str]) -> list[dict[tuple[str, str], str] | None]:
+def run_python27(script: str, texts: list[str], *args: str) -> list:
+    """Run ``script`` in a real Python 2.7 on one file per text; its JSON output."""
     with tempfile.TemporaryDirectory() as tmp:
         names = []
         for index, text in enumerate(texts):
             name = Path(tmp) / f"{index}.conf"
             name.write_bytes(text.encode("utf-8"))
             names.append(str(name))
-        done = subprocess.run([python27(), "-c", py27.PY2_SCRIPT, *names], capture_output=True, check=True)
-    return [None if "error" in doc else {(s, k): v for s, k, v in doc["values"]} for doc in json.loads(done.stdout)]
+        done = subprocess.run([python27(), "-c", script, *args, *names], capture_output=True, check=True)
+    return json.loads(done.stdout)
+
+
+def real_py27_reads(texts: list[str]) -> list[dict[tuple[str, str], str] | None]:
+    docs = run_python27(py27.PY2_SCRIPT, texts)
+    return [None if "error" in doc else {(s, k): v for s, k, v in doc["values"]} for doc in docs]
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
@@ -226,3 +233,65 @@ def headers(text: str) -> set[str]:
 
 def assigned_sections(items: list[Assignment]) -> set[str]:
     return {i.section for i in items}
+
+
+# -- '%': interpolation as SafeConfigParser (Pulp, server.conf) and ConfigParser (crane) do it --------
+
+PIECES = ["%", "%%", "%(name)s", "%(NAME)s", "%(nope)s", "%(base)s", "%(value)s", "%(", "%(name)d", "a", "s", ")", " "]
+PIECES += ["% %", "%5%", "%-3%", "%(name)%", "%(nope)%", "%*%", "%.2%"]  # Python 2's '%' conversions
+
+
+def percent_file(value: str) -> str:
+    return f"[DEFAULT]\nbase: /b%%\n[database]\nname: pulp\nvalue: {value}\n"
+
+
+def pulpinit_gets(texts: list[str], dialect_class: type[ServerConf]) -> list[dict[str, list[str]]]:
+    """What pulpinit reads for every value of the files: ["ok", value] or ["error", why]."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, text in enumerate(texts):
+            path = Path(tmp) / f"{index}.conf"
+            path.write_bytes(text.encode("utf-8"))
+            conf = dialect_class.load(path)
+            problems = conf.unreadable()
+            got = {}
+            for key, value in conf.values().items():
+                if not key.startswith("DEFAULT."):  # Python's sections() leaves DEFAULT out
+                    got[key] = ["error", problems[key]] if key in problems else ["ok", value]
+            out.append(got)
+    return out
+
+
+def python27_gets(texts: list[str], parser: str) -> list[dict[str, list[str]]]:
+    return run_python27(py27.PY2_GET_SCRIPT, texts, parser)
+
+
+def verdicts(got: list[dict[str, list[str]]]) -> list[dict[str, list[str]]]:
+    """Values where read, the word "error" where the parser raises (the exception's name aside)."""
+    return [{key: value if value[0] == "ok" else ["error"] for key, value in doc.items()} for doc in got]
+
+
+@pytest.mark.parametrize(("parser", "conf_class"), [("SafeConfigParser", ServerConf), ("ConfigParser", CraneConf)])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    values=st.lists(st.lists(st.sampled_from(PIECES), min_size=1, max_size=5).map("".join), min_size=40, max_size=40)
+)
+def test_percent_is_read_and_refused_exactly_as_python27_does(parser: str, conf_class: type[ServerConf], values):
+    """server.conf: SafeConfigParser raises on a lone '%'; crane.conf: ConfigParser only on a '%(' it
+    cannot interpolate.  pulpinit reads the same value, or refuses where the parser raises."""
+    texts = [percent_file(value.strip()) for value in values]
+    assert verdicts(pulpinit_gets(texts, conf_class)) == verdicts(python27_gets(texts, parser))
+
+
+def test_a_lone_percent_in_server_conf_is_78_naming_the_key_unless_the_environment_replaces_it(tmp_path: Path):
+    from pulpinit.cli import main
+
+    conf = tmp_path / "server.conf"
+    conf.write_text("[database]\npassword: 50%off\n[server]\nkey_url: /pulp/%(name)s\n")
+    env = {"PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json", "PULPINIT_USER": "root"}
+    env["PULP_DB_USERNAME"] = "pulp"  # a password without a user is refused on its own
+    assert main(["settings"], env) == 78
+    assert main(["settings"], {**env, "PULP_DB_PASSWORD": "50%off"}) == 78  # [server] key_url is still unreadable
+    conf.write_text("[database]\npassword: 50%off\n")
+    assert main(["configure"], {**env, "PULP_DB_PASSWORD": "50%off"}) == 0  # replaced: written as 50%%off
+    assert "password: 50%%off\n" in conf.read_text()

@@ -178,7 +178,7 @@ def test_generic_key_with_dots_is_written_to_its_own_section(tmp_path: Path):
 
     conf = tmp_path / "server.conf"
     conf.write_text("[a]\nx: 1\n")
-    assert main(["configure"], {"PULPINIT_CONFIG": str(conf), "PULP_CONF__A.B__C": "1"}) == 0
+    assert main(["configure"], {"PULPINIT_CONFIG": str(conf), "PULPINIT_USER": "root", "PULP_CONF__A.B__C": "1"}) == 0
     assert conf.read_text() == "[a]\nx: 1\n\n[a.b]\nc: 1\n"
 
 

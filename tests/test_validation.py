@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import string
 from pathlib import Path
 
@@ -9,10 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pulpinit.cli import main
 from pulpinit.errors import EnvValueError, ExitCode
 from pulpinit.settings import parse
 from pulpinit.settings.resolve import from_environ
 from pulpinit.settings.toolkit import toolkit_from_environ
+from pulpinit.testing import SAMPLE_CONF
 
 SECRET = "Sup3r-Secret-Value"
 
@@ -56,11 +60,26 @@ def rejects(env: dict[str, str], conf: dict[str, str] | None = None) -> EnvValue
         ({"PULP_CONF__TASKS__LOGIN_METHOD_FILE": "/x"}, "PULP_CONF__TASKS__LOGIN_METHOD_FILE", "secrets"),
         ({"PULP_DB_SEEDS_FILE": "/x"}, "PULP_DB_SEEDS_FILE", "only secrets"),
         ({"PULPINIT_WAIT_TIMEOUT": "soon"}, "PULPINIT_WAIT_TIMEOUT", "not a number"),
-        ({"PULPINIT_WAIT_TIMEOUT": "-5"}, "PULPINIT_WAIT_TIMEOUT", ">= 0"),
+        ({"PULPINIT_WAIT_TIMEOUT": "-5"}, "PULPINIT_WAIT_TIMEOUT", "not a number"),
         ({"PULPINIT_UMASK": "999"}, "PULPINIT_UMASK", "octal"),
+        ({"PULPINIT_UMASK": " 022"}, "PULPINIT_UMASK", "octal"),
+        ({"PULPINIT_UMASK": "0_22"}, "PULPINIT_UMASK", "octal"),
+        ({"PULPINIT_UMASK": "٠٢٢"}, "PULPINIT_UMASK", "octal"),
+        ({"PULPINIT_UMASK": "-022"}, "PULPINIT_UMASK", "octal"),
+        ({"PULPINIT_WAIT_TIMEOUT": "٣٠"}, "PULPINIT_WAIT_TIMEOUT", "not a number"),
+        ({"PULPINIT_WAIT_TIMEOUT": "3_0"}, "PULPINIT_WAIT_TIMEOUT", "not a number"),
+        ({"PULPINIT_WAIT_TIMEOUT": "1e3"}, "PULPINIT_WAIT_TIMEOUT", "not a number"),
+        ({"PULPINIT_WAIT_TIMEOUT": "30 "}, "PULPINIT_WAIT_TIMEOUT", "whitespace"),
+        ({"PULPINIT_PROBE_TIMEOUT": "０.５"}, "PULPINIT_PROBE_TIMEOUT", "not a number"),
+        ({"PULPINIT_STOP_TIMEOUT": "1_0"}, "PULPINIT_STOP_TIMEOUT", "not a number"),
+        ({"PULPINIT_STOP_TIMEOUT": " 10"}, "PULPINIT_STOP_TIMEOUT", "not a number"),
+        ({"PULPINIT_STOP_TIMEOUT": "١٠"}, "PULPINIT_STOP_TIMEOUT", "not a number"),
         ({"PULPINIT_LOG_LEVEL": "loud"}, "PULPINIT_LOG_LEVEL", "not one of"),
         ({"PULPINIT_INIT": "maybe"}, "PULPINIT_INIT", "not a boolean"),
         ({"PULP_WORKER_NUMBER": "two"}, "PULP_WORKER_NUMBER", "non-negative integer"),
+        ({"PULP_ADMIN_PASSWORD": ""}, "PULP_ADMIN_PASSWORD", "empty password"),
+        ({"PULP_CONF__SERVER__DEFAULT_PASSWORD": ""}, "PULP_CONF__SERVER__DEFAULT_PASSWORD", "empty password"),
+        ({"PULP_SERVER_NAME": ""}, "PULP_SERVER_NAME", "is empty"),
     ],
 )
 def test_bad_input_names_the_variable(env, variable, words):
@@ -68,6 +87,39 @@ def test_bad_input_names_the_variable(env, variable, words):
     assert error.variable == variable
     assert str(error).startswith(f"{variable}: ")
     assert words in str(error)
+
+
+def test_empty_admin_password_or_server_name_in_server_conf():
+    assert rejects({}, {"server.default_password": ""}).variable == "server.conf [server] default_password"
+    assert rejects({}, {"server.server_name": ""}).variable == "server.conf [server] server_name"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["settings"],
+        ["beat"],
+        ["resource-manager"],
+        ["worker", "1"],
+        ["api"],
+        ["run", "--", "/bin/true"],
+        ["migrate"],
+        ["configure"],
+    ],
+)
+@pytest.mark.parametrize("variable", ["PULP_ADMIN_PASSWORD_FILE", "PULP_SERVER_NAME"])
+def test_an_empty_admin_password_or_server_name_stops_every_role_with_78(
+    command: list[str], variable: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    conf = tmp_path / "server.conf"
+    shutil.copy(SAMPLE_CONF, conf)
+    (tmp_path / "empty").write_text("")
+    value = str(tmp_path / "empty") if variable.endswith("_FILE") else ""
+    env = {"PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json", variable: value}
+    assert main(command, env) == ExitCode.CONFIG
+    error = json.loads(capsys.readouterr().err.splitlines()[-1])["error"]
+    assert error.startswith(f"{variable}: is empty: ")
+    assert conf.read_bytes() == SAMPLE_CONF.read_bytes()
 
 
 def test_bad_server_conf_boolean():

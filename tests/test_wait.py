@@ -275,3 +275,26 @@ def test_stop_ends_an_armed_pause_at_once():
                 stop=stop,
             )
     assert time.monotonic() - start < 1.0
+
+
+def test_the_last_line_reports_the_last_whole_probe_not_one_the_deadline_cut_short(logs):
+    """A silent server: every probe times out after its budget; the last one gets only what is left."""
+    t = FakeTime()
+
+    def silent(timeout: float) -> ProbeResult:
+        t.sleep(timeout)  # the probe waits out its budget
+        return ProbeResult(
+            "mongodb",
+            "mongodb://db:27017/pulp",
+            False,
+            timeout * 1000,
+            failure=Failure.STALLED,
+            error=f"no answer within {timeout:g} s",
+        )
+
+    with pytest.raises(DependencyUnavailable) as err:
+        policy = WaitPolicy(timeout=4.3, probe_timeout=1.0, log_interval=0)
+        wait_all({"mongodb": silent}, policy, clock=t.clock, sleep=t.sleep)
+    assert "no answer within 1 s" in str(err.value)
+    lines = [e for e in logs() if e["event"] in ("dep.down", "dep.still_down")]
+    assert lines and all(line["error"] == "no answer within 1 s" for line in lines)

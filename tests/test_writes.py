@@ -191,6 +191,7 @@ def test_sigterm_during_configure_leaves_no_temporary_file(etc: Path) -> None:
         "PATH": os.environ["PATH"],
         "PULPINIT_CONFIG": str(conf),
         "PULPINIT_LOG_FORMAT": "json",
+        "PULPINIT_USER": "nobody",
         "PULP_DB_USERNAME": "pulp",
         "PULP_DB_PASSWORD": "s3cr3t-pw",
     }
@@ -288,6 +289,7 @@ def test_a_single_file_bind_mount_is_rewritten_in_place(etc: Path) -> None:
         "PATH": os.environ["PATH"],
         "PULPINIT_LOG_FORMAT": "json",
         "PULPINIT_CONFIG": str(target),
+        "PULPINIT_USER": "nobody",
         "PULP_DB_SEEDS": "db:27017",
     }
     done = subprocess.run(

@@ -159,6 +159,42 @@ def check_unchanged_readable(path: Path, reader: Identity) -> None:
     check_readable(path, target, attrs, before, reader)
 
 
+def check_replace(path: Path, *, private: bool, reader: Identity | None) -> None:
+    """What :func:`replace_file` checks before it writes, without writing (``--dry-run``).
+
+    Raises the :class:`ConfigFileError` a write would end with: the file is no regular file,
+    ``reader`` could not read the result, or neither a new file beside it nor the file itself may
+    be written.  (A write can still fail on what only writing shows: a full disk.)
+    """
+    target = path.resolve()
+    try:
+        before: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        before = None
+    except OSError as exc:
+        raise ConfigFileError(str(path), f"cannot be opened: {exc.strerror}") from None
+    if before is not None and not stat.S_ISREG(before.st_mode):
+        raise ConfigFileError(str(path), "is not a regular file")
+    attrs = attributes(before, private=private, reader=reader)
+    if reader is not None:
+        check_readable(path, target, attrs, before, reader)
+    if os.access(target.parent, os.W_OK | os.X_OK):
+        return
+    strerror = os.strerror(errno.EROFS if _read_only(target.parent) else errno.EACCES)
+    if before is None:
+        raise ConfigFileError(str(path), f"cannot write next to it: {strerror}")
+    if not os.access(target, os.W_OK):
+        why = f"cannot create a file in {target.parent} ({strerror})"
+        raise ConfigFileError(str(path), f"cannot write it (permission denied), nor a new file beside it: {why}")
+
+
+def _read_only(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def replace_file(
     path: Path, data: bytes, expected: bytes | None, *, private: bool = False, reader: Identity | None = None
 ) -> str | None:

@@ -13,14 +13,16 @@ Python 3's ``configparser.ConfigParser()`` agrees on every value that
 crane reads crane.conf with Python 2.7's plain ``ConfigParser``, which interpolates only a
 value that holds ``%(``: any other ``%`` is literal and ``%%`` stays ``%%``.  :data:`SAFE` and
 :data:`BASIC` are the two ways of reading (:class:`Dialect`); the module-level functions are
-:data:`SAFE`'s, Pulp's.
+:data:`SAFE`'s, Pulp's.  :meth:`Dialect.interpolate` reads a value already in the file as the
+parser's ``get()`` does, and raises :class:`Uninterpolable` where ``get()`` raises (checked
+against a real Python 2.7 by the test suite).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 _ASCII_SPACE = " \t\n\r\x0b\x0c"
 #: Control characters, lone surrogates (invalid UTF-8 from the environment), line separators.
@@ -82,10 +84,71 @@ def escape(value: str) -> str:
     return value.replace("%", "%%")
 
 
+#: ``ConfigParser.MAX_INTERPOLATION_DEPTH`` (Python 2.7).
+MAX_DEPTH = 10
+_REFERENCE = re.compile(r"%\(([^)]+)\)s")  # SafeConfigParser's _interpvar_re
+_KEY = re.compile(r"%\(([^)]*)\)s|.", re.DOTALL)  # ConfigParser's _KEYCRE
+
+
+class Uninterpolable(ValueError):
+    """A value the program's parser raises on when it is read (``get``); the message says why."""
+
+
+def _lower(name: str) -> str:
+    return name.translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
 class Dialect:
     """How a Python 2.7 ``ConfigParser`` class reads values: this one is ``SafeConfigParser`` (Pulp)."""
 
     name = "SafeConfigParser"
+
+    def interpolate(self, raw: str, options: Mapping[str, str]) -> str:
+        """The value ``get()`` returns for the raw value ``raw`` (:meth:`raw_value`), or
+        :class:`Uninterpolable`: ``%%`` is ``%``, ``%(name)s`` the raw value of ``name`` in
+        ``options`` (the section's and DEFAULT's, lower-case names), interpolated in turn up to
+        :data:`MAX_DEPTH` deep; any other ``%`` raises, as ``SafeConfigParser._interpolate_some`` does."""
+        out: list[str] = []
+        self._some(raw, options, 1, out)
+        return "".join(out)
+
+    def _some(self, rest: str, options: Mapping[str, str], depth: int, out: list[str]) -> None:
+        if depth > MAX_DEPTH:
+            raise Uninterpolable(f"has %(name)s references nested more than {MAX_DEPTH} deep")
+        while rest:
+            at = rest.find("%")
+            if at < 0:
+                out.append(rest)
+                return
+            out.append(rest[:at])
+            rest = rest[at:]
+            after = rest[1:2]
+            if after == "%":
+                out.append("%")
+                rest = rest[2:]
+            elif after == "(":
+                match = _REFERENCE.match(rest)
+                if match is None:
+                    raise Uninterpolable(f"has a '%(' that is not a %(name)s reference, which {self.name} refuses")
+                name, rest = _lower(match.group(1)), rest[match.end() :]
+                if name not in options:
+                    raise Uninterpolable(f"refers to %({name})s, which its section does not set")
+                value = options[name]
+                if "%" in value:
+                    self._some(value, options, depth + 1, out)
+                else:
+                    out.append(value)
+            else:
+                raise Uninterpolable(
+                    f"has a '%' that is not followed by '%' or '(', which {self.name} refuses; write %% for a '%'"
+                )
+
+    def raw_value(self, raw: str | None, continued: Sequence[str] = ()) -> str:
+        """The raw value of an entry, before interpolation: its own line and its continuation lines."""
+        return "\n".join([_first_line(raw or ""), *continued])
 
     def problem(self, value: str, *, crlf: bool = False) -> str | None:
         """Why ``value`` cannot be written so that it is read back unchanged (:func:`value_problem`)."""
@@ -109,6 +172,28 @@ class _Basic(Dialect):
 
     name = "ConfigParser"
 
+    def interpolate(self, raw: str, options: Mapping[str, str]) -> str:
+        """As ``ConfigParser._interpolate``: a value without ``%(`` is itself; one with ``%(`` goes
+        whole through Python's ``%`` with ``options`` (names lower-cased), again while ``%(`` is left,
+        up to :data:`MAX_DEPTH` times.  A missing name raises, and so does any other ``%`` that the
+        ``%`` operator refuses (Python 2.7 lets that error escape: crane fails)."""
+        value = raw
+        for _ in range(MAX_DEPTH):
+            if "%(" not in value:
+                return value
+            value = _KEY.sub(lambda m: m.group() if m.group(1) is None else f"%({_lower(m.group(1))})s", value)
+            try:
+                value = _py2_percents(value, options) % dict(options)
+            except KeyError as missing:
+                raise Uninterpolable(f"refers to %({missing.args[0]})s, which its section does not set") from None
+            except (ValueError, TypeError):
+                raise Uninterpolable(
+                    "has a '%' that ConfigParser cannot format beside its %(name)s reference; write %% for a '%'"
+                ) from None
+        if "%(" in value:
+            raise Uninterpolable(f"has %(name)s references nested more than {MAX_DEPTH} deep")
+        return value
+
     def problem(self, value: str, *, crlf: bool = False) -> str | None:
         if "%(" in value:
             return "contains '%(', which ConfigParser reads as the start of an interpolation"
@@ -122,6 +207,26 @@ class _Basic(Dialect):
 
     def escape(self, value: str) -> str:
         return value
+
+
+#: A ``%`` conversion with a mapping key, flags, a width or a precision (``%5%``, ``%(a)%``): Python 2's
+#: ``%`` operator writes a ``%`` (padded to the width), Python 3's refuses it.
+_PERCENT_CONVERSION = re.compile(r"%(?:\(([^)]*)\))?([-#0 +]*)(\*|\d+)?(?:\.(?:\*|\d*))?[hlL]?%")
+
+
+def _py2_percents(value: str, options: Mapping[str, str]) -> str:
+    """``value`` with every ``%`` conversion written as Python 2's ``%`` writes it (escaped for Python 3)."""
+
+    def written(match: re.Match[str]) -> str:
+        key, flags, width = match.groups()
+        if key is not None and _lower(key) not in options:
+            raise KeyError(key)
+        if width == "*" or len(width or "") > 4:  # Python 2: "* wants int"; a wider '%' is no setting
+            raise TypeError(width)
+        out = "%".ljust(int(width)) if width and "-" in flags else "%".rjust(int(width or 1))
+        return out.replace("%", "%%")
+
+    return _PERCENT_CONVERSION.sub(written, value)
 
 
 #: ``SafeConfigParser``: Pulp's server.conf.

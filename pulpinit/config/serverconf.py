@@ -49,8 +49,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pulpinit import redact
-from pulpinit.config.atomicfile import check_unchanged_readable, remove_stale_temps, replace_file
-from pulpinit.config.inivalue import SAFE, Dialect
+from pulpinit.config.atomicfile import check_replace, check_unchanged_readable, remove_stale_temps, replace_file
+from pulpinit.config.inivalue import SAFE, Dialect, Uninterpolable
 from pulpinit.config.lens import COMMENT, CONTINUED, EMPTY, ORIGINAL, SPECIAL, LensTree, Node, newline_of
 from pulpinit.errors import ConfigFileError, EnvValueError, UserError
 from pulpinit.privileges import Identity, identity_for
@@ -268,13 +268,40 @@ class ServerConf:
         """The value as Pulp reads it (``%%`` → ``%``), or ``None`` without a live line."""
         return self.items().get((section, option_name(key)))
 
-    def items(self, root: str = ORIGINAL) -> dict[tuple[str, str], str]:
-        """``{(section, key): value}`` for every entry as Python 2.7 reads it (a later one wins)."""
-        result: dict[tuple[str, str], str] = {}
+    def _raw(self, root: str) -> dict[str, dict[str, str]]:
+        """``{section: {key: raw value}}`` before interpolation (a later entry wins, as in Python 2.7)."""
+        raw: dict[str, dict[str, str]] = {}
         for sec in self._sections if root == ORIGINAL else self._read_sections(root):
+            options = raw.setdefault(sec.node.label, {})
             for _, node, continued in sec.entries():
-                result[(sec.node.label, option_name(node.label))] = self.dialect.reads(node.value, continued)
-        return result
+                options[option_name(node.label)] = self.dialect.raw_value(node.value, continued)
+        return raw
+
+    def _interpolated(self, root: str) -> tuple[dict[tuple[str, str], str], dict[str, str]]:
+        """Every entry as the program's parser reads it, and why it cannot read some (``section.key``)."""
+        raw = self._raw(root)
+        defaults = raw.get("DEFAULT", {})
+        result: dict[tuple[str, str], str] = {}
+        problems: dict[str, str] = {}
+        for section, options in raw.items():
+            known = {**defaults, "__name__": section, **options}  # what get() interpolates from
+            for key, value in options.items():
+                try:
+                    result[(section, key)] = self.dialect.interpolate(value, known)
+                except Uninterpolable as exc:
+                    result[(section, key)] = value
+                    problems[f"{section}.{key}"] = str(exc)
+        return result, problems
+
+    def items(self, root: str = ORIGINAL) -> dict[tuple[str, str], str]:
+        """``{(section, key): value}`` for every entry as Python 2.7 reads it (a later one wins), ``%``
+        interpolated as the dialect does; a value it cannot interpolate stays raw (:meth:`unreadable`)."""
+        return self._interpolated(root)[0]
+
+    def unreadable(self) -> dict[str, str]:
+        """``{"section.key": why}`` for every value the program's parser raises on when it reads it
+        (a lone ``%`` in server.conf, a ``%(name)s`` of a name the section does not set)."""
+        return self._interpolated(ORIGINAL)[1]
 
     def values(self) -> dict[str, str]:
         """``{"section.key": value}`` for every entry (a later duplicate wins, as in Pulp)."""
@@ -500,6 +527,15 @@ class ConfigPlan:
         if in_place:
             _logger().warning("config.in_place", path=str(self.conf.path), reason=in_place)
         return True
+
+    def check(self, user: str | None = None) -> None:
+        """The checks :meth:`write` makes, without writing (``--dry-run``): raises what a write would."""
+        reader = _reader(user)
+        if not self.changed:
+            if reader is not None:
+                check_unchanged_readable(self.conf.path, reader)
+            return
+        check_replace(self.conf.path, private=self.private, reader=reader)
 
     def log_changes(self) -> None:
         """Log the plan's warnings, then one ``config.changed`` event per changed key, secret values masked."""

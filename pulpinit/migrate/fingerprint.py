@@ -19,26 +19,37 @@ import subprocess
 from pulpinit.errors import ConfigError
 
 RPM_PATTERNS = ("pulp-*", "python-pulp-*", "python2-pulp-*")
+#: Seconds ``rpm -qa`` may take (it reads a local database: well under a second in an image).
+RPM_TIMEOUT = 30.0
+_SET_IT = "set PULPINIT_MIGRATION_FINGERPRINT (e.g. to the image's Pulp version)"
 
 
-def derive(configured: str | None, rpm: str = "rpm") -> tuple[str, str]:
+def derive(configured: str | None, rpm: str = "rpm", timeout: float = RPM_TIMEOUT) -> tuple[str, str]:
     """``(fingerprint, how it was derived)`` from ``PULPINIT_MIGRATION_FINGERPRINT`` (``configured``) or
-    rpm; ConfigError (78) when it cannot be derived."""
+    rpm; ConfigError (78) when it cannot be derived, an rpm that hangs or cannot be run included."""
     if configured:
         return configured, "PULPINIT_MIGRATION_FINGERPRINT"
-    if shutil.which(rpm):
-        done = subprocess.run(
-            [rpm, "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}\\n", *RPM_PATTERNS],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+    found = shutil.which(rpm)
+    if found:
+        try:
+            done = subprocess.run(
+                [found, "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}\\n", *RPM_PATTERNS],
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise ConfigError(
+                f"cannot derive the migration fingerprint: {found} -qa did not finish within {timeout:g} s; {_SET_IT}"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot derive the migration fingerprint: {found} cannot be run ({exc.strerror or exc}); {_SET_IT}"
+            ) from None
         packages = sorted(line.strip() for line in done.stdout.splitlines() if line.strip())
         if done.returncode == 0 and packages:
             digest = hashlib.sha256("\n".join(packages).encode()).hexdigest()[:16]
             return f"rpm:{digest}", f"{len(packages)} installed Pulp packages"
-    raise ConfigError(
-        "cannot derive the migration fingerprint: no Pulp packages in an rpm database; "
-        "set PULPINIT_MIGRATION_FINGERPRINT (e.g. to the image's Pulp version)"
-    )
+    raise ConfigError(f"cannot derive the migration fingerprint: no Pulp packages in an rpm database; {_SET_IT}")

@@ -38,7 +38,7 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from pulpinit.errors import KeyFileError
 from pulpinit.privileges import Identity, access_problem, resolve_user, running_as_root
@@ -153,6 +153,11 @@ class RoleKey:
     name: str
     readers: tuple[Reader, ...]
 
+
+#: The message-signing pair: Pulp loads it with M2Crypto's ``RSA`` (``RSA.load_key``,
+#: ``RSA.load_pub_key_bio``) to sign messages to consumer agents and lazy-download redirects, so
+#: another algorithm (an EC key) would fail only when Pulp first signs.
+RSA_ONLY = frozenset({"rsa.key", "rsa_pub.key"})
 
 #: Which role needs which key, and who reads it.  Roles not listed need none.
 ROLE_KEYS: Mapping[str, tuple[RoleKey, ...]] = {
@@ -389,12 +394,12 @@ def check_keys(
             if warning:
                 warnings.append(warning)
         elif spec.kind == "public-key":
-            public[name] = public_der(load_public_key(path, data))
+            public[name] = public_der(_signing(name, path, load_public_key(path, data)))
     for name, data in contents.items():
         spec, path = KEY_FILES[name], paths[name]
         if spec.kind != "private-key":
             continue
-        mine = public_der(load_private_key(path, data, validate=False).public_key())
+        mine = public_der(_signing(name, path, load_private_key(path, data, validate=False)).public_key())
         if spec.pair in public and public[spec.pair] != mine:
             raise KeyFileError(
                 path,
@@ -402,6 +407,22 @@ def check_keys(
                 f"{KEY_FILES[spec.pair].kind.replace('-', ' ')} are from different pairs",
             )
     return warnings
+
+
+_Key = TypeVar("_Key", "PrivateKeyTypes", "PublicKeyTypes")
+
+
+def _signing(name: str, path: str, key: _Key) -> _Key:
+    """``key``, unless it is a file of the message-signing pair (:data:`RSA_ONLY`) and not RSA."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if name in RSA_ONLY and not isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        raise KeyFileError(
+            path,
+            "is not an RSA key: Pulp signs messages to consumers with RSA (M2Crypto); make an RSA pair "
+            "(pulpinit pki init, or openssl genrsa 2048)",
+        )
+    return key
 
 
 # -- publishing the public key ---------------------------------------------------------------

@@ -26,8 +26,10 @@ for the same key; deleting ``ca.crt`` renews the CA certificate (same key and su
 it signed stays valid).
 
 Files are written under a temporary name in the directory and hard-linked into place (which
-fails rather than replace a file that appeared meanwhile); private keys get 0600, or 0640
-with ``group`` as their group; public parts 0644.
+fails rather than replace a file that appeared meanwhile); private keys get 0600, or, the ones
+Pulp's processes read (``ca.key``, ``rsa.key``), 0640 with ``group`` as their group; httpd's
+``server.key``, which only root reads, stays 0600; public parts 0644.  A directory that cannot be
+made or written in is exit 78, like every other unusable file.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pulpinit.errors import KeyFileError
-from pulpinit.pki.check import KEY_FILES, load_certificate, load_private_key, load_public_key, public_der
+from pulpinit.pki.check import KEY_FILES, ROLE_KEYS, load_certificate, load_private_key, load_public_key, public_der
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -242,7 +244,10 @@ def _server_certificate(
 
 def _write_new(path: Path, data: bytes, mode: int, gid: int | None) -> None:
     """Create ``path`` with ``data``: temporary file, fsync, hard link into place (never replaces)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".pulpinit")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".pulpinit")
+    except OSError as exc:
+        raise KeyFileError(str(path.parent), f"cannot write in the directory: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as out:
             if gid is not None:
@@ -394,15 +399,26 @@ def _missing_files(
     return files, names, not_after
 
 
+#: The private keys Pulp's own processes read (as ``PULPINIT_USER``): ``--group`` makes them 0640 in
+#: that group.  httpd's ``server.key`` is read by root only (httpd's parent): it stays 0600.
+GROUP_READ = frozenset(key.name for keys in ROLE_KEYS.values() for key in keys if "pulp" in key.readers)
+
+
 def _store(directory: Path, files: dict[str, bytes], group: int | None) -> None:
-    """Write the new files (private keys 0600, or 0640 in ``group``), then sync the directory."""
+    """Write the new files (private keys 0600, the ones Pulp reads 0640 in ``group``; public
+    parts 0644), then sync the directory.  A directory that cannot be made or written in is a
+    :class:`~pulpinit.errors.KeyFileError` (78)."""
     if not files:
         return
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    private_mode = 0o640 if group is not None else 0o600
+    try:
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KeyFileError(str(directory), f"cannot make the directory: {exc.strerror or exc}") from None
     for name, data in files.items():
-        mode = private_mode if KEY_FILES[name].kind == "private-key" else 0o644
-        _write_new(directory / name, data, mode, group)
+        private = KEY_FILES[name].kind == "private-key"
+        shared = private and group is not None and name in GROUP_READ
+        mode = (0o640 if shared else 0o600) if private else 0o644
+        _write_new(directory / name, data, mode, group if shared or not private else None)
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)

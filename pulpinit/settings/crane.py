@@ -93,6 +93,14 @@ def _integer(minimum: int) -> Parser:
 
 
 def _endpoint(value: str, origin: str) -> str:
+    """``host[:port]``: crane sends it as the ``X-Docker-Endpoints`` header, to which Docker adds the
+    scheme itself; a URL there is refused as a URL (not as a malformed IPv6 address)."""
+    url = redact.split_url(value)
+    if url is not None:
+        raise EnvValueError(
+            origin,
+            f"{parse.quoted(value)} is a URL; crane wants host[:port] (Docker adds the scheme), e.g. {url.hostport!r}",
+        )
     if value:
         parse.hostport(value, origin, 443)
     return value
@@ -238,8 +246,11 @@ def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str]) -> fro
     return frozenset(consumed)
 
 
-def from_environ(environ: Mapping[str, str], conf: Mapping[str, str], path: str) -> CraneSettings:
-    """Resolve crane.conf's values (module docstring); ``conf`` is the file's ``{section.key: value}``."""
+def from_environ(
+    environ: Mapping[str, str], conf: Mapping[str, str], path: str, unreadable: Mapping[str, str] | None = None
+) -> CraneSettings:
+    """Resolve crane.conf's values (module docstring); ``conf`` is the file's ``{section.key: value}``,
+    ``unreadable`` the file's values crane's ``ConfigParser`` raises on (an error unless replaced)."""
     consumed = register_secrets(environ, conf)
     resolved: dict[str, Value] = {
         key: _value(key, raw, "crane.conf", f"{path} [{key.replace('.', '] ', 1)}") for key, raw in conf.items()
@@ -252,6 +263,8 @@ def from_environ(environ: Mapping[str, str], conf: Mapping[str, str], path: str)
     warnings = []
     for key, value in sorted(resolved.items()):
         origin = value.variable or key
+        if value.source == "crane.conf" and key in (unreadable or {}):
+            raise EnvValueError(origin, (unreadable or {})[key])
         parse.text(value.value, origin, secret=value.secret)
         known = CRANE_KEYS.get(key)
         if known is None:

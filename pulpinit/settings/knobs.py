@@ -216,12 +216,26 @@ KNOBS: tuple[Knob, ...] = (
 BY_NAME: Mapping[str, Knob] = {knob.name: knob for knob in KNOBS}
 
 
+_DECIMAL = frozenset("0123456789")
+_OCTAL = frozenset("01234567")
+
+
+def plain_number(value: str) -> bool:
+    """Whether ``value`` is a plain decimal number in ASCII digits: ``30``, ``0.5``, ``.5``.
+
+    Not what ``float()`` and ``int()`` also take: a sign, blanks around it, ``_`` between digits,
+    an exponent, ``inf``, or digits of other scripts (``٣٠``).
+    """
+    whole, _, fraction = value.partition(".")
+    return bool(whole or fraction) and set(whole) <= _DECIMAL and set(fraction) <= _DECIMAL
+
+
 def umask(value: str, origin: str) -> int:
-    """``0022``, ``022`` or ``0o022`` → ``0o022``; anything else, or beyond 0777, is an error."""
-    try:
-        number = int(value, 8)
-    except ValueError:
-        raise EnvValueError(origin, f"{value!r} is not an octal umask like 0022") from None
+    """``0022``, ``022`` or ``0o022`` → ``0o022``: at most four ASCII octal digits; beyond 0777 is an error."""
+    digits = value[2:] if value[:2] in ("0o", "0O") else value
+    if not digits or len(digits) > 4 or not set(digits) <= _OCTAL:
+        raise EnvValueError(origin, f"{value[:20]!r} is not an octal umask like 0022")
+    number = int(digits, 8)
     if not 0 <= number <= 0o777:
         raise EnvValueError(origin, f"{value!r} is out of range 0000-0777")
     return number
@@ -259,10 +273,7 @@ def stop_timeout(value: str, origin: str) -> float | None:
     an empty value, ``0``, ``off`` or ``none``."""
     if value.lower() in ("", *NEVER):
         return None
-    try:
-        number = float(value) if value == value.strip() else -1.0
-    except ValueError:
-        number = -1.0
+    number = float(value) if plain_number(value) else -1.0
     if not 0 <= number < float("inf"):
         raise EnvValueError(origin, f"{value[:40]!r} is not a number of seconds >= 0 (0 or off: never)")
     return number or None

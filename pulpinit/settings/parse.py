@@ -15,6 +15,7 @@ import urllib.parse
 
 from pulpinit.errors import EnvValueError
 from pulpinit.redact import REDACTOR, UrlParts, display, mask_text, split_url
+from pulpinit.settings.knobs import plain_number
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -184,12 +185,11 @@ def db_name(value: str, origin: str) -> str:
 
 
 def seconds(value: str, origin: str, *, minimum: float = 0.0) -> float:
-    """A non-negative number of seconds (``0.5``, ``300``)."""
+    """A non-negative number of seconds (``0.5``, ``300``) in ASCII digits (:func:`.knobs.plain_number`)."""
     text(value, origin, allow_empty=False)
-    try:
-        number = float(value)
-    except ValueError:
-        raise EnvValueError(origin, f"{quoted(value)} is not a number of seconds") from None
+    if not plain_number(value):
+        raise EnvValueError(origin, f"{quoted(value)} is not a number of seconds (digits 0-9 and one '.')")
+    number = float(value)
     if not number >= minimum or number == float("inf"):
         raise EnvValueError(origin, f"{value} must be a finite number >= {minimum:g}")
     return number

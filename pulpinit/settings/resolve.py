@@ -31,16 +31,18 @@ password, or ``amqp://…//`` when ``messaging.transport`` is ``rabbitmq``).
 
 from __future__ import annotations
 
+import contextlib
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
-from pulpinit import redact
+from pulpinit import log, redact
 from pulpinit.errors import EnvValueError
 from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
-from pulpinit.regularfile import unreadable
+from pulpinit.regularfile import FileProblem, read_regular, unreadable
 from pulpinit.settings import brokerurl, goferurl, parse, secretfile
 from pulpinit.settings.confvars import generic_key, read_variables
 from pulpinit.settings.discovery import Endpoint, find_service, looked_for
@@ -123,6 +125,8 @@ EXPLICIT: tuple[Var, ...] = (
 BROKER_USER_VARS = ("PULP_BROKER_USER", "MSG_SERVICE_USER")
 BROKER_PASSWORD_VARS = ("PULP_BROKER_PASSWORD", "MSG_SERVICE_PASSWORD")
 GENERIC_PREFIX = "PULP_CONF__"
+#: Knobs that are command lines, which may hold a URL with a password.
+_COMMAND_KNOBS = ("PULPINIT_CELERY_ARGS", "PULPINIT_PRE_MIGRATE")
 #: The secret variables and the key that decides how secret they are (the broker password has none).
 _SECRET_VARS = {v.name: v.key for v in EXPLICIT if v.secret} | {
     n: "tasks.broker_password" for n in BROKER_PASSWORD_VARS
@@ -188,6 +192,7 @@ class Settings:
     knob_sources: Mapping[str, str]
     warnings: tuple[str, ...] = ()  # one line each, logged as settings.warning
     secret_variables: frozenset[str] = frozenset()  # consumed secrets: kept out of the child's environment
+    log_word_secrets: tuple[str, ...] = ()  # variables whose secret is a word of the log's vocabulary
 
     def get(self, key: str) -> str:
         return self.values[key].value if key in self.values else DEFAULTS.get(key, "")
@@ -209,11 +214,13 @@ class Settings:
 
     def as_json(self) -> dict[str, Any]:
         return {
-            "settings": {k: {"value": REDACTOR(v.display), "source": v.source} for k, v in sorted(self.values.items())},
+            "settings": {
+                k: {"value": REDACTOR(v.display), "source": REDACTOR(v.source)} for k, v in sorted(self.values.items())
+            },
             "pulpinit": {
                 knob.name: {
                     "value": REDACTOR(knob_display(self.toolkit, knob)),
-                    "source": self.knob_sources[knob.name],
+                    "source": REDACTOR(self.knob_sources[knob.name]),
                 }
                 for knob in KNOBS
             },
@@ -226,11 +233,14 @@ def from_environ(
     *,
     hostname: str = "localhost",
     toolkit: Toolkit | None = None,
+    unreadable: Mapping[str, str] | None = None,
 ) -> Settings:
     """Resolve every value (see the module docstring for the precedence). Raises EnvValueError (78).
 
     ``toolkit`` is the parsed knobs when the caller parsed them already (the pipeline does,
-    to find server.conf): they are parsed once per run.
+    to find server.conf): they are parsed once per run.  ``unreadable`` names the values of
+    server.conf that Pulp's parser raises on (``section.key``: why): one that the environment does
+    not replace is an error, since Pulp would fail reading it.
     """
     conf = conf or {}
     secret_vars = register_secrets(environ, conf)
@@ -245,13 +255,43 @@ def from_environ(
     for key, default in DEFAULTS.items():
         resolved.setdefault(key, _value(key, default, "default"))
     resolved.setdefault("server.server_name", _value("server.server_name", hostname, "default"))
-    _validate(resolved)
+    _validate(resolved, unreadable or {})
     if toolkit.wait_messaging:
         _check_messaging(resolved)
     warnings += _client_warnings(resolved)
     return Settings(
-        MappingProxyType(resolved), toolkit, MappingProxyType(knob_sources(environ)), tuple(warnings), secret_vars
+        MappingProxyType(resolved),
+        toolkit,
+        MappingProxyType(knob_sources(environ)),
+        tuple(warnings),
+        secret_vars,
+        log_word_secrets(resolved, environ),
     )
+
+
+def log_word_secrets(resolved: Mapping[str, Value], environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The variables (or server.conf keys) whose secret is a word of the log lines' own vocabulary
+    (:func:`pulpinit.log.is_log_word`): masked in every value, but shown by every key, event name
+    or level that is that word."""
+    origins = set()
+    for key, value in resolved.items():
+        if value.secret and value.value:
+            found = redact.secrets_in(value.value, whole=is_secret_key(key) or value.kind == "file")
+            if any(log.is_log_word(secret) for secret in found):
+                origins.add(_secret_origin(key, value, environ))
+    for name in _COMMAND_KNOBS:  # command lines may hold a URL
+        if any(log.is_log_word(secret) for secret in redact.secrets_in(environ.get(name, ""), whole=False)):
+            origins.add(name)
+    return tuple(sorted(origins))
+
+
+def _secret_origin(key: str, value: Value, environ: Mapping[str, str]) -> str:
+    """The variable a secret came from: for the derived broker URL, its password's variable."""
+    if key == "tasks.broker_url" and value.kind in ("k8s", "env") and value.source != "env:PULP_BROKER_URL":
+        for name in BROKER_PASSWORD_VARS:
+            if name in environ or f"{name}_FILE" in environ:
+                return secretfile.origin(environ, name)
+    return value.variable or key
 
 
 def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str] = MappingProxyType({})) -> frozenset[str]:
@@ -265,7 +305,7 @@ def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str] = Mappi
         base = name.removesuffix("_FILE")
         key = _SECRET_VARS.get(base) or generic_key(base, GENERIC_PREFIX)
         if key is None:
-            if name in ("PULPINIT_CELERY_ARGS", "PULPINIT_PRE_MIGRATE"):  # command lines may hold a URL
+            if name in _COMMAND_KNOBS:
                 REDACTOR.add_value(raw, whole=False)
                 if redact.is_secret("", raw):
                     consumed.add(name)
@@ -281,6 +321,35 @@ def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str] = Mappi
     for key, raw in conf.items():
         REDACTOR.add_value(raw, whole=is_secret_key(key))
     return frozenset(consumed)
+
+
+_INI_LINE = re.compile(r"^([^\s#;\[][^:=\n]*?)[ \t]*[:=][ \t]*(.*?)[ \t\r]*$", re.MULTILINE)
+
+
+def register_early(environ: Mapping[str, str], config: str) -> None:
+    """Register every secret there is before pulpinit writes its first line, leniently.
+
+    The environment's (:func:`register_secrets`), the contents of every secret's ``_FILE``, and
+    the values of the INI file ``config`` (server.conf, or crane.conf for crane) read line by line
+    the simple way: a key that is secret by its name gives its whole value, any other value its URL
+    passwords.  Nothing is parsed or judged here: a file that cannot be read is left to the
+    settings stage, which reports it.  (Reading more than the stage will is the safe side.)
+    """
+    register_secrets(environ)
+    for name, path in environ.items():
+        base = name.removesuffix("_FILE")
+        key = _SECRET_VARS.get(base) or generic_key(base, GENERIC_PREFIX) or generic_key(base, "CRANE_CONF__")
+        if base != name and key is not None and may_hold_secret(key):
+            with contextlib.suppress(EnvValueError):
+                REDACTOR.add_value(secretfile.read(path, name), whole=True)  # its URL passwords too
+    try:
+        text = read_regular(config).decode("utf-8", "replace")
+    except FileProblem:
+        return
+    for match in _INI_LINE.finditer(text):
+        whole = is_secret_key(f".{match.group(1).strip()}")
+        if whole or "@" in match.group(2):  # a password by its key's name, or a URL (or user:pass@host)
+            REDACTOR.add_value(match.group(2), whole=whole)
 
 
 def _explicit_values(environ: Mapping[str, str]) -> dict[str, Value]:
@@ -385,14 +454,29 @@ _VALIDATORS: Mapping[str, Callable[[str, str], object]] = {
 }
 
 
-def _validate(resolved: Mapping[str, Value]) -> None:
+#: Keys that must not be empty, whatever set them: why.
+_NOT_EMPTY: Mapping[str, str] = MappingProxyType(
+    {
+        "server.default_password": "is empty: Pulp would give the admin user an empty password; "
+        "set a password, or unset it",
+        "server.server_name": "is empty: Pulp's URLs and the celery node names need a host name; "
+        "set it, or unset it for the host name",
+    }
+)
+
+
+def _validate(resolved: Mapping[str, Value], unreadable: Mapping[str, str]) -> None:
     for key, value in resolved.items():
-        if value.kind == "server.conf" and key not in _VALIDATORS:
+        if value.kind == "server.conf" and key in unreadable:
+            raise EnvValueError(value.variable or key, unreadable[key])
+        if value.kind == "server.conf" and key not in _VALIDATORS and key not in _NOT_EMPTY:
             continue  # keys pulpinit neither writes nor uses are Pulp's business
         origin = value.variable or key
+        if key in _NOT_EMPTY and not value.value:
+            raise EnvValueError(origin, _NOT_EMPTY[key])
         parse.text(value.value, origin, secret=value.secret or value.kind == "file")
         check = _VALIDATORS.get(key)
-        if check and (value.value or key != "server.server_name"):
+        if check:
             check(value.value, origin)
     _check_tls_files(resolved)
     _check_as_pulp_connects(resolved)

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pulpinit import log
+from pulpinit.errors import ExitCode
 from pulpinit.wait.targets import ProbeResult
-from pulpinit.wait.waiter import Probe, StillDown, WaitPolicy, probe_once, wait_all
+from pulpinit.wait.waiter import PERMANENT, Probe, Refused, StillDown, WaitPolicy, probe_once, wait_all
 
 
 @dataclass(frozen=True)
@@ -34,11 +35,22 @@ class Report:
     def ok(self) -> bool:
         return all(check.ok for check in self.checks if check.name not in self.uncounted)
 
+    @property
+    def exit_code(self) -> int:
+        """check-deps' one rule, with or without ``--wait``: 0 when every dependency is up; 78 when one
+        refuses in a way no wait cures (a MongoDB user that may not write: the configuration is
+        wrong); 69 when one is down otherwise."""
+        if self.ok:
+            return ExitCode.OK
+        if any(check.failure in PERMANENT for check in self.checks if check.name not in self.uncounted):
+            return ExitCode.CONFIG
+        return ExitCode.UNAVAILABLE
+
     def source(self, check: ProbeResult) -> str:
         return self.sources.get(check.name, "-")
 
     def as_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checks": [self._json(check) for check in self.checks]}
+        return {"ok": self.ok, "exit_code": self.exit_code, "checks": [self._json(check) for check in self.checks]}
 
     def _json(self, check: ProbeResult) -> dict[str, object]:
         data = check.as_json()
@@ -62,21 +74,18 @@ def check(
     reported without changing :attr:`Report.ok`.
     """
     extra = dict(uncounted or {})
-    once = timeout if timeout is not None else policy.probe_timeout
     if not wait:
         # one attempt: --timeout is its budget (e.g. 5 s to see RabbitMQ's delayed auth failure)
-        results = probe_once({**probes, **extra}, once)
+        results = probe_once({**probes, **extra}, timeout if timeout is not None else policy.probe_timeout)
     else:
-        if timeout is not None:
-            policy = replace(
-                policy, timeout=min(policy.timeout, timeout), probe_timeout=min(policy.probe_timeout, timeout)
-            )
+        if timeout is not None:  # the wait ends by then, its last probe included
+            policy = replace(policy, timeout=timeout, probe_timeout=min(policy.probe_timeout, timeout))
         aside: dict[str, ProbeResult] = {}
-        beside = threading.Thread(target=lambda: aside.update(probe_once(extra, once)), daemon=True)
+        beside = threading.Thread(target=lambda: aside.update(probe_once(extra, policy.probe_timeout)), daemon=True)
         beside.start()
         try:
             results = wait_all(probes, policy, stop=stop)
-        except StillDown as exc:  # report the last attempts, still down
+        except (StillDown, Refused) as exc:  # report the last attempts, still down or refused
             results = dict(exc.results)
         beside.join()
         results.update(aside)

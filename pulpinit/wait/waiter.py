@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 Probe = Callable[[float], ProbeResult]
 #: Failures that waiting does not cure: the wait ends at once with exit 78 (bad configuration).
 PERMANENT = frozenset({Failure.NOT_AUTHORIZED})
+#: Failures of a probe whose time ran out: when the deadline cut that time short ("no answer within
+#: 0.0497 s"), the wait reports the attempt before, which had its whole ``PULPINIT_PROBE_TIMEOUT``.
+CLIPPED = frozenset({Failure.TIMEOUT, Failure.STALLED})
 
 
 def probes_for(settings: Settings, *, messaging: bool = False) -> dict[str, Probe]:
@@ -74,7 +77,7 @@ class WaitPolicy:
     max_interval: float = 2.0
     probe_timeout: float = 1.0
     log_interval: float = 10.0
-    armed_interval: float = 0.05  # 0: never knock (the plain backoff, as before issue 16)
+    armed_interval: float = 0.05  # 0: never knock (the plain backoff)
 
     @classmethod
     def from_toolkit(cls, toolkit: Toolkit) -> WaitPolicy:
@@ -96,6 +99,14 @@ class StillDown(DependencyUnavailable):
 
     def __init__(self, down: Sequence[str], results: Mapping[str, ProbeResult]) -> None:
         super().__init__(down)
+        self.results = dict(results)
+
+
+class Refused(ConfigError):
+    """A dependency refused in a way no wait cures (:data:`PERMANENT`, 78), with the last result of each."""
+
+    def __init__(self, message: str, results: Mapping[str, ProbeResult]) -> None:
+        super().__init__(message)
         self.results = dict(results)
 
 
@@ -149,8 +160,10 @@ class _Waiter:
         def attempt() -> ProbeResult:
             self.attempts += 1
             budget = max(0.05, min(self.policy.probe_timeout, self.deadline - self.clock()))
-            self.result = self.probe(budget)
-            return self.result
+            result = self.probe(budget)
+            if not (budget < self.policy.probe_timeout and result.failure in CLIPPED and self.result is not None):
+                self.result = result  # a time-out of a probe cut short by the deadline tells nothing new
+            return result
 
         def pause(seconds: float) -> None:
             nonlocal knocked_in
@@ -167,7 +180,7 @@ class _Waiter:
                 self.sleep(seconds)
 
         def after(state: tenacity.RetryCallState) -> None:
-            res = state.outcome.result() if state.outcome else None
+            res = self.result  # what the wait reports: not a time-out cut short by the deadline
             if res is None or res.ok:
                 return
             fields = {
@@ -190,7 +203,7 @@ class _Waiter:
             sleep=pause,
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
         )
-        self.result = retrying(attempt)
+        retrying(attempt)
         if self.result is not None and self.result.failure in PERMANENT:
             self.stop.set()  # no point waiting for the others: this one will not come good
         if self.result is not None and self.result.ok:
@@ -243,7 +256,7 @@ def wait_all(
     results = {w.name: w.result for w in waiters if w.result is not None}
     refused = [f"{name} ({describe(r)}); {r.hint}" for name, r in results.items() if r.failure in PERMANENT]
     if refused:
-        raise ConfigError("; ".join(refused))
+        raise Refused("; ".join(refused), results)
     down = [f"{w.name} ({describe(w.result)})" for w in waiters if w.result is None or not w.result.ok]
     if down:
         raise StillDown(down, results)

@@ -113,6 +113,29 @@ sys.stdout.write(json.dumps(out))
 """
 
 
+#: Run by a real Python 2.7: ``CLASS FILE...``; for each file, ``{"section.option": ["ok", value] or
+#: ["error", exception class]}`` as ``CLASS().get(section, option)`` (interpolation included) answers.
+PY2_GET_SCRIPT = r"""
+import ConfigParser, json, sys
+kind = getattr(ConfigParser, sys.argv[1])
+out = []
+for name in sys.argv[2:]:
+    parser = kind()
+    parser.read([name])
+    got = {}
+    for section in parser.sections():
+        for option in parser._sections[section]:
+            if option == "__name__":
+                continue
+            try:
+                got[section + "." + option] = ["ok", parser.get(section, option)]
+            except Exception as exc:
+                got[section + "." + option] = ["error", type(exc).__name__]
+    out.append(got)
+sys.stdout.write(json.dumps(out))
+"""
+
+
 def find_python27() -> str | None:
     """A real Python 2.7 (``PULPINIT_PYTHON2``, the PATH, pyenv), or None."""
     candidates = [os.environ.get("PULPINIT_PYTHON2", ""), "python2.7", "python2"]

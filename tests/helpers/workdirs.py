@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pulpinit.testing import SAMPLE_CONF
+from pulpinit.testing import SAMPLE_CONF, standins
 
 
 @contextlib.contextmanager
@@ -27,3 +27,15 @@ def reachable(prefix: str, *, sample: bool = True) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def with_standins(prefix: str) -> Iterator[Path]:
+    """:func:`reachable`, with the celery and pulp-manage-db stand-ins, a file that is not executable
+    (``not-executable``) and an empty ``bin/`` to put first in ``PATH`` (no rpm, no commands)."""
+    with reachable(prefix) as path:
+        standins.write_celery(path)
+        standins.write_manage_db(path)
+        (path / "not-executable").write_text("#!/bin/sh\ntrue\n")
+        (path / "bin").mkdir()
+        yield path
