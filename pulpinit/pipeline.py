@@ -58,7 +58,7 @@ from pulpinit.settings.resolve import Settings, from_environ, register_early, re
 from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
 from pulpinit.wait.report import Report, check
 from pulpinit.wait.targets import ProbeResult, address_sources, mongo_target
-from pulpinit.wait.waiter import WaitPolicy, probes_for, wait_all
+from pulpinit.wait.waiter import WaitPolicy, messaging_probe, probes_for, wait_all
 
 _Conf = TypeVar("_Conf", bound=ServerConf)
 
@@ -146,7 +146,7 @@ def run(environ: Mapping[str, str], request: roles.Request, *, init: bool = Fals
         run_crane(environ, request, init=init)
     ctx, role = _settings(environ, request, dry_run=False)
     configure(ctx)
-    wait(ctx)
+    wait(ctx, role)
     migrate(ctx, role.migration, retry_failed=role.name == "migrate")
     if role.name == "api":
         api_steps(ctx)
@@ -379,13 +379,19 @@ def _write_config(
 
 
 # -- stage 3: wait ------------------------------------------------------------------------------
-def wait(ctx: Context) -> dict[str, ProbeResult]:
-    """Stage 3: wait until MongoDB and the broker answer (exit 69 at the deadline).
+def waits_for_messaging(ctx: Context, role: roles.Role) -> bool:
+    """Whether ``role`` waits for ``[messaging]``: it talks to the agents and ``PULPINIT_WAIT_MESSAGING`` is on."""
+    return ctx.toolkit.wait_messaging and role.talks_to_agents
+
+
+def wait(ctx: Context, role: roles.Role) -> dict[str, ProbeResult]:
+    """Stage 3: wait until MongoDB and the broker answer, and ``[messaging]`` where asked (exit 69 at the deadline).
 
     A stop signal ends every waiting thread at once (the event of :func:`pulpinit.signals.linked`).
     """
+    probes = probes_for(ctx.settings, messaging=waits_for_messaging(ctx, role))
     with _stage("wait"), signals.linked() as stop:
-        return wait_all(probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit), stop=stop)
+        return wait_all(probes, WaitPolicy.from_toolkit(ctx.toolkit), stop=stop)
 
 
 def check_deps(
@@ -393,7 +399,8 @@ def check_deps(
 ) -> tuple[Report, dict[str, Any]]:
     """``check-deps``: the settings stage, then one probe of each dependency (or the wait policy),
     and the Pulp processes heartbeating in Pulp's ``workers`` (``pulp_processes``: read beside the
-    probes, within the same budget; it does not change the exit code).
+    probes, within the same budget; it does not change the exit code).  ``[messaging]`` is probed
+    too; it counts in the exit code (and ``--wait`` waits for it) only with ``PULPINIT_WAIT_MESSAGING``.
 
     The whole run — settings, probes or wait, and the census — ends by one deadline: ``timeout``
     after the start, or without it the probe timeout (one probe) or the wait timeout (``wait``).
@@ -402,17 +409,19 @@ def check_deps(
 
     started = time.monotonic()
     ctx = resolve(environ)
-    probes, policy = probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit)
+    counted = ctx.toolkit.wait_messaging
+    probes, policy = probes_for(ctx.settings, messaging=counted), WaitPolicy.from_toolkit(ctx.toolkit)
+    aside = {} if counted else {"messaging": messaging_probe(ctx.settings)}
     budget = timeout if timeout is not None else policy.timeout if wait else policy.probe_timeout
     left = max(0.05, started + budget - time.monotonic())
     target, threshold = mongo_target(ctx.settings), ctx.toolkit.quiet_seconds or MIGRATION_WAIT_TIME
     sources = address_sources(ctx.settings)
     survey = Survey(target, left, threshold)  # beside the probes (pymongo waits for a server that comes up)
     if not wait:
-        return check(probes, policy, timeout=left, sources=sources), survey.result()
+        return check(probes, policy, timeout=left, sources=sources, uncounted=aside), survey.result()
     signals.enter("check-deps")
     with signals.linked() as stop:
-        report = check(probes, policy, wait=True, timeout=left, stop=stop, sources=sources)
+        report = check(probes, policy, wait=True, timeout=left, stop=stop, sources=sources, uncounted=aside)
     return report, survey.result()
 
 

@@ -20,7 +20,7 @@ from pulpinit.settings.knobs import LOCK_COLLECTION
 from pulpinit.settings.preflight import Preflight
 from pulpinit.settings.resolve import Settings
 from pulpinit.wait.report import Report
-from pulpinit.wait.targets import broker_target, mongo_target
+from pulpinit.wait.targets import broker_target, messaging_target, mongo_target
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -60,6 +60,11 @@ def check_deps_table(report: Report) -> str:
         )
     text = table(("dependency", "endpoint", "source", "status", "latency", "version", "error"), rows)
     hints = [f"hint ({c.name}): {c.hint}" for c in report.checks if c.hint]
+    hints += [
+        f"note ({c.name}): not counted in the exit code: no role waits for it unless PULPINIT_WAIT_MESSAGING=1"
+        for c in report.checks
+        if not c.ok and c.name in report.uncounted
+    ]
     hints += [f"warning ({c.name}): {w}" for c in report.checks for w in c.warnings]
     return "\n".join([text, *(["", *hints] if hints else [])])
 
@@ -189,9 +194,14 @@ def plan(dry: DryRun | CraneDryRun, *, init: bool) -> str:
     parts += ["## settings", settings_table(ctx.settings), ""]
     parts += ["## checks", checks(ctx), ""]
     parts += [f"## {REDACTOR(toolkit.config)}", REDACTOR(config.diff().rstrip("\n")) or "no change", ""]
+    agents = (
+        f", messaging at {messaging_target(ctx.settings).endpoint} (PULPINIT_WAIT_MESSAGING)"
+        if toolkit.wait_messaging and role.talks_to_agents
+        else ""
+    )
     wait = (
         f"mongodb at {mongo_target(ctx.settings).endpoint}, broker at "
-        f"{broker_target(ctx.settings).endpoint}; deadline {toolkit.wait_timeout:g} s"
+        f"{broker_target(ctx.settings).endpoint}{agents}; deadline {toolkit.wait_timeout:g} s"
     )
     parts += ["## wait", REDACTOR(wait), ""]
     parts += ["## migrations", REDACTOR(migration_decision(ctx, role.migration)), ""]

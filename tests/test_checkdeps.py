@@ -50,6 +50,8 @@ def _environment(workdir: Path, mongo: FakeMongo, broker: FakeAmqpBroker) -> dic
             "PULPINIT_LOG_FORMAT": "json",
             "PULP_DB_SEEDS": mongo.hostport,
             "PULP_BROKER_URL": broker.url("pulp", SECRET),
+            # [messaging]: gofer's qpid transport to the same fake (AMQP 0-10, as Qpid C++)
+            "PULP_MESSAGING_URL": f"tcp://pulp:{SECRET}@{broker.host}:{broker.port}",
             # what `run` checks before it waits (validate first): a user that exists, a fingerprint
             "PULPINIT_USER": "nobody",
             "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5-1",
@@ -85,7 +87,7 @@ def by_name(stdout: str) -> dict[str, dict]:
     return {item["name"]: item for item in report["checks"]}
 
 
-def test_both_up_json_and_table(env):
+def test_both_up_json_and_table(env, broker):
     code, out, _ = check(env, "--json")
     assert code == 0
     checks = by_name(out)
@@ -98,7 +100,9 @@ def test_both_up_json_and_table(env):
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["dependency", "endpoint", "source", "status"]
-    assert [line.split()[0] for line in lines[2:4]] == ["mongodb", "broker"]
+    assert [line.split()[0] for line in lines[2:5]] == ["mongodb", "broker", "messaging"]
+    assert checks["messaging"]["ok"] and checks["messaging"]["source"] == "env:PULP_MESSAGING_URL"
+    assert checks["messaging"]["endpoint"] == f"qpid+tcp://pulp:***@{broker.host}:{broker.port}"
     assert [line.split()[2] for line in lines[2:4]] == ["env:PULP_DB_SEEDS", "env:PULP_BROKER_URL"]
     assert all(" up " in line for line in lines[2:4])
 
@@ -132,7 +136,7 @@ def test_an_address_nothing_set_is_named_default():
 
     settings = from_environ({"PULP_DB_SEEDS": "127.0.0.1:1"}, {})
     sources = address_sources(settings)
-    assert sources == {"mongodb": "env:PULP_DB_SEEDS", "broker": "default"}
+    assert sources == {"mongodb": "env:PULP_DB_SEEDS", "broker": "default", "messaging": "default"}
     report = Report(
         (
             ProbeResult("mongodb", mongo_target(settings).endpoint, True, 1.0),
@@ -409,6 +413,47 @@ def test_pulp_processes_unknown_when_mongodb_is_down(env):
     assert set(json.loads(out)["pulp_processes"]) == {"error"}
     code, out, _ = check(env, "--timeout", "0.5")
     assert "pulp processes: unknown (" in out
+
+
+@pytest.mark.parametrize(("transport", "scheme"), [("qpid", "tcp"), ("proton", "amqp")])
+def test_messaging_down_is_shown_but_counted_only_when_the_roles_wait_for_it(env, broker, transport, scheme):
+    env["PULP_CONF__MESSAGING__TRANSPORT"] = transport
+    env["PULP_MESSAGING_URL"] = f"{scheme}://pulp:wrong-{SECRET}@{broker.host}:{broker.port}"
+    code, out, _ = check(env, "--json")
+    checks = by_name(out)
+    assert code == 0 and json.loads(out)["ok"] is True
+    assert checks["messaging"]["ok"] is False and checks["messaging"]["error"].startswith("authentication_failed: ")
+    assert checks["messaging"]["endpoint"] == f"{transport}+{scheme}://pulp:***@{broker.host}:{broker.port}"
+    code, out, _ = check(env)
+    assert code == 0 and "DOWN" in out and "not counted in the exit code" in out
+    env["PULPINIT_WAIT_MESSAGING"] = "1"
+    code, out, _ = check(env, "--json")
+    assert code == 69 and json.loads(out)["ok"] is False
+    env["PULP_MESSAGING_URL"] = f"{scheme}://pulp:{SECRET}@{broker.host}:{broker.port}"
+    code, out, _ = check(env, "--json")
+    assert code == 0 and by_name(out)["messaging"]["ok"], out
+
+
+def test_check_deps_wait_does_not_wait_for_an_uncounted_messaging(env):
+    env["PULP_MESSAGING_URL"] = f"tcp://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    code, out, _ = check(env, "--json", "--wait", "--timeout", "20")
+    assert code == 0 and not by_name(out)["messaging"]["ok"]
+    assert time.monotonic() - started < 10
+
+
+def test_what_gofer_cannot_use_is_exit_78_only_when_the_roles_wait_for_it(env):
+    env["PULP_CONF__MESSAGING__TRANSPORT"] = "amqplib"
+    code, out, _ = check(env, "--json")
+    assert code == 0 and "gofer 2.4 removed the amqplib adapter" in by_name(out)["messaging"]["error"]
+    env["PULPINIT_WAIT_MESSAGING"] = "1"
+    code, _, err = check(env, "--json")
+    assert code == 78 and "PULP_CONF__MESSAGING__TRANSPORT" in err and "amqplib" in err
+
+
+def _closed_port() -> int:
+    with ResetServer() as closed:
+        return closed.port
 
 
 # -- one deadline, one document, one exit-code rule -------------------------------------------------

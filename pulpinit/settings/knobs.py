@@ -240,6 +240,15 @@ KNOBS: tuple[Knob, ...] = (
         "a shorter one to notice a missing migration Job sooner",
     ),
     Knob(
+        "PULPINIT_WAIT_MESSAGING",
+        "bool",
+        "false",
+        "`api` and `worker` also wait for `[messaging]`, the broker of the consumer agents, and check-deps "
+        "counts it in its exit code",
+        "a deployment with consumer agents that should not serve before the agents' broker answers; off by "
+        "default because Pulp starts without it (only agent requests fail)",
+    ),
+    Knob(
         "PULPINIT_MIGRATION_FINGERPRINT",
         "text",
         "",

@@ -41,6 +41,7 @@ class Toolkit:
     msg_service: str
     wait_timeout: float
     probe_timeout: float
+    wait_messaging: bool
     migration_wait: bool
     migration_timeout: float
     migration_fingerprint: str | None

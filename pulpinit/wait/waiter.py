@@ -1,4 +1,4 @@
-"""Wait for MongoDB and the broker: concurrently, with exponential backoff and jitter.
+"""Wait for MongoDB and the broker (and ``[messaging]`` where asked): concurrently, with backoff and jitter.
 
 Each dependency is polled in its own daemon thread by a tenacity ``Retrying``
 whose clock, sleep and stop are injected, so unit tests run instantly and a
@@ -33,8 +33,9 @@ from pulpinit.settings.resolve import Settings
 from pulpinit.settings.toolkit import Toolkit
 from pulpinit.wait.armed import ArmedPause, Knocker, knock
 from pulpinit.wait.broker_probe import probe_broker
+from pulpinit.wait.messaging_probe import probe_messaging
 from pulpinit.wait.mongo_probe import probe_mongodb
-from pulpinit.wait.targets import Failure, ProbeResult, broker_target, mongo_target
+from pulpinit.wait.targets import Failure, ProbeResult, broker_target, messaging_target, mongo_target
 
 if TYPE_CHECKING:
     import tenacity
@@ -48,13 +49,22 @@ PERMANENT = frozenset({Failure.NOT_AUTHORIZED})
 CLIPPED = frozenset({Failure.TIMEOUT, Failure.STALLED})
 
 
-def probes_for(settings: Settings) -> dict[str, Probe]:
-    """The two dependency probes, bound to their targets."""
+def probes_for(settings: Settings, *, messaging: bool = False) -> dict[str, Probe]:
+    """The dependency probes, bound to their targets: MongoDB and the broker, and ``[messaging]`` when asked."""
     mongo, broker = mongo_target(settings), broker_target(settings)
-    return {
+    probes: dict[str, Probe] = {
         "mongodb": lambda timeout: probe_mongodb(mongo, timeout),
         "broker": lambda timeout: probe_broker(broker, timeout),
     }
+    if messaging:
+        probes["messaging"] = messaging_probe(settings)
+    return probes
+
+
+def messaging_probe(settings: Settings) -> Probe:
+    """The probe of ``[messaging]``, bound to its target."""
+    agents = messaging_target(settings)
+    return lambda timeout: probe_messaging(agents, timeout)
 
 
 @dataclass(frozen=True)
