@@ -31,9 +31,9 @@ CONTAINER_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pulpinit/containers
 PODMAN_COMPOSE_VERSION := 1.6.0
 PODMAN_COMPOSE := $(CONTAINER_CACHE)/podman-compose-$(PODMAN_COMPOSE_VERSION)/bin/podman-compose
 
-.PHONY: demo test test-fast test-containers oracle lint bench venv system-deps container-deps clean
+.PHONY: demo test test-fast test-containers oracle lint bench docs venv system-deps container-deps clean
 
-# The virtual environment alone (README: "Try it by hand").
+# The virtual environment alone (the README's "Try it by hand").
 venv: $(STAMP)
 
 # What the demo needs of APT_PACKAGES: the build dependencies of python-augeas and python-qpid-proton.
@@ -72,6 +72,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# The tables of docs/ generated from pulpinit's own (every variable, knob and failure class);
+# tests/test_docs.py fails when they are out of date.
+docs: $(STAMP)
+	PYTHONPATH=tests $(BIN)/python -m helpers.doctables
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null \

@@ -2,10 +2,11 @@
 
 Three waiters side by side, in the same run, against the same fakes:
 
-* ``armed``: pulpinit's default wait; while MongoDB refuses connections it knocks (TCP connect
-  only) every ``PULPINIT_WAIT_ARMED_INTERVAL`` = 0.05 s and probes the moment one is accepted;
-* ``armed off``: ``PULPINIT_WAIT_ARMED_INTERVAL=0``, the policy before issue 16 (full probe on a
-  backoff of 0.1 s × 1.5 per attempt with jitter, capped at 2 s);
+* ``armed``: pulpinit's wait; while MongoDB refuses connections it knocks (TCP connect only)
+  every 0.05 s and probes the moment one is accepted;
+* ``armed off``: the same program with knocking off (paced by ``tests/helpers/pace.py``), the
+  plain backoff alone (full probe on a backoff of 0.1 s × 1.5 per attempt with jitter, capped at
+  2 s);
 * ``2014 loop``: ``until test_db_available; do sleep 5; done``, re-enacted as a shell loop whose
   check is a Python process that imports pymongo and makes one TCP connection (pymongo 2's
   ``Connection()`` connected when constructed and raised on a refusal).
@@ -50,6 +51,10 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers import pace
+
 from pulpinit.testing import SAMPLE_CONF
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
@@ -83,10 +88,10 @@ def pulpinit_first_check(log: str) -> bool:
 
 
 def waiters(base: dict[str, str]) -> tuple[Waiter, ...]:
-    def pulpinit(extra: dict[str, str]) -> Starter:
+    def pulpinit(program: list[str]) -> Starter:
         def start(port: int, **more: str) -> subprocess.Popen[str]:
-            env = {**base, "PULP_DB_SEEDS": f"127.0.0.1:{port}", **extra, **more}
-            argv = [sys.executable, "-m", "pulpinit", "check-deps", "--wait"]
+            env = {**base, "PULP_DB_SEEDS": f"127.0.0.1:{port}", **more}
+            argv = [*program, "check-deps", "--wait"]
             return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
         return start
@@ -95,10 +100,10 @@ def waiters(base: dict[str, str]) -> tuple[Waiter, ...]:
         argv = ["bash", "-c", LOOP_2014, sys.executable, CHECK_2014, str(port)]
         return subprocess.Popen(argv, start_new_session=True, stdout=subprocess.PIPE, text=True)
 
-    off = {"PULPINIT_WAIT_ARMED_INTERVAL": "0"}
+    plain, off = [sys.executable, "-m", "pulpinit"], pace.argv(armed_interval=0)
     return (
-        Waiter("pulpinit, armed (default: knock every 0.05 s)", pulpinit({}), pulpinit_first_check, settles=0.5),
-        Waiter("pulpinit, armed off (`PULPINIT_WAIT_ARMED_INTERVAL=0`)", pulpinit(off), pulpinit_first_check, 2.5),
+        Waiter("pulpinit, armed (knock every 0.05 s)", pulpinit(plain), pulpinit_first_check, settles=0.5),
+        Waiter("pulpinit, armed off (the plain backoff alone)", pulpinit(off), pulpinit_first_check, 2.5),
         Waiter("2014 loop (fixed 5 s)", loop_2014, lambda out: out.strip() == "0"),
     )
 
@@ -388,8 +393,8 @@ A start-up race is a trial whose MongoDB listened before the waiter's first chec
 that check): its latency is the rest of the waiter's own start-up (interpreter, imports, settings;
 `bench_startup.py` measures it), not the wait.
 
-Reading it: before issue 16 no backoff poller could do better than a median of about half its
-interval once the interval sat at its cap (2 s), and halving it doubled the probes. While nothing
+Reading it: no backoff poller can do better than a median of about half its
+interval once the interval sits at its cap (2 s), and halving it doubles the probes. While nothing
 listens a TCP connect costs the dependency nothing (the kernel refuses it), so the armed wait
 knocks every 0.05 s and runs the full probe the moment a knock is accepted; a failure that
 involves the server (here a rejected password, or a reset) is not armed and is probed exactly as

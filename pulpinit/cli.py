@@ -80,7 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     for role in ROLES:
         sub = subcommands.add_parser(role, help=f"run Pulp's {role} (extra celery arguments after --)")
         if role == "worker":
-            sub.add_argument("number", nargs="?", metavar="N", help="worker number (default: see README)")
+            sub.add_argument(
+                "number",
+                nargs="?",
+                metavar="N",
+                help="worker number (default: PULP_WORKER_NUMBER, else the host name's -N, else 0)",
+            )
         role_options(sub, _AFTER_DASHES[role])
     sub = subcommands.add_parser(
         "api", help="Pulp's REST API: configure, wait, wait for migrations, then httpd as root (its args after --)"
@@ -94,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--dry-run", action="store_true", help="say whether it would migrate, and why")
     sub = subcommands.add_parser("run", help="the pipeline for any command: run [options] -- CMD [ARG...]")
     role_options(sub, _AFTER_DASHES["run"])
-    sub = subcommands.add_parser("check-deps", help="probe MongoDB and the broker once; exit 0 if both are up")
+    sub = subcommands.add_parser(
+        "check-deps", help="probe MongoDB, the broker and [messaging] once; exit 0 if what the roles wait for is up"
+    )
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_argument("--wait", action="store_true", help="apply the wait policy first")
     sub.add_argument("--timeout", type=float, metavar="S", help="bound the whole run to S seconds")

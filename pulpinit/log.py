@@ -1,7 +1,7 @@
 """Structured logging: JSON lines for containers, a readable console otherwise.
 
 Every record goes to stderr with an ISO-8601 UTC timestamp, a level and a
-stable event name (see the README's table of events).  The event's values
+stable event name (see the table of events in docs/roles.md).  The event's values
 (strings, and strings inside lists and dicts such as an argv) go through the
 process-wide :data:`~pulpinit.redact.REDACTOR`, so a secret that slipped into
 an event is still masked, in any encoding.  The line's own vocabulary — its
@@ -69,7 +69,7 @@ from pulpinit.redact import REDACTOR  # noqa: E402
 
 #: The levels of pulpinit's lines (a line's ``level``).
 LEVELS = ("debug", "info", "warning", "error", "critical")
-#: Every event name pulpinit and its resident supervisor log (the README's table of events).
+#: Every event name pulpinit and its resident supervisor log (docs/roles.md's table of events).
 EVENTS = (
     *("admin.absent", "admin.default_password", "admin.password_contended", "admin.password_set"),
     "admin.password_unreadable",

@@ -90,7 +90,7 @@ class DryRun:
     ctx: Context
     role: roles.Role
     config: ConfigPlan
-    endpoints: tuple[str, str]  # what the wait stage would wait for: MongoDB's and the broker's (masked)
+    endpoints: dict[str, str]  # what the wait stage would wait for, by dependency (mongodb, broker, messaging)
 
     @property
     def exit_code(self) -> int:
@@ -157,7 +157,7 @@ def run(environ: Mapping[str, str], request: roles.Request, *, init: bool = Fals
         run_crane(environ, request, init=init)
     ctx, role = _settings(environ, request, dry_run=False)
     configure(ctx)
-    wait(ctx)
+    wait(ctx, role)
     if role.migration is roles.Migration.SKIP:
         log.get_logger(stage="migrate").info("migration.not_waiting", reason="PULPINIT_MIGRATION_WAIT=false")
     else:
@@ -174,7 +174,7 @@ def plan(environ: Mapping[str, str], request: roles.Request) -> DryRun | CraneDr
 
     The later stages are not entered: the plan shows the endpoints the wait stage would wait for.
     """
-    from pulpinit.wait.targets import broker_target, mongo_target
+    from pulpinit.wait.targets import broker_target, messaging_target, mongo_target
 
     if request.name == "crane":
         crane_ctx = _crane_settings(environ, request, dry_run=True)
@@ -185,7 +185,10 @@ def plan(environ: Mapping[str, str], request: roles.Request) -> DryRun | CraneDr
     config = plan_config(ctx)
     assert ctx.preflight is not None  # noqa: S101 - a role's settings stage made its checks
     checked = replace(ctx, preflight=with_config_check(ctx.preflight, config, ctx.toolkit.user))
-    return DryRun(checked, role, config, (mongo_target(ctx.settings).endpoint, broker_target(ctx.settings).endpoint))
+    endpoints = {"mongodb": mongo_target(ctx.settings).endpoint, "broker": broker_target(ctx.settings).endpoint}
+    if waits_for_messaging(ctx, role):
+        endpoints["messaging"] = messaging_target(ctx.settings).endpoint
+    return DryRun(checked, role, config, endpoints)
 
 
 def with_config_check(preflight: Preflight, config: ConfigPlan, user: str, name: str = "server.conf") -> Preflight:
@@ -393,16 +396,22 @@ def _write_config(
 
 
 # -- stage 3: wait ------------------------------------------------------------------------------
-def wait(ctx: Context) -> dict[str, ProbeResult]:
-    """Stage 3: wait until MongoDB and the broker answer (exit 69 at the deadline).
+def waits_for_messaging(ctx: Context, role: roles.Role) -> bool:
+    """Whether ``role`` waits for ``[messaging]``: it talks to the agents and ``PULPINIT_WAIT_MESSAGING`` is on."""
+    return ctx.toolkit.wait_messaging and role.talks_to_agents
+
+
+def wait(ctx: Context, role: roles.Role) -> dict[str, ProbeResult]:
+    """Stage 3: wait until MongoDB and the broker answer, and ``[messaging]`` where asked (exit 69 at the deadline).
 
     A stop signal ends every waiting thread at once (the event of :func:`pulpinit.signals.linked`).
     """
     from pulpinit.wait.waiter import WaitPolicy, probes_for, wait_all
 
     long_running()
+    probes = probes_for(ctx.settings, messaging=waits_for_messaging(ctx, role))
     with _stage("wait"), signals.linked() as stop:
-        return wait_all(probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit), stop=stop)
+        return wait_all(probes, WaitPolicy.from_toolkit(ctx.toolkit), stop=stop)
 
 
 def check_deps(
@@ -410,30 +419,33 @@ def check_deps(
 ) -> tuple[Report, dict[str, Any]]:
     """``check-deps``: the settings stage, then one probe of each dependency (or the wait policy),
     and the Pulp processes heartbeating in Pulp's ``workers`` (``pulp_processes``: read beside the
-    probes, within the same budget; it does not change the exit code).
+    probes, within the same budget; it does not change the exit code).  ``[messaging]`` is probed
+    too; it counts in the exit code (and ``--wait`` waits for it) only with ``PULPINIT_WAIT_MESSAGING``.
 
     The whole run — settings, probes or wait, and the census — ends by one deadline: ``timeout``
     after the start, or without it the probe timeout (one probe) or the wait timeout (``wait``).
     """
     from pulpinit.wait.report import check
     from pulpinit.wait.targets import address_sources, mongo_target
-    from pulpinit.wait.waiter import WaitPolicy, probes_for
+    from pulpinit.wait.waiter import WaitPolicy, messaging_probe, probes_for
     from pulpinit.wait.workers import MIGRATION_WAIT_TIME, Survey
 
     started = time.monotonic()
     ctx = resolve(environ)
-    probes, policy = probes_for(ctx.settings), WaitPolicy.from_toolkit(ctx.toolkit)
+    counted = ctx.toolkit.wait_messaging
+    probes, policy = probes_for(ctx.settings, messaging=counted), WaitPolicy.from_toolkit(ctx.toolkit)
+    aside = {} if counted else {"messaging": messaging_probe(ctx.settings)}
     budget = timeout if timeout is not None else policy.timeout if wait else policy.probe_timeout
     left = max(0.05, started + budget - time.monotonic())
     target, threshold = mongo_target(ctx.settings), ctx.toolkit.quiet_seconds or MIGRATION_WAIT_TIME
     sources = address_sources(ctx.settings)
     survey = Survey(target, left, threshold)  # beside the probes (pymongo waits for a server that comes up)
     if not wait:
-        return check(probes, policy, timeout=left, sources=sources), survey.result()
+        return check(probes, policy, timeout=left, sources=sources, uncounted=aside), survey.result()
     signals.enter("check-deps")
     long_running()
     with signals.linked() as stop:
-        report = check(probes, policy, wait=True, timeout=left, stop=stop, sources=sources)
+        report = check(probes, policy, wait=True, timeout=left, stop=stop, sources=sources, uncounted=aside)
     return report, survey.result()
 
 

@@ -16,6 +16,7 @@ from pulpinit.pipeline import Context, CraneDryRun, DryRun
 from pulpinit.privileges import running_as_root
 from pulpinit.redact import REDACTOR, mask_argv
 from pulpinit.roles import Migration
+from pulpinit.settings.knobs import LOCK_COLLECTION
 from pulpinit.settings.preflight import Preflight
 from pulpinit.settings.resolve import Settings
 
@@ -60,6 +61,11 @@ def check_deps_table(report: Report) -> str:
         )
     text = table(("dependency", "endpoint", "source", "status", "latency", "version", "error"), rows)
     hints = [f"hint ({c.name}): {c.hint}" for c in report.checks if c.hint]
+    hints += [
+        f"note ({c.name}): not counted in the exit code: no role waits for it unless PULPINIT_WAIT_MESSAGING=1"
+        for c in report.checks
+        if not c.ok and c.name in report.uncounted
+    ]
     hints += [f"warning ({c.name}): {w}" for c in report.checks for w in c.warnings]
     return "\n".join([text, *(["", *hints] if hints else [])])
 
@@ -87,7 +93,7 @@ def _fingerprint(ctx: Context) -> str:
 
 def migration_decision(ctx: Context, migration: Migration) -> str:
     toolkit = ctx.toolkit
-    where = f"{ctx.settings.get('database.name')}.{toolkit.lock_collection}"
+    where = f"{ctx.settings.get('database.name')}.{LOCK_COLLECTION}"
     if migration is Migration.SKIP:
         return "skip: PULPINIT_MIGRATION_WAIT=false, this role neither migrates nor waits"
     fingerprint = _fingerprint(ctx)
@@ -189,8 +195,9 @@ def plan(dry: DryRun | CraneDryRun, *, init: bool) -> str:
     parts += ["## settings", settings_table(ctx.settings), ""]
     parts += ["## checks", checks(ctx), ""]
     parts += [f"## {REDACTOR(toolkit.config)}", REDACTOR(config.diff().rstrip("\n")) or "no change", ""]
-    mongodb, broker = dry.endpoints
-    wait = f"mongodb at {mongodb}, broker at {broker}; deadline {toolkit.wait_timeout:g} s"
+    ends = dry.endpoints
+    agents = f", messaging at {ends['messaging']} (PULPINIT_WAIT_MESSAGING)" if "messaging" in ends else ""
+    wait = f"mongodb at {ends['mongodb']}, broker at {ends['broker']}{agents}; deadline {toolkit.wait_timeout:g} s"
     parts += ["## wait", REDACTOR(wait), ""]
     parts += ["## migrations", REDACTOR(migration_decision(ctx, role.migration)), ""]
     if role.name == "api":

@@ -4,7 +4,7 @@ A command of the CLI asks for a role (:class:`Request`: its name and options); o
 settings are resolved, :func:`choose` makes it a :class:`Role` (its final argv and what it does
 about migrations) from the settings, the knobs and the host name.
 
-The celery command lines follow Pulp 2.21's systemd units (see the README's
+The celery command lines follow Pulp 2.21's systemd units (see docs/roles.md's
 table of final argv), adapted to containers: logs go to stdout/stderr unless
 ``PULPINIT_CELERY_LOG_DIR`` names a directory, and celery beat keeps no pid
 file (a stale one on a persistent volume would stop the next start).
@@ -12,6 +12,9 @@ file (a stale one on a persistent volume would stop the next start).
 ``api`` and ``crane`` exec ``httpd -DFOREGROUND`` (:func:`httpd_role`) **as root**: httpd binds
 port 443 and reads its TLS key as root, then starts its children as ``User apache`` itself, so
 pulpinit must not drop first.  ``crane`` reads no database: it neither waits nor migrates.
+
+:data:`AGENT_ROLES` are the roles whose processes send the consumer agents their requests through
+gofer's ``[messaging]`` broker; with ``PULPINIT_WAIT_MESSAGING`` they wait for it too.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pulpinit.settings.resolve import Settings
 from pulpinit.settings.toolkit import Toolkit
 
 __all__ = [
+    "AGENT_ROLES",
     "HTTPD_ROLES",
     "ROLES",
     "Migration",
@@ -49,6 +53,15 @@ _ORDINAL = re.compile(r"-(\d+)$")
 ROLES = ("beat", "resource-manager", "worker")
 #: The roles that exec httpd, as root: it binds 443 and reads its key, then drops its own children.
 HTTPD_ROLES = ("api", "crane")
+#: The roles that talk to the consumer agents (Pulp 2.21, pulp/pulp ``server/pulp/server``): the API
+#: starts gofer's reply listener on ``pulp.task`` at start-up (``webservices/application.py`` lines
+#: 69, 86) and sends agent requests from its views (``webservices/views/consumers.py`` lines 258,
+#: 421, 568-617; ``views/tasks.py`` line 147 → ``async/tasks.py`` lines 828-835); the workers run the
+#: tasks that do (``tasks/consumer.py`` lines 127-168 and ``controllers/consumer.py``'s bind and
+#: unbind, lines 36-39, 78-79, 119-120, as tasks from ``managers/consumer/group/cud.py`` lines
+#: 255-299).  Beat and the resource manager only schedule and route tasks: nothing of theirs
+#: imports ``pulp.server.agent``.
+AGENT_ROLES = ("api", "worker")
 RoleName = Literal["beat", "resource-manager", "worker", "run", "migrate", "api", "crane"]
 
 
@@ -78,6 +91,11 @@ class Role:
     migration: Migration
     as_root: bool = False  # hand over as root: httpd drops its own children (api, crane)
     waits: bool = True  # waits for MongoDB and the broker (every role but crane)
+
+    @property
+    def talks_to_agents(self) -> bool:
+        """Whether its process sends the consumer agents requests through ``[messaging]`` (:data:`AGENT_ROLES`)."""
+        return self.name in AGENT_ROLES
 
     def commands(self, toolkit: Toolkit) -> list[tuple[str | None, str]]:
         """``(variable or None, command)`` for every program the role will start (the checks of validate first)."""

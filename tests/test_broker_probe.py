@@ -1,10 +1,11 @@
 """The broker probe over real TCP: every failure class produced for real, secrets never shown.
 
-Peers: the fake Qpid-like broker (AMQP 0-10 written here, AMQP 1.0 through proton), byte-level
+Peers: the fake Qpid-like broker (AMQP 0-10 written here), byte-level
 fakes from ``pulpinit.testing.faults`` (a few bytes each: an AMQP-1.0-only server, RabbitMQ's
 answer to a foreign header, an HTTP server, a TLS alert, a silent or hanging-up server, a real
 TLS server), and certificates made for the test.  DNS never leaves the machine: the probe gets
-an injected resolver.
+an injected resolver.  ``[messaging]``'s probe (AMQP 1.0 among others) is tested in
+``test_messaging_probe.py``.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from pulpinit.wait.targets import BrokerTarget, Failure, ProbeResult
 
 SECRET = "pa:ss@w/rd%"  # a test password with URL-special characters
 QUOTED = "pa%3Ass%40w%2Frd%25"
-SCHEMES = ("qpid", "amqp", "tcp")  # AMQP 0-10, 0-9-1, 1.0
-RABBIT_HEADER, AMQP10_SASL, AMQP10_PLAIN = b"AMQP\x00\x00\x09\x01", b"AMQP\x03\x01\x00\x00", b"AMQP\x00\x01\x00\x00"
+SCHEMES = ("qpid", "amqp")  # AMQP 0-10, 0-9-1
+RABBIT_HEADER, AMQP10_SASL = b"AMQP\x00\x00\x09\x01", b"AMQP\x03\x01\x00\x00"
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +84,6 @@ def test_a_broker_without_authentication_accepts_any_password(open_broker: FakeA
     assert result.ok and open_broker.connections[-1].mech == "PLAIN"
 
 
-def test_amqp10_through_the_same_port(broker: FakeAmqpBroker) -> None:
-    result = probe_broker(BrokerTarget(url("tcp", broker.port)))
-    assert result.ok, result.error
-    assert broker.connections[-1].protocol == "AMQP 1.0" and broker.connections[-1].user == "alice"
-
-
 def test_latency_well_under_a_second(broker: FakeAmqpBroker) -> None:
     target = BrokerTarget(url("qpid", broker.port))
     latencies = sorted(probe_broker(target).latency_ms for _ in range(20))
@@ -126,7 +121,7 @@ def test_no_tcp_connection_in_time_is_a_network_timeout() -> None:
 
 @pytest.mark.slow  # real processes: seconds
 def test_a_silent_server_is_a_stalled_handshake_naming_the_step() -> None:
-    steps = {"qpid": "AMQP 0-10 protocol header", "amqp": "Connection.Start", "tcp": "AMQP 1.0 header"}
+    steps = {"qpid": "AMQP 0-10 protocol header", "amqp": "Connection.Start"}
     with SilentServer() as silent:
         for scheme, step in steps.items():
             result = probe_broker(BrokerTarget(url(scheme, silent.port)), timeout_s=0.3)
@@ -136,7 +131,7 @@ def test_a_silent_server_is_a_stalled_handshake_naming_the_step() -> None:
 
 def test_reset_mid_handshake() -> None:
     # Hung up on right after the header: a reset for every protocol (Pulp's clients say no more).
-    expected = {"qpid": Failure.RESET, "amqp": Failure.RESET, "tcp": Failure.RESET}
+    expected = {"qpid": Failure.RESET, "amqp": Failure.RESET}
     with ResetServer(read_bytes=8) as reset:
         for scheme, failure in expected.items():
             check(probe_broker(BrokerTarget(url(scheme, reset.port))), failure)
@@ -155,23 +150,13 @@ def test_slow_server_within_and_beyond_the_timeout(broker: FakeAmqpBroker) -> No
 
 
 def test_bad_password(broker: FakeAmqpBroker) -> None:
-    for scheme in ("qpid", "tcp"):
-        result = probe_broker(BrokerTarget(url(scheme, broker.port, f"alice:wrong-{QUOTED}@")))
-        check(result, Failure.AUTH, "login as 'alice' refused")
+    result = probe_broker(BrokerTarget(url("qpid", broker.port, f"alice:wrong-{QUOTED}@")))
+    check(result, Failure.AUTH, "login as 'alice' refused")
 
 
 def test_anonymous_against_a_broker_that_wants_plain_is_a_sasl_mismatch(broker: FakeAmqpBroker) -> None:
     result = probe_broker(BrokerTarget(broker.url("alice")))
     check(result, Failure.SASL, "does not offer SASL ANONYMOUS (it offers: PLAIN)", "put 'alice' and a password")
-
-
-def test_an_amqp10_server_without_a_sasl_layer() -> None:
-    """It answers the SASL header with the plain 1.0 header: it would never check the credentials."""
-    with AnswerServer(AMQP10_PLAIN) as no_sasl:
-        for cred in (f"alice:{QUOTED}@", ""):
-            result = probe_broker(BrokerTarget(url("tcp", no_sasl.port, cred)))
-            check(result, Failure.SASL, "offers no SASL layer")
-            assert "refused" not in (result.error or "")
 
 
 # --- another protocol on the port ------------------------------------------------------------------
@@ -208,8 +193,6 @@ def test_other_headers_for_the_other_schemes(broker: FakeAmqpBroker) -> None:
     check(probe_broker(BrokerTarget(url("amqp", broker.port))), Failure.PROTOCOL, "AMQP 0-10 protocol header")
     with AnswerServer(AMQP10_SASL) as only10:
         check(probe_broker(BrokerTarget(url("amqp", only10.port))), Failure.PROTOCOL, "AMQP 1.0")
-    with AnswerServer(RABBIT_HEADER) as rabbit:
-        check(probe_broker(BrokerTarget(url("tcp", rabbit.port))), Failure.PROTOCOL, "AMQP 0-9-1")
 
 
 def test_an_http_server_on_the_broker_port() -> None:
@@ -244,7 +227,6 @@ def test_tls_client_at_plain_ports(broker: FakeAmqpBroker, pki: Pki) -> None:
     with AnswerServer(RABBIT_HEADER, read_bytes=8) as rabbit:
         cases = [
             (url("qpid", broker.port), True),
-            (url("ssl", broker.port), False),
             (url("amqps", rabbit.port), False),
             (url("amqp", rabbit.port), True),
         ]
@@ -277,9 +259,8 @@ def tls_target(scheme: str, port: int, pki: Pki, host: str = "127.0.0.1", **file
 
 
 def test_tls_to_an_ip_address(pki: Pki) -> None:
-    """The Service-IP case: AMQP 1.0 (Python's rule) accepts an IP SAN; qpid:// follows python-qpid."""
+    """The Service-IP case: qpid:// follows python-qpid, which does not read IP subjectAltNames."""
     with tls_broker(pki, pki.ip) as fake:
-        assert probe_broker(tls_target("ssl", fake.port, pki)).ok
         result = probe_broker(tls_target("qpid", fake.port, pki))
         check(
             result,
@@ -291,15 +272,13 @@ def test_tls_to_an_ip_address(pki: Pki) -> None:
         result = probe_broker(tls_target("qpid", fake.port, pki))
         assert result.ok, result.error
         assert fake.connections[-1].protocol == "AMQP 0-10"
-        assert probe_broker(tls_target("ssl", fake.port, pki)).ok
 
 
 def test_tls_to_a_host_name(pki: Pki) -> None:
     names = resolver({"localhost": "127.0.0.1"})
     with tls_broker(pki, pki.dns) as fake:
-        for scheme in ("qpid", "ssl"):
-            assert probe_broker(tls_target(scheme, fake.port, pki, host="localhost"), resolver=names).ok
-            check(probe_broker(tls_target(scheme, fake.port, pki)), Failure.TLS, "127.0.0.1")
+        assert probe_broker(tls_target("qpid", fake.port, pki, host="localhost"), resolver=names).ok
+        check(probe_broker(tls_target("qpid", fake.port, pki)), Failure.TLS, "127.0.0.1")
 
 
 @pytest.mark.parametrize(
@@ -312,18 +291,16 @@ def test_tls_to_a_host_name(pki: Pki) -> None:
 )
 def test_bad_server_certificates(pki: Pki, cert: str, words: str) -> None:
     with tls_broker(pki, getattr(pki, cert)) as fake:
-        for scheme in ("qpid", "ssl"):
-            check(probe_broker(tls_target(scheme, fake.port, pki)), Failure.TLS, words)
+        check(probe_broker(tls_target("qpid", fake.port, pki)), Failure.TLS, words)
         # amqps://: kombu connects with ssl=True and checks nothing: past TLS, the fake speaks AMQP 0-10
         check(probe_broker(tls_target("amqps", fake.port, pki)), Failure.PROTOCOL, "not AMQP 0-9-1")
 
 
 def test_client_certificate_required(pki: Pki) -> None:
     with tls_broker(pki, pki.qpid, tls_client_ca=str(pki.ca)) as fake:
-        for scheme in ("qpid", "ssl"):
-            check(probe_broker(tls_target(scheme, fake.port, pki)), Failure.TLS, "client certificate")
-            with_cert = tls_target(scheme, fake.port, pki, certfile=str(pki.client_cert), keyfile=str(pki.client_key))
-            assert probe_broker(with_cert).ok, scheme
+        check(probe_broker(tls_target("qpid", fake.port, pki)), Failure.TLS, "client certificate")
+        with_cert = tls_target("qpid", fake.port, pki, certfile=str(pki.client_cert), keyfile=str(pki.client_key))
+        assert probe_broker(with_cert).ok
 
 
 def test_missing_tls_files_are_named(pki: Pki, tmp_path: Path) -> None:
@@ -354,7 +331,8 @@ def test_amqps_without_celery_require_ssl_does_not_verify(pki: Pki) -> None:
 
 
 def test_bad_urls() -> None:
-    for target in ("redis://h/", f"amqp://u:{QUOTED}@h:99999/", "qpid+ssl://h/"):
+    # tcp:// and ssl:// are [messaging]'s schemes, which no Celery transport takes
+    for target in ("redis://h/", f"amqp://u:{QUOTED}@h:99999/", "qpid+ssl://h/", "tcp://h:5672", "ssl://h/"):
         result = probe_broker(BrokerTarget(target))
         check(result, Failure.OTHER)
 
@@ -365,8 +343,6 @@ def test_bad_urls() -> None:
         ("qpid://localhost/", False, ("AMQP 0-10", "localhost", 5672, False, None, None, "/")),
         ("qpid://guest@db:1234", False, ("AMQP 0-10", "db", 1234, False, "guest", None, "/")),
         ("qpid://u:p@h/", True, ("AMQP 0-10", "h", 5672, True, "u", "p", "/")),  # kombu qpid: 5672 even with TLS
-        ("ssl://h:5674", False, ("AMQP 1.0", "h", 5674, True, None, None, "/")),
-        ("tcp://h", False, ("AMQP 1.0", "h", 5672, False, None, None, "/")),
         ("amqp://guest:guest@h//", False, ("AMQP 0-9-1", "h", 5672, False, "guest", "guest", "/")),
         ("amqp://h/pulp", False, ("AMQP 0-9-1", "h", 5672, False, None, None, "pulp")),
         ("amqps://h/%2Fx", False, ("AMQP 0-9-1", "h", 5671, True, None, None, "/x")),

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import pace
 from helpers.workdirs import reachable
 
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
@@ -49,6 +50,8 @@ def _environment(workdir: Path, mongo: FakeMongo, broker: FakeAmqpBroker) -> dic
             "PULPINIT_LOG_FORMAT": "json",
             "PULP_DB_SEEDS": mongo.hostport,
             "PULP_BROKER_URL": broker.url("pulp", SECRET),
+            # [messaging]: gofer's qpid transport to the same fake (AMQP 0-10, as Qpid C++)
+            "PULP_MESSAGING_URL": f"tcp://pulp:{SECRET}@{broker.host}:{broker.port}",
             # what `run` checks before it waits (validate first): a user that exists, a fingerprint
             "PULPINIT_USER": "nobody",
             "PULPINIT_MIGRATION_FINGERPRINT": "2.21.5-1",
@@ -84,7 +87,7 @@ def by_name(stdout: str) -> dict[str, dict]:
     return {item["name"]: item for item in report["checks"]}
 
 
-def test_both_up_json_and_table(env):
+def test_both_up_json_and_table(env, broker):
     code, out, _ = check(env, "--json")
     assert code == 0
     checks = by_name(out)
@@ -97,7 +100,9 @@ def test_both_up_json_and_table(env):
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["dependency", "endpoint", "source", "status"]
-    assert [line.split()[0] for line in lines[2:4]] == ["mongodb", "broker"]
+    assert [line.split()[0] for line in lines[2:5]] == ["mongodb", "broker", "messaging"]
+    assert checks["messaging"]["ok"] and checks["messaging"]["source"] == "env:PULP_MESSAGING_URL"
+    assert checks["messaging"]["endpoint"] == f"qpid+tcp://pulp:***@{broker.host}:{broker.port}"
     assert [line.split()[2] for line in lines[2:4]] == ["env:PULP_DB_SEEDS", "env:PULP_BROKER_URL"]
     assert all(" up " in line for line in lines[2:4])
 
@@ -131,7 +136,7 @@ def test_an_address_nothing_set_is_named_default():
 
     settings = from_environ({"PULP_DB_SEEDS": "127.0.0.1:1"}, {})
     sources = address_sources(settings)
-    assert sources == {"mongodb": "env:PULP_DB_SEEDS", "broker": "default"}
+    assert sources == {"mongodb": "env:PULP_DB_SEEDS", "broker": "default", "messaging": "default"}
     report = Report(
         (
             ProbeResult("mongodb", mongo_target(settings).endpoint, True, 1.0),
@@ -282,13 +287,9 @@ def test_wait_deadline_exits_69_naming_what_is_down(env):
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_while_waiting_exits_promptly(env, free_port, signum, code):
-    env.update(
-        PULP_DB_SEEDS=f"127.0.0.1:{free_port}",
-        PULPINIT_WAIT_INITIAL="60",
-        PULPINIT_WAIT_MAX_INTERVAL="60",
-        PULPINIT_WAIT_ARMED_INTERVAL="0",
-    )
-    with Spawned([sys.executable, "-m", "pulpinit", "run", "--", "/bin/true"], env=env) as proc:
+    env["PULP_DB_SEEDS"] = f"127.0.0.1:{free_port}"
+    paced = pace.argv(initial=60, max_interval=60, armed_interval=0)
+    with Spawned([*paced, "run", "--", "/bin/true"], env=env) as proc:
         proc.event("dep.down")  # now sleeping in a 60 s backoff interval
         sent = time.monotonic()
         proc.proc.send_signal(signum)
@@ -360,8 +361,7 @@ def test_armed_wait_sees_a_refused_then_listening_dependency_before_its_next_pro
             env["PULP_DB_SEEDS"] = f"127.0.0.1:{proxy.port}"
         else:
             env["PULP_BROKER_URL"] = f"qpid://pulp:{SECRET}@127.0.0.1:{proxy.port}/"
-        env.update(PULPINIT_WAIT_INITIAL="30", PULPINIT_WAIT_MAX_INTERVAL="30")
-        with Spawned([sys.executable, "-m", "pulpinit", "check-deps", "--wait", "--json"], env=env) as proc:
+        with Spawned([*pace.argv(initial=30, max_interval=30), "check-deps", "--wait", "--json"], env=env) as proc:
             down = proc.event("dep.down")
             assert (down["dependency"], down["failure"]) == (late, "connection_refused")
             assert proxy.accepted == 0  # refused by the kernel: the server never saw the waiter
@@ -425,6 +425,47 @@ def test_pulp_processes_unknown_when_mongodb_is_down(env):
     assert "pulp processes: unknown (" in out
 
 
+@pytest.mark.parametrize(("transport", "scheme"), [("qpid", "tcp"), ("proton", "amqp")])
+def test_messaging_down_is_shown_but_counted_only_when_the_roles_wait_for_it(env, broker, transport, scheme):
+    env["PULP_CONF__MESSAGING__TRANSPORT"] = transport
+    env["PULP_MESSAGING_URL"] = f"{scheme}://pulp:wrong-{SECRET}@{broker.host}:{broker.port}"
+    code, out, _ = check(env, "--json")
+    checks = by_name(out)
+    assert code == 0 and json.loads(out)["ok"] is True
+    assert checks["messaging"]["ok"] is False and checks["messaging"]["error"].startswith("authentication_failed: ")
+    assert checks["messaging"]["endpoint"] == f"{transport}+{scheme}://pulp:***@{broker.host}:{broker.port}"
+    code, out, _ = check(env)
+    assert code == 0 and "DOWN" in out and "not counted in the exit code" in out
+    env["PULPINIT_WAIT_MESSAGING"] = "1"
+    code, out, _ = check(env, "--json")
+    assert code == 69 and json.loads(out)["ok"] is False
+    env["PULP_MESSAGING_URL"] = f"{scheme}://pulp:{SECRET}@{broker.host}:{broker.port}"
+    code, out, _ = check(env, "--json")
+    assert code == 0 and by_name(out)["messaging"]["ok"], out
+
+
+def test_check_deps_wait_does_not_wait_for_an_uncounted_messaging(env):
+    env["PULP_MESSAGING_URL"] = f"tcp://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    code, out, _ = check(env, "--json", "--wait", "--timeout", "20")
+    assert code == 0 and not by_name(out)["messaging"]["ok"]
+    assert time.monotonic() - started < 10
+
+
+def test_what_gofer_cannot_use_is_exit_78_only_when_the_roles_wait_for_it(env):
+    env["PULP_CONF__MESSAGING__TRANSPORT"] = "amqplib"
+    code, out, _ = check(env, "--json")
+    assert code == 0 and "gofer 2.4 removed the amqplib adapter" in by_name(out)["messaging"]["error"]
+    env["PULPINIT_WAIT_MESSAGING"] = "1"
+    code, _, err = check(env, "--json")
+    assert code == 78 and "PULP_CONF__MESSAGING__TRANSPORT" in err and "amqplib" in err
+
+
+def _closed_port() -> int:
+    with ResetServer() as closed:
+        return closed.port
+
+
 # -- one deadline, one document, one exit-code rule -------------------------------------------------
 
 
@@ -485,7 +526,7 @@ def test_json_is_one_document_when_a_stop_signal_ends_the_wait(env, free_port):
 
 @pytest.mark.parametrize("wait", [False, True])
 def test_a_user_that_may_not_write_is_78_with_the_report_with_or_without_wait(env, mongo, wait):
-    """One exit-code rule (README): 0 up, 78 a refusal no wait cures, 69 down; the report either way."""
+    """One exit-code rule (docs/waiting.md): 0 up, 78 a refusal no wait cures, 69 down; the report either way."""
     mongo.add_user("pulp_database", "reader", "r3ader-pw", read_only=True)
     env.update(PULP_DB_USERNAME="reader", PULP_DB_PASSWORD="r3ader-pw")
     code, out, _ = check(env, "--json", *(["--wait"] if wait else []))

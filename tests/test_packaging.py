@@ -99,12 +99,14 @@ def _pytest(venv: Path, project: Path) -> str:
 
 
 @pytest.mark.slow
-def test_the_testing_extra_installs_the_plugin_and_the_readme_example_runs(tmp_path: Path, wheel: Path):
+def test_the_testing_extra_installs_the_plugin_and_the_docs_example_runs(tmp_path: Path, wheel: Path):
     """``pip install 'pulpinit[testing]'`` into a fresh venv: pytest finds the fixtures by the entry
     point alone; without the extra the example is skipped, saying what to install; with
     ``pytest_plugins`` in a conftest as well, nothing is registered twice."""
-    from helpers.readme import image_test_example
+    from helpers.readme import image_test_example, install_lines
     from helpers.wheelhouse import wheelhouse
+
+    assert install_lines()[0] == f"pip install './dist/{wheel.name}[testing]'"  # the docs name this wheel
 
     wheels = tmp_path / "wheels"
     wheelhouse(["pulpinit[testing]"], wheels, skip=["pulpinit"])

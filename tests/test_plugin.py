@@ -1,4 +1,4 @@
-"""The pytest plugin of the fakes, as an image builder uses it: the README's example, the sandbox, inertness."""
+"""The pytest plugin of the fakes, as an image builder uses it: docs/testing.md's example, the sandbox, inertness."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def pytest_in(directory: Path, *args: str, env: dict[str, str] | None = None) ->
 
 
 @pytest.mark.slow
-def test_the_readme_example_passes_and_can_fail(tmp_path: Path):
+def test_the_docs_example_passes_and_can_fail(tmp_path: Path):
     example = image_test_example()
     assert 8 <= len([line for line in example.splitlines() if line.strip()]) <= 12  # "a ten-line example"
     (tmp_path / "test_image.py").write_text(example)

@@ -1,4 +1,7 @@
-"""The broker probe against a real RabbitMQ 3.10 (``rabbitmq_amqp1_0`` plugin, plain and TLS listeners).
+"""The broker probes against a real RabbitMQ 3.10 (``rabbitmq_amqp1_0`` plugin, plain and TLS listeners).
+
+Celery's broker (``tasks.broker_url``, AMQP 0-9-1) and ``[messaging]`` with gofer's ``rabbitmq``
+(AMQP 0-9-1) and ``proton`` (AMQP 1.0, through the plugin) transports.
 
 One broker for the whole session (``rabbitmq`` fixture in conftest.py); skipped with the reason
 when rabbitmq-server is not installed or we are not root.  Its TLS listener has a certificate
@@ -16,7 +19,8 @@ from helpers.rabbitmq import RabbitMQ
 
 from pulpinit.testing.faults import Proxy
 from pulpinit.wait.broker_probe import probe_broker
-from pulpinit.wait.targets import BrokerTarget, Failure, ProbeResult
+from pulpinit.wait.messaging_probe import probe_messaging
+from pulpinit.wait.targets import BrokerTarget, Failure, MessagingTarget, ProbeResult
 
 # the harness runs the broker as root; one worker starts it (once per session)
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.root, pytest.mark.xdist_group("rabbitmq")]
@@ -50,6 +54,18 @@ def tls_target(
     )
 
 
+def agents(
+    rabbitmq: RabbitMQ, url: str, transport: str = "proton", *, cacert: str = "", client_cert: bool = True
+) -> MessagingTarget:
+    """``[messaging]`` at ``url`` with the TLS files Pulp would hand gofer (its certificate and key in one file)."""
+    pki = rabbitmq.pki
+    assert pki is not None
+    combined = pki.directory / "client-combined.pem"
+    if not combined.exists():
+        combined.write_bytes(pki.client_cert.read_bytes() + pki.client_key.read_bytes())
+    return MessagingTarget(transport, url, cacert or str(pki.ca), str(combined) if client_cert else "")
+
+
 def test_everything_listens_on_loopback(rabbitmq: RabbitMQ) -> None:
     listening = rabbitmq.listening()
     assert f"127.0.0.1:{rabbitmq.port}" in listening and f"127.0.0.1:{rabbitmq.tls_port}" in listening
@@ -57,9 +73,12 @@ def test_everything_listens_on_loopback(rabbitmq: RabbitMQ) -> None:
     assert all(address.startswith(("127.0.0.1:", "::1:")) for address in listening), listening
 
 
-@pytest.mark.parametrize("scheme", ["amqp", "tcp"])
-def test_good_credentials(rabbitmq: RabbitMQ, scheme: str) -> None:
-    result = probe_broker(BrokerTarget(rabbitmq.url(scheme)))
+@pytest.mark.parametrize(("transport", "scheme"), [("celery", "amqp"), ("proton", "amqp"), ("rabbitmq", "tcp")])
+def test_good_credentials(rabbitmq: RabbitMQ, transport: str, scheme: str) -> None:
+    url = rabbitmq.url(scheme)
+    result = (
+        probe_broker(BrokerTarget(url)) if transport == "celery" else probe_messaging(agents(rabbitmq, url, transport))
+    )
     assert result.ok, result.error
     assert result.version is not None and result.version.startswith("RabbitMQ 3.")
     assert result.latency_ms > 0
@@ -73,18 +92,25 @@ def test_qpid_url_is_told_to_use_amqp(rabbitmq: RabbitMQ) -> None:
         f"use amqp://USER:PASSWORD@127.0.0.1:{rabbitmq.port}/VHOST"
     )
     check(probe_broker(BrokerTarget(rabbitmq.url("qpid"))), Failure.PROTOCOL, advice)
+    proton = agents(rabbitmq, rabbitmq.url("amqp"))
     with rabbitmq.amqp10_unloaded():
         check(probe_broker(BrokerTarget(rabbitmq.url("qpid"))), Failure.PROTOCOL, advice)
-        check(probe_broker(BrokerTarget(rabbitmq.url("tcp"))), Failure.PROTOCOL, "AMQP 0-9-1")
+        check(probe_messaging(proton), Failure.PROTOCOL, "AMQP 0-9-1", "set messaging.transport: rabbitmq")
         assert probe_broker(BrokerTarget(rabbitmq.url("amqp"))).ok  # 0-9-1 is unaffected
-    assert probe_broker(BrokerTarget(rabbitmq.url("tcp"))).ok
+    assert probe_messaging(proton).ok
+
+
+def test_gofer_qpid_transport_is_told_to_use_rabbitmq(rabbitmq: RabbitMQ) -> None:
+    result = probe_messaging(agents(rabbitmq, rabbitmq.url("tcp"), "qpid"))
+    check(result, Failure.PROTOCOL, "gofer's qpid adapter", "AMQP 0-9-1", "set messaging.transport: rabbitmq")
 
 
 def test_anonymous_amqp10_and_default_guest_091(rabbitmq: RabbitMQ) -> None:
-    # tcp:// without a password logs in ANONYMOUS (the plugin maps it to guest);
-    # amqp:// without credentials uses guest/guest like kombu.
-    assert probe_broker(BrokerTarget(rabbitmq.url("tcp", None, None))).ok
+    # proton without a user logs in ANONYMOUS (the plugin maps it to guest);
+    # amqp:// without credentials uses guest/guest like kombu, and so does gofer's rabbitmq adapter.
+    assert probe_messaging(agents(rabbitmq, rabbitmq.url("amqp", None, None))).ok
     assert probe_broker(BrokerTarget(rabbitmq.url("amqp", None, None))).ok
+    assert probe_messaging(agents(rabbitmq, rabbitmq.url("tcp", None, None), "rabbitmq")).ok
 
 
 def test_bad_password_amqp091_is_auth(rabbitmq: RabbitMQ) -> None:
@@ -94,11 +120,13 @@ def test_bad_password_amqp091_is_auth(rabbitmq: RabbitMQ) -> None:
 
 def test_bad_password_amqp10_is_auth_when_waiting_long_enough(rabbitmq: RabbitMQ) -> None:
     # RabbitMQ's AMQP 1.0 plugin answers a rejected SASL PLAIN only after ~3 s.
-    check(probe_broker(BrokerTarget(rabbitmq.url("tcp", "guest", BAD)), timeout_s=6), Failure.AUTH)
+    check(probe_messaging(agents(rabbitmq, rabbitmq.url("amqp", "guest", BAD)), timeout_s=6), Failure.AUTH)
+    result = probe_messaging(agents(rabbitmq, rabbitmq.url("tcp", "guest", BAD), "rabbitmq"), timeout_s=6)
+    check(result, Failure.AUTH, "403 ACCESS_REFUSED")
 
 
 def test_bad_password_within_one_second_is_a_stalled_sasl_step(rabbitmq: RabbitMQ) -> None:
-    result = probe_broker(BrokerTarget(rabbitmq.url("tcp", "guest", BAD)), timeout_s=1)
+    result = probe_messaging(agents(rabbitmq, rabbitmq.url("amqp", "guest", BAD)), timeout_s=1)
     check(result, Failure.STALLED, "SASL outcome", "RabbitMQ delays")
     assert "check-deps --timeout 5" in (result.hint or "") and "NetworkPolicies" not in (result.hint or "")
 
@@ -120,27 +148,44 @@ def test_rabbitmq_answers_an_unknown_header_with_its_own(rabbitmq: RabbitMQ) -> 
 # --- TLS listener ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", ["amqp", "ssl"])
-def test_tls_to_the_ip_address_in_an_ip_subject_alt_name(rabbitmq: RabbitMQ, scheme: str) -> None:
-    result = probe_broker(tls_target(rabbitmq, scheme))
+def tls_agents(rabbitmq: RabbitMQ, transport: str, **files: object) -> MessagingTarget:
+    """gofer's TLS schemes: ``ssl://`` for the rabbitmq adapter, ``amqps://`` for proton (its only TLS scheme)."""
+    url = rabbitmq.tls_url("amqps" if transport == "proton" else "ssl")
+    return agents(rabbitmq, url, transport, **files)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("transport", ["celery", "rabbitmq", "proton"])
+def test_tls_to_the_ip_address_in_an_ip_subject_alt_name(rabbitmq: RabbitMQ, transport: str) -> None:
+    target = tls_target(rabbitmq, "amqp") if transport == "celery" else tls_agents(rabbitmq, transport)
+    result = probe_broker(target) if isinstance(target, BrokerTarget) else probe_messaging(target)
     assert result.ok, result.error
     assert result.version is not None and result.version.startswith("RabbitMQ 3.")
 
 
-@pytest.mark.parametrize("scheme", ["amqp", "ssl"])
-def test_tls_bad_certificate_cases(rabbitmq: RabbitMQ, scheme: str) -> None:
-    assert rabbitmq.pki is not None
-    wrong_ca = tls_target(rabbitmq, scheme, cacert=str(rabbitmq.pki.other_ca))
+def test_tls_bad_certificate_cases(rabbitmq: RabbitMQ) -> None:
+    pki = rabbitmq.pki
+    assert pki is not None
+    wrong_ca = tls_target(rabbitmq, "amqp", cacert=str(pki.other_ca))
     check(probe_broker(wrong_ca), Failure.TLS, "certificate is not accepted")
-    check(probe_broker(tls_target(rabbitmq, scheme, client_cert=False)), Failure.TLS, "client certificate")
+    check(probe_broker(tls_target(rabbitmq, "amqp", client_cert=False)), Failure.TLS, "client certificate")
+    gofer_wrong_ca = tls_agents(rabbitmq, "rabbitmq", cacert=str(pki.other_ca))
+    check(probe_messaging(gofer_wrong_ca), Failure.TLS, "certificate is not accepted")
+    check(probe_messaging(tls_agents(rabbitmq, "rabbitmq", client_cert=False)), Failure.TLS, "client certificate")
+    # gofer's proton adapter verifies nothing (ANONYMOUS_PEER) but still sends messaging.clientcert
+    assert probe_messaging(tls_agents(rabbitmq, "proton", cacert=str(pki.other_ca))).ok
+    check(probe_messaging(tls_agents(rabbitmq, "proton", client_cert=False)), Failure.TLS, "client certificate")
 
 
 def test_a_host_name_the_certificate_does_not_name(rabbitmq: RabbitMQ) -> None:
-    """AMQP 1.0 checks it; amqp:// with celery_require_ssl does not, because Pulp gives py-amqp no server name."""
+    """No client of Pulp's checks it: Pulp gives py-amqp no server name, gofer turns the check off."""
     localhost = resolver({"localhost": "127.0.0.1"})
-    wrong_host = tls_target(rabbitmq, "ssl", host="localhost")
-    check(probe_broker(wrong_host, resolver=localhost), Failure.TLS, "Hostname mismatch")
     assert probe_broker(tls_target(rabbitmq, "amqp", host="localhost"), resolver=localhost).ok
+    for transport in ("rabbitmq", "proton"):
+        target = tls_agents(rabbitmq, transport)
+        named = MessagingTarget(
+            transport, target.url.replace("127.0.0.1", "localhost"), target.cacert, target.clientcert
+        )
+        assert probe_messaging(named, resolver=localhost).ok, transport
 
 
 def test_amqps_verifies_nothing_and_sends_no_client_certificate(rabbitmq: RabbitMQ) -> None:
@@ -157,10 +202,17 @@ def test_qpid_url_over_tls_is_still_told_to_use_amqp(rabbitmq: RabbitMQ) -> None
     check(probe_broker(tls_target(rabbitmq, "qpid")), Failure.TLS, "qpid:// transport")
 
 
-@pytest.mark.parametrize("scheme", ["amqp", "qpid", "tcp"])
+@pytest.mark.parametrize("scheme", ["amqp", "qpid"])
 def test_plain_client_at_the_tls_port(rabbitmq: RabbitMQ, scheme: str) -> None:
     url = f"{scheme}://guest:guest@127.0.0.1:{rabbitmq.tls_port}/"
     check(probe_broker(BrokerTarget(url)), Failure.TLS_MISMATCH, "TLS")
+
+
+@pytest.mark.parametrize(("transport", "scheme"), [("proton", "amqp"), ("proton", "ssl"), ("rabbitmq", "tcp")])
+def test_gofer_plain_client_at_the_tls_port(rabbitmq: RabbitMQ, transport: str, scheme: str) -> None:
+    """proton turns TLS on for amqps:// only: its ssl:// is a plain connection, which the TLS port refuses."""
+    url = f"{scheme}://guest:guest@127.0.0.1:{rabbitmq.tls_port}/"
+    check(probe_messaging(agents(rabbitmq, url, transport)), Failure.TLS_MISMATCH, "TLS")
 
 
 def test_tls_client_at_the_plain_port(rabbitmq: RabbitMQ) -> None:
@@ -172,18 +224,27 @@ def test_tls_client_at_the_plain_port(rabbitmq: RabbitMQ) -> None:
 # --- network -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scheme", ["amqp", "tcp"])
-def test_through_a_flapping_proxy(rabbitmq: RabbitMQ, scheme: str) -> None:
+@pytest.mark.parametrize("transport", ["celery", "proton"])
+def test_through_a_flapping_proxy(rabbitmq: RabbitMQ, transport: str) -> None:
     with Proxy((rabbitmq.host, rabbitmq.port), up=False) as proxy:
-        url = f"{scheme}://guest:guest@127.0.0.1:{proxy.port}/"
-        assert probe_broker(BrokerTarget(url)).failure is Failure.REFUSED
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+
+        def probe() -> ProbeResult:
+            return probe_broker(BrokerTarget(url)) if transport == "celery" else probe_messaging(agents(rabbitmq, url))
+
+        assert probe().failure is Failure.REFUSED
         proxy.go_up()
-        assert probe_broker(BrokerTarget(url)).ok
+        assert probe().ok
         proxy.go_down()
-        assert probe_broker(BrokerTarget(url)).failure is Failure.REFUSED
+        assert probe().failure is Failure.REFUSED
 
 
 def test_probe_latency_is_well_under_a_second(rabbitmq: RabbitMQ) -> None:
-    for target in (BrokerTarget(rabbitmq.url("amqp")), BrokerTarget(rabbitmq.url("tcp")), tls_target(rabbitmq)):
-        latencies = sorted(probe_broker(target).latency_ms for _ in range(20))
-        assert latencies[-1] < 250, (target.endpoint, latencies)
+    probes = [
+        lambda: probe_broker(BrokerTarget(rabbitmq.url("amqp"))),
+        lambda: probe_broker(tls_target(rabbitmq)),
+        lambda: probe_messaging(agents(rabbitmq, rabbitmq.url("amqp"))),
+    ]
+    for probe in probes:
+        latencies = sorted(probe().latency_ms for _ in range(20))
+        assert latencies[-1] < 250, latencies

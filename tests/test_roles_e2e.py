@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import pace
 from helpers.supervision import rss_kb
 
 from pulpinit.testing import SAMPLE_CONF, standins
@@ -59,12 +60,14 @@ def pulpinit_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "pulpinit", *args]
 
 
-def in_pid_namespace(env: dict[str, str], *args: str) -> Spawned:
-    """``pulpinit ARGS`` as PID 1 of a new PID namespace (the test is skipped where that cannot be)."""
+def in_pid_namespace(env: dict[str, str], *args: str, pulpinit: list[str] | None = None) -> Spawned:
+    """``pulpinit ARGS`` as PID 1 of a new PID namespace (the test is skipped where that cannot be);
+    ``pulpinit``: the program's command line, when not ``python -m pulpinit`` (a paced one)."""
     reason = pid_namespaces_reason()
     if reason:
         pytest.skip(reason)
-    return Spawned(["unshare", "--pid", "--fork", "--mount-proc", *pulpinit_argv(*args)], env=env)
+    command = [*pulpinit, *args] if pulpinit else pulpinit_argv(*args)
+    return Spawned(["unshare", "--pid", "--fork", "--mount-proc", *command], env=env)
 
 
 def migrate_first(env: dict[str, str]) -> None:
@@ -121,13 +124,8 @@ def test_beat_init_supervises_as_pid1_without_heavy_modules(env):
 @pytest.mark.slow
 @pytest.mark.root
 def test_sigterm_to_pid1_while_waiting_exits_143(env):
-    env.update(
-        PULP_DB_SEEDS=f"127.0.0.1:{free_port()}",
-        PULPINIT_WAIT_INITIAL="60",
-        PULPINIT_WAIT_MAX_INTERVAL="60",
-        PULPINIT_WAIT_ARMED_INTERVAL="0",
-    )
-    run = in_pid_namespace(env, "beat")
+    env["PULP_DB_SEEDS"] = f"127.0.0.1:{free_port()}"
+    run = in_pid_namespace(env, "beat", pulpinit=pace.argv(initial=60, max_interval=60, armed_interval=0))
     run.event("dep.down")
     pid1 = children(run.proc.pid)[0]
     sent = time.monotonic()

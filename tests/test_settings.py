@@ -237,6 +237,39 @@ def test_the_warning_is_logged_once(tmp_path: Path, capsys):
     assert [x["warning"][:31] for x in lines if x["event"] == "settings.warning"] == ["PULPINIT_DB_SERVICE=pulp-mong: "]
 
 
+#: The wait's pace, knobs no more.
+PACE_KNOBS = [f"PULPINIT_WAIT_{name}" for name in ("INITIAL", "MAX_INTERVAL", "ARMED_INTERVAL", "LOG_INTERVAL")]
+
+
+@pytest.mark.parametrize("name", PACE_KNOBS)
+def test_a_removed_pace_knob_is_ignored_with_a_warning_naming_it(name: str):
+    s = resolve({name: "30"})
+    [warning] = s.warnings
+    assert warning.startswith(f"{name} is no longer read (") and warning.endswith("): remove it")
+    assert name not in s.as_json()["pulpinit"]  # no knob: nothing reads it
+
+
+def test_a_removed_lock_collection_is_refused_unless_it_is_the_one_collection(tmp_path: Path, capsys):
+    """Ignoring another collection would let this pulpinit and an older one lock apart: 78, naming it."""
+    from pulpinit.cli import main
+
+    assert [w[:24] for w in resolve({"PULPINIT_LOCK_COLLECTION": "pulpinit_locks"}).warnings] == [
+        "PULPINIT_LOCK_COLLECTION"
+    ]
+    with pytest.raises(EnvValueError) as raised:
+        resolve({"PULPINIT_LOCK_COLLECTION": "my_locks"})
+    assert raised.value.variable == "PULPINIT_LOCK_COLLECTION" and "'pulpinit_locks'" in str(raised.value)
+    conf = tmp_path / "server.conf"
+    conf.write_text("[database]\n")
+    env = {"PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json", "PULPINIT_LOCK_COLLECTION": "my_locks"}
+    assert main(["migrate"], env) == 78
+    import json
+
+    [line] = capsys.readouterr().err.splitlines()[-1:]
+    assert json.loads(line)["error"].startswith("PULPINIT_LOCK_COLLECTION: no longer read: ")
+    assert conf.read_text() == "[database]\n"
+
+
 def test_file_borne_values_say_so(tmp_path: Path):
     (tmp_path / "pw").write_text("s3cret\n")
     s = resolve({"PULP_DB_USERNAME": "pulp", "PULP_DB_PASSWORD_FILE": str(tmp_path / "pw")})

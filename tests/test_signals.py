@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import pace
 from helpers.orphans import state
 
 from pulpinit.settings.knobs import stop_signal as parse_signal
@@ -92,7 +93,7 @@ def test_stop_signal_ends_every_stage_promptly(fake_services, point: str, name: 
 def test_sigwinch_does_not_stop_pulpinit_unless_it_is_the_stop_signal(fake_services) -> None:
     """A terminal resize sends SIGWINCH: without PULPINIT_STOP_SIGNAL it changes nothing."""
     mongo, broker = fake_services
-    with hold("wait", mongo, broker, env={"PULPINIT_WAIT_LOG_INTERVAL": "0.2"}) as held:
+    with hold("wait", mongo, broker, program=pace.argv(log_interval=0.2)) as held:
         os.kill(held.pid, signal.SIGWINCH)
         seen = len(held.lines)
         deadline = time.monotonic() + 20  # it goes on waiting: a later 'still down' line shows it

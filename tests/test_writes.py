@@ -240,7 +240,8 @@ def as_arbitrary_uid() -> list[str]:
 
 @root_only
 def test_openshift_recipe_as_an_arbitrary_uid(etc: Path) -> None:
-    """The README's recipe: server.conf and its directory owned by group 0, group-writable, no "other" bits."""
+    """The OpenShift recipe (docs/deployment.md): server.conf and its directory in group 0, group-writable,
+    no "other" bits."""
     conf = etc / "server.conf"
     os.chown(etc, 0, 0)
     etc.chmod(0o775)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pulpinit.settings.knobs import LOCK_COLLECTION
 from pulpinit.settings.toolkit import Toolkit
+from pulpinit.wait import waiter
 
 __all__ = ["MigrationPolicy"]
 
@@ -13,10 +15,10 @@ __all__ = ["MigrationPolicy"]
 class MigrationPolicy:
     """The knobs of the migrate stage."""
 
-    lock_collection: str = "pulpinit_locks"
+    lock_collection: str = LOCK_COLLECTION
     lease_seconds: float = 60.0
     timeout: float = 600.0  # PULPINIT_MIGRATION_TIMEOUT
-    log_interval: float = 10.0  # PULPINIT_WAIT_LOG_INTERVAL
+    log_interval: float = 10.0  # the progress lines' pace: the wait's (waiter.PACING)
     connect_timeout: float = 5.0  # per-attempt MongoDB timeout (at least 5 s)
     manage_db: str = "/usr/bin/pulp-manage-db"
     stop_timeout: float = 15.0  # PULPINIT_MANAGE_DB_STOP_TIMEOUT
@@ -33,10 +35,9 @@ class MigrationPolicy:
     @classmethod
     def from_toolkit(cls, toolkit: Toolkit) -> MigrationPolicy:
         return cls(
-            lock_collection=toolkit.lock_collection,
             lease_seconds=toolkit.lease_seconds,
             timeout=toolkit.migration_timeout,
-            log_interval=toolkit.wait_log_interval,
+            log_interval=waiter.PACING.log_interval,
             connect_timeout=max(toolkit.probe_timeout, 5.0),
             manage_db=toolkit.manage_db,
             stop_timeout=toolkit.manage_db_stop_timeout,

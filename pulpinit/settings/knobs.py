@@ -10,7 +10,7 @@ value is parsed), its default and its meaning in one line.  Everything reads it:
   (:func:`read`, :func:`stop_signal_number`), with the same parsers;
 * the resident supervisor reads ``PULPINIT_STOP_TIMEOUT`` and parses ``--umask`` and
   ``--stop-timeout`` with the same parsers, so that both always agree;
-* the README's table is checked against it (``tests/test_docs.py``).
+* ``docs/configuration.md``'s table is generated from it (``tests/helpers/doctables.py``).
 
 This module imports only the standard library and :mod:`pulpinit.errors`: the resident
 supervisor reads it, and must not load ``dataclasses`` or ``typing``.  The parsers of the kinds
@@ -63,19 +63,22 @@ NEVER = ("0", "off", "none")
 
 
 class Knob:
-    """One knob: the variable, how it is parsed, its default and its meaning (a README table row).
+    """One knob: the variable, how it is parsed, its default, what it does and why an operator sets it.
 
-    ``optional``: an empty value (the default included) means "not set" (``None``).
-    (A plain class: the resident supervisor imports this module, and dataclasses cost it memory.)
+    ``meaning`` says what the knob does, ``why`` when a deployment would change it (both are
+    columns of the generated table in ``docs/configuration.md``).  ``optional``: an empty value
+    (the default included) means "not set" (``None``).  (A plain class: the resident supervisor
+    imports this module, and dataclasses cost it memory.)
     """
 
-    __slots__ = ("default", "kind", "meaning", "name", "optional")
+    __slots__ = ("default", "kind", "meaning", "name", "optional", "why")
 
-    def __init__(self, name: str, kind: Kind, default: str, meaning: str, *, optional: bool = False) -> None:
+    def __init__(self, name: str, kind: Kind, default: str, meaning: str, why: str, *, optional: bool = False) -> None:
         self.name = name
         self.kind: Kind = kind
         self.default = default
         self.meaning = meaning
+        self.why = why
         self.optional = optional
 
     @property
@@ -88,108 +91,222 @@ class Knob:
 
 
 KNOBS: tuple[Knob, ...] = (
-    Knob("PULPINIT_CONFIG", "text", "/etc/pulp/server.conf", "server.conf to read and edit"),
-    Knob("PULPINIT_CREATE_CONFIG", "bool", "false", "create server.conf when it is missing instead of failing"),
-    Knob("PULPINIT_USER", "text", "apache", "user (`user`, `user:group`, `uid[:gid]`) to run Pulp as when root"),
-    Knob("PULPINIT_UMASK", "umask", "0022", "umask of the role's process (octal)"),
+    Knob(
+        "PULPINIT_CONFIG",
+        "text",
+        "/etc/pulp/server.conf",
+        "server.conf to read and edit",
+        "an image that keeps server.conf elsewhere (a mounted directory), or a run outside an image",
+    ),
+    Knob(
+        "PULPINIT_CREATE_CONFIG",
+        "bool",
+        "false",
+        "create server.conf when it is missing instead of stopping with 78",
+        "a read-only root with an empty tmpfs or volume at `/etc/pulp`: the roles then write server.conf "
+        "from the environment alone (`configure --create` is the same for one run; the roles have no flag)",
+    ),
+    Knob(
+        "PULPINIT_USER",
+        "text",
+        "apache",
+        "user (`user`, `user:group`, `uid[:gid]`) Pulp runs as when pulpinit starts as root",
+        "an image whose Pulp runs as another user or group than `apache`; pulpinit checks server.conf "
+        "and the keys for this user too",
+    ),
+    Knob(
+        "PULPINIT_UMASK",
+        "umask",
+        "0022",
+        "umask of the role's process (octal)",
+        "files Pulp writes to a shared `/var/lib/pulp` must be group-writable (`0002`) or private (`0027`)",
+    ),
     Knob(
         "PULPINIT_LOG_FORMAT",
         "log_format",
         "",
         "`json` or `console`; default: JSON unless stderr is a TTY",
+        "JSON lines although a terminal is attached (`kubectl run -it`, a log shipper behind a pty)",
         optional=True,
     ),
-    Knob("PULPINIT_LOG_LEVEL", "log_level", "info", "debug, info, warning or error"),
-    Knob("PULPINIT_CELERY", "text", "/usr/bin/celery", "the celery binary the roles exec"),
-    Knob("PULPINIT_CELERY_ARGS", "text", "", "extra arguments appended to the role's celery command (shell-quoted)"),
+    Knob(
+        "PULPINIT_LOG_LEVEL",
+        "log_level",
+        "info",
+        "debug, info, warning or error",
+        "`debug` to see an unexpected error's traceback; `warning` for quieter starts",
+    ),
+    Knob(
+        "PULPINIT_CELERY",
+        "text",
+        "/usr/bin/celery",
+        "the celery binary the Celery roles exec",
+        "an image whose celery lives elsewhere (a virtual environment, a wrapper script)",
+    ),
+    Knob(
+        "PULPINIT_CELERY_ARGS",
+        "text",
+        "",
+        "extra arguments appended to the role's celery command (shell-quoted)",
+        "Celery options per deployment without a new image: `--maxtasksperchild=N` for a worker whose memory grows",
+    ),
     Knob(
         "PULPINIT_CELERY_LOG_DIR",
         "text",
         "",
         "write celery logs to files in this directory instead of stdout",
+        "log files on a volume, as the 2014 images wrote them (`/var/log/pulp`), for a collector that reads files",
         optional=True,
     ),
-    Knob("PULPINIT_MANAGE_DB", "text", "/usr/bin/pulp-manage-db", "the migration command"),
-    Knob("PULPINIT_HTTPD", "text", "/usr/sbin/httpd", "the httpd binary the `api` and `crane` roles exec as root"),
+    Knob(
+        "PULPINIT_MANAGE_DB",
+        "text",
+        "/usr/bin/pulp-manage-db",
+        "the migration command",
+        "an image whose pulp-manage-db lives elsewhere, or a wrapper around it",
+    ),
+    Knob(
+        "PULPINIT_HTTPD",
+        "text",
+        "/usr/sbin/httpd",
+        "the httpd binary the `api` and `crane` roles exec as root",
+        "an image whose httpd lives elsewhere (Debian's `apache2`, a wrapper)",
+    ),
     Knob(
         "PULPINIT_HTTPD_CERT",
         "text",
         "/etc/pki/tls/certs/localhost.crt",
         "httpd's TLS certificate, as its `SSLCertificateFile` names it: checked at start",
+        "an `ssl.conf` that names another file: the check at start must look at the one httpd reads",
     ),
     Knob(
         "PULPINIT_HTTPD_KEY",
         "text",
         "/etc/pki/tls/private/localhost.key",
         "httpd's TLS key, as its `SSLCertificateKeyFile` names it: checked at start",
+        "an `ssl.conf` that names another file: the check at start must look at the one httpd reads",
     ),
     Knob(
         "PULPINIT_STATIC_DIR",
         "text",
         "/var/lib/pulp/static",
         "Pulp's `/pulp/static/`: the `api` role links `rsa_pub.key` into it when missing",
+        "an httpd configuration that serves `/pulp/static/` from another directory",
     ),
-    Knob("PULPINIT_DB_SERVICE", "text", "db", "Kubernetes Service name of MongoDB (its *_SERVICE_HOST/PORT)"),
-    Knob("PULPINIT_MSG_SERVICE", "text", "msg", "Kubernetes Service name of the broker"),
-    Knob("PULPINIT_WAIT_TIMEOUT", "seconds", "300", "seconds to wait for MongoDB and the broker before exit 69"),
     Knob(
-        "PULPINIT_WAIT_INITIAL",
-        "positive",
-        "0.1",
-        "first retry interval (seconds); grows 1.5× per attempt, with jitter",
+        "PULPINIT_DB_SERVICE",
+        "text",
+        "db",
+        "Kubernetes Service name of MongoDB (its `*_SERVICE_HOST/PORT`)",
+        "a MongoDB Service not named `db` (e.g. `mongodb`): its injected variables are read instead",
     ),
-    Knob("PULPINIT_WAIT_MAX_INTERVAL", "positive", "2", "cap of the retry interval (seconds)"),
     Knob(
-        "PULPINIT_WAIT_ARMED_INTERVAL",
+        "PULPINIT_MSG_SERVICE",
+        "text",
+        "msg",
+        "Kubernetes Service name of the broker",
+        "a broker Service not named `msg` (e.g. `rabbitmq`): its injected variables are read instead",
+    ),
+    Knob(
+        "PULPINIT_WAIT_TIMEOUT",
         "seconds",
-        "0.05",
-        "while a dependency refuses connections, knock (TCP connect only) this often (seconds) and probe "
-        "the moment it accepts; 0: off",
+        "300",
+        "seconds to wait for MongoDB and the broker before exit 69",
+        "dependencies that take longer to come up (a cold cluster, a long MongoDB recovery), or a "
+        "shorter wait so that the orchestrator restarts the pod sooner",
     ),
-    Knob("PULPINIT_PROBE_TIMEOUT", "positive", "1", "timeout of one connection attempt (seconds)"),
-    Knob("PULPINIT_WAIT_LOG_INTERVAL", "seconds", "10", "seconds between 'still down' log lines"),
-    Knob("PULPINIT_MIGRATION_WAIT", "bool", "true", "non-migrating roles wait until migrations are done"),
-    Knob("PULPINIT_MIGRATION_TIMEOUT", "seconds", "600", "seconds a waiting role waits for migrations before exit 75"),
+    Knob(
+        "PULPINIT_PROBE_TIMEOUT",
+        "positive",
+        "1",
+        "seconds one probe may take (connection, TLS, login); check-deps' budget without `--timeout`",
+        "a dependency whose handshake takes longer than 1 s (a distant or loaded server, TLS on a slow "
+        "link): otherwise every probe ends in `handshake_timeout` and the wait in 69",
+    ),
+    Knob(
+        "PULPINIT_MIGRATION_WAIT",
+        "bool",
+        "true",
+        "non-migrating roles wait until migrations are done",
+        "`false` only for a command that may meet an unmigrated database (a debugging `run` shell); "
+        "Celery and httpd must wait",
+    ),
+    Knob(
+        "PULPINIT_MIGRATION_TIMEOUT",
+        "seconds",
+        "600",
+        "seconds a waiting role waits for migrations (while nobody holds a live lease) before exit 75",
+        "an upgrade whose quiet wait outlasts it (many workers with long tasks: docs/migrations.md), or "
+        "a shorter one to notice a missing migration Job sooner",
+    ),
+    Knob(
+        "PULPINIT_WAIT_MESSAGING",
+        "bool",
+        "false",
+        "`api` and `worker` also wait for `[messaging]`, the broker of the consumer agents, and check-deps "
+        "counts it in its exit code",
+        "a deployment with consumer agents that should not serve before the agents' broker answers; off by "
+        "default because Pulp starts without it (only agent requests fail)",
+    ),
     Knob(
         "PULPINIT_MIGRATION_FINGERPRINT",
         "text",
         "",
         "version of the schema; default: derived from installed Pulp",
+        "an image without Pulp's RPM database: name the version yourself (the image tag), new with every Pulp upgrade",
         optional=True,
     ),
-    Knob("PULPINIT_LOCK_COLLECTION", "text", "pulpinit_locks", "collection of the migration lease and state"),
-    Knob("PULPINIT_LEASE_SECONDS", "positive", "60", "migration lock lease; renewed every lease/3"),
+    Knob(
+        "PULPINIT_LEASE_SECONDS",
+        "positive",
+        "60",
+        "migration lock lease; renewed every lease/3",
+        "a platform that can freeze a whole container longer than lease − stop timeout (live migration, "
+        "checkpoints): the lease must outlast such pauses",
+    ),
     Knob(
         "PULPINIT_MANAGE_DB_STOP_TIMEOUT",
         "seconds",
         "15",
         "seconds to wait for pulp-manage-db after SIGTERM; must be below lease/3",
+        "a pulp-manage-db that needs longer to stop cleanly (lengthen the lease with it)",
     ),
     Knob(
         "PULPINIT_QUIET_SECONDS",
         "seconds",
         "92",
         "the migrating role migrates once no Pulp process heartbeated for this long (0: do not wait)",
+        "`0` for Pulp before 2.12, whose pulp-manage-db does not look at heartbeats",
     ),
     Knob(
         "PULPINIT_PRE_MIGRATE",
         "command",
         "",
-        "command run under the lock before each real migration, e.g. a backup (shell-quoted)",
+        "command run under the lock before each real migration (shell-quoted)",
+        "a backup point (`mongodump`) before every migration: the only way back from one",
         optional=True,
     ),
-    Knob("PULPINIT_INIT", "bool", "false", "stay as PID 1 and supervise the role (same as --init)"),
+    Knob(
+        "PULPINIT_INIT",
+        "bool",
+        "false",
+        "stay as PID 1 and supervise the role (same as `--init`)",
+        "a role whose children leave zombies, in an image whose command line you do not change",
+    ),
     Knob(
         "PULPINIT_STOP_SIGNAL",
         "signal",
         "SIGTERM",
-        "the image's stop signal when not SIGTERM (`SIGWINCH` for httpd); SIGTERM and SIGINT always stop pulpinit",
+        "the image's stop signal when not SIGTERM; SIGTERM and SIGINT always stop pulpinit",
+        "an image with another `STOPSIGNAL` (httpd's `SIGWINCH`): without it a stop before the "
+        "hand-off waits out the grace period",
     ),
     Knob(
         "PULPINIT_STOP_TIMEOUT",
         "stop_timeout",
         "",
         "SIGKILL the role's group this long after SIGTERM (default, `0` or `off`: never)",
+        "a platform without a kill deadline of its own (Kubernetes has `terminationGracePeriodSeconds`)",
         optional=True,
     ),
     Knob(
@@ -197,16 +314,51 @@ KNOBS: tuple[Knob, ...] = (
         "bool",
         "false",
         "pass the secret variables pulpinit consumed on to the role's process",
+        "a role's process that reads a secret variable itself (a wrapper script, a custom WSGI app)",
     ),
     Knob(
         "PULP_WORKER_NUMBER",
         "worker_number",
         "",
         "worker number N; default: the StatefulSet ordinal, else 0",
+        "workers whose host name ends in no ordinal (a Deployment, Compose): each needs its own N",
         optional=True,
     ),
 )
 BY_NAME: Mapping[str, Knob] = {knob.name: knob for knob in KNOBS}
+
+#: The collection of the migration lock and state in Pulp's database, which MongoDB's write check
+#: touches too.  Fixed: every pulpinit of a deployment must lock in the same one.
+LOCK_COLLECTION = "pulpinit_locks"
+
+#: Knobs that no longer exist, each with what holds instead.  One still set is ignored with a
+#: ``settings.warning`` line naming it (:func:`removed_warnings`), except a lock collection other
+#: than :data:`LOCK_COLLECTION`, which is refused (:func:`refuse_removed`): ignoring it would let
+#: this pulpinit and an older one still running lock in different collections, both migrating.
+REMOVED: Mapping[str, str] = {
+    "PULPINIT_WAIT_INITIAL": "the wait's backoff is fixed",
+    "PULPINIT_WAIT_MAX_INTERVAL": "the wait's backoff is fixed",
+    "PULPINIT_WAIT_ARMED_INTERVAL": "a refused port is always knocked on, at a fixed pace",
+    "PULPINIT_WAIT_LOG_INTERVAL": "progress lines come at a fixed pace",
+    "PULPINIT_LOCK_COLLECTION": f"the migration lock and state are always in `{LOCK_COLLECTION}`",
+}
+
+
+def removed_warnings(environ: Mapping[str, str]) -> list[str]:
+    """One line for each removed knob that is set: it is ignored, and should go."""
+    return [f"{name} is no longer read ({now}): remove it" for name, now in REMOVED.items() if name in environ]
+
+
+def refuse_removed(environ: Mapping[str, str]) -> None:
+    """Exit 78 for a removed knob that cannot be ignored safely: another lock collection."""
+    collection = environ.get("PULPINIT_LOCK_COLLECTION", LOCK_COLLECTION)
+    if collection != LOCK_COLLECTION:
+        raise EnvValueError(
+            "PULPINIT_LOCK_COLLECTION",
+            f"no longer read: the migration lock and state are always in {LOCK_COLLECTION!r}; a pulpinit "
+            f"still locking in another collection would migrate beside this one. Stop every pulpinit of "
+            f"the deployment, rename that collection to {LOCK_COLLECTION!r} (or drop it), then unset the variable",
+        )
 
 
 _DECIMAL = frozenset("0123456789")

@@ -25,8 +25,8 @@ _BOOLEANS = {"1": True, "yes": True, "true": True, "on": True, "0": False, "no":
 
 #: Schemes Celery (through kombu) accepts for Pulp's ``tasks.broker_url``.
 BROKER_SCHEMES = ("qpid", "amqp", "amqps", "pyamqp")
-#: Schemes Pulp's ``messaging.url`` accepts.
-MESSAGING_SCHEMES = ("tcp", "ssl")
+#: Schemes gofer (Pulp's ``messaging.url``) accepts: :mod:`pulpinit.settings.goferurl`.
+MESSAGING_SCHEMES = ("tcp", "ssl", "amqp", "amqps")
 
 
 def quoted(value: str) -> str:

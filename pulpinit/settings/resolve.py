@@ -7,7 +7,7 @@ configuration names (which must be readable, see :data:`TLS_FILES`), and
 changes nothing.
 
 Precedence, highest first, for every server.conf key (this is the only place
-it is written down in code; the README repeats it):
+it is written down in code; docs/configuration.md repeats it):
 
 1. explicit variables: ``PULP_DB_SEEDS``, ``PULP_BROKER_URL``, … (:data:`EXPLICIT`)
    and ``PULP_CONF__<SECTION>__<KEY>`` for any key, each also as ``*_FILE``
@@ -43,10 +43,10 @@ from pulpinit import log, redact
 from pulpinit.errors import EnvValueError
 from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
 from pulpinit.regularfile import FileProblem, read_regular, unreadable
-from pulpinit.settings import brokerurl, parse, secretfile
+from pulpinit.settings import brokerurl, goferurl, parse, secretfile
 from pulpinit.settings.confvars import generic_key, read_variables
 from pulpinit.settings.discovery import Endpoint, find_service, looked_for
-from pulpinit.settings.knobs import KNOBS
+from pulpinit.settings.knobs import KNOBS, removed_warnings
 from pulpinit.settings.toolkit import Toolkit, knob_display, knob_sources, toolkit_from_environ
 
 __all__ = ["DEFAULTS", "EXPLICIT", "Settings", "Value", "from_environ", "is_secret_key"]
@@ -66,6 +66,8 @@ DEFAULTS: Mapping[str, str] = MappingProxyType(
         "database.ca_path": "/etc/pki/tls/certs/ca-bundle.crt",
         "messaging.url": "tcp://localhost:5672",
         "messaging.transport": "qpid",
+        "messaging.cacert": "/etc/pki/qpid/ca/ca.crt",
+        "messaging.clientcert": "/etc/pki/qpid/client/client.pem",
         "tasks.broker_url": "qpid://localhost/",
         "tasks.celery_require_ssl": "false",
         "tasks.cacert": "/etc/pki/pulp/qpid/ca.crt",
@@ -100,13 +102,17 @@ class Var:
 
 
 EXPLICIT: tuple[Var, ...] = (
-    Var("PULP_DB_SEEDS", "database.seeds", "MongoDB seeds, `h1:27017,h2:27017`"),
+    Var("PULP_DB_SEEDS", "database.seeds", "MongoDB seeds, `h1:27017,h2:27017` (IPv6 as `[::1]:27017`)"),
     Var("PULP_DB_NAME", "database.name", "database name"),
     Var("PULP_DB_USERNAME", "database.username", "MongoDB user (empty: no authentication)"),
     Var("PULP_DB_PASSWORD", "database.password", "MongoDB password"),
     Var("PULP_DB_REPLICA_SET", "database.replica_set", "replica set name (required with several seeds)"),
     Var("PULP_BROKER_URL", "tasks.broker_url", "Celery broker URL (`qpid://…` or `amqp://…`)"),
-    Var("PULP_MESSAGING_URL", "messaging.url", "messaging URL (`tcp://host:port` or `ssl://…`)"),
+    Var(
+        "PULP_MESSAGING_URL",
+        "messaging.url",
+        "the consumer agents' broker (gofer): `tcp://`, `ssl://`, `amqp://`, `amqps://`",
+    ),
     Var("PULP_SERVER_NAME", "server.server_name", "server name; also the celery node name"),
     Var(
         "PULP_ADMIN_PASSWORD",
@@ -250,7 +256,9 @@ def from_environ(
         resolved.setdefault(key, _value(key, default, "default"))
     resolved.setdefault("server.server_name", _value("server.server_name", hostname, "default"))
     _validate(resolved, unreadable or {})
-    warnings += _client_warnings(resolved)
+    if toolkit.wait_messaging:
+        _check_messaging(resolved)
+    warnings += _client_warnings(resolved) + removed_warnings(environ)
     return Settings(
         MappingProxyType(resolved),
         toolkit,
@@ -503,6 +511,25 @@ def _check_as_pulp_connects(resolved: Mapping[str, Value]) -> None:
             concern.variable or "database.write_concern",
             f"{parse.quoted(concern.value)}: Pulp accepts only majority or all",
         )
+
+
+def _check_messaging(resolved: Mapping[str, Value]) -> None:
+    """With ``PULPINIT_WAIT_MESSAGING``, a ``[messaging]`` gofer cannot use whatever the broker says is
+    exit 78 (:func:`pulpinit.settings.goferurl.refusal`), and so is a TLS file it names that cannot
+    be read (gofer checks both files before it connects).  Without the knob nothing waits for it:
+    ``check-deps`` reports the same reasons as the probe's."""
+    url, transport = resolved["messaging.url"], resolved["messaging.transport"]
+    refused = goferurl.refusal(transport.value, url.value)
+    if refused is not None:
+        culprit = transport if refused.key == "messaging.transport" else url
+        raise EnvValueError(culprit.variable or refused.key, f"{parse.quoted(culprit.value)}: {refused}")
+    if not goferurl.read(transport.value, url.value).tls:
+        return
+    for key in ("messaging.cacert", "messaging.clientcert"):
+        value = resolved[key]
+        problem = unreadable(value.value) if value.value and value.kind != "default" else None
+        if problem:
+            raise EnvValueError(value.variable or key, f"{value.value}: {problem} (messaging.url uses TLS)")
 
 
 def _client_warnings(resolved: Mapping[str, Value]) -> list[str]:

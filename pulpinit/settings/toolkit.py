@@ -40,15 +40,11 @@ class Toolkit:
     db_service: str
     msg_service: str
     wait_timeout: float
-    wait_initial: float
-    wait_max_interval: float
-    wait_armed_interval: float
     probe_timeout: float
-    wait_log_interval: float
+    wait_messaging: bool
     migration_wait: bool
     migration_timeout: float
     migration_fingerprint: str | None
-    lock_collection: str
     lease_seconds: float
     manage_db_stop_timeout: float
     quiet_seconds: float
@@ -89,7 +85,9 @@ FIELDS = tuple(field.name for field in fields(Toolkit))
 
 
 def toolkit_from_environ(environ: Mapping[str, str]) -> Toolkit:
-    """Parse every knob; an invalid value is an error naming the variable (exit 78)."""
+    """Parse every knob; an invalid value is an error naming the variable (exit 78), and so is a
+    removed knob that cannot be ignored (:func:`~pulpinit.settings.knobs.refuse_removed`)."""
+    knobs.refuse_removed(environ)
     parsed: dict[str, Any] = {}
     for knob in KNOBS:
         raw = knobs.raw(environ, knob)

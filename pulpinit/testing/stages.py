@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,8 +159,8 @@ def environment(workdir: Path, mongo: FakeMongo, broker: FakeAmqpBroker, databas
     return env
 
 
-def _start(args: list[str], env: dict[str, str], pid1: bool) -> tuple[Spawned, int]:
-    argv = [sys.executable, "-m", "pulpinit", *args]
+def _start(args: list[str], env: dict[str, str], pid1: bool, program: Sequence[str] | None) -> tuple[Spawned, int]:
+    argv = [*(program or [sys.executable, "-m", "pulpinit"]), *args]
     if pid1:
         argv = ["unshare", "--pid", "--fork", "--mount-proc", *argv]
     spawned = Spawned(argv, env=env, session=True)
@@ -169,9 +169,16 @@ def _start(args: list[str], env: dict[str, str], pid1: bool) -> tuple[Spawned, i
 
 @contextlib.contextmanager
 def hold(
-    point: str, mongo: FakeMongo, broker: FakeAmqpBroker, *, pid1: bool = False, env: Mapping[str, str] | None = None
+    point: str,
+    mongo: FakeMongo,
+    broker: FakeAmqpBroker,
+    *,
+    pid1: bool = False,
+    env: Mapping[str, str] | None = None,
+    program: Sequence[str] | None = None,
 ) -> Iterator[Held]:
-    """pulpinit held at ``point`` (see :data:`POINTS`); ``env`` adds or overrides variables."""
+    """pulpinit held at ``point`` (see :data:`POINTS`); ``env`` adds or overrides variables, ``program``
+    is pulpinit's command line when not ``python -m pulpinit`` (one whose waits are paced otherwise)."""
     if point not in POINTS:
         raise ValueError(f"unknown point {point!r}; one of {', '.join(POINTS)}")
     workdir = Path(tempfile.mkdtemp(prefix=f"pulpinit-hold-{point}-"))
@@ -209,7 +216,7 @@ def hold(
         args = ["migrate"]
     environ.update(env or {})
     before()
-    spawned, pid = _start(args, environ, pid1)
+    spawned, pid = _start(args, environ, pid1, program)
     held = Held(point, spawned, pid, workdir, database, fds=[fd] if point == "configure" else [])
     try:
         _wait_until_held(held, conf)

@@ -52,13 +52,15 @@ def running(root: Path) -> Iterator[dict[str, str]]:
         FakeMongo(users={(DATABASE, USER): PASSWORD}) as mongo,
         FakeAmqpBroker(users={USER: PASSWORD}) as broker,
     ):
-        yield sandbox.variables(
+        found = sandbox.variables(
             workdir,
             seeds=mongo.hostport,
             broker_url=broker.url(USER, PASSWORD),
             db_user=USER,
             db_password=PASSWORD,
         )
+        # [messaging], the consumer agents' broker: gofer's qpid transport to the same fake (as qpidd)
+        yield {**found, "PULP_MESSAGING_URL": f"tcp://{USER}:{PASSWORD}@{broker.host}:{broker.port}"}
 
 
 def describe(variables: Mapping[str, str], root: Path, how_to_stop: str) -> list[str]:

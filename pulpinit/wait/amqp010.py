@@ -60,6 +60,7 @@ from pulpinit.wait.net import (
 )
 from pulpinit.wait.net import send as send_all
 from pulpinit.wait.targets import Failure
+from pulpinit.wait.wording import CELERY_QPID, Client
 
 PROTOCOL_HEADER = b"AMQP\x01\x01\x00\x0a"
 FRAME_HEADER = struct.Struct(">BBHxBH4x")  # flags, segment type, size, track, channel
@@ -320,22 +321,16 @@ class Framer:
 # --- the client handshake -----------------------------------------------------------------------
 
 
-def mismatch_advice(header: bytes, host: str, port: int) -> str:
-    """Why a ``qpid://`` URL cannot work with a server that answered ``header``, and what to do."""
+def mismatch_advice(header: bytes, host: str, port: int, client: Client = CELERY_QPID) -> str:
+    """Why ``client`` (an AMQP 0-10 client) cannot work with a server that answered ``header``, and what to do."""
     offered = amqp_header_name(header)
-    where = format_hostport(host, port)
-    if offered in ("AMQP 0-9-1", "AMQP 0-9", "AMQP 0-8"):
-        return (
-            f"Celery's qpid:// transport speaks AMQP 0-10; this broker offers {offered} (RabbitMQ?): "
-            f"use amqp://USER:PASSWORD@{where}/VHOST"
-        )
-    if offered.startswith("AMQP 1.0"):
-        return (
-            "Celery's qpid:// transport speaks AMQP 0-10; this server offers only AMQP 1.0, which no "
-            "Celery transport speaks: use a broker with AMQP 0-10 (Qpid C++, qpid://) or 0-9-1 "
-            "(RabbitMQ, amqp://)"
-        )
-    return f"Celery's qpid:// transport speaks AMQP 0-10; this server offers {offered}"
+    known = "AMQP 0-9-1" if offered in ("AMQP 0-9-1", "AMQP 0-9", "AMQP 0-8") else offered
+    known = "AMQP 1.0" if known.startswith("AMQP 1.0") else known
+    what = {"AMQP 0-9-1": f"broker offers {offered} (RabbitMQ?)", "AMQP 1.0": "server offers only AMQP 1.0"}
+    advice = client.switch(known, format_hostport(host, port))
+    return f"{client.name} speaks AMQP 0-10; this {what.get(known, f'server offers {offered}')}" + (
+        f": {advice}" if advice else ""
+    )
 
 
 @dataclass(frozen=True)
@@ -353,21 +348,30 @@ DROPPED = "kombu's qpid:// transport drops the URL's password when tasks.login_m
 
 
 def login_for(
-    user: str | None, password: str | None, login_method: str | None = None, offered: Sequence[str] | None = None
+    user: str | None,
+    password: str | None,
+    login_method: str | None = None,
+    offered: Sequence[str] | None = None,
+    *,
+    restricted: bool = True,
 ) -> Login | None:
     """The login of kombu's qpid transport and python-qpid's own SASL client (``qpid/sasl.py``).
 
     kombu permits one mechanism: ``login_method`` when set (and passes the user only: the password
-    is dropped), else PLAIN with user and password, ANONYMOUS without.  python-qpid keeps the
-    offered mechanisms (``offered``; None: all) that are permitted and takes PLAIN when it has a
-    user (a dropped password is sent as ``None``, python-qpid formats it with ``%s``), else
-    ANONYMOUS, else EXTERNAL.  None: no mechanism agreed.
+    is dropped), else PLAIN with user and password, ANONYMOUS without.  gofer's qpid adapter
+    (``restricted=False``) permits any.  python-qpid keeps the offered mechanisms (``offered``;
+    None: all) that are permitted and takes PLAIN when it has a user (a missing or dropped password
+    is sent as ``None``: python-qpid formats it with ``%s``), else ANONYMOUS, else EXTERNAL.  None:
+    no mechanism agreed.
     """
-    permitted = (login_method or ("PLAIN" if user and password else "ANONYMOUS")).split()
+    if restricted:
+        permitted = (login_method or ("PLAIN" if user and password else "ANONYMOUS")).split()
+    else:
+        permitted = ["PLAIN", "ANONYMOUS", "EXTERNAL"]
     usable = [m for m in (permitted if offered is None else offered) if m in permitted]
-    dropped = bool(login_method and password)
+    dropped = bool(restricted and login_method and password)
     if user and "PLAIN" in usable:
-        sent = "None" if login_method else str(password)
+        sent = "None" if dropped or not password else password
         who = f"login as {user!r}" + (" without its password" if dropped else "")
         return Login("PLAIN", b"\x00" + user.encode() + b"\x00" + sent.encode(), who, dropped)
     if "ANONYMOUS" in usable:
@@ -388,21 +392,26 @@ def handshake(
     login_method: str | None = None,
     tls: bool = False,
     speaks_tls: Callable[[], bool] | None = None,
+    client: Client = CELERY_QPID,
+    restricted: bool = True,
 ) -> str | None:
     """Open and close a 0-10 connection on ``sock``; return the server's version or raise ProbeFailed.
 
     ``speaks_tls`` is asked when a plain connection is closed without a word: if the port
     completes a TLS handshake, the failure is a TLS mismatch rather than a protocol one.
+    ``client`` names whom the errors speak for; ``restricted`` is :func:`login_for`'s.
     """
     reader = Reader(sock, deadline)
-    login = login_for(user, password, login_method) or Login(str(login_method), None, f"{login_method} login")
+    login = login_for(user, password, login_method, restricted=restricted) or Login(
+        str(login_method), None, f"{login_method} login"
+    )
 
     def send(data: bytes, stage: str) -> None:
         send_all(sock, data, deadline, stage)
 
     send(PROTOCOL_HEADER, "sending the AMQP 0-10 protocol header")
     header = reader.read_upto(8, "waiting for the AMQP 0-10 protocol header")
-    _check_header(header, host, port, tls, speaks_tls)
+    _check_header(header, host, port, tls, speaks_tls, client=client)
 
     framer = Framer(reader)
     start = _next(framer, "waiting for connection.start", login)
@@ -412,13 +421,13 @@ def handshake(
     product, version = props.get("product"), props.get("version")
     server_version = " ".join(str(v) for v in (product, version) if v) or None
     mechanisms = [str(m) for m in start.fields.get("mechanisms") or []]
-    login = _agreed(user, password, login_method, mechanisms)
+    login = _agreed(user, password, login_method, mechanisms, client=client, restricted=restricted)
 
-    client = {"product": "pulpinit", "qpid.client_process": "pulpinit check-deps"}
+    props = {"product": "pulpinit", "qpid.client_process": "pulpinit check-deps"}
     send(
         control_frame(
             START_OK,
-            {"client-properties": client, "mechanism": login.mechanism, "response": login.response, "locale": "en_US"},
+            {"client-properties": props, "mechanism": login.mechanism, "response": login.response, "locale": "en_US"},
         ),
         "sending connection.start-ok",
     )
@@ -433,7 +442,7 @@ def handshake(
         break
     if control.code == CLOSE:
         _close_ok(send)
-        raise _refusal(control, login)
+        raise _refusal(control, login, client)
     if control.code != TUNE:
         raise ProbeFailed(Failure.PROTOCOL, f"expected connection.tune, got {control.name}")
 
@@ -450,8 +459,8 @@ def handshake(
         target = opened.fields.get("host", "?")
         raise ProbeFailed(
             Failure.OTHER,
-            f"the broker redirects clients to {target}, which Celery's qpid:// "
-            "transport does not follow: point broker_url there",
+            f"the broker redirects clients to {target}, which {client.name} does not follow: "
+            f"point {client.url_key} there",
         )
     if opened.code != OPEN_OK:
         raise ProbeFailed(Failure.PROTOCOL, f"expected connection.open-ok, got {opened.name}")
@@ -463,21 +472,20 @@ def handshake(
     return server_version
 
 
-TLS_ADVICE = "set tasks.celery_require_ssl: true (with tasks.cacert), or use the plain port"
-
-
-def _check_header(header: bytes, host: str, port: int, tls: bool, speaks_tls: Callable[[], bool] | None) -> None:
+def _check_header(
+    header: bytes, host: str, port: int, tls: bool, speaks_tls: Callable[[], bool] | None, *, client: Client
+) -> None:
     if header == PROTOCOL_HEADER:
         return
     if header.startswith(b"AMQP") and len(header) == 8:
-        raise ProbeFailed(Failure.PROTOCOL, mismatch_advice(header, host, port))
+        raise ProbeFailed(Failure.PROTOCOL, mismatch_advice(header, host, port, client))
     if header:
-        raise not_this_protocol(header, "the AMQP 0-10 protocol header", TLS_ADVICE)
+        raise not_this_protocol(header, "the AMQP 0-10 protocol header", client.tls_advice)
     if not tls and speaks_tls is not None and speaks_tls():
         raise ProbeFailed(
             Failure.TLS_MISMATCH,
             "the broker hung up on the AMQP 0-10 protocol header, and the port "
-            f"completes a TLS handshake: it speaks TLS; {TLS_ADVICE}",
+            f"completes a TLS handshake: it speaks TLS; {client.tls_advice}",
         )
     raise ProbeFailed(
         Failure.RESET,
@@ -504,8 +512,16 @@ def _next(framer: Framer, stage: str, login: Login) -> Control:
         return control
 
 
-def _agreed(user: str | None, password: str | None, login_method: str | None, mechanisms: Sequence[str]) -> Login:
-    login = login_for(user, password, login_method, mechanisms)
+def _agreed(
+    user: str | None,
+    password: str | None,
+    login_method: str | None,
+    mechanisms: Sequence[str],
+    *,
+    client: Client,
+    restricted: bool,
+) -> Login:
+    login = login_for(user, password, login_method, mechanisms, restricted=restricted)
     if login is not None:
         return login
     offered = " ".join(mechanisms) or "none"
@@ -515,12 +531,13 @@ def _agreed(user: str | None, password: str | None, login_method: str | None, me
             f"the broker offers {offered}, tasks.login_method allows only {login_method} (python-qpid: "
             "sasl negotiation failed): change tasks.login_method, or unset it",
         )
-    if user and password:
+    if user and (password or not restricted):
         raise ProbeFailed(
             Failure.SASL,
             f"the broker does not offer SASL PLAIN for the user and password in the URL (it offers: {offered})",
         )
-    hint = f"put {user!r} and a password in broker_url" if user else "put user:password in broker_url"
+    where = client.url_key
+    hint = f"put {user!r} and a password in {where}" if user else f"put user:password in {where}"
     raise ProbeFailed(Failure.SASL, f"the broker does not offer SASL ANONYMOUS (it offers: {offered}): {hint}")
 
 
@@ -528,13 +545,10 @@ def _reason(control: Control) -> tuple[int, str]:
     return int(control.fields.get("reply-code") or 0), one_line(str(control.fields.get("reply-text") or ""))
 
 
-def _refusal(close: Control, login: Login) -> ProbeFailed:
+def _refusal(close: Control, login: Login, client: Client) -> ProbeFailed:
     code, text = _reason(close)
     if "encrypt" in text.lower():
-        return ProbeFailed(
-            Failure.TLS_MISMATCH,
-            f"the broker requires TLS: {code} {text}; set tasks.celery_require_ssl: true (TLS port, usually 5671)",
-        )
+        return ProbeFailed(Failure.TLS_MISMATCH, f"the broker requires TLS: {code} {text}; {client.tls_advice}")
     return ProbeFailed(Failure.AUTH, f"{login.who} refused: {code} {text}" + (f"; {DROPPED}" if login.dropped else ""))
 
 

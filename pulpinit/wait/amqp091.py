@@ -41,6 +41,7 @@ from pulpinit.wait.net import (
 )
 from pulpinit.wait.net import send as send_all
 from pulpinit.wait.targets import Failure
+from pulpinit.wait.wording import CELERY_AMQP, Client
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
 FRAME_METHOD, FRAME_HEARTBEAT, FRAME_END = 1, 8, 0xCE
@@ -48,7 +49,6 @@ START, START_OK, TUNE, TUNE_OK = (10, 10), (10, 11), (10, 30), (10, 31)
 OPEN, OPEN_OK, CLOSE, CLOSE_OK = (10, 40), (10, 41), (10, 50), (10, 51)
 MAX_FRAME = 1 << 20
 NOT_ALLOWED, INVALID_PATH = 530, 402
-TLS_ADVICE = "use amqps:// or set tasks.celery_require_ssl: true (with tasks.cacert), or use the plain port"
 
 # Failures while closing are ignored: the probe's answer is already known.
 _quiet = contextlib.suppress(ProbeFailed, OSError, EOFError, struct.error)
@@ -152,7 +152,9 @@ def _read_longstr(data: bytes, pos: int) -> tuple[bytes, int]:
 # --- the handshake ------------------------------------------------------------------------------
 
 
-def _first_method(reader: Reader, tls: bool, speaks_tls: Callable[[], bool] | None) -> tuple[tuple[int, int], bytes]:
+def _first_method(
+    reader: Reader, tls: bool, speaks_tls: Callable[[], bool] | None, client: Client
+) -> tuple[tuple[int, int], bytes]:
     """The server's answer to our header: ``Connection.Start``, or a classified mismatch."""
     stage = "waiting for Connection.Start"
     first = reader.read_upto(7, stage)
@@ -160,21 +162,23 @@ def _first_method(reader: Reader, tls: bool, speaks_tls: Callable[[], bool] | No
         header = first + reader.read_upto(1, stage)
         if header == PROTOCOL_HEADER:  # the spec's way to say "not this version"
             raise ProbeFailed(Failure.PROTOCOL, "the server refused the AMQP 0-9-1 protocol header")
+        offered = amqp_header_name(header)
+        advice = client.switch("AMQP 1.0" if offered.startswith("AMQP 1.0") else offered, "")
         raise ProbeFailed(
             Failure.PROTOCOL,
-            f"the server answered with the {amqp_header_name(header)} protocol "
-            "header, not AMQP 0-9-1: it is not a RabbitMQ-style broker (a Qpid broker wants qpid://)",
+            f"the server answered with the {offered} protocol header, not AMQP 0-9-1: it is not a "
+            f"RabbitMQ-style broker" + (f" ({advice})" if advice else ""),
         )
     if not first:
         if not tls and speaks_tls is not None and speaks_tls():
             raise ProbeFailed(
                 Failure.TLS_MISMATCH,
                 "the broker hung up on the AMQP 0-9-1 protocol header, and the "
-                f"port completes a TLS handshake: it speaks TLS; {TLS_ADVICE}",
+                f"port completes a TLS handshake: it speaks TLS; {client.tls_advice}",
             )
         raise ProbeFailed(Failure.RESET, "the server closed the connection before Connection.Start")
     if len(first) < 7 or first[0] != FRAME_METHOD:
-        raise not_this_protocol(first, "the AMQP 0-9-1 protocol header", TLS_ADVICE)
+        raise not_this_protocol(first, "the AMQP 0-9-1 protocol header", client.tls_advice)
     reader.buf = first + reader.buf
     return _next_method(reader, stage)
 
@@ -210,7 +214,7 @@ def _vhost_refusal(vhost: str, user: str, code: int, text: str) -> ProbeFailed:
     return ProbeFailed(Failure.OTHER, f"virtual host {vhost!r} refused: {code} {text}")
 
 
-def login_for(offered: list[bytes], user: str, password: str) -> tuple[str, bytes]:
+def login_for(offered: list[bytes], user: str, password: str, client: Client = CELERY_AMQP) -> tuple[str, bytes]:
     """py-amqp 2.2's choice: the first of AMQPLAIN and PLAIN the broker offers (``login_method`` plays
     no part), with its response; no common mechanism is a SASL mismatch."""
     if b"AMQPLAIN" in offered:  # a field table without its length: LOGIN, PASSWORD
@@ -220,8 +224,8 @@ def login_for(offered: list[bytes], user: str, password: str) -> tuple[str, byte
     shown = b" ".join(offered).decode(errors="replace").strip() or "none"
     raise ProbeFailed(
         Failure.SASL,
-        f"the broker offers neither AMQPLAIN nor PLAIN, the mechanisms Celery's amqp:// transport "
-        f"(py-amqp) logs in with (it offers: {shown}); enable one of them on the broker",
+        f"the broker offers neither AMQPLAIN nor PLAIN, the mechanisms {client.name} logs in with "
+        f"(it offers: {shown}); enable one of them on the broker",
     )
 
 
@@ -234,10 +238,12 @@ def handshake(
     *,
     tls: bool = False,
     speaks_tls: Callable[[], bool] | None = None,
+    client: Client = CELERY_AMQP,
 ) -> str | None:
     """Run the handshake on a connected socket; return the server's version or raise.
 
-    ``speaks_tls`` is asked when a plain connection is closed without a word (see amqp010).
+    ``speaks_tls`` is asked when a plain connection is closed without a word (see amqp010);
+    ``client`` names whom the errors speak for.
     """
     reader = Reader(sock, deadline)
 
@@ -246,7 +252,7 @@ def handshake(
 
     send(PROTOCOL_HEADER, "sending the AMQP 0-9-1 header")
     try:
-        method, args = _first_method(reader, tls, speaks_tls)
+        method, args = _first_method(reader, tls, speaks_tls, client)
     except EOFError:
         raise ProbeFailed(Failure.RESET, "the server closed the connection before Connection.Start") from None
     if method != START:
@@ -255,10 +261,10 @@ def handshake(
     mechanisms, _ = _read_longstr(args, pos)
     product, version = props.get("product"), props.get("version")
     server_version = " ".join(str(v) for v in (product, version) if v) or None
-    mechanism, response = login_for(mechanisms.split(), user, password)
-    client = {"product": "pulpinit", "capabilities": {"authentication_failure_close": True}}
+    mechanism, response = login_for(mechanisms.split(), user, password, client)
+    properties = {"product": "pulpinit", "capabilities": {"authentication_failure_close": True}}
     send(
-        method_frame(START_OK, _table(client) + _shortstr(mechanism) + _longstr(response) + _shortstr("en_US")),
+        method_frame(START_OK, _table(properties) + _shortstr(mechanism) + _longstr(response) + _shortstr("en_US")),
         "sending Connection.Start-Ok",
     )
     try:

@@ -1,6 +1,8 @@
 """An AMQP 1.0 connection handshake with python-qpid-proton's engine over our own socket.
 
-The probe drives a proton ``Transport`` by hand (no reactor): we own the
+It serves gofer's ``proton`` adapter, the one AMQP 1.0 client among Pulp's (``[messaging]
+transport: proton``, e.g. a Qpid Dispatch router in front of the consumers; see
+:mod:`pulpinit.wait.messaging_probe`).  The probe drives a proton ``Transport`` by hand (no reactor): we own the
 socket, so the deadline, the TCP errors and the first bytes the server sends
 are ours to classify.  TLS, when wanted, is already on the socket (Python's
 ``ssl``, see :mod:`pulpinit.wait.tls`: proton's own TLS does not match IP
@@ -34,11 +36,11 @@ from pulpinit.wait.net import (
     one_line,
 )
 from pulpinit.wait.targets import Failure
+from pulpinit.wait.wording import GOFER_PROTON, Client
 
 HANDSHAKE = "AMQP 1.0 handshake"
 SASL_HEADER = b"AMQP\x03\x01\x00\x00"
 PLAIN_HEADER = b"AMQP\x00\x01\x00\x00"
-TLS_ADVICE = "use ssl:// or set TLS on (BrokerTarget.ssl), or use the plain port"
 
 
 def _classify_condition(cond: Any, who: str) -> ProbeFailed:
@@ -53,7 +55,7 @@ def _classify_condition(cond: Any, who: str) -> ProbeFailed:
     return ProbeFailed(Failure.OTHER, f"{name}: {text}" if text else name or "unknown AMQP error")
 
 
-def _sniff(first: bytes, who: str) -> None:
+def _sniff(first: bytes, who: str, client: Client) -> None:
     """Raise when the server's first 8 bytes are not the AMQP 1.0 SASL header."""
     if first == SASL_HEADER:
         return
@@ -64,10 +66,13 @@ def _sniff(first: bytes, who: str) -> None:
             f"header), so it cannot take the {who}",
         )
     if first[:4] == b"AMQP":
+        offered = amqp_header_name(first)
+        advice = client.switch("AMQP 0-9-1" if offered in ("AMQP 0-9", "AMQP 0-8") else offered, "")
         raise ProbeFailed(
-            Failure.PROTOCOL, f"the server answered with the {amqp_header_name(first)} protocol header, not AMQP 1.0"
+            Failure.PROTOCOL,
+            f"the server answered with the {offered} protocol header, not AMQP 1.0" + (f": {advice}" if advice else ""),
         )
-    raise not_this_protocol(first, "the AMQP 1.0 protocol header", TLS_ADVICE)
+    raise not_this_protocol(first, "the AMQP 1.0 protocol header", client.tls_advice)
 
 
 def _stage(stage: str, received: int, outcome: int | None, who: str) -> str:
@@ -95,10 +100,12 @@ class _Session:
         password: str | None,
         tls: bool,
         speaks_tls: Callable[[], bool] | None,
+        client: Client,
     ) -> None:
         from proton import Connection, ProtonException, Transport
 
         self.sock, self.deadline, self.tls, self.speaks_tls = sock, deadline, tls, speaks_tls
+        self.client = client
         self.proton_error: type[Exception] = ProtonException
         self.conn = Connection()
         self.conn.container = "pulpinit-probe"
@@ -149,7 +156,7 @@ class _Session:
                 first += data
                 if len(first) < 8:
                     continue  # proton sees the first bytes only once we know what they are
-                _sniff(first[:8], self.who)
+                _sniff(first[:8], self.who, self.client)
                 data, first = first, first[:8]
             self._feed(data)
 
@@ -168,12 +175,12 @@ class _Session:
         """The server closed the connection: say why, as far as its first bytes and proton tell."""
         if sniffing:
             if first:
-                _sniff(first, self.who)
+                _sniff(first, self.who, self.client)
             if not self.tls and self.speaks_tls is not None and self.speaks_tls():
                 raise ProbeFailed(
                     Failure.TLS_MISMATCH,
                     "the server hung up on the AMQP 1.0 protocol "
-                    f"header, and the port completes a TLS handshake: {TLS_ADVICE}",
+                    f"header, and the port completes a TLS handshake: it speaks TLS; {self.client.tls_advice}",
                 )
         try:
             self.transport.close_tail()
@@ -205,14 +212,18 @@ def handshake(
     password: str | None,
     tls: bool = False,
     speaks_tls: Callable[[], bool] | None = None,
+    client: Client = GOFER_PROTON,
 ) -> str | None:
     """Open and close an AMQP 1.0 connection on ``sock``; return the server's version or raise.
 
-    ``speaks_tls`` is asked when a plain connection is closed without a word (see amqp010).
+    ``speaks_tls`` is asked when a plain connection is closed without a word (see amqp010);
+    ``client`` names whom the errors speak for.
     """
     from proton import Endpoint
 
-    session = _Session(sock, deadline, host=host, user=user, password=password, tls=tls, speaks_tls=speaks_tls)
+    session = _Session(
+        sock, deadline, host=host, user=user, password=password, tls=tls, speaks_tls=speaks_tls, client=client
+    )
     conn = session.conn
     session.pump(HANDSHAKE, Endpoint.REMOTE_ACTIVE | Endpoint.REMOTE_CLOSED)
     if conn.state & Endpoint.REMOTE_CLOSED and conn.remote_condition is not None:

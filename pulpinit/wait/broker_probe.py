@@ -9,12 +9,10 @@ scheme          protocol      TLS                                       servers
 ``amqp://``     AMQP 0-9-1    ``tasks.celery_require_ssl``              RabbitMQ
 ``pyamqp://``   AMQP 0-9-1    ``tasks.celery_require_ssl``              RabbitMQ
 ``amqps://``    AMQP 0-9-1    always                                    RabbitMQ (TLS listener)
-``tcp://``      AMQP 1.0      ``BrokerTarget.ssl``                      Qpid C++ amqp module,
-``ssl://``      AMQP 1.0      always                                    RabbitMQ ``rabbitmq_amqp1_0``
 ==============  ============  ========================================  ==========================
 
-``tcp://`` and ``ssl://`` are the ``[messaging] url`` form; check-deps does not
-probe that URL, the library accepts it for AMQP 1.0 brokers.
+The other broker, ``[messaging]`` (gofer's, to the consumer agents), has its own probe:
+:mod:`pulpinit.wait.messaging_probe`.
 
 Everything below is what Pulp 2.21's client stack does (the differential tier,
 ``tests/test_oracle.py``, checks it against that stack; the URL is read as kombu
@@ -44,23 +42,26 @@ is the virtual host (``/`` when empty; ``amqp://h//`` is ``/``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import socket
+import ssl
 import struct
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pulpinit.redact import MASK, mask_url
 from pulpinit.settings import brokerurl
-from pulpinit.wait import amqp010, amqp091, amqp10, tls
+from pulpinit.wait import amqp010, amqp091, tls
 from pulpinit.wait.net import Deadline, ProbeFailed, Resolver, connect, one_line, speaks_tls
-from pulpinit.wait.targets import Address, BrokerTarget, Failure, ProbeResult
+from pulpinit.wait.targets import Address, BrokerTarget, Dependency, Failure, ProbeResult
 
 #: The protocols Celery speaks to a broker, by the name in messages.
-Protocol = Literal["AMQP 0-10", "AMQP 0-9-1", "AMQP 1.0"]
+Protocol = Literal["AMQP 0-10", "AMQP 0-9-1"]
 AMQP010: Protocol = "AMQP 0-10"
 AMQP091: Protocol = "AMQP 0-9-1"
-AMQP10: Protocol = "AMQP 1.0"
 
 # scheme → (protocol, TLS forced by the scheme)
 SCHEMES: dict[str, tuple[Protocol, bool]] = {
@@ -68,8 +69,6 @@ SCHEMES: dict[str, tuple[Protocol, bool]] = {
     "amqp": (AMQP091, False),
     "pyamqp": (AMQP091, False),
     "amqps": (AMQP091, True),
-    "tcp": (AMQP10, False),
-    "ssl": (AMQP10, True),
 }
 
 
@@ -127,7 +126,7 @@ def tls_policy(endpoint: BrokerEndpoint, target: BrokerTarget) -> tls.TlsPolicy:
         cafile=tls.TlsFile("tasks.cacert", ca) if ca else None,
         certfile=tls.TlsFile("tasks.certfile", cert) if cert else None,
         keyfile=tls.TlsFile("tasks.keyfile", key) if key and key != cert else None,
-        host_rule={AMQP010: tls.HostRule.QPID, AMQP091: tls.HostRule.NONE}.get(endpoint.protocol, tls.HostRule.X509),
+        host_rule=tls.HostRule.QPID if endpoint.protocol == AMQP010 else tls.HostRule.NONE,
     )
 
 
@@ -143,24 +142,55 @@ def probe_broker(target: BrokerTarget, timeout_s: float = 1.0, *, resolver: Reso
 
     ``resolver`` replaces :func:`socket.getaddrinfo` (tests simulate DNS failures with it).
     """
-    started = time.perf_counter()
-    password: str | None = None
-    warnings: tuple[str, ...] = ()
-    try:
+    secrets: list[str] = []
+
+    def attempt() -> tuple[str | None, tuple[str, ...]]:
         endpoint = parse_broker_url(target.url, ssl=target.ssl, login_method=target.login_method)
-        password = endpoint.password
+        secrets.append(endpoint.password or "")
         warnings = (UNVERIFIED,) if endpoint.unverified else ()
-        version = _handshake(endpoint, target, Deadline(timeout_s), resolver)
+        return _handshake(endpoint, target, Deadline(timeout_s), resolver), warnings
+
+    return answer("broker", target.endpoint, attempt, secrets)
+
+
+def answer(
+    name: Dependency,
+    endpoint: str,
+    attempt: Callable[[], tuple[str | None, tuple[str, ...]]],
+    secrets: Sequence[str] = (),
+) -> ProbeResult:
+    """Run one probe ``attempt`` (returning the server's version and warnings) and make its result.
+
+    Never raises: every failure is classified, and no string of ``secrets`` (filled in by the
+    attempt as it learns them) is left in the error text, even inside a server's message.
+    """
+    started = time.perf_counter()
+    version: str | None = None
+    warnings: tuple[str, ...] = ()
+    failure: Failure | None = None
+    error: str | None = None
+    refused: tuple[Address, ...] = ()
+    try:
+        version, warnings = attempt()
     except ProbeFailed as exc:
-        error = _scrub(exc.message, password)
-        return _result(target, started, failure=exc.failure, error=error, refused=exc.refused)
+        failure, error, refused = exc.failure, exc.message, exc.refused
     except (struct.error, ValueError, IndexError, UnicodeError) as exc:
-        error = f"malformed answer from the broker: {one_line(str(exc))}"
-        return _result(target, started, failure=Failure.PROTOCOL, error=_scrub(error, password))
+        failure, error = Failure.PROTOCOL, f"malformed answer from the {name}: {one_line(str(exc))}"
     except Exception as exc:  # a probe must answer, whatever happens
-        error = f"{type(exc).__name__}: {one_line(str(exc))}"
-        return _result(target, started, failure=Failure.OTHER, error=_scrub(error, password))
-    return _result(target, started, version=version, warnings=warnings)
+        failure, error = Failure.OTHER, f"{type(exc).__name__}: {one_line(str(exc))}"
+    for secret in secrets:
+        error = error.replace(secret, MASK) if error and secret else error
+    return ProbeResult(
+        name=name,
+        endpoint=endpoint,
+        ok=failure is None,
+        latency_ms=(time.perf_counter() - started) * 1000.0,
+        version=version,
+        failure=failure,
+        error=error,
+        refused=refused,
+        warnings=warnings if failure is None else (),
+    )
 
 
 def _handshake(
@@ -168,11 +198,7 @@ def _handshake(
 ) -> str | None:
     policy = tls_policy(endpoint, target) if endpoint.tls else None
     ctx = tls.context(policy) if policy else None  # a missing or broken file is named before connecting
-    sock = connect(endpoint.host, endpoint.port, deadline, resolver)
-    tls_probe = functools.partial(speaks_tls, endpoint.host, endpoint.port, deadline, resolver)
-    try:
-        if policy is not None:
-            sock = tls.handshake(sock, policy, endpoint.host, deadline, ctx)
+    with opened(endpoint.host, endpoint.port, deadline, resolver, policy=policy, ctx=ctx) as (sock, tls_probe):
         if endpoint.protocol == AMQP010:
             return amqp010.handshake(
                 sock,
@@ -185,52 +211,33 @@ def _handshake(
                 tls=endpoint.tls,
                 speaks_tls=tls_probe,
             )
-        if endpoint.protocol == AMQP091:
-            return amqp091.handshake(  # py-amqp: guest for a missing (or empty) user or password
-                sock,
-                deadline,
-                endpoint.user or "guest",
-                endpoint.password or "guest",
-                endpoint.vhost,
-                tls=endpoint.tls,
-                speaks_tls=tls_probe,
-            )
-        return amqp10.handshake(
+        return amqp091.handshake(  # py-amqp: guest for a missing (or empty) user or password
             sock,
             deadline,
-            host=endpoint.host,
-            user=endpoint.user,
-            password=endpoint.password,
+            endpoint.user or "guest",
+            endpoint.password or "guest",
+            endpoint.vhost,
             tls=endpoint.tls,
             speaks_tls=tls_probe,
         )
+
+
+@contextlib.contextmanager
+def opened(
+    host: str,
+    port: int,
+    deadline: Deadline,
+    resolver: Resolver | None,
+    *,
+    policy: tls.TlsPolicy | None,
+    ctx: ssl.SSLContext | None,
+) -> Iterator[tuple[socket.socket, Callable[[], bool]]]:
+    """A connection to ``host:port`` (through TLS with ``policy``), closed afterwards, and the question
+    the handshakes ask when a plain connection is hung up on: does the port speak TLS?"""
+    sock = connect(host, port, deadline, resolver)
+    try:
+        if policy is not None:
+            sock = tls.handshake(sock, policy, host, deadline, ctx)
+        yield sock, functools.partial(speaks_tls, host, port, deadline, resolver)
     finally:
         sock.close()
-
-
-def _scrub(text: str, password: str | None) -> str:
-    """Last line of defence: the password never leaves the probe, even inside a server message."""
-    return text.replace(password, MASK) if password else text
-
-
-def _result(
-    target: BrokerTarget,
-    started: float,
-    *,
-    version: str | None = None,
-    failure: Failure | None = None,
-    error: str | None = None,
-    refused: tuple[Address, ...] = (),
-    warnings: tuple[str, ...] = (),
-) -> ProbeResult:
-    return ProbeResult(
-        name="broker",
-        endpoint=target.endpoint,
-        ok=failure is None,
-        latency_ms=(time.perf_counter() - started) * 1000.0,
-        version=version,
-        failure=failure,
-        error=error,
-        refused=refused,
-        warnings=warnings,
-    )

@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from pulpinit.redact import REDACTOR, Redactor, mask_url
+from pulpinit.settings.knobs import LOCK_COLLECTION
 from pulpinit.wait import mongo_wire, net
 from pulpinit.wait.mongo_client import connect
 from pulpinit.wait.net import ProbeFailed, one_line
@@ -63,7 +64,7 @@ from pulpinit.wait.targets import Address, Dependency, Failure, MongoTarget, Pro
 
 NAME: Dependency = "mongodb"
 UNAUTHORIZED = 13
-WRITE_CHECK_COLLECTION = "pulpinit_locks"  # the default PULPINIT_LOCK_COLLECTION
+WRITE_CHECK_COLLECTION = LOCK_COLLECTION  # the migration lock's, which the migration creates anyway
 AUTH_CODES = frozenset({11, 13, 18, 334})  # UserNotFound, Unauthorized, AuthenticationFailed, MechUnavailable
 _NOISE = re.compile(
     r"(, full error: .*|, Timeout: [0-9.]+s|, Topology Description: .*"

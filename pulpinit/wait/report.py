@@ -1,11 +1,13 @@
-"""``pulpinit check-deps``: probe MongoDB and the broker once, in parallel, and explain.
+"""``pulpinit check-deps``: probe MongoDB, the broker and ``[messaging]`` once, in parallel, and explain.
 
 The operator's 3 a.m. tool and a Kubernetes readiness probe: with both
 dependencies up it answers well within the 1 s exec-probe timeout.  The
 :class:`Report` carries, per dependency, the endpoint (credentials masked),
 where its address came from (the source ``pulpinit settings`` shows for it),
 status, latency, server version, failure class with its error text, and a
-one-line hint; :mod:`pulpinit.render` shows it as a table, the CLI as JSON.
+one-line hint; :mod:`pulpinit.render` shows it as a table, the CLI as JSON.  A dependency the
+roles do not wait for (``[messaging]`` without ``PULPINIT_WAIT_MESSAGING``) is reported but not
+*counted*: it does not change :attr:`Report.ok`, the exit code.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ class Report:
     checks: tuple[ProbeResult, ...]
     #: where each endpoint's address came from (:func:`~pulpinit.wait.targets.address_sources`)
     sources: Mapping[str, str] = field(default_factory=dict)
+    #: the dependencies reported but not counted in :attr:`ok` (nothing waits for them)
+    uncounted: frozenset[str] = frozenset()
 
     @property
     def ok(self) -> bool:
-        return all(check.ok for check in self.checks)
+        return all(check.ok for check in self.checks if check.name not in self.uncounted)
 
     @property
     def exit_code(self) -> int:
@@ -38,7 +42,7 @@ class Report:
         wrong); 69 when one is down otherwise."""
         if self.ok:
             return ExitCode.OK
-        if any(check.failure in PERMANENT for check in self.checks):
+        if any(check.failure in PERMANENT for check in self.checks if check.name not in self.uncounted):
             return ExitCode.CONFIG
         return ExitCode.UNAVAILABLE
 
@@ -61,21 +65,30 @@ def check(
     timeout: float | None = None,
     stop: threading.Event | None = None,
     sources: Mapping[str, str] | None = None,
+    uncounted: Mapping[str, Probe] | None = None,
 ) -> Report:
     """Probe once, or wait by the wait policy (``wait``; ``stop`` ends it); ``timeout`` bounds the whole run.
 
-    ``sources`` names where each dependency's address came from, for the report.
+    ``sources`` names where each dependency's address came from, for the report.  ``uncounted``
+    probes run once, beside the others (also with ``wait``: nothing waits for them), and are
+    reported without changing :attr:`Report.ok`.
     """
+    extra = dict(uncounted or {})
     if not wait:
         # one attempt: --timeout is its budget (e.g. 5 s to see RabbitMQ's delayed auth failure)
-        results = probe_once(probes, timeout if timeout is not None else policy.probe_timeout)
+        results = probe_once({**probes, **extra}, timeout if timeout is not None else policy.probe_timeout)
     else:
         if timeout is not None:  # the wait ends by then, its last probe included
             policy = replace(policy, timeout=timeout, probe_timeout=min(policy.probe_timeout, timeout))
+        aside: dict[str, ProbeResult] = {}
+        beside = threading.Thread(target=lambda: aside.update(probe_once(extra, policy.probe_timeout)), daemon=True)
+        beside.start()
         try:
             results = wait_all(probes, policy, stop=stop)
         except (StillDown, Refused) as exc:  # report the last attempts, still down or refused
             results = dict(exc.results)
+        beside.join()
+        results.update(aside)
     for result in results.values():
         log.get_logger().debug("dep.checked", dependency=result.name, ok=result.ok, latency_ms=result.latency_ms)
-    return Report(tuple(results.values()), dict(sources or {}))
+    return Report(tuple(results.values()), dict(sources or {}), frozenset(extra))

@@ -5,7 +5,9 @@ A probe speaks the dependency's own protocol once and returns a
 is sorted into a :class:`Failure` class that carries a one-line hint for the
 operator.  The targets are plain frozen data built from the settings
 (:func:`mongo_target`, :func:`broker_target`), so the probes know nothing about
-environment variables or server.conf.
+environment variables or server.conf.  ``messaging`` (:func:`messaging_target`) is the
+broker of the consumer agents, which only ``check-deps`` probes unless ``PULPINIT_WAIT_MESSAGING``
+asks the roles that use it to wait for it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pulpinit.settings.parse import format_hostport, seeds
 from pulpinit.settings.resolve import Settings
 
 #: The dependencies pulpinit waits for, by the name in logs and in the check-deps output.
-Dependency = Literal["mongodb", "broker"]
+Dependency = Literal["mongodb", "broker", "messaging"]
 #: A resolved TCP address: ``(family, sockaddr)`` as ``getaddrinfo`` gives them.
 Address = tuple[int, tuple[Any, ...]]
 
@@ -121,6 +123,20 @@ class BrokerTarget:
 
 
 @dataclass(frozen=True)
+class MessagingTarget:
+    """gofer's broker of the consumer agents (server.conf's ``[messaging]``): Pulp connects to ``transport+url``."""
+
+    transport: str
+    url: str = field(repr=False)  # may hold a password: use ``endpoint`` for display
+    cacert: str = ""
+    clientcert: str = ""
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.transport}+{mask_url(self.url)}"
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     """One attempt's outcome; the check-deps JSON is built from it."""
 
@@ -155,7 +171,11 @@ class ProbeResult:
 
 
 #: The server.conf key each dependency's address comes from: its source is the endpoint's source.
-ADDRESS_KEYS: dict[Dependency, str] = {"mongodb": "database.seeds", "broker": "tasks.broker_url"}
+ADDRESS_KEYS: dict[Dependency, str] = {
+    "mongodb": "database.seeds",
+    "broker": "tasks.broker_url",
+    "messaging": "messaging.url",
+}
 
 
 def address_sources(settings: Settings) -> dict[str, str]:
@@ -196,4 +216,14 @@ def broker_target(settings: Settings) -> BrokerTarget:
         certfile=settings.get("tasks.certfile") or None,
         keyfile=settings.get("tasks.keyfile") or None,
         login_method=settings.get("tasks.login_method"),
+    )
+
+
+def messaging_target(settings: Settings) -> MessagingTarget:
+    """The consumer agents' broker as ``[messaging]`` (resolved) describes it."""
+    return MessagingTarget(
+        transport=settings.get("messaging.transport"),
+        url=settings.get("messaging.url"),
+        cacert=settings.get("messaging.cacert"),
+        clientcert=settings.get("messaging.clientcert"),
     )

@@ -1,21 +1,18 @@
-"""Wait for MongoDB and the broker: concurrently, with exponential backoff and jitter.
+"""Wait for MongoDB and the broker (and ``[messaging]`` where asked): concurrently, with backoff and jitter.
 
 Each dependency is polled in its own daemon thread by a tenacity ``Retrying``
 whose clock, sleep and stop are injected, so unit tests run instantly and a
-signal stops every waiter at once.  The interval starts near
-``PULPINIT_WAIT_INITIAL`` (0.1 s), grows 1.5× per attempt plus up to 0.1 s of jitter, and is
-capped at ``PULPINIT_WAIT_MAX_INTERVAL`` (2 s); the whole wait ends at
-``PULPINIT_WAIT_TIMEOUT``.  The total wait is the slower dependency's, not the
-sum.  While a dependency refuses connections the wait is *armed* (:mod:`pulpinit.wait.armed`): the
-pause knocks on the refused addresses every ``PULPINIT_WAIT_ARMED_INTERVAL`` (0.05 s; 0 turns
-it off) and the probe runs the moment one accepts; other failures keep the plain backoff.
-A failure that waiting cannot cure (:data:`PERMANENT`: a MongoDB user that may log in but not
+signal stops every waiter at once.  The interval starts near 0.1 s, grows 1.5× per attempt
+plus up to 0.1 s of jitter, and is capped at 2 s (:data:`PACING`); the whole wait ends at
+``PULPINIT_WAIT_TIMEOUT``.  The total wait is the slower dependency's, not the sum.  While a
+dependency refuses connections the wait is *armed* (:mod:`pulpinit.wait.armed`): the pause knocks
+on the refused addresses every 0.05 s and the probe runs the moment one accepts; other failures
+keep the plain backoff.  A failure that waiting cannot cure (:data:`PERMANENT`: a MongoDB user that may log in but not
 write Pulp's database) ends the whole wait at once with exit 78.
 
 Log lines (stable event names): ``dep.down`` when a dependency is first found
-down (with its failure class), ``dep.still_down`` at most every
-``PULPINIT_WAIT_LOG_INTERVAL`` seconds, ``dep.up`` when it answers (total wait,
-attempts — protocol probes —, knocks, version).
+down (with its failure class), ``dep.still_down`` at most every 10 s, ``dep.up`` when it answers
+(total wait, attempts — protocol probes —, knocks, version).
 
 tenacity is imported only when a first attempt failed and the wait really begins: a start whose
 dependencies are up, ``check-deps`` without ``--wait`` and the commands that wait for nothing
@@ -28,7 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from pulpinit import log
@@ -37,8 +34,9 @@ from pulpinit.settings.resolve import Settings
 from pulpinit.settings.toolkit import Toolkit
 from pulpinit.wait.armed import ArmedPause, Knocker, knock
 from pulpinit.wait.broker_probe import probe_broker
+from pulpinit.wait.messaging_probe import probe_messaging
 from pulpinit.wait.mongo_probe import probe_mongodb
-from pulpinit.wait.targets import Failure, ProbeResult, broker_target, mongo_target
+from pulpinit.wait.targets import Failure, ProbeResult, broker_target, messaging_target, mongo_target
 
 if TYPE_CHECKING:
     import tenacity
@@ -52,17 +50,32 @@ PERMANENT = frozenset({Failure.NOT_AUTHORIZED})
 CLIPPED = frozenset({Failure.TIMEOUT, Failure.STALLED})
 
 
-def probes_for(settings: Settings) -> dict[str, Probe]:
-    """The two dependency probes, bound to their targets."""
+def probes_for(settings: Settings, *, messaging: bool = False) -> dict[str, Probe]:
+    """The dependency probes, bound to their targets: MongoDB and the broker, and ``[messaging]`` when asked."""
     mongo, broker = mongo_target(settings), broker_target(settings)
-    return {
+    probes: dict[str, Probe] = {
         "mongodb": lambda timeout: probe_mongodb(mongo, timeout),
         "broker": lambda timeout: probe_broker(broker, timeout),
     }
+    if messaging:
+        probes["messaging"] = messaging_probe(settings)
+    return probes
+
+
+def messaging_probe(settings: Settings) -> Probe:
+    """The probe of ``[messaging]``, bound to its target."""
+    agents = messaging_target(settings)
+    return lambda timeout: probe_messaging(agents, timeout)
 
 
 @dataclass(frozen=True)
 class WaitPolicy:
+    """How a wait is paced: its deadline and probe timeout (knobs), and the backoff, knock and log pace.
+
+    The pace is no knob: an operator chooses how long to wait (``PULPINIT_WAIT_TIMEOUT``), and how
+    often pulpinit asks in between is the wait's business (:data:`PACING`).
+    """
+
     timeout: float = 300.0
     initial: float = 0.1
     max_interval: float = 2.0
@@ -72,17 +85,18 @@ class WaitPolicy:
 
     @classmethod
     def from_toolkit(cls, toolkit: Toolkit) -> WaitPolicy:
-        return cls(
-            timeout=toolkit.wait_timeout,
-            initial=toolkit.wait_initial,
-            max_interval=toolkit.wait_max_interval,
-            probe_timeout=toolkit.probe_timeout,
-            log_interval=toolkit.wait_log_interval,
-            armed_interval=toolkit.wait_armed_interval,
-        )
+        """:data:`PACING` with the deadline and the probe timeout of the knobs."""
+        return replace(PACING, timeout=toolkit.wait_timeout, probe_timeout=toolkit.probe_timeout)
 
     def backoff(self) -> Backoff:
         return Backoff(self.initial, self.max_interval)
+
+
+#: The pace of every wait of a run: the first pause (0.1 s, growing 1.5× with jitter up to 2 s),
+#: the knocks while refused (every 0.05 s) and the progress lines (every 10 s), which the migrate
+#: stage's waits share.  Read when a run builds its policies, so that a test can pace a whole
+#: process as it paces an in-process wait (tests/helpers/pace.py replaces it before the run).
+PACING = WaitPolicy()
 
 
 class StillDown(DependencyUnavailable):

@@ -121,7 +121,7 @@ class Census:
 def heartbeat(doc: Document, now: dt.datetime, threshold_s: float) -> tuple[Heartbeat, bool]:
     """One ``workers`` document as a :class:`Heartbeat`, and whether it is live.
 
-    The time is read in every form servers return it (:mod:`pulpinit.migrate.documents`); a
+    The time is read in every form servers return it (:mod:`pulpinit.wait.documents`); a
     ``last_heartbeat`` that cannot be read is live (the safe side: do not migrate under a process
     that may run), with one warning naming the document.  A document without one is stale, as
     pulp-manage-db's own query does not match it.

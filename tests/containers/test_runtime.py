@@ -98,11 +98,11 @@ def pulp_volume(tmp_path: Path) -> list[str]:
     return ["-v", f"{directory}:/var/lib/pulp"]
 
 
-def test_an_arbitrary_uid_with_the_readme_s_openshift_modes(images, role_env, containers, tmp_path):
-    """The image made as the README's OpenShift bullet says (/etc/pulp 0770 and server.conf 0660, group
+def test_an_arbitrary_uid_with_the_deployment_guide_s_openshift_modes(images, role_env, containers, tmp_path):
+    """The image made as docs/deployment.md's OpenShift bullet says (/etc/pulp 0770 and server.conf 0660, group
     0), run as a UID that is in no passwd file: pulpinit writes server.conf and runs Pulp as that UID."""
-    readme = (ROOT / "README.md").read_text()
-    bullet = readme[readme.index("**OpenShift (an arbitrary non-root UID).**") :].split("\n- ", 1)[0]
+    guide = (ROOT / "docs" / "deployment.md").read_text()
+    bullet = guide[guide.index("**OpenShift (an arbitrary non-root UID).**") :].split("\n- ", 1)[0]
     commands = re.findall(r"`(chgrp 0 [^`]+)`", bullet)
     assert len(commands) == 2, bullet
     derived = f"openshift-{uuid.uuid4().hex[:8]}"

@@ -89,14 +89,15 @@ def test_podman_kill_int_stops_a_waiting_role_with_130(hold):
 
 def test_podman_kill_hup_is_no_stop_before_the_hand_off(hold):
     """SIGHUP is not among pulpinit's stop signals: PID 1 without a handler for it ignores it."""
-    container = hold("wait", init=False, PULPINIT_WAIT_LOG_INTERVAL="0.5")
+    container = hold("wait", init=False)
 
     def still_down() -> list[dict]:
         return [e for e in container.events() if e.get("event") == "dep.still_down"]
 
     before = len(still_down())
     container.kill("HUP")
-    wait_for("another dep.still_down line", lambda: len(still_down()) > before + 1)  # it waits on
+    # it waits on: two more 'still down' lines, which come every 10 s
+    wait_for("two more dep.still_down lines", lambda: len(still_down()) > before + 1, timeout=45)
     assert container.running and still_down()[-1]["dependency"] == "mongodb"
     assert not [e for e in container.events() if e.get("event") == "pulpinit.interrupted"]
     assert container.stop()[0] == 143

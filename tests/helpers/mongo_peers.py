@@ -15,20 +15,22 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pymongo
 
+from helpers.pace import argv as paced
 from helpers.workdirs import reachable
 from pulpinit.migrate.migrator import LOCK_ID, STATE_ID
+from pulpinit.settings.knobs import LOCK_COLLECTION
 from pulpinit.testing import standins
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.processes import Spawned
 
-COLLECTION = "pulpinit_locks"
+COLLECTION = LOCK_COLLECTION
 
 
 @contextlib.contextmanager
@@ -99,8 +101,16 @@ class Pulpinit(Spawned):
     Every instance is remembered in :data:`STARTED` until :func:`kill_started` ends what is left,
     so a failing test leaves no pulpinit behind (not even one it SIGSTOPped)."""
 
-    def __init__(self, env: dict[str, str], *argv: str, session: bool = False, namespace: bool = False) -> None:
-        command = [sys.executable, "-m", "pulpinit", *argv]
+    def __init__(
+        self,
+        env: dict[str, str],
+        *argv: str,
+        session: bool = False,
+        namespace: bool = False,
+        pace: Mapping[str, float] | None = None,
+    ) -> None:
+        """``pace``: the waits' pace for this process (:mod:`helpers.pace`), e.g. ``{"log_interval": 1}``."""
+        command = [*(paced(**pace) if pace else [sys.executable, "-m", "pulpinit"]), *argv]
         if namespace:
             command = ["unshare", "--pid", "--fork", "--mount-proc", *command]
         super().__init__(command, env=env, session=session)

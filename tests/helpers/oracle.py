@@ -34,13 +34,14 @@ from pulpinit.config.inivalue import escape
 from pulpinit.errors import ConfigError
 from pulpinit.settings.resolve import from_environ
 from pulpinit.wait.broker_probe import probe_broker
+from pulpinit.wait.messaging_probe import probe_messaging
 from pulpinit.wait.mongo_probe import probe_mongodb
-from pulpinit.wait.targets import broker_target, mongo_target
+from pulpinit.wait.targets import broker_target, messaging_target, mongo_target
 
 DRIVER = Path(__file__).with_name("pulp_clients27.py")
 CONFIG = "config_error"  # pulpinit's class for a refused configuration (exit 78)
 #: Which dependency a client connects to (pulpinit's probe of it).
-DEPENDENCY = {"celery": "broker", "mongodb": "mongodb"}
+DEPENDENCY = {"celery": "broker", "mongodb": "mongodb", "gofer": "messaging"}
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ def verdict(case: Case, workdir: Path, timeout: float) -> tuple[Verdict, Path]:
     path.write_text(server_conf(written))
     if DEPENDENCY[case.client] == "broker":
         result = probe_broker(broker_target(settings), timeout)
+    elif DEPENDENCY[case.client] == "messaging":
+        result = probe_messaging(messaging_target(settings), timeout)
     else:
         result = probe_mongodb(mongo_target(settings), timeout)
     failure = result.failure.value if result.failure else None
@@ -233,7 +236,11 @@ CLIENT_CLASSES: tuple[tuple[str, str], ...] = (
         "connection_reset",
     ),
     (r"timed out|Timeout|timeout", "timeout"),
-    (r"Username configured but no password|unexpected keyword argument|string indices|ValueError|PLP00", CONFIG),
+    (
+        r"Username configured but no password|unexpected keyword argument|string indices|ValueError|PLP00"
+        r"|Messaging adapter: .*, not-found",
+        CONFIG,
+    ),
 )
 
 

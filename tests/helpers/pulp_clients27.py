@@ -12,7 +12,7 @@ start.
 
 The clients (:data:`CLIENTS`) mirror Pulp 2.21's own code (pulp/pulp, branch 2.21-release); each
 step names the lines it mirrors.  Nothing here decides anything Pulp's code does not: quirks
-included.  Another kind of client (gofer's messaging adapters) is one more entry in CLIENTS.
+included.
 
 Mirrored:
 
@@ -20,7 +20,11 @@ Mirrored:
   defaults, then the file (``_load_config``, lines 28-44; defaults at lines 49-150);
 * ``server/pulp/server/async/celery_instance.py``: the Celery app and its broker settings;
 * ``server/pulp/server/db/connection.py``: ``initialize()`` with mongoengine, then the first
-  write every Pulp process makes (its heartbeat in ``workers``).
+  write every Pulp process makes (its heartbeat in ``workers``);
+* ``server/pulp/server/agent/connector.py``: gofer's connector to ``[messaging]``, and gofer
+  2.12.5's (jortel/gofer, ``src/gofer/messaging/adapter``) reading of it and each adapter's
+  ``Connection.open()`` over the client library the adapter uses (python-qpid, py-amqp,
+  python-qpid-proton).  gofer itself is not installed: only the lines named are mirrored.
 """
 
 import copy
@@ -266,8 +270,173 @@ def pulp_database(config, timeout):
     return "connected"
 
 
+# --- gofer's connection to the consumer agents' broker ([messaging]) ------------------------------
+
+#: gofer url.py lines 22-34: the schemes and their default ports.
+GOFER_PORTS = {"tcp": 5672, "amqp": 5672, "ssl": 5671, "amqps": 5671}
+GOFER_TLS = ("ssl", "amqps")
+#: gofer factory.py lines 88-107: each adapter under its directory name, its package name and the
+#: names of its PROVIDES (amqp/__init__.py 19-23, proton/__init__.py 19-23, qpid/__init__.py 18-22),
+#: loaded in sorted order (amqp, proton, qpid), so qpid's "qpid" replaces proton's.
+GOFER_CATALOG = {}
+for _name, _provides in (
+    ("amqp", ["amqp-0-9-1", "rabbitmq", "rabbit"]),
+    ("proton", ["amqp-1-0", "proton", "qpid"]),
+    ("qpid", ["amqp-0-10", "qpid.messaging", "qpid"]),
+):
+    GOFER_CATALOG[_name] = _name
+    GOFER_CATALOG["gofer.messaging.adapter." + _name] = _name
+    for _capability in _provides:
+        GOFER_CATALOG[_capability] = _name
+
+
+class AdapterNotFound(Exception):
+    """gofer factory.py lines 56-62."""
+
+    def __init__(self, name):
+        Exception.__init__(self, "Messaging adapter: %s, not-found" % name)
+
+
+def _split(fragment, delimiter):
+    """gofer url.py ``Part`` (lines 44-54): split once, nothing for an empty fragment."""
+    return fragment.split(delimiter, 1) if fragment else []
+
+
+class GoferURL(object):
+    """gofer url.py ``URL`` (lines 77-117) with its parts (Scheme 132-163, Auth 166-187, Location
+    190-213, Path 216-237, Host 240-261)."""
+
+    def __init__(self, url):
+        parts = _split(url, "://") or [url]
+        scheme = _split(parts[0], "+") if len(parts) > 1 else []
+        path = _split(parts[1] if len(parts) > 1 else parts[0], "/")
+        location = _split(path[0], "@") if path else []
+        auth = _split(location[0], ":") if len(location) > 1 else []
+        host = _split(location[1] if len(location) > 1 else (location[0] if location else ""), ":")
+        self.adapter = scheme[0] if len(scheme) > 1 else None
+        name = scheme[1] if len(scheme) > 1 else (scheme[0] if scheme else "amqp")
+        if name not in GOFER_PORTS:  # Scheme.validated, lines 138-143
+            raise ValueError("must be: %s" % list(GOFER_PORTS))
+        self.scheme = name.lower()
+        self.host = host[0] if host else None
+        self.port = (int(host[1]) if len(host) > 1 else None) or GOFER_PORTS[self.scheme]
+        self.userid = auth[0] if auth else None
+        self.password = auth[1] if len(auth) > 1 else None
+        self.path = path[1] if len(path) > 1 else None
+
+    @property
+    def canonical(self):
+        url = "%s://" % self.scheme
+        if self.userid:
+            url += "%(u)s:%(p)s@" % {"u": self.userid, "p": self.password}
+        url += self.host
+        if self.port not in GOFER_PORTS.values():
+            url += ":%d" % self.port
+        return url
+
+    def is_ssl(self):
+        return self.scheme in GOFER_TLS
+
+
+def _valid_path(path):
+    """gofer common.py ``valid_path`` (lines 89-103), as ``SSL.validate`` (model.py 960-967) calls it."""
+    import os
+
+    if not path:
+        return
+    if not os.access(path, os.F_OK):
+        raise ValueError('"%s" not found' % path)
+    if not os.access(path, os.R_OK):
+        raise ValueError('"%s" insufficient permissions' % path)
+
+
+def gofer_agents(config, timeout):
+    """connector.py: ``get_url()`` (lines 6-16) and ``add_connector()`` (19-28: cacert and clientcert,
+    no key, host validation off as ``SSL()`` leaves it, model.py 954-958), then what the first agent
+    request does: the adapter's ``Connection.open()`` once (connect.py's retry: one attempt), and close.
+    """
+    url = "+".join((config.get("messaging", "transport"), config.get("messaging", "url")))
+    parsed = GoferURL(url)
+    if parsed.adapter not in GOFER_CATALOG:  # factory.py Adapter.find, lines 163-175
+        raise AdapterNotFound(parsed.adapter)
+    cacert = config.get("messaging", "cacert")
+    clientcert = config.get("messaging", "clientcert")
+    if parsed.is_ssl():  # model.py use_ssl, 1100-1106; each adapter's ssl_domain validates first
+        for path in (cacert, clientcert, None):
+            _valid_path(path)
+    opener = {"qpid": _gofer_qpid, "amqp": _gofer_amqp, "proton": _gofer_proton}[GOFER_CATALOG[parsed.adapter]]
+    opener(parsed, cacert, clientcert)
+    return "connected"
+
+
+def _gofer_qpid(url, cacert, clientcert):
+    """qpid/connection.py: ``add_transports`` (46-56), ``ssl_domain`` (58-76), ``open`` (94-117)."""
+    from qpid.messaging import Connection
+    from qpid.messaging.transports import TRANSPORTS
+
+    if "amqp" not in TRANSPORTS:
+        TRANSPORTS["amqp"] = TRANSPORTS["tcp"]
+    if "amqps" not in TRANSPORTS:
+        TRANSPORTS["amqps"] = TRANSPORTS["ssl"]
+    domain = {}
+    if url.is_ssl():
+        domain.update(ssl_trustfile=cacert, ssl_keyfile=None, ssl_certfile=clientcert, ssl_skip_hostname_check=True)
+    options = dict(
+        host=url.host,
+        port=url.port,
+        tcp_nodelay=True,
+        transport=url.scheme,
+        username=url.userid,
+        password=url.password,
+        heartbeat=None,
+    )
+    options.update(domain)
+    impl = Connection(**options)
+    impl.open()
+    impl.close()
+
+
+def _gofer_amqp(url, cacert, clientcert):
+    """amqp/connection.py: ``ssl_domain`` (41-64), ``open`` (82-105)."""
+    from amqp import Connection
+
+    domain = None
+    if url.is_ssl():
+        domain = {
+            "cert_reqs": ssl.CERT_REQUIRED if cacert else ssl.CERT_NONE,
+            "ca_certs": cacert,
+            "keyfile": None,
+            "certfile": clientcert,
+        }
+    impl = Connection(
+        host=":".join((url.host, str(url.port))),
+        virtual_host=url.path or "/",
+        ssl=domain,
+        userid=url.userid or "guest",
+        password=url.password or "guest",
+        confirm_publish=True,
+    )
+    impl.connect()
+    impl.close()
+
+
+def _gofer_proton(url, cacert, clientcert):
+    """proton/connection.py: ``ssl_domain`` (35-59), ``open`` (77-92): the canonical URL."""
+    from proton import SSLDomain
+    from proton.utils import BlockingConnection
+
+    domain = None
+    if url.is_ssl():
+        domain = SSLDomain(SSLDomain.MODE_CLIENT)
+        domain.set_trusted_ca_db(cacert)
+        domain.set_credentials(clientcert, clientcert, None)
+        domain.set_peer_authentication(SSLDomain.ANONYMOUS_PEER)  # host_validation is False
+    impl = BlockingConnection(url.canonical, heartbeat=None, ssl_domain=domain)
+    impl.close()
+
+
 #: client name → function(config, timeout) returning "connected" or raising the client's error.
-CLIENTS = {"celery": celery_broker, "mongodb": pulp_database}
+CLIENTS = {"celery": celery_broker, "mongodb": pulp_database, "gofer": gofer_agents}
 
 
 def one_line(text, limit=400):

@@ -14,7 +14,11 @@ repositories with (``pulp/pulp-packaging``, branch ``2.21``: ``python-celery`` 4
   oldest 3.x that logs in there, and it answers every case of the corpus as 3.2 does wherever 3.2
   can log in; 3.13.0, the last 3.x, does not (an empty ``replica_set`` line).  Both run beside it
   for information (:data:`ALTERNATES`);
-* ``pytz``: any (celery imports it; nothing of it touches a connection).
+* ``pytz``: any (celery imports it; nothing of it touches a connection);
+* ``python-qpid-proton`` 0.32.0 (:data:`PROTON_PINS`, a stack of its own beside the judged one,
+  since it compiles for a minute or two): gofer's proton adapter.  Pulp's packaging does not ship
+  it (EL7 had it from EPEL; gofer 2.12 asks for >= 0.9); 0.32.0 is a release of Pulp 2.21's time
+  that still builds on Python 2.7.  gofer itself is not installed: the driver mirrors its lines.
 
 kombu 4.0.2's patches in Pulp's build (durable qpid messages, a FIPS-safe uuid, two qpid
 transport fixes for Celery 4's event loop) do not touch how a connection is made.
@@ -70,17 +74,23 @@ def with_pin(pin: str, pins: tuple[str, ...] = PINS) -> tuple[str, ...]:
 ALTERNATES: dict[str, str] = {"amqp==2.1.4": "celery", "pymongo==3.2": "mongodb", "pymongo==3.13.0": "mongodb"}
 
 
+#: gofer's proton adapter's client library, installed apart from :data:`PINS` (it is compiled).
+PROTON_PINS: tuple[str, ...] = ("python-qpid-proton==0.32.0",)
+
+
 @dataclass(frozen=True)
 class Stack:
-    """A Python 2.7 and a directory holding the pinned libraries."""
+    """A Python 2.7 and a directory holding the pinned libraries (and more directories to import from)."""
 
     python: str
     site: Path
+    extra: tuple[Path, ...] = ()
 
     def env(self) -> dict[str, str]:
         """The environment to run ``python`` with this stack (nothing of the caller's Python leaks in)."""
         keep = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-        return {**keep, "PYTHONPATH": str(self.site), "PYTHONDONTWRITEBYTECODE": "1"}
+        path = os.pathsep.join(str(p) for p in (self.site, *self.extra))
+        return {**keep, "PYTHONPATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def cache_root() -> Path:

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.mongo_peers import MongoPeer, environ_without_pulp, wait_for
+from helpers.pace import argv as paced
 from helpers.workdirs import reachable
 from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.keys import keys_env, make_keys, reader_group
@@ -399,7 +400,6 @@ class Cluster:
                 "PULPINIT_MIGRATION_FINGERPRINT": version.tag,
                 "PULPINIT_MIGRATION_TIMEOUT": f"{timing.migration_timeout_s:g}",
                 "PULPINIT_QUIET_SECONDS": f"{timing.quiet_s:g}",
-                "PULPINIT_WAIT_LOG_INTERVAL": "1",
                 "PULPINIT_WAIT_TIMEOUT": "30",
                 "STANDIN_HEARTBEAT": "1",
                 "STANDIN_VERSION": version.tag,
@@ -419,7 +419,7 @@ class Cluster:
 
     def command(self, pod: Pod, conf: Path) -> list[str]:
         if self.mode == "pulpinit":
-            return [*self.python, "-m", "pulpinit", pod.role]
+            return [*paced(log_interval=1), pod.role]  # a progress line every second, for the test's eyes
         conf.write_text(  # what the 2014 configure script's augtool calls wrote
             f"[database]\nseeds: {self.peer.hostport}\nname: {self.peer.database}\n\n"
             f"[tasks]\nworker_timeout: {self.timing.worker_timeout}\n"
