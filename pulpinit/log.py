@@ -17,7 +17,10 @@ The format and level names are those of the knob table (``PULPINIT_LOG_FORMAT``,
 
 structlog's package imports its asyncio integration, which pulpinit never uses, and asyncio (with
 ssl) is about a fifth of a ``configure``'s time: :func:`defer` puts a stand-in in its place
-before structlog is imported, and the real module is imported the first time anything uses it.
+before structlog is imported, and the real module is imported the first time anything uses it.  The
+standard library's ``importlib.util.LazyLoader`` cannot do it: structlog's ``import asyncio``
+reads the module's ``__spec__`` (is it still initialising?), and any attribute read makes a lazy
+module load at once; a stand-in without a spec leaves ``import`` alone until a real name is read.
 """
 
 from __future__ import annotations

@@ -51,6 +51,7 @@ START = {
     "settings.crane",
     "settings.discovery",
     "settings.fingerprint",
+    "settings.goferurl",
     "settings.knobs",
     "settings.parse",
     "settings.preflight",
@@ -67,6 +68,7 @@ PROBES = {
     "wait.amqp10",
     "wait.armed",
     "wait.broker_probe",
+    "wait.messaging_probe",
     "wait.mongo_client",
     "wait.mongo_probe",
     "wait.mongo_wire",
@@ -74,6 +76,7 @@ PROBES = {
     "wait.targets",
     "wait.tls",
     "wait.waiter",
+    "wait.wording",
 }
 #: The migrate stage (a waiting role reads the migration state through all of it).
 MIGRATE = {
