@@ -1,4 +1,4 @@
-"""Start-to-exec of the httpd roles: ``api`` and ``crane`` beside ``run`` (issue 15).
+"""Start-to-exec of the httpd roles: ``api`` and ``crane`` beside ``run``.
 
 Whole processes, median of ``--runs`` interleaved runs, with ``/bin/true`` as httpd (it exits at
 once, so a run's time is pulpinit's own):

@@ -1,4 +1,4 @@
-"""Masking a secret value in time linear in its length, on adversarial values (issue 23).
+"""Masking a secret value in time linear in its length, on adversarial values.
 
 The values are those of :mod:`pulpinit.testing.adversarial`: many ``x://``, many ``:`` and ``@``,
 unreadable userinfo pieces, long runs a scheme regular expression backtracks over, percent

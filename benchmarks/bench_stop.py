@@ -7,8 +7,8 @@ there against the embedded fake MongoDB and AMQP broker, then sent SIGTERM by it
 figure is the wall time from ``kill`` to the exit of the process (of ``unshare`` for PID 1, which
 exits right after it).  Median and maximum of ``--runs`` runs per point and mode.  The stand-in
 pulp-manage-db dies at once on SIGTERM, so the migration-run row is pulpinit's own time plus a
-few milliseconds of the child's exit.  Before issue 10, every point but the dependency wait
-ignored SIGTERM as PID 1 (it ran on until the grace period's SIGKILL).
+few milliseconds of the child's exit.  A PID 1 that ignored SIGTERM would show here as the whole
+grace period, ended by the SIGKILL.
 
     .venv/bin/python benchmarks/bench_stop.py --runs 5
 """

@@ -13,9 +13,8 @@ Entrypoints compared, on the same controllers:
 
 * **2014**: beat runs pulp-manage-db at every start (exit code unchecked) and then celery beat;
   every other role starts celery at once; no Job, no readiness probe;
-* **pulpinit, no quiet wait** (``PULPINIT_QUIET_SECONDS=0``, otherwise pulpinit as it is now; before
-  issue 14 beat also retried a failed migration): the Job and beat migrate under the lock as soon
-  as they can, the other roles wait;
+* **pulpinit, no quiet wait** (``PULPINIT_QUIET_SECONDS=0``, otherwise pulpinit as it is now): the
+  Job and beat migrate under the lock as soon as they can, the other roles wait;
 * **pulpinit**: the migrating role first waits until no Pulp process heartbeats.
 
 A last row drains beat's node while its pulp-manage-db runs (a deployment without the Job, so that

@@ -1,6 +1,6 @@
 """Figures of the package's shape: modules per package, function-local imports, lines of code.
 
-`python benchmarks/layout_figures.py` prints them; issue 13 quotes them before and after the move.
+`python benchmarks/layout_figures.py` prints them, to compare the layout before and after a move.
 A function-local import is an `import`/`from … import` statement inside a function body; it is
 "internal" when it names a pulpinit module (lazy imports of pymongo, proton, augeas and
 cryptography are the point of the start-up discipline and are counted apart).

@@ -8,8 +8,8 @@ From its first line ``main`` handles the stop signals (:mod:`pulpinit.signals`, 
 stop signal of ``PULPINIT_STOP_SIGNAL``): a stop in any stage is one ``pulpinit.interrupted``
 line and exit 128+n.  The log format and level are read before anything else too, through the
 knob table (:mod:`pulpinit.settings.knobs`) and its parsers.  Its last-resort guard turns any
-other exception into one ``pulpinit.error`` line and exit 70 (EX_SOFTWARE), with the traceback
-only at ``--log-level debug``.
+other exception into one ``pulpinit.error`` line and exit 1 (``ExitCode.UNEXPECTED``, distinct from
+a failed migration's 70), with the traceback only at ``--log-level debug``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pulpinit",
         description="Container entrypoint for Pulp 2: configure, wait, migrate once, drop privileges, "
         "exec or supervise.",
-        epilog="Exit codes: 0 ok, 64 usage, 69 dependency down, 70 migration failed, 75 migrations "
+        epilog="Exit codes: 0 ok, 1 unexpected error, 64 usage, 69 dependency down, 70 migration failed, 75 migrations "
         "not done, 78 bad configuration, 126/127 command not executable/not found.",
     )
     parser.add_argument("--version", action="version", version=f"pulpinit {__version__}")
@@ -238,8 +238,8 @@ def _report(exc: Exception) -> int:
         _logger().error("pulpinit.error", error=str(exc), exit_code=int(exc.exit_code))
         return int(exc.exit_code)
     # the last-resort guard: a bug or an unforeseen fault is one line too, never a traceback
-    _logger().error("pulpinit.error", **_unexpected(exc), exit_code=int(ExitCode.SOFTWARE))
-    return int(ExitCode.SOFTWARE)
+    _logger().error("pulpinit.error", **_unexpected(exc), exit_code=int(ExitCode.UNEXPECTED))
+    return int(ExitCode.UNEXPECTED)
 
 
 def _logger() -> log.Logger:

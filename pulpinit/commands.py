@@ -51,7 +51,7 @@ def check_deps(args: Args, environ: Mapping[str, str]) -> int:
         report, processes = pipeline.check_deps(environ, wait=args.wait, timeout=args.timeout)
     except Exception as exc:
         if args.json:  # the error itself is logged by the CLI, as always
-            code = exc.exit_code if isinstance(exc, PulpinitError) else ExitCode.SOFTWARE
+            code = exc.exit_code if isinstance(exc, PulpinitError) else ExitCode.UNEXPECTED
             error = str(exc) if isinstance(exc, PulpinitError) else f"unexpected {type(exc).__name__}: {exc}"
             document = {"ok": False, "exit_code": int(code), "error": error, "checks": []}
             print(json.dumps(REDACTOR.deep({**document, "pulp_processes": {"error": "not read"}}), indent=2))

@@ -23,10 +23,14 @@ class ExitCode(enum.IntEnum):
     """Documented exit codes (sysexits.h where one fits)."""
 
     OK = 0
+    #: A bug or a fault nothing in pulpinit expects, turned into one line by the CLI's last-resort
+    #: guard: 1, what Python itself returns for an uncaught exception.  It is not 70, which stays
+    #: the failed migration's code: pulp-manage-db's own EX_SOFTWARE, the number a migration Job's
+    #: retries and an operator's alerts key on.
+    UNEXPECTED = 1
     USAGE = 64  # EX_USAGE: bad command line
     UNAVAILABLE = 69  # EX_UNAVAILABLE: a dependency was unreachable by the deadline
-    MIGRATION_FAILED = 70  # EX_SOFTWARE: pulp-manage-db failed
-    SOFTWARE = 70  # EX_SOFTWARE: an unexpected error, turned into one line by the CLI's last-resort guard
+    MIGRATION_FAILED = 70  # EX_SOFTWARE, pulp-manage-db's own code: the migration failed
     MIGRATION_PENDING = 75  # EX_TEMPFAIL: migrations not done by the deadline
     CONFIG = 78  # EX_CONFIG: bad environment or server.conf
     NOT_EXECUTABLE = 126
@@ -36,7 +40,7 @@ class ExitCode(enum.IntEnum):
 class PulpinitError(Exception):
     """Base of every error pulpinit reports; ``exit_code`` is what the CLI returns."""
 
-    exit_code: int = 1
+    exit_code: int = ExitCode.UNEXPECTED
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

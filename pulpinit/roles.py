@@ -90,7 +90,6 @@ class Role:
     argv: tuple[str, ...]
     migration: Migration
     as_root: bool = False  # hand over as root: httpd drops its own children (api, crane)
-    waits: bool = True  # waits for MongoDB and the broker (every role but crane)
 
     @property
     def talks_to_agents(self) -> bool:
@@ -135,7 +134,7 @@ def httpd_role(request: Request, toolkit: Toolkit) -> Role:
     """``api`` or ``crane``: ``httpd -DFOREGROUND`` and the arguments after ``--``, handed over as root."""
     argv = (toolkit.httpd, "-DFOREGROUND", *request.rest)
     if request.name == "crane":
-        return Role("crane", argv, Migration.SKIP, as_root=True, waits=False)
+        return Role("crane", argv, Migration.SKIP, as_root=True)
     return Role(request.name, argv, migration_for(request.name, toolkit.migration_wait), as_root=True)
 
 

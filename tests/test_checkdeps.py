@@ -350,7 +350,7 @@ def test_a_fifo_named_as_a_tls_file_is_exit_78_not_a_hang(env, tmp_path):
 
 @pytest.mark.parametrize("late", ["mongodb", "broker"])
 def test_armed_wait_sees_a_refused_then_listening_dependency_before_its_next_probe(env, mongo, broker, late):
-    """Issue 16: knocks (bare TCP connects) find the port listening; the probe runs then, not 30 s later.
+    """Knocks (bare TCP connects) find the port listening; the probe runs then, not 30 s later.
 
     The backoff is 30 s, so only a knock can explain an answer within the test's timeout; the knock
     sends no byte and closes cleanly, and leaves nothing open on the server.

@@ -204,7 +204,7 @@ def test_start_up_path_imports_no_heavy_module(conf: Path, argv):
 
 
 @pytest.mark.parametrize("debug", [False, True])
-def test_unexpected_error_is_one_line_and_70_never_a_traceback(conf: Path, debug: bool):
+def test_unexpected_error_is_one_line_and_1_never_a_traceback(conf: Path, debug: bool):
     """The last-resort guard, through a real fault nothing in pulpinit expects: stdout is a full device."""
     env = {**os.environ, "PULPINIT_CONFIG": str(conf), "PULPINIT_LOG_FORMAT": "json"}
     level = ["--log-level", "debug"] if debug else []
@@ -218,11 +218,11 @@ def test_unexpected_error_is_one_line_and_70_never_a_traceback(conf: Path, debug
             timeout=30,
             check=False,
         )
-    assert done.returncode == 70
+    assert done.returncode == 1
     lines = done.stderr.splitlines()
     events = [json.loads(line) for line in lines]  # every line is a JSON log line: no traceback text
     errors = [e for e in events if e["event"] == "pulpinit.error"]
-    assert len(errors) == 1 and errors[0]["exit_code"] == 70
+    assert len(errors) == 1 and errors[0]["exit_code"] == 1
     assert errors[0]["error"] == "unexpected OSError: [Errno 28] No space left on device"
     if debug:
         assert errors[0]["traceback"].startswith("Traceback (most recent call last):")
@@ -232,7 +232,7 @@ def test_unexpected_error_is_one_line_and_70_never_a_traceback(conf: Path, debug
         assert "Traceback" not in done.stderr
 
 
-def test_a_reader_that_went_away_is_70_with_one_line(conf: Path):
+def test_a_reader_that_went_away_is_1_with_one_line(conf: Path):
     """``pulpinit settings | head -0``: the pipe's reader is gone before pulpinit writes."""
     read_end, write_end = os.pipe()
     os.close(read_end)
@@ -249,7 +249,7 @@ def test_a_reader_that_went_away_is_70_with_one_line(conf: Path):
         )
     finally:
         os.close(write_end)
-    assert done.returncode == 70
+    assert done.returncode == 1
     errors = [json.loads(line) for line in done.stderr.splitlines() if '"pulpinit.error"' in line]
     assert [e["error"] for e in errors] == ["unexpected BrokenPipeError: [Errno 32] Broken pipe"]
     assert "Traceback" not in done.stderr
@@ -268,7 +268,7 @@ def test_output_that_cannot_be_flushed_is_not_a_silent_success(conf: Path):
             timeout=30,
             check=False,
         )
-    assert done.returncode == 70, done.stderr
+    assert done.returncode == 1, done.stderr
     assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
 
 

@@ -489,7 +489,7 @@ def added_lines_or_updates(old: str, new: str) -> list[tuple[str, str]]:
     return [(line, "") for line in added.elements()]
 
 
-# -- lines Pulp reads (Python 2.7's ConfigParser), edited losslessly (issue 12) --------------------------
+# -- lines Pulp reads (Python 2.7's ConfigParser), edited losslessly ---------------------------------------
 
 
 def edit(tmp_path: Path, text: str, items: list[Assignment]) -> tuple[str, tuple[str, ...]]:

@@ -22,6 +22,7 @@ from pulpinit.errors import EnvValueError, ExitCode
 from pulpinit.privileges import resolve_user
 from pulpinit.redact import REDACTOR
 from pulpinit.settings import crane as cranesettings
+from pulpinit.settings.childenv import secret_variables
 from pulpinit.settings.crane import PULP_DATA_DIR, CraneSettings, data_dir_warning
 
 SECRET = "0badc0ffee15900d"
@@ -164,7 +165,7 @@ def test_the_url_signing_secret_from_a_file_is_masked_and_the_file_made_private(
     plan = craneconf.plan(settings, conf)
     assert SECRET not in plan.diff() and "url_auth_secret: ***" in plan.diff()
     assert settings.values["cdn.url_auth_secret"].display == "***"
-    assert settings.secret_variables == frozenset({"CRANE_CONF__CDN__URL_AUTH_SECRET_FILE"})
+    assert secret_variables(environ) == frozenset({"CRANE_CONF__CDN__URL_AUTH_SECRET_FILE"})
     assert SECRET not in REDACTOR(f"x {SECRET} y")
     plan.write()
     path = tmp_path / "crane.conf"

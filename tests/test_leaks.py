@@ -126,10 +126,10 @@ def run_process(argv: list[str], env: dict[str, str], workdir: Path) -> tuple[in
     return done.returncode, done.stdout + done.stderr
 
 
-# -- the issue's defects, one by one ---------------------------------------------------------------
+# -- secrets that once showed, one by one ---------------------------------------------------------------
 
 #: (environment, the secret, pieces of it that must not show either, exit code of `settings`)
-ISSUE_CASES = [
+SHOWN_CASES = [
     ({"PULP_BROKER_URL": "qpid://u:SEKsl/RET99@h:5672/"}, "SEKsl/RET99", ("SEKsl", "RET99"), 78),
     ({"PULP_BROKER_URL": "qpid://u:SEKha#RET99@h/"}, "SEKha#RET99", ("SEKha", "RET99"), 78),
     ({"PULP_BROKER_URL": "qpid://u:SEKha?RET99@h/"}, "SEKha?RET99", ("SEKha", "RET99"), 78),
@@ -144,8 +144,8 @@ ISSUE_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("env", "secret", "pieces", "code"), ISSUE_CASES)
-def test_issue_leak_cases_show_nothing_in_any_command(env, secret, pieces, code, workdir: Path) -> None:
+@pytest.mark.parametrize(("env", "secret", "pieces", "code"), SHOWN_CASES)
+def test_shown_cases_show_nothing_in_any_command(env, secret, pieces, code, workdir: Path) -> None:
     for argv in COMMANDS:
         got, output = run_main(argv, env, workdir)
         assert got == code, (argv, output[-500:])
@@ -166,7 +166,7 @@ def test_the_no_scheme_url_shows_masked_in_settings_the_diff_and_config_changed(
 
 
 def test_an_error_line_keeps_its_structure_when_the_password_is_error(workdir: Path) -> None:
-    """The issue's ``{"***": …, "event": "pulpinit.***", "level": "***"}`` for PULP_DB_PASSWORD=error."""
+    """Never ``{"***": …, "event": "pulpinit.***", "level": "***"}`` for PULP_DB_PASSWORD=error."""
     code, _, err = run_main_apart(["settings"], {"PULP_DB_PASSWORD": "error", "PULP_BROKER_URL": "http://h/"}, workdir)
     last = json.loads(err.splitlines()[-1])
     assert code == 78
@@ -201,9 +201,9 @@ def test_argv_credentials_are_masked_in_settings_dry_run_and_plan(workdir: Path)
     assert "'--broker=amqp://x:***@h//'" in output and "'--result=amqp://y:***@q//'" in output
 
 
-@pytest.mark.parametrize(("env", "secret", "pieces", "code"), [ISSUE_CASES[0], ISSUE_CASES[3], ISSUE_CASES[9]])
+@pytest.mark.parametrize(("env", "secret", "pieces", "code"), [SHOWN_CASES[0], SHOWN_CASES[3], SHOWN_CASES[9]])
 @pytest.mark.slow  # real processes: seconds
-def test_issue_leak_cases_as_real_processes(env, secret, pieces, code, workdir: Path) -> None:
+def test_shown_cases_as_real_processes(env, secret, pieces, code, workdir: Path) -> None:
     for argv in (["settings", "--json"], ["beat", "--dry-run"], ["configure"]):
         got, output = run_process(argv, env, workdir)
         assert got == code, output[-500:]
@@ -433,11 +433,11 @@ def check_word(word: str, placement: str, argv: list[str]) -> None:
 @given(st.sampled_from(WORDS), st.sampled_from(sorted(PLACEMENTS)), st.sampled_from(COMMANDS))
 @pytest.mark.slow  # real processes: seconds
 def test_a_secret_that_is_a_common_word_leaves_every_line_whole(word: str, placement: str, argv: list[str]) -> None:
-    """The issue's ``{"***": …, "event": "pulpinit.***", "level": "***"}``: never again."""
+    """Never ``{"***": …, "event": "pulpinit.***", "level": "***"}``: the line's keys stay whole."""
     check_word(word, placement, argv)
 
 
 @pytest.mark.parametrize("word", ["error", "info", "event", "admin", "level", "stage"])
-def test_the_issues_words_in_every_place(word: str) -> None:
+def test_the_log_words_in_every_place(word: str) -> None:
     for placement in sorted(PLACEMENTS):
         check_word(word, placement, ["settings", "--json"])

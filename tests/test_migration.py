@@ -825,7 +825,7 @@ def test_the_deadline_counts_only_time_without_a_live_holder():
     assert migrator.poll(lambda _: Progress.FINISHED, MigrationPending) == 0.0
 
 
-# -- a quiet database and a backup point (issue 14) ---------------------------------------------
+# -- a quiet database and a backup point ----------------------------------------------------------
 
 
 def logged(err: str, event: str) -> list[dict]:
@@ -1000,7 +1000,7 @@ def test_beat_does_not_retry_a_failed_migration_the_migrate_job_does(workdir, mo
         ("PULPINIT_PRE_MIGRATE", "   ", "names no command"),
     ],
 )
-def test_bad_issue_14_knobs_are_78(variable, value, words):
+def test_bad_quiet_wait_and_backup_knobs_are_78(variable, value, words):
     from pulpinit.errors import EnvValueError
     from pulpinit.settings.toolkit import toolkit_from_environ
 

@@ -88,4 +88,4 @@ def test_the_census_counts_an_unreadable_heartbeat_as_live() -> None:
     assert [(b.name, b.unreadable) for b in census.live] == [("worker-1@a", False), ("worker-2@b", True)]
     assert census.live[0].age_s == pytest.approx(5) and census.youngest_s == pytest.approx(5)
     assert [b.name for b in census.stale] == ["worker-3@c", "worker-4@d"]
-    assert "unreadable" in census.live_text() and census.as_json()["live"][1]["unreadable"] is True
+    assert "unreadable" in census.live[1].describe() and census.as_json()["live"][1]["unreadable"] is True

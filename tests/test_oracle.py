@@ -620,7 +620,7 @@ def test_docs_table_matches_the_run(oracle_rows: dict[str, Row]) -> None:
 
 @pytest.mark.parametrize("pin", sorted(ALTERNATES))
 def test_docs_list_what_other_versions_answer_otherwise(oracle_run: Judged, pin: str) -> None:
-    """Informational, never judged: the versions the issue measured (amqp 2.1.4) and the oldest pymongo 3.x
+    """Informational, never judged: an older py-amqp (2.1.4) and the oldest pymongo 3.x
     SecantusDB serves; the docs must list the cases they answer otherwise, as this run found them."""
     outcomes = oracle_run.informational[pin]
     assert {c.id for c in CORPUS if c.client == ALTERNATES[pin]} == set(outcomes)

@@ -161,7 +161,7 @@ def test_the_oracle_reads_like_a_real_python27(texts: list[str]) -> None:
     assert real_py27_reads(texts) == [py27_reads(t) for t in texts]
 
 
-def test_the_issues_lines_are_read_by_python27_and_by_the_lens() -> None:
+def test_odd_lines_are_read_by_python27_and_by_the_lens() -> None:
     text = "[database] ; comment\nseeds: db:27017\n[ s ]\nmy key = 1\nrem old\n[tasks]\nbroker_url: qpid://h/\n  more\n"
     expected = {("database", "seeds"): "db:27017", (" s ", "my key"): "1", ("tasks", "broker_url"): "qpid://h/\nmore"}
     assert py27.read(text) == expected

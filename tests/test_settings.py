@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pulpinit.errors import EnvValueError
+from pulpinit.settings.childenv import secret_variables
 from pulpinit.settings.resolve import from_environ
 from pulpinit.wait.targets import mongo_target
 
@@ -164,7 +165,7 @@ def test_invalid_server_conf_value_names_the_file_key():
     assert err.value.variable == "server.conf [database] seeds"
 
 
-# -- say what you did (issue 12) ---------------------------------------------------------------------
+# -- say what you did ----------------------------------------------------------------------------------
 
 
 def test_generic_keys_split_on_double_underscores_only():
@@ -283,20 +284,19 @@ def test_file_borne_values_say_so(tmp_path: Path):
 
 
 def test_one_rule_for_secrets():
-    s = resolve(
-        {
-            "PULP_CONF__SERVER__KEY_URL": "/pulp/gpg",
-            "PULP_CONF__SERVER__DEFAULT_PASSWORD": "admin2",
-            "PULP_BROKER_URL": "amqp://guest@h//",
-            "PULP_MESSAGING_URL": "tcp://u:pw-1@h:5672",
-        }
-    )
+    environ = {
+        "PULP_CONF__SERVER__KEY_URL": "/pulp/gpg",
+        "PULP_CONF__SERVER__DEFAULT_PASSWORD": "admin2",
+        "PULP_BROKER_URL": "amqp://guest@h//",
+        "PULP_MESSAGING_URL": "tcp://u:pw-1@h:5672",
+    }
+    s = resolve(environ)
     shown = {k: (v.secret, v.display) for k, v in s.values.items()}
     assert shown["server.key_url"] == (False, "/pulp/gpg")
     assert shown["server.default_password"] == (True, "***")
     assert shown["tasks.broker_url"] == (False, "amqp://guest@h//")  # a user name is no secret
     assert shown["messaging.url"] == (True, "tcp://u:***@h:5672")
-    assert s.secret_variables == frozenset({"PULP_CONF__SERVER__DEFAULT_PASSWORD", "PULP_MESSAGING_URL"})
+    assert secret_variables(environ) == frozenset({"PULP_CONF__SERVER__DEFAULT_PASSWORD", "PULP_MESSAGING_URL"})
 
 
 @pytest.mark.parametrize(

@@ -179,7 +179,7 @@ def test_hostport_round_trips(host: str, port: int):
 
 @given(st.lists(st.tuples(hostnames, ports), min_size=1, max_size=4))
 def test_seeds_round_trip(pairs):
-    text = parse.format_seeds(tuple(pairs))
+    text = ",".join(parse.format_hostport(host, number) for host, number in pairs)
     assert parse.seeds(text, "V") == tuple(pairs)
 
 
@@ -226,7 +226,7 @@ def test_broker_urls_accepted_and_password_masked(scheme, host, port, password):
     assert s.values["tasks.broker_url"].display == f"{scheme}://user:***@{host}:{port}/"
 
 
-# -- every error names the actual problem (issue 12) -----------------------------------------------------
+# -- every error names the actual problem ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -144,7 +144,7 @@ def test_stop_event_ends_the_wait_at_once():
     assert time.monotonic() - start < 30  # not the 60 s backoff interval (a loaded machine has room)
 
 
-# --- the armed wait (issue 16): knocks while refused, on the injected clock ------------------------
+# --- the armed wait: knocks while refused, on the injected clock ------------------------
 
 ADDRESS = (socket.AF_INET, ("127.0.0.1", 27017))
 

@@ -192,7 +192,6 @@ class CraneSettings:
     path: str
     values: Mapping[str, Value]
     warnings: tuple[str, ...] = ()
-    secret_variables: frozenset[str] = frozenset()  # consumed: kept out of httpd's environment
 
     def get(self, key: str) -> str:
         if key in self.values:
@@ -251,7 +250,7 @@ def from_environ(
 ) -> CraneSettings:
     """Resolve crane.conf's values (module docstring); ``conf`` is the file's ``{section.key: value}``,
     ``unreadable`` the file's values crane's ``ConfigParser`` raises on (an error unless replaced)."""
-    consumed = register_secrets(environ, conf)
+    register_secrets(environ, conf)
     resolved: dict[str, Value] = {
         key: _value(key, raw, "crane.conf", f"{path} [{key.replace('.', '] ', 1)}") for key, raw in conf.items()
     }
@@ -273,7 +272,7 @@ def from_environ(
             continue
         if known.parse is not None and (value.value or known.parse in (_absolute, parse.boolean)):
             known.parse(value.value, origin)
-    return CraneSettings(path, MappingProxyType(resolved), tuple(warnings), consumed)
+    return CraneSettings(path, MappingProxyType(resolved), tuple(warnings))
 
 
 def data_dir_warning(data_dir: str, reader: Identity) -> str | None:

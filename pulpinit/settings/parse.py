@@ -116,11 +116,6 @@ def format_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def format_seeds(pairs: tuple[tuple[str, int], ...]) -> str:
-    """The inverse of :func:`seeds`."""
-    return ",".join(format_hostport(host, number) for host, number in pairs)
-
-
 def url(value: str, origin: str, schemes: tuple[str, ...]) -> str:
     """A URL with one of ``schemes``, a valid host and port, read alike by kombu and urllib.
 

@@ -191,7 +191,6 @@ class Settings:
     toolkit: Toolkit
     knob_sources: Mapping[str, str]
     warnings: tuple[str, ...] = ()  # one line each, logged as settings.warning
-    secret_variables: frozenset[str] = frozenset()  # consumed secrets: kept out of the child's environment
     log_word_secrets: tuple[str, ...] = ()  # variables whose secret is a word of the log's vocabulary
 
     def get(self, key: str) -> str:
@@ -243,7 +242,7 @@ def from_environ(
     not replace is an error, since Pulp would fail reading it.
     """
     conf = conf or {}
-    secret_vars = register_secrets(environ, conf)
+    register_secrets(environ, conf)
     toolkit = toolkit or toolkit_from_environ(environ)
     explicit = _explicit_values(environ)
     resolved: dict[str, Value] = {}
@@ -264,7 +263,6 @@ def from_environ(
         toolkit,
         MappingProxyType(knob_sources(environ)),
         tuple(warnings),
-        secret_vars,
         log_word_secrets(resolved, environ),
     )
 

@@ -107,9 +107,6 @@ class Census:
         ages = [beat.age_s for beat in self.live if beat.age_s is not None]
         return min(ages) if ages else None
 
-    def live_text(self) -> str:
-        return ", ".join(beat.describe() for beat in self.live) or "none"
-
     def as_json(self) -> dict[str, Any]:
         return {
             "threshold_s": self.threshold_s,

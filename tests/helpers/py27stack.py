@@ -68,7 +68,7 @@ def with_pin(pin: str, pins: tuple[str, ...] = PINS) -> tuple[str, ...]:
 
 
 #: Other versions the tier runs beside the judged stack, for information (never judged): pin → the
-#: client whose cases it runs.  py-amqp 2.1.4 is the version the issue measured (Pulp's packaging
+#: client whose cases it runs.  py-amqp 2.1.4 is an older release Pulp deployments run (Pulp's packaging
 #: ships 2.2.2); pymongo 3.2 is the one Pulp shipped (it cannot log in to SecantusDB), 3.13.0 the
 #: last 3.x (what a Pulp installed with pip may have).
 ALTERNATES: dict[str, str] = {"amqp==2.1.4": "celery", "pymongo==3.2": "mongodb", "pymongo==3.13.0": "mongodb"}

@@ -1,4 +1,4 @@
-"""A rolling upgrade of a whole Pulp deployment, simulated with real processes (issue 14).
+"""A rolling upgrade of a whole Pulp deployment, simulated with real processes.
 
 No cluster here, so the harness plays Kubernetes as closely as one machine allows:
 
