@@ -14,9 +14,9 @@ import statistics
 import time
 from typing import Any
 
+from pulpinit.targets import MongoTarget
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.wait.mongo_probe import probe_mongodb
-from pulpinit.wait.targets import MongoTarget
 
 USERS = {("pulp_database", "pulp"): "secret"}
 CASES: tuple[tuple[str, dict[str, Any], dict[str, Any]], ...] = (

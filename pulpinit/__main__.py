@@ -15,7 +15,7 @@ import gc
 import os
 
 from pulpinit import signals
-from pulpinit.settings.knobs import stop_signal_number
+from pulpinit.knobs import stop_signal_number
 
 signals.early(stop_signal_number(os.environ))
 gc.disable()

@@ -7,7 +7,7 @@ returns the exit code so tests call it directly.
 From its first line ``main`` handles the stop signals (:mod:`pulpinit.signals`, with the extra
 stop signal of ``PULPINIT_STOP_SIGNAL``): a stop in any stage is one ``pulpinit.interrupted``
 line and exit 128+n.  The log format and level are read before anything else too, through the
-knob table (:mod:`pulpinit.settings.knobs`) and its parsers.  Its last-resort guard turns any
+knob table (:mod:`pulpinit.knobs`) and its parsers.  Its last-resort guard turns any
 other exception into one ``pulpinit.error`` line and exit 1 (``ExitCode.UNEXPECTED``, distinct from
 a failed migration's 70), with the traceback only at ``--log-level debug``.
 """
@@ -23,12 +23,11 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
-from pulpinit import __version__, commands, log, pipeline, signals
+from pulpinit import __version__, commands, knobs, log, pipeline, signals
 from pulpinit.errors import EnvValueError, ExitCode, Interrupted, PulpinitError, UsageError
 from pulpinit.pki import command as pki
 from pulpinit.redact import mask_argv
 from pulpinit.roles import HTTPD_ROLES, ROLES
-from pulpinit.settings import knobs
 
 __all__ = ["HTTPD_ROLES", "ROLES", "build_parser", "main", "parse", "run"]
 #: What follows ``--`` for the commands that take it (shown in their usage).

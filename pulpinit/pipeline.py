@@ -34,14 +34,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from pulpinit import log, roles, signals
+from pulpinit import knobs, log, roles, signals
 from pulpinit.config import craneconf
 from pulpinit.config.serverconf import ConfigPlan, ServerConf, assignments
 from pulpinit.errors import ConfigError, ConfigFileChanged, ExitCode
 from pulpinit.log import Logger
 from pulpinit.privileges import identity_for
 from pulpinit.redact import REDACTOR
-from pulpinit.settings import crane, fingerprint, knobs
+from pulpinit.settings import crane, fingerprint
 from pulpinit.settings.childenv import Purpose, child_environ
 from pulpinit.settings.preflight import (
     PROBLEM,
@@ -57,8 +57,8 @@ from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
 
 if TYPE_CHECKING:
     from pulpinit.settings.preflight import KeyReport
+    from pulpinit.targets import ProbeResult
     from pulpinit.wait.report import Report
-    from pulpinit.wait.targets import ProbeResult
 
 _Conf = TypeVar("_Conf", bound=ServerConf)
 
@@ -174,7 +174,7 @@ def plan(environ: Mapping[str, str], request: roles.Request) -> DryRun | CraneDr
 
     The later stages are not entered: the plan shows the endpoints the wait stage would wait for.
     """
-    from pulpinit.wait.targets import broker_target, messaging_target, mongo_target
+    from pulpinit.targets import broker_target, messaging_target, mongo_target
 
     if request.name == "crane":
         crane_ctx = _crane_settings(environ, request, dry_run=True)
@@ -425,8 +425,8 @@ def check_deps(
     The whole run — settings, probes or wait, and the census — ends by one deadline: ``timeout``
     after the start, or without it the probe timeout (one probe) or the wait timeout (``wait``).
     """
+    from pulpinit.targets import address_sources, mongo_target
     from pulpinit.wait.report import check
-    from pulpinit.wait.targets import address_sources, mongo_target
     from pulpinit.wait.waiter import WaitPolicy, messaging_probe, probes_for
     from pulpinit.wait.workers import MIGRATION_WAIT_TIME, Survey
 
@@ -461,7 +461,7 @@ def migrate(ctx: Context, mode: roles.Migration, *, retry_failed: bool = False) 
     """
     from pulpinit.migrate.migrator import MigrationPolicy, owner_name
     from pulpinit.migrate.migrator import migrate as migrate_stage
-    from pulpinit.wait.targets import mongo_target
+    from pulpinit.targets import mongo_target
 
     signals.enter("migrate")
     long_running()
@@ -482,7 +482,7 @@ def migrate(ctx: Context, mode: roles.Migration, *, retry_failed: bool = False) 
 def api_steps(ctx: Context) -> None:
     """The stage ``api``: the admin password, then the public key's link."""
     from pulpinit.migrate.admin import DEFAULT_LOGIN, admin_step
-    from pulpinit.wait.targets import mongo_target
+    from pulpinit.targets import mongo_target
 
     with _stage("api") as logger:
         configured = ctx.settings.values.get("server.default_password")

@@ -12,11 +12,11 @@ import shlex
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pulpinit.knobs import LOCK_COLLECTION
 from pulpinit.pipeline import Context, CraneDryRun, DryRun
 from pulpinit.privileges import running_as_root
 from pulpinit.redact import REDACTOR, mask_argv
 from pulpinit.roles import Migration
-from pulpinit.settings.knobs import LOCK_COLLECTION
 from pulpinit.settings.preflight import Preflight
 from pulpinit.settings.resolve import Settings
 

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from pulpinit import knobs
 from pulpinit.errors import EnvValueError, UsageError
-from pulpinit.settings import knobs
 from pulpinit.settings.resolve import Settings
 from pulpinit.settings.toolkit import Toolkit
 
@@ -141,7 +141,7 @@ def httpd_role(request: Request, toolkit: Toolkit) -> Role:
 def worker_number(argument: str | None, configured: int | None, hostname: str) -> int:
     """N from the argument, else ``PULP_WORKER_NUMBER``, else the StatefulSet ordinal, else 0.
 
-    The argument follows the rule of the knob (:func:`pulpinit.settings.knobs.worker_number`);
+    The argument follows the rule of the knob (:func:`pulpinit.knobs.worker_number`);
     a bad one is a usage error (64).
     """
     if argument is not None:

@@ -2,7 +2,7 @@
 
 SIGTERM, SIGINT and the image's own stop signal (``PULPINIT_STOP_SIGNAL``, e.g. SIGWINCH, httpd's
 graceful stop, in the API image) get a handler as soon as :func:`pulpinit.cli.main` starts
-(:func:`handling`; the CLI reads the knob with :func:`pulpinit.settings.knobs.stop_signal_number`).
+(:func:`handling`; the CLI reads the knob with :func:`pulpinit.knobs.stop_signal_number`).
 Before that, from the entry point's first statements (:mod:`pulpinit.__main__`, which the console
 script runs too), :func:`early` notes a stop signal that comes while the interpreter imports the
 rest, and :func:`handling` raises it as soon as it takes over.

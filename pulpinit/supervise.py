@@ -6,7 +6,7 @@ The main pulpinit process ``os.execv``\\ s into this module once its pipeline is
 done, so pymongo, proton, augeas and structlog are not in the resident
 process: this module and everything it imports are stdlib only (tested), and
 of pulpinit it imports only :mod:`pulpinit.errors`, :mod:`pulpinit.spawn` and the knob table
-(:mod:`pulpinit.settings.knobs`: ``PULPINIT_STOP_TIMEOUT``, ``--umask`` and
+(:mod:`pulpinit.knobs`: ``PULPINIT_STOP_TIMEOUT``, ``--umask`` and
 ``--stop-timeout`` are parsed as the settings stage parses them), and, in the
 child after the fork, :mod:`pulpinit.privileges`.
 
@@ -60,10 +60,9 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from pulpinit import spawn
+from pulpinit import knobs, spawn
 from pulpinit.errors import EnvValueError, PulpinitError, UsageError
-from pulpinit.settings import knobs
-from pulpinit.settings.knobs import FORWARDED
+from pulpinit.knobs import FORWARDED
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs ~0.5 MB resident
 if TYPE_CHECKING:

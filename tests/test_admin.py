@@ -23,8 +23,8 @@ from pulpinit import log as pulpinit_log
 from pulpinit.errors import DependencyUnavailable, ExitCode, NotAuthorized
 from pulpinit.migrate.admin import AdminPassword, admin_step, ensure_admin_password, hash_password, verify_password
 from pulpinit.redact import REDACTOR
+from pulpinit.targets import MongoTarget
 from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.wait.targets import MongoTarget
 
 
 def independent(password: bytes, salt: bytes) -> str:

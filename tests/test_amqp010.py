@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from pulpinit.targets import BrokerTarget, Failure
 from pulpinit.wait import amqp010
 from pulpinit.wait.broker_probe import probe_broker
 from pulpinit.wait.net import Deadline, ProbeFailed, Reader
-from pulpinit.wait.targets import BrokerTarget, Failure
 
 # --- hand-written encodings (specification, "type definitions") -----------------------------------
 

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import pytest
 from helpers.dns import resolver
 
+from pulpinit.targets import BrokerTarget, Failure, MongoTarget
 from pulpinit.testing.faults import BlackHole
 from pulpinit.wait.armed import Knock, knock
 from pulpinit.wait.broker_probe import probe_broker
 from pulpinit.wait.mongo_probe import probe_mongodb
-from pulpinit.wait.targets import BrokerTarget, Failure, MongoTarget
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ import pytest
 from helpers.dns import resolver
 from helpers.pki import Pki
 
+from pulpinit.targets import BrokerTarget, Failure, ProbeResult
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.faults import TLS_ALERT, AnswerServer, BlackHole, Proxy, ResetServer, SilentServer, TlsServer
 from pulpinit.testing.plugin import FakeServices
 from pulpinit.testing.serving import free_port
 from pulpinit.wait.broker_probe import parse_broker_url, probe_broker
-from pulpinit.wait.targets import BrokerTarget, Failure, ProbeResult
 
 SECRET = "pa:ss@w/rd%"  # a test password with URL-special characters
 QUOTED = "pa%3Ass%40w%2Frd%25"

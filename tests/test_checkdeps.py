@@ -16,12 +16,12 @@ import pytest
 from helpers import pace
 from helpers.workdirs import reachable
 
+from pulpinit.targets import Failure
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import AnswerServer, BlackHole, Proxy, ResetServer, SilentServer
 from pulpinit.testing.plugin import FakeServices
 from pulpinit.testing.processes import Spawned
-from pulpinit.wait.targets import Failure
 
 SECRET = "s3cr3t-Broker-Pw"
 
@@ -131,8 +131,8 @@ def test_an_address_nothing_set_is_named_default():
     """Pulp's built-in ``localhost`` addresses (not probed here: tests resolve no names)."""
     from pulpinit.render import check_deps_table
     from pulpinit.settings.resolve import from_environ
+    from pulpinit.targets import ProbeResult, address_sources, broker_target, mongo_target
     from pulpinit.wait.report import Report
-    from pulpinit.wait.targets import ProbeResult, address_sources, broker_target, mongo_target
 
     settings = from_environ({"PULP_DB_SEEDS": "127.0.0.1:1"}, {})
     sources = address_sources(settings)

@@ -34,13 +34,13 @@ import pytest
 from helpers.images import check_parses, instructions, stages
 
 from pulpinit.cli import HTTPD_ROLES, ROLES, parse
+from pulpinit.knobs import KNOBS
 from pulpinit.pki.check import KEY_FILES, KEYS_DIR, ROLE_KEYS
 from pulpinit.redact import may_hold_secret
 from pulpinit.roles import worker_number
 from pulpinit.settings import crane as cranesettings
 from pulpinit.settings.confvars import generic_key
 from pulpinit.settings.discovery import env_prefix
-from pulpinit.settings.knobs import KNOBS
 from pulpinit.settings.resolve import (
     BROKER_PASSWORD_VARS,
     BROKER_USER_VARS,

@@ -15,7 +15,7 @@ import pytest
 from helpers import doctables, readme
 
 from pulpinit.errors import ExitCode
-from pulpinit.settings.knobs import KNOBS, REMOVED
+from pulpinit.knobs import KNOBS, REMOVED
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -99,8 +99,8 @@ def test_every_broker_scheme_is_in_the_broker_table():
 def test_the_readme_check_deps_example_is_what_check_deps_prints():
     """Rendered by check-deps' own table from the example's results: the columns, widths and hint."""
     from pulpinit.render import check_deps_table
+    from pulpinit.targets import Failure, ProbeResult
     from pulpinit.wait.report import Report
-    from pulpinit.wait.targets import Failure, ProbeResult
 
     example = README.split("## `check-deps`\n", 1)[1].split("```\n", 2)[1]
     command, printed = example.split("\n", 1)

@@ -100,8 +100,8 @@ def fake_process(*args: str) -> Iterator[int]:
 
 
 def test_command_line_ready_line_and_sigterm() -> None:
+    from pulpinit.targets import BrokerTarget
     from pulpinit.wait.broker_probe import probe_broker
-    from pulpinit.wait.targets import BrokerTarget
 
     with fake_process("--user", "guest:guest") as port:
         assert probe_broker(BrokerTarget(f"qpid://guest:guest@127.0.0.1:{port}/"), timeout_s=3).ok
@@ -168,8 +168,8 @@ def test_amqp010_credentials_are_verified() -> None:
 
 
 def test_amqp010_without_users_is_auth_no() -> None:
+    from pulpinit.targets import BrokerTarget
     from pulpinit.wait.broker_probe import probe_broker
-    from pulpinit.wait.targets import BrokerTarget
 
     with FakeAmqpBroker() as broker:
         assert probe_broker(BrokerTarget(broker.url("anyone", "whatever"))).ok

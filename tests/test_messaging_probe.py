@@ -18,12 +18,12 @@ from helpers.dns import resolver
 from helpers.pki import Pki
 
 from pulpinit.settings import goferurl
+from pulpinit.targets import Failure, MessagingTarget, ProbeResult
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.faults import TLS_ALERT, AnswerServer, ResetServer, SilentServer
 from pulpinit.testing.plugin import FakeServices
 from pulpinit.testing.serving import free_port
 from pulpinit.wait.messaging_probe import probe_messaging
-from pulpinit.wait.targets import Failure, MessagingTarget, ProbeResult
 
 SECRET = "s3cr:t%w0rd"  # gofer decodes nothing: ':' and '%' pass as they are ('@' and '/' cannot be written)
 RABBIT_HEADER, AMQP10_PLAIN = b"AMQP\x00\x00\x09\x01", b"AMQP\x00\x01\x00\x00"
@@ -239,7 +239,7 @@ def test_missing_tls_files_are_named_even_where_proton_then_connects_in_plain(tm
 def test_check_deps_imports_proton_only_for_the_proton_transport(broker: FakeAmqpBroker) -> None:
     code = (
         "import sys; from pulpinit.wait.messaging_probe import probe_messaging; "
-        "from pulpinit.wait.targets import MessagingTarget; "
+        "from pulpinit.targets import MessagingTarget; "
         f"r = probe_messaging(MessagingTarget(sys.argv[1], sys.argv[2] + '://127.0.0.1:{broker.port}')); "
         "print(r.ok, 'proton' in sys.modules)"
     )

@@ -793,7 +793,7 @@ def test_the_deadline_counts_only_time_without_a_live_holder():
     from pulpinit.errors import MigrationPending
     from pulpinit.migrate.migrator import MigrationPolicy, Migrator, Progress
     from pulpinit.settings.toolkit import toolkit_from_environ
-    from pulpinit.wait.targets import MongoTarget
+    from pulpinit.targets import MongoTarget
 
     now = [0.0]
     toolkit = toolkit_from_environ({"PULPINIT_MIGRATION_TIMEOUT": "10", "PULPINIT_MIGRATION_FINGERPRINT": "x"})

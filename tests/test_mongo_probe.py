@@ -17,13 +17,13 @@ from helpers.pki import Pki
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pulpinit.targets import Failure, MongoTarget, ProbeResult
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import TLS_ALERT, AnswerServer, BlackHole, ResetServer, SilentServer
 from pulpinit.testing.plugin import FakeServices
 from pulpinit.wait.mongo_client import client_options, connect
 from pulpinit.wait.mongo_probe import probe_mongodb, scrubbed
-from pulpinit.wait.targets import Failure, MongoTarget, ProbeResult
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "Pa55-w0rd:with@odd/chars"
@@ -193,7 +193,7 @@ def test_fresh_process_answers_within_a_second(fake: FakeMongo) -> None:
     """As a Kubernetes exec probe would run it: interpreter start, pymongo import, probe."""
     code = (
         "import sys; from pulpinit.wait.mongo_probe import probe_mongodb; "
-        "from pulpinit.wait.targets import MongoTarget;"
+        "from pulpinit.targets import MongoTarget;"
         f"r = probe_mongodb(MongoTarget(seeds=(('127.0.0.1', {fake.port}),), username='pulp',"
         f" password={PASSWORD!r})); sys.stdout.flush();"
         # pymongo's atexit hook joins its monitor threads, which sleep in 0.5 s steps; a one-shot

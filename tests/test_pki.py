@@ -844,7 +844,7 @@ def test_check_module_does_not_import_cryptography():
 
 def test_the_knobs_default_to_the_paths_of_the_key_table():
     """httpd's pair and Pulp's static directory: the knobs' defaults are the paths the key table knows."""
-    from pulpinit.settings.knobs import KNOBS
+    from pulpinit.knobs import KNOBS
 
     defaults = {knob.name: knob.default for knob in KNOBS}
     assert defaults["PULPINIT_HTTPD_CERT"] == KEY_FILES["server.crt"].default_path

@@ -17,10 +17,10 @@ import pytest
 from helpers.dns import resolver
 from helpers.rabbitmq import RabbitMQ
 
+from pulpinit.targets import BrokerTarget, Failure, MessagingTarget, ProbeResult
 from pulpinit.testing.faults import Proxy
 from pulpinit.wait.broker_probe import probe_broker
 from pulpinit.wait.messaging_probe import probe_messaging
-from pulpinit.wait.targets import BrokerTarget, Failure, MessagingTarget, ProbeResult
 
 # the harness runs the broker as root; one worker starts it (once per session)
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow, pytest.mark.root, pytest.mark.xdist_group("rabbitmq")]

@@ -9,7 +9,7 @@ import pytest
 from pulpinit.errors import EnvValueError
 from pulpinit.settings.childenv import secret_variables
 from pulpinit.settings.resolve import from_environ
-from pulpinit.wait.targets import mongo_target
+from pulpinit.targets import mongo_target
 
 
 def resolve(env: dict[str, str], conf: dict[str, str] | None = None):

@@ -24,8 +24,8 @@ import pytest
 from helpers import pace
 from helpers.orphans import state
 
-from pulpinit.settings.knobs import stop_signal as parse_signal
-from pulpinit.settings.knobs import stop_signal_number as configured
+from pulpinit.knobs import stop_signal as parse_signal
+from pulpinit.knobs import stop_signal_number as configured
 from pulpinit.testing.processes import pid_namespaces_reason
 from pulpinit.testing.stages import IMPORT_HOLD_S, POINTS, SAMPLE, Held, hold, lock_owner
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pulpinit import parse
 from pulpinit.cli import main
 from pulpinit.errors import EnvValueError, ExitCode
-from pulpinit.settings import parse
 from pulpinit.settings.resolve import from_environ
 from pulpinit.settings.toolkit import toolkit_from_environ
 from pulpinit.testing import SAMPLE_CONF

@@ -14,8 +14,8 @@ import pytest
 
 from pulpinit import log
 from pulpinit.errors import DependencyUnavailable, ExitCode
+from pulpinit.targets import Dependency, Failure, ProbeResult
 from pulpinit.wait.armed import Knock
-from pulpinit.wait.targets import Dependency, Failure, ProbeResult
 from pulpinit.wait.waiter import WaitPolicy, wait_all
 
 

@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pulpinit.errors import ConfigFileChanged, ConfigFileError
+from pulpinit.knobs import FORWARDED
 from pulpinit.regularfile import FileProblem, read_regular
-from pulpinit.settings.knobs import FORWARDED
 
 if TYPE_CHECKING:
     from pulpinit.privileges import Identity

@@ -21,9 +21,9 @@ from typing import NoReturn
 
 from pulpinit import log, signals, spawn
 from pulpinit.errors import UsageError, exec_failure
+from pulpinit.knobs import FORWARDED
 from pulpinit.privileges import Identity, drop, identity_for
 from pulpinit.redact import mask_argv
-from pulpinit.settings.knobs import FORWARDED
 
 __all__ = ["exec_command", "hand_off"]
 

@@ -35,8 +35,8 @@ from typing import Any, Protocol
 
 from pulpinit.errors import DependencyUnavailable
 from pulpinit.migrate.retry import Retrier
+from pulpinit.targets import MongoTarget
 from pulpinit.wait.mongo_client import connect
-from pulpinit.wait.targets import MongoTarget
 
 __all__ = [
     "DEFAULT_LOGIN",

@@ -40,8 +40,8 @@ from pulpinit.migrate.state import StateDoc, StateStore, describe
 from pulpinit.privileges import identity_for
 from pulpinit.redact import mask_argv
 from pulpinit.settings.childenv import Purpose, child_environ
+from pulpinit.targets import MongoTarget
 from pulpinit.wait import workers
-from pulpinit.wait.targets import MongoTarget
 
 __all__ = ["EXIT_MEANINGS", "FAST_KEEPER_S", "FAST_RECORD_S", "FAST_RELEASE_S", "Holding"]
 

@@ -71,8 +71,8 @@ from pulpinit.migrate.lease import Collection, Holder, LeaseLock, server_clock
 from pulpinit.migrate.policy import MigrationPolicy
 from pulpinit.migrate.retry import Retrier
 from pulpinit.migrate.state import LOCK_ID, STATE_ID, StateDoc, StateStore, describe, iso
+from pulpinit.targets import MongoTarget
 from pulpinit.wait.mongo_client import connect
-from pulpinit.wait.targets import MongoTarget
 from pulpinit.wait.waiter import Backoff
 
 __all__ = ["APPNAME", "LOCK_ID", "STATE_ID", "MigrationPolicy", "Migrator", "Mode", "migrate", "owner_name"]

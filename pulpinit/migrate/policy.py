@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pulpinit.settings.knobs import LOCK_COLLECTION
+from pulpinit.knobs import LOCK_COLLECTION
 from pulpinit.settings.toolkit import Toolkit
 from pulpinit.wait import waiter
 

@@ -29,8 +29,8 @@ from typing import TypeVar
 
 from pulpinit.errors import ConfigError, MigrationFailed, NotAuthorized, PulpinitError
 from pulpinit.log import Logger, Throttle
+from pulpinit.targets import MongoTarget
 from pulpinit.wait.mongo_probe import scrubbed
-from pulpinit.wait.targets import MongoTarget
 from pulpinit.wait.waiter import Backoff
 
 T = TypeVar("T")

@@ -41,7 +41,7 @@ import time
 
 from pulpinit import spawn
 from pulpinit.errors import EnvValueError, ExecError, ExitCode, UserError
-from pulpinit.settings.knobs import umask
+from pulpinit.knobs import umask
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

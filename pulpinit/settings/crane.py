@@ -40,11 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
-from pulpinit import redact
+from pulpinit import parse, redact
 from pulpinit.errors import EnvValueError
 from pulpinit.privileges import READ, SEARCH, Identity, access_problem
 from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
-from pulpinit.settings import parse
 from pulpinit.settings.confvars import generic_key, read_variables
 from pulpinit.settings.resolve import Value, secrets_of
 

@@ -14,8 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pulpinit import parse
 from pulpinit.errors import EnvValueError
-from pulpinit.settings import parse
 
 
 @dataclass(frozen=True)

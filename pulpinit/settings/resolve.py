@@ -39,14 +39,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
-from pulpinit import log, redact
+from pulpinit import log, parse, redact
 from pulpinit.errors import EnvValueError
+from pulpinit.knobs import KNOBS, removed_warnings
 from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
 from pulpinit.regularfile import FileProblem, read_regular, unreadable
-from pulpinit.settings import brokerurl, goferurl, parse, secretfile
+from pulpinit.settings import brokerurl, goferurl, secretfile
 from pulpinit.settings.confvars import generic_key, read_variables
 from pulpinit.settings.discovery import Endpoint, find_service, looked_for
-from pulpinit.settings.knobs import KNOBS, removed_warnings
 from pulpinit.settings.toolkit import Toolkit, knob_display, knob_sources, toolkit_from_environ
 
 __all__ = ["DEFAULTS", "EXPLICIT", "Settings", "Value", "from_environ", "is_secret_key"]

@@ -1,6 +1,6 @@
-"""The typed knobs: :class:`Toolkit`, parsed from the one table of :mod:`pulpinit.settings.knobs`.
+"""The typed knobs: :class:`Toolkit`, parsed from the one table of :mod:`pulpinit.knobs`.
 
-Every field is a knob of that table (named by :attr:`~pulpinit.settings.knobs.Knob.field`) and
+Every field is a knob of that table (named by :attr:`~pulpinit.knobs.Knob.field`) and
 parsed by the parser of the knob's kind; a test keeps the fields and the table in step.  The
 settings stage parses the knobs once per run (:func:`toolkit_from_environ`) and hands the
 ``Toolkit`` on with the ``Settings``.
@@ -13,10 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from pulpinit import redact
+from pulpinit import knobs, parse, redact
 from pulpinit.errors import EnvValueError
-from pulpinit.settings import knobs, parse
-from pulpinit.settings.knobs import KNOBS, Knob
+from pulpinit.knobs import KNOBS, Knob
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ def _command(value: str, origin: str) -> tuple[str, ...]:
     return argv
 
 
-#: The parser of every kind: those of :mod:`pulpinit.settings.knobs` and the quoting ones.
+#: The parser of every kind: those of :mod:`pulpinit.knobs` and the quoting ones.
 PARSERS: Mapping[str, Callable[[str, str], Any]] = {
     **knobs.PARSERS,
     "text": parse.text,
@@ -86,7 +85,7 @@ FIELDS = tuple(field.name for field in fields(Toolkit))
 
 def toolkit_from_environ(environ: Mapping[str, str]) -> Toolkit:
     """Parse every knob; an invalid value is an error naming the variable (exit 78), and so is a
-    removed knob that cannot be ignored (:func:`~pulpinit.settings.knobs.refuse_removed`)."""
+    removed knob that cannot be ignored (:func:`~pulpinit.knobs.refuse_removed`)."""
     knobs.refuse_removed(environ)
     parsed: dict[str, Any] = {}
     for knob in KNOBS:

@@ -53,7 +53,7 @@ import mongomock
 from bson import Binary, ObjectId, Timestamp
 from bson.errors import InvalidDocument
 
-from pulpinit.settings.parse import format_hostport
+from pulpinit.parse import format_hostport
 from pulpinit.testing.failpoints import FailPointError, FailPoints
 from pulpinit.testing.mongocmds import CommandError, Doc, Engine
 from pulpinit.testing.scram import MECHANISM, MECHANISMS, AuthError, ScramConversation, ScramCredential

@@ -49,7 +49,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulpinit.settings.parse import format_hostport
+from pulpinit.parse import format_hostport
+from pulpinit.targets import Failure
 from pulpinit.wait.net import (
     Deadline,
     ProbeFailed,
@@ -59,7 +60,6 @@ from pulpinit.wait.net import (
     one_line,
 )
 from pulpinit.wait.net import send as send_all
-from pulpinit.wait.targets import Failure
 from pulpinit.wait.wording import CELERY_QPID, Client
 
 PROTOCOL_HEADER = b"AMQP\x01\x01\x00\x0a"

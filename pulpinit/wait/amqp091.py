@@ -31,6 +31,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from pulpinit.targets import Failure
 from pulpinit.wait.net import (
     Deadline,
     ProbeFailed,
@@ -40,7 +41,6 @@ from pulpinit.wait.net import (
     one_line,
 )
 from pulpinit.wait.net import send as send_all
-from pulpinit.wait.targets import Failure
 from pulpinit.wait.wording import CELERY_AMQP, Client
 
 PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"

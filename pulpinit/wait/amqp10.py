@@ -27,6 +27,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from pulpinit.targets import Failure
 from pulpinit.wait.net import (
     Deadline,
     ProbeFailed,
@@ -35,7 +36,6 @@ from pulpinit.wait.net import (
     not_this_protocol,
     one_line,
 )
-from pulpinit.wait.targets import Failure
 from pulpinit.wait.wording import GOFER_PROTON, Client
 
 HANDSHAKE = "AMQP 1.0 handshake"

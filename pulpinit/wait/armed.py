@@ -5,7 +5,7 @@ without ready endpoints answers) costs nothing to ask again: the kernel answers 
 connect with a reset, no server process runs.  So while the failure class is "refused",
 the wait's backoff pause is spent *knocking*: a bare TCP connect to the addresses that
 refused (the probe resolved them and hands them over in
-:attr:`~pulpinit.wait.targets.ProbeResult.refused`) every 0.05 s (the wait's pace,
+:attr:`~pulpinit.targets.ProbeResult.refused`) every 0.05 s (the wait's pace,
 :data:`pulpinit.wait.waiter.PACING`).  The moment a knock is accepted the pause ends and the full protocol probe runs
 at once; the knock's connection is closed at once with a FIN (``shutdown`` then
 ``close``: no byte sent, nothing left half-open on the server).
@@ -40,7 +40,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pulpinit.wait.targets import Address
+from pulpinit.targets import Address
 
 
 class Knock(enum.Enum):

@@ -37,7 +37,7 @@ credentials and ``guest`` for a missing or empty user or password; the URL's pat
 is the virtual host (``/`` when empty; ``amqp://h//`` is ``/``).
 
 :func:`probe_broker` never raises for a broker problem: it returns a
-:class:`~pulpinit.wait.targets.ProbeResult` whose error is one line without the password.
+:class:`~pulpinit.targets.ProbeResult` whose error is one line without the password.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ from typing import Literal
 
 from pulpinit.redact import MASK, mask_url
 from pulpinit.settings import brokerurl
+from pulpinit.targets import Address, BrokerTarget, Dependency, Failure, ProbeResult
 from pulpinit.wait import amqp010, amqp091, tls
 from pulpinit.wait.net import Deadline, ProbeFailed, Resolver, connect, one_line, speaks_tls
-from pulpinit.wait.targets import Address, BrokerTarget, Dependency, Failure, ProbeResult
 
 #: The protocols Celery speaks to a broker, by the name in messages.
 Protocol = Literal["AMQP 0-10", "AMQP 0-9-1"]

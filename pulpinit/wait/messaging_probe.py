@@ -31,10 +31,10 @@ from collections.abc import Callable
 from typing import TypedDict
 
 from pulpinit.settings import goferurl
+from pulpinit.targets import Failure, MessagingTarget, ProbeResult
 from pulpinit.wait import amqp010, amqp091, amqp10, tls  # amqp10 imports python-qpid-proton when it runs
 from pulpinit.wait.broker_probe import answer, opened
 from pulpinit.wait.net import Deadline, ProbeFailed, Resolver
-from pulpinit.wait.targets import Failure, MessagingTarget, ProbeResult
 from pulpinit.wait.wording import GOFER_AMQP, GOFER_QPID
 
 

@@ -1,4 +1,4 @@
-"""The one place that turns a :class:`~pulpinit.wait.targets.MongoTarget` into a pymongo client.
+"""The one place that turns a :class:`~pulpinit.targets.MongoTarget` into a pymongo client.
 
 Used by the readiness probe and by the migration lock, so both reach MongoDB
 exactly the way server.conf says Pulp does:
@@ -43,8 +43,8 @@ import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
-from pulpinit.settings.parse import format_hostport
-from pulpinit.wait.targets import MongoTarget
+from pulpinit.parse import format_hostport
+from pulpinit.targets import MongoTarget
 
 if TYPE_CHECKING:
     import pymongo

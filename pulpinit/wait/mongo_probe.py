@@ -55,12 +55,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pulpinit.knobs import LOCK_COLLECTION
 from pulpinit.redact import REDACTOR, Redactor, mask_url
-from pulpinit.settings.knobs import LOCK_COLLECTION
+from pulpinit.targets import Address, Dependency, Failure, MongoTarget, ProbeResult
 from pulpinit.wait import mongo_wire, net
 from pulpinit.wait.mongo_client import connect
 from pulpinit.wait.net import ProbeFailed, one_line
-from pulpinit.wait.targets import Address, Dependency, Failure, MongoTarget, ProbeResult
 
 NAME: Dependency = "mongodb"
 UNAUTHORIZED = 13

@@ -37,7 +37,8 @@ import threading
 import time
 from itertools import count
 
-from pulpinit.settings.parse import format_hostport
+from pulpinit.parse import format_hostport
+from pulpinit.targets import Address, Failure, MongoTarget
 from pulpinit.wait import tls
 from pulpinit.wait.net import (
     Deadline,
@@ -50,7 +51,6 @@ from pulpinit.wait.net import (
     send,
     speaks_tls,
 )
-from pulpinit.wait.targets import Address, Failure, MongoTarget
 
 OP_REPLY, OP_QUERY, OP_MSG = 1, 2004, 2013
 HEADER = struct.Struct("<iiii")  # messageLength, requestID, responseTo, opCode

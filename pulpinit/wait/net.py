@@ -3,12 +3,12 @@
 Every step runs against one :class:`Deadline`, so a probe never takes longer
 than its timeout, even when DNS hangs (the lookup runs in a daemon thread).
 Problems are raised as :class:`ProbeFailed`, which carries the
-:class:`~pulpinit.wait.targets.Failure` class and a one-line message; the probes turn
-it into a :class:`~pulpinit.wait.targets.ProbeResult`.
+:class:`~pulpinit.targets.Failure` class and a one-line message; the probes turn
+it into a :class:`~pulpinit.targets.ProbeResult`.
 
 Failures are classified by phase: running out of time before the TCP
-connection is up is :attr:`~pulpinit.wait.targets.Failure.TIMEOUT` (a network
-problem); once connected it is :attr:`~pulpinit.wait.targets.Failure.STALLED`, and
+connection is up is :attr:`~pulpinit.targets.Failure.TIMEOUT` (a network
+problem); once connected it is :attr:`~pulpinit.targets.Failure.STALLED`, and
 the message names the step that stalled.  What a server sends first is
 described by :func:`describe_bytes` (a TLS record, an HTTP response, another
 AMQP protocol header, …), so a port that speaks something else is named.
@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pulpinit.settings.parse import format_hostport
-from pulpinit.wait.targets import Address, Failure
+from pulpinit.parse import format_hostport
+from pulpinit.targets import Address, Failure
 
 #: ``getaddrinfo``'s signature: ``resolver(host, port, type=socket.SOCK_STREAM)``.
 Resolver = Callable[..., list[tuple[Any, ...]]]

@@ -19,14 +19,14 @@ from typing import Any
 
 from pulpinit import log
 from pulpinit.errors import ExitCode
-from pulpinit.wait.targets import ProbeResult
+from pulpinit.targets import ProbeResult
 from pulpinit.wait.waiter import PERMANENT, Probe, Refused, StillDown, WaitPolicy, probe_once, wait_all
 
 
 @dataclass(frozen=True)
 class Report:
     checks: tuple[ProbeResult, ...]
-    #: where each endpoint's address came from (:func:`~pulpinit.wait.targets.address_sources`)
+    #: where each endpoint's address came from (:func:`~pulpinit.targets.address_sources`)
     sources: Mapping[str, str] = field(default_factory=dict)
     #: the dependencies reported but not counted in :attr:`ok` (nothing waits for them)
     uncounted: frozenset[str] = frozenset()

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pulpinit.regularfile import unreadable
+from pulpinit.targets import Failure
 from pulpinit.wait.net import Deadline, ProbeFailed, classify_os_error
-from pulpinit.wait.targets import Failure
 
 
 class HostRule(enum.Enum):

@@ -32,11 +32,11 @@ from pulpinit import log
 from pulpinit.errors import ConfigError, DependencyUnavailable
 from pulpinit.settings.resolve import Settings
 from pulpinit.settings.toolkit import Toolkit
+from pulpinit.targets import Failure, ProbeResult, broker_target, messaging_target, mongo_target
 from pulpinit.wait.armed import ArmedPause, Knocker, knock
 from pulpinit.wait.broker_probe import probe_broker
 from pulpinit.wait.messaging_probe import probe_messaging
 from pulpinit.wait.mongo_probe import probe_mongodb
-from pulpinit.wait.targets import Failure, ProbeResult, broker_target, messaging_target, mongo_target
 
 if TYPE_CHECKING:
     import tenacity

@@ -31,10 +31,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pulpinit.targets import MongoTarget
 from pulpinit.wait.documents import Unreadable, read_time, warn_once
 from pulpinit.wait.mongo_client import connect
 from pulpinit.wait.mongo_probe import scrubbed
-from pulpinit.wait.targets import MongoTarget
 
 __all__ = [
     "COLLECTION",

@@ -4,9 +4,9 @@ Each block sits between ``<!-- generated:NAME:begin -->`` and ``<!-- generated:N
 its page; :data:`BLOCKS` says which page holds which block and what renders it:
 
 * ``docs/configuration.md``: the explicit variables (``pulpinit.settings.resolve.EXPLICIT``), the
-  knobs (``pulpinit.settings.knobs.KNOBS``), the removed knobs (``knobs.REMOVED``) and crane's
+  knobs (``pulpinit.knobs.KNOBS``), the removed knobs (``knobs.REMOVED``) and crane's
   variables (``pulpinit.settings.crane.EXPLICIT``);
-* ``docs/waiting.md``: the failure classes with their hints (``pulpinit.wait.targets.Failure``).
+* ``docs/waiting.md``: the failure classes with their hints (``pulpinit.targets.Failure``).
 
 ``python tests/helpers/doctables.py`` (``make docs``) rewrites the blocks; ``tests/test_docs.py``
 fails when a page is not what this renders.
@@ -50,14 +50,14 @@ def crane_table() -> str:
 
 
 def knob_table() -> str:
-    from pulpinit.settings.knobs import KNOBS
+    from pulpinit.knobs import KNOBS
 
     rows = [(f"`{k.name}`", f"`{k.default}`" if k.default else "—", k.meaning, k.why) for k in KNOBS]
     return _table(("variable", "default", "what it does", "set it for"), rows)
 
 
 def removed_table() -> str:
-    from pulpinit.settings.knobs import LOCK_COLLECTION, REMOVED
+    from pulpinit.knobs import LOCK_COLLECTION, REMOVED
 
     refused = f"`{LOCK_COLLECTION}`: a `settings.warning`; any other value: exit 78 naming it"
     ignored = "ignored, with a `settings.warning` naming it"
@@ -68,7 +68,7 @@ def removed_table() -> str:
 
 
 def failure_table() -> str:
-    from pulpinit.wait.targets import Failure
+    from pulpinit.targets import Failure
 
     return _table(("class", "hint"), [(f"`{f.value}`", f.hint) for f in Failure])
 

@@ -24,8 +24,8 @@ import pymongo
 
 from helpers.pace import argv as paced
 from helpers.workdirs import reachable
+from pulpinit.knobs import LOCK_COLLECTION
 from pulpinit.migrate.migrator import LOCK_ID, STATE_ID
-from pulpinit.settings.knobs import LOCK_COLLECTION
 from pulpinit.testing import standins
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.processes import Spawned

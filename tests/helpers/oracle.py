@@ -33,10 +33,10 @@ from helpers.py27stack import Stack
 from pulpinit.config.inivalue import escape
 from pulpinit.errors import ConfigError
 from pulpinit.settings.resolve import from_environ
+from pulpinit.targets import broker_target, messaging_target, mongo_target
 from pulpinit.wait.broker_probe import probe_broker
 from pulpinit.wait.messaging_probe import probe_messaging
 from pulpinit.wait.mongo_probe import probe_mongodb
-from pulpinit.wait.targets import broker_target, messaging_target, mongo_target
 
 DRIVER = Path(__file__).with_name("pulp_clients27.py")
 CONFIG = "config_error"  # pulpinit's class for a refused configuration (exit 78)

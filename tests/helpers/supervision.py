@@ -52,7 +52,7 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 #: before it execs the supervisor (with ``pending``: and SIGTERM itself meanwhile), then exec it.
 BLOCKED_THEN_EXEC = (
     "import os, signal, sys\n"
-    "from pulpinit.settings.knobs import FORWARDED\n"
+    "from pulpinit.knobs import FORWARDED\n"
     "from pulpinit.signals import block_for_handoff\n"
     "block_for_handoff(FORWARDED)\n"  # what pulpinit does before it execs the supervisor
     "if sys.argv[1] == 'pending':\n"

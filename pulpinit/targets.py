@@ -1,11 +1,11 @@
-"""What a dependency probe is given and what it answers (the types of the wait stage; it probes nothing).
+"""What a dependency probe is given and what it answers: the domain types every stage shares (it probes nothing).
 
 A probe speaks the dependency's own protocol once and returns a
 :class:`ProbeResult`; it never raises for a dependency problem.  Every failure
 is sorted into a :class:`Failure` class that carries a one-line hint for the
-operator.  The targets are plain frozen data built from the settings
-(:func:`mongo_target`, :func:`broker_target`), so the probes know nothing about
-environment variables or server.conf.  ``messaging`` (:func:`messaging_target`) is the
+operator.  The targets are plain frozen data built from the resolved settings
+(:func:`mongo_target`, :func:`broker_target`, read through :class:`ResolvedSettings`), so the
+probes know nothing about environment variables or server.conf.  ``messaging`` (:func:`messaging_target`) is the
 broker of the consumer agents, which only ``check-deps`` probes unless ``PULPINIT_WAIT_MESSAGING``
 asks the roles that use it to wait for it.
 """
@@ -13,12 +13,12 @@ asks the roles that use it to wait for it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
+from pulpinit.parse import format_hostport, seeds
 from pulpinit.redact import MASK, mask_url
-from pulpinit.settings.parse import format_hostport, seeds
-from pulpinit.settings.resolve import Settings
 
 #: The dependencies pulpinit waits for, by the name in logs and in the check-deps output.
 Dependency = Literal["mongodb", "broker", "messaging"]
@@ -178,12 +178,28 @@ ADDRESS_KEYS: dict[Dependency, str] = {
 }
 
 
-def address_sources(settings: Settings) -> dict[str, str]:
+class _Sourced(Protocol):
+    @property
+    def source(self) -> str: ...
+
+
+class ResolvedSettings(Protocol):
+    """What the targets read of :class:`pulpinit.settings.resolve.Settings`: resolved values by key."""
+
+    @property
+    def values(self) -> Mapping[str, _Sourced]: ...
+
+    def get(self, key: str) -> str: ...
+
+    def boolean(self, key: str) -> bool: ...
+
+
+def address_sources(settings: ResolvedSettings) -> dict[str, str]:
     """Where each dependency's address came from, as ``pulpinit settings`` names it (``k8s:db``, ``default``)."""
     return {name: settings.values[key].source for name, key in ADDRESS_KEYS.items() if key in settings.values}
 
 
-def mongo_target(settings: Settings) -> MongoTarget:
+def mongo_target(settings: ResolvedSettings) -> MongoTarget:
     """MongoDB as server.conf's ``[database]`` section (resolved) describes it."""
 
     def optional(key: str) -> str | None:
@@ -207,7 +223,7 @@ def mongo_target(settings: Settings) -> MongoTarget:
     )
 
 
-def broker_target(settings: Settings) -> BrokerTarget:
+def broker_target(settings: ResolvedSettings) -> BrokerTarget:
     """The broker as ``tasks.broker_url`` and its TLS keys (resolved) describe it."""
     return BrokerTarget(
         url=settings.get("tasks.broker_url"),
@@ -219,7 +235,7 @@ def broker_target(settings: Settings) -> BrokerTarget:
     )
 
 
-def messaging_target(settings: Settings) -> MessagingTarget:
+def messaging_target(settings: ResolvedSettings) -> MessagingTarget:
     """The consumer agents' broker as ``[messaging]`` (resolved) describes it."""
     return MessagingTarget(
         transport=settings.get("messaging.transport"),

@@ -15,7 +15,7 @@ value is parsed), its default and its meaning in one line.  Everything reads it:
 This module imports only the standard library and :mod:`pulpinit.errors`: the resident
 supervisor reads it, and must not load ``dataclasses`` or ``typing``.  The parsers of the kinds
 that quote a bad value in their error through the redactor (``text``, ``bool``, ``seconds``,
-``positive``) are in :mod:`pulpinit.settings.parse`; the kinds parsed here quote nothing secret.
+``positive``) are in :mod:`pulpinit.parse`; the kinds parsed here quote nothing secret.
 """
 
 from __future__ import annotations

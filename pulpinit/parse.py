@@ -14,8 +14,8 @@ import re
 import urllib.parse
 
 from pulpinit.errors import EnvValueError
+from pulpinit.knobs import plain_number
 from pulpinit.redact import REDACTOR, UrlParts, display, mask_text, split_url
-from pulpinit.settings.knobs import plain_number
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
@@ -180,7 +180,7 @@ def db_name(value: str, origin: str) -> str:
 
 
 def seconds(value: str, origin: str, *, minimum: float = 0.0) -> float:
-    """A non-negative number of seconds (``0.5``, ``300``) in ASCII digits (:func:`.knobs.plain_number`)."""
+    """A non-negative number of seconds (``0.5``, ``300``) in ASCII digits (:func:`pulpinit.knobs.plain_number`)."""
     text(value, origin, allow_empty=False)
     if not plain_number(value):
         raise EnvValueError(origin, f"{quoted(value)} is not a number of seconds (digits 0-9 and one '.')")
