@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pulpinit.targets import BrokerTarget, Failure
-from pulpinit.wait import amqp010
+from pulpinit.wait import amqp010, amqp010frames
 from pulpinit.wait.broker_probe import probe_broker
 from pulpinit.wait.net import Deadline, ProbeFailed, Reader
 
@@ -84,19 +84,19 @@ QPIDD_AUTH_FAILED = frame(b"\x01\x0b" + b"\x03\x00" + struct.pack(">H", 320) + s
 
 
 def test_protocol_header() -> None:
-    assert b"AMQP" + bytes([1, 1, 0, 10]) == amqp010.PROTOCOL_HEADER
+    assert b"AMQP" + bytes([1, 1, 0, 10]) == amqp010frames.PROTOCOL_HEADER
 
 
 def test_close_control_frame() -> None:
     expected = bytes.fromhex("0f 00 0015 00 00 0000 00000000") + bytes.fromhex("010b 0300 00c8") + b"\x02ok"
-    assert amqp010.control_frame(amqp010.CLOSE, {"reply-code": 200, "reply-text": "ok"}) == expected
+    assert amqp010frames.control_frame(amqp010frames.CLOSE, {"reply-code": 200, "reply-text": "ok"}) == expected
 
 
 def test_tune_ok_and_open_without_a_virtual_host() -> None:
-    assert amqp010.control_frame(amqp010.TUNE_OK, {"channel-max": 1}) == bytes.fromhex(
+    assert amqp010frames.control_frame(amqp010frames.TUNE_OK, {"channel-max": 1}) == bytes.fromhex(
         "0f00 0012 0000 0000 00000000 0106 0100 0001"
     )
-    assert amqp010.control_frame(amqp010.OPEN) == bytes.fromhex("0f00 0010 0000 0000 00000000 0107 0000")
+    assert amqp010frames.control_frame(amqp010frames.OPEN) == bytes.fromhex("0f00 0010 0000 0000 00000000 0107 0000")
 
 
 def test_start_ok_plain() -> None:
@@ -108,8 +108,8 @@ def test_start_ok_plain() -> None:
         + vbin32(b"\x00alice\x00s3cret")
         + str8("en_US")
     )
-    encoded = amqp010.control_frame(
-        amqp010.START_OK,
+    encoded = amqp010frames.control_frame(
+        amqp010frames.START_OK,
         {
             "client-properties": {"product": "pulpinit"},
             "mechanism": "PLAIN",
@@ -122,8 +122,8 @@ def test_start_ok_plain() -> None:
 
 def test_start_ok_anonymous_leaves_the_response_out() -> None:
     # python-qpid's ANONYMOUS has no initial response: the packing flag of "response" (bit 2) is clear
-    encoded = amqp010.encode_control(
-        amqp010.START_OK, {"client-properties": {}, "mechanism": "ANONYMOUS", "response": None, "locale": "en_US"}
+    encoded = amqp010frames.encode_control(
+        amqp010frames.START_OK, {"client-properties": {}, "mechanism": "ANONYMOUS", "response": None, "locale": "en_US"}
     )
     assert encoded == b"\x01\x02" + b"\x0b\x00" + map_() + str8("ANONYMOUS") + str8("en_US")
 
@@ -131,12 +131,12 @@ def test_start_ok_anonymous_leaves_the_response_out() -> None:
 # --- decoding -----------------------------------------------------------------------------------
 
 
-def read_controls(data: bytes) -> list[amqp010.Control]:
+def read_controls(data: bytes) -> list[amqp010frames.Control]:
     a, b = socket.socketpair()
     with a, b:
         a.sendall(data)
         a.shutdown(socket.SHUT_WR)
-        framer = amqp010.Framer(Reader(b, Deadline(2, connected=True)))
+        framer = amqp010frames.Framer(Reader(b, Deadline(2, connected=True)))
         found = []
         with pytest.raises(EOFError):
             while True:
@@ -146,7 +146,7 @@ def read_controls(data: bytes) -> list[amqp010.Control]:
 
 def test_start_as_qpidd_sends_it() -> None:
     (start,) = read_controls(QPIDD_START)
-    assert start.code == amqp010.START and start.name == "connection.start"
+    assert start.code == amqp010frames.START and start.name == "connection.start"
     props = start.fields["server-properties"]
     assert props["product"] == "qpid-cpp" and props["version"] == "1.39.0"
     assert props["x.uint32"] == 7 and props["x.uuid"] == bytes(range(16)) and props["x.flag"] is True
@@ -160,7 +160,7 @@ def test_a_control_split_over_frames_and_a_heartbeat() -> None:
     second = frame(payload[20:], flags=0x05)  # last segment + last frame
     heartbeat = frame(b"\x01\x0a\x00\x00")
     controls = read_controls(heartbeat + first + second + QPIDD_TUNE)
-    assert [c.code for c in controls] == [amqp010.HEARTBEAT, amqp010.START, amqp010.TUNE]
+    assert [c.code for c in controls] == [amqp010frames.HEARTBEAT, amqp010frames.START, amqp010frames.TUNE]
     assert controls[1].fields["mechanisms"] == ["ANONYMOUS", "PLAIN"]
     assert controls[2].fields == {
         "channel-max": 32767,
@@ -181,22 +181,22 @@ def test_reserved_type_codes_and_bad_frames_are_errors() -> None:
 
 def test_encode_decode_round_trip_of_every_connection_control() -> None:
     samples: dict[int, dict[str, Any]] = {
-        amqp010.START_OK: {
+        amqp010frames.START_OK: {
             "client-properties": {"a": "b", "n": 3, "t": True},
             "mechanism": "PLAIN",
             "response": b"\x00u\x00p",
             "locale": "en_US",
         },
-        amqp010.SECURE: {"challenge": b"c"},
-        amqp010.SECURE_OK: {"response": b"r"},
-        amqp010.TUNE_OK: {"channel-max": 5, "max-frame-size": 4096, "heartbeat": 10},
-        amqp010.OPEN: {"virtual-host": "v", "capabilities": ["x"], "insist": True},
-        amqp010.REDIRECT: {"host": "amqp:tcp:h:5672", "known-hosts": ["a", "b"]},
-        amqp010.CLOSE: {"reply-code": 402, "reply-text": "no"},
-        amqp010.CLOSE_OK: {},
+        amqp010frames.SECURE: {"challenge": b"c"},
+        amqp010frames.SECURE_OK: {"response": b"r"},
+        amqp010frames.TUNE_OK: {"channel-max": 5, "max-frame-size": 4096, "heartbeat": 10},
+        amqp010frames.OPEN: {"virtual-host": "v", "capabilities": ["x"], "insist": True},
+        amqp010frames.REDIRECT: {"host": "amqp:tcp:h:5672", "known-hosts": ["a", "b"]},
+        amqp010frames.CLOSE: {"reply-code": 402, "reply-text": "no"},
+        amqp010frames.CLOSE_OK: {},
     }
     for code, fields in samples.items():
-        assert amqp010.decode_control(amqp010.encode_control(code, fields)).fields == fields
+        assert amqp010frames.decode_control(amqp010frames.encode_control(code, fields)).fields == fields
 
 
 # --- the client against a scripted Qpid C++ --------------------------------------------------------

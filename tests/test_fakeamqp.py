@@ -24,7 +24,7 @@ from pulpinit.testing.fakeamqp import (
     session_control,
 )
 from pulpinit.testing.processes import Spawned
-from pulpinit.wait import amqp010
+from pulpinit.wait import amqp010frames as frames
 from pulpinit.wait.net import Deadline, Reader
 
 
@@ -123,15 +123,16 @@ def converse(port: int, *messages: bytes) -> bytes:
 
 
 def start_ok(mechanism: str, response: bytes | None) -> bytes:
-    from pulpinit.wait import amqp010
+    from pulpinit.wait import amqp010frames as frames
 
-    return amqp010.control_frame(
-        amqp010.START_OK, {"client-properties": {}, "mechanism": mechanism, "response": response, "locale": "en_US"}
+    return frames.control_frame(
+        frames.START_OK,
+        {"client-properties": {}, "mechanism": mechanism, "response": response, "locale": "en_US"},
     )
 
 
 def test_amqp010_header_gets_the_header_and_connection_start() -> None:
-    from pulpinit.wait import amqp010
+    from pulpinit.wait import amqp010frames as frames
     from pulpinit.wait.net import Deadline, Reader
 
     with (
@@ -140,26 +141,27 @@ def test_amqp010_header_gets_the_header_and_connection_start() -> None:
     ):
         sock.sendall(b"AMQP\x01\x01\x00\x0a")
         assert sock.recv(8) == b"AMQP\x01\x01\x00\x0a"
-        start = amqp010.Framer(Reader(sock, Deadline(5, connected=True))).next_control("start")
-    assert start.code == amqp010.START and start.fields["mechanisms"] == ["PLAIN"]
+        start = frames.Framer(Reader(sock, Deadline(5, connected=True))).next_control("start")
+    assert start.code == frames.START and start.fields["mechanisms"] == ["PLAIN"]
     assert start.fields["locales"] == ["en_US"] and start.fields["server-properties"]["product"] == "pulpinit-fakeamqp"
 
 
 def test_amqp010_credentials_are_verified() -> None:
-    from pulpinit.wait import amqp010
+    from pulpinit.wait import amqp010frames as frames
 
     header = b"AMQP\x01\x01\x00\x0a"
     with FakeAmqpBroker(users={"alice": "s3cret"}) as broker:
         good = converse(broker.port, header, start_ok("PLAIN", b"\x00alice\x00s3cret"))
         assert (
-            amqp010.control_frame(
-                amqp010.TUNE, {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0, "heartbeat-max": 120}
+            frames.control_frame(
+                frames.TUNE,
+                {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0, "heartbeat-max": 120},
             )
             in good
         )
         bad = converse(broker.port, header, start_ok("PLAIN", b"\x00alice\x00wrong"))
         assert bad.endswith(
-            amqp010.control_frame(amqp010.CLOSE, {"reply-code": 320, "reply-text": "Authentication failed"})
+            frames.control_frame(frames.CLOSE, {"reply-code": 320, "reply-text": "Authentication failed"})
         )
         # a mechanism that was not offered: the socket is closed without another word (the spec's rule)
         anonymous = converse(broker.port, header, start_ok("ANONYMOUS", None))
@@ -199,18 +201,18 @@ def test_command_line_amqp10_only() -> None:
         assert converse(port, b"AMQP\x01\x01\x00\x0a")[:8] != b"AMQP\x01\x01\x00\x0a"
 
 
-def _opened_010(port: int) -> tuple[socket.socket, amqp010.Framer]:
+def _opened_010(port: int) -> tuple[socket.socket, frames.Framer]:
     """A raw AMQP 0-10 connection to the fake, anonymous, up to ``open-ok``."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(amqp010.PROTOCOL_HEADER)
+    sock.sendall(frames.PROTOCOL_HEADER)
     reader = Reader(sock, Deadline(5, connected=True))
-    assert reader.read(8, "header") == amqp010.PROTOCOL_HEADER
-    framer = amqp010.Framer(reader)
-    assert framer.next_control("start").code == amqp010.START
-    sock.sendall(amqp010.control_frame(amqp010.START_OK, {"mechanism": "ANONYMOUS", "locale": "en_US"}))
-    assert framer.next_control("tune").code == amqp010.TUNE
-    sock.sendall(amqp010.control_frame(amqp010.TUNE_OK, {"channel-max": 1}) + amqp010.control_frame(amqp010.OPEN))
-    assert framer.next_control("open-ok").code == amqp010.OPEN_OK
+    assert reader.read(8, "header") == frames.PROTOCOL_HEADER
+    framer = frames.Framer(reader)
+    assert framer.next_control("start").code == frames.START
+    sock.sendall(frames.control_frame(frames.START_OK, {"mechanism": "ANONYMOUS", "locale": "en_US"}))
+    assert framer.next_control("tune").code == frames.TUNE
+    sock.sendall(frames.control_frame(frames.TUNE_OK, {"channel-max": 1}) + frames.control_frame(frames.OPEN))
+    assert framer.next_control("open-ok").code == frames.OPEN_OK
     return sock, framer
 
 
@@ -220,15 +222,15 @@ def test_amqp010_sessions_attach_and_detach_as_python_qpid_expects() -> None:
         with sock:
             sock.sendall(session_control(SESSION_ATTACH, 1, b"pulp-session"))
             assert framer.next_segment("attached") == (
-                amqp010.CONTROL,
+                frames.CONTROL,
                 1,
                 session_control(SESSION_ATTACHED, 1, b"pulp-session")[12:],
             )
             sock.sendall(session_control(SESSION_DETACH, 1, b"pulp-session"))
             segment, channel, payload = framer.next_segment("detached")
-            assert (segment, channel, payload[:2]) == (amqp010.CONTROL, 1, bytes([SESSION, SESSION_DETACHED]))
-            sock.sendall(amqp010.control_frame(amqp010.CLOSE, {"reply-code": 200}))
-            assert framer.next_control("close-ok").code == amqp010.CLOSE_OK
+            assert (segment, channel, payload[:2]) == (frames.CONTROL, 1, bytes([SESSION, SESSION_DETACHED]))
+            sock.sendall(frames.control_frame(frames.CLOSE, {"reply-code": 200}))
+            assert framer.next_control("close-ok").code == frames.CLOSE_OK
 
 
 def test_amqp010_commands_it_does_not_implement_are_closed_with_a_reason() -> None:
@@ -238,9 +240,9 @@ def test_amqp010_commands_it_does_not_implement_are_closed_with_a_reason() -> No
             sock.sendall(session_control(SESSION_ATTACH, 1, b"s"))
             framer.next_segment("attached")
             sync = bytes([3, 1, 0, 0])  # execution.sync, no fields
-            sock.sendall(amqp010.frame(sync, segment=amqp010.COMMAND, track=1, channel=1))
+            sock.sendall(frames.frame(sync, segment=frames.COMMAND, track=1, channel=1))
             close = framer.next_control("close")
-            assert close.code == amqp010.CLOSE
+            assert close.code == frames.CLOSE
             assert close.fields["reply-code"] == 540
             assert "does not implement execution command 1" in close.fields["reply-text"]
 
@@ -258,7 +260,7 @@ def test_a_refused_client_certificate_reaches_a_tls13_client_as_the_alert_not_a_
                 socket.create_connection(("127.0.0.1", broker.port), timeout=5) as raw,
                 client.wrap_socket(raw, server_hostname="localhost") as tls,
             ):
-                tls.sendall(amqp010.PROTOCOL_HEADER)
+                tls.sendall(frames.PROTOCOL_HEADER)
                 with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
                     tls.recv(8)
 
@@ -269,14 +271,14 @@ def test_after_refusing_a_login_the_fake_leaves_the_hang_up_to_the_client() -> N
         FakeAmqpBroker(users={"alice": "s3cret"}) as broker,
         socket.create_connection(("127.0.0.1", broker.port), timeout=5) as sock,
     ):
-        sock.sendall(amqp010.PROTOCOL_HEADER + start_ok("PLAIN", b"\x00alice\x00wrong"))
+        sock.sendall(frames.PROTOCOL_HEADER + start_ok("PLAIN", b"\x00alice\x00wrong"))
         reader = Reader(sock, Deadline(5, connected=True))
-        assert reader.read(8, "header") == amqp010.PROTOCOL_HEADER
-        framer = amqp010.Framer(reader)
-        assert framer.next_control("start").code == amqp010.START
+        assert reader.read(8, "header") == frames.PROTOCOL_HEADER
+        framer = frames.Framer(reader)
+        assert framer.next_control("start").code == frames.START
         close = framer.next_control("close")
-        assert (close.code, close.fields["reply-code"]) == (amqp010.CLOSE, 320)
-        sock.sendall(amqp010.control_frame(amqp010.CLOSE_OK))
+        assert (close.code, close.fields["reply-code"]) == (frames.CLOSE, 320)
+        sock.sendall(frames.control_frame(frames.CLOSE_OK))
         sock.settimeout(0.3)
         with pytest.raises(TimeoutError):
             sock.recv(1)  # still open: the fake waits for us

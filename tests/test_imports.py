@@ -64,6 +64,7 @@ START = {
 PROBES = {
     "wait",
     "wait.amqp010",
+    "wait.amqp010frames",
     "wait.amqp091",
     "wait.amqp10",
     "wait.armed",

@@ -70,6 +70,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "wait": (
         "wait/__init__.py",
         "wait/amqp010.py",
+        "wait/amqp010frames.py",
         "wait/amqp091.py",
         "wait/amqp10.py",
         "wait/armed.py",

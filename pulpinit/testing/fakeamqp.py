@@ -80,7 +80,7 @@ from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from pulpinit.testing.faults import FaultServer, splice
 from pulpinit.testing.serving import serve_until_signal
-from pulpinit.wait import amqp010
+from pulpinit.wait import amqp010frames as frames
 from pulpinit.wait.net import Deadline, ProbeFailed, Reader
 
 PRODUCT = "pulpinit-fakeamqp"
@@ -269,7 +269,7 @@ class _Front(FaultServer):
             header = reader.read_upto(8, "waiting for a protocol header")
         except ProbeFailed:
             return
-        if header == amqp010.PROTOCOL_HEADER and broker.amqp010:
+        if header == frames.PROTOCOL_HEADER and broker.amqp010:
             _Amqp010Session(broker, conn, reader).run()
         elif header in AMQP10_HEADERS or (header and not broker.amqp010):
             backend = socket.create_connection(("127.0.0.1", broker.backend_port), timeout=5)
@@ -285,7 +285,7 @@ class _Front(FaultServer):
                     self._conns.discard(backend)
                 backend.close()
         elif header:
-            conn.sendall(amqp010.PROTOCOL_HEADER)  # the version we speak; then hang up
+            conn.sendall(frames.PROTOCOL_HEADER)  # the version we speak; then hang up
 
 
 def _let_the_alert_through(conn: socket.socket, linger_s: float = 2.0) -> None:
@@ -311,15 +311,15 @@ class _Amqp010Session:
 
     def __init__(self, broker: FakeAmqpBroker, conn: socket.socket, reader: Reader) -> None:
         self.broker, self.conn = broker, conn
-        self.framer = amqp010.Framer(reader)
+        self.framer = frames.Framer(reader)
 
     def send(self, code: int, fields: dict[str, Any] | None = None) -> None:
-        self.conn.sendall(amqp010.control_frame(code, fields))
+        self.conn.sendall(frames.control_frame(code, fields))
 
-    def next(self) -> amqp010.Control:
+    def next(self) -> frames.Control:
         while True:
             control = self.framer.next_control("serving AMQP 0-10")
-            if control.code != amqp010.HEARTBEAT:
+            if control.code != frames.HEARTBEAT:
                 return control
 
     def run(self) -> None:
@@ -331,9 +331,9 @@ class _Amqp010Session:
     def _run(self) -> None:
         broker = self.broker
         mechanisms = ["PLAIN"] if broker.users else ["ANONYMOUS", "PLAIN"]
-        self.conn.sendall(amqp010.PROTOCOL_HEADER)
+        self.conn.sendall(frames.PROTOCOL_HEADER)
         self.send(
-            amqp010.START,
+            frames.START,
             {
                 "server-properties": {"product": PRODUCT, "version": VERSION},
                 "mechanisms": mechanisms,
@@ -342,7 +342,7 @@ class _Amqp010Session:
         )
         start_ok = self.next()
         mechanism = start_ok.fields.get("mechanism")
-        if start_ok.code != amqp010.START_OK or mechanism not in mechanisms:
+        if start_ok.code != frames.START_OK or mechanism not in mechanisms:
             return  # the specification: close the socket without sending anything more
         user: str | None = "anonymous"
         if mechanism == "PLAIN":
@@ -354,17 +354,21 @@ class _Amqp010Session:
                 else (None, None)
             )
             if broker.users and (user is None or broker.users.get(user) != password):
-                self.send(amqp010.CLOSE, {"reply-code": amqp010.CLOSE_FORCED, "reply-text": "Authentication failed"})
+                self.send(
+                    frames.CLOSE,
+                    {"reply-code": frames.CLOSE_FORCED, "reply-text": "Authentication failed"},
+                )
                 self._await_close_ok()  # as qpidd: the client reads the reason before the socket closes
                 return
         self.send(
-            amqp010.TUNE, {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0, "heartbeat-max": 120}
+            frames.TUNE,
+            {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0, "heartbeat-max": 120},
         )
-        while (control := self.next()).code == amqp010.TUNE_OK:
+        while (control := self.next()).code == frames.TUNE_OK:
             pass
-        if control.code != amqp010.OPEN:
+        if control.code != frames.OPEN:
             return
-        self.send(amqp010.OPEN_OK, {"known-hosts": []})
+        self.send(frames.OPEN_OK, {"known-hosts": []})
         broker.connections.append(ConnectionInfo(user, str(mechanism), None, protocol="AMQP 0-10"))
         self._serve()
 
@@ -375,16 +379,16 @@ class _Amqp010Session:
             if len(payload) < 2:
                 raise ValueError("truncated AMQP 0-10 segment")
             class_code, code = payload[0], payload[1]
-            if segment == amqp010.CONTROL and class_code == amqp010.CONNECTION:
-                if code == amqp010.CLOSE:
-                    self.send(amqp010.CLOSE_OK)
+            if segment == frames.CONTROL and class_code == frames.CONNECTION:
+                if code == frames.CLOSE:
+                    self.send(frames.CLOSE_OK)
                     return
-                if code == amqp010.HEARTBEAT:
+                if code == frames.HEARTBEAT:
                     continue
-            elif segment == amqp010.CONTROL and class_code == SESSION:
+            elif segment == frames.CONTROL and class_code == SESSION:
                 self._session(channel, code, payload)
                 continue
-            elif segment != amqp010.COMMAND:
+            elif segment != frames.COMMAND:
                 continue  # a header or body of a command refused below
             self._not_implemented(segment, class_code, code)
             return
@@ -400,10 +404,10 @@ class _Amqp010Session:
             self.conn.sendall(session_control(SESSION_TIMEOUT, channel, None, struct.pack(">I", 0)))
 
     def _not_implemented(self, segment: int, class_code: int, code: int) -> None:
-        kind = "command" if segment == amqp010.COMMAND else "control"
+        kind = "command" if segment == frames.COMMAND else "control"
         what = f"{CLASSES.get(class_code, f'class {class_code}')} {kind} {code}"
         self.send(
-            amqp010.CLOSE,
+            frames.CLOSE,
             {"reply-code": NOT_IMPLEMENTED, "reply-text": f"{PRODUCT} does not implement {what}"},
         )
         self._await_close_ok()
@@ -417,7 +421,7 @@ class _Amqp010Session:
         the client reports not depend on thread scheduling.
         """
         with contextlib.suppress(EOFError, ProbeFailed, ValueError, OSError):
-            while self.next().code != amqp010.CLOSE_OK:
+            while self.next().code != frames.CLOSE_OK:
                 pass
             self.conn.settimeout(linger_s)
             while self.conn.recv(4096):
@@ -462,7 +466,7 @@ def session_control(code: int, channel: int, name: bytes | None, rest: bytes = b
         fields += rest
         flags |= 2 if name is not None else 1
     payload = struct.pack(">BB", SESSION, code) + bytes([flags & 0xFF, flags >> 8]) + fields
-    return amqp010.frame(payload, channel=channel)
+    return frames.frame(payload, channel=channel)
 
 
 class FakeAmqpBroker:
