@@ -1,6 +1,6 @@
 """Human-readable output: the settings table, the check-deps table and the dry-run plan.
 
-Only display values are ever rendered (:attr:`pulpinit.settings.resolve.Value.display`),
+Only display values are ever rendered (:attr:`pulpinit.settings.value.Value.display`),
 so a password or URL credential cannot reach stdout from here; every value then goes through
 the redactor as the last line of defence.  Keys, headings and column titles are pulpinit's own
 vocabulary and are never masked (a secret equal to one of them would otherwise hide them).

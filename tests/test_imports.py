@@ -48,6 +48,7 @@ START = {
     "roles",
     "settings",
     "settings.brokerurl",
+    "settings.checks",
     "settings.childenv",
     "settings.confvars",
     "settings.crane",
@@ -58,6 +59,7 @@ START = {
     "settings.resolve",
     "settings.secretfile",
     "settings.toolkit",
+    "settings.value",
     "signals",
 }
 #: The probes of the wait stage (``check-deps`` and every role that waits).

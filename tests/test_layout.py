@@ -48,6 +48,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "settings": (
         "settings/__init__.py",
         "settings/brokerurl.py",
+        "settings/checks.py",
         "settings/childenv.py",
         "settings/confvars.py",
         "settings/crane.py",
@@ -58,6 +59,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
         "settings/resolve.py",
         "settings/secretfile.py",
         "settings/toolkit.py",
+        "settings/value.py",
     ),
     "config": (
         "config/__init__.py",

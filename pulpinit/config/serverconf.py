@@ -59,7 +59,7 @@ from pulpinit.regularfile import FileProblem, read_regular
 
 if TYPE_CHECKING:
     from pulpinit.log import Logger
-    from pulpinit.settings.resolve import Value
+    from pulpinit.settings.value import Value
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 _KEY_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]*\Z")

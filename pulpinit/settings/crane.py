@@ -45,7 +45,7 @@ from pulpinit.errors import EnvValueError
 from pulpinit.privileges import READ, SEARCH, Identity, access_problem
 from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
 from pulpinit.settings.confvars import generic_key, read_variables
-from pulpinit.settings.resolve import Value, secrets_of
+from pulpinit.settings.value import Value, secrets_of
 
 __all__ = [
     "CONFIG_VARIABLE",
