@@ -19,7 +19,6 @@ import os
 import shlex
 import signal
 import sys
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import NoReturn
 
@@ -51,10 +50,26 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
 
+    #: What follows ``--`` in the usage line (argparse cannot show ``--`` itself); empty: nothing.
+    after = ""
+
     def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
         if message:
             sys.stderr.write(message)
         raise _ParserExit(status)
+
+    def format_usage(self) -> str:
+        self._with_after()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._with_after()
+        return super().format_help()
+
+    def _with_after(self) -> None:
+        """The usage line with :attr:`after`, made when it is first shown (not on every start)."""
+        if self.after and self.usage is None:
+            self.usage = super().format_usage().removeprefix("usage: ").strip() + f" {self.after}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,10 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subcommands.required = True
 
-    def role_options(sub: argparse.ArgumentParser, after: str) -> None:
+    def role_options(sub: _Parser, after: str) -> None:
         sub.add_argument("--dry-run", action="store_true", help="print the plan; change and connect nothing")
         sub.add_argument("--init", action="store_true", help="stay as PID 1 and supervise instead of exec")
-        sub.usage = sub.format_usage().removeprefix("usage: ").strip() + f" {after}"  # argparse cannot show `--`
+        sub.after = after
 
     for role in ROLES:
         sub = subcommands.add_parser(role, help=f"run Pulp's {role} (extra celery arguments after --)")
@@ -251,6 +266,8 @@ def _unexpected(exc: BaseException) -> dict[str, str]:
     """The fields of the line for an unexpected exception; the traceback only at debug level."""
     fields = {"error": f"unexpected {type(exc).__name__}: {exc}"}
     if log.is_enabled("debug"):
+        import traceback  # only for this line: not on every start
+
         fields["traceback"] = "".join(traceback.format_exception(exc))
     return fields
 

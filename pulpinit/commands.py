@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from typing import cast
 
-from pulpinit import pipeline, render
+from pulpinit import pipeline
 from pulpinit.errors import ExitCode, PulpinitError
 from pulpinit.redact import REDACTOR
 from pulpinit.roles import Request, RoleName
@@ -28,6 +28,8 @@ def settings(args: Args, environ: Mapping[str, str]) -> int:
     if args.json:
         print(json.dumps(ctx.settings.as_json(), indent=2))
     else:
+        from pulpinit import render  # the tables: only the commands that print one load them
+
         print(render.settings_table(ctx.settings))
     return ExitCode.OK
 
@@ -59,6 +61,8 @@ def check_deps(args: Args, environ: Mapping[str, str]) -> int:
     if args.json:
         print(json.dumps(REDACTOR.deep({**report.as_json(), "pulp_processes": processes}), indent=2))
     else:
+        from pulpinit import render
+
         print(render.check_deps_table(report) + "\n\n" + render.processes(processes))
     return report.exit_code
 
@@ -69,6 +73,8 @@ def role(args: Args, environ: Mapping[str, str]) -> int:
     init = getattr(args, "init", False)
     if args.dry_run:
         dry = pipeline.plan(environ, request)
+        from pulpinit import render
+
         print(render.plan(dry, init=init))
         return dry.exit_code  # what the run would end with at its first local problem
     return pipeline.run(environ, request, init=init)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import gc
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -243,7 +242,7 @@ def _load(environ: Mapping[str, str], create: bool) -> Context:
     register_secrets(environ)  # before anything parses them: no error can show a secret
     toolkit = toolkit_from_environ(environ)  # the knobs, parsed once per run
     conf = ServerConf.load(toolkit.config, create=create or toolkit.create_config)
-    hostname = socket.gethostname()
+    hostname = os.uname().nodename  # gethostname(), without the socket module
     settings = from_environ(environ, conf.values(), hostname=hostname, toolkit=toolkit, unreadable=conf.unreadable())
     REDACTOR.add(*settings.secrets())
     logger = log.get_logger(stage="settings")

@@ -44,7 +44,6 @@ START = {
     "privileges",
     "redact",
     "regularfile",
-    "render",
     "roles",
     "settings",
     "settings.brokerurl",
@@ -98,10 +97,10 @@ MIGRATE = {
 }
 
 EXPECTED = {
-    "settings": (START, {"augeas", "structlog"}),
+    "settings": (START | {"render"}, {"augeas", "structlog"}),
     "configure": (START, {"augeas", "structlog"}),
     "check-deps": (
-        START | PROBES | {"wait.documents", "wait.report", "wait.workers"},
+        START | PROBES | {"render", "wait.documents", "wait.report", "wait.workers"},
         {"augeas", "bson", "pymongo", "structlog"},
     ),
     "run": (

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import argparse
 import grp
+import os
 import shlex
-import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,7 +71,7 @@ def _server_names(args: argparse.Namespace, environ: Mapping[str, str]) -> list[
         if problem:
             raise EnvValueError("PULP_SERVER_NAME", problem)
         return [name]
-    return [socket.gethostname()]
+    return [os.uname().nodename]  # gethostname(), without the socket module
 
 
 def _group(spec: str | None) -> int | None:

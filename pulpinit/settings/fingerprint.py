@@ -13,7 +13,6 @@ checks of :mod:`pulpinit.settings.preflight`.
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 from pulpinit import signals
 from pulpinit.errors import ConfigError
@@ -48,6 +47,8 @@ def _query(rpm: str, timeout: float) -> tuple[int, str]:
     ``Popen`` would leave a child that nothing kills yet), and rpm is killed when the signal's
     exception (or any other) passes through.
     """
+    import subprocess  # only where rpm runs: not on every start
+
     argv = [rpm, "-qa", "--qf", "%{NAME}-%{VERSION}-%{RELEASE}\\n", *RPM_PATTERNS]
     process: subprocess.Popen[str] | None = None
     try:
