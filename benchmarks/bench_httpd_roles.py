@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pulpinit.migrate.admin import hash_password
+from pulpinit.api.admin import hash_password
 from pulpinit.testing import SAMPLE_CONF
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo

@@ -188,3 +188,11 @@ def seconds(value: str, origin: str, *, minimum: float = 0.0) -> float:
     if not number >= minimum or number == float("inf"):
         raise EnvValueError(origin, f"{value} must be a finite number >= {minimum:g}")
     return number
+
+
+def absolute_path(value: str, origin: str) -> str:
+    """A non-empty absolute path (``/etc/crane.conf``)."""
+    text(value, origin, allow_empty=False)
+    if not value.startswith("/"):
+        raise EnvValueError(origin, f"{quoted(value)} is not an absolute path")
+    return value

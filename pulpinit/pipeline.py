@@ -2,9 +2,10 @@
 
 :func:`run` is the whole pipeline of a role (``beat``, ``resource-manager``, ``worker``, ``run``,
 ``migrate``, ``api``, ``crane``): the commands only choose the role and its options.  ``api``
-adds two steps after the migrate stage — the admin password and the public key's link — and
-hands httpd over as root; ``crane`` has a pipeline of its own (:func:`run_crane`): settings
-(crane.conf's), configure (crane.conf), hand-off as root, with no wait and no migrations.  :func:`plan` is the settings
+adds two steps after the migrate stage — the admin password and the public key's link, from
+its home :mod:`pulpinit.api` — and hands httpd over as root; ``crane`` has a pipeline of its
+own (:func:`run_crane`), its steps from its home :mod:`pulpinit.crane`: settings (crane.conf's),
+configure (crane.conf), hand-off as root, with no wait and no migrations.  :func:`plan` is the settings
 stage of a role and the server.conf edit it would make (``--dry-run``); :func:`resolve`,
 :func:`configure` and :func:`check_deps` are the partial pipelines of ``settings``,
 ``configure`` and ``check-deps``.
@@ -16,7 +17,8 @@ from here (the settings, the knobs, a target, a policy); none of them knows the 
 **Imports follow the command.**  The settings and configure stages, which every command runs,
 are imported with this module; the wait, migrate and hand-off stages are imported here only,
 by the function that enters each of them, and nowhere else: ``configure`` and ``settings``
-load neither the wait nor the migrate stage, ``check-deps`` loads the probes and the census of
+load neither the wait nor the migrate stage nor a role's home (``api``, ``crane``: entered
+only for that role), ``check-deps`` loads the probes and the census of
 Pulp's processes (:mod:`pulpinit.wait.workers`) but not the migrate stage.  Heavy modules are
 imported by the stage modules where they are used: pymongo only when waiting or migrating,
 augeas only when server.conf is read, tenacity only when waiting, and none of them survives
@@ -34,17 +36,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from pulpinit import knobs, log, roles, signals
-from pulpinit.config import craneconf
 from pulpinit.config.serverconf import ConfigPlan, ServerConf, assignments
 from pulpinit.errors import ConfigError, ConfigFileChanged, ExitCode
 from pulpinit.log import Logger
-from pulpinit.privileges import identity_for
 from pulpinit.redact import REDACTOR
-from pulpinit.settings import crane, fingerprint
+from pulpinit.settings import cranevars, fingerprint
 from pulpinit.settings.childenv import Purpose, child_environ
 from pulpinit.settings.preflight import (
     PROBLEM,
-    WARNING,
     Check,
     Preflight,
     check_keys,
@@ -55,6 +54,7 @@ from pulpinit.settings.resolve import Settings, from_environ, register_early, re
 from pulpinit.settings.toolkit import Toolkit, toolkit_from_environ
 
 if TYPE_CHECKING:
+    from pulpinit.crane.stages import CraneContext
     from pulpinit.settings.preflight import KeyReport
     from pulpinit.targets import ProbeResult
     from pulpinit.wait.report import Report
@@ -95,18 +95,6 @@ class DryRun:
     def exit_code(self) -> int:
         """What a run would end with at its first local problem (0: every local check passed)."""
         return _first_exit_code(self.ctx.preflight)
-
-
-@dataclass(frozen=True)
-class CraneContext:
-    """The crane role's stages share crane.conf's settings, the loaded file and the knobs."""
-
-    environ: Mapping[str, str]
-    toolkit: Toolkit
-    settings: crane.CraneSettings
-    conf: craneconf.CraneConf
-    role: roles.Role
-    preflight: Preflight
 
 
 @dataclass(frozen=True)
@@ -176,6 +164,8 @@ def plan(environ: Mapping[str, str], request: roles.Request) -> DryRun | CraneDr
     from pulpinit.targets import broker_target, messaging_target, mongo_target
 
     if request.name == "crane":
+        from pulpinit.crane import conf as craneconf
+
         crane_ctx = _crane_settings(environ, request, dry_run=True)
         crane_plan = craneconf.plan(crane_ctx.settings, crane_ctx.conf)
         crane_checked = with_config_check(crane_ctx.preflight, crane_plan, crane_ctx.toolkit.user, "crane.conf")
@@ -202,6 +192,8 @@ def with_config_check(preflight: Preflight, config: ConfigPlan, user: str, name:
 
 def run_crane(environ: Mapping[str, str], request: roles.Request, *, init: bool) -> NoReturn:
     """crane: its settings stage, crane.conf, then httpd as root; no database, no broker, no migrations."""
+    from pulpinit.crane import conf as craneconf
+
     ctx = _crane_settings(environ, request, dry_run=False)
     with _stage("configure", path=ctx.settings.path):
         _write_config(
@@ -228,11 +220,13 @@ def secrets_first(environ: Mapping[str, str], command: str, rest: Sequence[str] 
     settings stage reports what it cannot read."""
     for arg in rest:
         REDACTOR.add_value(arg, whole=False)
-    crane.register_secrets(environ, {})
+    cranevars.register_secrets(environ, {})
+    config: str | None
     try:
-        config = (
-            crane.config_path(environ) if command == "crane" else knobs.raw(environ, knobs.BY_NAME["PULPINIT_CONFIG"])
-        )
+        if command == "crane":
+            config = cranevars.config_path(environ)
+        else:
+            config = knobs.raw(environ, knobs.BY_NAME["PULPINIT_CONFIG"])
     except ConfigError:
         return
     register_early(environ, config or "")
@@ -279,19 +273,34 @@ def _settings(environ: Mapping[str, str], request: roles.Request, *, dry_run: bo
         ctx = _load(environ, False)
         role = roles.choose(request, ctx.settings, ctx.hostname)
         values = {key: value.value for key, value in ctx.settings.values.items()}
-        report = check_role(
-            ctx.toolkit,
-            role.commands(ctx.toolkit),
-            environ.get("PATH", os.defpath),
-            fingerprint=None if role.migration is roles.Migration.SKIP else fingerprint.derive,
-            complete=dry_run,
-            as_root=role.as_root,
-            keys=_key_check(role.name, values, ctx.toolkit),
-        )
-        _log_keys(role.name, report)
-        if not dry_run:
-            report.raise_first()
+        waits = role.migration is not roles.Migration.SKIP
+        report = _check_role(environ, ctx.toolkit, role, values, fingerprinted=waits, dry_run=dry_run)
         return replace(ctx, preflight=report), role
+
+
+def _check_role(
+    environ: Mapping[str, str],
+    toolkit: Toolkit,
+    role: roles.Role,
+    values: Mapping[str, str],
+    *,
+    fingerprinted: bool,
+    dry_run: bool,
+) -> Preflight:
+    """The role's checks (:func:`check_role`): the first problem is raised unless ``dry_run``."""
+    report = check_role(
+        toolkit,
+        role.commands(toolkit),
+        environ.get("PATH", os.defpath),
+        fingerprint=fingerprint.derive if fingerprinted else None,
+        complete=dry_run,
+        as_root=role.as_root,
+        keys=_key_check(role.name, values, toolkit),
+    )
+    _log_keys(role.name, report)
+    if not dry_run:
+        report.raise_first()
+    return report
 
 
 def _key_check(role: str, values: Mapping[str, str], toolkit: Toolkit) -> Callable[[], KeyReport | None]:
@@ -314,41 +323,15 @@ def _log_keys(role: str, report: Preflight) -> None:
 
 def _crane_settings(environ: Mapping[str, str], request: roles.Request, *, dry_run: bool) -> CraneContext:
     """Stage 1 of crane: crane.conf's settings, then the user, httpd (as root), the keys and data_dir."""
+    from pulpinit.crane import stages as crane
+
     with _stage("settings") as logger:
         toolkit = toolkit_from_environ(environ)
-        path = crane.config_path(environ)
-        crane.register_secrets(environ, {})  # before anything parses them: no error can show a secret
-        conf = craneconf.load(path)
-        settings = crane.from_environ(environ, conf.values(), path, conf.unreadable())
-        REDACTOR.add(*settings.secrets())
-        for warning in settings.warnings:
-            logger.warning("settings.warning", warning=warning)
+        settings, conf = crane.resolve(environ, logger)
         role = roles.httpd_role(request, toolkit)
-        report = check_role(
-            toolkit,
-            role.commands(toolkit),
-            environ.get("PATH", os.defpath),
-            fingerprint=None,
-            complete=dry_run,
-            as_root=True,
-            keys=_key_check("crane", {}, toolkit),
-        )
-        _log_keys("crane", report)
-        if not dry_run:
-            report.raise_first()
-        report = replace(report, checks=(*report.checks, _data_dir(settings.data_dir, toolkit, logger)))
-        return CraneContext(environ, toolkit, settings, conf, role, report)
-
-
-def _data_dir(data_dir: str, toolkit: Toolkit, logger: Logger) -> Check:
-    """Whether crane's WSGI processes (``PULPINIT_USER``) can list ``data_dir``: a warning, never a stop."""
-    from pulpinit.pki.check import readers_for
-
-    problem = crane.data_dir_warning(data_dir, readers_for(toolkit.user)["pulp"])
-    if problem is None:
-        return Check("data_dir", "ok", data_dir)
-    logger.warning("crane.data_dir", path=data_dir, problem=problem)
-    return Check("data_dir", WARNING, f"{data_dir}: {problem}")
+        report = _check_role(environ, toolkit, role, {}, fingerprinted=False, dry_run=dry_run)
+        report = replace(report, checks=(*report.checks, crane.data_dir_check(settings.data_dir, toolkit, logger)))
+        return crane.CraneContext(environ, toolkit, settings, conf, role, report)
 
 
 # -- stage 2: configure -------------------------------------------------------------------------
@@ -480,41 +463,12 @@ def migrate(ctx: Context, mode: roles.Migration, *, retry_failed: bool = False) 
 # -- the api role's steps after the migrations --------------------------------------------------
 def api_steps(ctx: Context) -> None:
     """The stage ``api``: the admin password, then the public key's link."""
-    from pulpinit.migrate.admin import DEFAULT_LOGIN, admin_step
-    from pulpinit.targets import mongo_target
+    from pulpinit.api.admin import check_admin
+    from pulpinit.api.publish import publish
 
     with _stage("api") as logger:
-        configured = ctx.settings.values.get("server.default_password")
-        password = configured.value if configured is not None and configured.from_environment else None
-        toolkit = ctx.toolkit
-        # the admin user's password: warn while it is ``admin``, store PULP_ADMIN_PASSWORD when the
-        # stored hash does not verify against it
-        admin_step(
-            mongo_target(ctx.settings),
-            ctx.settings.get("server.default_login") or DEFAULT_LOGIN,
-            password,
-            logger,
-            deadline=time.monotonic() + toolkit.wait_timeout,
-            timeout=max(toolkit.probe_timeout, 5.0),
-            clock=time.monotonic,
-            sleep=signals.sleep,
-        )
-        publish(ctx, logger)
-
-
-def publish(ctx: Context, logger: Logger) -> None:
-    """Link ``rsa_pub.key`` into ``PULPINIT_STATIC_DIR`` when it is missing, as ``pulp-gen-key-pair`` does."""
-    from pulpinit.pki.check import Published, key_paths, publish_public_key
-
-    values = {key: value.value for key, value in ctx.settings.values.items()}
-    public = key_paths(values)["rsa_pub.key"]
-    static = ctx.toolkit.static_dir
-    outcome = publish_public_key(public, static, owner=identity_for(ctx.toolkit.user))
-    link = os.path.join(static, "rsa_pub.key")
-    if outcome is Published.CREATED:
-        logger.info("keys.published", path=link, target=public)
-    elif outcome is Published.DIFFERENT:
-        logger.warning("keys.not_published", path=link, problem=f"something else is there, not {public}: left alone")
+        check_admin(ctx.settings, logger, sleep=signals.sleep)
+        publish(ctx.settings, logger)
 
 
 # -- stage 5: hand-off --------------------------------------------------------------------------

@@ -20,8 +20,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from pulpinit import log as pulpinit_log
+from pulpinit.api.admin import AdminPassword, admin_step, ensure_admin_password, hash_password, verify_password
 from pulpinit.errors import DependencyUnavailable, ExitCode, NotAuthorized
-from pulpinit.migrate.admin import AdminPassword, admin_step, ensure_admin_password, hash_password, verify_password
 from pulpinit.redact import REDACTOR
 from pulpinit.targets import MongoTarget
 from pulpinit.testing.fakemongo import FakeMongo

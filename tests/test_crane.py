@@ -17,13 +17,13 @@ import pytest
 from helpers.py27_configparser import find_python27
 from helpers.workdirs import reachable
 
-from pulpinit.config import craneconf
+from pulpinit.crane import conf as craneconf
+from pulpinit.crane import settings as cranesettings
+from pulpinit.crane.settings import PULP_DATA_DIR, CraneSettings, data_dir_warning
 from pulpinit.errors import EnvValueError, ExitCode
 from pulpinit.privileges import resolve_user
 from pulpinit.redact import REDACTOR
-from pulpinit.settings import crane as cranesettings
 from pulpinit.settings.childenv import secret_variables
-from pulpinit.settings.crane import PULP_DATA_DIR, CraneSettings, data_dir_warning
 
 SECRET = "0badc0ffee15900d"
 

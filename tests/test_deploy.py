@@ -10,7 +10,7 @@ No engine and no cluster here, so everything that can be checked without one is 
   go through ``pulpinit.cli.parse``, variable names through pulpinit's own tables, and each
   container's environment -- with the Service variables Kubernetes would inject and the mounted
   Secret files -- through ``pulpinit.settings.resolve.from_environ``, which must find MongoDB, the broker
-  and the passwords (crane's through ``pulpinit.settings.crane``);
+  and the passwords (crane's through ``pulpinit.settings.cranevars``);
 * the keys each role mounts are exactly its share of ``pulpinit.pki.check.ROLE_KEYS``, at the
   directory the images link the key paths to; the content volume, the NetworkPolicy and the
   PodDisruptionBudgets are checked against the workloads they are about.
@@ -34,11 +34,12 @@ import pytest
 from helpers.images import check_parses, instructions, stages
 
 from pulpinit.cli import HTTPD_ROLES, ROLES, parse
+from pulpinit.crane import settings as cranesettings
 from pulpinit.knobs import KNOBS
 from pulpinit.pki.check import KEY_FILES, KEYS_DIR, ROLE_KEYS
 from pulpinit.redact import may_hold_secret
 from pulpinit.roles import worker_number
-from pulpinit.settings import crane as cranesettings
+from pulpinit.settings import cranevars
 from pulpinit.settings.confvars import generic_key
 from pulpinit.settings.discovery import env_prefix
 from pulpinit.settings.resolve import (
@@ -277,14 +278,14 @@ SERVICE_VARIABLES.add("SERVICE_HOST")  # the 2014 fallback host for both
 OTHER_VARIABLES = {"HOSTNAME"}
 
 
-CRANE_VARIABLES = {var.name for var in cranesettings.EXPLICIT} | {cranesettings.CONFIG_VARIABLE}
+CRANE_VARIABLES = {var.name for var in cranesettings.EXPLICIT} | {cranevars.CONFIG_VARIABLE}
 
 
 def unknown_variable(name: str) -> str | None:
     """Why pulpinit would not understand ``name``, or None when it does."""
     base = name.removesuffix("_FILE")
-    crane_key = generic_key(base, cranesettings.GENERIC_PREFIX)
-    if name.startswith(cranesettings.GENERIC_PREFIX):
+    crane_key = generic_key(base, cranevars.GENERIC_PREFIX)
+    if name.startswith(cranevars.GENERIC_PREFIX):
         if crane_key is None:
             return "not CRANE_CONF__<SECTION>__<KEY>"
         return None if name == base or may_hold_secret(crane_key) else "_FILE given for a key that is no secret"
@@ -588,7 +589,7 @@ def test_pulpinit_resolves_the_deployment(item, tmp_path):
     pod = pod_name_of(workload, ordinal=3)
     env = effective_env(container, pod)
     if command_of(container) == "crane":
-        crane = cranesettings.from_environ(env, {}, cranesettings.config_path(env))
+        crane = cranesettings.from_environ(env, {}, cranevars.config_path(env))
         assert crane.data_dir == cranesettings.PULP_DATA_DIR
         mount = mount_of(workload, container, "pulp-storage")
         assert mount["readOnly"] is True and crane.data_dir.startswith(mount["mountPath"].rstrip("/") + "/")
@@ -869,7 +870,7 @@ def test_compose_role(name, tmp_path):
     else:
         assert "NET_BIND_SERVICE" not in service["cap_add"]
     if args.command == "crane":
-        crane = cranesettings.from_environ(env, {}, cranesettings.config_path(env))
+        crane = cranesettings.from_environ(env, {}, cranevars.config_path(env))
         assert crane.data_dir == cranesettings.PULP_DATA_DIR
         assert "pulp-storage:/var/lib/pulp:ro" in service["volumes"]
         return

@@ -31,9 +31,9 @@ import pymongo
 import pytest
 from helpers.workdirs import reachable
 
-from pulpinit.migrate.admin import hash_password, verify_password
+from pulpinit.api.admin import hash_password, verify_password
+from pulpinit.crane.settings import PULP_DATA_DIR
 from pulpinit.pki.check import KEY_FILES
-from pulpinit.settings.crane import PULP_DATA_DIR
 from pulpinit.testing import standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo

@@ -7,6 +7,7 @@ creeps onto a start path fails this test rather than a benchmark.  ``configure``
 census of Pulp's processes, not the migrate stage; no command of a warm start loads tenacity
 (only a wait that really waits does), proton (only an AMQP 1.0 broker needs it), cryptography
 (only the key checks and ``pki init``) or asyncio (structlog imports it, pulpinit never uses it).
+The homes of one role's own steps (``pulpinit.crane``, ``pulpinit.api``) load only for that role.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ START = {
     "commands",
     "config",
     "config.atomicfile",
-    "config.craneconf",
     "config.inivalue",
     "config.lens",
     "config.serverconf",
@@ -50,7 +50,7 @@ START = {
     "settings.checks",
     "settings.childenv",
     "settings.confvars",
-    "settings.crane",
+    "settings.cranevars",
     "settings.discovery",
     "settings.fingerprint",
     "settings.goferurl",

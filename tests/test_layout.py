@@ -19,6 +19,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pulpinit"
 LEAVES = {"errors", "knobs", "log", "parse", "redact", "signals", "privileges", "regularfile", "spawn", "targets"}
 #: The stages, in the order the pipeline runs them: each imports only earlier ones.
 STAGES = ("settings", "config", "wait", "migrate", "handoff")
+#: The homes of one role's own steps: each imports leaves, pki, the stages and roles; only the
+#: pipeline imports one, inside the function that enters it, so no other role loads it.
+HOMES = ("api", "crane")
 #: Above the stages, in order: each imports only earlier ones (and anything below).
 TOP = ("roles", "pipeline", "render", "commands", "cli", "__main__")
 #: What the resident supervisor may import of pulpinit (all standard library only).
@@ -51,7 +54,7 @@ ROOMS: dict[str, tuple[str, ...]] = {
         "settings/checks.py",
         "settings/childenv.py",
         "settings/confvars.py",
-        "settings/crane.py",
+        "settings/cranevars.py",
         "settings/discovery.py",
         "settings/fingerprint.py",
         "settings/goferurl.py",
@@ -64,7 +67,6 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "config": (
         "config/__init__.py",
         "config/atomicfile.py",
-        "config/craneconf.py",
         "config/inivalue.py",
         "config/lens.py",
         "config/serverconf.py",
@@ -91,7 +93,6 @@ ROOMS: dict[str, tuple[str, ...]] = {
     ),
     "migrate": (
         "migrate/__init__.py",
-        "migrate/admin.py",
         "migrate/holding.py",
         "migrate/keeper.py",
         "migrate/lease.py",
@@ -106,6 +107,17 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "handoff": (
         "handoff/__init__.py",
         "handoff/exec.py",
+    ),
+    "api": (
+        "api/__init__.py",
+        "api/admin.py",
+        "api/publish.py",
+    ),
+    "crane": (
+        "crane/__init__.py",
+        "crane/conf.py",
+        "crane/settings.py",
+        "crane/stages.py",
     ),
     "supervise": ("supervise.py",),
     "roles": ("roles.py",),
@@ -200,7 +212,7 @@ def test_every_module_has_a_place() -> None:
         "not in the table": set(MODULES) - set(ROOM_OF),
         "gone": set(ROOM_OF) - set(MODULES),
     }
-    known = LEAVES | set(STAGES) | set(TOP) | {"pulpinit", "supervise", "pki", "testing"}
+    known = LEAVES | set(STAGES) | set(HOMES) | set(TOP) | {"pulpinit", "supervise", "pki", "testing"}
     assert set(ROOMS) <= known, set(ROOMS) - known
 
 
@@ -250,7 +262,8 @@ def test_no_import_cycle() -> None:
 
 @pytest.mark.parametrize("name", [name for name in MODULES if component(name) not in ("testing",)])
 def test_imports_go_down_the_pipeline_only(name: str) -> None:
-    """Leaves import leaves; a stage imports leaves, pki and earlier stages; the top imports downwards."""
+    """Leaves import leaves; a stage imports leaves, pki and earlier stages; a role's home imports leaves, pki,
+    the stages and roles; the top imports downwards."""
     mine = component(name)
     wrong = []
     for target, line in imports(name):
@@ -265,6 +278,8 @@ def test_imports_go_down_the_pipeline_only(name: str) -> None:
             allowed = (
                 theirs in LEAVES or theirs == "pki" or (theirs in STAGES and STAGES.index(theirs) < STAGES.index(mine))
             )
+        elif mine in HOMES:
+            allowed = theirs in LEAVES or theirs in STAGES or theirs in ("pki", "roles")
         elif mine == "supervise":
             allowed = short(target) in SUPERVISOR_MAY_IMPORT
         elif mine in TOP:
@@ -292,7 +307,7 @@ def test_the_resident_programs_and_what_they_import_are_standard_library_only(pr
 
 def test_stage_packages_import_nothing_on_their_own() -> None:
     """Importing ``pulpinit.knobs`` (the supervisor does) loads nothing but its package's docstring."""
-    for stage in STAGES:
+    for stage in (*STAGES, *HOMES):
         assert not list(imports(f"pulpinit.{stage}")), stage
 
 
@@ -328,18 +343,19 @@ def _run_time_imports(name: str) -> tuple[list[tuple[str, int]], list[tuple[str,
     return top, lazy
 
 
-#: The stages a command may not need: the pipeline imports them where it enters them.
-ENTERED = ("wait", "migrate", "handoff")
+#: The stages and homes a command may not need: the pipeline imports them where it enters them.
+ENTERED = ("wait", "migrate", "handoff", *HOMES)
 
 
 def test_a_stage_is_imported_where_the_pipeline_enters_it() -> None:
     """Only the pipeline imports a stage inside a function, and the later stages only there.
 
     The settings and configure stages, which every command runs, load with the pipeline; the wait,
-    migrate and hand-off stages load in the pipeline's function that enters them, so ``configure``
-    never loads them (nor the key checks of ``pki``, which only the roles make).  No other module
-    reaches into a stage from inside a function, and nothing above the stages imports one of the
-    later stages at run time.
+    migrate and hand-off stages, and the homes of the ``api`` and ``crane`` roles, load in the
+    pipeline's function that enters them, so ``configure`` never loads them (nor the key checks of
+    ``pki``, which only the roles make).  No other module reaches into a stage from inside a
+    function, nothing above the stages imports one of the later stages at run time, and nothing but
+    the pipeline (and the home itself) imports a home at run time.
     """
     wrong = []
     for name in MODULES:
@@ -349,6 +365,11 @@ def test_a_stage_is_imported_where_the_pipeline_enters_it() -> None:
         if short(name) != "pipeline":
             wrong += [
                 f"{short(name)}:{line} imports {short(t)} in a function" for t, line in lazy if component(t) in STAGES
+            ]
+            wrong += [
+                f"{short(name)}:{line} imports the home {short(t)}"
+                for t, line in top + lazy
+                if component(t) in HOMES and component(t) != component(name)
             ]
         if component(name) in TOP:
             wrong += [f"{short(name)}:{line} imports {short(t)}" for t, line in top if component(t) in ENTERED]

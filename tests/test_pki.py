@@ -33,18 +33,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pulpinit.api.publish import Published, publish_public_key
 from pulpinit.cli import parse
 from pulpinit.errors import ExitCode, KeyFileError
 from pulpinit.pki.check import (
     KEY_FILES,
     ROLE_KEYS,
     STATIC_DIR,
-    Published,
     Reader,
     check_keys,
     current_identity,
     key_paths,
-    publish_public_key,
     readers_for,
     role_key_table,
 )

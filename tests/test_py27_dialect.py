@@ -20,10 +20,10 @@ from helpers import py27_configparser as py27
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pulpinit.config.craneconf import CraneConf
 from pulpinit.config.inivalue import escape, value_problem
 from pulpinit.config.lens import ORIGINAL, SPECIAL, LensTree
 from pulpinit.config.serverconf import Assignment, ServerConf, option_name
+from pulpinit.crane.conf import CraneConf
 from pulpinit.errors import ConfigFileError
 
 # -- generated files -------------------------------------------------------------------------

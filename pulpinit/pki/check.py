@@ -22,10 +22,6 @@ has expired.  A failure raises :class:`~pulpinit.errors.KeyFileError` (exit 78) 
 a certificate that expires within 30 days, or is not valid yet, comes back as a
 :class:`KeyWarning` for the caller to log.  POSIX ACLs and SELinux are not consulted.
 
-:func:`publish_public_key` is the API role's share of ``pulp-gen-key-pair``: it links
-``rsa_pub.key`` into ``/var/lib/pulp/static`` (served as ``/pulp/static/rsa_pub.key``) when
-the link is missing.
-
 :mod:`cryptography` is imported only inside the functions that parse keys.
 """
 
@@ -33,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import enum
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -55,11 +50,9 @@ __all__ = [
     "WARN_WITHIN",
     "KeyFile",
     "KeyWarning",
-    "Published",
     "RoleKey",
     "check_keys",
     "key_paths",
-    "publish_public_key",
     "readers_for",
     "role_key_table",
 ]
@@ -423,47 +416,3 @@ def _signing(name: str, path: str, key: _Key) -> _Key:
             "(pulpinit pki init, or openssl genrsa 2048)",
         )
     return key
-
-
-# -- publishing the public key ---------------------------------------------------------------
-
-
-class Published(enum.Enum):
-    """What :func:`publish_public_key` found or did."""
-
-    CREATED = "created"  # the link was missing (or dangling) and is there now
-    PRESENT = "present"  # it already serves the same key
-    DIFFERENT = "different"  # something else is there: left alone, worth a warning
-
-
-def publish_public_key(public_key: str, static_dir: str = STATIC_DIR, *, owner: Identity | None = None) -> Published:
-    """Link ``static_dir/rsa_pub.key`` to ``public_key`` when missing, as ``pulp-gen-key-pair`` does.
-
-    A symlink, like the RPM script's: it follows a rotated Secret without another start.  A
-    missing ``static_dir`` is created (0755, owned by ``owner`` when given: a fresh volume);
-    a dangling link is replaced; anything else that is there is left alone and reported.  The
-    link is made under a temporary name and renamed into place, so concurrent API replicas race
-    harmlessly.  Raises :class:`~pulpinit.errors.KeyFileError` when it cannot be written.
-    """
-    target = Path(static_dir) / "rsa_pub.key"
-    if os.path.lexists(target):
-        try:
-            if target.read_bytes() == Path(public_key).read_bytes():
-                return Published.PRESENT
-            return Published.DIFFERENT
-        except FileNotFoundError:
-            pass  # dangling: replace it
-        except OSError as exc:
-            raise KeyFileError(str(target), f"cannot read it: {exc.strerror}") from None
-    try:
-        if not os.path.isdir(static_dir):
-            os.makedirs(static_dir, mode=0o755, exist_ok=True)
-            if owner is not None:
-                os.chown(static_dir, owner.uid, owner.gid)
-        temporary = Path(static_dir) / f".rsa_pub.key.{os.getpid()}.pulpinit"
-        temporary.unlink(missing_ok=True)
-        os.symlink(public_key, temporary)
-        os.replace(temporary, target)
-    except OSError as exc:
-        raise KeyFileError(str(target), f"cannot publish the public key there: {exc.strerror}") from None
-    return Published.CREATED

@@ -16,8 +16,9 @@ gets them, by :class:`Purpose`:
   ``mongodump`` needs them; every other secret is removed.
 
 Which variables are secret is the settings stage's one rule
-(:func:`pulpinit.settings.resolve.register_secrets` and its crane counterpart); this module
-only chooses, by purpose, which of them a program keeps.
+(:func:`pulpinit.settings.resolve.register_secrets` and
+:func:`pulpinit.settings.cranevars.register_secrets`); this module only chooses, by purpose,
+which of them a program keeps.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from pulpinit.settings import crane, resolve
+from pulpinit.settings import cranevars, resolve
 from pulpinit.settings.confvars import generic_key
 
 __all__ = ["DATABASE_KEYS", "Purpose", "child_environ", "secret_variables"]
@@ -44,7 +45,7 @@ class Purpose(enum.Enum):
 
 def secret_variables(environ: Mapping[str, str]) -> frozenset[str]:
     """Every variable of ``environ`` that holds a secret pulpinit consumes (Pulp's and crane's alike)."""
-    return resolve.register_secrets(environ) | crane.register_secrets(environ, {})
+    return resolve.register_secrets(environ) | cranevars.register_secrets(environ, {})
 
 
 def _sets_database_credentials(name: str) -> bool:

@@ -81,7 +81,7 @@ def _start_role(
 
 def _api(env: dict[str, str], root: Path, mongo: FakeMongo) -> list[str]:
     """Keys made once, then the api role up to a stand-in httpd exec'd as root; the failures seen."""
-    from pulpinit.migrate.admin import hash_password, verify_password
+    from pulpinit.api.admin import hash_password, verify_password
 
     failures = []
     keys, admin_password = root / "pulp-keys", "demo-admin-s3cret"

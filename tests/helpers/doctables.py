@@ -5,7 +5,7 @@ its page; :data:`BLOCKS` says which page holds which block and what renders it:
 
 * ``docs/configuration.md``: the explicit variables (``pulpinit.settings.resolve.EXPLICIT``), the
   knobs (``pulpinit.knobs.KNOBS``), the removed knobs (``knobs.REMOVED``) and crane's
-  variables (``pulpinit.settings.crane.EXPLICIT``);
+  variables (``pulpinit.crane.settings.EXPLICIT``);
 * ``docs/waiting.md``: the failure classes with their hints (``pulpinit.targets.Failure``).
 
 ``python tests/helpers/doctables.py`` (``make docs``) rewrites the blocks; ``tests/test_docs.py``
@@ -42,7 +42,7 @@ def explicit_table() -> str:
 
 
 def crane_table() -> str:
-    from pulpinit.settings.crane import EXPLICIT
+    from pulpinit.crane.settings import EXPLICIT
 
     return _table(
         ("variable", "crane.conf key", "meaning"), [(f"`{v.name}`", f"`{v.key}`", v.meaning) for v in EXPLICIT]

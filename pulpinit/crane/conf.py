@@ -1,4 +1,4 @@
-"""crane.conf: the ``crane`` role's configure stage, with server.conf's lens and atomic write.
+"""crane.conf: the ``crane`` role's file, with server.conf's lens and atomic write.
 
 crane.conf is an INI file that Python 2.7 reads, like server.conf, so the same Augeas lens
 edits it in place and losslessly (:class:`~pulpinit.config.serverconf.ServerConf`: a commented
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pulpinit.config.inivalue import BASIC, Dialect
 from pulpinit.config.serverconf import ConfigPlan, ServerConf, assignments
-from pulpinit.settings.crane import CraneSettings
+from pulpinit.crane.settings import CraneSettings
 
 __all__ = ["CraneConf", "load", "plan"]
 

@@ -30,12 +30,15 @@ import enum
 import hashlib
 import hmac
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from pulpinit.errors import DependencyUnavailable
+from pulpinit.log import Logger
 from pulpinit.migrate.retry import Retrier
-from pulpinit.targets import MongoTarget
+from pulpinit.settings.resolve import Settings
+from pulpinit.targets import MongoTarget, mongo_target
 from pulpinit.wait.mongo_client import connect
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "USERS",
     "AdminPassword",
     "admin_step",
+    "check_admin",
     "ensure_admin_password",
     "hash_password",
     "verify_password",
@@ -205,3 +209,24 @@ def admin_step(
         )
     finally:
         client.close()
+
+
+def check_admin(settings: Settings, logger: Logger, *, sleep: Callable[[float], None]) -> AdminPassword:
+    """The api role's step: :func:`admin_step` with the settings' login, ``PULP_ADMIN_PASSWORD`` and knobs.
+
+    Warn while the password is ``admin``; store ``PULP_ADMIN_PASSWORD`` (a password from the
+    environment, not from server.conf) when the stored hash does not verify against it.
+    """
+    configured = settings.values.get("server.default_password")
+    password = configured.value if configured is not None and configured.from_environment else None
+    toolkit = settings.toolkit
+    return admin_step(
+        mongo_target(settings),
+        settings.get("server.default_login") or DEFAULT_LOGIN,
+        password,
+        logger,
+        deadline=time.monotonic() + toolkit.wait_timeout,
+        timeout=max(toolkit.probe_timeout, 5.0),
+        clock=time.monotonic,
+        sleep=sleep,
+    )

@@ -1,4 +1,4 @@
-"""crane.conf's values from the environment: the settings stage of the ``crane`` role.
+"""crane.conf's values from the environment: the settings of the ``crane`` role.
 
 crane (github.com/pulp/crane, 3.x) is a Flask app under httpd/mod_wsgi that serves the Docker
 registry API from the metadata files Pulp's docker plugin publishes.  It reads the INI file
@@ -43,41 +43,27 @@ from types import MappingProxyType
 from pulpinit import parse, redact
 from pulpinit.errors import EnvValueError
 from pulpinit.privileges import READ, SEARCH, Identity, access_problem
-from pulpinit.redact import REDACTOR, is_secret_key, may_hold_secret
-from pulpinit.settings.confvars import generic_key, read_variables
+from pulpinit.redact import REDACTOR, may_hold_secret
+from pulpinit.settings.confvars import read_variables
+from pulpinit.settings.cranevars import GENERIC_PREFIX, register_secrets
 from pulpinit.settings.value import Value, secrets_of
 
 __all__ = [
-    "CONFIG_VARIABLE",
     "CRANE_KEYS",
-    "DEFAULT_CONFIG",
     "EXPLICIT",
-    "GENERIC_PREFIX",
     "PULP_DATA_DIR",
     "CraneKey",
     "CraneSettings",
-    "config_path",
     "data_dir_warning",
     "from_environ",
 ]
 
-#: crane's own variable naming its file; pulpinit writes the file it names.
-CONFIG_VARIABLE = "CRANE_CONFIG_PATH"
-DEFAULT_CONFIG = "/etc/crane.conf"
-GENERIC_PREFIX = "CRANE_CONF__"
 #: Where Pulp's docker plugin publishes crane's metadata (Docker v2), on the shared /var/lib/pulp.
 PULP_DATA_DIR = "/var/lib/pulp/published/docker/v2/app/"
 #: The source of the data_dir default above.
 PULP_DEFAULT = "default:pulp"
 
 Parser = Callable[[str, str], object]
-
-
-def _absolute(value: str, origin: str) -> str:
-    parse.text(value, origin, allow_empty=False)
-    if not value.startswith("/"):
-        raise EnvValueError(origin, f"{parse.quoted(value)} is not an absolute path")
-    return value
 
 
 def _integer(minimum: int) -> Parser:
@@ -134,7 +120,9 @@ CRANE_KEYS: Mapping[str, CraneKey] = {
     k.key: k
     for k in (
         CraneKey("general.debug", "false", parse.boolean, "Flask debug mode"),
-        CraneKey("general.data_dir", "/var/lib/crane/metadata/", _absolute, "where crane reads the *.json metadata"),
+        CraneKey(
+            "general.data_dir", "/var/lib/crane/metadata/", parse.absolute_path, "where crane reads the *.json metadata"
+        ),
         CraneKey("general.data_dir_polling_interval", "60", _integer(1), "seconds between looks at data_dir"),
         CraneKey("general.endpoint", "", _endpoint, "host[:port] crane names in redirects (default: the request's)"),
         CraneKey("cdn.url_match", "", None, "rewrite content URLs: what to match"),
@@ -144,8 +132,12 @@ CRANE_KEYS: Mapping[str, CraneKey] = {
         CraneKey("cdn.url_auth_param", "_auth_", None, "query parameter of the signature"),
         CraneKey("cdn.url_auth_algo", "sha256", _algorithm, "sha256, sha1 or md5"),
         CraneKey("serve_content.enable", "false", parse.boolean, "serve the image files itself"),
-        CraneKey("serve_content.content_dir_v1", "/var/www/pub/docker/v1/web/", _absolute, "v1 files to serve"),
-        CraneKey("serve_content.content_dir_v2", "/var/www/pub/docker/v2/web/", _absolute, "v2 files to serve"),
+        CraneKey(
+            "serve_content.content_dir_v1", "/var/www/pub/docker/v1/web/", parse.absolute_path, "v1 files to serve"
+        ),
+        CraneKey(
+            "serve_content.content_dir_v2", "/var/www/pub/docker/v2/web/", parse.absolute_path, "v2 files to serve"
+        ),
         CraneKey("serve_content.use_x_sendfile", "true", parse.boolean, "let httpd send the files (mod_xsendfile)"),
         CraneKey("gsa.url", "", None, "Google Search Appliance for docker search"),
         CraneKey("solr.url", "", None, "Solr for docker search"),
@@ -176,12 +168,6 @@ EXPLICIT: tuple[CraneVar, ...] = (
         "seconds between crane's looks for new metadata (default 60)",
     ),
 )
-
-
-def config_path(environ: Mapping[str, str]) -> str:
-    """The crane.conf crane will read: ``CRANE_CONFIG_PATH``, else ``/etc/crane.conf``."""
-    path = environ.get(CONFIG_VARIABLE, DEFAULT_CONFIG)
-    return _absolute(path, CONFIG_VARIABLE)
 
 
 @dataclass(frozen=True)
@@ -221,29 +207,6 @@ def _value(key: str, raw: str, source: str, variable: str, *, from_file: bool = 
     return Value(raw, source, variable, secret, redact.display(key, raw, secret=from_file), (section, option))
 
 
-def register_secrets(environ: Mapping[str, str], conf: Mapping[str, str]) -> frozenset[str]:
-    """Register the secrets of the crane variables and of crane.conf before anything parses them.
-
-    Returns the secret variables consumed (they are in crane.conf now).
-    """
-    consumed: set[str] = set()
-    for name, raw in environ.items():
-        base = name.removesuffix("_FILE")
-        key = generic_key(base, GENERIC_PREFIX)
-        if key is None:
-            continue
-        if base != name:
-            if may_hold_secret(key):
-                consumed.add(name)  # secretfile registers the contents as it reads them
-            continue
-        REDACTOR.add_value(raw, whole=is_secret_key(key))
-        if redact.is_secret(key, raw):
-            consumed.add(name)
-    for key, raw in conf.items():
-        REDACTOR.add_value(raw, whole=is_secret_key(key))
-    return frozenset(consumed)
-
-
 def from_environ(
     environ: Mapping[str, str], conf: Mapping[str, str], path: str, unreadable: Mapping[str, str] | None = None
 ) -> CraneSettings:
@@ -269,7 +232,7 @@ def from_environ(
             if value.source != "crane.conf":
                 warnings.append(f"{origin}: crane does not read [{value.option[0]}] {value.option[1]} (a typo?)")
             continue
-        if known.parse is not None and (value.value or known.parse in (_absolute, parse.boolean)):
+        if known.parse is not None and (value.value or known.parse in (parse.absolute_path, parse.boolean)):
             known.parse(value.value, origin)
     return CraneSettings(path, MappingProxyType(resolved), tuple(warnings))
 
