@@ -49,7 +49,8 @@ VALUES = {
 FIRST_CALL = """
 import sys, time
 started = time.perf_counter()
-from pulpinit.config.serverconf import Assignment, ServerConf
+from pulpinit.config.edits import Assignment
+from pulpinit.config.serverconf import ServerConf
 imported = time.perf_counter()
 items = [Assignment(s, k, v, var) for s, k, var, v in (a.split("|") for a in sys.argv[2:])]
 ServerConf.load(sys.argv[1]).plan(items).write()
@@ -98,7 +99,8 @@ def run_pulpinit(root: Path, python: str) -> float:
 
 
 def in_process(base: Path, runs: int) -> float:
-    from pulpinit.config.serverconf import Assignment, ServerConf
+    from pulpinit.config.edits import Assignment
+    from pulpinit.config.serverconf import ServerConf
 
     items = [Assignment(section, key, value, variable) for (section, key, variable), value in VALUES.items()]
     times = []

@@ -36,7 +36,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from pulpinit import knobs, log, roles, signals
-from pulpinit.config.serverconf import ConfigPlan, ServerConf, assignments
+from pulpinit.config.edits import assignments
+from pulpinit.config.serverconf import ConfigPlan, ServerConf
 from pulpinit.errors import ConfigError, ConfigFileChanged, ExitCode
 from pulpinit.log import Logger
 from pulpinit.redact import REDACTOR

@@ -21,8 +21,9 @@ from helpers.py27_configparser import find_python27
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pulpinit.config.edits import Assignment, KeyChange
 from pulpinit.config.inivalue import pulp_reads, value_problem
-from pulpinit.config.serverconf import Assignment, KeyChange, ServerConf
+from pulpinit.config.serverconf import ServerConf
 from pulpinit.errors import ConfigFileError, EnvValueError, ExitCode
 
 DATA = Path(__file__).resolve().parent / "data"

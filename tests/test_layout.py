@@ -67,8 +67,10 @@ ROOMS: dict[str, tuple[str, ...]] = {
     "config": (
         "config/__init__.py",
         "config/atomicfile.py",
+        "config/edits.py",
         "config/inivalue.py",
         "config/lens.py",
+        "config/sections.py",
         "config/serverconf.py",
     ),
     "wait": (

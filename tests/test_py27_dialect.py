@@ -20,9 +20,11 @@ from helpers import py27_configparser as py27
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from pulpinit.config.edits import Assignment
 from pulpinit.config.inivalue import escape, value_problem
 from pulpinit.config.lens import ORIGINAL, SPECIAL, LensTree
-from pulpinit.config.serverconf import Assignment, ServerConf, option_name
+from pulpinit.config.sections import option_name
+from pulpinit.config.serverconf import ServerConf
 from pulpinit.crane.conf import CraneConf
 from pulpinit.errors import ConfigFileError
 

@@ -21,7 +21,8 @@ import pytest
 from helpers.workdirs import reachable
 
 from pulpinit.config import atomicfile
-from pulpinit.config.serverconf import Assignment, ServerConf
+from pulpinit.config.edits import Assignment
+from pulpinit.config.serverconf import ServerConf
 from pulpinit.errors import ConfigFileError, EnvValueError
 from pulpinit.privileges import resolve_user
 from pulpinit.settings.resolve import from_environ

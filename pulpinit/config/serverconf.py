@@ -2,7 +2,7 @@
 
 The edit goes through the project's Augeas lens (:mod:`pulpinit.config.lens`), so
 every byte pulpinit does not mean to change stays as it was.  Where a value
-lands, for each :class:`Assignment`:
+lands, for each :class:`~pulpinit.config.edits.Assignment`:
 
 1. a live ``key: value`` line (the last one, which is what Pulp reads) is
    updated in place, keeping its separator and spacing (``updated``);
@@ -14,8 +14,8 @@ lands, for each :class:`Assignment`:
 
 A section's *body* is the run of lines under its header up to the first blank
 line, extended by every live key after it together with the comment lines
-directly under that key.  What follows the body (blank lines, the prose that
-introduces the next section, commented-out sections) is never written into.
+directly under that key (:mod:`pulpinit.config.sections`).  What follows the body (blank lines,
+the prose that introduces the next section, commented-out sections) is never written into.
 
 A line never lands between an entry and its continuation lines, and an
 updated entry loses its continuation lines (they were part of the old value).
@@ -44,14 +44,15 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from pulpinit import redact
 from pulpinit.config.atomicfile import check_replace, check_unchanged_readable, remove_stale_temps, replace_file
+from pulpinit.config.edits import Assignment, KeyChange, Placement
 from pulpinit.config.inivalue import SAFE, Dialect, Uninterpolable
-from pulpinit.config.lens import COMMENT, CONTINUED, EMPTY, ORIGINAL, SPECIAL, LensTree, Node, newline_of
+from pulpinit.config.lens import EMPTY, ORIGINAL, SPECIAL, LensTree, newline_of
+from pulpinit.config.sections import Section, option_name
 from pulpinit.errors import ConfigFileError, EnvValueError, UserError
 from pulpinit.privileges import Identity, identity_for
 from pulpinit.redact import MASK, REDACTOR
@@ -59,135 +60,10 @@ from pulpinit.regularfile import FileProblem, read_regular
 
 if TYPE_CHECKING:
     from pulpinit.log import Logger
-    from pulpinit.settings.value import Value
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
-_KEY_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]*\Z")
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_COMMENTED_KEY = re.compile(r"([A-Za-z0-9_.-]+)[ \t]*[:=]")
 _TAG_BASE = 0xF0000  # Unicode private use plane 15: tags that tell masked values apart in a diff
 _TAGS = re.compile(re.escape(MASK) + "[\U000f0000-\U000f0fff]")
 _Conf = TypeVar("_Conf", bound="ServerConf")
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """One value to write: ``[section] key = value``, taken from environment ``variable``."""
-
-    section: str
-    key: str
-    value: str
-    variable: str
-    secret: bool = False
-
-    def __post_init__(self) -> None:
-        if not _NAME.match(self.section):
-            raise ValueError(f"{self.variable}: bad section name {self.section!r}")
-        if not _KEY_NAME.match(self.key):
-            raise ValueError(f"{self.variable}: bad key name {self.key!r}")
-
-    def __repr__(self) -> str:
-        shown = redact.display(f"{self.section}.{self.key}", self.value, secret=self.secret)
-        return f"Assignment({self.section}.{self.key}={shown!r} from {self.variable})"
-
-
-#: Where a changed key's line went (see the module doc).
-Placement = Literal["updated", "inserted-after-comment", "appended", "new-section"]
-
-
-@dataclass(frozen=True)
-class KeyChange:
-    """A key whose value the plan changes; ``how`` is where its line went (see the module doc)."""
-
-    section: str
-    key: str
-    old: str | None = field(repr=False)  # as Pulp read it; None: no live line
-    new: str = field(repr=False)
-    secret: bool
-    how: Placement
-    variable: str = ""
-
-    @property
-    def shown_old(self) -> str | None:
-        return None if self.old is None else self._shown(self.old)
-
-    @property
-    def shown_new(self) -> str:
-        return self._shown(self.new)
-
-    def _shown(self, value: str) -> str:
-        return REDACTOR(redact.display(f"{self.section}.{self.key}", value, secret=self.secret))
-
-
-def assignments(to_write: Sequence[tuple[str, Value]]) -> list[Assignment]:
-    """The edits for ``(section.key, value)`` pairs (:meth:`Settings.to_write`), each naming its variable."""
-    found = []
-    for key, value in to_write:
-        section, name = value.option
-        found.append(Assignment(section, name, value.value, value.variable or key, value.secret))
-    return found
-
-
-def option_name(label: str) -> str:
-    """A key as SafeConfigParser names it: ASCII lower case (Python 2 ``str.lower``)."""
-    return label.translate(_ASCII_LOWER)
-
-
-def _is_entry(node: Node) -> bool:
-    return node.label not in SPECIAL
-
-
-class _Section:
-    """A section node, its children, and where its body ends (see the module doc)."""
-
-    __slots__ = ("body_end", "children", "node")
-
-    def __init__(self, node: Node, children: list[Node]) -> None:
-        self.node = node
-        self.children = children
-        self.body_end = _body_end(children)  # the body's last child; -1: the header alone
-
-    def entries(self) -> list[tuple[int, Node, list[str]]]:
-        """``(index, node, continuation texts)`` of every entry, in file order."""
-        found: list[tuple[int, Node, list[str]]] = []
-        for index, child in enumerate(self.children):
-            if _is_entry(child):
-                found.append((index, child, []))
-            elif child.label == CONTINUED and found and child.value:
-                found[-1][2].append(child.value)
-        return found
-
-    def live(self, key: str) -> tuple[int, Node, list[str]] | None:
-        found = [e for e in self.entries() if option_name(e[1].label) == key]
-        return found[-1] if found else None
-
-    def continuations(self, index: int) -> list[Node]:
-        """The continuation lines of the entry at ``index``."""
-        found = []
-        for child in self.children[index + 1 :]:
-            if _is_entry(child):
-                break
-            if child.label == CONTINUED:
-                found.append(child)
-        return found
-
-    def safe_after(self, index: int) -> int:
-        """``index``, or later: a new line must not come between an entry and its continuation lines."""
-        for later in range(index + 1, len(self.children)):
-            child = self.children[later]
-            if _is_entry(child):
-                break
-            if child.label == CONTINUED:
-                index = later
-        return index
-
-    def commented_default(self, key: str) -> int | None:
-        for index, child in enumerate(self.children[: self.body_end + 1]):
-            if child.label == COMMENT and child.value:
-                match = _COMMENTED_KEY.match(child.value)
-                if match and option_name(match.group(1)) == key:
-                    return index
-        return None
 
 
 class ServerConf:
@@ -204,7 +80,7 @@ class ServerConf:
         self._data = data  # None: the file does not exist yet
         self._tree = tree
         self._text = text  # what was parsed (a missing final newline added)
-        self._read: list[_Section] | None = None
+        self._read: list[Section] | None = None
         self._plans = 0
 
     def close(self) -> None:
@@ -212,7 +88,7 @@ class ServerConf:
         self._tree.close()
 
     @property
-    def _sections(self) -> list[_Section]:
+    def _sections(self) -> list[Section]:
         if self._read is None:
             self._read = self._read_sections(ORIGINAL)
         return self._read
@@ -254,14 +130,14 @@ class ServerConf:
             text += newline_of(text) if "\n" in text else "\n"
         return cls(file, data, LensTree(text, str(file)), text)
 
-    def _read_sections(self, root: str, name: str | None = None) -> list[_Section]:
+    def _read_sections(self, root: str, name: str | None = None) -> list[Section]:
         """The sections under ``root`` (only those called ``name`` if given), children read."""
         sections = []
         for node in self._tree.children(root):
             if node.label in SPECIAL or name not in (None, node.label):
                 continue
             children = self._tree.children(node.path)
-            sections.append(_Section(node, children))
+            sections.append(Section(node, children))
         return sections
 
     def get(self, section: str, key: str) -> str | None:
@@ -427,18 +303,6 @@ class ServerConf:
             value and (where in secrets or redact.is_secret(".".join(where), value))
             for where, value in self.items(tree).items()
         )
-
-
-def _body_end(children: list[Node]) -> int:
-    end, in_run = -1, True
-    for index, child in enumerate(children):
-        if child.label == EMPTY:
-            in_run = False
-        elif _is_entry(child) or child.label == CONTINUED:
-            end, in_run = index, True
-        elif in_run:
-            end = index
-    return end
 
 
 def _decode(path: str, data: bytes) -> str:

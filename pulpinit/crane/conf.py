@@ -12,8 +12,9 @@ crane itself, but pulpinit's values must be somewhere).
 
 from __future__ import annotations
 
+from pulpinit.config.edits import assignments
 from pulpinit.config.inivalue import BASIC, Dialect
-from pulpinit.config.serverconf import ConfigPlan, ServerConf, assignments
+from pulpinit.config.serverconf import ConfigPlan, ServerConf
 from pulpinit.crane.settings import CraneSettings
 
 __all__ = ["CraneConf", "load", "plan"]
