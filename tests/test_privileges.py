@@ -330,15 +330,10 @@ def _check_group_and_other_readers(conf: Path, check, error: type[Exception]) ->
     info = conf.stat()
     member = _reader(info.st_uid + 5000, info.st_gid + 5000, (info.st_gid,))
     stranger = _reader(info.st_uid + 5000, info.st_gid + 5000)
-    conf.chmod(0o640)
-    assert access_problem(conf, member) is None
-    assert "mode 0640" in str(access_problem(conf, stranger))
-    check(conf, member)
-    with pytest.raises(error, match=r"mode 0640"):
-        check(conf, stranger)
-    conf.chmod(0o604)
-    assert access_problem(conf, stranger) is None
-    assert "mode 0604" in str(access_problem(conf, member))
-    check(conf, stranger)
-    with pytest.raises(error, match=r"mode 0604"):
-        check(conf, member)
+    for mode, reader, left_out in ((0o640, member, stranger), (0o604, stranger, member)):
+        conf.chmod(mode)
+        assert access_problem(conf, reader) is None
+        assert f"mode {mode:04o}" in str(access_problem(conf, left_out))
+        check(conf, reader)
+        with pytest.raises(error, match=f"mode {mode:04o}"):
+            check(conf, left_out)
