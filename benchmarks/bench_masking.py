@@ -1,11 +1,11 @@
 """Masking a secret value in time linear in its length, on adversarial values.
 
-The values are those of :mod:`pulpinit.testing.adversarial`: many ``x://``, many ``:`` and ``@``,
+The values are those of :mod:`helpers.adversarial`: many ``x://``, many ``:`` and ``@``,
 unreadable userinfo pieces, long runs a scheme regular expression backtracks over, percent
 escapes, every printable byte, a registered secret repeated.  Quadratic masking took about 8 s for
 40 KB and 50 s for 100 KB.
 
-* In-process: :func:`~pulpinit.testing.adversarial.masking_ms` — register the value as a secret,
+* In-process: :func:`~helpers.adversarial.masking_ms` — register the value as a secret,
   judge and display it as a URL value, redact a log line that holds it — median of ``--runs``, at
   64 KiB and at 1 MiB.  Linear masking costs about 16 times as much for 16 times the length;
   quadratic would cost 256 times as much.
@@ -28,10 +28,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
 from bench_startup import timed
+from helpers.adversarial import MIB, masking_ms, shapes
 
 from pulpinit.testing import SAMPLE_CONF
-from pulpinit.testing.adversarial import MIB, masking_ms, shapes
 
 #: The shapes run as whole processes too (each costs a few seconds of runs).
 WHOLE = ("many x://", "one URL of : and @", "pieces ab/c@", "repeated secret")

@@ -26,7 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from pulpinit.testing.processes import children, pid_namespaces_reason
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers.processes import children, pid_namespaces_reason
 
 TERM_BIT = 1 << (signal.SIGTERM - 1)
 FLOOR = "import signal; signal.signal(signal.SIGTERM, lambda *_: None); import time; time.sleep(0.5)"

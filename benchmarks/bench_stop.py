@@ -1,6 +1,6 @@
 """Benchmark how fast pulpinit stops on SIGTERM in each stage, as PID 1 of a PID namespace and not.
 
-For every blocking point of :mod:`pulpinit.testing.stages` (a stand-in ``rpm`` that never
+For every blocking point of :mod:`helpers.stages` (a stand-in ``rpm`` that never
 answers, a FIFO ``_FILE``, server.conf as a FIFO in configure, MongoDB down, another owner's
 lease, a migration never done, a running pulp-manage-db) a real ``python -m pulpinit`` is held
 there against the embedded fake MongoDB and AMQP broker, then sent SIGTERM by its host PID; the
@@ -20,11 +20,15 @@ import os
 import signal
 import statistics
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers.processes import pid_namespaces_reason
+from helpers.stages import POINTS, hold
 
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.testing.processes import pid_namespaces_reason
-from pulpinit.testing.stages import POINTS, hold
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-from pulpinit.testing.processes import children
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from helpers.processes import children
 
 ROOT = Path(__file__).resolve().parents[1]
 PRINT_SIGNALS = str(ROOT / "tests" / "helpers" / "print_signals.py")

@@ -88,32 +88,57 @@ BENCHES = (
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="few runs: check the benchmarks work, not the figures")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="SCRIPT",
+        choices=[script for _, script, _, _ in BENCHES],
+        help="run these benchmarks only and replace their sections of the page (dated), keeping the others",
+    )
     args = parser.parse_args()
-    cpus = os.cpu_count()
-    parts = [
+    now = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+    header = [
         "# Performance",
         "",
-        f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.platform()}, "
-        f"{cpus} CPUs, Python {platform.python_version()}, user id {os.geteuid()}. "
+        f"Measured {now} on {platform.platform()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, user id {os.geteuid()}. "
         "Whole processes, medians of repeated runs; every ratio compares figures taken in the same run.",
-        "Regenerate with `make bench` (`.venv/bin/python benchmarks/run_all.py`).",
+        "Regenerate with `make bench` (`.venv/bin/python benchmarks/run_all.py`); a section rerun alone "
+        "(`--only SCRIPT`) carries its own date.",
     ]
+    sections = {} if args.only is None else _sections(OUT.read_text()) if OUT.is_file() else {}
     failed = []
     for title, script, full, quick in BENCHES:
+        if args.only is not None and script not in args.only:
+            continue
         argv = [sys.executable, str(ROOT / "benchmarks" / script), *(quick if args.quick else full)]
         print(f"== {script}", file=sys.stderr, flush=True)
         done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False)
         command = " ".join([".venv/bin/python", f"benchmarks/{script}", *(quick if args.quick else full)])
-        parts += ["", f"## {title}", "", f"`{command}`", ""]
+        part = [f"## {title}", "", f"`{command}`" + (f" (measured {now})" if args.only else ""), ""]
         if done.returncode != 0:
             failed.append(script)
-            parts += ["```", f"failed with exit {done.returncode}:", done.stderr[-2000:], "```"]
+            part += ["```", f"failed with exit {done.returncode}:", done.stderr[-2000:], "```"]
         else:
-            parts.append(done.stdout.strip())
+            part.append(done.stdout.strip())
+        sections[script] = "\n".join(part)
+    if args.only is not None and OUT.is_file():
+        header = OUT.read_text().split("\n## ", 1)[0].rstrip("\n").split("\n")
+    body = [sections[script] for _, script, _, _ in BENCHES if script in sections]
     OUT.parent.mkdir(exist_ok=True)
-    OUT.write_text("\n".join(parts) + "\n")
+    OUT.write_text("\n\n".join(["\n".join(header), *body]) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def _sections(page: str) -> dict[str, str]:
+    """The page's sections by the benchmark script named in each one's command line."""
+    found = {}
+    for chunk in page.split("\n## ")[1:]:
+        for _, script, _, _ in BENCHES:
+            if f"benchmarks/{script}" in chunk.split("\n", 3)[2]:
+                found[script] = "## " + chunk.rstrip("\n")
+    return found
 
 
 if __name__ == "__main__":

@@ -31,7 +31,19 @@ from pathlib import Path
 
 from pulpinit.errors import UserError
 
-__all__ = ["READ", "SEARCH", "Identity", "access_problem", "drop", "identity_for", "resolve_user", "running_as_root"]
+__all__ = [
+    "EXECUTE",
+    "READ",
+    "SEARCH",
+    "WRITE",
+    "Identity",
+    "access_problem",
+    "drop",
+    "identity_for",
+    "permits",
+    "resolve_user",
+    "running_as_root",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,42 +165,66 @@ def drop(
 
 _CAP_DAC_OVERRIDE = 1
 _CAP_DAC_READ_SEARCH = 2
-READ, SEARCH = 4, 1
+#: Permission bits, or'ed in ``want``: read, write, execute (search, for a directory).
+READ, WRITE, EXECUTE = 4, 2, 1
+SEARCH = EXECUTE
 
 
-def _root_bypasses_permissions() -> bool:
-    """True when this (root) process holds CAP_DAC_OVERRIDE or CAP_DAC_READ_SEARCH."""
+def _root_capabilities() -> tuple[bool, bool]:
+    """``(CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)`` in this process's effective set, when it runs as root.
+
+    A role that stays root keeps them across the hand-over; a container started with
+    ``--cap-drop`` may lack them, and then uid 0 gets the permission bits like anyone else.
+    """
+    if not running_as_root():
+        return False, False
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
                 if line.startswith("CapEff:"):
                     caps = int(line.split()[1], 16)
-                    return bool(caps & (1 << _CAP_DAC_OVERRIDE | 1 << _CAP_DAC_READ_SEARCH))
+                    return bool(caps >> _CAP_DAC_OVERRIDE & 1), bool(caps >> _CAP_DAC_READ_SEARCH & 1)
     except (OSError, ValueError):
         pass
-    return False
+    return False, False
+
+
+def permits(who: Identity, want: int, mode: int, uid: int, gid: int) -> bool:
+    """Whether the kernel grants ``who`` every permission of ``want`` on a file of ``mode`` owned by ``uid:gid``.
+
+    The one permission check of the package, for the user a role runs as after the drop.  uid 0
+    with CAP_DAC_OVERRIDE reads, writes and searches anything and executes a file with any x bit
+    (with only CAP_DAC_READ_SEARCH it reads and searches anything); any other user gets the bits
+    of the one class it falls in — owner, else group (primary or supplementary), else other —
+    even when a later class would grant more.  ``mode`` includes the file type when ``want`` asks
+    to execute.  ACLs are not read.
+    """
+    if who.uid == 0:
+        override, read_search = _root_capabilities()
+        directory = stat.S_ISDIR(mode)
+        if override and (not want & EXECUTE or directory or mode & 0o111):
+            return True
+        if read_search and not want & WRITE and (not want & EXECUTE or directory):
+            return True
+    if who.uid == uid:
+        bits = mode >> 6
+    elif gid == who.gid or gid in who.groups:
+        bits = mode >> 3
+    else:
+        bits = mode
+    return bits & want == want
 
 
 def _allowed(st: os.stat_result, who: Identity, want: int) -> bool:
-    """Whether the owner/group/other class ``who`` falls into grants ``want`` (4 read, 1 search)."""
-    if who.uid == st.st_uid:
-        bits = st.st_mode >> 6
-    elif st.st_gid in who.groups or st.st_gid == who.gid:
-        bits = st.st_mode >> 3
-    else:
-        bits = st.st_mode
-    return bits & want == want
+    return permits(who, want, st.st_mode, st.st_uid, st.st_gid)
 
 
 def access_problem(real: Path, who: Identity, want: int = READ) -> str | None:
     """Why ``who`` cannot read (``want`` 4; 5 to list a directory) the symlink-free path ``real``, or None.
 
     The permission bits of ``real`` and of every directory above it (search), as the kernel
-    checks them for that uid and its groups; uid 0 passes when this root process holds the
-    capabilities that bypass them (as the process it hands over to will).  ACLs are not read.
+    checks them for that uid and its groups (:func:`permits`).
     """
-    if who.uid == 0 and running_as_root() and _root_bypasses_permissions():
-        return None
     for directory in reversed(real.parents):
         if not _allowed(os.stat(directory), who, SEARCH):
             return f"not readable by {who.name} (uid {who.uid}): no search permission on {directory}"

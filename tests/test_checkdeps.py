@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import pace
+from helpers.processes import Spawned
 from helpers.workdirs import reachable
 
 from pulpinit.targets import Failure
@@ -21,7 +22,6 @@ from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.faults import AnswerServer, BlackHole, Proxy, ResetServer, SilentServer
 from pulpinit.testing.plugin import FakeServices
-from pulpinit.testing.processes import Spawned
 
 SECRET = "s3cr3t-Broker-Pw"
 

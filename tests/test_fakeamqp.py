@@ -11,19 +11,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers.processes import Spawned
 from proton import ConnectionException, Message
 from proton.utils import BlockingConnection
 
-from pulpinit.testing.fakeamqp import (
+from pulpinit.testing.amqp010server import (
     SESSION,
     SESSION_ATTACH,
     SESSION_ATTACHED,
     SESSION_DETACH,
     SESSION_DETACHED,
-    FakeAmqpBroker,
     session_control,
 )
-from pulpinit.testing.processes import Spawned
+from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.wait import amqp010frames as frames
 from pulpinit.wait.net import Deadline, Reader
 

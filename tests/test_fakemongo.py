@@ -17,6 +17,7 @@ from typing import Any
 
 import pymongo
 import pytest
+from helpers.processes import Spawned
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pymongo.errors import (
@@ -29,7 +30,6 @@ from pymongo.errors import (
 from pymongo.write_concern import WriteConcern
 
 from pulpinit.testing.fakemongo import FakeMongo, version_for_wire
-from pulpinit.testing.processes import Spawned
 
 REPO = Path(__file__).resolve().parents[1]
 UTC = datetime.timezone.utc

@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.processes import pid_namespaces_reason
 from helpers.supervision import BLOCKED_THEN_EXEC, ORPHANS, PRINT_SIGNALS, PYTHON, Supervised, run
-
-from pulpinit.testing.processes import pid_namespaces_reason
 
 REASON = pid_namespaces_reason()
 pytestmark = [pytest.mark.root, pytest.mark.skipif(REASON is not None, reason=REASON or "")]

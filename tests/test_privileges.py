@@ -250,3 +250,90 @@ def test_exec_command_failures_are_127_and_126(tmp_path: Path) -> None:
         assert (directory.value.exit_code, directory.value.problem) == (126, "is a directory")
     finally:
         os.umask(old)
+
+
+# -- the one permission check: what the role's user may read, write, execute --------------------
+
+
+def _reader(uid: int, gid: int, groups: tuple[int, ...] = ()) -> Identity:
+    return Identity("reader", uid, gid, groups, "/")
+
+
+@pytest.mark.root
+def test_uid_0_passes_the_bits_but_executes_only_what_has_an_x_bit(tmp_path: Path) -> None:
+    """Root with CAP_DAC_OVERRIDE reads and writes a mode-0000 file of another owner; every checker agrees."""
+    from pulpinit.config.atomicfile import check_unchanged_readable
+    from pulpinit.privileges import EXECUTE, READ, SEARCH, WRITE, access_problem, permits
+    from pulpinit.settings.preflight import locate
+
+    root = _reader(0, 0)
+    secret = tmp_path / "locked" / "server.conf"
+    secret.parent.mkdir()
+    secret.write_text("[server]\n")
+    os.chown(secret, 4242, 4242)
+    secret.chmod(0o000)
+    secret.parent.chmod(0o000)
+    info = secret.stat()
+    assert permits(root, READ | WRITE, info.st_mode, info.st_uid, info.st_gid)
+    assert permits(root, SEARCH, secret.parent.stat().st_mode, 4242, 4242)
+    assert not permits(root, EXECUTE, info.st_mode, info.st_uid, info.st_gid)  # no x bit anywhere
+    assert permits(root, EXECUTE, info.st_mode | 0o001, info.st_uid, info.st_gid)
+    assert access_problem(secret, root) is None
+    check_unchanged_readable(secret, root)  # no error: root reads it
+    secret.parent.chmod(0o755)
+    with pytest.raises(ExecError):
+        locate(str(secret), "", root)  # readable by root, yet not a program
+
+
+def test_a_user_gets_the_bits_of_its_one_class(tmp_path: Path) -> None:
+    """Owner, else group (primary or supplementary), else other, even when a later class would grant more."""
+    from pulpinit.privileges import READ, WRITE, permits
+
+    path = tmp_path / "file"
+    path.write_text("x")
+    info = path.stat()
+    uid, gid = info.st_uid + 5000, info.st_gid + 5000  # a user who neither owns the file nor is in its group
+    owner, member, supplementary, other = (
+        _reader(info.st_uid, gid),
+        _reader(uid, info.st_gid),
+        _reader(uid, gid, (gid + 1, info.st_gid)),
+        _reader(uid, gid, (gid + 1,)),
+    )
+    group_only = 0o040
+    assert permits(member, READ, group_only, info.st_uid, info.st_gid)
+    assert permits(supplementary, READ, group_only, info.st_uid, info.st_gid)
+    assert not permits(other, READ, group_only, info.st_uid, info.st_gid)
+    assert not permits(member, READ | WRITE, group_only, info.st_uid, info.st_gid)
+    other_only = 0o004
+    assert permits(other, READ, other_only, info.st_uid, info.st_gid)
+    assert not permits(member, READ, other_only, info.st_uid, info.st_gid)  # the group class denies
+    if info.st_uid != 0:
+        assert not permits(owner, READ, other_only, info.st_uid, info.st_gid)  # the owner class denies
+
+
+def test_the_config_writer_names_a_group_or_other_reader_it_leaves_out() -> None:
+    """server.conf's check asks the one checker: group bits let a member read, other bits anyone else."""
+    import tempfile
+
+    from pulpinit.config.atomicfile import check_unchanged_readable
+    from pulpinit.errors import ConfigFileError
+
+    with tempfile.TemporaryDirectory() as directory:  # in /tmp: every user may search the way there
+        Path(directory).chmod(0o755)
+        _check_group_and_other_readers(Path(directory) / "server.conf", check_unchanged_readable, ConfigFileError)
+
+
+def _check_group_and_other_readers(conf: Path, check, error: type[Exception]) -> None:
+    from pulpinit.privileges import access_problem
+
+    conf.write_text("[server]\n")
+    info = conf.stat()
+    member = _reader(info.st_uid + 5000, info.st_gid + 5000, (info.st_gid,))
+    stranger = _reader(info.st_uid + 5000, info.st_gid + 5000)
+    for mode, reader, left_out in ((0o640, member, stranger), (0o604, stranger, member)):
+        conf.chmod(mode)
+        assert access_problem(conf, reader) is None
+        assert f"mode {mode:04o}" in str(access_problem(conf, left_out))
+        check(conf, reader)
+        with pytest.raises(error, match=f"mode {mode:04o}"):
+            check(conf, left_out)

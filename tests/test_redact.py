@@ -13,11 +13,11 @@ import re
 import urllib.parse
 
 import pytest
+from helpers.adversarial import MIB, masking_ms, shapes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pulpinit import redact
-from pulpinit.testing.adversarial import MIB, masking_ms, shapes
 
 
 @pytest.mark.parametrize("name", sorted(shapes(64)))

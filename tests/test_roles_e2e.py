@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from helpers import pace
+from helpers.processes import Spawned, children, pid_namespaces_reason
 from helpers.supervision import rss_kb
 
 from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
 from pulpinit.testing.keys import keys_env
-from pulpinit.testing.processes import Spawned, children, pid_namespaces_reason
 from pulpinit.testing.serving import free_port
 
 HEAVY = ("pymongo", "bson", "proton", "augeas", "_cffi_backend")

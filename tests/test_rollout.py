@@ -18,10 +18,10 @@ import shutil
 from typing import Any
 
 import pytest
+from helpers.processes import pid_namespaces_reason
 from helpers.rollout import Cluster, Timing, Version, measure_drain, overlaps, wait_until
 
 from pulpinit.testing import standins
-from pulpinit.testing.processes import pid_namespaces_reason
 
 OLD, NEW = Version("2.21.5", 1), Version("2.21.6", 2)
 BOTH = pytest.mark.parametrize("peer", ["fake", "secantus"], indirect=True)

@@ -1,6 +1,6 @@
 """Stop signals in every stage: real pulpinit processes, as PID 1 of a PID namespace and not.
 
-pulpinit is held at each blocking point by real inputs (:mod:`pulpinit.testing.stages`: a
+pulpinit is held at each blocking point by real inputs (:mod:`helpers.stages`: a
 stand-in ``rpm`` that never answers, a FIFO ``_FILE``, server.conf as a FIFO, MongoDB down,
 another owner's lease in the fake MongoDB, a migration never done, a long pulp-manage-db), then
 signalled by its host PID.  Each stop must end pulpinit within 1 s with 128+n and exactly one
@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 from helpers import pace
 from helpers.orphans import state
+from helpers.processes import pid_namespaces_reason
+from helpers.stages import IMPORT_HOLD_S, POINTS, SAMPLE, Held, hold, lock_owner
 
 from pulpinit.knobs import stop_signal as parse_signal
 from pulpinit.knobs import stop_signal_number as configured
-from pulpinit.testing.processes import pid_namespaces_reason
-from pulpinit.testing.stages import IMPORT_HOLD_S, POINTS, SAMPLE, Held, hold, lock_owner
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_NAMESPACES = pid_namespaces_reason()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from helpers.orphans import state
+from helpers.processes import children
 from helpers.supervision import (
     BLOCKED_THEN_EXEC,
     HELPERS,
@@ -30,7 +31,6 @@ from helpers.supervision import (
 
 from pulpinit.errors import EnvValueError
 from pulpinit.settings.toolkit import toolkit_from_environ
-from pulpinit.testing.processes import children
 
 RESIDENT = str(HELPERS / "resident_modules.py")
 HEAVY = (

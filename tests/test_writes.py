@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from helpers.processes import pid_namespaces_reason
 from helpers.workdirs import reachable
 
 from pulpinit.config import atomicfile
@@ -27,7 +28,6 @@ from pulpinit.errors import ConfigFileError, EnvValueError
 from pulpinit.privileges import resolve_user
 from pulpinit.settings.resolve import from_environ
 from pulpinit.testing import SAMPLE_CONF
-from pulpinit.testing.processes import pid_namespaces_reason
 
 PASSWORD = Assignment("database", "password", "s3cr3t-pw", "PULP_DB_PASSWORD", secret=True)
 SEEDS = Assignment("database", "seeds", "db:27017", "PULP_DB_SEEDS")
@@ -389,8 +389,9 @@ def test_writers_take_turns_and_the_later_one_sees_the_change(etc: Path) -> None
     import fcntl
     import threading
 
+    from helpers.stages import _waits_for_lock
+
     from pulpinit.errors import ConfigFileChanged
-    from pulpinit.testing.stages import _waits_for_lock
 
     conf = etc / "server.conf"
     plan = ServerConf.load(conf).plan([SEEDS])

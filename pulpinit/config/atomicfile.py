@@ -43,14 +43,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pulpinit.errors import ConfigFileChanged, ConfigFileError
 from pulpinit.knobs import FORWARDED
+from pulpinit.privileges import READ, SEARCH, Identity, permits
 from pulpinit.regularfile import FileProblem, read_regular
-
-if TYPE_CHECKING:
-    from pulpinit.privileges import Identity
 
 #: A temporary file older than this is a leftover of a killed run.
 STALE_AFTER_S = 600.0
@@ -108,17 +105,6 @@ def attributes(
     return Attributes(mode, uid, gid)
 
 
-def _may(identity: Identity, info_mode: int, uid: int, gid: int, bits: int) -> bool:
-    """Whether ``identity`` has permission ``bits`` (4 read, 1 search) by the classic rules."""
-    if identity.uid == 0:
-        return True
-    if identity.uid == uid:
-        return bool(info_mode >> 6 & bits == bits)
-    if gid == identity.gid or gid in identity.groups:
-        return bool(info_mode >> 3 & bits == bits)
-    return bool(info_mode & bits == bits)
-
-
 def check_readable(
     path: Path, target: Path, attrs: Attributes, before: os.stat_result | None, reader: Identity
 ) -> None:
@@ -127,7 +113,7 @@ def check_readable(
     uid = attrs.uid if attrs.uid is not None else before.st_uid if before is not None else me[0]
     gid = attrs.gid if attrs.gid is not None else before.st_gid if before is not None else me[1]
     who = f"{reader.name} (uid {reader.uid}), who runs Pulp,"
-    if not _may(reader, attrs.mode, uid, gid, 4):
+    if not permits(reader, READ, stat.S_IFREG | attrs.mode, uid, gid):
         raise ConfigFileError(
             str(path),
             f"{who} could not read it (mode {attrs.mode:04o}, owner {uid}, group "
@@ -138,7 +124,7 @@ def check_readable(
             info = os.stat(directory)
         except OSError:
             continue
-        if not _may(reader, stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, 1):
+        if not permits(reader, SEARCH, info.st_mode, info.st_uid, info.st_gid):
             raise ConfigFileError(
                 str(path),
                 f"{who} could not reach it: no search (x) permission on "

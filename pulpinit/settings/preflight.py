@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from pulpinit.errors import ConfigError, ExecError, KeyFileError, PulpinitError, UserError, exec_failure
-from pulpinit.privileges import Identity, resolve_user, running_as_root
+from pulpinit.privileges import EXECUTE, SEARCH, Identity, permits, resolve_user, running_as_root
 from pulpinit.settings.toolkit import Toolkit
 
 if TYPE_CHECKING:
@@ -224,7 +224,8 @@ def _refusal(path: str, who: Identity | None) -> OSError | None:
     directory = os.path.dirname(os.path.abspath(path))
     while True:
         try:
-            searchable = _may(os.stat(directory), who)
+            parent_info = os.stat(directory)
+            searchable = permits(who, SEARCH, parent_info.st_mode, parent_info.st_uid, parent_info.st_gid)
         except OSError as exc:
             return exc
         if not searchable:
@@ -233,16 +234,4 @@ def _refusal(path: str, who: Identity | None) -> OSError | None:
         if parent == directory:
             break
         directory = parent
-    return None if _may(info, who) else denied
-
-
-def _may(info: os.stat_result, who: Identity) -> bool:
-    """Whether ``who`` may execute the file (or search the directory) ``info`` describes."""
-    mode = info.st_mode
-    if who.uid == 0:  # root: any x bit on a file, every directory
-        return stat.S_ISDIR(mode) or bool(mode & 0o111)
-    if info.st_uid == who.uid:
-        return bool(mode & stat.S_IXUSR)
-    if info.st_gid == who.gid or info.st_gid in who.groups:
-        return bool(mode & stat.S_IXGRP)
-    return bool(mode & stat.S_IXOTH)
+    return None if permits(who, EXECUTE, info.st_mode, info.st_uid, info.st_gid) else denied

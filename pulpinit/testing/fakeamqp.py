@@ -3,18 +3,8 @@
 :class:`FakeAmqpBroker` listens on TCP and looks at the protocol header of each
 connection, as qpidd does:
 
-* ``AMQP`` 1 1 0 10 → an AMQP 0-10 server written here
-  (:mod:`pulpinit.wait.amqp010`'s codec): the 0-10 header, ``connection.start``
-  (server properties, SASL mechanisms, ``en_US``), then ``start-ok`` is
-  accepted with ``tune`` or refused with ``close`` 320 "Authentication
-  failed"; ``tune-ok``, ``open`` → ``open-ok``; then sessions
-  (``session.attach`` → ``attached``, ``detach`` → ``detached``,
-  ``request-timeout`` → ``timeout``: what kombu's qpid transport does right
-  after ``open-ok``); ``close`` → ``close-ok``.  Any command, and any other
-  control that asks for something, gets ``close`` 540 "does not implement …":
-  a real client is refused, never left waiting.
-  A mechanism that was not offered is answered by closing the socket (the
-  specification's rule).  This is what Celery's ``qpid://`` transport
+* ``AMQP`` 1 1 0 10 → the AMQP 0-10 server of :mod:`pulpinit.testing.amqp010server`
+  (handshake, PLAIN, sessions, close).  This is what Celery's ``qpid://`` transport
   (python-qpid) talks to.
 * an AMQP 1.0 header → python-qpid-proton, listening on a private loopback
   port behind this one (the bytes are spliced through): SASL, Open, sessions,
@@ -62,7 +52,6 @@ import os
 import shutil
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import tempfile
@@ -78,13 +67,12 @@ from proton import SASL, Endpoint, Message, symbol
 from proton.handlers import MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
+from pulpinit.testing.amqp010server import PRODUCT, VERSION, Amqp010Session
 from pulpinit.testing.faults import FaultServer, splice
 from pulpinit.testing.serving import serve_until_signal
 from pulpinit.wait import amqp010frames as frames
 from pulpinit.wait.net import Deadline, ProbeFailed, Reader
 
-PRODUCT = "pulpinit-fakeamqp"
-VERSION = "1.0"
 AMQP10_HEADERS = (b"AMQP\x00\x01\x00\x00", b"AMQP\x02\x01\x00\x00", b"AMQP\x03\x01\x00\x00")
 IDLE_S = 60.0  # a 0-10 client that says nothing for this long is dropped
 
@@ -270,7 +258,7 @@ class _Front(FaultServer):
         except ProbeFailed:
             return
         if header == frames.PROTOCOL_HEADER and broker.amqp010:
-            _Amqp010Session(broker, conn, reader).run()
+            Amqp010Session(conn, reader, broker.users, broker.opened_amqp010).run()
         elif header in AMQP10_HEADERS or (header and not broker.amqp010):
             backend = socket.create_connection(("127.0.0.1", broker.backend_port), timeout=5)
             backend.settimeout(None)
@@ -304,169 +292,6 @@ def _let_the_alert_through(conn: socket.socket, linger_s: float = 2.0) -> None:
             pass
     except OSError:
         pass
-
-
-class _Amqp010Session:
-    """One AMQP 0-10 connection: the handshake, then controls until the client closes."""
-
-    def __init__(self, broker: FakeAmqpBroker, conn: socket.socket, reader: Reader) -> None:
-        self.broker, self.conn = broker, conn
-        self.framer = frames.Framer(reader)
-
-    def send(self, code: int, fields: dict[str, Any] | None = None) -> None:
-        self.conn.sendall(frames.control_frame(code, fields))
-
-    def next(self) -> frames.Control:
-        while True:
-            control = self.framer.next_control("serving AMQP 0-10")
-            if control.code != frames.HEARTBEAT:
-                return control
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except (EOFError, ProbeFailed, ValueError, OSError):
-            pass  # the client went away or sent garbage: drop the connection
-
-    def _run(self) -> None:
-        broker = self.broker
-        mechanisms = ["PLAIN"] if broker.users else ["ANONYMOUS", "PLAIN"]
-        self.conn.sendall(frames.PROTOCOL_HEADER)
-        self.send(
-            frames.START,
-            {
-                "server-properties": {"product": PRODUCT, "version": VERSION},
-                "mechanisms": mechanisms,
-                "locales": ["en_US"],
-            },
-        )
-        start_ok = self.next()
-        mechanism = start_ok.fields.get("mechanism")
-        if start_ok.code != frames.START_OK or mechanism not in mechanisms:
-            return  # the specification: close the socket without sending anything more
-        user: str | None = "anonymous"
-        if mechanism == "PLAIN":
-            response = bytes(start_ok.fields.get("response") or b"")
-            parts = response.split(b"\x00")
-            user, password = (
-                (parts[1].decode(errors="replace"), parts[2].decode(errors="replace"))
-                if len(parts) == 3
-                else (None, None)
-            )
-            if broker.users and (user is None or broker.users.get(user) != password):
-                self.send(
-                    frames.CLOSE,
-                    {"reply-code": frames.CLOSE_FORCED, "reply-text": "Authentication failed"},
-                )
-                self._await_close_ok()  # as qpidd: the client reads the reason before the socket closes
-                return
-        self.send(
-            frames.TUNE,
-            {"channel-max": 32767, "max-frame-size": 65535, "heartbeat-min": 0, "heartbeat-max": 120},
-        )
-        while (control := self.next()).code == frames.TUNE_OK:
-            pass
-        if control.code != frames.OPEN:
-            return
-        self.send(frames.OPEN_OK, {"known-hosts": []})
-        broker.connections.append(ConnectionInfo(user, str(mechanism), None, protocol="AMQP 0-10"))
-        self._serve()
-
-    def _serve(self) -> None:
-        """After ``open-ok``: sessions attach and detach; anything else is closed, saying what it was."""
-        while True:
-            segment, channel, payload = self.framer.next_segment("serving AMQP 0-10")
-            if len(payload) < 2:
-                raise ValueError("truncated AMQP 0-10 segment")
-            class_code, code = payload[0], payload[1]
-            if segment == frames.CONTROL and class_code == frames.CONNECTION:
-                if code == frames.CLOSE:
-                    self.send(frames.CLOSE_OK)
-                    return
-                if code == frames.HEARTBEAT:
-                    continue
-            elif segment == frames.CONTROL and class_code == SESSION:
-                self._session(channel, code, payload)
-                continue
-            elif segment != frames.COMMAND:
-                continue  # a header or body of a command refused below
-            self._not_implemented(segment, class_code, code)
-            return
-
-    def _session(self, channel: int, code: int, payload: bytes) -> None:
-        """``session.attach`` → ``attached``, ``detach`` → ``detached``, ``request-timeout`` → ``timeout 0``;
-        the bookkeeping controls (command-point, flush, completed …) need no answer here."""
-        if code == SESSION_ATTACH:
-            self.conn.sendall(session_control(SESSION_ATTACHED, channel, _session_name(payload)))
-        elif code == SESSION_DETACH:
-            self.conn.sendall(session_control(SESSION_DETACHED, channel, _session_name(payload), b"\x00"))
-        elif code == SESSION_REQUEST_TIMEOUT:
-            self.conn.sendall(session_control(SESSION_TIMEOUT, channel, None, struct.pack(">I", 0)))
-
-    def _not_implemented(self, segment: int, class_code: int, code: int) -> None:
-        kind = "command" if segment == frames.COMMAND else "control"
-        what = f"{CLASSES.get(class_code, f'class {class_code}')} {kind} {code}"
-        self.send(
-            frames.CLOSE,
-            {"reply-code": NOT_IMPLEMENTED, "reply-text": f"{PRODUCT} does not implement {what}"},
-        )
-        self._await_close_ok()
-
-    def _await_close_ok(self, linger_s: float = 1.0) -> None:
-        """Wait for ``close-ok``, then leave the hang-up to the client (at most ``linger_s``).
-
-        python-qpid records the reason of a ``close`` and reports it when its caller next looks;
-        if the socket ends before that, it replaces the reason by "connection aborted".  A client
-        hangs up at once after reading a ``close``, so waiting for it costs nothing and makes what
-        the client reports not depend on thread scheduling.
-        """
-        with contextlib.suppress(EOFError, ProbeFailed, ValueError, OSError):
-            while self.next().code != frames.CLOSE_OK:
-                pass
-            self.conn.settimeout(linger_s)
-            while self.conn.recv(4096):
-                pass
-
-
-#: AMQP 0-10 class codes (specification), for "does not implement" messages.
-CLASSES = {
-    1: "connection",
-    2: "session",
-    3: "execution",
-    4: "message",
-    5: "tx",
-    6: "dtx",
-    7: "exchange",
-    8: "queue",
-    9: "file",
-    10: "stream",
-}
-SESSION = 2
-SESSION_ATTACH, SESSION_ATTACHED, SESSION_DETACH, SESSION_DETACHED = 1, 2, 3, 4
-SESSION_REQUEST_TIMEOUT, SESSION_TIMEOUT = 5, 6
-NOT_IMPLEMENTED = 540  # connection.close-code: not-implemented
-
-
-def _session_name(payload: bytes) -> bytes:
-    """The ``name`` (vbin16, the first field) of a session control, or empty when absent."""
-    flags = payload[2] | payload[3] << 8
-    if not flags & 1 or len(payload) < 6:
-        return b""
-    (size,) = struct.unpack_from(">H", payload, 4)
-    return payload[6 : 6 + size]
-
-
-def session_control(code: int, channel: int, name: bytes | None, rest: bytes = b"") -> bytes:
-    """A ``session`` control frame: the name (vbin16) when given, then ``rest`` (the next field)."""
-    fields, flags = b"", 0
-    if name is not None:
-        fields += struct.pack(">H", len(name)) + name
-        flags |= 1
-    if rest:
-        fields += rest
-        flags |= 2 if name is not None else 1
-    payload = struct.pack(">BB", SESSION, code) + bytes([flags & 0xFF, flags >> 8]) + fields
-    return frames.frame(payload, channel=channel)
 
 
 class FakeAmqpBroker:
@@ -555,6 +380,10 @@ class FakeAmqpBroker:
                 for fd in (self._injector.pipe[0], self._injector.pipe[1]):
                     with contextlib.suppress(OSError):
                         os.close(fd)
+
+    def opened_amqp010(self, user: str | None, mechanism: str) -> None:
+        """Record an AMQP 0-10 connection the 0-10 side opened."""
+        self.connections.append(ConnectionInfo(user, mechanism, None, protocol="AMQP 0-10"))
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close the listener and every connection, and end the threads."""

@@ -2,17 +2,13 @@
 
 :class:`FakeMongo` listens on a TCP port, frames requests with
 :mod:`pulpinit.testing.wire`, answers the handshake (``hello`` /
-``isMaster``: configurable wire versions, clock, replica-set mode), runs
-SCRAM-SHA-256 authentication (:mod:`pulpinit.testing.scram`) when users are
+``isMaster``: configurable wire versions, clock, replica-set mode), checks
+users and what they may do (:mod:`pulpinit.testing.mongoauth`: SCRAM logins, a
+``read_only`` user's writes refused as mongod refuses them) when users are
 configured, optionally serves TLS (with client certificates required when a
 client CA is given), and hands data commands to :class:`~pulpinit.testing.mongocmds.Engine`
 over an in-memory mongomock client, under one lock.  Unknown commands answer
-``CommandNotFound`` (59); with authentication on, everything except the
-handshake, ``ping``, ``buildInfo`` and the SASL commands answers
-``Unauthorized`` (13) until the connection has logged in.  Authorization has
-two roles: a user may do anything (``readWrite``), or, when added with
-``read_only``, only read — every write command answers ``Unauthorized`` (13)
-naming the action, as mongod does for a user with the ``read`` role.  Command failures are
+``CommandNotFound`` (59).  Command failures are
 injected as on a mongod with test commands enabled: ``configureFailPoint`` ``failCommand``
 (:mod:`pulpinit.testing.failpoints`), or in-process :meth:`FakeMongo.fail_command`.
 
@@ -50,13 +46,14 @@ from types import TracebackType
 from typing import Any, ClassVar
 
 import mongomock
-from bson import Binary, ObjectId, Timestamp
+from bson import ObjectId, Timestamp
 from bson.errors import InvalidDocument
 
 from pulpinit.parse import format_hostport
 from pulpinit.testing.failpoints import FailPointError, FailPoints
+from pulpinit.testing.mongoauth import Accounts, Logins
 from pulpinit.testing.mongocmds import CommandError, Doc, Engine
-from pulpinit.testing.scram import MECHANISM, MECHANISMS, AuthError, ScramConversation, ScramCredential
+from pulpinit.testing.scram import MECHANISMS, AuthError
 from pulpinit.testing.serving import serve_until_signal
 from pulpinit.testing.wire import Command, decode_command, encode_reply, read_message
 
@@ -76,34 +73,6 @@ _VERSIONS = (
     (2, "2.6.12"),
     (0, "2.4.14"),
 )
-#: Write commands and the privilege action mongod names when a read-only user sends them.
-_WRITE_ACTIONS = {
-    "insert": "insert",
-    "update": "update",
-    "delete": "remove",
-    "findAndModify": "update",
-    "findandmodify": "update",
-    "createIndexes": "createIndex",
-    "create": "createCollection",
-    "drop": "dropCollection",
-    "dropIndexes": "dropIndex",
-    "dropDatabase": "dropDatabase",
-}
-_OPEN_COMMANDS = frozenset(
-    {
-        "hello",
-        "isMaster",
-        "ismaster",
-        "ping",
-        "buildInfo",
-        "buildinfo",
-        "saslStart",
-        "saslContinue",
-        "endSessions",
-        "logout",
-        "connectionStatus",
-    }
-)
 
 
 def version_for_wire(wire_version: int) -> str:
@@ -115,9 +84,8 @@ def version_for_wire(wire_version: int) -> str:
 class _Connection:
     id: int
     sock: socket.socket
-    authenticated: set[tuple[str, str]] = field(default_factory=set)
+    logins: Logins = field(default_factory=Logins)
     app_name: str | None = None  # from the client metadata of its first hello (failCommand's appName)
-    conversations: dict[int, ScramConversation] = field(default_factory=dict)
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -165,8 +133,7 @@ class FakeMongo:
         self.advertised_host = advertised_host or ("127.0.0.1" if wildcard else host)
         self._version = version
         self._port = port
-        self._credentials: dict[tuple[str, str, str], ScramCredential] = {}
-        self._read_only: set[tuple[str, str]] = set()
+        self.accounts = Accounts()
         for (database, user), password in (users or {}).items():
             self.add_user(database, user, password)
         for (database, user), password in (read_only_users or {}).items():
@@ -280,9 +247,7 @@ class FakeMongo:
 
         ``read_only``: the user may read but every write command answers ``Unauthorized``.
         """
-        (self._read_only.add if read_only else self._read_only.discard)((database, user))
-        for mechanism in MECHANISMS:
-            self._credentials[(database, user, mechanism)] = ScramCredential.from_password(mechanism, user, password)
+        self.accounts.add(database, user, password, read_only=read_only)
 
     def fail_command(
         self,
@@ -369,13 +334,7 @@ class FakeMongo:
         with self.lock:
             self.commands[name] += 1
         try:
-            if self._credentials and not conn.authenticated and name not in _OPEN_COMMANDS:
-                raise CommandError(13, f"Command {name} requires authentication", "Unauthorized")
-            action = _WRITE_ACTIONS.get(name)
-            if action and conn.authenticated and conn.authenticated <= self._read_only:
-                raise CommandError(
-                    13, f"not authorized on {command.database} to execute command (action: {action})", "Unauthorized"
-                )
+            self.accounts.check(conn.logins, command)
             local = self._server_commands.get(name)
             if local is not None:
                 return local(self, conn, command)
@@ -419,14 +378,14 @@ class FakeMongo:
             readOnly=False,
         )
         mechs = body.get("saslSupportedMechs")
-        if isinstance(mechs, str) and self.wire_version >= 7 and (*mechs.split(".", 1), MECHANISM) in self._credentials:
+        if isinstance(mechs, str) and self.wire_version >= 7 and self.accounts.knows(mechs):
             reply["saslSupportedMechs"] = list(self.mechanisms)
         speculative = body.get("speculativeAuthenticate")
         if isinstance(speculative, dict) and self.wire_version >= 9 and speculative.get("mechanism") in self.mechanisms:
             # like mongod: an unknown user gets no speculative answer and falls back to saslStart
             with contextlib.suppress(AuthError):
-                reply["speculativeAuthenticate"] = self._sasl_start_reply(
-                    conn, str(speculative.get("db", command.database)), speculative
+                reply["speculativeAuthenticate"] = self.accounts.start(
+                    conn.logins, str(speculative.get("db", command.database)), speculative
                 )
         reply["ok"] = 1.0
         return reply
@@ -442,40 +401,14 @@ class FakeMongo:
             "ok": 1.0,
         }
 
-    def _sasl_start_reply(self, conn: _Connection, database: str, body: Doc) -> Doc:
-        conversation = ScramConversation(str(body.get("mechanism")), database, self._credentials)
-        payload = conversation.start(bytes(body.get("payload", b"")))
-        conversation_id = len(conn.conversations) + 1
-        conn.conversations[conversation_id] = conversation
-        return {"conversationId": conversation_id, "done": False, "payload": Binary(payload), "ok": 1.0}
-
     def _sasl_start(self, conn: _Connection, command: Command) -> Doc:
-        mechanism = command.body.get("mechanism")
-        if mechanism not in self.mechanisms:
-            raise CommandError(
-                334, f"Received authentication for mechanism {mechanism} which is not enabled", "MechanismUnavailable"
-            )
-        try:
-            return self._sasl_start_reply(conn, command.database, command.body)
-        except AuthError as exc:
-            raise CommandError(18, "Authentication failed.", "AuthenticationFailed") from exc
+        return self.accounts.sasl_start(conn.logins, command, self.mechanisms)
 
     def _sasl_continue(self, conn: _Connection, command: Command) -> Doc:
-        conversation_id = int(command.body.get("conversationId", 0))
-        conversation = conn.conversations.get(conversation_id)
-        try:
-            if conversation is None:
-                raise AuthError("no such conversation")
-            payload = conversation.step(bytes(command.body.get("payload", b"")))
-        except AuthError as exc:
-            conn.conversations.pop(conversation_id, None)
-            raise CommandError(18, "Authentication failed.", "AuthenticationFailed") from exc
-        conn.authenticated.add((conversation.database, str(conversation.user)))
-        return {"conversationId": conversation_id, "done": True, "payload": Binary(payload), "ok": 1.0}
+        return self.accounts.sasl_continue(conn.logins, command)
 
     def _connection_status(self, conn: _Connection, command: Command) -> Doc:
-        users = [{"user": user, "db": db} for db, user in sorted(conn.authenticated)]
-        return {"authInfo": {"authenticatedUsers": users, "authenticatedUserRoles": []}, "ok": 1.0}
+        return conn.logins.status()
 
     def _server_status(self, conn: _Connection, command: Command) -> Doc:
         return {

@@ -1,8 +1,7 @@
 """Run a fake service in the foreground until SIGTERM or SIGINT (the ``python -m`` entry points).
 
 Prints one line, ``ready <port>``, once the service listens, so a parent process (the demo, a
-test, a shell script) knows the port without polling (see
-:meth:`pulpinit.testing.processes.Spawned.ready_port`).  :func:`free_port` is a loopback port
+test, a shell script) knows the port without polling.  :func:`free_port` is a loopback port
 nobody listens on.
 """
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers.podman import Container, podman, security_context, security_options, wait_for
-
-from pulpinit.testing.processes import children
+from helpers.processes import children
 
 ROOT = Path(__file__).resolve().parents[2]
 ORPHANS = ROOT / "tests" / "helpers" / "orphans.py"

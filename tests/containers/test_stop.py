@@ -1,7 +1,7 @@
 """``podman stop`` and ``podman kill`` of the role images, in every stage, as PID 1 of the container.
 
 Each container is held at one point of pulpinit's pipeline the way it happens in a cluster (the
-points of :mod:`pulpinit.testing.stages`), with pulpinit exec'ing the role (as the images do) or
+points of :mod:`helpers.stages`), with pulpinit exec'ing the role (as the images do) or
 with ``PULPINIT_INIT=1`` (staying as PID 1 and supervising it).  ``podman stop`` sends the image's
 STOPSIGNAL (SIGTERM here), waits at most 30 s, and the test reads the container's exit code and
 the time the command took: 143 and well under a second in every stage before the hand-off, with
@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import pytest
 from helpers.podman import Container, wait_for
+from helpers.stages import hold_lock
 
 from pulpinit.testing.serving import free_port
-from pulpinit.testing.stages import hold_lock
 
 #: point → (image, the stage pulpinit names when stopped there; None: after the hand-off).
 POINTS = {

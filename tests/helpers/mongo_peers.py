@@ -23,12 +23,12 @@ from typing import Any
 import pymongo
 
 from helpers.pace import argv as paced
+from helpers.processes import Spawned
 from helpers.workdirs import reachable
 from pulpinit.knobs import LOCK_COLLECTION
 from pulpinit.migrate.migrator import LOCK_ID, STATE_ID
 from pulpinit.testing import standins
 from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.testing.processes import Spawned
 
 COLLECTION = LOCK_COLLECTION
 

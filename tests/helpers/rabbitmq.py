@@ -223,11 +223,25 @@ class RabbitMQ:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        waited = self.ctl("wait", "--timeout", str(int(timeout)), str(self.pidfile), timeout=timeout + 10)
-        if waited.returncode != 0 or self._proc.poll() is not None:
+        # the pid file first, watching the server itself: one that failed (a port taken) says why at once,
+        # where ``rabbitmqctl wait`` would keep waiting for a pid file that never comes
+        deadline = started + timeout
+        while not self.pidfile.exists() and self._proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        problem = ""
+        if not self.pidfile.exists():
+            problem = f"no pid file after {time.monotonic() - started:.0f} s"
+        elif self._proc.poll() is None:  # then the node's boot
+            left = max(1, int(deadline - time.monotonic()))
+            try:
+                waited = self.ctl("wait", "--timeout", str(left), str(self.pidfile), timeout=left + 30)
+                problem = "" if waited.returncode == 0 else f"{waited.stdout}{waited.stderr}"
+            except subprocess.TimeoutExpired:
+                problem = f"rabbitmqctl wait did not return within {left + 30} s"
+        if problem or self._proc.poll() is not None:
             tail = self.logfile.read_text(errors="replace")[-2000:]
             self.stop()
-            raise RuntimeError(f"RabbitMQ did not start: {waited.stdout}{waited.stderr}\n{tail}")
+            raise RuntimeError(f"RabbitMQ did not start: {problem or 'the server exited'}\n{tail}")
         self.startup_s = time.monotonic() - started
         return self
 

@@ -53,10 +53,10 @@ from typing import Any
 
 from helpers.mongo_peers import MongoPeer, environ_without_pulp, wait_for
 from helpers.pace import argv as paced
+from helpers.processes import children
 from helpers.workdirs import reachable
 from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.keys import keys_env, make_keys, reader_group
-from pulpinit.testing.processes import children
 
 WORKERS = 3
 ROLES = ("beat", "resource-manager", "worker")

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pulpinit.testing.processes import Spawned, children, first_child
+from helpers.processes import Spawned, children, first_child
 
 HELPERS = Path(__file__).resolve().parent
 REPO = HELPERS.parent.parent

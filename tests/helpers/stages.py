@@ -42,11 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from helpers.processes import Spawned, first_child
 from pulpinit.migrate.migrator import LOCK_ID
 from pulpinit.testing import SAMPLE_CONF, standins
 from pulpinit.testing.fakeamqp import FakeAmqpBroker
 from pulpinit.testing.fakemongo import FakeMongo
-from pulpinit.testing.processes import Spawned, first_child
 from pulpinit.testing.serving import free_port
 
 SAMPLE = SAMPLE_CONF

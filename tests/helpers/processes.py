@@ -175,7 +175,7 @@ class Spawned:
 
     def send(self, text: str) -> None:
         """Write ``text`` to its stdin (``stdin=True``)."""
-        assert self.proc.stdin is not None  # noqa: S101 - stdin=True
+        assert self.proc.stdin is not None
         self.proc.stdin.write(text)
         self.proc.stdin.flush()
 
