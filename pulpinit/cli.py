@@ -20,11 +20,10 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pulpinit import __version__, commands, knobs, log, pipeline, signals
 from pulpinit.errors import EnvValueError, ExitCode, Interrupted, PulpinitError, UsageError
-from pulpinit.pki import command as pki
 from pulpinit.redact import mask_argv
 from pulpinit.roles import HTTPD_ROLES, ROLES
 
@@ -72,7 +71,9 @@ class _Parser(argparse.ArgumentParser):
             self.usage = super().format_usage().removeprefix("usage: ").strip() + f" {self.after}"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """pulpinit's parser; with ``command``, only that command's subparser (a start parses one command,
+    and building every subparser costs every start a few milliseconds)."""
     parser = _Parser(
         prog="pulpinit",
         description="Container entrypoint for Pulp 2: configure, wait, migrate once, drop privileges, "
@@ -85,54 +86,97 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=knobs.LOG_LEVELS, type=str.lower)
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subcommands.required = True
+    for name, add in _SUBPARSERS.items():
+        if command in (None, name):
+            add(subcommands, name)
+    return parser
 
-    def role_options(sub: _Parser, after: str) -> None:
-        sub.add_argument("--dry-run", action="store_true", help="print the plan; change and connect nothing")
-        sub.add_argument("--init", action="store_true", help="stay as PID 1 and supervise instead of exec")
-        sub.after = after
 
-    for role in ROLES:
-        sub = subcommands.add_parser(role, help=f"run Pulp's {role} (extra celery arguments after --)")
-        if role == "worker":
-            sub.add_argument(
-                "number",
-                nargs="?",
-                metavar="N",
-                help="worker number (default: PULP_WORKER_NUMBER, else the host name's -N, else 0)",
-            )
-        role_options(sub, _AFTER_DASHES[role])
-    sub = subcommands.add_parser(
-        "api", help="Pulp's REST API: configure, wait, wait for migrations, then httpd as root (its args after --)"
-    )
-    role_options(sub, _AFTER_DASHES["api"])
-    sub = subcommands.add_parser(
-        "crane", help="crane: write crane.conf, then httpd as root (no database; its args after --)"
-    )
-    role_options(sub, _AFTER_DASHES["crane"])
-    sub = subcommands.add_parser("migrate", help="configure, wait, migrate once, exit 0")
+def _role_options(sub: _Parser, after: str) -> None:
+    sub.add_argument("--dry-run", action="store_true", help="print the plan; change and connect nothing")
+    sub.add_argument("--init", action="store_true", help="stay as PID 1 and supervise instead of exec")
+    sub.after = after
+
+
+def _add_role(subcommands: Any, role: str) -> None:
+    sub = subcommands.add_parser(role, help=f"run Pulp's {role} (extra celery arguments after --)")
+    if role == "worker":
+        sub.add_argument(
+            "number",
+            nargs="?",
+            metavar="N",
+            help="worker number (default: PULP_WORKER_NUMBER, else the host name's -N, else 0)",
+        )
+    _role_options(sub, _AFTER_DASHES[role])
+
+
+def _add_httpd_role(subcommands: Any, role: str) -> None:
+    helps = {
+        "api": "Pulp's REST API: configure, wait, wait for migrations, then httpd as root (its args after --)",
+        "crane": "crane: write crane.conf, then httpd as root (no database; its args after --)",
+    }
+    _role_options(subcommands.add_parser(role, help=helps[role]), _AFTER_DASHES[role])
+
+
+def _add_migrate(subcommands: Any, name: str) -> None:
+    sub = subcommands.add_parser(name, help="configure, wait, migrate once, exit 0")
     sub.add_argument("--dry-run", action="store_true", help="say whether it would migrate, and why")
-    sub = subcommands.add_parser("run", help="the pipeline for any command: run [options] -- CMD [ARG...]")
-    role_options(sub, _AFTER_DASHES["run"])
+
+
+def _add_run(subcommands: Any, name: str) -> None:
+    sub = subcommands.add_parser(name, help="the pipeline for any command: run [options] -- CMD [ARG...]")
+    _role_options(sub, _AFTER_DASHES[name])
+
+
+def _add_check_deps(subcommands: Any, name: str) -> None:
     sub = subcommands.add_parser(
-        "check-deps", help="probe MongoDB, the broker and [messaging] once; exit 0 if what the roles wait for is up"
+        name, help="probe MongoDB, the broker and [messaging] once; exit 0 if what the roles wait for is up"
     )
     sub.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_argument("--wait", action="store_true", help="apply the wait policy first")
     sub.add_argument("--timeout", type=float, metavar="S", help="bound the whole run to S seconds")
-    sub = subcommands.add_parser("configure", help="write the settings into server.conf")
+
+
+def _add_configure(subcommands: Any, name: str) -> None:
+    sub = subcommands.add_parser(name, help="write the settings into server.conf")
     sub.add_argument("--dry-run", action="store_true", help="print a unified diff; change nothing")
     sub.add_argument("--create", action="store_true", help="create server.conf when it is missing")
-    sub = subcommands.add_parser("settings", help="print every effective value and its source")
+
+
+def _add_settings(subcommands: Any, name: str) -> None:
+    sub = subcommands.add_parser(name, help="print every effective value and its source")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _add_pki(subcommands: Any, name: str) -> None:
+    from pulpinit.pki import command as pki  # only for ``pki`` (and the whole --help)
+
     pki.add_parser(subcommands)
-    return parser
+
+
+#: Each command's subparser, in the order ``--help`` lists them.
+_SUBPARSERS: dict[str, Callable[[Any, str], None]] = {
+    **dict.fromkeys(ROLES, _add_role),
+    **dict.fromkeys(HTTPD_ROLES, _add_httpd_role),
+    "migrate": _add_migrate,
+    "run": _add_run,
+    "check-deps": _add_check_deps,
+    "configure": _add_configure,
+    "settings": _add_settings,
+    "pki": _add_pki,
+}
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command ``argv`` names (its first word that is one), or None (``--help``, a typo)."""
+    return next((word for word in argv if word in _SUBPARSERS), None)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """Parse argv; everything after the first ``--`` is kept apart as ``args.rest``."""
     argv = list(argv)
     cut = argv.index("--") if "--" in argv else len(argv)
-    parser = build_parser()
+    parser = build_parser(_command_of(argv[:cut]))
     args, unknown = parser.parse_known_args(argv[:cut])
     if unknown:
         raise _unrecognized(argv, args.command, unknown)
@@ -173,8 +217,14 @@ def _unrecognized(argv: list[str], command: str, unknown: list[str]) -> UsageErr
     return UsageError(error, hint=f"{what} after --: {corrected}")
 
 
+def _pki_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from pulpinit.pki import command as pki
+
+    return pki.run(args, environ)
+
+
 COMMANDS: Mapping[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
-    "pki": pki.run,
+    "pki": _pki_run,
     "settings": commands.settings,
     "configure": commands.configure,
     "check-deps": commands.check_deps,

@@ -56,17 +56,17 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import os
 import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pulpinit import log
 from pulpinit.errors import MigrationPending, PulpinitError
 from pulpinit.log import Throttle
-from pulpinit.migrate.holding import Holding
 from pulpinit.migrate.lease import Collection, Holder, LeaseLock, server_clock
 from pulpinit.migrate.policy import MigrationPolicy
 from pulpinit.migrate.retry import Retrier
@@ -74,6 +74,9 @@ from pulpinit.migrate.state import LOCK_ID, STATE_ID, StateDoc, StateStore, desc
 from pulpinit.targets import MongoTarget
 from pulpinit.wait.mongo_client import connect
 from pulpinit.wait.waiter import Backoff
+
+if TYPE_CHECKING:
+    from pulpinit.migrate.holding import Holding
 
 __all__ = ["APPNAME", "LOCK_ID", "STATE_ID", "MigrationPolicy", "Migrator", "Mode", "migrate", "owner_name"]
 
@@ -186,16 +189,23 @@ class Migrator:
             target, clock=clock, sleep=sleep, log=self.log, cap=self.policy.poll_cap, log_interval=policy.log_interval
         )
         self.store = StateStore(collection, fingerprint=fingerprint, owner=owner, db=self.db, where=self.where)
-        self.holding = Holding(
+
+    @functools.cached_property
+    def holding(self) -> Holding:
+        """Holding the lock (the quiet wait, the lease keeper, the child): only a run that takes the lock
+        needs it, and only then is it loaded (a warm start or a waiting role never takes the lock)."""
+        from pulpinit.migrate.holding import Holding
+
+        return Holding(
             self.lock,
             self.store,
             self.db,
-            policy,
-            target,
+            self.policy,
+            self.target,
             self.log,
-            clock=clock,
-            now=now,
-            sleep=sleep,
+            clock=self.clock,
+            now=self.now,
+            sleep=self.sleep,
             environ=self.environ,
             lock_text=self.lock_text,
         )
