@@ -4,6 +4,7 @@ the ``testing`` extra, inert without it (installed offline from wheels of this e
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,12 +15,22 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+#: What a build of this tree must not see: the environments, caches and earlier builds (setuptools
+#: builds in the source tree: a stale ``build/`` would put modules that no longer exist into the wheel,
+#: and two builds at once would race in it).
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv*", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "erl_crash.dump"
+)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """pulpinit's wheel, built from this tree."""
+    """pulpinit's wheel, built from a copy of this tree's sources."""
     dist = tmp_path_factory.mktemp("dist")
+    source = tmp_path_factory.mktemp("source") / "pulpinit"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCES, symlinks=True)
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)],
         capture_output=True,
         text=True,
         timeout=300,

@@ -117,6 +117,7 @@ class RabbitMQ:
             "RABBITMQ_CONFIG_FILE": str(w / "rabbitmq"),  # rabbitmq.conf, below
             "RABBITMQ_ADVANCED_CONFIG_FILE": str(w / "advanced.config"),
             "RABBITMQ_CONF_ENV_FILE": str(w / "rabbitmq-env.conf"),
+            "ERL_CRASH_DUMP": str(w / "erl_crash.dump"),  # a failed start's dump stays in the workdir
         }
 
     def config(self) -> str:
@@ -225,6 +226,7 @@ class RabbitMQ:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                cwd=self.workdir,
             )
         # the pid file first, watching the server itself: one that failed (a port taken) says why at once,
         # where ``rabbitmqctl wait`` would keep waiting for a pid file that never comes
