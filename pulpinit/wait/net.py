@@ -280,21 +280,28 @@ def not_this_protocol(data: bytes, expected: str, tls_advice: str) -> ProbeFaile
     return ProbeFailed(Failure.PROTOCOL, f"the server answered {expected} with {describe_bytes(data)}")
 
 
+#: The longest :func:`speaks_tls` waits for the connection, then for the handshake (within the deadline).
+TLS_CHECK_S = 3.0
+
+
 def speaks_tls(host: str, port: int, deadline: Deadline, resolver: Resolver | None = None) -> bool:
     """Whether ``host:port`` completes a TLS handshake (certificate not checked): a diagnosis aid.
 
     Used when a plain client is hung up on without a word, which is what many TLS servers
-    do with bytes that are not TLS.  Never raises.
+    do with bytes that are not TLS.  It may take up to :data:`TLS_CHECK_S` of what is left of the
+    probe's time: a TLS server on a loaded machine can take a second to answer, and a check cut
+    short would call the port's hang-up a reset.  Never raises.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
-        sock = connect(host, port, Deadline(min(0.5, deadline.left("checking for TLS")), connected=True), resolver)
+        within = Deadline(min(TLS_CHECK_S, deadline.left("checking for TLS")), connected=True)
+        sock = connect(host, port, within, resolver)
     except ProbeFailed:
         return False
     try:
-        sock.settimeout(max(0.05, min(0.5, deadline.end - time.monotonic())))
+        sock.settimeout(max(0.05, min(TLS_CHECK_S, deadline.end - time.monotonic())))
         with ctx.wrap_socket(sock, server_hostname=None):
             return True
     except ssl.SSLError as exc:
