@@ -127,8 +127,12 @@ class Run:
         self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.out: list[str] = []
         self.err: list[str] = []
-        for stream, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err)):
-            threading.Thread(target=self._pump, args=(stream, into), daemon=True).start()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(stream, into), daemon=True)
+            for stream, into in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))
+        ]
+        for pump in self._pumps:
+            pump.start()
 
     @staticmethod
     def _pump(stream: Any, into: list[str]) -> None:
@@ -153,7 +157,10 @@ class Run:
 
     def stop(self, signum: int = signal.SIGWINCH) -> int:
         self.proc.send_signal(signum)
-        return self.proc.wait(timeout=30)
+        code = self.proc.wait(timeout=30)
+        for pump in self._pumps:  # the rest of its output: the last lines come after the exit
+            pump.join(10)
+        return code
 
 
 def pulpinit(*argv: str) -> list[str]:
