@@ -553,6 +553,7 @@ def oracle_run() -> Iterator[Judged]:
             rows, informational = oracle.judge(
                 stack, cases, root / "confs", timeout=TIMEOUT, processes=8, alternates=alternates
             )
+            rows = _again_if_slow(stack, rows, root / "again")
         finally:
             peers.stop()
         total = time.monotonic() - started
@@ -568,6 +569,22 @@ def oracle_run() -> Iterator[Judged]:
                 judged = py27stack.pinned(pin.partition("==")[0])
                 oracle.rewrite_block(DOCS, pin, oracle.alternate_table(pin, judged, rows, outcomes))
         yield Judged({row.case.id: row for row in rows}, informational)
+
+
+def _again_if_slow(stack: py27stack.Stack, rows: list[Row], workdir: Path) -> list[Row]:
+    """The fake 0-10 broker's cases that took longer than a probe's timeout, judged once more, alone.
+
+    A client that waits for one of its time-outs on the fake broker (a reply the fake never sends) is
+    as slow the second time; a case slowed by eight clients starting at once on two busy cores is
+    not.  :func:`test_no_client_hangs_on_the_fake_broker` then reads the second judgement.
+    """
+    slow = [row.case for row in rows if row.case.group == "fake010" and row.outcome.seconds > TIMEOUT]
+    if not slow:
+        return rows
+    workdir.mkdir()
+    again, _ = oracle.judge(stack, slow, workdir, timeout=TIMEOUT, processes=1)
+    by_id = {row.case.id: row for row in again}
+    return [by_id.get(row.case.id, row) for row in rows]
 
 
 @pytest.fixture(scope="module")
