@@ -43,6 +43,14 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+def test_wheel_carries_every_package_of_the_tree(wheel: Path):
+    """setup.cfg names the packages one by one: a new one left out would be missing from every image."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = sorted(str(init.relative_to(ROOT)) for init in (ROOT / "pulpinit").rglob("__init__.py"))
+    assert [package for package in packages if package not in names] == []
+
+
+@pytest.mark.slow
 def test_wheel_installs_the_lens_and_finds_it(tmp_path: Path, wheel: Path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "pulpinit/lenses/pulp.aug" in names
