@@ -57,13 +57,30 @@ class _Parser(argparse.ArgumentParser):
             sys.stderr.write(message)
         raise _ParserExit(status)
 
+    #: Whether help or usage is being shown: then a formatter is sized to the terminal.
+    _showing = False
+
     def format_usage(self) -> str:
+        self._showing = True
         self._with_after()
         return super().format_usage()
 
     def format_help(self) -> str:
+        self._showing = True
         self._with_after()
         return super().format_help()
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        """A formatter sized to the terminal only to show help or usage.
+
+        argparse also makes one on every ``add_argument`` (to check a metavar) and in
+        ``add_subparsers`` (for the commands' prog, one word here), where its width changes nothing;
+        sizing those to the terminal imports shutil, and with it zlib, bz2 and lzma, on every start
+        (about 6 ms).  80 is the width shutil falls back to outside a terminal, as in a container.
+        """
+        if self._showing:
+            return super()._get_formatter()
+        return argparse.HelpFormatter(self.prog, width=80)
 
     def _with_after(self) -> None:
         """The usage line with :attr:`after`, made when it is first shown (not on every start)."""

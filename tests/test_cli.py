@@ -279,6 +279,21 @@ def test_a_usage_error_masks_url_credentials_it_echoes(capsys):
     assert "Sekr3t-pw" not in err
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["worker", "--help"]])
+def test_help_is_sized_to_the_terminal(capsys, monkeypatch, argv):
+    """Help is wrapped to the terminal's width as argparse wraps it (COLUMNS, as shutil reads it)."""
+
+    def shown(columns: int) -> list[str]:
+        monkeypatch.setenv("COLUMNS", str(columns))
+        assert main(argv) == 0
+        return capsys.readouterr().out.splitlines()
+
+    wide, narrow = shown(200), shown(50)
+    assert len(narrow) > len(wide)
+    assert max(map(len, wide)) > 50
+    assert max(len(line) for line in narrow if not line.startswith(" ")) <= 50  # what argparse indents may go past
+
+
 @pytest.mark.parametrize(
     ("command", "after"),
     [("run", "-- CMD [ARG ...]"), ("beat", "[-- CELERY-ARG ...]"), ("worker", "[N] [-- CELERY-ARG ...]")],

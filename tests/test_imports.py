@@ -21,7 +21,18 @@ from pulpinit.testing.sandbox import Sandbox
 
 HELPER = Path(__file__).parent / "helpers" / "command_modules.py"
 #: The third-party (and costly standard-library) modules whose presence is pinned.
-WATCHED = ("asyncio", "augeas", "bson", "cryptography", "dns", "proton", "pymongo", "structlog", "tenacity")
+WATCHED = (
+    "asyncio",
+    "augeas",
+    "bson",
+    "cryptography",
+    "dns",
+    "proton",
+    "pymongo",
+    "shutil",
+    "structlog",
+    "tenacity",
+)
 
 #: What every command loads: the entry point, the CLI and the settings and configure stages.
 START = {

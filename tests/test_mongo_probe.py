@@ -408,6 +408,33 @@ def test_separate_key_file_is_combined_in_memory(tmp_path: Path) -> None:
     assert not str(path).startswith(str(tmp_path))
 
 
+WITHOUT_MEMFD = """
+import os, stat, sys
+del os.memfd_create  # a kernel without memfd_create: the private temporary file instead
+from pulpinit.wait.mongo_client import combined_pem
+path = combined_pem(sys.argv[1], sys.argv[2])
+modes = [stat.S_IMODE(os.stat(p).st_mode) for p in (os.path.dirname(path), path)]
+print(path, *(oct(mode) for mode in modes), open(path).read().count("BEGIN"))
+"""
+
+
+def test_without_memfd_the_combined_file_is_private_and_removed_at_exit(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    key.write_text("-----BEGIN PRIVATE KEY-----\nBBBB\n-----END PRIVATE KEY-----\n")
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_MEMFD, str(cert), str(key)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    path, directory_mode, file_mode, pems = done.stdout.split()
+    assert (directory_mode, file_mode, pems) == ("0o700", "0o600", "2")
+    assert not Path(path).parent.exists()  # removed when the process ended
+
+
 def test_connect_builds_a_working_client(fake: FakeMongo) -> None:
     client = connect(target_for(fake, username="pulp", password=PASSWORD), 2.0)
     try:

@@ -34,12 +34,9 @@ exactly as it would have.
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import os
-import shutil
 import sys
-import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +97,11 @@ def _memfd_path(data: bytes) -> str | None:
 
 
 def _private_tempfile(data: bytes) -> str:
+    # Only here, without memfd: tempfile and shutil would cost every start that reaches MongoDB about 6 ms.
+    import atexit
+    import shutil
+    import tempfile
+
     directory = tempfile.mkdtemp(prefix="pulpinit-tls-")  # mode 0700
     atexit.register(shutil.rmtree, directory, True)
     path = os.path.join(directory, "client.pem")
