@@ -76,7 +76,7 @@ class _Parser(argparse.ArgumentParser):
         argparse also makes one on every ``add_argument`` (to check a metavar) and in
         ``add_subparsers`` (for the commands' prog, one word here), where its width changes nothing;
         sizing those to the terminal imports shutil, and with it zlib, bz2 and lzma, on every start
-        (about 6 ms).  80 is the width shutil falls back to outside a terminal, as in a container.
+        (about 3 ms).  80 is the width shutil falls back to outside a terminal, as in a container.
         """
         if self._showing:
             return super()._get_formatter()
